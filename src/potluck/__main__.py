@@ -1,0 +1,3 @@
+from potluck.cli.main import main
+
+main()

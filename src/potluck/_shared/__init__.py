@@ -1,0 +1,1 @@
+"""Stdlib-only building blocks shared by the hub and the agent."""

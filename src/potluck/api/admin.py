@@ -1,0 +1,173 @@
+"""The admin API (``/admin/...``), authenticated by the admin token as ``Authorization: Bearer``."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from potluck.api.context import HUB
+from potluck.hub.errors import InvalidRequestError, NotFoundError
+from potluck.hub.services import HubServices
+from potluck.store.errors import NotFoundError as StoreNotFoundError
+
+
+class NameBody(msgspec.Struct):
+    name: str
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
+
+
+def _admin(request: web.Request) -> HubServices:
+    hub = request.app[HUB]
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    hub.admin.check(token.strip() if scheme.lower() == "bearer" else None)
+    return hub
+
+
+async def _name(request: web.Request) -> str:
+    try:
+        body = msgspec.json.decode(await request.read(), type=NameBody)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequestError(f"Invalid body: {exc}", param="name") from None
+    name = body.name.strip()
+    if not name or len(name) > 200:
+        raise InvalidRequestError("`name` must be 1 to 200 characters", param="name")
+    return name
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
+async def create_key(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    created = await hub.store.keys.create(await _name(request))
+    hub.keys.add(created.key)
+    key = created.key
+    return _json({"id": key.id, "name": key.name, "key": created.secret, "created_at": _iso(key.created_at)}, 201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    keys = await hub.store.keys.list()
+    return _json(
+        {
+            "keys": [
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "prefix": k.prefix,
+                    "created_at": _iso(k.created_at),
+                    "revoked_at": _iso(k.revoked_at),
+                }
+                for k in keys
+            ]
+        }
+    )
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    key_id = request.match_info["key_id"]
+    try:
+        key = await hub.store.keys.revoke(key_id)
+    except StoreNotFoundError:
+        raise NotFoundError(f"No key {key_id}") from None
+    hub.keys.remove(key_id)
+    return _json({"id": key.id, "revoked_at": _iso(key.revoked_at)})
+
+
+async def create_agent_token(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    token = await hub.store.agents.create_token(await _name(request))
+    return _json({"id": token.id, "name": token.name, "token": token.token, "created_at": _iso(token.created_at)}, 201)
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    registry = hub.registry
+    now = datetime.now(UTC)
+    agents = []
+    for agent in await hub.store.agents.list():
+        session = registry.sessions.get(agent.id)
+        if session is None:
+            agents.append(
+                {
+                    "id": agent.id,
+                    "name": agent.name,
+                    "state": "offline",
+                    "models": [],
+                    "in_flight": 0,
+                    "max_concurrency": 0,
+                    "last_seen": _iso(agent.last_seen_at),
+                    "drained_by_admin": agent.id in registry.admin_drained,
+                }
+            )
+            continue
+        slots = registry.scheduler.agent(agent.id)
+        agents.append(
+            {
+                "id": agent.id,
+                "name": session.name,
+                "state": "draining" if slots is not None and slots.draining else "online",
+                "models": [{"id": m.id, "hot": m.hot} for m in session.models],
+                "backends": [{"url": b.url, "kind": b.kind, "healthy": b.healthy} for b in session.backends],
+                "in_flight": slots.in_flight if slots is not None else 0,
+                "max_concurrency": session.max_concurrency,
+                "last_seen": _iso(now),
+                "rtt_ms": None if session.rtt_s is None else round(session.rtt_s * 1000, 3),
+                "version": session.version,
+                "drained_by_admin": agent.id in registry.admin_drained,
+            }
+        )
+    return _json({"agents": agents})
+
+
+async def _known_agent(hub: HubServices, agent_id: str) -> None:
+    if agent_id not in hub.registry.sessions and all(a.id != agent_id for a in await hub.store.agents.list()):
+        raise NotFoundError(f"No agent {agent_id}")
+
+
+async def drain_agent(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    agent_id = request.match_info["agent_id"]
+    await _known_agent(hub, agent_id)
+    hub.registry.set_admin_drain(agent_id, True)
+    return _json({"id": agent_id, "state": "draining"}, 202)
+
+
+async def resume_agent(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    agent_id = request.match_info["agent_id"]
+    await _known_agent(hub, agent_id)
+    hub.registry.set_admin_drain(agent_id, False)
+    return _json({"id": agent_id, "state": "online" if agent_id in hub.registry.sessions else "offline"})
+
+
+async def recent_usage(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    try:
+        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
+    except ValueError:
+        raise InvalidRequestError("`limit` must be an integer", param="limit") from None
+    await hub.journal.flush()
+    records = await hub.store.usage.recent(limit)
+    return _json({"usage": [dataclasses.asdict(r) for r in records]})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/keys", create_key)
+    app.router.add_get("/admin/keys", list_keys)
+    app.router.add_delete("/admin/keys/{key_id}", revoke_key)
+    app.router.add_post("/admin/agent-tokens", create_agent_token)
+    app.router.add_get("/admin/agents", list_agents)
+    app.router.add_post("/admin/agents/{agent_id}/drain", drain_agent)
+    app.router.add_post("/admin/agents/{agent_id}/resume", resume_agent)
+    app.router.add_get("/admin/usage", recent_usage)

@@ -1,0 +1,15 @@
+"""Keys under which the adapters find shared state on the aiohttp app and request."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from potluck.hub.services import HubServices
+
+HUB = web.AppKey("hub", HubServices)
+REQUEST_ID = "potluck_request_id"
+
+
+def request_id(request: web.Request) -> str:
+    rid: str = request[REQUEST_ID]
+    return rid

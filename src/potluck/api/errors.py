@@ -1,0 +1,73 @@
+"""The single place where exceptions become HTTP responses: OpenAI's error shape, with a request id."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from potluck._shared.ids import new_request_id
+from potluck.api.context import REQUEST_ID
+from potluck.protocol.errors import PotluckError, error_envelope
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid_request_error",
+    401: "invalid_api_key",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, request_id: str, *, param: str | None = None, retry_after: int | None = None
+) -> web.Response:
+    headers = {"x-request-id": request_id}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.Response(
+        status=status,
+        body=error_envelope(code, message, param=param),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def render(exc: PotluckError, request_id: str) -> web.Response:
+    return error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        request_id,
+        param=getattr(exc, "param", None),
+        retry_after=getattr(exc, "retry_after", None),
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = new_request_id()
+    request[REQUEST_ID] = rid
+    try:
+        response = await handler(request)
+    except PotluckError as exc:
+        return render(exc, rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "internal_error")
+        message = exc.reason if exc.status != 413 else f"Request body too large ({exc.text})"
+        return error_response(exc.status, code, message, rid)
+    except Exception:
+        log.exception("unhandled error (request %s)", rid)
+        return error_response(500, "internal_error", "Internal error; the request id identifies it in the hub log", rid)
+    if not response.prepared:
+        response.headers["x-request-id"] = rid
+    return response

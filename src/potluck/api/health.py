@@ -1,0 +1,34 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from potluck.api.context import HUB
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    if hub.shutting_down:
+        return web.json_response({"status": "shutting_down"}, status=503)
+    if not await hub.store.ping():
+        return web.json_response({"status": "database_unavailable"}, status=503)
+    return web.json_response({"status": "ready", "agents": len(hub.registry.sessions)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    hub.metrics.queue_depth.set(hub.registry.scheduler.queue_depth)
+    body = generate_latest(hub.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

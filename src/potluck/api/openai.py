@@ -1,0 +1,173 @@
+"""The OpenAI-compatible client API: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``.
+
+Request bodies go to the agent as the client sent them; only the routing fields are decoded.
+Responses are written as they arrive, never buffered (error bodies excepted: they are small and
+must be checked for OpenAI's shape before the status line is committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+from aiohttp import web
+
+from potluck.api.context import HUB, request_id
+from potluck.hub.dispatch import Exchange, RelayRequest, normalize_error_body
+from potluck.hub.errors import AuthError, HubError, InvalidRequestError, ShuttingDownError
+from potluck.protocol.errors import error_envelope
+from potluck.protocol.openai import STREAMABLE_PATHS, RoutingFields
+from potluck.protocol.sse import error_event
+from potluck.store.keys import ApiKey
+
+log = logging.getLogger(__name__)
+
+_decode_routing = msgspec.json.Decoder(RoutingFields).decode
+_ERROR_BODY_LIMIT = 1 << 20
+_FORWARD_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+
+
+def _credential(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        raise AuthError("Authorization header must be `Bearer <key>`")
+    return request.headers.get("x-api-key")
+
+
+def authenticate(request: web.Request) -> ApiKey:
+    return request.app[HUB].keys.authenticate(_credential(request))
+
+
+def parse_routing(body: bytes) -> RoutingFields:
+    try:
+        fields = _decode_routing(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        param = text.rsplit("$.", 1)[-1].split(".")[0].split("[")[0].rstrip("`") if "$." in text else None
+        raise InvalidRequestError(f"Invalid request body: {text}", param=param) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError(f"Request body is not a JSON object: {exc}") from None
+    if not fields.model:
+        raise InvalidRequestError("You must provide a model parameter", param="model")
+    return fields
+
+
+async def _relay(request: web.Request, path: str) -> web.StreamResponse:
+    hub = request.app[HUB]
+    rid = request_id(request)
+    key = authenticate(request)
+    if hub.shutting_down:
+        raise ShuttingDownError("The hub is shutting down; retry shortly")
+    body = await request.read()
+    fields = parse_routing(body)
+    stream = bool(fields.stream) and path in STREAMABLE_PATHS
+    include_usage = bool(fields.stream_options and fields.stream_options.include_usage)
+    relay = RelayRequest(
+        request_id=rid,
+        key_id=key.id,
+        path=path,
+        model=fields.model or "",
+        stream=stream,
+        strip_usage=stream and not include_usage,
+        body=body,
+        headers=_FORWARD_HEADERS,
+        received_at=hub.clock.now(),
+    )
+    exchange = await hub.dispatcher.open(relay)
+    outcome = "ok"
+    try:
+        response, outcome = await _respond(request, exchange, rid)
+        return response
+    except asyncio.CancelledError:
+        outcome = "client_cancelled"
+        raise
+    except (ConnectionError, RuntimeError) as exc:
+        # The client went away while we wrote (aiohttp raises ConnectionResetError or, on a closing
+        # transport, RuntimeError); nothing left to answer.
+        outcome = "client_cancelled"
+        log.debug("client of %s gone: %s", rid, exc)
+        return web.Response(status=499)
+    except HubError as exc:
+        outcome = "agent_failed" if exc.status == 502 else "timeout" if exc.status == 504 else "error"
+        raise
+    finally:
+        exchange.close(outcome)
+
+
+async def _respond(request: web.Request, exchange: Exchange, rid: str) -> tuple[web.StreamResponse, str]:
+    """Write the exchange to the client; returns the response and the request's outcome."""
+    status = exchange.status
+    if status >= 400:
+        body = normalize_error_body(status, await exchange.read_all(_ERROR_BODY_LIMIT))
+        error = web.Response(status=status, body=body, content_type="application/json", headers={"x-request-id": rid})
+        return error, "upstream_error"
+    response = web.StreamResponse(status=status)
+    is_sse = False
+    for name, value in exchange.head.headers:
+        lname = name.lower()
+        if lname == "content-length":
+            response.content_length = int(value)
+        else:
+            response.headers.add(name, value)
+            if lname == "content-type" and value.startswith("text/event-stream"):
+                is_sse = True
+    response.headers["x-request-id"] = rid
+    if is_sse:
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"
+    await response.prepare(request)
+    try:
+        async for chunk in exchange.chunks():
+            await response.write(chunk)
+            exchange.consumed(len(chunk))
+    except HubError as exc:
+        # Bytes already reached the client: no status to change. A stream gets a terminal error
+        # event (never a fake [DONE]); a plain body is cut short so the client sees it incomplete.
+        log.warning("request %s failed mid-response: %s", rid, exc.message)
+        if is_sse:
+            await response.write(error_event(error_envelope(exc.code, exc.message)))
+            await response.write_eof()
+        elif request.transport is not None:
+            request.transport.close()
+        return response, "timeout" if exc.status == 504 else "agent_failed"
+    await response.write_eof()
+    return response, "ok"
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _relay(request, "/v1/chat/completions")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _relay(request, "/v1/completions")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _relay(request, "/v1/embeddings")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    authenticate(request)
+    registry = request.app[HUB].registry
+    hot: dict[str, bool] = {}
+    agents: dict[str, int] = {}
+    for session in registry.sessions.values():
+        for model in session.models:
+            agents[model.id] = agents.get(model.id, 0) + 1
+            hot[model.id] = hot.get(model.id, False) or model.hot
+    data = [
+        {"id": model, "object": "model", "created": 0, "owned_by": "potluck", "agents": count, "hot": hot[model]}
+        for model, count in sorted(agents.items())
+    ]
+    return web.json_response({"object": "list", "data": data}, dumps=lambda o: msgspec.json.encode(o).decode())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", list_models)

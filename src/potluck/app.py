@@ -1,0 +1,186 @@
+"""Composition root: builds the hub's services and its aiohttp application, and runs it.
+
+`create_app(settings)` wires everything; its cleanup context owns the store and the hub's
+background tasks. `serve(settings)` runs the app with graceful shutdown: on SIGTERM the hub
+answers 503 to new requests, tells agents to drain, lets in-flight responses finish up to
+``shutdown_timeout``, then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from potluck._shared.clock import SystemClock
+from potluck.api import admin, agent_ws, health, openai
+from potluck.api.context import HUB
+from potluck.api.errors import error_middleware
+from potluck.hub.auth import AdminAuth, KeyCache
+from potluck.hub.dispatch import Dispatcher, DispatchSettings
+from potluck.hub.metering import UsageJournal
+from potluck.hub.metrics import HubMetrics
+from potluck.hub.registry import Registry
+from potluck.hub.scheduler import Scheduler
+from potluck.hub.services import HubServices
+from potluck.hub.settings import HubSettings
+from potluck.store.database import Store
+
+log = logging.getLogger(__name__)
+
+ADMIN_TOKEN_FILE = "admin_token.sha256"
+
+
+def load_admin_token(settings: HubSettings) -> tuple[str, str | None]:
+    """The admin token's hash, and the token itself if it was generated just now (to print once).
+
+    A token given by option or environment wins and is not stored. Otherwise the hash kept in the
+    data dir is used; on first start a token is generated and only its hash is kept.
+    """
+    if settings.admin_token:
+        return AdminAuth.hash_token(settings.admin_token), None
+    path = settings.data_dir / ADMIN_TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip(), None
+    token = "padm-" + secrets.token_urlsafe(32)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(AdminAuth.hash_token(token) + "\n")
+    return AdminAuth.hash_token(token), token
+
+
+async def _run_periodic(interval: float, tick: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        tick()
+
+
+def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await Store.open(settings.resolved_database_url)
+        clock = SystemClock()
+        keys = KeyCache()
+        keys.load(await store.keys.list(include_revoked=False))
+        metrics = HubMetrics(CollectorRegistry())
+        scheduler = Scheduler(clock, max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
+        registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout)
+        journal = UsageJournal(store.usage.append)
+        dispatcher = Dispatcher(
+            registry,
+            clock,
+            DispatchSettings(
+                max_attempts=settings.max_attempts,
+                first_byte_timeout=settings.first_byte_timeout,
+                idle_timeout=settings.idle_timeout,
+            ),
+            metrics,
+            journal,
+        )
+        app[HUB] = HubServices(
+            settings=settings,
+            clock=clock,
+            store=store,
+            keys=keys,
+            admin=AdminAuth(admin_token_hash),
+            registry=registry,
+            dispatcher=dispatcher,
+            journal=journal,
+            metrics=metrics,
+        )
+        tasks = [
+            asyncio.create_task(_run_periodic(settings.heartbeat_interval, registry.heartbeat), name="heartbeat"),
+            asyncio.create_task(journal.run(), name="usage-journal"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await journal.close()
+            await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    openai.add_routes(app)
+    agent_ws.add_routes(app)
+    admin.add_routes(app)
+    health.add_routes(app)
+    return app
+
+
+def _ssl_context(settings: HubSettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def serve(
+    settings: HubSettings, admin_token_hash: str, on_listening: Callable[[str], None] | None = None
+) -> None:
+    """Run the hub until SIGTERM/SIGINT, then shut down gracefully."""
+    app = create_app(settings, admin_token_hash)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    ssl_context = _ssl_context(settings)
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context, backlog=4096)
+    await site.start()
+    port = _bound_port(runner) or settings.port
+    scheme = "https" if ssl_context else "http"
+    url = f"{scheme}://{settings.host}:{port}"
+    log.info("hub listening on %s (data dir %s)", url, settings.data_dir)
+    if on_listening is not None:
+        on_listening(url)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        await _graceful_shutdown(app, settings)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+
+
+async def _graceful_shutdown(app: web.Application, settings: HubSettings) -> None:
+    hub = app[HUB]
+    log.info("shutting down: refusing new requests, draining %d in flight", hub.dispatcher.in_flight)
+    hub.shutting_down = True
+    hub.dispatcher.shutting_down = True
+    hub.registry.drain_all(settings.shutdown_timeout)
+    if not await hub.dispatcher.wait_idle(settings.shutdown_timeout):
+        log.warning("shutdown deadline reached with %d requests in flight", hub.dispatcher.in_flight)
+    for session in list(hub.registry.sessions.values()):
+        session.channel.close()
+    with contextlib.suppress(Exception):
+        await hub.journal.flush()
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return None
+
+
+def ensure_data_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        path.chmod(0o700)

@@ -1,0 +1,156 @@
+"""`potluck` — run the hub, run an agent, talk to a hub's admin API.
+
+Hub and agent code is imported inside the command functions, so `potluck agent` works with the
+base install (no database libraries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from potluck import __version__
+
+
+def _run(coro_factory):  # type: ignore[no-untyped-def]
+    """Run a coroutine on uvloop when available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX platform
+        return asyncio.run(coro_factory())
+    return uvloop.run(coro_factory())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="potluck")
+def cli() -> None:
+    """Pool GPUs running local LLM servers behind one OpenAI-compatible endpoint."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="POTLUCK_HUB_HOST", help="Address to bind.")
+@click.option("--port", default=8642, show_default=True, envvar="POTLUCK_HUB_PORT", help="Port (0: any free port).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="POTLUCK_HUB_DATA_DIR",
+    help="Where the SQLite database and the admin token hash live [default: $XDG_DATA_HOME/potluck/hub].",
+)
+@click.option("--database-url", envvar="POTLUCK_HUB_DATABASE_URL", help="SQLAlchemy URL instead of the SQLite file.")
+@click.option("--admin-token", envvar="POTLUCK_ADMIN_TOKEN", help="Admin token (else generated on first start).")
+@click.option("--max-queue", default=256, show_default=True, envvar="POTLUCK_HUB_MAX_QUEUE", help="Waiting requests.")
+@click.option(
+    "--queue-timeout", default=30.0, show_default=True, envvar="POTLUCK_HUB_QUEUE_TIMEOUT", help="Max queue wait (s)."
+)
+@click.option("--max-body-bytes", default=32 * 1024 * 1024, show_default=True, envvar="POTLUCK_HUB_MAX_BODY_BYTES")
+@click.option("--heartbeat-interval", default=5.0, show_default=True, envvar="POTLUCK_HUB_HEARTBEAT_INTERVAL")
+@click.option("--heartbeat-timeout", default=15.0, show_default=True, envvar="POTLUCK_HUB_HEARTBEAT_TIMEOUT")
+@click.option(
+    "--first-byte-timeout",
+    default=600.0,
+    show_default=True,
+    envvar="POTLUCK_HUB_FIRST_BYTE_TIMEOUT",
+    help="Seconds to wait for an agent's first response byte.",
+)
+@click.option(
+    "--idle-timeout",
+    default=300.0,
+    show_default=True,
+    envvar="POTLUCK_HUB_IDLE_TIMEOUT",
+    help="Seconds a response may stall between bytes.",
+)
+@click.option("--max-attempts", default=3, show_default=True, envvar="POTLUCK_HUB_MAX_ATTEMPTS")
+@click.option("--shutdown-timeout", default=30.0, show_default=True, envvar="POTLUCK_HUB_SHUTDOWN_TIMEOUT")
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_CERT")
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_KEY")
+@click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    envvar="POTLUCK_HUB_ALLOW_INSECURE_HTTP",
+    help="Serve plain HTTP off loopback (only behind a TLS-terminating proxy).",
+)
+@click.option("--log-level", default="info", show_default=True, envvar="POTLUCK_HUB_LOG_LEVEL")
+def hub(**options: object) -> None:
+    """Run the hub: the OpenAI-compatible endpoint agents connect to."""
+    from potluck._shared.logging import configure_logging
+    from potluck.app import load_admin_token, serve
+    from potluck.hub.settings import HubSettings, default_data_dir
+
+    if options["data_dir"] is None:
+        options["data_dir"] = default_data_dir("hub")
+    settings = HubSettings(**options)  # type: ignore[arg-type]
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(settings.log_level)
+    token_hash, new_token = load_admin_token(settings)
+    if new_token is not None:
+        click.echo(f"admin token (shown once; only its hash is kept): {new_token}")
+
+    def listening(url: str) -> None:
+        click.echo(f"listening {url}")
+        sys.stdout.flush()
+
+    _run(lambda: serve(settings, token_hash, on_listening=listening))
+
+
+@cli.command()
+@click.option("--hub", "hub_url", required=True, envvar="POTLUCK_AGENT_HUB", help="Hub URL, e.g. https://hub:8642.")
+@click.option("--token", envvar="POTLUCK_AGENT_TOKEN", help="One-time enrolment token (first run only).")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    envvar="POTLUCK_AGENT_BACKENDS",
+    help="Base URL of a local OpenAI-compatible server; repeatable.",
+)
+@click.option("--name", envvar="POTLUCK_AGENT_NAME", help="Display name [default: host name].")
+@click.option("--max-concurrency", default=8, show_default=True, envvar="POTLUCK_AGENT_MAX_CONCURRENCY")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="POTLUCK_AGENT_DATA_DIR",
+    help="Where the agent's key lives [default: $XDG_DATA_HOME/potluck/agent].",
+)
+@click.option("--drain-timeout", default=30.0, show_default=True, envvar="POTLUCK_AGENT_DRAIN_TIMEOUT")
+@click.option("--catalog-interval", default=30.0, show_default=True, envvar="POTLUCK_AGENT_CATALOG_INTERVAL")
+@click.option(
+    "--allow-insecure", is_flag=True, envvar="POTLUCK_AGENT_ALLOW_INSECURE", help="Allow plain ws:// off loopback."
+)
+@click.option("--log-level", default="info", show_default=True, envvar="POTLUCK_AGENT_LOG_LEVEL")
+def agent(**options: object) -> None:
+    """Run an agent next to a GPU: dial out to the hub and serve its requests with local backends."""
+    from potluck._shared.logging import configure_logging
+    from potluck.agent.daemon import AgentDaemon, FatalAgentError
+    from potluck.agent.settings import AgentSettings, default_data_dir
+
+    if options["data_dir"] is None:
+        options["data_dir"] = default_data_dir()
+    if not options["name"]:
+        options.pop("name")
+    options["backends"] = tuple(options["backends"])  # type: ignore[arg-type]
+    settings = AgentSettings(**options)  # type: ignore[arg-type]
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not settings.backends:
+        raise click.UsageError("give at least one --backend URL (auto-detection comes in a later release)")
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        await AgentDaemon(settings).run()
+
+    try:
+        _run(main)
+    except FatalAgentError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def main() -> None:
+    cli()

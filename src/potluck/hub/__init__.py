@@ -1,0 +1,1 @@
+"""Transport-free hub services: scheduling, agent sessions, dispatch, auth, metering."""

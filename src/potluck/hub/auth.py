@@ -1,0 +1,60 @@
+"""Authentication on the hot path, from memory: no database round trip per request.
+
+The key cache is loaded at start-up and updated by the admin API in the same process, so a revoked
+key is refused from the next request on. (In cluster mode a pub/sub invalidation feeds `remove`.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from potluck._shared.ids import hash_secret, secret_matches
+from potluck.hub.errors import AdminAuthError, AuthError
+from potluck.store.keys import ApiKey
+
+
+class KeyCache:
+    def __init__(self) -> None:
+        self._by_hash: dict[str, ApiKey] = {}
+        self._hash_by_id: dict[str, str] = {}
+
+    def load(self, keys: list[ApiKey]) -> None:
+        for key in keys:
+            if key.revoked_at is None:
+                self.add(key)
+
+    def add(self, key: ApiKey) -> None:
+        self._by_hash[key.secret_hash] = key
+        self._hash_by_id[key.id] = key.secret_hash
+
+    def remove(self, key_id: str) -> None:
+        secret_hash = self._hash_by_id.pop(key_id, None)
+        if secret_hash is not None:
+            self._by_hash.pop(secret_hash, None)
+
+    def authenticate(self, secret: str | None) -> ApiKey:
+        """The live key for this secret. The lookup is by SHA-256, so timing reveals nothing of the key."""
+        if not secret:
+            raise AuthError("Missing API key: send it as `Authorization: Bearer <key>` or `x-api-key`")
+        key = self._by_hash.get(hashlib.sha256(secret.encode()).hexdigest())
+        if key is None:
+            raise AuthError("Invalid or revoked API key")
+        return key
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+class AdminAuth:
+    """The admin token, known only by its hash."""
+
+    def __init__(self, token_hash: str) -> None:
+        self._token_hash = token_hash
+
+    def check(self, token: str | None) -> None:
+        if not token or not secret_matches(token, self._token_hash):
+            raise AdminAuthError("Missing or wrong admin token")
+
+    @staticmethod
+    def hash_token(token: str) -> str:
+        return hash_secret(token)

@@ -1,0 +1,301 @@
+"""Relay one client request through an agent: pick, send, await the answer, retry, cancel, meter.
+
+`Dispatcher.open` returns an `Exchange` only once the agent has produced the response head and
+its first body bytes (or its end). Until then nothing has reached the client, so an agent that
+disconnects or whose backend refuses the connection is retried on another agent, up to
+``max_attempts``. After that, failures surface mid-stream and the API layer ends the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+
+from potluck._shared.clock import Clock
+from potluck.hub.errors import (
+    HubError,
+    ModelNotFoundError,
+    OverloadedError,
+    ShuttingDownError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from potluck.hub.metering import UsageJournal
+from potluck.hub.metrics import HubMetrics
+from potluck.hub.registry import Registry
+from potluck.hub.session import AgentSession, Stream
+from potluck.protocol.agent import HeadMessage, RequestMessage, Usage
+from potluck.protocol.errors import error_envelope
+from potluck.store.usage import UsageRecord
+
+
+@dataclass(slots=True)
+class RelayRequest:
+    request_id: str
+    key_id: str | None
+    path: str
+    model: str
+    stream: bool
+    strip_usage: bool
+    body: bytes
+    headers: dict[str, str]
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    max_attempts: int = 3
+    first_byte_timeout: float = 600.0
+    idle_timeout: float = 300.0
+
+
+class Exchange:
+    """A response being relayed from one agent. Always `close` it exactly once."""
+
+    __slots__ = ("_closed", "_dispatcher", "_first_byte_at", "head", "queued_s", "request", "session", "stream")
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        request: RelayRequest,
+        session: AgentSession,
+        stream: Stream,
+        head: HeadMessage,
+        queued_s: float,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self.request = request
+        self.session = session
+        self.stream = stream
+        self.head = head
+        self.queued_s = queued_s
+        self._closed = False
+        self._first_byte_at: float | None = None
+
+    @property
+    def status(self) -> int:
+        return self.head.status
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, coalesced; raises UpstreamError if the agent fails mid-way."""
+        stream = self.stream
+        idle = self._dispatcher.settings.idle_timeout
+        while True:
+            data = await stream.read(idle)
+            if data is None:
+                return
+            if self._first_byte_at is None:
+                self._first_byte_at = self._dispatcher.clock.now()
+            yield data
+
+    def consumed(self, nbytes: int) -> None:
+        self.stream.consumed(nbytes)
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole (small) body, for error responses that the hub inspects before relaying."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            parts.append(chunk)
+            size += len(chunk)
+            self.consumed(len(chunk))
+            if size > limit:
+                break
+        return b"".join(parts)
+
+    def close(self, outcome: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        end = self.stream.end
+        cancel = None if end is not None else outcome
+        self._dispatcher.finish(self.session, self.stream, cancel_reason=cancel)
+        usage = end.usage if end is not None else None
+        self._dispatcher.record(
+            self.request,
+            agent_id=self.session.agent_id,
+            outcome=outcome,
+            status=self.head.status,
+            usage=usage,
+            queued_s=self.queued_s,
+            first_byte_at=self._first_byte_at,
+        )
+        self._dispatcher.exchange_closed()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        registry: Registry,
+        clock: Clock,
+        settings: DispatchSettings,
+        metrics: HubMetrics,
+        journal: UsageJournal,
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.settings = settings
+        self.metrics = metrics
+        self.journal = journal
+        self.shutting_down = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def open(self, req: RelayRequest) -> Exchange:
+        if self.shutting_down:
+            raise ShuttingDownError("The hub is shutting down; retry shortly")
+        self.in_flight += 1
+        self._idle.clear()
+        self.metrics.in_flight.inc()
+        try:
+            return await self._open(req)
+        except BaseException as exc:
+            self._done()
+            outcome = "client_cancelled" if isinstance(exc, asyncio.CancelledError) else _outcome_of(exc)
+            status = exc.status if isinstance(exc, HubError) else 499
+            self.record(req, agent_id=None, outcome=outcome, status=status, usage=None, queued_s=0.0)
+            raise
+
+    async def _open(self, req: RelayRequest) -> Exchange:
+        settings = self.settings
+        tried: set[str] = set()
+        last_error: UpstreamError | None = None
+        message = RequestMessage(
+            request_id=req.request_id,
+            method="POST",
+            path=req.path,
+            model=req.model,
+            stream=req.stream,
+            strip_usage=req.strip_usage,
+            headers=req.headers,
+        )
+        for _attempt in range(settings.max_attempts):
+            exclude = frozenset(tried)
+            if tried and self.registry.candidates(req.model, exclude) == 0:
+                break
+            self.metrics.queue_depth.set(self.registry.scheduler.queue_depth + 1)
+            try:
+                session, queued_s = await self.registry.acquire(req.model, exclude)
+            finally:
+                self.metrics.queue_depth.set(self.registry.scheduler.queue_depth)
+            stream = session.open_stream(message, req.body)
+            try:
+                head = await stream.head(settings.first_byte_timeout)
+                await stream.wait_readable(settings.first_byte_timeout)
+                stream_failure_before_bytes(stream)
+            except UpstreamError as exc:
+                self.finish(session, stream, cancel_reason=None)
+                if not exc.retriable:
+                    raise
+                tried.add(session.agent_id)
+                last_error = exc
+                self.metrics.retries.inc()
+                continue
+            except BaseException as exc:
+                reason = "timeout" if isinstance(exc, UpstreamTimeoutError) else "client_disconnect"
+                self.finish(session, stream, cancel_reason=reason)
+                raise
+            return Exchange(self, req, session, stream, head, queued_s)
+        if last_error is None:  # every candidate was excluded before a first try: cannot happen
+            raise ModelNotFoundError(req.model)
+        raise last_error
+
+    def finish(self, session: AgentSession, stream: Stream, *, cancel_reason: str | None) -> None:
+        """Free the stream's slot now (the agent is told to cancel if the stream is still running)."""
+        session.close_stream(stream, cancel_reason=cancel_reason)
+        self.registry.release(session.agent_id)
+
+    def record(
+        self,
+        req: RelayRequest,
+        *,
+        agent_id: str | None,
+        outcome: str,
+        status: int,
+        usage: Usage | None,
+        queued_s: float,
+        first_byte_at: float | None = None,
+    ) -> None:
+        now = self.clock.now()
+        prompt = usage.prompt_tokens if usage else 0
+        completion = usage.completion_tokens if usage else 0
+        self.metrics.requests.labels(outcome).inc()
+        if usage is not None:
+            self.metrics.tokens.labels("prompt").inc(prompt)
+            self.metrics.tokens.labels("completion").inc(completion)
+        if first_byte_at is not None:
+            self.metrics.ttft.observe(first_byte_at - req.received_at)
+        self.journal.record(
+            UsageRecord(
+                request_id=req.request_id,
+                key_id=req.key_id,
+                agent_id=agent_id,
+                model=req.model,
+                path=req.path,
+                outcome=outcome,
+                status=status,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                queue_ms=round(queued_s * 1000),
+                ttft_ms=None if first_byte_at is None else round((first_byte_at - req.received_at) * 1000),
+                total_ms=round((now - req.received_at) * 1000),
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    def exchange_closed(self) -> None:
+        self._done()
+
+    def _done(self) -> None:
+        self.in_flight -= 1
+        self.metrics.in_flight.dec()
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait for every request in flight to finish; False if the timeout came first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def stream_failure_before_bytes(stream: Stream) -> None:
+    """Raise the stream's failure if it failed before any body byte (so it can still be retried)."""
+    if stream.bytes_received == 0 and stream.end is None:
+        failure = stream.failure
+        if failure is not None:
+            raise failure
+
+
+def _outcome_of(exc: BaseException) -> str:
+    if isinstance(exc, ModelNotFoundError):
+        return "model_not_found"
+    if isinstance(exc, OverloadedError | ShuttingDownError):
+        return "overloaded"
+    if isinstance(exc, UpstreamTimeoutError):
+        return "timeout"
+    if isinstance(exc, UpstreamError):
+        return "agent_failed"
+    return "error"
+
+
+class _ErrorShape(msgspec.Struct):
+    error: msgspec.Raw
+
+
+def normalize_error_body(status: int, body: bytes) -> bytes:
+    """An upstream error body in OpenAI's shape: kept as is when it already is, wrapped otherwise."""
+    try:
+        msgspec.json.decode(body, type=_ErrorShape)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream answered HTTP {status}"
+        return error_envelope("upstream_error", text, type_="upstream_error")
+    return body

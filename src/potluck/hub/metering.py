@@ -1,0 +1,62 @@
+"""Usage metering: one record per client request, written in batches off the hot path.
+
+`UsageJournal.record` is a list append. A background task commits whatever accumulated every
+``flush_interval`` seconds in one transaction (group commit), and `close` flushes the rest, so a
+clean shutdown loses nothing. Credits and holds (the accounting issue) build on these records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from potluck.store.usage import UsageRecord
+
+log = logging.getLogger(__name__)
+
+
+class UsageJournal:
+    def __init__(
+        self,
+        append: Callable[[list[UsageRecord]], Awaitable[None]],
+        *,
+        flush_interval: float = 0.25,
+        max_pending: int = 100_000,
+    ) -> None:
+        self._append = append
+        self._flush_interval = flush_interval
+        self._max_pending = max_pending
+        self._pending: list[UsageRecord] = []
+        self._wakeup = asyncio.Event()
+        self.dropped = 0
+
+    def record(self, record: UsageRecord) -> None:
+        if len(self._pending) >= self._max_pending:
+            # The database is far behind; keep serving, count what could not be kept.
+            self.dropped += 1
+            return
+        self._pending.append(record)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await self._append(batch)
+        except Exception:
+            log.exception("writing %d usage records failed; will retry", len(batch))
+            self._pending[:0] = batch
+            raise
+
+    async def run(self) -> None:
+        """Flush on a fixed cadence until cancelled."""
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - logged in flush; the next tick retries
+                await asyncio.sleep(self._flush_interval)
+
+    async def close(self) -> None:
+        await self.flush()

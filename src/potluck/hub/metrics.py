@@ -1,0 +1,26 @@
+"""Prometheus collectors for the hub, created on an injected registry (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class HubMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "potluck_hub_requests_total", "Client requests by outcome", ["outcome"], registry=registry
+        )
+        self.tokens = Counter("potluck_hub_tokens_total", "Tokens relayed", ["kind"], registry=registry)
+        self.retries = Counter(
+            "potluck_hub_retries_total", "Requests sent again to another agent before any byte", registry=registry
+        )
+        self.agents = Gauge("potluck_hub_agents_connected", "Connected agents", registry=registry)
+        self.queue_depth = Gauge("potluck_hub_queue_depth", "Requests waiting for a slot", registry=registry)
+        self.in_flight = Gauge("potluck_hub_requests_in_flight", "Requests being relayed", registry=registry)
+        self.ttft = Histogram(
+            "potluck_hub_ttft_seconds",
+            "Time from request arrival to the first byte sent to the client",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )

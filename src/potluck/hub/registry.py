@@ -1,0 +1,180 @@
+"""The fleet as the hub sees it: connected agent sessions, their slots, and requests waiting for one.
+
+It owns the pure `Scheduler` and the asyncio side of waiting: each queued ticket has a future that
+a freed slot resolves synchronously (no polling), so queued work starts in the same loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from potluck._shared.clock import Clock
+from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError
+from potluck.hub.scheduler import Grant, QueueFullError, Scheduler
+from potluck.hub.session import AgentSession, SessionState
+from potluck.protocol.agent import DrainMessage, ModelsMessage, PingMessage, StateMessage, encode_frame
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, scheduler: Scheduler, clock: Clock, *, heartbeat_timeout: float) -> None:
+        self.scheduler = scheduler
+        self._clock = clock
+        self.heartbeat_timeout = heartbeat_timeout
+        self.sessions: dict[str, AgentSession] = {}
+        self.admin_drained: set[str] = set()
+        """Agents an admin took out of rotation; survives their reconnects until resumed."""
+        self._agent_draining: dict[str, bool] = {}
+        self._waiters: dict[int, asyncio.Future[str]] = {}
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def attach(self, session: AgentSession, *, draining: bool = False) -> None:
+        """A new authenticated connection. An older one of the same agent is closed (it lost the race)."""
+        old = self.sessions.get(session.agent_id)
+        if old is not None:
+            log.info("agent %s reconnected; closing its previous connection", session.agent_id)
+            self.detach(old)
+            old.channel.close()
+        self.sessions[session.agent_id] = session
+        self._agent_draining[session.agent_id] = draining
+        self._sync(session)
+
+    def detach(self, session: AgentSession) -> None:
+        if self.sessions.get(session.agent_id) is session:
+            del self.sessions[session.agent_id]
+            self._agent_draining.pop(session.agent_id, None)
+            self.scheduler.remove_agent(session.agent_id)
+        session.close(AgentLostError())
+
+    def set_admin_drain(self, agent_id: str, drained: bool) -> None:
+        if drained:
+            self.admin_drained.add(agent_id)
+        else:
+            self.admin_drained.discard(agent_id)
+        session = self.sessions.get(agent_id)
+        if session is not None:
+            self._sync(session)
+
+    def _sync(self, session: AgentSession) -> None:
+        """Tell the scheduler what the agent serves now; queued work it can take starts at once.
+
+        An agent is routed to only if neither it nor an admin asked to drain it.
+        """
+        draining = self._agent_draining.get(session.agent_id, False) or session.agent_id in self.admin_drained
+        if session.state is not SessionState.CLOSED:
+            session.transition(SessionState.DRAINING if draining else SessionState.ACTIVE)
+        grants = self.scheduler.upsert_agent(
+            session.agent_id, _model_ids(session), session.max_concurrency, draining=draining
+        )
+        self._grant(grants)
+
+    def on_models(self, session: AgentSession, message: ModelsMessage) -> None:
+        session.models = message.models
+        session.backends = message.backends
+        if self.sessions.get(session.agent_id) is session:
+            self._sync(session)
+
+    def on_state(self, session: AgentSession, message: StateMessage) -> None:
+        session.agent_in_flight = message.in_flight
+        session.max_concurrency = max(1, message.max_concurrency)
+        if session.state is SessionState.CLOSED or self.sessions.get(session.agent_id) is not session:
+            return
+        self._agent_draining[session.agent_id] = message.draining
+        self._sync(session)
+
+    def drain_all(self, deadline_s: float) -> None:
+        """The hub is going away: no new work to anyone, and agents are told to finish up."""
+        frame = encode_frame(DrainMessage(deadline_s))
+        for session in self.sessions.values():
+            self.scheduler.set_draining(session.agent_id, True)
+            session.channel.send(frame)
+
+    def heartbeat(self) -> None:
+        """Ping every agent and drop those silent for longer than the heartbeat timeout."""
+        now = self._clock.now()
+        frame = encode_frame(PingMessage(now))
+        for session in list(self.sessions.values()):
+            if now - session.last_rx > self.heartbeat_timeout:
+                log.warning("agent %s silent for %.1f s; dropping it", session.agent_id, now - session.last_rx)
+                self.detach(session)
+                session.channel.close()
+            else:
+                session.channel.send(frame)
+
+    # -- slots ----------------------------------------------------------------------------------
+
+    async def acquire(self, model: str, exclude: frozenset[str] = frozenset()) -> tuple[AgentSession, float]:
+        """A session with a slot reserved for ``model``, waiting in the queue if every capable agent is busy.
+
+        Returns the session and the seconds spent queued. The caller must `release` the slot.
+        """
+        scheduler = self.scheduler
+        if not scheduler.serves(model):
+            raise ModelNotFoundError(model)
+        agent_id = scheduler.acquire(model, exclude)
+        if agent_id is not None:
+            return self.sessions[agent_id], 0.0
+        try:
+            ticket = scheduler.enqueue(model, exclude)
+        except QueueFullError:
+            raise OverloadedError(
+                "All agents serving this model are busy and the queue is full; retry later",
+                retry_after=_retry_after(scheduler.expected_wait()),
+            ) from None
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters[ticket.id] = future
+        try:
+            async with asyncio.timeout(max(0.0, ticket.deadline - self._clock.now())):
+                agent_id = await future
+        except TimeoutError:
+            if not future.done() or future.cancelled():
+                raise OverloadedError(
+                    f"No agent became free within {scheduler.queue_timeout:g} s; retry later",
+                    retry_after=_retry_after(scheduler.expected_wait()),
+                ) from None
+            agent_id = future.result()  # granted in the very turn the wait ran out: take it
+        except asyncio.CancelledError:
+            # The client left while queued. If a slot was granted in the same turn, give it back.
+            if future.done() and not future.cancelled():
+                self.release(future.result())
+            raise
+        finally:
+            self._waiters.pop(ticket.id, None)
+            scheduler.cancel(ticket)
+        session = self.sessions.get(agent_id)
+        if session is None:  # granted, then the agent vanished before we woke: try again
+            return await self.acquire(model, exclude)
+        return session, self._clock.now() - ticket.enqueued_at
+
+    def release(self, agent_id: str) -> None:
+        self._grant(self.scheduler.release(agent_id))
+
+    def _grant(self, grants: list[Grant]) -> None:
+        for grant in grants:
+            future = self._waiters.get(grant.ticket.id)
+            if future is None or future.done():
+                self._grant(self.scheduler.release(grant.agent_id))
+            else:
+                future.set_result(grant.agent_id)
+
+    def candidates(self, model: str, exclude: frozenset[str]) -> int:
+        """How many connected agents other than ``exclude`` list ``model``."""
+        return sum(1 for s in self.sessions.values() if s.agent_id not in exclude and _serves(s, model))
+
+
+def _model_ids(session: AgentSession) -> list[str]:
+    return [m.id for m in session.models]
+
+
+def _serves(session: AgentSession, model: str) -> bool:
+    return any(m.id == model for m in session.models)
+
+
+def _retry_after(seconds: float) -> int:
+    return max(1, min(60, round(seconds)))

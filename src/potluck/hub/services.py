@@ -1,0 +1,28 @@
+"""The hub's services, built once by the composition root (app.py) and shared by the adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from potluck._shared.clock import Clock
+from potluck.hub.auth import AdminAuth, KeyCache
+from potluck.hub.dispatch import Dispatcher
+from potluck.hub.metering import UsageJournal
+from potluck.hub.metrics import HubMetrics
+from potluck.hub.registry import Registry
+from potluck.hub.settings import HubSettings
+from potluck.store.database import Store
+
+
+@dataclass(slots=True)
+class HubServices:
+    settings: HubSettings
+    clock: Clock
+    store: Store
+    keys: KeyCache
+    admin: AdminAuth
+    registry: Registry
+    dispatcher: Dispatcher
+    journal: UsageJournal
+    metrics: HubMetrics
+    shutting_down: bool = False

@@ -1,0 +1,270 @@
+"""One connected agent, and the hub's side of each request relayed through it.
+
+An `AgentSession` turns frames from its agent into per-stream events, and requests into frames
+through an `AgentChannel`. It never touches a socket. A `Stream` buffers at most one credit window
+of backend bytes: the agent may not send more until the hub has written what it has to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+
+from potluck._shared.clock import Clock
+from potluck.hub.channel import AgentChannel
+from potluck.hub.errors import AgentLostError, HubError, UpstreamError, UpstreamTimeoutError
+from potluck.protocol.agent import (
+    BackendInfo,
+    CancelMessage,
+    CreditMessage,
+    EndMessage,
+    ErrorInfo,
+    FrameType,
+    HeadMessage,
+    ModelInfo,
+    PingMessage,
+    PongMessage,
+    ProtocolError,
+    RequestMessage,
+    encode_frame,
+)
+
+
+class SessionState(enum.Enum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+_ALLOWED = {
+    SessionState.ACTIVE: {SessionState.DRAINING, SessionState.CLOSED},
+    SessionState.DRAINING: {SessionState.ACTIVE, SessionState.CLOSED},
+    SessionState.CLOSED: set(),
+}
+
+
+class IllegalTransitionError(HubError):
+    pass
+
+
+def _error_from(info: ErrorInfo) -> UpstreamError:
+    return UpstreamError(info.message, code=info.code, status=info.status, retriable=info.retriable)
+
+
+class Stream:
+    """The hub's end of one request on one agent."""
+
+    __slots__ = (
+        "_chunks",
+        "_credit_window",
+        "_failure",
+        "_head",
+        "_uncredited",
+        "_waiter",
+        "bytes_received",
+        "end",
+        "request_id",
+        "session",
+        "stream_id",
+    )
+
+    def __init__(self, session: AgentSession, stream_id: int, request_id: str, credit_window: int) -> None:
+        self.session = session
+        self.stream_id = stream_id
+        self.request_id = request_id
+        self._credit_window = credit_window
+        self._head: asyncio.Future[HeadMessage] = asyncio.get_running_loop().create_future()
+        self._chunks: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._failure: HubError | None = None
+        self._uncredited = 0
+        self.end: EndMessage | None = None
+        self.bytes_received = 0
+
+    # -- fed by the session's frame loop --------------------------------------------------------
+
+    def on_head(self, head: HeadMessage) -> None:
+        if not self._head.done():
+            self._head.set_result(head)
+
+    def on_data(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.bytes_received += len(data)
+        self._wake()
+
+    def on_end(self, end: EndMessage) -> None:
+        self.end = end
+        if end.error is not None and not end.cancelled:
+            self._fail(_error_from(end.error))
+        elif not self._head.done():
+            self._fail(UpstreamError("the agent ended the request without a response"))
+        self._wake()
+
+    def on_lost(self, error: HubError) -> None:
+        if self.end is None:
+            self._fail(error)
+            self._wake()
+
+    def _fail(self, error: HubError) -> None:
+        if self._failure is None:
+            self._failure = error
+        if not self._head.done():
+            self._head.set_exception(error)
+            # Retrieved later by whoever waits on the head; mark it so asyncio does not warn if nobody does.
+            self._head.exception()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- consumed by dispatch -----------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.end is not None or self._failure is not None
+
+    @property
+    def failure(self) -> HubError | None:
+        return self._failure
+
+    async def head(self, timeout: float) -> HeadMessage:
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self._head)
+        except TimeoutError:
+            raise UpstreamTimeoutError(f"no response from the agent within {timeout:g} s") from None
+
+    async def wait_readable(self, timeout: float) -> None:
+        """Wait until there are bytes to read or the stream is over (without consuming anything)."""
+        if self._chunks or self.end is not None or self._failure is not None:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._waiter
+        except TimeoutError:
+            raise UpstreamTimeoutError(f"the agent sent nothing for {timeout:g} s") from None
+        finally:
+            self._waiter = None
+
+    async def read(self, timeout: float) -> bytes | None:
+        """All bytes received so far as one chunk (coalesced), or None once the stream ended cleanly.
+
+        Raises the stream's failure once the bytes before it have been read.
+        """
+        if not self._chunks:
+            if self.end is None and self._failure is None:
+                await self.wait_readable(timeout)
+            if not self._chunks:
+                if self._failure is not None:
+                    raise self._failure
+                return None
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
+        return data
+
+    def consumed(self, nbytes: int) -> None:
+        """The client has taken ``nbytes`` more; top the agent's window up in half-window steps."""
+        self._uncredited += nbytes
+        if self._uncredited >= self._credit_window // 2 and self.end is None:
+            self.session.send(CreditMessage(self._uncredited), self.stream_id)
+            self._uncredited = 0
+
+
+class AgentSession:
+    """A connected, authenticated agent."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        name: str,
+        channel: AgentChannel,
+        clock: Clock,
+        models: list[ModelInfo],
+        backends: list[BackendInfo],
+        max_concurrency: int,
+        credit_window: int,
+        version: str,
+    ) -> None:
+        self.agent_id = agent_id
+        self.name = name
+        self.channel = channel
+        self.version = version
+        self._clock = clock
+        self.models = models
+        self.backends = backends
+        self.max_concurrency = max(1, max_concurrency)
+        self.credit_window = credit_window
+        self.state = SessionState.ACTIVE
+        self.streams: dict[int, Stream] = {}
+        self._next_stream_id = 1
+        self.connected_at = clock.now()
+        self.last_rx = clock.now()
+        self.rtt_s: float | None = None
+        self.agent_in_flight = 0
+        self.requests_total = 0
+
+    def transition(self, new: SessionState) -> None:
+        if new is self.state:
+            return
+        if new not in _ALLOWED[self.state]:
+            raise IllegalTransitionError(f"agent session cannot go from {self.state.value} to {new.value}")
+        self.state = new
+
+    def send(self, message: CreditMessage | CancelMessage | PingMessage | PongMessage, stream_id: int = 0) -> None:
+        if self.state is not SessionState.CLOSED:
+            self.channel.send(encode_frame(message, stream_id))
+
+    def open_stream(self, request: RequestMessage, body: bytes) -> Stream:
+        if self.state is SessionState.CLOSED:
+            raise AgentLostError
+        stream_id = self._next_stream_id
+        self._next_stream_id = (stream_id + 1) & 0xFFFFFFFF or 1
+        stream = Stream(self, stream_id, request.request_id, self.credit_window)
+        self.streams[stream_id] = stream
+        self.requests_total += 1
+        self.channel.send(encode_frame(request, stream_id, body))
+        return stream
+
+    def close_stream(self, stream: Stream, *, cancel_reason: str | None) -> None:
+        """Forget a stream; tell the agent to stop it first if it has not ended."""
+        if self.streams.pop(stream.stream_id, None) is None:
+            return
+        if cancel_reason is not None and stream.end is None and self.state is not SessionState.CLOSED:
+            self.send(CancelMessage(stream.request_id, cancel_reason), stream.stream_id)
+
+    def on_frame(self, ftype: int, stream_id: int, message: object, payload: bytes) -> None:
+        """Route a per-stream or heartbeat frame. Connection-level state frames are the registry's."""
+        self.last_rx = self._clock.now()
+        if ftype == FrameType.DATA:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream.on_data(payload)
+        elif ftype == FrameType.HEAD:
+            stream = self.streams.get(stream_id)
+            if stream is not None and isinstance(message, HeadMessage):
+                stream.on_head(message)
+        elif ftype == FrameType.END:
+            stream = self.streams.get(stream_id)
+            if stream is not None and isinstance(message, EndMessage):
+                stream.on_end(message)
+        elif ftype == FrameType.PING and isinstance(message, PingMessage):
+            self.send(PongMessage(message.sent_at))
+        elif ftype == FrameType.PONG and isinstance(message, PongMessage):
+            rtt = self._clock.now() - message.sent_at
+            self.rtt_s = rtt if self.rtt_s is None else 0.8 * self.rtt_s + 0.2 * rtt
+        else:
+            raise ProtocolError(f"unexpected frame type {ftype} from an agent")
+
+    def close(self, error: HubError | None = None) -> None:
+        """The connection is gone: every stream still open fails (retriably if nothing was relayed)."""
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        failure = error or AgentLostError()
+        for stream in list(self.streams.values()):
+            stream.on_lost(failure)
+        self.streams.clear()

@@ -1,0 +1,65 @@
+"""Hub settings: one object, built once by the CLI from options and ``POTLUCK_HUB_*`` variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_data_dir(component: str) -> Path:
+    """``$XDG_DATA_HOME/potluck/<component>``, falling back to ``~/.local/share/potluck/<component>``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "potluck" / component
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    host: str = "127.0.0.1"
+    port: int = 8642
+    data_dir: Path = default_data_dir("hub")
+    database_url: str | None = None
+    """SQLAlchemy URL; default: the SQLite file ``potluck.db`` in ``data_dir``."""
+    admin_token: str | None = None
+    max_queue: int = 256
+    queue_timeout: float = 30.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 15.0
+    first_byte_timeout: float = 600.0
+    """Seconds to wait for an agent's first response byte (cold model loads can take a minute)."""
+    idle_timeout: float = 300.0
+    """Seconds a response may go without a byte before the hub gives up on it."""
+    max_attempts: int = 3
+    credit_window: int = 256 * 1024
+    shutdown_timeout: float = 30.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_insecure_http: bool = False
+    """Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)."""
+    log_level: str = "info"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'potluck.db'}"
+
+    def validate(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_cert is None and not is_loopback(self.host) and not self.allow_insecure_http:
+            raise ValueError(
+                f"refusing plain HTTP on {self.host}: API keys would cross the network in clear. "
+                "Give --tls-cert/--tls-key, or --allow-insecure-http behind a TLS-terminating proxy."
+            )
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError("--heartbeat-timeout must exceed --heartbeat-interval")

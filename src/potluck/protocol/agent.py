@@ -1,0 +1,320 @@
+"""The hub ⇄ agent tunnel: binary frames multiplexing many requests over one WebSocket.
+
+Every WebSocket message carries one or more frames back to back. A frame is::
+
+    u32 length | u8 type | u32 stream_id | u32 meta_length | meta (msgpack) | payload (raw bytes)
+
+``length`` counts everything after itself. ``stream_id`` is 0 for connection-level messages and
+names one relayed request otherwise (the hub allocates it; ``RequestMessage.request_id`` carries the
+client-facing id). ``meta`` is the msgpack encoding of the message Struct for the frame's type; for
+``DATA`` it is empty and the payload is the backend's bytes, untouched. For ``REQUEST`` the payload
+is the client's request body, untouched.
+
+See docs/protocol.md for the flow (challenge → hello → welcome, request → head → data* → end,
+cancel, credit, drain, heartbeats).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+"""Bumped on any incompatible change; the hub rejects an agent whose version it does not speak."""
+
+AUTH_CONTEXT = b"potluck-agent-auth-v1\x00"
+"""Domain separator for the challenge signature, so the key signs nothing else by accident."""
+
+_HEADER = struct.Struct("!IBII")
+HEADER_SIZE = _HEADER.size
+_REST = HEADER_SIZE - 4
+
+
+class FrameType(enum.IntEnum):
+    # agent -> hub
+    HELLO = 1
+    HEAD = 2
+    DATA = 3
+    END = 4
+    MODELS = 5
+    STATE = 6
+    # hub -> agent
+    CHALLENGE = 16
+    WELCOME = 17
+    REJECT = 18
+    REQUEST = 19
+    CANCEL = 20
+    CREDIT = 21
+    DRAIN = 22
+    REFRESH = 23
+    # both ways
+    PING = 32
+    PONG = 33
+
+
+class ProtocolError(Exception):
+    """A peer sent bytes that are not a valid frame or message."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages. Field order is the msgpack order; add fields only at the end, with defaults.
+
+
+class ModelInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A model an agent can serve."""
+
+    id: str
+    """The model name clients ask for."""
+    hot: bool = True
+    """Loaded in VRAM now (no cold-load delay). Backends that cannot tell report hot."""
+    backend: str = ""
+    """Which of the agent's backends serves it (its base URL), for diagnostics."""
+    context_length: int | None = None
+
+
+class BackendInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A local LLM server behind the agent."""
+
+    url: str
+    kind: str = "openai"
+    """``openai`` (generic OpenAI-compatible); later ``ollama``, ``llamacpp``, ``vllm``, ..."""
+    healthy: bool = True
+
+
+class ChallengeMessage(msgspec.Struct, frozen=True, tag="challenge"):
+    """Hub → agent, first message: prove you hold your key by signing ``AUTH_CONTEXT + nonce + public_key``."""
+
+    nonce: bytes
+    protocol_version: int
+    hub_version: str
+
+
+class HelloMessage(msgspec.Struct, frozen=True, tag="hello"):
+    """Agent → hub, answer to the challenge: identity, proof of key possession and what it serves."""
+
+    protocol_version: int
+    agent_version: str
+    public_key: bytes
+    """Raw 32-byte Ed25519 public key."""
+    signature: bytes
+    """Ed25519 signature of ``AUTH_CONTEXT + nonce + public_key``."""
+    name: str
+    max_concurrency: int
+    models: list[ModelInfo]
+    backends: list[BackendInfo]
+    enrol_token: str | None = None
+    """One-time enrolment token, sent only until the hub has accepted this key once."""
+    draining: bool = False
+
+
+class WelcomeMessage(msgspec.Struct, frozen=True, tag="welcome"):
+    """Hub → agent: accepted. Tunables the agent must follow."""
+
+    agent_id: str
+    heartbeat_interval_s: float
+    heartbeat_timeout_s: float
+    credit_window: int
+    """Bytes of DATA the agent may send per stream before the hub grants more with CREDIT."""
+
+
+class RejectMessage(msgspec.Struct, frozen=True, tag="reject"):
+    """Hub → agent: refused; the connection closes after this. ``retry`` says whether reconnecting can help."""
+
+    code: str
+    message: str
+    retry: bool = False
+
+
+class RequestMessage(msgspec.Struct, frozen=True, tag="request"):
+    """Hub → agent: relay one client request to a backend. The frame's payload is the body, as the client sent it."""
+
+    request_id: str
+    method: str
+    path: str
+    """The OpenAI path, e.g. ``/v1/chat/completions``. The agent forwards only inference paths it knows."""
+    model: str
+    stream: bool
+    strip_usage: bool = False
+    """The client did not ask for a usage chunk: the agent asks the backend for one
+    (``stream_options.include_usage``) and removes it from what it relays."""
+    headers: dict[str, str] = {}
+    """Content negotiation headers only (``content-type``, ``accept``); never the client's credentials."""
+
+
+class HeadMessage(msgspec.Struct, frozen=True, tag="head"):
+    """Agent → hub: the backend's response status and headers (hop-by-hop headers removed)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+
+
+class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """Why a request failed on the agent side."""
+
+    status: int
+    code: str
+    message: str
+    retriable: bool = False
+    """Nothing reached the backend's model (e.g. connection refused): another agent may be tried."""
+
+
+class EndMessage(msgspec.Struct, frozen=True, tag="end"):
+    """Agent → hub: the stream is over. ``error`` is set when it did not finish normally."""
+
+    request_id: str
+    error: ErrorInfo | None = None
+    usage: Usage | None = None
+    cancelled: bool = False
+    ttft_s: float | None = None
+    """Seconds from sending the request to the backend until its first body byte."""
+    total_s: float | None = None
+
+
+class CancelMessage(msgspec.Struct, frozen=True, tag="cancel"):
+    """Hub → agent: stop this request now and close the backend connection."""
+
+    request_id: str
+    reason: str
+
+
+class CreditMessage(msgspec.Struct, frozen=True, tag="credit"):
+    """Hub → agent: the hub has written ``bytes`` more of this stream to its client; send that much more."""
+
+    bytes: int
+
+
+class DrainMessage(msgspec.Struct, frozen=True, tag="drain"):
+    """Hub → agent: the hub is going away; no new work will come, finish what is in flight."""
+
+    deadline_s: float
+
+
+class RefreshMessage(msgspec.Struct, frozen=True, tag="refresh"):
+    """Hub → agent: re-read the backends' model lists now."""
+
+
+class ModelsMessage(msgspec.Struct, frozen=True, tag="models"):
+    """Agent → hub: the full model list changed (replaces the previous one)."""
+
+    models: list[ModelInfo]
+    backends: list[BackendInfo]
+
+
+class StateMessage(msgspec.Struct, frozen=True, tag="state"):
+    """Agent → hub: load and lifecycle. ``draining`` means: send no new work."""
+
+    in_flight: int
+    draining: bool
+    max_concurrency: int
+
+
+class PingMessage(msgspec.Struct, frozen=True, tag="ping"):
+    sent_at: float
+
+
+class PongMessage(msgspec.Struct, frozen=True, tag="pong"):
+    sent_at: float
+    """Echo of the ping's ``sent_at``, so the pinger measures round-trip time on its own clock."""
+
+
+HubToAgent = (
+    ChallengeMessage
+    | WelcomeMessage
+    | RejectMessage
+    | RequestMessage
+    | CancelMessage
+    | CreditMessage
+    | DrainMessage
+    | RefreshMessage
+    | PingMessage
+    | PongMessage
+)
+AgentToHub = HelloMessage | HeadMessage | EndMessage | ModelsMessage | StateMessage | PingMessage | PongMessage
+
+Message = HubToAgent | AgentToHub
+
+_TYPE_OF: dict[type[msgspec.Struct], FrameType] = {
+    HelloMessage: FrameType.HELLO,
+    HeadMessage: FrameType.HEAD,
+    EndMessage: FrameType.END,
+    ModelsMessage: FrameType.MODELS,
+    StateMessage: FrameType.STATE,
+    ChallengeMessage: FrameType.CHALLENGE,
+    WelcomeMessage: FrameType.WELCOME,
+    RejectMessage: FrameType.REJECT,
+    RequestMessage: FrameType.REQUEST,
+    CancelMessage: FrameType.CANCEL,
+    CreditMessage: FrameType.CREDIT,
+    DrainMessage: FrameType.DRAIN,
+    RefreshMessage: FrameType.REFRESH,
+    PingMessage: FrameType.PING,
+    PongMessage: FrameType.PONG,
+}
+_DECODERS: dict[int, msgspec.msgpack.Decoder[msgspec.Struct]] = {
+    int(ft): msgspec.msgpack.Decoder(cls) for cls, ft in _TYPE_OF.items()
+}
+_encode = msgspec.msgpack.Encoder().encode
+_pack = _HEADER.pack
+_unpack_from = _HEADER.unpack_from
+
+
+def encode_frame(message: Message, stream_id: int = 0, payload: bytes = b"") -> bytes:
+    """One frame for ``message`` (and, for REQUEST, the body as payload)."""
+    meta = _encode(message)
+    return b"".join((_pack(_REST + len(meta) + len(payload), _TYPE_OF[type(message)], stream_id, len(meta)), meta, payload))
+
+
+def encode_data(stream_id: int, payload: bytes) -> bytes:
+    """A DATA frame: the payload goes through as it is."""
+    return _pack(_REST + len(payload), FrameType.DATA, stream_id, 0) + payload
+
+
+class Frame(msgspec.Struct, frozen=True):
+    """A decoded frame. ``message`` is None for DATA frames; ``payload`` is the raw bytes."""
+
+    type: int
+    stream_id: int
+    message: msgspec.Struct | None
+    payload: bytes
+
+
+def iter_frames(buf: bytes) -> Iterator[Frame]:
+    """Decode every frame in one WebSocket message. Raises ProtocolError on malformed input."""
+    view = memoryview(buf)
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        if end - pos < HEADER_SIZE:
+            raise ProtocolError("truncated frame header")
+        length, ftype, stream_id, meta_len = _unpack_from(buf, pos)
+        frame_end = pos + 4 + length
+        meta_end = pos + HEADER_SIZE + meta_len
+        if length < _REST or frame_end > end or meta_end > frame_end:
+            raise ProtocolError("frame length out of bounds")
+        if ftype == FrameType.DATA:
+            yield Frame(ftype, stream_id, None, bytes(view[meta_end:frame_end]))
+        else:
+            decoder = _DECODERS.get(ftype)
+            if decoder is None:
+                raise ProtocolError(f"unknown frame type {ftype}")
+            try:
+                message = decoder.decode(view[pos + HEADER_SIZE : meta_end])
+            except msgspec.DecodeError as exc:
+                raise ProtocolError(f"bad {FrameType(ftype).name} message: {exc}") from exc
+            yield Frame(ftype, stream_id, message, bytes(view[meta_end:frame_end]))
+        pos = frame_end
+
+
+def challenge_payload(nonce: bytes, public_key: bytes) -> bytes:
+    """The bytes an agent signs to answer a challenge."""
+    return AUTH_CONTEXT + nonce + public_key
+

@@ -1,0 +1,121 @@
+"""Server-sent events as OpenAI streams them: ``data: <json>\\n\\n`` ... ``data: [DONE]\\n\\n``.
+
+`SSEUsageScanner` sees the stream's bytes once, as they pass, and (1) returns only whole events,
+so whatever the hub appends after them (a terminal error event) never lands inside one, (2) picks
+the usage out of the chunk that carries it, and (3) optionally removes a usage-only chunk the
+client did not ask for. It never re-encodes an event it keeps.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from potluck.protocol.agent import Usage
+from potluck.protocol.openai import UsageEnvelope
+
+DONE_EVENT = b"data: [DONE]\n\n"
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_decode_usage = msgspec.json.Decoder(UsageEnvelope).decode
+
+
+def error_event(body: bytes) -> bytes:
+    """A terminal error as an SSE event (OpenAI's shape: the error object as data)."""
+    return b"data: " + body + b"\n\n"
+
+
+class SSEUsageScanner:
+    __slots__ = ("_pending", "strip_usage", "usage")
+
+    def __init__(self, strip_usage: bool) -> None:
+        self.strip_usage = strip_usage
+        self.usage: Usage | None = None
+        self._pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Take the next bytes from the backend; return the complete events to relay now."""
+        if self._pending:
+            data = self._pending + data
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            # Also accept CRLF framing, which some servers use.
+            cut = data.rfind(b"\r\n\r\n")
+            if cut < 0:
+                self._pending = data
+                return b""
+            cut += 4
+        else:
+            cut += 2
+        if cut == len(data):
+            complete, self._pending = data, b""
+        else:
+            complete, self._pending = data[:cut], data[cut:]
+        if _USAGE_OBJECT.search(complete) is not None:
+            complete = self._take_usage(complete)
+        return complete
+
+    def flush(self) -> bytes:
+        """What is left when the backend closes: a final event without its blank line."""
+        rest, self._pending = self._pending, b""
+        if rest and _USAGE_OBJECT.search(rest) is not None:
+            rest = self._take_usage(rest + b"\n\n")
+        return rest
+
+    def _take_usage(self, events: bytes) -> bytes:
+        kept: list[bytes] = []
+        changed = False
+        for event in events.split(b"\n\n"):
+            if not event:
+                continue
+            match = _USAGE_OBJECT.search(event)
+            if match is not None:
+                payload = event.split(b"data:", 1)[-1].strip()
+                try:
+                    chunk = _decode_usage(payload)
+                except msgspec.DecodeError:
+                    chunk = None
+                if chunk is not None and chunk.usage is not None:
+                    self.usage = chunk.usage
+                    if self.strip_usage and not chunk.choices:
+                        changed = True
+                        continue
+            kept.append(event)
+        if not changed:
+            return events
+        return b"".join(e + b"\n\n" for e in kept)
+
+
+def usage_from_json(body: bytes) -> Usage | None:
+    """Usage of a non-streamed response, or None when it has none or is not JSON."""
+    try:
+        return _decode_usage(body).usage
+    except msgspec.DecodeError:
+        return None
+
+
+def add_include_usage(body: bytes) -> bytes:
+    """Ask the backend for a usage chunk, keeping every other field of the client's body.
+
+    When the body has no ``stream_options`` key the field is spliced in after the opening brace,
+    leaving every other byte as the client sent it; otherwise the object is decoded and re-encoded.
+    """
+    stripped = body.lstrip()
+    if not stripped.startswith(b"{"):
+        return body
+    if b'"stream_options"' not in body:
+        rest = stripped[1:].lstrip()
+        sep = b"" if rest.startswith(b"}") else b","
+        return b'{"stream_options":{"include_usage":true}' + sep + stripped[1:]
+    try:
+        obj = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body
+    if not isinstance(obj, dict):
+        return body
+    options = obj.get("stream_options")
+    if not isinstance(options, dict):
+        options = {}
+    options["include_usage"] = True
+    obj["stream_options"] = options
+    return msgspec.json.encode(obj)

@@ -1,0 +1,1 @@
+"""Persistence. The only package that imports SQLAlchemy; it returns frozen dataclasses."""

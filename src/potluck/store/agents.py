@@ -1,0 +1,102 @@
+"""Agents and their one-time enrolment tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from potluck._shared.ids import hash_secret, new_id, new_secret
+from potluck.store.errors import ConflictError, StoreError
+from potluck.store.tables import agent_tokens, agents
+
+TOKEN_PREFIX = "pat-"
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    id: str
+    name: str
+    public_key: bytes
+    created_at: datetime
+    last_seen_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAgentToken:
+    id: str
+    name: str
+    token: str
+    """The plaintext enrolment token; returned once, never stored."""
+    created_at: datetime
+
+
+class AgentRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create_token(self, name: str) -> NewAgentToken:
+        token = new_secret(TOKEN_PREFIX)
+        created = NewAgentToken(id=new_id("tok"), name=name, token=token, created_at=datetime.now(UTC))
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(agent_tokens).values(
+                    id=created.id, name=name, secret_hash=hash_secret(token), created_at=created.created_at
+                )
+            )
+        return created
+
+    async def enrol(self, token: str, public_key: bytes, name: str) -> Agent:
+        """Spend a one-time token on a new agent with this key. Race-safe: one winner per token.
+
+        Raises ConflictError when the token is unknown or used, or the key is already enrolled.
+        """
+        now = datetime.now(UTC)
+        agent = Agent(id=new_id("agt"), name=name or "agent", public_key=public_key, created_at=now, last_seen_at=now)
+        try:
+            async with self._engine.begin() as conn:
+                # Conditional UPDATE: whichever transaction flips used_at first wins the token.
+                spent = await conn.execute(
+                    update(agent_tokens)
+                    .where(agent_tokens.c.secret_hash == hash_secret(token), agent_tokens.c.used_at.is_(None))
+                    .values(used_at=now)
+                )
+                if spent.rowcount != 1:
+                    raise ConflictError("enrolment token is unknown or already used")
+                await conn.execute(
+                    insert(agents).values(
+                        id=agent.id, name=agent.name, public_key=public_key, created_at=now, last_seen_at=now
+                    )
+                )
+                await conn.execute(
+                    update(agent_tokens)
+                    .where(agent_tokens.c.secret_hash == hash_secret(token))
+                    .values(agent_id=agent.id)
+                )
+        except IntegrityError as exc:
+            raise ConflictError("this agent key is already enrolled") from exc
+        return agent
+
+    async def by_public_key(self, public_key: bytes) -> Agent | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(agents).where(agents.c.public_key == public_key))).mappings().first()
+        return Agent(**row) if row else None
+
+    async def list(self) -> list[Agent]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(agents).order_by(agents.c.created_at))).mappings().all()
+        return [Agent(**row) for row in rows]
+
+    async def touch(self, seen: dict[str, datetime]) -> None:
+        """Record last-seen times for many agents in one transaction."""
+        if not seen:
+            return
+        try:
+            async with self._engine.begin() as conn:
+                for agent_id, when in seen.items():
+                    await conn.execute(update(agents).where(agents.c.id == agent_id).values(last_seen_at=when))
+        except SQLAlchemyError as exc:
+            raise StoreError(str(exc)) from exc

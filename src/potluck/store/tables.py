@@ -1,0 +1,82 @@
+"""Table definitions (SQLAlchemy Core). Schema changes go through Alembic migrations only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("public_key", LargeBinary(32), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=True),
+)
+
+agent_tokens = Table(
+    "agent_tokens",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="SET NULL"), nullable=True),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("key_id", String(40), nullable=True),
+    Column("agent_id", String(40), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("path", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("queue_ms", Integer, nullable=False),
+    Column("ttft_ms", Integer, nullable=True),
+    Column("total_ms", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_usage_records_created_at", "created_at"),
+)
