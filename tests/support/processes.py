@@ -1,0 +1,232 @@
+"""Real hub and agent processes on 127.0.0.1 with free ports, for end-to-end tests and benchmarks.
+
+`HubProcess` runs ``python -m potluck hub --port 0`` and reads the URL it prints; `AgentProcess`
+runs ``python -m potluck agent``. Both are stopped (SIGTERM, then SIGKILL) when the test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ADMIN_TOKEN = "padm-test-admin-token"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    # Measure coverage in subprocesses too when the suite runs under coverage.
+    if "COVERAGE_PROCESS_START" in os.environ:
+        env["COVERAGE_PROCESS_START"] = os.environ["COVERAGE_PROCESS_START"]
+    return env
+
+
+def _read_listening_line(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            line = proc.stdout.readline()
+            if line.startswith("listening "):
+                return line.split()[1]
+            if not line and proc.poll() is not None:
+                break
+        elif proc.poll() is not None:
+            break
+    raise RuntimeError(f"{what} did not start (exit code {proc.poll()})")
+
+
+def http_json(
+    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 10.0
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A small synchronous JSON request: (status, parsed body, headers)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else {}, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            parsed = {"_raw": raw.decode(errors="replace")}
+        return exc.code, parsed, dict(exc.headers)
+
+
+class _Process:
+    proc: subprocess.Popen[str]
+    log_path: Path
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except OSError:
+            return ""
+
+
+class HubProcess(_Process):
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = data_dir / "hub.log"
+        self._log_file = self.log_path.open("w")
+        self.args = args
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "potluck",
+                "hub",
+                "--port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--log-level",
+                "info",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            text=True,
+            env=_env(),
+        )
+        self.url = _read_listening_line(self.proc, 30, "the hub")
+
+    def stop(self) -> None:
+        super().stop()
+        self._log_file.close()
+
+    def admin(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        status, data, _ = http_json(method, self.url + path, body, ADMIN_TOKEN)
+        return status, data
+
+    def create_key(self, name: str = "test") -> str:
+        status, data = self.admin("POST", "/admin/keys", {"name": name})
+        assert status == 201, data
+        return str(data["key"])
+
+    def create_agent_token(self, name: str = "agent") -> str:
+        status, data = self.admin("POST", "/admin/agent-tokens", {"name": name})
+        assert status == 201, data
+        return str(data["token"])
+
+    def agents(self) -> list[dict[str, Any]]:
+        status, data = self.admin("GET", "/admin/agents")
+        assert status == 200, data
+        return list(data["agents"])
+
+    def agent_by_name(self, name: str) -> dict[str, Any] | None:
+        return next((a for a in self.agents() if a["name"] == name), None)
+
+    def wait_agent(self, name: str, *, models: set[str] | None = None, state: str = "online", timeout: float = 15) -> dict[str, Any]:
+        """Poll the admin API until the named agent is in ``state`` (serving ``models``)."""
+        deadline = time.monotonic() + timeout
+        agent = None
+        while time.monotonic() < deadline:
+            agent = self.agent_by_name(name)
+            if agent is not None and agent["state"] == state:
+                served = {m["id"] for m in agent["models"]}
+                if models is None or models <= served:
+                    return agent
+            time.sleep(0.05)
+        raise AssertionError(f"agent {name} not {state} with {models} within {timeout} s: {agent}")
+
+    def usage(self, limit: int = 100) -> list[dict[str, Any]]:
+        status, data = self.admin("GET", f"/admin/usage?limit={limit}")
+        assert status == 200, data
+        return list(data["usage"])
+
+    def usage_of(self, request_id: str, timeout: float = 5) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self.usage(200):
+                if record["request_id"] == request_id:
+                    return record
+            time.sleep(0.05)
+        raise AssertionError(f"no usage record for {request_id}")
+
+
+class AgentProcess(_Process):
+    def __init__(
+        self,
+        hub: HubProcess,
+        data_dir: Path,
+        backends: list[str],
+        *,
+        name: str,
+        token: str | None = None,
+        max_concurrency: int = 8,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.hub = hub
+        self.name = name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.log_path = data_dir / "agent.log"
+        self._log_file = self.log_path.open("a")
+        args = [
+            sys.executable,
+            "-m",
+            "potluck",
+            "agent",
+            "--hub",
+            hub.url,
+            "--name",
+            name,
+            "--data-dir",
+            str(data_dir),
+            "--max-concurrency",
+            str(max_concurrency),
+            "--log-level",
+            "debug",
+            *extra,
+        ]
+        if token:
+            args += ["--token", token]
+        for backend in backends:
+            args += ["--backend", backend]
+        self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, text=True, env=_env())
+
+    def stop(self) -> None:
+        super().stop()
+        self._log_file.close()
