@@ -37,7 +37,7 @@ from potluck.store.database import Store
 
 log = logging.getLogger(__name__)
 
-ADMIN_TOKEN_FILE = "admin_token.sha256"
+ADMIN_TOKEN_FILE = "admin_token.sha256"  # noqa: S105 - a file name
 
 
 def load_admin_token(settings: HubSettings) -> tuple[str, str | None]:

@@ -66,7 +66,9 @@ class Fleet:
     def client(self, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("max_retries", 0)
         kwargs.setdefault("timeout", 20)
-        return openai.OpenAI(base_url=self.hub.url + "/v1", api_key=self.key, **kwargs)
+        client = openai.OpenAI(base_url=self.hub.url + "/v1", api_key=self.key, **kwargs)
+        self._stack.callback(client.close)
+        return client
 
     def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
         kwargs.setdefault("max_retries", 0)

@@ -82,8 +82,9 @@ async def test_client_disconnect_while_queued_leaks_no_slot(fleet: Fleet) -> Non
     headers = {"x-api-key": fleet.key}
 
     async with aiohttp.ClientSession() as http:
-        first = asyncio.ensure_future(http.post(fleet.hub.url + CHAT, json=_body(model, fake={"hang": True}),
-                                                headers=headers))
+        first = asyncio.ensure_future(
+            http.post(fleet.hub.url + CHAT, json=_body(model, fake={"hang": True}), headers=headers)
+        )
         assert await backend.wait_for_async(lambda: len(_served(backend.records)) == 1, 2.0)
         queued = asyncio.ensure_future(http.post(fleet.hub.url + CHAT, json=_body(model), headers=headers))
         await asyncio.sleep(0.2)  # let it reach the queue
@@ -124,19 +125,19 @@ async def test_agent_killed_mid_stream_ends_stream_with_error_event_and_no_done(
     backend, url = fleet.backend(model, chunks=200, delay=0.05)
     agent = fleet.agent(url)
 
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            fleet.hub.url + CHAT, json=_body(model, stream=True), headers={"x-api-key": fleet.key}
-        ) as resp:
-            assert resp.status == 200
-            received = b""
-            while received.count(b"\n\n") < 3:
-                received += await resp.content.readany()
-            agent.signal(signal.SIGKILL)
-            killed_at = time.monotonic()
-            async with asyncio.timeout(2.0):
-                received += await resp.content.read()
-            ended_after = time.monotonic() - killed_at
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(fleet.hub.url + CHAT, json=_body(model, stream=True), headers={"x-api-key": fleet.key}) as resp,
+    ):
+        assert resp.status == 200
+        received = b""
+        while received.count(b"\n\n") < 3:
+            received += await resp.content.readany()
+        agent.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        async with asyncio.timeout(2.0):
+            received += await resp.content.read()
+        ended_after = time.monotonic() - killed_at
 
     assert ended_after < 2.0
     events = [e for e in received.split(b"\n\n") if e]
@@ -156,10 +157,14 @@ def test_agent_killed_mid_stream_raises_in_the_openai_sdk(fleet: Fleet) -> None:
     client = fleet.client()
 
     stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], stream=True)
-    with pytest.raises(openai.APIError, match="agent"):
+
+    def read_killing_the_agent_at_the_third_chunk() -> None:
         for i, _chunk in enumerate(stream):
             if i == 2:
                 agent.kill()
+
+    with pytest.raises(openai.APIError, match="agent"):
+        read_killing_the_agent_at_the_third_chunk()
 
 
 # -- backend failures -------------------------------------------------------------------------------
@@ -317,7 +322,9 @@ async def test_queued_request_starts_within_100ms_of_a_free_slot(fleet: Fleet) -
         )
     )
     assert await backend.wait_for_async(lambda: len(_served(backend.records)) == 1, 2.0)
-    second = asyncio.ensure_future(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "y"}]))
+    second = asyncio.ensure_future(
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "y"}])
+    )
     await asyncio.gather(first, second)
     records = _served(backend.records)
     first_done = records[0].started_at + 1.0
@@ -333,7 +340,7 @@ class _Result:
     error: BaseException | None = None
 
 
-class fleet_request_in_background:  # noqa: N801 - used as a context manager, reads like a statement
+class fleet_request_in_background:
     """Run a blocking SDK call in a thread for the duration of a ``with`` block; join it on exit."""
 
     def __init__(self, client: openai.OpenAI, model: str, **fake: object) -> None:

@@ -86,8 +86,12 @@ async def test_stream_bytes_arrive_unchanged_and_end_with_done(fleet: Fleet) -> 
     model = fleet.model()
     _backend, url = fleet.backend(model, chunks=3)
     fleet.agent(url)
-    body = {"model": model, "messages": [{"role": "user", "content": "x"}], "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "x"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
 
     async with aiohttp.ClientSession() as http:
         async with http.post(url + "/v1/chat/completions", json=body) as direct:
@@ -127,8 +131,9 @@ def test_completions_and_embeddings(fleet: Fleet) -> None:
 
     completion = client.completions.create(model=model, prompt="once upon a time")
     assert completion.choices[0].text == "tok0 tok1 tok2 "
-    streamed = "".join(c.choices[0].text for c in client.completions.create(model=model, prompt="x", stream=True)
-                       if c.choices)
+    streamed = "".join(
+        c.choices[0].text for c in client.completions.create(model=model, prompt="x", stream=True) if c.choices
+    )
     assert streamed == "tok0 tok1 tok2 "
     embedding = client.embeddings.create(model=model, input=["a", "b c"])
     assert len(embedding.data) == 2

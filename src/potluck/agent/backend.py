@@ -152,39 +152,14 @@ async def relay(
         body = add_include_usage(body)
     headers = {"Content-Type": req.headers.get("content-type", "application/json"), "Accept-Encoding": "identity"}
     started = now()
-    ttft: float | None = None
     try:
         async with http.post(backend.base + req.path, data=body, headers=headers) as resp:
             relayed = [(str(k), v) for k, v in resp.headers.items() if k.lower() not in _DROP_HEADERS]
             sink.head(HeadMessage(resp.status, relayed))
-            content_type = resp.headers.get("Content-Type", "")
-            scanner = (
-                SSEUsageScanner(req.strip_usage)
-                if resp.status < 400 and content_type.startswith("text/event-stream")
-                else None
-            )
-            kept: list[bytes] | None = [] if scanner is None and resp.status < 400 else None
-            kept_size = 0
-            async for chunk in resp.content.iter_any():
-                if ttft is None:
-                    ttft = now() - started
-                if scanner is not None:
-                    chunk = scanner.feed(chunk)
-                    if not chunk:
-                        continue
-                elif kept is not None:
-                    kept_size += len(chunk)
-                    if kept_size <= _USAGE_BODY_LIMIT:
-                        kept.append(chunk)
-                await sink.data(chunk)
-            usage: Usage | None = None
-            if scanner is not None:
-                rest = scanner.flush()
-                if rest:
-                    await sink.data(rest)
-                usage = scanner.usage
-            elif kept is not None and kept_size <= _USAGE_BODY_LIMIT:
-                usage = usage_from_json(b"".join(kept))
+            if resp.status < 400 and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                usage, first_at = await _relay_events(resp, sink, SSEUsageScanner(req.strip_usage), now)
+            else:
+                usage, first_at = await _relay_body(resp, sink, now, keep=resp.status < 400)
     except aiohttp.ClientConnectorError as exc:
         message = f"cannot connect to the backend: {exc.os_error}"
         return _failed(req, 502, "backend_unavailable", message, retriable=True)
@@ -192,5 +167,40 @@ async def relay(
         return _failed(req, 502, "upstream_error", f"the backend broke off its response: {exc}")
     except (aiohttp.ClientError, TimeoutError) as exc:
         return _failed(req, 502, "upstream_error", f"backend request failed: {exc!r}")
+    ttft = None if first_at is None else first_at - started
     return EndMessage(request_id=req.request_id, usage=usage, ttft_s=ttft, total_s=now() - started)
 
+
+async def _relay_events(
+    resp: aiohttp.ClientResponse, sink: StreamSink, scanner: SSEUsageScanner, now: Callable[[], float]
+) -> tuple[Usage | None, float | None]:
+    """Relay an SSE stream as whole events (whatever arrived together goes as one chunk)."""
+    first_at: float | None = None
+    async for chunk in resp.content.iter_any():
+        if first_at is None:
+            first_at = now()
+        events = scanner.feed(chunk)
+        if events:
+            await sink.data(events)
+    rest = scanner.flush()
+    if rest:
+        await sink.data(rest)
+    return scanner.usage, first_at
+
+
+async def _relay_body(
+    resp: aiohttp.ClientResponse, sink: StreamSink, now: Callable[[], float], *, keep: bool
+) -> tuple[Usage | None, float | None]:
+    """Relay a plain body as it arrives; keep a copy (up to a limit) to read its usage at the end."""
+    first_at: float | None = None
+    kept: list[bytes] = []
+    kept_size = 0
+    async for chunk in resp.content.iter_any():
+        if first_at is None:
+            first_at = now()
+        if keep and kept_size <= _USAGE_BODY_LIMIT:
+            kept.append(chunk)
+            kept_size += len(chunk)
+        await sink.data(chunk)
+    usage = usage_from_json(b"".join(kept)) if keep and kept_size <= _USAGE_BODY_LIMIT else None
+    return usage, first_at

@@ -119,12 +119,14 @@ class HubConnection:
         self._outbox = Outbox(ws.send_bytes, self._on_send_error)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._closing: asyncio.Task[bool] | None = None
 
     # -- handshake ------------------------------------------------------------------------------
 
     async def handshake(self, *, draining: bool) -> WelcomeMessage:
-        msg = await self.ws.receive(timeout=HANDSHAKE_TIMEOUT)
-        challenge = _single(msg, ChallengeMessage)
+        challenge = _handshake_message(await self.ws.receive(timeout=HANDSHAKE_TIMEOUT))
+        if not isinstance(challenge, ChallengeMessage):
+            raise ProtocolError("expected a challenge from the hub")
         if challenge.protocol_version != PROTOCOL_VERSION:
             log.warning("hub speaks protocol %d, this agent %d", challenge.protocol_version, PROTOCOL_VERSION)
         settings = self.settings
@@ -142,10 +144,11 @@ class HubConnection:
             draining=draining,
         )
         await self.ws.send_bytes(encode_frame(hello))
-        reply = await self.ws.receive(timeout=HANDSHAKE_TIMEOUT)
-        welcome = _single(reply, WelcomeMessage, RejectMessage)
+        welcome = _handshake_message(await self.ws.receive(timeout=HANDSHAKE_TIMEOUT))
         if isinstance(welcome, RejectMessage):
             raise RejectedError(welcome)
+        if not isinstance(welcome, WelcomeMessage):
+            raise ProtocolError("expected a welcome or a reject from the hub")
         self.agent_id = welcome.agent_id
         self.heartbeat_interval = welcome.heartbeat_interval_s
         self.heartbeat_timeout = welcome.heartbeat_timeout_s
@@ -163,7 +166,8 @@ class HubConnection:
 
     def _on_send_error(self, exc: BaseException) -> None:
         log.warning("sending to the hub failed: %s", exc)
-        asyncio.get_running_loop().create_task(self.ws.close())
+        # Closing ends serve()'s receive loop; keep a reference so the task is not collected early.
+        self._closing = asyncio.get_running_loop().create_task(self.ws.close())
 
     async def serve(self) -> None:
         """Read frames until the WebSocket closes; heartbeats run alongside."""
@@ -287,10 +291,11 @@ class HubConnection:
         await self.ws.close()
 
 
-def _single(msg: aiohttp.WSMessage, *types: type) -> object:
+def _handshake_message(msg: aiohttp.WSMessage) -> object:
+    """The one message a handshake step carries."""
     if msg.type is not aiohttp.WSMsgType.BINARY:
         raise ProtocolError(f"expected a binary handshake frame, got {msg.type.name}")
     frames = list(iter_frames(msg.data))
-    if len(frames) != 1 or not isinstance(frames[0].message, types):
-        raise ProtocolError(f"expected one of {[t.__name__ for t in types]} in the handshake")
+    if len(frames) != 1:
+        raise ProtocolError("expected exactly one frame in a handshake message")
     return frames[0].message

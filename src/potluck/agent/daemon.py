@@ -39,7 +39,7 @@ class AgentDaemon:
         self.connection: HubConnection | None = None
         self._stopping = asyncio.Event()
         self._refresh = asyncio.Event()
-        self._rng = random.Random()
+        self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -48,7 +48,8 @@ class AgentSettings:
             raise ValueError(f"--hub must be an http(s):// or ws(s):// URL, not {self.hub_url!r}")
         if scheme in ("http", "ws") and not host_is_loopback(self.hub_url) and not self.allow_insecure:
             raise ValueError(
-                "refusing to talk to a hub off loopback without TLS; use https:// (or --allow-insecure on a trusted LAN)"
+                "refusing to talk to a hub off loopback without TLS; "
+                "use https:// (or --allow-insecure on a trusted LAN)"
             )
         for url in self.backends:
             if urlsplit(url).scheme not in ("http", "https"):

@@ -44,22 +44,28 @@ HANDSHAKE_TIMEOUT = 10.0
 class WebSocketChannel:
     """`AgentChannel` over an aiohttp WebSocket, with frames coalesced per loop turn."""
 
-    __slots__ = ("_outbox", "_ws")
+    __slots__ = ("_closing", "_outbox", "_ws")
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self._ws = ws
         self._outbox = Outbox(ws.send_bytes, self._on_send_error)
+        self._closing: asyncio.Task[bool] | None = None
 
     def send(self, frame: bytes) -> None:
         self._outbox.put(frame)
 
     def close(self) -> None:
         self._outbox.close()
-        asyncio.get_running_loop().create_task(self._ws.close())
+        self._close_soon()
 
     def _on_send_error(self, exc: BaseException) -> None:
         log.info("sending to an agent failed (%s); closing its connection", exc)
-        asyncio.get_running_loop().create_task(self._ws.close())
+        self._close_soon()
+
+    def _close_soon(self) -> None:
+        # The close handshake ends the handler's receive loop; the reference keeps the task alive.
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._ws.close())
 
 
 async def _reject(ws: web.WebSocketResponse, code: str, message: str, *, retry: bool = False) -> web.WebSocketResponse:
@@ -74,7 +80,8 @@ async def _authenticate(hub: HubServices, hello: HelloMessage, nonce: bytes) -> 
     if hello.protocol_version != PROTOCOL_VERSION:
         return (
             "protocol_version",
-            f"agent speaks protocol {hello.protocol_version}, this hub speaks {PROTOCOL_VERSION}; upgrade the older side",
+            f"agent speaks protocol {hello.protocol_version}, this hub speaks {PROTOCOL_VERSION}; "
+            "upgrade the older side",
         )
     if not signature_valid(hello.public_key, nonce, hello.signature):
         return "bad_signature", "the challenge signature does not verify"

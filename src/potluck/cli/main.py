@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
 from potluck import __version__
 
 
-def _run(coro_factory):  # type: ignore[no-untyped-def]
+def _run(coro_factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a coroutine on uvloop when available."""
     try:
         import uvloop

@@ -208,7 +208,7 @@ class Dispatcher:
     def finish(self, session: AgentSession, stream: Stream, *, cancel_reason: str | None) -> None:
         """Free the stream's slot now (the agent is told to cancel if the stream is still running)."""
         session.close_stream(stream, cancel_reason=cancel_reason)
-        self.registry.release(session.agent_id)
+        self.registry.release(session)
 
     def record(
         self,

@@ -27,7 +27,7 @@ class Registry:
         self.admin_drained: set[str] = set()
         """Agents an admin took out of rotation; survives their reconnects until resumed."""
         self._agent_draining: dict[str, bool] = {}
-        self._waiters: dict[int, asyncio.Future[str]] = {}
+        self._waiters: dict[int, asyncio.Future[AgentSession]] = {}
 
     def now(self) -> float:
         return self._clock.now()
@@ -120,6 +120,11 @@ class Registry:
         agent_id = scheduler.acquire(model, exclude)
         if agent_id is not None:
             return self.sessions[agent_id], 0.0
+        if not scheduler.routable(model):
+            # Draining agents never take new work: waiting for them would only burn the queue timeout.
+            raise OverloadedError(
+                "Every agent serving this model is draining; retry shortly", retry_after=_retry_after(5)
+            )
         try:
             ticket = scheduler.enqueue(model, exclude)
         except QueueFullError:
@@ -127,18 +132,18 @@ class Registry:
                 "All agents serving this model are busy and the queue is full; retry later",
                 retry_after=_retry_after(scheduler.expected_wait()),
             ) from None
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[AgentSession] = asyncio.get_running_loop().create_future()
         self._waiters[ticket.id] = future
         try:
             async with asyncio.timeout(max(0.0, ticket.deadline - self._clock.now())):
-                agent_id = await future
+                session = await future
         except TimeoutError:
             if not future.done() or future.cancelled():
                 raise OverloadedError(
                     f"No agent became free within {scheduler.queue_timeout:g} s; retry later",
                     retry_after=_retry_after(scheduler.expected_wait()),
                 ) from None
-            agent_id = future.result()  # granted in the very turn the wait ran out: take it
+            session = future.result()  # granted in the very turn the wait ran out: take it
         except asyncio.CancelledError:
             # The client left while queued. If a slot was granted in the same turn, give it back.
             if future.done() and not future.cancelled():
@@ -147,13 +152,15 @@ class Registry:
         finally:
             self._waiters.pop(ticket.id, None)
             scheduler.cancel(ticket)
-        session = self.sessions.get(agent_id)
-        if session is None:  # granted, then the agent vanished before we woke: try again
+        if self.sessions.get(session.agent_id) is not session:
+            # Granted on a connection that has since been replaced or closed: its slots went with it.
             return await self.acquire(model, exclude)
         return session, self._clock.now() - ticket.enqueued_at
 
-    def release(self, agent_id: str) -> None:
-        self._grant(self.scheduler.release(agent_id))
+    def release(self, session: AgentSession) -> None:
+        """A request on this session finished. A slot of a replaced connection is not the new one's."""
+        if self.sessions.get(session.agent_id) is session:
+            self._grant(self.scheduler.release(session.agent_id))
 
     def _grant(self, grants: list[Grant]) -> None:
         for grant in grants:
@@ -161,7 +168,7 @@ class Registry:
             if future is None or future.done():
                 self._grant(self.scheduler.release(grant.agent_id))
             else:
-                future.set_result(grant.agent_id)
+                future.set_result(self.sessions[grant.agent_id])
 
     def candidates(self, model: str, exclude: frozenset[str]) -> int:
         """How many connected agents other than ``exclude`` list ``model``."""

@@ -10,6 +10,7 @@ polling delay. The full scorer (hot models, latency, reliability) and fair queue
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -122,6 +123,11 @@ class Scheduler:
         """Some connected agent lists this model (draining or busy ones included)."""
         return model in self._by_model
 
+    def routable(self, model: str) -> bool:
+        """Some agent listing this model takes new work (is not draining), busy or not."""
+        index = self._by_model.get(model)
+        return index is not None and any(not a.draining for a in index.agents)
+
     def models(self) -> dict[str, int]:
         """Model -> number of agents listing it."""
         return {model: len(index.agents) for model, index in self._by_model.items()}
@@ -177,10 +183,8 @@ class Scheduler:
         """Withdraw a waiting ticket (client gone, or timed out). A granted ticket's slot must be released."""
         if not ticket.done:
             ticket.done = True
-            try:
+            with contextlib.suppress(ValueError):
                 self._queue.remove(ticket)
-            except ValueError:
-                pass
 
     def release(self, agent_id: str) -> list[Grant]:
         """A request on this agent finished; hand the slot to a waiting request if one fits."""

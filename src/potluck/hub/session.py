@@ -162,8 +162,7 @@ class Stream:
                     raise self._failure
                 return None
         chunks = self._chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
-        return data
+        return chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
 
     def consumed(self, nbytes: int) -> None:
         """The client has taken ``nbytes`` more; top the agent's window up in half-window steps."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -27,7 +27,7 @@ def is_loopback(host: str) -> bool:
 class HubSettings:
     host: str = "127.0.0.1"
     port: int = 8642
-    data_dir: Path = default_data_dir("hub")
+    data_dir: Path = field(default_factory=lambda: default_data_dir("hub"))
     database_url: str | None = None
     """SQLAlchemy URL; default: the SQLite file ``potluck.db`` in ``data_dir``."""
     admin_token: str | None = None

@@ -270,7 +270,9 @@ _unpack_from = _HEADER.unpack_from
 def encode_frame(message: Message, stream_id: int = 0, payload: bytes = b"") -> bytes:
     """One frame for ``message`` (and, for REQUEST, the body as payload)."""
     meta = _encode(message)
-    return b"".join((_pack(_REST + len(meta) + len(payload), _TYPE_OF[type(message)], stream_id, len(meta)), meta, payload))
+    return b"".join(
+        (_pack(_REST + len(meta) + len(payload), _TYPE_OF[type(message)], stream_id, len(meta)), meta, payload)
+    )
 
 
 def encode_data(stream_id: int, payload: bytes) -> bytes:
@@ -317,4 +319,3 @@ def iter_frames(buf: bytes) -> Iterator[Frame]:
 def challenge_payload(nonce: bytes, public_key: bytes) -> bytes:
     """The bytes an agent signs to answer a challenge."""
     return AUTH_CONTEXT + nonce + public_key
-

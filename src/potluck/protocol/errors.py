@@ -43,7 +43,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 def error_envelope(code: str, message: str, *, param: str | None = None, type_: str | None = None) -> bytes:
     """The JSON bytes of an OpenAI-shaped error body."""
     default_type = ERROR_CODES.get(code, (500, "server_error"))[1]
-    return msgspec.json.encode(ErrorEnvelope(ErrorBody(message=message, type=type_ or default_type, code=code, param=param)))
+    return msgspec.json.encode(
+        ErrorEnvelope(ErrorBody(message=message, type=type_ or default_type, code=code, param=param))
+    )
 
 
 def status_for(code: str) -> int:

@@ -17,6 +17,7 @@ from potluck.protocol.openai import UsageEnvelope
 
 DONE_EVENT = b"data: [DONE]\n\n"
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
 _decode_usage = msgspec.json.Decoder(UsageEnvelope).decode
 
 
@@ -65,25 +66,29 @@ class SSEUsageScanner:
     def _take_usage(self, events: bytes) -> bytes:
         kept: list[bytes] = []
         changed = False
-        for event in events.split(b"\n\n"):
-            if not event:
+        pos = 0
+        for end in _EVENT_END.finditer(events):
+            event, body, pos = events[pos : end.end()], events[pos : end.start()], end.end()
+            if _USAGE_OBJECT.search(body) is not None and self._is_unwanted_usage(body):
+                changed = True
                 continue
-            match = _USAGE_OBJECT.search(event)
-            if match is not None:
-                payload = event.split(b"data:", 1)[-1].strip()
-                try:
-                    chunk = _decode_usage(payload)
-                except msgspec.DecodeError:
-                    chunk = None
-                if chunk is not None and chunk.usage is not None:
-                    self.usage = chunk.usage
-                    if self.strip_usage and not chunk.choices:
-                        changed = True
-                        continue
             kept.append(event)
         if not changed:
             return events
-        return b"".join(e + b"\n\n" for e in kept)
+        kept.append(events[pos:])
+        return b"".join(kept)
+
+    def _is_unwanted_usage(self, event: bytes) -> bool:
+        """Record the event's usage; True if it is a usage-only chunk the client did not ask for."""
+        payload = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+        try:
+            chunk = _decode_usage(payload)
+        except msgspec.DecodeError:
+            return False
+        if chunk.usage is None:
+            return False
+        self.usage = chunk.usage
+        return self.strip_usage and not chunk.choices
 
 
 def usage_from_json(body: bytes) -> Usage | None:

@@ -13,7 +13,7 @@ from potluck._shared.ids import hash_secret, new_id, new_secret
 from potluck.store.errors import ConflictError, StoreError
 from potluck.store.tables import agent_tokens, agents
 
-TOKEN_PREFIX = "pat-"
+TOKEN_PREFIX = "pat-"  # noqa: S105 - a prefix, not a secret
 
 
 @dataclass(frozen=True, slots=True)

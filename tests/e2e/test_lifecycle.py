@@ -1,0 +1,195 @@
+"""Enrolment, identity, reconnects, key revocation, and graceful shutdown of hub and agent."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+
+import aiohttp
+import openai
+import pytest
+
+from potluck.protocol.agent import (
+    PROTOCOL_VERSION,
+    ChallengeMessage,
+    HelloMessage,
+    RejectMessage,
+    encode_frame,
+    iter_frames,
+)
+from tests.e2e.conftest import Fleet
+from tests.support.processes import AgentProcess, HubProcess, http_json
+
+pytestmark = pytest.mark.slow
+
+CHAT = "/v1/chat/completions"
+
+
+def test_enrolment_token_works_once_and_the_key_alone_afterwards(fleet: Fleet) -> None:
+    model = fleet.model()
+    _backend, url = fleet.backend(model)
+    token = fleet.hub.create_agent_token("once")
+    first = AgentProcess(fleet.hub, fleet.root / "a1", [url], name="first-agent", token=token)
+    fleet.agents.append(first)
+    agent_id = fleet.hub.wait_agent("first-agent")["id"]
+
+    # A second agent (another key) presenting the spent token is refused and exits with an error.
+    thief = AgentProcess(fleet.hub, fleet.root / "a2", [url], name="thief", token=token)
+    fleet.agents.append(thief)
+    assert thief.wait(15) == 2
+    assert "already used" in thief.log()
+
+    # The first agent restarts without any token: its key is its identity.
+    first.stop()
+    again = AgentProcess(fleet.hub, fleet.root / "a1", [url], name="first-agent")
+    fleet.agents.append(again)
+    assert fleet.hub.wait_agent("first-agent")["id"] == agent_id
+
+
+def test_agent_without_token_or_enrolment_is_refused(fleet: Fleet) -> None:
+    _backend, url = fleet.backend(fleet.model())
+    stranger = AgentProcess(fleet.hub, fleet.root / "stranger", [url], name="stranger")
+    fleet.agents.append(stranger)
+    assert stranger.wait(15) == 2
+    assert "not enrolled" in stranger.log()
+
+
+async def test_hub_rejects_wrong_protocol_version_and_bad_signatures(fleet: Fleet) -> None:
+    async with aiohttp.ClientSession() as http:
+        for version, signature in ((PROTOCOL_VERSION + 1, b"\0" * 64), (PROTOCOL_VERSION, b"\0" * 64)):
+            async with http.ws_connect(fleet.hub.url.replace("http", "ws") + "/agent/connect") as ws:
+                challenge = next(iter_frames((await ws.receive()).data)).message
+                assert isinstance(challenge, ChallengeMessage)
+                hello = HelloMessage(
+                    protocol_version=version,
+                    agent_version="test",
+                    public_key=b"\1" * 32,
+                    signature=signature,
+                    name="impostor",
+                    max_concurrency=1,
+                    models=[],
+                    backends=[],
+                    enrol_token=fleet.hub.create_agent_token(),
+                )
+                await ws.send_bytes(encode_frame(hello))
+                reject = next(iter_frames((await ws.receive()).data)).message
+                assert isinstance(reject, RejectMessage)
+                assert reject.code == ("protocol_version" if version != PROTOCOL_VERSION else "bad_signature")
+                assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+def test_revoked_key_is_refused_within_one_second(fleet: Fleet) -> None:
+    model = fleet.model()
+    _backend, url = fleet.backend(model)
+    fleet.agent(url)
+    status, created = fleet.hub.admin("POST", "/admin/keys", {"name": "short-lived"})
+    assert status == 201
+    client = openai.OpenAI(base_url=fleet.hub.url + "/v1", api_key=created["key"], max_retries=0)
+    assert client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+
+    status, _ = fleet.hub.admin("DELETE", f"/admin/keys/{created['id']}")
+    assert status == 200
+    revoked_at = time.monotonic()
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    assert time.monotonic() - revoked_at < 1.0
+    assert refused.value.body["code"] == "invalid_api_key"  # type: ignore[index]
+    _, listed = fleet.hub.admin("GET", "/admin/keys")
+    assert created["key"] not in str(listed)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_agent_reconnects_by_itself_after_hub_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = str(_free_port())
+    args = ("--port", port, "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
+    hub = HubProcess(tmp_path / "hub", *args)
+    fleet = Fleet(hub, tmp_path / "fleet")
+    restarted = None
+    try:
+        model = fleet.model()
+        _backend, url = fleet.backend(model)
+        agent = fleet.agent(url)
+        agent_id = hub.wait_agent(agent.name)["id"]
+        hub.stop()
+        time.sleep(1.0)  # the agent fails to reconnect a few times, backing off
+        restarted = HubProcess(tmp_path / "hub", *args)
+        assert restarted.url == hub.url
+        assert restarted.wait_agent(agent.name, models={model}, timeout=20)["id"] == agent_id
+        assert agent.proc.poll() is None
+        assert "reconnecting in" in agent.log()
+        reply = fleet.client().chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content
+    finally:
+        fleet.close()
+        hub.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+async def test_agent_sigterm_finishes_in_flight_stream_and_takes_no_new_work(fleet: Fleet) -> None:
+    model = fleet.model()
+    backend, url = fleet.backend(model, chunks=20, delay=0.05)
+    agent = fleet.agent(url, extra=("--drain-timeout", "10"))
+    client = fleet.async_client()
+
+    stream = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}], stream=True)
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        if len(chunks) == 2:
+            agent.signal(signal.SIGTERM)
+            await asyncio.to_thread(fleet.hub.wait_agent, agent.name, state="draining", timeout=5)
+            # While it drains, nothing else is routed to it: the hub has no other agent for this model.
+            with pytest.raises(openai.APIStatusError) as busy:
+                await client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "x"}], timeout=3
+                )
+            assert busy.value.status_code == 503
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(f"tok{i} " for i in range(20))
+    assert await asyncio.to_thread(agent.wait, 10) == 0
+    assert sum(1 for r in backend.records if r.path == CHAT) == 1
+    await client.close()
+
+
+async def test_hub_sigterm_refuses_new_work_and_finishes_in_flight(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    hub = HubProcess(
+        tmp_path / "hub", "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5", "--queue-timeout", "1"
+    )
+    fleet = Fleet(hub, tmp_path / "fleet")
+    try:
+        model = fleet.model()
+        _backend, url = fleet.backend(model, chunks=30, delay=0.05)
+        fleet.agent(url)
+        client = fleet.async_client()
+        stream = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        chunks = []
+        async for chunk in stream:
+            chunks.append(chunk)
+            if len(chunks) == 2:
+                hub.signal(signal.SIGTERM)
+                await asyncio.sleep(0.1)
+                status, body, headers = await asyncio.to_thread(
+                    http_json, "POST", hub.url + CHAT, {"model": model, "messages": []}, fleet.key
+                )
+                assert status == 503
+                assert body["error"]["code"] == "shutting_down"
+                assert "x-request-id" in {k.lower() for k in headers}
+                status, _, _ = await asyncio.to_thread(http_json, "GET", hub.url + "/readyz")
+                assert status == 503
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "".join(f"tok{i} " for i in range(30))
+        assert await asyncio.to_thread(hub.wait, 15) == 0
+        await client.close()
+    finally:
+        fleet.close()
+        hub.stop()

@@ -1,0 +1,62 @@
+"""Against a real llama.cpp server (xllamacpp's embedded llama-server) on a tiny model made at test time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Fleet
+from tests.support.llama import start_llama_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def llama_url(tmp_path: Path) -> Iterator[str]:
+    with start_llama_server(tmp_path, alias="tiny-llama", parallel=2) as url:
+        yield url
+
+
+def test_real_llamacpp_chat_through_the_relay(fleet: Fleet, llama_url: str) -> None:
+    agent = fleet.agent(llama_url)
+    fleet.hub.wait_agent(agent.name, models={"tiny-llama"})
+    client = fleet.client(timeout=60)
+    messages = [{"role": "user", "content": "Say hello"}]
+
+    reply = client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=12, temperature=0)
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 12
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.choices[0].message.content
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="tiny-llama", messages=messages, max_tokens=12, temperature=0, stream=True
+    )
+    chunks = list(raw.parse())
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == reply.choices[0].message.content  # greedy decoding: same text either way
+    assert all(c.usage is None or c.choices for c in chunks), "no usage-only chunk the client did not ask for"
+    record = fleet.hub.usage_of(raw.headers["x-request-id"])
+    assert record["completion_tokens"] == 12
+    assert record["prompt_tokens"] > 0
+
+
+def test_real_llamacpp_stream_with_usage_requested(fleet: Fleet, llama_url: str) -> None:
+    agent = fleet.agent(llama_url)
+    fleet.hub.wait_agent(agent.name, models={"tiny-llama"})
+
+    stream = fleet.client(timeout=60).chat.completions.create(
+        model="tiny-llama",
+        messages=[{"role": "user", "content": "Count"}],
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+
+    usage_chunks = [c for c in chunks if c.usage is not None and not c.choices]
+    assert len(usage_chunks) == 1
+    assert usage_chunks[0].usage is not None
+    assert usage_chunks[0].usage.completion_tokens == 8
