@@ -366,3 +366,58 @@ class fleet_request_in_background:
         self._thread.join(15)
         if self.result.error is not None and exc[0] is None:
             raise self.result.error
+
+
+async def test_slow_client_applies_backpressure_instead_of_growing_hub_memory(fleet: Fleet) -> None:
+    import psutil
+
+    model = fleet.model()
+    backend, url = fleet.backend(model, chunks=100_000)  # ~19 MB of SSE, written as fast as the socket takes it
+    fleet.agent(url)
+    hub = psutil.Process(fleet.hub.proc.pid)
+    rss_before = hub.memory_info().rss
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            fleet.hub.url + CHAT, json=_body(model, stream=True), headers={"x-api-key": fleet.key}
+        ) as resp:
+            first = await resp.content.read(1024)
+            assert first.startswith(b"data: ")
+            # The client stops reading. The hub stops granting credit, the agent stops reading the
+            # backend, and the backend's writes block: the body waits in socket buffers, not in the hub.
+            await asyncio.sleep(2.0)
+            rss_stalled = hub.memory_info().rss
+            assert not _served(backend.records)[-1].completed
+            rest = await resp.content.read()
+
+    body = first + rest
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert body.count(b'"content":"tok') == 100_000
+    assert rss_stalled - rss_before < 8 * 1024 * 1024, f"hub grew {(rss_stalled - rss_before) >> 20} MB"
+
+
+async def test_queued_request_is_taken_by_an_agent_that_connects(fleet: Fleet) -> None:
+    model = fleet.model()
+    busy_backend, busy_url = fleet.backend(model, hang=True)
+    fleet.agent(busy_url, max_concurrency=1)
+    client = fleet.async_client()
+    holder = asyncio.ensure_future(
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    )
+    assert await busy_backend.wait_for_async(lambda: len(_served(busy_backend.records)) == 1, 2.0)
+    queued = asyncio.ensure_future(
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "y"}])
+    )
+    await asyncio.sleep(0.2)
+    assert not queued.done()
+
+    fresh_backend, fresh_url = fleet.backend(model, chunks=2)
+    await asyncio.to_thread(fleet.agent, fresh_url)
+
+    async with asyncio.timeout(2):
+        reply = await queued
+    assert reply.choices[0].message.content == "tok0 tok1 "
+    assert len(_served(fresh_backend.records)) == 1
+    holder.cancel()
+    await asyncio.gather(holder, return_exceptions=True)
+    await client.close()

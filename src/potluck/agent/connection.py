@@ -27,6 +27,7 @@ from potluck.protocol.agent import (
     DrainMessage,
     EndMessage,
     ErrorInfo,
+    Frame,
     FrameType,
     HeadMessage,
     HelloMessage,
@@ -120,11 +121,12 @@ class HubConnection:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing: asyncio.Task[bool] | None = None
+        self._early_frames: list[Frame] = []
 
     # -- handshake ------------------------------------------------------------------------------
 
     async def handshake(self, *, draining: bool) -> WelcomeMessage:
-        challenge = _handshake_message(await self.ws.receive(timeout=HANDSHAKE_TIMEOUT))
+        challenge, _ = _handshake_frames(await self.ws.receive(timeout=HANDSHAKE_TIMEOUT))
         if not isinstance(challenge, ChallengeMessage):
             raise ProtocolError("expected a challenge from the hub")
         if challenge.protocol_version != PROTOCOL_VERSION:
@@ -144,7 +146,8 @@ class HubConnection:
             draining=draining,
         )
         await self.ws.send_bytes(encode_frame(hello))
-        welcome = _handshake_message(await self.ws.receive(timeout=HANDSHAKE_TIMEOUT))
+        # The hub may send work in the same message as the welcome: keep those frames for serve().
+        welcome, self._early_frames = _handshake_frames(await self.ws.receive(timeout=HANDSHAKE_TIMEOUT))
         if isinstance(welcome, RejectMessage):
             raise RejectedError(welcome)
         if not isinstance(welcome, WelcomeMessage):
@@ -173,6 +176,9 @@ class HubConnection:
         """Read frames until the WebSocket closes; heartbeats run alongside."""
         heartbeat = asyncio.create_task(self._heartbeat(), name="agent-heartbeat")
         try:
+            early, self._early_frames = self._early_frames, []
+            for frame in early:
+                self._on_frame(frame.type, frame.stream_id, frame.message, frame.payload)
             while True:
                 msg = await self.ws.receive()
                 if msg.type is not aiohttp.WSMsgType.BINARY:
@@ -291,11 +297,11 @@ class HubConnection:
         await self.ws.close()
 
 
-def _handshake_message(msg: aiohttp.WSMessage) -> object:
-    """The one message a handshake step carries."""
+def _handshake_frames(msg: aiohttp.WSMessage) -> tuple[object, list[Frame]]:
+    """The handshake message a WebSocket message starts with, and the frames that follow it."""
     if msg.type is not aiohttp.WSMsgType.BINARY:
         raise ProtocolError(f"expected a binary handshake frame, got {msg.type.name}")
     frames = list(iter_frames(msg.data))
-    if len(frames) != 1:
-        raise ProtocolError("expected exactly one frame in a handshake message")
-    return frames[0].message
+    if not frames:
+        raise ProtocolError("empty handshake message")
+    return frames[0].message, frames[1:]
