@@ -52,7 +52,7 @@ def load_admin_token(settings: HubSettings) -> tuple[str, str | None]:
     if path.exists():
         return path.read_text().strip(), None
     token = "padm-" + secrets.token_urlsafe(32)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir(settings.data_dir)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(AdminAuth.hash_token(token) + "\n")
@@ -69,7 +69,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_data_dir(settings.data_dir)
         store = await Store.open(settings.resolved_database_url)
         clock = SystemClock()
         keys = KeyCache()
@@ -181,6 +181,7 @@ def _bound_port(runner: web.AppRunner) -> int | None:
 
 
 def ensure_data_dir(path: Path) -> None:
+    """The data dir holds the database and the admin token hash: readable by its owner only."""
     path.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         path.chmod(0o700)

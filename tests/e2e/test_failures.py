@@ -377,18 +377,18 @@ async def test_slow_client_applies_backpressure_instead_of_growing_hub_memory(fl
     hub = psutil.Process(fleet.hub.proc.pid)
     rss_before = hub.memory_info().rss
 
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            fleet.hub.url + CHAT, json=_body(model, stream=True), headers={"x-api-key": fleet.key}
-        ) as resp:
-            first = await resp.content.read(1024)
-            assert first.startswith(b"data: ")
-            # The client stops reading. The hub stops granting credit, the agent stops reading the
-            # backend, and the backend's writes block: the body waits in socket buffers, not in the hub.
-            await asyncio.sleep(2.0)
-            rss_stalled = hub.memory_info().rss
-            assert not _served(backend.records)[-1].completed
-            rest = await resp.content.read()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(fleet.hub.url + CHAT, json=_body(model, stream=True), headers={"x-api-key": fleet.key}) as resp,
+    ):
+        first = await resp.content.read(1024)
+        assert first.startswith(b"data: ")
+        # The client stops reading. The hub stops granting credit, the agent stops reading the
+        # backend, and the backend's writes block: the body waits in socket buffers, not in the hub.
+        await asyncio.sleep(2.0)
+        rss_stalled = hub.memory_info().rss
+        assert not _served(backend.records)[-1].completed
+        rest = await resp.content.read()
 
     body = first + rest
     assert body.endswith(b"data: [DONE]\n\n")

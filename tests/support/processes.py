@@ -158,7 +158,9 @@ class HubProcess(_Process):
     def agent_by_name(self, name: str) -> dict[str, Any] | None:
         return next((a for a in self.agents() if a["name"] == name), None)
 
-    def wait_agent(self, name: str, *, models: set[str] | None = None, state: str = "online", timeout: float = 15) -> dict[str, Any]:
+    def wait_agent(
+        self, name: str, *, models: set[str] | None = None, state: str = "online", timeout: float = 15
+    ) -> dict[str, Any]:
         """Poll the admin API until the named agent is in ``state`` (serving ``models``)."""
         deadline = time.monotonic() + timeout
         agent = None

@@ -54,6 +54,7 @@ class Identity:
 
 def load_or_create(data_dir: Path) -> Identity:
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
     path = data_dir / KEY_FILE
     if path.exists():
         raw = path.read_bytes()

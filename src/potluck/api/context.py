@@ -7,9 +7,8 @@ from aiohttp import web
 from potluck.hub.services import HubServices
 
 HUB = web.AppKey("hub", HubServices)
-REQUEST_ID = "potluck_request_id"
+REQUEST_ID = web.RequestKey("potluck_request_id", str)
 
 
 def request_id(request: web.Request) -> str:
-    rid: str = request[REQUEST_ID]
-    return rid
+    return request[REQUEST_ID]

@@ -112,7 +112,7 @@ class Exchange:
             return
         self._closed = True
         end = self.stream.end
-        cancel = None if end is not None else outcome
+        cancel = None if end is not None else _CANCEL_REASONS.get(outcome, outcome)
         self._dispatcher.finish(self.session, self.stream, cancel_reason=cancel)
         usage = end.usage if end is not None else None
         self._dispatcher.record(
@@ -176,8 +176,8 @@ class Dispatcher:
         )
         for _attempt in range(settings.max_attempts):
             exclude = frozenset(tried)
-            if tried and self.registry.candidates(req.model, exclude) == 0:
-                break
+            if tried and not self.registry.scheduler.routable(req.model, exclude):
+                break  # no other agent could take it: answer with the last failure now
             self.metrics.queue_depth.set(self.registry.scheduler.queue_depth + 1)
             try:
                 session, queued_s = await self.registry.acquire(req.model, exclude)
@@ -273,6 +273,9 @@ def stream_failure_before_bytes(stream: Stream) -> None:
         failure = stream.failure
         if failure is not None:
             raise failure
+
+
+_CANCEL_REASONS = {"client_cancelled": "client_disconnect"}
 
 
 def _outcome_of(exc: BaseException) -> str:

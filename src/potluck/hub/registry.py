@@ -120,7 +120,7 @@ class Registry:
         agent_id = scheduler.acquire(model, exclude)
         if agent_id is not None:
             return self.sessions[agent_id], 0.0
-        if not scheduler.routable(model):
+        if not scheduler.routable(model, exclude):
             # Draining agents never take new work: waiting for them would only burn the queue timeout.
             raise OverloadedError(
                 "Every agent serving this model is draining; retry shortly", retry_after=_retry_after(5)
@@ -170,17 +170,9 @@ class Registry:
             else:
                 future.set_result(self.sessions[grant.agent_id])
 
-    def candidates(self, model: str, exclude: frozenset[str]) -> int:
-        """How many connected agents other than ``exclude`` list ``model``."""
-        return sum(1 for s in self.sessions.values() if s.agent_id not in exclude and _serves(s, model))
-
 
 def _model_ids(session: AgentSession) -> list[str]:
     return [m.id for m in session.models]
-
-
-def _serves(session: AgentSession, model: str) -> bool:
-    return any(m.id == model for m in session.models)
 
 
 def _retry_after(seconds: float) -> int:

@@ -123,10 +123,10 @@ class Scheduler:
         """Some connected agent lists this model (draining or busy ones included)."""
         return model in self._by_model
 
-    def routable(self, model: str) -> bool:
-        """Some agent listing this model takes new work (is not draining), busy or not."""
+    def routable(self, model: str, exclude: frozenset[str] = frozenset()) -> bool:
+        """Some agent listing this model, other than ``exclude``, takes new work (is not draining), busy or not."""
         index = self._by_model.get(model)
-        return index is not None and any(not a.draining for a in index.agents)
+        return index is not None and any(not a.draining and a.agent_id not in exclude for a in index.agents)
 
     def models(self) -> dict[str, int]:
         """Model -> number of agents listing it."""
