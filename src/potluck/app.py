@@ -77,6 +77,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         metrics = HubMetrics(CollectorRegistry())
         scheduler = Scheduler(clock, max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout)
+        registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
         dispatcher = Dispatcher(
             registry,

@@ -193,3 +193,25 @@ async def test_hub_sigterm_refuses_new_work_and_finishes_in_flight(tmp_path) -> 
     finally:
         fleet.close()
         hub.stop()
+
+
+def test_admin_drain_takes_an_agent_out_of_rotation_until_resumed(fleet: Fleet) -> None:
+    model = fleet.model()
+    _backend, url = fleet.backend(model)
+    agent = fleet.agent(url)
+    agent_id = fleet.hub.wait_agent(agent.name)["id"]
+    client = fleet.client()
+
+    status, body = fleet.hub.admin("POST", f"/admin/agents/{agent_id}/drain")
+    assert (status, body["state"]) == (202, "draining")
+    assert fleet.hub.wait_agent(agent.name, state="draining")["drained_by_admin"] is True
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    assert refused.value.status_code == 503
+    assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 60
+
+    status, body = fleet.hub.admin("POST", f"/admin/agents/{agent_id}/resume")
+    assert (status, body["state"]) == (200, "online")
+    assert client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}]).choices
+    status, _ = fleet.hub.admin("POST", "/admin/agents/agt_nope/drain")
+    assert status == 404

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError
+from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError, ShuttingDownError
 from potluck.hub.session import AgentSession, SessionState
 from potluck.protocol.agent import (
     DrainMessage,
@@ -283,6 +283,30 @@ async def test_drain_all_tells_every_agent_and_routes_nothing_more() -> None:
     hub.registry.drain_all(12.5)
     assert chan_a.messages(FrameType.DRAIN) == [DrainMessage(12.5)]
     assert chan_b.messages(FrameType.DRAIN) == [DrainMessage(12.5)]
+    assert hub.scheduler.acquire("m") is None
+
+
+async def test_drain_all_answers_queued_requests_at_once() -> None:
+    hub = HubCore()
+    hub.attach("a", max_concurrency=1)
+    await hub.registry.acquire("m")
+    waiter = asyncio.create_task(hub.registry.acquire("m"))
+    await queued(hub, 1)
+
+    hub.registry.drain_all(30)
+
+    with pytest.raises(ShuttingDownError):
+        async with asyncio.timeout(1):
+            await waiter
+    assert hub.scheduler.queue_depth == 0
+
+
+async def test_agent_state_cannot_undo_the_hubs_shutdown_drain() -> None:
+    hub = HubCore()
+    session, _ = hub.attach("a", max_concurrency=2)
+    hub.registry.drain_all(30)
+    hub.registry.on_state(session, StateMessage(in_flight=0, draining=False, max_concurrency=2))
+    hub.registry.on_models(session, ModelsMessage([ModelInfo("m")], []))
     assert hub.scheduler.acquire("m") is None
 
 

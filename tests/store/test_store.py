@@ -272,3 +272,19 @@ async def test_aware_datetimes_in_other_zones_come_back_as_the_same_instant_in_u
     (back,) = await store.usage.recent()
     assert back.created_at == datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     assert back.created_at.tzinfo == UTC
+
+
+async def test_admin_drain_flag_is_kept_across_reopen(db_path: Path) -> None:
+    store = await Store.open(sqlite_url(db_path))
+    token = await store.agents.create_token("t")
+    agent = await store.agents.enrol(token.token, b"\x07" * 32, "gpu")
+    assert agent.drained is False
+    assert await store.agents.set_drained(agent.id, True) is True
+    assert await store.agents.set_drained("agt_missing", True) is False
+    await store.close()
+
+    reopened = await Store.open(sqlite_url(db_path))
+    try:
+        assert [a.drained for a in await reopened.agents.list()] == [True]
+    finally:
+        await reopened.close()

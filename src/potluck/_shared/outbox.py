@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE_BYTES = 1 << 20
+"""Coalescing stops here, so one message never holds more than this plus one frame."""
+
 
 class Outbox:
     __slots__ = ("_closed", "_flusher", "_on_error", "_pending", "_pending_bytes", "_send")
@@ -41,17 +44,30 @@ class Outbox:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
+    def _take_batch(self) -> list[bytes]:
+        """Frames from the head of the queue, up to MAX_MESSAGE_BYTES together (a bigger frame goes alone)."""
+        pending = self._pending
+        if self._pending_bytes <= MAX_MESSAGE_BYTES:
+            self._pending, self._pending_bytes = [], 0
+            return pending
+        size = 0
+        count = 0
+        for frame in pending:
+            if count and size + len(frame) > MAX_MESSAGE_BYTES:
+                break
+            size += len(frame)
+            count += 1
+        batch, self._pending = pending[:count], pending[count:]
+        self._pending_bytes -= size
+        return batch
+
     async def _flush(self) -> None:
         try:
             # Yield once so every producer woken in this turn can add its frame first.
             await asyncio.sleep(0)
             while self._pending and not self._closed:
-                batch, self._pending = self._pending, []
-                self._pending_bytes = 0
-                if len(batch) == 1:
-                    await self._send(batch[0])
-                else:
-                    await self._send(b"".join(batch))
+                batch = self._take_batch()
+                await self._send(batch[0] if len(batch) == 1 else b"".join(batch))
         except Exception as exc:  # noqa: BLE001 - any send failure means the connection is gone
             self._closed = True
             self._pending.clear()

@@ -93,6 +93,7 @@ class Catalog:
     def __init__(self, backends: list[Backend]) -> None:
         self.backends = backends
         self._route: dict[str, Backend] = {}
+        self._health: list[bool] = []
 
     async def refresh(self, http: aiohttp.ClientSession) -> bool:
         """Re-read every backend's models; True if what the agent serves changed."""
@@ -101,8 +102,10 @@ class Catalog:
         for backend in self.backends:
             for model in backend.models:
                 route.setdefault(model, backend)
-        changed = {m: b.url for m, b in route.items()} != {m: b.url for m, b in self._route.items()}
+        health = [b.healthy for b in self.backends]
+        changed = route != self._route or health != self._health
         self._route = route
+        self._health = health
         return changed
 
     def backend_for(self, model: str) -> Backend | None:

@@ -127,6 +127,8 @@ class HubConnection:
 
     async def handshake(self, *, draining: bool) -> WelcomeMessage:
         challenge, _ = _handshake_frames(await self.ws.receive(timeout=HANDSHAKE_TIMEOUT))
+        if isinstance(challenge, RejectMessage):  # e.g. the hub is shutting down
+            raise RejectedError(challenge)
         if not isinstance(challenge, ChallengeMessage):
             raise ProtocolError("expected a challenge from the hub")
         if challenge.protocol_version != PROTOCOL_VERSION:

@@ -130,25 +130,25 @@ async def list_agents(request: web.Request) -> web.Response:
     return _json({"agents": agents})
 
 
-async def _known_agent(hub: HubServices, agent_id: str) -> None:
-    if agent_id not in hub.registry.sessions and all(a.id != agent_id for a in await hub.store.agents.list()):
+async def _set_drained(request: web.Request, drained: bool) -> str:
+    hub = _admin(request)
+    agent_id = request.match_info["agent_id"]
+    if not await hub.store.agents.set_drained(agent_id, drained):
         raise NotFoundError(f"No agent {agent_id}")
+    hub.registry.set_admin_drain(agent_id, drained)
+    return agent_id
 
 
 async def drain_agent(request: web.Request) -> web.Response:
-    hub = _admin(request)
-    agent_id = request.match_info["agent_id"]
-    await _known_agent(hub, agent_id)
-    hub.registry.set_admin_drain(agent_id, True)
+    """No new work for this agent (kept across hub restarts); what it is running finishes."""
+    agent_id = await _set_drained(request, True)
     return _json({"id": agent_id, "state": "draining"}, 202)
 
 
 async def resume_agent(request: web.Request) -> web.Response:
-    hub = _admin(request)
-    agent_id = request.match_info["agent_id"]
-    await _known_agent(hub, agent_id)
-    hub.registry.set_admin_drain(agent_id, False)
-    return _json({"id": agent_id, "state": "online" if agent_id in hub.registry.sessions else "offline"})
+    agent_id = await _set_drained(request, False)
+    state = "online" if agent_id in request.app[HUB].registry.sessions else "offline"
+    return _json({"id": agent_id, "state": state})
 
 
 async def recent_usage(request: web.Request) -> web.Response:

@@ -108,15 +108,16 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     try:
         first = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
     except TimeoutError:
-        return await _reject(ws, "handshake_timeout", "no hello within the handshake timeout")
+        return await _reject(ws, "handshake_timeout", "no hello within the handshake timeout", retry=True)
+    # A garbled handshake may be a transient fault (a proxy, a cut connection): the agent may retry.
     if first.type is not WSMsgType.BINARY:
-        return await _reject(ws, "protocol_error", "expected a binary hello frame")
+        return await _reject(ws, "protocol_error", "expected a binary hello frame", retry=True)
     try:
         frames = list(iter_frames(first.data))
     except ProtocolError as exc:
-        return await _reject(ws, "protocol_error", str(exc))
+        return await _reject(ws, "protocol_error", str(exc), retry=True)
     if len(frames) != 1 or not isinstance(frames[0].message, HelloMessage):
-        return await _reject(ws, "protocol_error", "expected a hello frame")
+        return await _reject(ws, "protocol_error", "expected a hello frame", retry=True)
     hello = frames[0].message
     result = await _authenticate(hub, hello, nonce)
     if isinstance(result, tuple):

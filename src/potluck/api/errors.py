@@ -37,14 +37,21 @@ def error_response(
     )
 
 
+DEFAULT_RETRY_AFTER = 5
+"""Seconds suggested on a 503 or 429 that did not compute its own."""
+
+
 def render(exc: PotluckError, request_id: str) -> web.Response:
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is None and exc.status in (429, 503):
+        retry_after = DEFAULT_RETRY_AFTER
     return error_response(
         exc.status,
         exc.code,
         exc.message,
         request_id,
         param=getattr(exc, "param", None),
-        retry_after=getattr(exc, "retry_after", None),
+        retry_after=retry_after,
     )
 
 

@@ -103,7 +103,9 @@ async def _respond(request: web.Request, exchange: Exchange, rid: str) -> tuple[
     status = exchange.status
     if status >= 400:
         body = normalize_error_body(status, await exchange.read_all(_ERROR_BODY_LIMIT))
-        error = web.Response(status=status, body=body, content_type="application/json", headers={"x-request-id": rid})
+        headers = {"x-request-id": rid}
+        headers.update((name, value) for name, value in exchange.head.headers if name.lower() == "retry-after")
+        error = web.Response(status=status, body=body, content_type="application/json", headers=headers)
         return error, "upstream_error"
     response = web.StreamResponse(status=status)
     is_sse = False

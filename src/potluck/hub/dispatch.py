@@ -184,9 +184,11 @@ class Dispatcher:
             finally:
                 self.metrics.queue_depth.set(self.registry.scheduler.queue_depth)
             stream = session.open_stream(message, req.body)
+            deadline = self.clock.now() + settings.first_byte_timeout
             try:
                 head = await stream.head(settings.first_byte_timeout)
-                await stream.wait_readable(settings.first_byte_timeout)
+                # One budget for the head and the first body bytes together.
+                await stream.wait_readable(max(0.0, deadline - self.clock.now()))
                 stream_failure_before_bytes(stream)
             except UpstreamError as exc:
                 self.finish(session, stream, cancel_reason=None)
@@ -300,5 +302,5 @@ def normalize_error_body(status: int, body: bytes) -> bytes:
         msgspec.json.decode(body, type=_ErrorShape)
     except (msgspec.DecodeError, msgspec.ValidationError):
         text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream answered HTTP {status}"
-        return error_envelope("upstream_error", text, type_="upstream_error")
+        return error_envelope("upstream_error", text)
     return body

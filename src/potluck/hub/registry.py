@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from potluck._shared.clock import Clock
-from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError
+from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError, ShuttingDownError
 from potluck.hub.scheduler import Grant, QueueFullError, Scheduler
 from potluck.hub.session import AgentSession, SessionState
 from potluck.protocol.agent import DrainMessage, ModelsMessage, PingMessage, StateMessage, encode_frame
@@ -27,6 +27,8 @@ class Registry:
         self.admin_drained: set[str] = set()
         """Agents an admin took out of rotation; survives their reconnects until resumed."""
         self._agent_draining: dict[str, bool] = {}
+        self.closing = False
+        """The hub is shutting down: no agent gets new work, whatever it reports."""
         self._waiters: dict[int, asyncio.Future[AgentSession]] = {}
 
     def now(self) -> float:
@@ -66,7 +68,9 @@ class Registry:
 
         An agent is routed to only if neither it nor an admin asked to drain it.
         """
-        draining = self._agent_draining.get(session.agent_id, False) or session.agent_id in self.admin_drained
+        draining = (
+            self.closing or self._agent_draining.get(session.agent_id, False) or session.agent_id in self.admin_drained
+        )
         if session.state is not SessionState.CLOSED:
             session.transition(SessionState.DRAINING if draining else SessionState.ACTIVE)
         grants = self.scheduler.upsert_agent(
@@ -90,10 +94,15 @@ class Registry:
 
     def drain_all(self, deadline_s: float) -> None:
         """The hub is going away: no new work to anyone, and agents are told to finish up."""
+        self.closing = True
         frame = encode_frame(DrainMessage(deadline_s))
         for session in self.sessions.values():
-            self.scheduler.set_draining(session.agent_id, True)
+            self._sync(session)
             session.channel.send(frame)
+        # Queued requests would only wait out their timeout: answer them now.
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(ShuttingDownError("The hub is shutting down; retry shortly"))
 
     def heartbeat(self) -> None:
         """Ping every agent and drop those silent for longer than the heartbeat timeout."""

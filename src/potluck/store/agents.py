@@ -23,6 +23,8 @@ class Agent:
     public_key: bytes
     created_at: datetime
     last_seen_at: datetime | None
+    drained: bool = False
+    """An admin took it out of rotation (kept across restarts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,12 @@ class AgentRepository:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(agents).order_by(agents.c.created_at))).mappings().all()
         return [Agent(**row) for row in rows]
+
+    async def set_drained(self, agent_id: str, drained: bool) -> bool:
+        """Take an agent out of rotation, or put it back; False if there is no such agent."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(update(agents).where(agents.c.id == agent_id).values(drained=drained))
+        return bool(result.rowcount)
 
     async def touch(self, seen: dict[str, datetime]) -> None:
         """Record last-seen times for many agents in one transaction."""

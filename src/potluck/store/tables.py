@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    false,
+)
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -49,6 +61,7 @@ agents = Table(
     Column("public_key", LargeBinary(32), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("last_seen_at", UTCDateTime(), nullable=True),
+    Column("drained", Boolean, nullable=False, server_default=false()),
 )
 
 agent_tokens = Table(

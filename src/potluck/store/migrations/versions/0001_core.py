@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("public_key", sa.LargeBinary(32), nullable=False, unique=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("last_seen_at", UTCDateTime(), nullable=True),
+        sa.Column("drained", sa.Boolean, nullable=False, server_default=sa.false()),
     )
     op.create_table(
         "agent_tokens",
