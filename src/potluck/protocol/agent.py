@@ -73,49 +73,65 @@ class ModelInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     backend: str = ""
     """Which of the agent's backends serves it (its base URL), for diagnostics."""
     context_length: int | None = None
+    """Maximum context in tokens, when the backend says."""
 
 
 class BackendInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     """A local LLM server behind the agent."""
 
     url: str
+    """Base URL the agent's owner configured (always loopback or owner-chosen, never client-chosen)."""
     kind: str = "openai"
     """``openai`` (generic OpenAI-compatible); later ``ollama``, ``llamacpp``, ``vllm``, ..."""
     healthy: bool = True
+    """Answered its last catalog request."""
 
 
 class ChallengeMessage(msgspec.Struct, frozen=True, tag="challenge"):
     """Hub → agent, first message: prove you hold your key by signing ``AUTH_CONTEXT + nonce + public_key``."""
 
     nonce: bytes
+    """32 random bytes, fresh for every connection (so a signature cannot be replayed)."""
     protocol_version: int
+    """The tunnel protocol the hub speaks."""
     hub_version: str
+    """The hub's software version, for diagnostics."""
 
 
 class HelloMessage(msgspec.Struct, frozen=True, tag="hello"):
     """Agent → hub, answer to the challenge: identity, proof of key possession and what it serves."""
 
     protocol_version: int
+    """The tunnel protocol the agent speaks; must equal the hub's."""
     agent_version: str
+    """The agent's software version, for diagnostics."""
     public_key: bytes
     """Raw 32-byte Ed25519 public key."""
     signature: bytes
     """Ed25519 signature of ``AUTH_CONTEXT + nonce + public_key``."""
     name: str
+    """Display name chosen by the agent's owner."""
     max_concurrency: int
+    """Requests the agent runs at once; the hub sends no more."""
     models: list[ModelInfo]
+    """Everything the agent's backends serve now."""
     backends: list[BackendInfo]
+    """The backends behind the agent."""
     enrol_token: str | None = None
     """One-time enrolment token, sent only until the hub has accepted this key once."""
     draining: bool = False
+    """The agent is shutting down and takes no new work."""
 
 
 class WelcomeMessage(msgspec.Struct, frozen=True, tag="welcome"):
     """Hub → agent: accepted. Tunables the agent must follow."""
 
     agent_id: str
+    """The agent's id at this hub (stable across reconnects: it is bound to the key)."""
     heartbeat_interval_s: float
+    """Send a PING at least this often, whatever the traffic."""
     heartbeat_timeout_s: float
+    """Silence longer than this means the peer is gone."""
     credit_window: int
     """Bytes of DATA the agent may send per stream before the hub grants more with CREDIT."""
 
@@ -124,7 +140,10 @@ class RejectMessage(msgspec.Struct, frozen=True, tag="reject"):
     """Hub → agent: refused; the connection closes after this. ``retry`` says whether reconnecting can help."""
 
     code: str
+    """``protocol_version``, ``bad_signature``, ``unknown_agent``, ``bad_token`` (final) or
+    ``shutting_down``, ``handshake_timeout``, ``protocol_error`` (transient)."""
     message: str
+    """Human-readable reason, for the agent's log."""
     retry: bool = False
 
 
@@ -132,11 +151,15 @@ class RequestMessage(msgspec.Struct, frozen=True, tag="request"):
     """Hub → agent: relay one client request to a backend. The frame's payload is the body, as the client sent it."""
 
     request_id: str
+    """The client-facing id (``x-request-id``), for logs on both sides."""
     method: str
+    """HTTP method; only POST is forwarded."""
     path: str
     """The OpenAI path, e.g. ``/v1/chat/completions``. The agent forwards only inference paths it knows."""
     model: str
+    """The model the hub routed on (the ``model`` field of the body)."""
     stream: bool
+    """The client asked for a stream."""
     strip_usage: bool = False
     """The client did not ask for a usage chunk: the agent asks the backend for one
     (``stream_options.include_usage``) and removes it from what it relays."""
@@ -148,21 +171,31 @@ class HeadMessage(msgspec.Struct, frozen=True, tag="head"):
     """Agent → hub: the backend's response status and headers (hop-by-hop headers removed)."""
 
     status: int
+    """The backend's HTTP status."""
     headers: list[tuple[str, str]]
+    """The backend's response headers, in order."""
 
 
 class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Token counts as the backend reported them (OpenAI's ``usage`` object)."""
+
     prompt_tokens: int = 0
+    """Tokens in the prompt."""
     completion_tokens: int = 0
+    """Tokens generated."""
     total_tokens: int = 0
+    """Their sum, as the backend reported it."""
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
     """Why a request failed on the agent side."""
 
     status: int
+    """The HTTP status the client should see."""
     code: str
+    """An error code of the error contract (protocol/errors.py)."""
     message: str
+    """Human-readable, shown to the client."""
     retriable: bool = False
     """Nothing reached the backend's model (e.g. connection refused): another agent may be tried."""
 
@@ -171,31 +204,40 @@ class EndMessage(msgspec.Struct, frozen=True, tag="end"):
     """Agent → hub: the stream is over. ``error`` is set when it did not finish normally."""
 
     request_id: str
+    """The request this stream carried."""
     error: ErrorInfo | None = None
+    """Why it failed, if it did."""
     usage: Usage | None = None
+    """What the backend reported (None when it reported nothing)."""
     cancelled: bool = False
+    """The hub cancelled it."""
     ttft_s: float | None = None
     """Seconds from sending the request to the backend until its first body byte."""
     total_s: float | None = None
+    """Seconds from sending the request to the backend until its end."""
 
 
 class CancelMessage(msgspec.Struct, frozen=True, tag="cancel"):
     """Hub → agent: stop this request now and close the backend connection."""
 
     request_id: str
+    """The request to stop."""
     reason: str
+    """``client_disconnect``, ``timeout``, ...; for the agent's log."""
 
 
 class CreditMessage(msgspec.Struct, frozen=True, tag="credit"):
     """Hub → agent: the hub has written ``bytes`` more of this stream to its client; send that much more."""
 
     bytes: int
+    """How many more bytes of DATA the agent may send on this stream."""
 
 
 class DrainMessage(msgspec.Struct, frozen=True, tag="drain"):
     """Hub → agent: the hub is going away; no new work will come, finish what is in flight."""
 
     deadline_s: float
+    """Seconds the hub will wait for in-flight requests before closing."""
 
 
 class RefreshMessage(msgspec.Struct, frozen=True, tag="refresh"):
@@ -206,22 +248,32 @@ class ModelsMessage(msgspec.Struct, frozen=True, tag="models"):
     """Agent → hub: the full model list changed (replaces the previous one)."""
 
     models: list[ModelInfo]
+    """Everything the agent serves now."""
     backends: list[BackendInfo]
+    """Its backends and their health."""
 
 
 class StateMessage(msgspec.Struct, frozen=True, tag="state"):
     """Agent → hub: load and lifecycle. ``draining`` means: send no new work."""
 
     in_flight: int
+    """Requests the agent is running."""
     draining: bool
+    """True: send no new work."""
     max_concurrency: int
+    """Requests the agent runs at once (may change at run time)."""
 
 
 class PingMessage(msgspec.Struct, frozen=True, tag="ping"):
+    """Either side, on a fixed cadence: proves the connection is alive."""
+
     sent_at: float
+    """The sender's monotonic clock, echoed back in the PONG."""
 
 
 class PongMessage(msgspec.Struct, frozen=True, tag="pong"):
+    """Answer to a PING."""
+
     sent_at: float
     """Echo of the ping's ``sent_at``, so the pinger measures round-trip time on its own clock."""
 
