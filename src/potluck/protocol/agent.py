@@ -145,6 +145,7 @@ class RejectMessage(msgspec.Struct, frozen=True, tag="reject"):
     message: str
     """Human-readable reason, for the agent's log."""
     retry: bool = False
+    """Reconnecting later can help (the agent backs off and retries); False: the agent exits."""
 
 
 class RequestMessage(msgspec.Struct, frozen=True, tag="request"):
