@@ -9,6 +9,7 @@ import time
 
 import aiohttp
 import openai
+import psutil
 import pytest
 
 from tests.e2e.conftest import Fleet
@@ -369,8 +370,6 @@ class fleet_request_in_background:
 
 
 async def test_slow_client_applies_backpressure_instead_of_growing_hub_memory(fleet: Fleet) -> None:
-    import psutil
-
     model = fleet.model()
     backend, url = fleet.backend(model, chunks=100_000)  # ~19 MB of SSE, written as fast as the socket takes it
     fleet.agent(url)
