@@ -1,0 +1,1 @@
+"""Benchmarks (not shipped): run them from the repository root, e.g. ``.venv/bin/python bench/relay.py``."""
