@@ -57,9 +57,9 @@ async def test_stream_relays_head_data_and_end_in_order() -> None:
     send_data(session, stream.stream_id, b"cd")
     send_end(session, stream.stream_id, EndMessage("req_x", usage=Usage(1, 2, 3)))
     async with asyncio.timeout(2):
-        assert (await stream.head(1)).status == 201
-        assert await stream.read(1) == b"abcd"  # coalesced
-        assert await stream.read(1) is None
+        assert (await stream.head()).status == 201
+        assert await stream.read() == b"abcd"  # coalesced
+        assert await stream.read() is None
     assert stream.end is not None
     assert stream.end.usage == Usage(1, 2, 3)
     assert stream.bytes_received == 4
@@ -68,7 +68,7 @@ async def test_stream_relays_head_data_and_end_in_order() -> None:
 async def test_read_waits_for_data_without_polling() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
-    reader = asyncio.create_task(stream.read(2))
+    reader = asyncio.create_task(stream.read())
     await asyncio.sleep(0)
     assert not reader.done()
     send_data(session, stream.stream_id, b"x")
@@ -96,17 +96,40 @@ async def test_agent_ping_is_answered_with_pong_echoing_its_time() -> None:
     assert channel.messages(FrameType.PONG) == [PongMessage(42.5)]
 
 
-async def test_head_timeout_raises_upstream_timeout() -> None:
+async def test_head_deadline_raises_upstream_timeout() -> None:
     _, _, stream = open_stream()
-    with pytest.raises(UpstreamTimeoutError):
-        await stream.head(0.01)
+    stream.set_deadline(0.01, "no head")
+    with pytest.raises(UpstreamTimeoutError, match="no head"):
+        await stream.head()
 
 
-async def test_idle_read_timeout_raises_upstream_timeout() -> None:
+async def test_idle_deadline_raises_upstream_timeout() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
+    stream.set_deadline(0.01, "idle")
+    with pytest.raises(UpstreamTimeoutError, match="idle"):
+        await stream.read()
+
+
+async def test_data_pushes_the_idle_deadline_back() -> None:
+    session, _, stream = open_stream()
+    send_head(session, stream.stream_id)
+    stream.set_deadline(0.05, "idle")
+    for i in range(5):  # 0.1 s in all, longer than the deadline, but never 0.05 s without data
+        await asyncio.sleep(0.02)
+        send_data(session, stream.stream_id, b"%d" % i)
+        assert await stream.read() == b"%d" % i
     with pytest.raises(UpstreamTimeoutError):
-        await stream.read(0.01)
+        await stream.read()
+
+
+async def test_finished_stream_cancels_its_deadline_timer() -> None:
+    session, _, stream = open_stream()
+    send_head(session, stream.stream_id)
+    stream.set_deadline(0.01, "idle")
+    send_end(session, stream.stream_id, EndMessage("req_x"))
+    await asyncio.sleep(0.03)
+    assert stream.failure is None
 
 
 async def test_end_with_error_fails_the_stream_after_its_bytes_are_read() -> None:
@@ -114,9 +137,9 @@ async def test_end_with_error_fails_the_stream_after_its_bytes_are_read() -> Non
     send_head(session, stream.stream_id)
     send_data(session, stream.stream_id, b"partial")
     send_end(session, stream.stream_id, EndMessage("req_x", error=ErrorInfo(502, "upstream_error", "boom")))
-    assert await stream.read(1) == b"partial"
+    assert await stream.read() == b"partial"
     with pytest.raises(UpstreamError, match="boom") as info:
-        await stream.read(1)
+        await stream.read()
     assert info.value.code == "upstream_error"
     assert info.value.status == 502
 
@@ -125,7 +148,7 @@ async def test_end_before_head_fails_the_head() -> None:
     session, _, stream = open_stream()
     send_end(session, stream.stream_id, EndMessage("req_x"))
     with pytest.raises(UpstreamError):
-        await stream.head(1)
+        await stream.head()
 
 
 async def test_session_close_fails_every_open_stream() -> None:
@@ -142,10 +165,10 @@ async def test_session_close_fails_every_open_stream() -> None:
     assert isinstance(stream.failure, AgentLostError)
     assert stream.failure.retriable
     with pytest.raises(AgentLostError):
-        await stream.head(1)
-    assert await second.read(1) == b"early"
+        await stream.head()
+    assert await second.read() == b"early"
     with pytest.raises(AgentLostError):
-        await second.read(1)
+        await second.read()
     with pytest.raises(AgentLostError):
         session.open_stream(REQUEST, b"")
     session.send(PingMessage(1.0))

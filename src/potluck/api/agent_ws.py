@@ -142,13 +142,11 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     )
     registry = hub.registry
     registry.attach(session, draining=hello.draining)
-    hub.metrics.agents.set(len(registry.sessions))
     log.info("agent %s (%s) connected with %d models", agent.id, session.name, len(hello.models))
     try:
         await _serve(ws, session, registry)
     finally:
         registry.detach(session)
-        hub.metrics.agents.set(len(registry.sessions))
         log.info("agent %s disconnected", agent.id)
         try:
             await hub.store.agents.touch({agent.id: datetime.now(UTC)})

@@ -24,6 +24,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     hub.metrics.queue_depth.set(hub.registry.scheduler.queue_depth)
+    hub.metrics.in_flight.set(hub.dispatcher.in_flight)
+    hub.metrics.agents.set(len(hub.registry.sessions))
     body = generate_latest(hub.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -12,6 +12,7 @@ import logging
 
 import msgspec
 from aiohttp import web
+from multidict import CIMultiDict
 
 from potluck.api.context import HUB, request_id
 from potluck.hub.dispatch import Exchange, RelayRequest, normalize_error_body
@@ -100,44 +101,71 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
 
 async def _respond(request: web.Request, exchange: Exchange, rid: str) -> tuple[web.StreamResponse, str]:
     """Write the exchange to the client; returns the response and the request's outcome."""
-    status = exchange.status
-    if status >= 400:
-        body = normalize_error_body(status, await exchange.read_all(_ERROR_BODY_LIMIT))
-        headers = {"x-request-id": rid}
-        headers.update((name, value) for name, value in exchange.head.headers if name.lower() == "retry-after")
-        error = web.Response(status=status, body=body, content_type="application/json", headers=headers)
-        return error, "upstream_error"
-    response = web.StreamResponse(status=status)
-    is_sse = False
-    for name, value in exchange.head.headers:
-        lname = name.lower()
-        if lname == "content-length":
-            response.content_length = int(value)
-        else:
-            response.headers.add(name, value)
-            if lname == "content-type" and value.startswith("text/event-stream"):
-                is_sse = True
-    response.headers["x-request-id"] = rid
+    if exchange.status >= 400:
+        return await _relay_error(exchange, rid), "upstream_error"
+    headers, content_length = _response_headers(exchange, rid)
+    is_sse = headers.get("Content-Type", "").startswith("text/event-stream")
+    first: bytes | None = None
+    if content_length is not None and not is_sse:
+        # A whole body usually arrives in one frame: answer it in one write. Nothing is written
+        # before it is complete, so an agent failing here still gets a clean error status.
+        first = await exchange.read()
+        if first is not None and len(first) == content_length:
+            exchange.consumed(len(first))
+            return web.Response(status=exchange.status, body=first, headers=headers), "ok"
     if is_sse:
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers["X-Accel-Buffering"] = "no"
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+    response = web.StreamResponse(status=exchange.status, headers=headers)
+    if content_length is not None:
+        response.content_length = content_length
     await response.prepare(request)
+    return response, await _stream_body(request, response, exchange, first, is_sse=is_sse)
+
+
+async def _relay_error(exchange: Exchange, rid: str) -> web.Response:
+    """An upstream error: its status and body (wrapped in OpenAI's shape if it was not), and its Retry-After."""
+    body = normalize_error_body(exchange.status, await exchange.read_all(_ERROR_BODY_LIMIT))
+    headers = {"x-request-id": rid}
+    headers.update((name, value) for name, value in exchange.head.headers if name.lower() == "retry-after")
+    return web.Response(status=exchange.status, body=body, content_type="application/json", headers=headers)
+
+
+def _response_headers(exchange: Exchange, rid: str) -> tuple[CIMultiDict[str], int | None]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    content_length: int | None = None
+    for name, value in exchange.head.headers:
+        if name.lower() == "content-length":
+            content_length = int(value)
+        else:
+            headers.add(name, value)
+    headers["x-request-id"] = rid
+    return headers, content_length
+
+
+async def _stream_body(
+    request: web.Request, response: web.StreamResponse, exchange: Exchange, first: bytes | None, *, is_sse: bool
+) -> str:
+    """Copy the body to the client as it arrives; returns the outcome."""
     try:
+        if first is not None:
+            await response.write(first)
+            exchange.consumed(len(first))
         async for chunk in exchange.chunks():
             await response.write(chunk)
             exchange.consumed(len(chunk))
     except HubError as exc:
         # Bytes already reached the client: no status to change. A stream gets a terminal error
         # event (never a fake [DONE]); a plain body is cut short so the client sees it incomplete.
-        log.warning("request %s failed mid-response: %s", rid, exc.message)
+        log.warning("request %s failed mid-response: %s", exchange.request.request_id, exc.message)
         if is_sse:
             await response.write(error_event(error_envelope(exc.code, exc.message)))
             await response.write_eof()
         elif request.transport is not None:
             request.transport.close()
-        return response, "timeout" if exc.status == 504 else "agent_failed"
+        return "timeout" if exc.status == 504 else "agent_failed"
     await response.write_eof()
-    return response, "ok"
+    return "ok"
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

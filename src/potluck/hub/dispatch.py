@@ -46,6 +46,10 @@ class RelayRequest:
     received_at: float
 
 
+_FIRST_BYTE_MESSAGE = "no response from the agent within {:g} s"
+_IDLE_MESSAGE = "the agent sent nothing for {:g} s"
+
+
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
     max_attempts: int = 3
@@ -80,16 +84,19 @@ class Exchange:
     def status(self) -> int:
         return self.head.status
 
+    async def read(self) -> bytes | None:
+        """The next bytes of the body (all that arrived, coalesced), or None at its end.
+
+        Raises UpstreamError (or UpstreamTimeoutError) if the agent fails mid-way.
+        """
+        data = await self.stream.read()
+        if data is not None and self._first_byte_at is None:
+            self._first_byte_at = self._dispatcher.clock.now()
+        return data
+
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, coalesced; raises UpstreamError if the agent fails mid-way."""
-        stream = self.stream
-        idle = self._dispatcher.settings.idle_timeout
-        while True:
-            data = await stream.read(idle)
-            if data is None:
-                return
-            if self._first_byte_at is None:
-                self._first_byte_at = self._dispatcher.clock.now()
+        """The rest of the body as it arrives."""
+        while (data := await self.read()) is not None:
             yield data
 
     def consumed(self, nbytes: int) -> None:
@@ -151,7 +158,6 @@ class Dispatcher:
             raise ShuttingDownError("The hub is shutting down; retry shortly")
         self.in_flight += 1
         self._idle.clear()
-        self.metrics.in_flight.inc()
         try:
             return await self._open(req)
         except BaseException as exc:
@@ -178,17 +184,13 @@ class Dispatcher:
             exclude = frozenset(tried)
             if tried and not self.registry.scheduler.routable(req.model, exclude):
                 break  # no other agent could take it: answer with the last failure now
-            self.metrics.queue_depth.set(self.registry.scheduler.queue_depth + 1)
-            try:
-                session, queued_s = await self.registry.acquire(req.model, exclude)
-            finally:
-                self.metrics.queue_depth.set(self.registry.scheduler.queue_depth)
+            session, queued_s = await self.registry.acquire(req.model, exclude)
             stream = session.open_stream(message, req.body)
-            deadline = self.clock.now() + settings.first_byte_timeout
+            # One budget for the head and the first body bytes together.
+            stream.set_deadline(settings.first_byte_timeout, _FIRST_BYTE_MESSAGE.format(settings.first_byte_timeout))
             try:
-                head = await stream.head(settings.first_byte_timeout)
-                # One budget for the head and the first body bytes together.
-                await stream.wait_readable(max(0.0, deadline - self.clock.now()))
+                head = await stream.head()
+                await stream.wait_readable()
                 stream_failure_before_bytes(stream)
             except UpstreamError as exc:
                 self.finish(session, stream, cancel_reason=None)
@@ -202,6 +204,7 @@ class Dispatcher:
                 reason = "timeout" if isinstance(exc, UpstreamTimeoutError) else "client_disconnect"
                 self.finish(session, stream, cancel_reason=reason)
                 raise
+            stream.set_deadline(settings.idle_timeout, _IDLE_MESSAGE.format(settings.idle_timeout))
             return Exchange(self, req, session, stream, head, queued_s)
         if last_error is None:  # every candidate was excluded before a first try: cannot happen
             raise ModelNotFoundError(req.model)
@@ -226,10 +229,11 @@ class Dispatcher:
         now = self.clock.now()
         prompt = usage.prompt_tokens if usage else 0
         completion = usage.completion_tokens if usage else 0
-        self.metrics.requests.labels(outcome).inc()
+        metrics = self.metrics
+        metrics.request_outcome(outcome).inc()
         if usage is not None:
-            self.metrics.tokens.labels("prompt").inc(prompt)
-            self.metrics.tokens.labels("completion").inc(completion)
+            metrics.prompt_tokens.inc(prompt)
+            metrics.completion_tokens.inc(completion)
         if first_byte_at is not None:
             self.metrics.ttft.observe(first_byte_at - req.received_at)
         self.journal.record(
@@ -255,7 +259,6 @@ class Dispatcher:
 
     def _done(self) -> None:
         self.in_flight -= 1
-        self.metrics.in_flight.dec()
         if self.in_flight == 0:
             self._idle.set()
 

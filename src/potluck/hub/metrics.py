@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Gauges of live state (agents, queue, in flight) are set when /metrics is scraped, not per request.
+
 
 class HubMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -12,6 +14,9 @@ class HubMetrics:
             "potluck_hub_requests_total", "Client requests by outcome", ["outcome"], registry=registry
         )
         self.tokens = Counter("potluck_hub_tokens_total", "Tokens relayed", ["kind"], registry=registry)
+        self.prompt_tokens = self.tokens.labels("prompt")
+        self.completion_tokens = self.tokens.labels("completion")
+        self._outcomes: dict[str, Counter] = {}
         self.retries = Counter(
             "potluck_hub_retries_total", "Requests sent again to another agent before any byte", registry=registry
         )
@@ -24,3 +29,10 @@ class HubMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
         )
+
+    def request_outcome(self, outcome: str) -> Counter:
+        """The labelled child for this outcome, cached (``labels()`` costs a lock and a lookup)."""
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self.requests.labels(outcome)
+        return child

@@ -58,8 +58,13 @@ class Stream:
     __slots__ = (
         "_chunks",
         "_credit_window",
+        "_deadline_message",
+        "_deadline_s",
         "_failure",
         "_head",
+        "_loop",
+        "_progress_at",
+        "_timer",
         "_uncredited",
         "_waiter",
         "bytes_received",
@@ -74,7 +79,12 @@ class Stream:
         self.stream_id = stream_id
         self.request_id = request_id
         self._credit_window = credit_window
-        self._head: asyncio.Future[HeadMessage] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._head: asyncio.Future[HeadMessage] = self._loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline_s = 0.0
+        self._deadline_message = ""
+        self._progress_at = 0.0
         self._chunks: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._failure: HubError | None = None
@@ -91,10 +101,12 @@ class Stream:
     def on_data(self, data: bytes) -> None:
         self._chunks.append(data)
         self.bytes_received += len(data)
+        self._progress_at = self._loop.time()
         self._wake()
 
     def on_end(self, end: EndMessage) -> None:
         self.end = end
+        self.stop_deadline()
         if end.error is not None and not end.cancelled:
             self._fail(_error_from(end.error))
         elif not self._head.done():
@@ -107,6 +119,7 @@ class Stream:
             self._wake()
 
     def _fail(self, error: HubError) -> None:
+        self.stop_deadline()
         if self._failure is None:
             self._failure = error
         if not self._head.done():
@@ -129,34 +142,58 @@ class Stream:
     def failure(self) -> HubError | None:
         return self._failure
 
-    async def head(self, timeout: float) -> HeadMessage:
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(self._head)
-        except TimeoutError:
-            raise UpstreamTimeoutError(f"no response from the agent within {timeout:g} s") from None
+    # -- deadlines: one timer per stream, re-armed only when it fires, not on every chunk ------
 
-    async def wait_readable(self, timeout: float) -> None:
+    def set_deadline(self, seconds: float, message: str) -> None:
+        """Fail the stream with UpstreamTimeoutError after ``seconds`` without a body byte.
+
+        Data pushes the deadline back (lazily: the timer re-arms itself when it fires early), so a
+        long stream that keeps producing never times out however long it runs.
+        """
+        self.stop_deadline()
+        self._deadline_s = seconds
+        self._deadline_message = message
+        self._progress_at = self._loop.time()
+        self._timer = self._loop.call_at(self._progress_at + seconds, self._check_deadline)
+
+    def stop_deadline(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self.finished:
+            return
+        due = self._progress_at + self._deadline_s
+        if due > self._loop.time():
+            self._timer = self._loop.call_at(due, self._check_deadline)
+            return
+        self._fail(UpstreamTimeoutError(self._deadline_message))
+        self._wake()
+
+    async def head(self) -> HeadMessage:
+        """The response head; raises the stream's failure (a deadline set with `set_deadline` included)."""
+        return await self._head
+
+    async def wait_readable(self) -> None:
         """Wait until there are bytes to read or the stream is over (without consuming anything)."""
         if self._chunks or self.end is not None or self._failure is not None:
             return
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         try:
-            async with asyncio.timeout(timeout):
-                await self._waiter
-        except TimeoutError:
-            raise UpstreamTimeoutError(f"the agent sent nothing for {timeout:g} s") from None
+            await self._waiter
         finally:
             self._waiter = None
 
-    async def read(self, timeout: float) -> bytes | None:
+    async def read(self) -> bytes | None:
         """All bytes received so far as one chunk (coalesced), or None once the stream ended cleanly.
 
         Raises the stream's failure once the bytes before it have been read.
         """
         if not self._chunks:
             if self.end is None and self._failure is None:
-                await self.wait_readable(timeout)
+                await self.wait_readable()
             if not self._chunks:
                 if self._failure is not None:
                     raise self._failure
@@ -230,6 +267,7 @@ class AgentSession:
 
     def close_stream(self, stream: Stream, *, cancel_reason: str | None) -> None:
         """Forget a stream; tell the agent to stop it first if it has not ended."""
+        stream.stop_deadline()
         if self.streams.pop(stream.stream_id, None) is None:
             return
         if cancel_reason is not None and stream.end is None and self.state is not SessionState.CLOSED:

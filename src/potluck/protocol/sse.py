@@ -64,16 +64,23 @@ class SSEUsageScanner:
         return rest
 
     def _take_usage(self, events: bytes) -> bytes:
+        """Read the usage of the event(s) holding a usage object; drop unwanted usage-only ones.
+
+        Only the events around a match are looked at: a burst of many events costs one search.
+        """
         kept: list[bytes] = []
-        changed = False
-        pos = 0
-        for end in _EVENT_END.finditer(events):
-            event, body, pos = events[pos : end.end()], events[pos : end.start()], end.end()
-            if _USAGE_OBJECT.search(body) is not None and self._is_unwanted_usage(body):
-                changed = True
-                continue
-            kept.append(event)
-        if not changed:
+        pos = 0  # start of what is not yet copied to `kept`
+        search_from = 0
+        while (match := _USAGE_OBJECT.search(events, search_from)) is not None:
+            start = _event_start(events, match.start())
+            end_match = _EVENT_END.search(events, match.end())
+            end = len(events) if end_match is None else end_match.end()
+            body_end = len(events) if end_match is None else end_match.start()
+            if self._is_unwanted_usage(events[start:body_end]):
+                kept.append(events[pos:start])
+                pos = end
+            search_from = end
+        if not kept:
             return events
         kept.append(events[pos:])
         return b"".join(kept)
@@ -89,6 +96,13 @@ class SSEUsageScanner:
             return False
         self.usage = chunk.usage
         return self.strip_usage and not chunk.choices
+
+
+def _event_start(events: bytes, index: int) -> int:
+    """Where the event containing ``index`` begins: after the previous blank line (LF or CRLF)."""
+    lf = events.rfind(b"\n\n", 0, index)
+    crlf = events.rfind(b"\r\n\r\n", 0, index)
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
 def usage_from_json(body: bytes) -> Usage | None:
