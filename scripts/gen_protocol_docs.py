@@ -23,6 +23,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from potluck.protocol import agent as proto
+from potluck.protocol import metrics
 
 BEGIN = "<!-- BEGIN GENERATED MESSAGES -->"
 END = "<!-- END GENERATED MESSAGES -->"
@@ -43,7 +44,8 @@ PER_STREAM = frozenset(
 
 def _docstrings() -> dict[str, tuple[str, dict[str, str]]]:
     """Class name -> (class docstring, {field: docstring}) from the protocol module's source."""
-    tree = ast.parse(inspect.getsource(proto))
+    source = inspect.getsource(proto) + "\n" + inspect.getsource(metrics)
+    tree = ast.parse(source)
     result: dict[str, tuple[str, dict[str, str]]] = {}
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
@@ -94,6 +96,8 @@ def _type_name(t: mi.Type) -> str:
         return " | ".join(_type_name(i) for i in t.types)
     if isinstance(t, mi.StructType):
         return t.cls.__name__
+    if isinstance(t, mi.LiteralType):
+        return " | ".join(msgspec.json.encode(v).decode() for v in t.values)
     raise TypeError(f"no rendering for {t!r}")
 
 

@@ -21,6 +21,7 @@ from potluck.protocol.agent import (
     FrameType,
     HeadMessage,
     HelloMessage,
+    LoadMessage,
     Message,
     ModelInfo,
     ModelsMessage,
@@ -38,6 +39,7 @@ from potluck.protocol.agent import (
     encode_frame,
     iter_frames,
 )
+from potluck.protocol.metrics import GpuMetrics, HostMetrics
 
 MESSAGES: list[tuple[Message, FrameType]] = [
     (
@@ -69,6 +71,29 @@ MESSAGES: list[tuple[Message, FrameType]] = [
     ),
     (ModelsMessage([ModelInfo("a"), ModelInfo("b", hot=False)], [BackendInfo("http://x")]), FrameType.MODELS),
     (StateMessage(in_flight=3, draining=True, max_concurrency=8), FrameType.STATE),
+    (
+        LoadMessage(
+            in_flight=2,
+            host=HostMetrics(
+                cpu_pct=12.5,
+                ram_used_bytes=1 << 30,
+                ram_total_bytes=8 << 30,
+                gpus=[
+                    GpuMetrics(
+                        index=0,
+                        name="NVIDIA H100 80GB HBM3",
+                        vendor="nvidia",
+                        utilization_pct=40.0,
+                        memory_used_bytes=10 << 30,
+                        memory_total_bytes=80 << 30,
+                    )
+                ],
+                source="nvml",
+            ),
+            backends=[BackendInfo(url="http://127.0.0.1:8000", kind="vllm", running=3, waiting=1, kv_cache_usage=0.25)],
+        ),
+        FrameType.LOAD,
+    ),
     (ChallengeMessage(b"\x00\xff" * 16, PROTOCOL_VERSION, "0.1.0"), FrameType.CHALLENGE),
     (WelcomeMessage("agt_1", 5.0, 15.0, 262144), FrameType.WELCOME),
     (RejectMessage("bad_token", "no", retry=True), FrameType.REJECT),

@@ -16,8 +16,9 @@ import aiohttp
 
 from potluck import __version__
 from potluck._shared.outbox import Outbox
-from potluck.agent.backend import Catalog, StreamSink, relay
+from potluck.agent.catalog import Catalog
 from potluck.agent.identity import Identity
+from potluck.agent.relay import StreamSink, relay
 from potluck.agent.settings import AgentSettings
 from potluck.protocol.agent import (
     PROTOCOL_VERSION,
@@ -253,6 +254,9 @@ class HubConnection:
             log.debug("cancelling stream %d: %s", stream_id, reason)
             active.cancelled = True
             active.task.cancel()
+
+    def running(self) -> int:
+        return self._running()
 
     def _running(self) -> int:
         # A cancelled request no longer holds a slot, even if its task has not unwound yet: the hub

@@ -15,11 +15,14 @@ import time
 
 import aiohttp
 
-from potluck.agent.backend import Backend, Catalog
+from potluck.agent.backends import make_backend
+from potluck.agent.catalog import Catalog
 from potluck.agent.connection import HubConnection, RejectedError
+from potluck.agent.discovery import WELL_KNOWN_PORTS
+from potluck.agent.gpu import MetricsProbe
 from potluck.agent.identity import load_or_create
-from potluck.agent.settings import AgentSettings
-from potluck.protocol.agent import ProtocolError
+from potluck.agent.settings import AgentSettings, parse_backend
+from potluck.protocol.agent import LoadMessage, ProtocolError, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,10 @@ class AgentDaemon:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.identity = load_or_create(settings.data_dir)
-        self.catalog = Catalog([Backend(url) for url in settings.backends])
+        configured = [make_backend(url, kind or "openai") for url, kind in map(parse_backend, settings.backends)]
+        ports = [*WELL_KNOWN_PORTS, *settings.scan_ports] if settings.detecting else []
+        self.catalog = Catalog(configured, scan_ports=ports)
+        self.metrics = MetricsProbe.from_system()
         self.connection: HubConnection | None = None
         self._stopping = asyncio.Event()
         self._refresh = asyncio.Event()
@@ -50,15 +56,22 @@ class AgentDaemon:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as http:
+                await self._typed_kinds(http)
+                await self.catalog.rescan(http)
                 await self.catalog.refresh(http)
                 await self._run(http)
+            await self.metrics.aclose()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
     async def _run(self, http: aiohttp.ClientSession) -> None:
         attempt = 0
-        catalog_task = asyncio.create_task(self._catalog_loop(http), name="catalog")
+        background = [
+            asyncio.create_task(self._catalog_loop(http), name="catalog"),
+            asyncio.create_task(self._rescan_loop(http), name="rescan"),
+            asyncio.create_task(self._metrics_loop(), name="metrics"),
+        ]
         try:
             while not self._stopping.is_set():
                 started = time.monotonic()
@@ -79,9 +92,9 @@ class AgentDaemon:
                     async with asyncio.timeout(delay):
                         await self._stopping.wait()
         finally:
-            catalog_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await catalog_task
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
 
     def _backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff, so a fleet reconnecting after a hub restart spreads out."""
@@ -126,14 +139,48 @@ class AgentDaemon:
             log.warning("drain deadline reached; cancelling %d requests", len(conn.active))
         await conn.close()
 
+    async def _typed_kinds(self, http: aiohttp.ClientSession) -> None:
+        """Configured backends without a kind= hint get the kind their fingerprint says."""
+        from potluck.agent.discovery import fingerprint
+
+        typed = []
+        for (url, kind), backend in zip(
+            map(parse_backend, self.settings.backends), self.catalog.configured, strict=True
+        ):
+            if kind is None:
+                found = await fingerprint(http, backend.base)
+                if found is not None and found != backend.kind:
+                    backend = make_backend(url, found)
+            typed.append(backend)
+        self.catalog.configured = typed
+
     async def _catalog_loop(self, http: aiohttp.ClientSession) -> None:
         while True:
+            # Faster while a request waits on a cold model, so the hub learns it is hot soon.
+            interval = 0.5 if self.catalog.cold_waiters else self.settings.catalog_interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.catalog_interval):
+                async with asyncio.timeout(interval):
                     await self._refresh.wait()
             self._refresh.clear()
             if await self.catalog.refresh(http):
-                log.info("models changed: %s", [m.id for m in self.catalog.models()])
+                log.info("models changed: %s", [(m.id, "hot" if m.hot else "cold") for m in self.catalog.models()])
                 conn = self.connection
                 if conn is not None:
                     conn.announce_models()
+
+    async def _rescan_loop(self, http: aiohttp.ClientSession) -> None:
+        if not self.catalog.scan_ports:
+            return
+        while True:
+            await asyncio.sleep(self.settings.rescan_interval)
+            await self.catalog.rescan(http)
+            self._refresh.set()
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.metrics_interval)
+            conn = self.connection
+            if conn is None:
+                continue
+            host = await self.metrics.sample()
+            conn.send(encode_frame(LoadMessage(conn.running(), host, self.catalog.infos())))

@@ -35,7 +35,14 @@ class AgentSettings:
     max_concurrency: int = 8
     data_dir: Path = field(default_factory=default_data_dir)
     drain_timeout: float = 30.0
-    catalog_interval: float = 30.0
+    catalog_interval: float = 2.0
+    """Seconds between reads of the backends' models and load (0.5 s while a request waits on a cold model)."""
+    scan_ports: tuple[int, ...] = ()
+    """Extra loopback ports to probe for backends, beside the well-known ones."""
+    auto_detect: bool | None = None
+    """Probe loopback for backends; default: on when no --backend is given."""
+    rescan_interval: float = 30.0
+    metrics_interval: float = 5.0
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
     allow_insecure: bool = False
@@ -51,14 +58,31 @@ class AgentSettings:
                 "refusing to talk to a hub off loopback without TLS; "
                 "use https:// (or --allow-insecure on a trusted LAN)"
             )
-        for url in self.backends:
+        for spec in self.backends:
+            url, _kind = parse_backend(spec)
             if urlsplit(url).scheme not in ("http", "https"):
                 raise ValueError(f"--backend must be an http(s):// URL, not {url!r}")
         if self.max_concurrency < 1:
             raise ValueError("--max-concurrency must be at least 1")
 
     @property
+    def detecting(self) -> bool:
+        return self.auto_detect if self.auto_detect is not None else (not self.backends or bool(self.scan_ports))
+
+    @property
     def connect_url(self) -> str:
         base = self.hub_url.rstrip("/")
         base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
         return base + "/agent/connect"
+
+
+def parse_backend(spec: str) -> tuple[str, str | None]:
+    """``URL`` or ``URL,kind=KIND`` → (URL, KIND or None)."""
+    url, _, rest = spec.partition(",")
+    kind = None
+    if rest:
+        key, _, value = rest.partition("=")
+        if key.strip() != "kind" or not value.strip():
+            raise ValueError(f"--backend takes URL or URL,kind=KIND, not {spec!r}")
+        kind = value.strip()
+    return url.strip(), kind

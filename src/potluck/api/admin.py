@@ -12,6 +12,7 @@ from aiohttp import web
 from potluck.api.context import HUB
 from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.services import HubServices
+from potluck.protocol.agent import ModelInfo
 from potluck.store.errors import NotFoundError as StoreNotFoundError
 
 
@@ -117,8 +118,10 @@ async def list_agents(request: web.Request) -> web.Response:
                 "id": agent.id,
                 "name": session.name,
                 "state": "draining" if slots is not None and slots.draining else "online",
-                "models": [{"id": m.id, "hot": m.hot} for m in session.models],
-                "backends": [{"url": b.url, "kind": b.kind, "healthy": b.healthy} for b in session.backends],
+                "models": [{"id": m.id, "hot": m.hot, **_model_details(m)} for m in session.models],
+                "backends": [msgspec.to_builtins(b) for b in session.backends],
+                "host": None if session.host is None else msgspec.to_builtins(session.host),
+                "agent_in_flight": session.agent_in_flight,
                 "in_flight": slots.in_flight if slots is not None else 0,
                 "max_concurrency": session.max_concurrency,
                 "last_seen": _iso(now),
@@ -128,6 +131,14 @@ async def list_agents(request: web.Request) -> web.Response:
             }
         )
     return _json({"agents": agents})
+
+
+def _model_details(model: ModelInfo) -> dict[str, Any]:
+    details: dict[str, Any] = msgspec.to_builtins(model)
+    details.pop("id", None)
+    details.pop("hot", None)
+    details.pop("backend", None)
+    return details
 
 
 async def _set_drained(request: web.Request, drained: bool) -> str:

@@ -25,6 +25,7 @@ from potluck.protocol.agent import (
     ChallengeMessage,
     FrameType,
     HelloMessage,
+    LoadMessage,
     ModelsMessage,
     ProtocolError,
     RejectMessage,
@@ -174,6 +175,9 @@ async def _serve(ws: web.WebSocketResponse, session: AgentSession, registry: Reg
                 elif ftype == FrameType.STATE and isinstance(frame.message, StateMessage):
                     session.last_rx = registry.now()
                     registry.on_state(session, frame.message)
+                elif ftype == FrameType.LOAD and isinstance(frame.message, LoadMessage):
+                    session.last_rx = registry.now()
+                    registry.on_load(session, frame.message)
                 else:
                     on_frame(ftype, frame.stream_id, frame.message, frame.payload)
         except ProtocolError as exc:

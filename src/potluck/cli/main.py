@@ -10,15 +10,21 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from potluck import __version__
 
+T = TypeVar("T")
+
 
 def _run(coro_factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a coroutine on uvloop when available."""
+    _run_result(coro_factory)
+
+
+def _run_result(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX platform
@@ -100,15 +106,28 @@ def hub(**options: object) -> None:
     _run(lambda: serve(settings, token_hash, on_listening=listening))
 
 
-@cli.command()
-@click.option("--hub", "hub_url", required=True, envvar="POTLUCK_AGENT_HUB", help="Hub URL, e.g. https://hub:8642.")
+@cli.group(invoke_without_command=True)
+@click.option("--hub", "hub_url", envvar="POTLUCK_AGENT_HUB", help="Hub URL, e.g. https://hub:8642 (required to run).")
 @click.option("--token", envvar="POTLUCK_AGENT_TOKEN", help="One-time enrolment token (first run only).")
 @click.option(
     "--backend",
     "backends",
     multiple=True,
     envvar="POTLUCK_AGENT_BACKENDS",
-    help="Base URL of a local OpenAI-compatible server; repeatable.",
+    help="URL[,kind=KIND] of a local server; repeatable. Without any, local backends are auto-detected.",
+)
+@click.option(
+    "--scan-ports",
+    default="",
+    envvar="POTLUCK_AGENT_SCAN_PORTS",
+    help="Extra loopback ports to probe, comma-separated (turns auto-detection on).",
+)
+@click.option(
+    "--auto/--no-auto",
+    "auto_detect",
+    default=None,
+    envvar="POTLUCK_AGENT_AUTO_DETECT",
+    help="Probe loopback for backends [default: on when no --backend is given].",
 )
 @click.option("--name", envvar="POTLUCK_AGENT_NAME", help="Display name [default: host name].")
 @click.option("--max-concurrency", default=8, show_default=True, envvar="POTLUCK_AGENT_MAX_CONCURRENCY")
@@ -119,17 +138,29 @@ def hub(**options: object) -> None:
     help="Where the agent's key lives [default: $XDG_DATA_HOME/potluck/agent].",
 )
 @click.option("--drain-timeout", default=30.0, show_default=True, envvar="POTLUCK_AGENT_DRAIN_TIMEOUT")
-@click.option("--catalog-interval", default=30.0, show_default=True, envvar="POTLUCK_AGENT_CATALOG_INTERVAL")
+@click.option("--catalog-interval", default=2.0, show_default=True, envvar="POTLUCK_AGENT_CATALOG_INTERVAL")
+@click.option("--rescan-interval", default=30.0, show_default=True, envvar="POTLUCK_AGENT_RESCAN_INTERVAL")
+@click.option("--metrics-interval", default=5.0, show_default=True, envvar="POTLUCK_AGENT_METRICS_INTERVAL")
 @click.option(
     "--allow-insecure", is_flag=True, envvar="POTLUCK_AGENT_ALLOW_INSECURE", help="Allow plain ws:// off loopback."
 )
 @click.option("--log-level", default="info", show_default=True, envvar="POTLUCK_AGENT_LOG_LEVEL")
-def agent(**options: object) -> None:
+@click.pass_context
+def agent(ctx: click.Context, /, **options: object) -> None:
     """Run an agent next to a GPU: dial out to the hub and serve its requests with local backends."""
     from potluck._shared.logging import configure_logging
     from potluck.agent.daemon import AgentDaemon, FatalAgentError
     from potluck.agent.settings import AgentSettings, default_data_dir
 
+    try:
+        options["scan_ports"] = _ports(str(options["scan_ports"]))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx.obj = options
+    if ctx.invoked_subcommand is not None:
+        return
+    if not options["hub_url"]:
+        raise click.UsageError("--hub is required to run the agent")
     if options["data_dir"] is None:
         options["data_dir"] = default_data_dir()
     if not options["name"]:
@@ -140,8 +171,6 @@ def agent(**options: object) -> None:
         settings.validate()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if not settings.backends:
-        raise click.UsageError("give at least one --backend URL (auto-detection comes in a later release)")
     configure_logging(settings.log_level)
 
     async def main() -> None:
@@ -152,6 +181,41 @@ def agent(**options: object) -> None:
     except FatalAgentError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def _ports(text: str) -> tuple[int, ...]:
+    ports = []
+    for part in text.split(","):
+        if part.strip():
+            port = int(part)
+            if not 0 < port < 65536:
+                raise ValueError(f"--scan-ports: {port} is not a port")
+            ports.append(port)
+    return tuple(ports)
+
+
+@agent.command("scan")
+@click.pass_obj
+def agent_scan(options: dict[str, object]) -> None:
+    """Probe loopback for LLM servers and print what answers, as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from potluck.agent.scan import scan_local
+
+    ports: tuple[int, ...] = options["scan_ports"]  # type: ignore[assignment]
+    configured: tuple[str, ...] = tuple(options["backends"])  # type: ignore[arg-type]
+    backends = _run_result(lambda: scan_local(ports, configured))
+    table = Table(title="Local LLM backends")
+    for column in ("URL", "kind", "healthy", "version", "models (hot first)"):
+        table.add_column(column)
+    for backend in backends:
+        models = sorted(backend.models, key=lambda m: (not m.hot, m.id))
+        listed = ", ".join(f"{m.id}{' (hot)' if m.hot else ''}" for m in models) or "—"
+        table.add_row(backend.url, backend.kind, "yes" if backend.healthy else "no", backend.version or "—", listed)
+    Console().print(table)
+    if not backends:
+        click.echo("nothing found; start a backend or give --backend / --scan-ports")
 
 
 def main() -> None:

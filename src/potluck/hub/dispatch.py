@@ -295,8 +295,12 @@ def _outcome_of(exc: BaseException) -> str:
     return "error"
 
 
+class _ErrorObject(msgspec.Struct):
+    message: str
+
+
 class _ErrorShape(msgspec.Struct):
-    error: msgspec.Raw
+    error: _ErrorObject
 
 
 def normalize_error_body(status: int, body: bytes) -> bytes:

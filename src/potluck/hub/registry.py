@@ -13,7 +13,7 @@ from potluck._shared.clock import Clock
 from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError, ShuttingDownError
 from potluck.hub.scheduler import Grant, QueueFullError, Scheduler
 from potluck.hub.session import AgentSession, SessionState
-from potluck.protocol.agent import DrainMessage, ModelsMessage, PingMessage, StateMessage, encode_frame
+from potluck.protocol.agent import DrainMessage, LoadMessage, ModelsMessage, PingMessage, StateMessage, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,11 @@ class Registry:
         if session.state is not SessionState.CLOSED:
             session.transition(SessionState.DRAINING if draining else SessionState.ACTIVE)
         grants = self.scheduler.upsert_agent(
-            session.agent_id, _model_ids(session), session.max_concurrency, draining=draining
+            session.agent_id,
+            _model_ids(session),
+            session.max_concurrency,
+            draining=draining,
+            hot={m.id for m in session.models if m.hot},
         )
         self._grant(grants)
 
@@ -91,6 +95,12 @@ class Registry:
             return
         self._agent_draining[session.agent_id] = message.draining
         self._sync(session)
+
+    def on_load(self, session: AgentSession, message: LoadMessage) -> None:
+        """Latest load figures: kept for the admin API (and, later, the scorer)."""
+        session.agent_in_flight = message.in_flight
+        session.host = message.host
+        session.backends = message.backends
 
     def drain_all(self, deadline_s: float) -> None:
         """The hub is going away: no new work to anyone, and agents are told to finish up."""

@@ -30,6 +30,8 @@ class AgentSlots:
     in_flight: int = 0
     draining: bool = False
     order: int = 0
+    hot: frozenset[str] = frozenset()
+    """Models loaded in VRAM on this agent now: no cold-load delay."""
 
     def has_capacity(self) -> bool:
         return not self.draining and self.in_flight < self.max_concurrency
@@ -74,7 +76,13 @@ class Scheduler:
     # -- fleet --------------------------------------------------------------------------------
 
     def upsert_agent(
-        self, agent_id: str, models: Iterable[str], max_concurrency: int, *, draining: bool | None = None
+        self,
+        agent_id: str,
+        models: Iterable[str],
+        max_concurrency: int,
+        *,
+        draining: bool | None = None,
+        hot: Iterable[str] | None = None,
     ) -> list[Grant]:
         """Add an agent or change what it serves; returns queued requests it can take now."""
         models = frozenset(models)
@@ -93,6 +101,8 @@ class Scheduler:
             agent.max_concurrency = max(1, max_concurrency)
         if draining is not None:
             agent.draining = draining
+        if hot is not None:
+            agent.hot = frozenset(hot)
         return self._fill(agent)
 
     def remove_agent(self, agent_id: str) -> None:
@@ -146,19 +156,20 @@ class Scheduler:
         index = self._by_model.get(model)
         if index is None:
             return None
-        agent = self._choose(index, exclude)
+        agent = self._choose(index, model, exclude)
         if agent is None:
             return None
         agent.in_flight += 1
         return agent.agent_id
 
-    def _choose(self, index: _ModelIndex, exclude: frozenset[str]) -> AgentSlots | None:
+    def _choose(self, index: _ModelIndex, model: str, exclude: frozenset[str]) -> AgentSlots | None:
         best: list[AgentSlots] = []
-        best_load = 2.0
+        best_load = 4.0
         for agent in index.agents:
             if not agent.has_capacity() or agent.agent_id in exclude:
                 continue
-            load = agent.in_flight / agent.max_concurrency
+            # A cold model costs a load (seconds to a minute): any hot agent beats every cold one.
+            load = agent.in_flight / agent.max_concurrency + (0.0 if model in agent.hot else 2.0)
             if load < best_load:
                 best_load = load
                 best = [agent]

@@ -29,6 +29,7 @@ from potluck.protocol.agent import (
     RequestMessage,
     encode_frame,
 )
+from potluck.protocol.metrics import HostMetrics
 
 
 class SessionState(enum.Enum):
@@ -241,6 +242,7 @@ class AgentSession:
         self.last_rx = clock.now()
         self.rtt_s: float | None = None
         self.agent_in_flight = 0
+        self.host: HostMetrics | None = None
         self.requests_total = 0
 
     def transition(self, new: SessionState) -> None:

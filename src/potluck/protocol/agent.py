@@ -22,6 +22,8 @@ from collections.abc import Iterator
 
 import msgspec
 
+from potluck.protocol.metrics import HostMetrics
+
 PROTOCOL_VERSION = 1
 """Bumped on any incompatible change; the hub rejects an agent whose version it does not speak."""
 
@@ -41,6 +43,7 @@ class FrameType(enum.IntEnum):
     END = 4
     MODELS = 5
     STATE = 6
+    LOAD = 7
     # hub -> agent
     CHALLENGE = 16
     WELCOME = 17
@@ -74,6 +77,12 @@ class ModelInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     """Which of the agent's backends serves it (its base URL), for diagnostics."""
     context_length: int | None = None
     """Maximum context in tokens, when the backend says."""
+    size_bytes: int | None = None
+    """Size of the model's weights, when the backend says (Ollama, LM Studio)."""
+    vram_bytes: int | None = None
+    """Bytes of it in GPU memory now (Ollama's ``size_vram``); 0 while it runs on the CPU only."""
+    kind: str = "llm"
+    """``llm`` or ``embedding``, when the backend says."""
 
 
 class BackendInfo(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -85,6 +94,16 @@ class BackendInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     """``openai`` (generic OpenAI-compatible); later ``ollama``, ``llamacpp``, ``vllm``, ..."""
     healthy: bool = True
     """Answered its last catalog request."""
+    version: str | None = None
+    """The backend's own version, when it tells (Ollama, vLLM)."""
+    running: int | None = None
+    """Requests the backend is working on (vLLM ``num_requests_running``, llama.cpp busy slots)."""
+    waiting: int | None = None
+    """Requests queued inside the backend (vLLM ``num_requests_waiting``, llama.cpp deferred)."""
+    slots: int | None = None
+    """Parallel slots (llama.cpp ``total_slots``)."""
+    kv_cache_usage: float | None = None
+    """KV-cache use, 0..1 (vLLM ``kv_cache_usage_perc``)."""
 
 
 class ChallengeMessage(msgspec.Struct, frozen=True, tag="challenge"):
@@ -254,6 +273,17 @@ class ModelsMessage(msgspec.Struct, frozen=True, tag="models"):
     """Its backends and their health."""
 
 
+class LoadMessage(msgspec.Struct, frozen=True, tag="load"):
+    """Agent → hub, every few seconds: how busy the agent, its backends and its GPUs are."""
+
+    in_flight: int
+    """Requests the agent is running."""
+    host: HostMetrics | None
+    """CPU, RAM and GPU figures (None when sampling failed)."""
+    backends: list[BackendInfo]
+    """Each backend's health and load."""
+
+
 class StateMessage(msgspec.Struct, frozen=True, tag="state"):
     """Agent → hub: load and lifecycle. ``draining`` means: send no new work."""
 
@@ -291,7 +321,9 @@ HubToAgent = (
     | PingMessage
     | PongMessage
 )
-AgentToHub = HelloMessage | HeadMessage | EndMessage | ModelsMessage | StateMessage | PingMessage | PongMessage
+AgentToHub = (
+    HelloMessage | HeadMessage | EndMessage | ModelsMessage | StateMessage | LoadMessage | PingMessage | PongMessage
+)
 
 Message = HubToAgent | AgentToHub
 
@@ -301,6 +333,7 @@ _TYPE_OF: dict[type[msgspec.Struct], FrameType] = {
     EndMessage: FrameType.END,
     ModelsMessage: FrameType.MODELS,
     StateMessage: FrameType.STATE,
+    LoadMessage: FrameType.LOAD,
     ChallengeMessage: FrameType.CHALLENGE,
     WelcomeMessage: FrameType.WELCOME,
     RejectMessage: FrameType.REJECT,

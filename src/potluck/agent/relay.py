@@ -1,26 +1,22 @@
-"""Local LLM backends: their model catalogs, and relaying one request to one of them.
+"""Relaying one request to a backend, streaming the answer into a sink (frames to the hub).
 
-The agent forwards only the inference paths in `INFERENCE_PATHS`, to base URLs its owner
-configured; nothing in a client's request can name another host or path. Auto-detection and
-native protocols (Ollama, LM Studio, vLLM, llama.cpp) plug in here as further `Backend` kinds.
+The agent forwards only the inference paths in `INFERENCE_PATHS`, to the base URL of a backend
+its owner configured or it found on loopback; nothing in a client's request can name another host
+or path. OpenAI-shaped answers go through byte for byte; native ones are translated.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import aiohttp
-import msgspec
 
-from potluck.protocol.agent import BackendInfo, EndMessage, ErrorInfo, HeadMessage, ModelInfo, RequestMessage, Usage
+from potluck.agent.backends.base import ResponseTranslator
+from potluck.agent.catalog import Catalog
+from potluck.protocol.agent import EndMessage, ErrorInfo, HeadMessage, RequestMessage, Usage
 from potluck.protocol.openai import INFERENCE_PATHS
 from potluck.protocol.sse import SSEUsageScanner, add_include_usage, usage_from_json
-
-log = logging.getLogger(__name__)
 
 # Never relayed back: hop-by-hop headers, and ones the hub sets itself.
 _DROP_HEADERS = frozenset(
@@ -44,78 +40,7 @@ _DROP_HEADERS = frozenset(
     }
 )
 _USAGE_BODY_LIMIT = 16 << 20
-_CATALOG_TIMEOUT = aiohttp.ClientTimeout(total=5)
-
-
-class _ModelList(msgspec.Struct):
-    class _Model(msgspec.Struct):
-        id: str
-
-    data: list[_Model] = []
-
-
-@dataclass(slots=True)
-class Backend:
-    """An OpenAI-compatible server the agent relays to."""
-
-    url: str
-    kind: str = "openai"
-    healthy: bool = False
-    models: list[str] = field(default_factory=list)
-
-    @property
-    def base(self) -> str:
-        base = self.url.rstrip("/")
-        return base[:-3] if base.endswith("/v1") else base
-
-    def info(self) -> BackendInfo:
-        return BackendInfo(url=self.url, kind=self.kind, healthy=self.healthy)
-
-    async def refresh(self, http: aiohttp.ClientSession) -> None:
-        try:
-            async with http.get(self.base + "/v1/models", timeout=_CATALOG_TIMEOUT) as resp:
-                if resp.status != 200:
-                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
-                listing = msgspec.json.decode(await resp.read(), type=_ModelList)
-        except (aiohttp.ClientError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if self.healthy:
-                log.warning("backend %s unreachable: %s", self.url, exc)
-            self.healthy = False
-            self.models = []
-            return
-        self.healthy = True
-        self.models = [m.id for m in listing.data]
-
-
-class Catalog:
-    """Which backend serves which model. The first backend listing a model wins."""
-
-    def __init__(self, backends: list[Backend]) -> None:
-        self.backends = backends
-        self._route: dict[str, Backend] = {}
-        self._health: list[bool] = []
-
-    async def refresh(self, http: aiohttp.ClientSession) -> bool:
-        """Re-read every backend's models; True if what the agent serves changed."""
-        await asyncio.gather(*(b.refresh(http) for b in self.backends))
-        route: dict[str, Backend] = {}
-        for backend in self.backends:
-            for model in backend.models:
-                route.setdefault(model, backend)
-        health = [b.healthy for b in self.backends]
-        changed = route != self._route or health != self._health
-        self._route = route
-        self._health = health
-        return changed
-
-    def backend_for(self, model: str) -> Backend | None:
-        return self._route.get(model)
-
-    def models(self) -> list[ModelInfo]:
-        return [ModelInfo(id=m, hot=True, backend=b.url) for m, b in sorted(self._route.items())]
-
-    def infos(self) -> list[BackendInfo]:
-        return [b.info() for b in self.backends]
+_ERROR_BODY_LIMIT = 1 << 20
 
 
 class StreamSink:
@@ -151,18 +76,21 @@ async def relay(
     backend = catalog.backend_for(req.model)
     if backend is None:
         return _failed(req, 404, "model_not_found", f"no backend here serves `{req.model}`", retriable=True)
-    if req.strip_usage:
-        body = add_include_usage(body)
-    headers = {"Content-Type": req.headers.get("content-type", "application/json"), "Accept-Encoding": "identity"}
+    upstream = backend.upstream(req, body)
+    payload = upstream.body
+    if upstream.translator is None and req.strip_usage:
+        payload = add_include_usage(payload)
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     started = now()
     try:
-        async with http.post(backend.base + req.path, data=body, headers=headers) as resp:
-            relayed = [(str(k), v) for k, v in resp.headers.items() if k.lower() not in _DROP_HEADERS]
-            sink.head(HeadMessage(resp.status, relayed))
-            if resp.status < 400 and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-                usage, first_at = await _relay_events(resp, sink, SSEUsageScanner(req.strip_usage), now)
-            else:
-                usage, first_at = await _relay_body(resp, sink, now, keep=resp.status < 400)
+        with catalog.waiting_on(req.model):
+            async with http.post(backend.base + upstream.path, data=payload, headers=headers) as resp:
+                if upstream.translator is not None:
+                    usage, first_at, error = await _relay_translated(resp, sink, upstream.translator, now)
+                    if error is not None:
+                        return EndMessage(request_id=req.request_id, error=error, usage=usage)
+                else:
+                    usage, first_at = await _relay_openai(resp, sink, req, now)
     except aiohttp.ClientConnectorError as exc:
         message = f"cannot connect to the backend: {exc.os_error}"
         return _failed(req, 502, "backend_unavailable", message, retriable=True)
@@ -172,6 +100,17 @@ async def relay(
         return _failed(req, 502, "upstream_error", f"backend request failed: {exc!r}")
     ttft = None if first_at is None else first_at - started
     return EndMessage(request_id=req.request_id, usage=usage, ttft_s=ttft, total_s=now() - started)
+
+
+async def _relay_openai(
+    resp: aiohttp.ClientResponse, sink: StreamSink, req: RequestMessage, now: Callable[[], float]
+) -> tuple[Usage | None, float | None]:
+    """Relay an OpenAI-shaped answer byte for byte (headers filtered), reading its usage on the way."""
+    relayed = [(str(k), v) for k, v in resp.headers.items() if k.lower() not in _DROP_HEADERS]
+    sink.head(HeadMessage(resp.status, relayed))
+    if resp.status < 400 and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+        return await _relay_events(resp, sink, SSEUsageScanner(req.strip_usage), now)
+    return await _relay_body(resp, sink, now, keep=resp.status < 400)
 
 
 async def _relay_events(
@@ -207,3 +146,28 @@ async def _relay_body(
         await sink.data(chunk)
     usage = usage_from_json(b"".join(kept)) if keep and kept_size <= _USAGE_BODY_LIMIT else None
     return usage, first_at
+
+
+async def _relay_translated(
+    resp: aiohttp.ClientResponse, sink: StreamSink, translator: ResponseTranslator, now: Callable[[], float]
+) -> tuple[Usage | None, float | None, ErrorInfo | None]:
+    """Relay a native answer translated to OpenAI's format; errors become OpenAI error bodies."""
+    if resp.status >= 400:
+        body = await resp.content.read(_ERROR_BODY_LIMIT)
+        sink.head(HeadMessage(resp.status, [("Content-Type", "application/json")]))
+        await sink.data(translator.translate_error(resp.status, body))
+        return None, now(), None
+    sink.head(HeadMessage(resp.status, [("Content-Type", translator.content_type)]))
+    first_at: float | None = None
+    async for chunk in resp.content.iter_any():
+        if first_at is None:
+            first_at = now()
+        out = translator.feed(chunk)
+        if out:
+            await sink.data(out)
+        if translator.error is not None:
+            return translator.usage, first_at, translator.error
+    rest = translator.finish()
+    if rest:
+        await sink.data(rest)
+    return translator.usage, first_at, translator.error

@@ -1,0 +1,138 @@
+"""The backend adapter interface, and the generic OpenAI-compatible server every other kind extends.
+
+A `Backend` knows one local server: `refresh` reads what it serves (models, which are loaded in
+VRAM, its load) and `upstream` says how to send it one request (the path, the body, and whether the
+answer needs translating). The base class is the generic OpenAI-compatible server: it lists
+``/v1/models``, reports every model hot (it cannot tell), and passes requests through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import msgspec
+
+from potluck.protocol.agent import BackendInfo, ErrorInfo, ModelInfo, RequestMessage, Usage
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=3, sock_connect=1)
+
+
+class ResponseTranslator(Protocol):
+    """Turns a backend's native response bytes into OpenAI's, as they stream."""
+
+    content_type: str
+    usage: Usage | None
+    error: ErrorInfo | None
+    """An error the backend reported inside a response that had already started."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def translate_error(self, status: int, body: bytes) -> bytes:
+        """A native error body in OpenAI's shape."""
+        ...
+
+
+@dataclass(slots=True)
+class Upstream:
+    """How to send one request to the backend."""
+
+    path: str
+    body: bytes
+    translator: ResponseTranslator | None = None
+    """None: the answer is OpenAI-shaped already and goes through byte for byte."""
+
+
+class _ModelList(msgspec.Struct):
+    class _Model(msgspec.Struct):
+        id: str
+        max_model_len: int | None = None
+        meta: dict[str, Any] | None = None
+
+    data: list[_Model] = []
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
+    """GET a JSON document; raises aiohttp.ClientError/TimeoutError/ValueError on any failure."""
+    async with http.get(url, timeout=PROBE_TIMEOUT) as resp:
+        if resp.status != 200:
+            raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
+        return msgspec.json.decode(await resp.read())
+
+
+async def get_text(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url, timeout=PROBE_TIMEOUT) as resp:
+        if resp.status != 200:
+            raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
+        return await resp.text()
+
+
+FETCH_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError, msgspec.DecodeError, msgspec.ValidationError)
+
+
+class Backend:
+    """A generic OpenAI-compatible server."""
+
+    kind = "openai"
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.healthy = False
+        self.version: str | None = None
+        self.models: list[ModelInfo] = []
+        self.running: int | None = None
+        self.waiting: int | None = None
+        self.slots: int | None = None
+        self.kv_cache_usage: float | None = None
+
+    @property
+    def base(self) -> str:
+        return self.url[:-3] if self.url.endswith("/v1") else self.url
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            url=self.url,
+            kind=self.kind,
+            healthy=self.healthy,
+            version=self.version,
+            running=self.running,
+            waiting=self.waiting,
+            slots=self.slots,
+            kv_cache_usage=self.kv_cache_usage,
+        )
+
+    async def refresh(self, http: aiohttp.ClientSession) -> None:
+        """Re-read models and load. A backend that does not answer is unhealthy and serves nothing."""
+        try:
+            await self._refresh(http)
+        except FETCH_ERRORS as exc:
+            if self.healthy:
+                log.warning("backend %s (%s) unreachable: %r", self.url, self.kind, exc)
+            self.healthy = False
+            self.models = []
+            return
+        self.healthy = True
+
+    async def _refresh(self, http: aiohttp.ClientSession) -> None:
+        self.models = await self.openai_models(http)
+
+    async def openai_models(self, http: aiohttp.ClientSession, *, hot: bool = True) -> list[ModelInfo]:
+        listing = msgspec.convert(await get_json(http, self.base + "/v1/models"), _ModelList)
+        models = []
+        for m in listing.data:
+            context = m.max_model_len
+            if context is None and m.meta is not None and isinstance(m.meta.get("n_ctx"), int):
+                context = m.meta["n_ctx"]
+            models.append(ModelInfo(id=m.id, hot=hot, backend=self.url, context_length=context))
+        return models
+
+    def upstream(self, req: RequestMessage, body: bytes, fields: Mapping[str, Any] | None = None) -> Upstream:
+        """How to send this request here. The generic server takes OpenAI requests as they are."""
+        return Upstream(path=req.path, body=body)

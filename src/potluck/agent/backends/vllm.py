@@ -1,0 +1,42 @@
+"""vLLM (port 8000): models always loaded; load from the Prometheus ``/metrics``."""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+
+from potluck.agent.backends.base import FETCH_ERRORS, Backend, get_json, get_text
+
+_SAMPLE = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})?\s+([0-9.eE+-]+|NaN)\s*$", re.MULTILINE)
+
+
+def parse_vllm_metrics(text: str) -> dict[str, float]:
+    """Gauge values by name, summed over label sets (one per engine)."""
+    values: dict[str, float] = {}
+    for name, value in _SAMPLE.findall(text):
+        if value != "NaN":
+            values[name] = values.get(name, 0.0) + float(value)
+    return values
+
+
+class VLLMBackend(Backend):
+    kind = "vllm"
+
+    async def _refresh(self, http: aiohttp.ClientSession) -> None:
+        self.models = await self.openai_models(http, hot=True)
+        try:
+            version = await get_json(http, self.base + "/version")
+            self.version = version.get("version") if isinstance(version, dict) else None
+        except FETCH_ERRORS:
+            self.version = None
+        try:
+            metrics = parse_vllm_metrics(await get_text(http, self.base + "/metrics"))
+        except FETCH_ERRORS:
+            return
+        running = metrics.get("vllm:num_requests_running")
+        waiting = metrics.get("vllm:num_requests_waiting")
+        usage = metrics.get("vllm:kv_cache_usage_perc", metrics.get("vllm:gpu_cache_usage_perc"))
+        self.running = None if running is None else int(running)
+        self.waiting = None if waiting is None else int(waiting)
+        self.kv_cache_usage = usage
