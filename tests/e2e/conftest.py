@@ -41,7 +41,13 @@ class Fleet:
         self.servers[id(backend)] = server
         return backend, server.url
 
-    def stop_backend(self, backend: FakeBackend) -> None:
+    def serve(self, fake: Any) -> str:
+        """Run any fake server (anything with make_app()) in a thread; its base URL."""
+        server = self._stack.enter_context(BackgroundServer(fake.make_app()))
+        self.servers[id(fake)] = server
+        return server.url
+
+    def stop_backend(self, backend: Any) -> None:
         """Stop one fake backend: its port then refuses connections."""
         self.servers.pop(id(backend)).stop()
 

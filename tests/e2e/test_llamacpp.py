@@ -60,3 +60,30 @@ def test_real_llamacpp_stream_with_usage_requested(fleet: Fleet, llama_url: str)
     assert len(usage_chunks) == 1
     assert usage_chunks[0].usage is not None
     assert usage_chunks[0].usage.completion_tokens == 8
+
+
+def test_real_llamacpp_is_auto_detected_with_its_slots(fleet: Fleet, llama_url: str) -> None:
+    from urllib.parse import urlsplit
+
+    agent = fleet.agent(extra=("--scan-ports", str(urlsplit(llama_url).port), "--metrics-interval", "0.3"))
+    listed = fleet.hub.wait_agent(agent.name, models={"tiny-llama"})
+    backend = next(b for b in listed["backends"] if b["url"] == llama_url)
+    assert backend["kind"] == "llamacpp"
+    assert backend["slots"] == 2
+    model = next(m for m in listed["models"] if m["id"] == "tiny-llama")
+    assert model["hot"] is True
+    assert model["context_length"] == 2048
+    reply = fleet.client(timeout=60).chat.completions.create(
+        model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 4
+    # Host metrics arrive in LOAD frames (no GPU here: source "none", CPU and RAM from psutil).
+    import time
+
+    deadline = time.monotonic() + 5
+    while (host := fleet.hub.agent_by_name(agent.name)["host"]) is None and time.monotonic() < deadline:  # type: ignore[index]
+        time.sleep(0.1)
+    assert host is not None
+    assert host["ram_total_bytes"] > 0
+    assert host["source"] in ("none", "nvml", "nvidia-smi", "rocm-smi")

@@ -35,7 +35,7 @@ class AgentSettings:
     max_concurrency: int = 8
     data_dir: Path = field(default_factory=default_data_dir)
     drain_timeout: float = 30.0
-    catalog_interval: float = 2.0
+    catalog_interval: float = 1.0
     """Seconds between reads of the backends' models and load (0.5 s while a request waits on a cold model)."""
     scan_ports: tuple[int, ...] = ()
     """Extra loopback ports to probe for backends, beside the well-known ones."""

@@ -138,7 +138,7 @@ def hub(**options: object) -> None:
     help="Where the agent's key lives [default: $XDG_DATA_HOME/potluck/agent].",
 )
 @click.option("--drain-timeout", default=30.0, show_default=True, envvar="POTLUCK_AGENT_DRAIN_TIMEOUT")
-@click.option("--catalog-interval", default=2.0, show_default=True, envvar="POTLUCK_AGENT_CATALOG_INTERVAL")
+@click.option("--catalog-interval", default=1.0, show_default=True, envvar="POTLUCK_AGENT_CATALOG_INTERVAL")
 @click.option("--rescan-interval", default=30.0, show_default=True, envvar="POTLUCK_AGENT_RESCAN_INTERVAL")
 @click.option("--metrics-interval", default=5.0, show_default=True, envvar="POTLUCK_AGENT_METRICS_INTERVAL")
 @click.option(
