@@ -180,9 +180,10 @@ async def test_client_disconnect_cancels_the_native_request(fleet: Fleet, ollama
     fleet.agent(f"{url},kind=ollama", max_concurrency=1)
     body = {"model": hot, "messages": [{"role": "user", "content": "x"}], "stream": True, "keep_alive": "1m"}
 
-    async with aiohttp.ClientSession() as http, http.post(
-        fleet.hub.url + "/v1/chat/completions", json=body, headers={"x-api-key": fleet.key}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(fleet.hub.url + "/v1/chat/completions", json=body, headers={"x-api-key": fleet.key}) as resp,
+    ):
         first = await resp.content.readany()
         assert first.startswith(b"data: ")
     closed_at = time.monotonic()
