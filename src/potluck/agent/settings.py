@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "potluck" / "agent"
+from potluck._shared.paths import default_data_dir, is_loopback
 
 
 def host_is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    hostname = urlsplit(url).hostname
+    return hostname is not None and is_loopback(hostname)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +23,7 @@ class AgentSettings:
     backends: tuple[str, ...] = ()
     name: str = field(default_factory=socket.gethostname)
     max_concurrency: int = 8
-    data_dir: Path = field(default_factory=default_data_dir)
+    data_dir: Path = field(default_factory=lambda: default_data_dir("agent"))
     drain_timeout: float = 30.0
     catalog_interval: float = 1.0
     """Seconds between reads of the backends' models and load (0.5 s while a request waits on a cold model)."""

@@ -84,8 +84,9 @@ def cli() -> None:
 def hub(**options: object) -> None:
     """Run the hub: the OpenAI-compatible endpoint agents connect to."""
     from potluck._shared.logging import configure_logging
+    from potluck._shared.paths import default_data_dir
     from potluck.app import load_admin_token, serve
-    from potluck.hub.settings import HubSettings, default_data_dir
+    from potluck.hub.settings import HubSettings
 
     if options["data_dir"] is None:
         options["data_dir"] = default_data_dir("hub")
@@ -149,8 +150,9 @@ def hub(**options: object) -> None:
 def agent(ctx: click.Context, /, **options: object) -> None:
     """Run an agent next to a GPU: dial out to the hub and serve its requests with local backends."""
     from potluck._shared.logging import configure_logging
+    from potluck._shared.paths import default_data_dir
     from potluck.agent.daemon import AgentDaemon, FatalAgentError
-    from potluck.agent.settings import AgentSettings, default_data_dir
+    from potluck.agent.settings import AgentSettings
 
     try:
         options["scan_ports"] = _ports(str(options["scan_ports"]))
@@ -162,7 +164,7 @@ def agent(ctx: click.Context, /, **options: object) -> None:
     if not options["hub_url"]:
         raise click.UsageError("--hub is required to run the agent")
     if options["data_dir"] is None:
-        options["data_dir"] = default_data_dir()
+        options["data_dir"] = default_data_dir("agent")
     if not options["name"]:
         options.pop("name")
     options["backends"] = tuple(options["backends"])  # type: ignore[arg-type]

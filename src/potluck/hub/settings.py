@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def default_data_dir(component: str) -> Path:
-    """``$XDG_DATA_HOME/potluck/<component>``, falling back to ``~/.local/share/potluck/<component>``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "potluck" / component
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from potluck._shared.paths import default_data_dir, is_loopback
 
 
 @dataclass(frozen=True, slots=True)
