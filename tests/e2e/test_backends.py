@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -254,3 +255,42 @@ def test_backend_appearing_and_disappearing_changes_what_is_served_without_recon
         assert json.dumps(fleet.hub.agents())
     finally:
         server.stop()
+
+
+def test_agent_scan_prints_the_detected_backends(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    _fake, url, hot, cold = ollama
+    result = subprocess.run(
+        [sys.executable, "-m", "potluck", "agent", "--scan-ports", _port(url), "scan"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if url in line)
+    assert "ollama" in line
+    assert f"{hot} (hot)" in line
+    assert cold in line
+    assert f"{cold} (hot)" not in line
+
+
+def test_a_request_waiting_on_a_cold_model_speeds_up_catalog_reads(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+    fake, url, _hot, cold = ollama
+    fake.load_delay = 1.0
+    agent = fleet.agent(f"{url},kind=ollama", extra=("--catalog-interval", "10"))
+    fleet.hub.wait_agent(agent.name, models={cold})
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            fleet.client().chat.completions.create,
+            model=cold,
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"fake": {"delay": 0}},
+        )
+        _wait(lambda: _models(fleet, agent.name).get(cold) is True, timeout=3.0)
+        # Loaded after 1 s; seen hot by the hub well before the 10 s catalog interval.
+        assert time.monotonic() - started < 2.5
+        assert pending.result(10).choices[0].message.content

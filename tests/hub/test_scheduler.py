@@ -338,3 +338,13 @@ def test_expected_wait_grows_with_queue_and_is_at_least_one_second() -> None:
     s.enqueue("m")
     s.enqueue("m")
     assert s.expected_wait() == 20.0
+
+
+def test_an_agent_with_the_model_hot_is_chosen_over_less_loaded_cold_ones() -> None:
+    scheduler = Scheduler(ManualClock())
+    scheduler.upsert_agent("cold-idle", ["m"], 4, hot=[])
+    scheduler.upsert_agent("hot-busy", ["m"], 4, hot=["m"])
+    assert scheduler.acquire("m") == "hot-busy"
+    assert scheduler.acquire("m") == "hot-busy"  # 2 of 4 busy still beats an idle cold agent
+    scheduler.upsert_agent("hot-busy", ["m"], 4, hot=[])  # unloaded: now both cold, least loaded wins
+    assert scheduler.acquire("m") == "cold-idle"

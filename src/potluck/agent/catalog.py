@@ -30,6 +30,8 @@ class Catalog:
         self._snapshot: tuple[object, ...] = ()
         self.cold_waiters = 0
         """Requests waiting on a model that was cold when they started: refresh faster meanwhile."""
+        self.wake = asyncio.Event()
+        """Set when the catalog should be read now (a request started waiting on a cold model)."""
 
     @property
     def backends(self) -> list[Backend]:
@@ -75,6 +77,8 @@ class Catalog:
         """Count a request on a cold model while it runs (the catalog then refreshes faster)."""
         cold = not self.is_hot(model)
         self.cold_waiters += cold
+        if cold:
+            self.wake.set()
         try:
             yield
         finally:

@@ -41,10 +41,10 @@ class AgentDaemon:
         configured = [make_backend(url, kind or "openai") for url, kind in map(parse_backend, settings.backends)]
         ports = [*WELL_KNOWN_PORTS, *settings.scan_ports] if settings.detecting else []
         self.catalog = Catalog(configured, scan_ports=ports)
+        self._refresh = self.catalog.wake
         self.metrics = MetricsProbe.from_system()
         self.connection: HubConnection | None = None
         self._stopping = asyncio.Event()
-        self._refresh = asyncio.Event()
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
 
     async def run(self) -> None:

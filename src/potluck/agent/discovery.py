@@ -68,7 +68,9 @@ async def fingerprint(http: aiohttp.ClientSession, base: str, port_hint: str | N
         return "sglang"
     models = await _answers(http, base + "/v1/models")
     if isinstance(models, dict) and isinstance(models.get("data"), list):
-        return port_hint if port_hint in ("tgwui", "koboldcpp", "jan", "localai") else "openai"
+        if port_hint == "llamacpp":
+            return "localai"  # an OpenAI server on 8080 that is not llama.cpp's
+        return port_hint if port_hint in ("tgwui", "koboldcpp", "jan") else "openai"
     return None
 
 
