@@ -9,6 +9,7 @@ import pytest
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from potluck.agent.backends.base import ResponseTranslator
 from potluck.agent.backends.ollama_translate import (
     NATIVE_PATHS,
     TRANSLATORS,
@@ -86,7 +87,7 @@ def chat(stream: bool = True, include_usage: bool = False) -> ChatTranslator:
     return translator
 
 
-def run(translator: Any, *pieces: bytes) -> bytes:
+def run(translator: ResponseTranslator, *pieces: bytes) -> bytes:
     return b"".join(translator.feed(p) for p in pieces) + translator.finish()
 
 
@@ -351,7 +352,8 @@ def test_chat_stream_thinking_becomes_reasoning_content() -> None:
 def test_chat_stream_error_line_sets_error_and_emits_nothing_more() -> None:
     translator = chat()
     before = translator.feed(ndjson(chat_line("partial")))
-    assert translator.error is None
+    error_before = translator.error
+    assert error_before is None
     out = translator.feed(ndjson({"error": "model runner has unexpectedly stopped"}, chat_line("more"), done_line()))
     assert translator.error is not None
     assert translator.error.status == 502
@@ -536,3 +538,17 @@ def test_translate_error_gives_openais_shape(status: int, body: bytes, expected:
     assert ChatTranslator("m", stream=True, include_usage=False).translate_error(status, body) == translate_error(
         status, body
     )
+
+
+def test_embeddings_come_back_base64_when_the_client_asks() -> None:
+    import base64
+    import struct
+
+    from potluck.agent.backends.ollama_translate import EmbeddingTranslator
+
+    translator = EmbeddingTranslator("embed", encoding_format="base64")
+    translator.feed(b'{"model":"embed","embeddings":[[0.5,-1.25]],"prompt_eval_count":2}')
+    body = json.loads(translator.finish())
+    packed = base64.b64decode(body["data"][0]["embedding"])
+    assert struct.unpack("<2f", packed) == (0.5, -1.25)
+    assert body["usage"] == {"prompt_tokens": 2, "total_tokens": 2}

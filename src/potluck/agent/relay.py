@@ -82,9 +82,12 @@ async def relay(
         payload = add_include_usage(payload)
     headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     started = now()
+    responded = False
     try:
         with catalog.waiting_on(req.model):
-            async with http.post(backend.base + upstream.path, data=payload, headers=headers) as resp:
+            resp = await _post(http, backend.base + upstream.path, payload, headers)
+            async with resp:
+                responded = True
                 if upstream.translator is not None:
                     usage, first_at, error = await _relay_translated(resp, sink, upstream.translator, now)
                     if error is not None:
@@ -97,9 +100,27 @@ async def relay(
     except aiohttp.ClientPayloadError as exc:
         return _failed(req, 502, "upstream_error", f"the backend broke off its response: {exc}")
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return _failed(req, 502, "upstream_error", f"backend request failed: {exc!r}")
+        # Before any response the backend never answered: another agent may (retriable).
+        code = "upstream_error" if responded else "backend_unavailable"
+        return _failed(req, 502, code, f"backend request failed: {exc!r}", retriable=not responded)
     ttft = None if first_at is None else first_at - started
     return EndMessage(request_id=req.request_id, usage=usage, ttft_s=ttft, total_s=now() - started)
+
+
+async def _post(
+    http: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str]
+) -> aiohttp.ClientResponse:
+    """POST, once more on a fresh connection if a pooled keep-alive one turns out to be dead.
+
+    Servers close idle connections on their own schedule (llama.cpp after ~5 s, aiohttp keeps
+    them 15 s); a write on such a connection fails before the backend saw anything.
+    """
+    try:
+        return await http.post(url, data=payload, headers=headers)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise
+        return await http.post(url, data=payload, headers={**headers, "Connection": "close"})
 
 
 async def _relay_openai(

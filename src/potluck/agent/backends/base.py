@@ -117,6 +117,8 @@ class Backend:
                 log.warning("backend %s (%s) unreachable: %r", self.url, self.kind, exc)
             self.healthy = False
             self.models = []
+            self.running = self.waiting = self.slots = None
+            self.kv_cache_usage = None
             return
         self.healthy = True
 

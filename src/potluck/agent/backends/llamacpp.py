@@ -13,13 +13,15 @@ class LlamaCppBackend(Backend):
     kind = "llamacpp"
 
     async def _refresh(self, http: aiohttp.ClientSession) -> None:
-        self.models = await self.openai_models(http, hot=True)
         try:
             props = await get_json(http, self.base + "/props")
-            total = props.get("total_slots") if isinstance(props, dict) else None
-            self.slots = total if isinstance(total, int) else None
         except FETCH_ERRORS:
-            self.slots = None
+            props = None
+        props = props if isinstance(props, dict) else {}
+        total = props.get("total_slots")
+        self.slots = total if isinstance(total, int) else None
+        # --sleep-idle-seconds unloads the model: it is cold until the next request wakes it.
+        self.models = await self.openai_models(http, hot=not props.get("is_sleeping", False))
         try:
             slots = await get_json(http, self.base + "/slots")
             self.running = sum(1 for s in slots if isinstance(s, dict) and s.get("is_processing"))

@@ -19,7 +19,8 @@ class _V0Model(msgspec.Struct):
 
 
 class _V0List(msgspec.Struct):
-    data: list[_V0Model] = []
+    # Required: LM Studio answers unknown paths (v0 on old versions) with 200 and an error object.
+    data: list[_V0Model]
 
 
 class LMStudioBackend(Backend):

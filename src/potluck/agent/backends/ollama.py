@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from potluck.agent.backends.base import Backend, Upstream, get_json
-from potluck.agent.backends.ollama_translate import NATIVE_PATHS, TRANSLATORS, native_request
+from potluck.agent.backends.base import Backend, ResponseTranslator, Upstream, get_json
+from potluck.agent.backends.ollama_translate import NATIVE_PATHS, TRANSLATORS, EmbeddingTranslator, native_request
 from potluck.protocol.agent import ModelInfo, RequestMessage
 
 NATIVE_ONLY_FIELDS = (b'"options"', b'"keep_alive"', b'"think"')
@@ -80,7 +80,6 @@ class OllamaBackend(Backend):
                 # Ollama answers to the bare name too; so does the hub.
                 models.append(msgspec.structs.replace(info, id=tag.name.removesuffix(":latest")))
         self.models = models
-        self.running = len(loaded)
 
     def upstream(self, req: RequestMessage, body: bytes, fields: Mapping[str, Any] | None = None) -> Upstream:
         if req.path not in NATIVE_PATHS or not any(marker in body for marker in NATIVE_ONLY_FIELDS):
@@ -91,6 +90,9 @@ class OllamaBackend(Backend):
             return Upstream(path=req.path, body=body)  # let Ollama's /v1 answer the malformed body
         if not isinstance(obj, dict) or not any(k in obj for k in ("options", "keep_alive", "think")):
             return Upstream(path=req.path, body=body)
-        translator = TRANSLATORS[req.path](req.model, stream=req.stream, include_usage=not req.strip_usage)
+        if req.path == "/v1/embeddings":
+            translator: ResponseTranslator = EmbeddingTranslator(req.model, encoding_format=obj.get("encoding_format"))
+        else:
+            translator = TRANSLATORS[req.path](req.model, stream=req.stream, include_usage=not req.strip_usage)
         native = native_request(req.path, obj)
         return Upstream(path=NATIVE_PATHS[req.path], body=msgspec.json.encode(native), translator=translator)

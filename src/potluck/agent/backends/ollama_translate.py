@@ -7,8 +7,10 @@ Counts come from ``prompt_eval_count``/``eval_count`` on the ``done`` line, alwa
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
+import struct
 import time
 from typing import Any
 
@@ -171,14 +173,28 @@ class _NDJSONTranslator:
         return translate_error(status, body)
 
     def feed(self, data: bytes) -> bytes:
+        if self.error is not None:
+            return b""
         data = self._pending + data
         lines = data.split(b"\n")
         self._pending = lines.pop()
-        return b"".join(self._line(line) for line in lines if line.strip())
+        out: list[bytes] = []
+        for line in lines:
+            if line.strip():
+                out.append(self._line(line))
+                if self._stopped():  # nothing after an error reaches the client
+                    self._pending = b""
+                    break
+        return b"".join(out)
+
+    def _stopped(self) -> bool:
+        return self.error is not None
 
     def finish(self) -> bytes:
         rest, self._pending = self._pending, b""
-        return self._line(rest) if rest.strip() else b""
+        if self.error is not None or not rest.strip():
+            return b""
+        return self._line(rest)
 
     def _line(self, line: bytes) -> bytes:
         try:
@@ -361,10 +377,13 @@ class CompletionTranslator(_NDJSONTranslator):
 
 
 class EmbeddingTranslator(_NDJSONTranslator):
-    """``/api/embed``'s one JSON object → OpenAI's embedding list."""
+    """``/api/embed``'s one JSON object → OpenAI's embedding list (floats, or base64 if the client asked)."""
 
-    def __init__(self, model: str, *, stream: bool = False, include_usage: bool = False) -> None:
+    def __init__(
+        self, model: str, *, stream: bool = False, include_usage: bool = False, encoding_format: str | None = None
+    ) -> None:
         super().__init__(model, stream=False, include_usage=False)
+        self.base64 = encoding_format == "base64"
 
     def feed(self, data: bytes) -> bytes:
         self._pending += data
@@ -382,7 +401,11 @@ class EmbeddingTranslator(_NDJSONTranslator):
             return b""
         prompt = int(obj.get("prompt_eval_count") or 0)
         self.usage = Usage(prompt_tokens=prompt, total_tokens=prompt)
-        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(obj.get("embeddings") or [])]
+        vectors = obj.get("embeddings") or []
+        data = [
+            {"object": "embedding", "index": i, "embedding": _base64_floats(v) if self.base64 else v}
+            for i, v in enumerate(vectors)
+        ]
         return _encode(
             {
                 "object": "list",
@@ -394,6 +417,11 @@ class EmbeddingTranslator(_NDJSONTranslator):
 
     def _object(self, obj: dict[str, Any]) -> bytes:  # pragma: no cover - feed/finish above handle it
         return b""
+
+
+def _base64_floats(vector: list[float]) -> str:
+    """OpenAI's base64 encoding of an embedding: little-endian float32s."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 TRANSLATORS: dict[str, type[_NDJSONTranslator]] = {

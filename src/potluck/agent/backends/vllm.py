@@ -33,6 +33,8 @@ class VLLMBackend(Backend):
         try:
             metrics = parse_vllm_metrics(await get_text(http, self.base + "/metrics"))
         except FETCH_ERRORS:
+            self.running = self.waiting = None
+            self.kv_cache_usage = None
             return
         running = metrics.get("vllm:num_requests_running")
         waiting = metrics.get("vllm:num_requests_waiting")
