@@ -542,6 +542,7 @@ def test_translate_error_gives_openais_shape(status: int, body: bytes, expected:
 
 def test_embeddings_come_back_base64_when_the_client_asks() -> None:
     import base64
+    import json
     import struct
 
     from potluck.agent.backends.ollama_translate import EmbeddingTranslator

@@ -18,31 +18,26 @@ which prints one line, `listening http://127.0.0.1:PORT`, then serves until SIGT
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
-import contextlib
 import hashlib
-import itertools
 import secrets
-import signal
 import struct
-import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
+from tests.support.recording import RequestRecord as RequestRecord
+from tests.support.serving import MAX_BODY_BYTES, FakeServer, Servable, serve_forever
+from tests.support.serving import BackgroundServer as BackgroundServer
+
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE_FRAME = b"data: [DONE]\n\n"
 SYSTEM_FINGERPRINT = "fp_fake"
 EMBEDDING_DIM = 8
-# How often a wait re-checks the connection when the runner does not cancel handlers on disconnect.
-_DISCONNECT_POLL_S = 0.05
-_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -74,39 +69,11 @@ class Knobs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Answer `status` (default 500) with this text as a non-JSON body."""
 
 
-@dataclass(eq=False)
-class RequestRecord:
-    """One request the fake received, updated while it is answered (from the server's thread)."""
-
-    id: int
-    path: str
-    headers: dict[str, str]
-    """Request headers, names lower-cased (a repeated header keeps its last value)."""
-    body: bytes
-    json: dict[str, Any] | None
-    """The body parsed, when it is a JSON object."""
-    started_at: float
-    """`time.monotonic()` when the request arrived."""
-    completed: bool = False
-    """The whole response was written to the connection."""
-    disconnected: bool = False
-    """The client went away before the response was complete."""
-    disconnected_at: float | None = None
-    status: int | None = None
-    """The HTTP status answered, once the response started."""
-    aborted: bool = False
-    """The fake closed the connection on purpose (`fail_after`)."""
-
-
 class _InvalidRequestError(Exception):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
-
-
-class _ClientGoneError(Exception):
-    """The connection closed while the handler was waiting (runners without handler cancellation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +88,10 @@ class _Plan:
     include_usage: bool
 
 
-@dataclass(slots=True, eq=False)
-class _AsyncWaiter:
-    loop: asyncio.AbstractEventLoop
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 _Answer = Callable[[web.Request, RequestRecord], Awaitable[web.StreamResponse]]
 
 
-class FakeBackend:
+class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
     """A scripted OpenAI-compatible LLM server; see the module docstring.
 
     `records`, `in_flight`, `wait_for` and `wait_for_async` may be used from any thread.
@@ -150,6 +111,7 @@ class FakeBackend:
         record: bool = True,
         owned_by: str = "fake",
     ) -> None:
+        super().__init__(_InvalidRequestError)
         if not models:
             raise ValueError("a backend serves at least one model")
         self.models: tuple[str, ...] = tuple(models)
@@ -168,13 +130,6 @@ class FakeBackend:
         """Knobs used when a request does not override them; may be replaced at any time."""
         self.record = record
         """Keep a `RequestRecord` of every request in `records` (turn off for benchmarks)."""
-        self.records: list[RequestRecord] = []
-        self._in_flight = 0
-        self._ids = itertools.count(1)
-        self._cond = threading.Condition()
-        self._async_waiters: set[_AsyncWaiter] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._shutdown_cancelled: set[asyncio.Task[Any]] = set()
         self._token_frames: list[tuple[bytes, bytes]] = []  # (chat delta, completion text) per token index
         created = int(time.time())
         self._models_body = _encode(
@@ -187,65 +142,11 @@ class FakeBackend:
             m: _encode({"id": m, "object": "model", "created": created, "owned_by": owned_by}) for m in self.models
         }
 
-    # ------------------------------------------------------------------ observing (any thread)
-
-    @property
-    def in_flight(self) -> int:
-        """Requests being answered right now."""
-        return self._in_flight
-
-    def wait_for(self, predicate: Callable[[], object], timeout: float) -> bool:
-        """Block until `predicate()` is true (re-checked on every change); False after `timeout` seconds.
-
-        Do not call it from the event loop the backend runs in (use `wait_for_async` there).
-        """
-        with self._cond:
-            return bool(self._cond.wait_for(predicate, timeout))
-
-    async def wait_for_async(self, predicate: Callable[[], object], timeout: float) -> bool:
-        """Wait, without blocking the caller's event loop, until `predicate()` is true; False on timeout."""
-        waiter = _AsyncWaiter(asyncio.get_running_loop())
-        with self._cond:
-            self._async_waiters.add(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate():
-                    await waiter.event.wait()
-                    waiter.event.clear()
-        except TimeoutError:
-            return bool(predicate())
-        finally:
-            with self._cond:
-                self._async_waiters.discard(waiter)
-        return True
-
-    def clear_records(self) -> None:
-        """Forget the recorded requests."""
-        with self._cond:
-            self.records.clear()
-            self._cond.notify_all()
-
-    def _changed(self) -> None:
-        # Called on the server's loop after every change a waiter may look at.
-        with self._cond:
-            self._cond.notify_all()
-            waiters = list(self._async_waiters)
-        for waiter in waiters:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:  # pragma: no cover - always called from the server's loop
-                running = None
-            if waiter.loop is running:
-                waiter.event.set()
-            else:
-                with contextlib.suppress(RuntimeError):  # that loop is closed: its waiter is gone
-                    waiter.loop.call_soon_threadsafe(waiter.event.set)
-
     # ------------------------------------------------------------------ running
 
     def make_app(self) -> web.Application:
         """A new aiohttp application serving this backend (records and knobs are the backend's)."""
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/health", self._handler(self._health))
         app.router.add_get("/v1/models", self._handler(self._list_models))
         app.router.add_get("/v1/models/{model}", self._handler(self._get_model))
@@ -256,101 +157,23 @@ class FakeBackend:
         app.on_shutdown.append(self._on_shutdown)
         return app
 
-    @contextlib.contextmanager
-    def running(self, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        """Serve on `host:port` in a thread of its own; yield the base URL (`http://127.0.0.1:PORT`)."""
-        with BackgroundServer(self.make_app(), host=host, port=port) as server:
-            yield server.url
-
-    async def _on_shutdown(self, app: web.Application) -> None:
-        # Answers that wait (hang, delays) would hold the runner's shutdown for its whole timeout.
-        loop = asyncio.get_running_loop()
-        for task in list(self._tasks):
-            if task.get_loop() is loop and not task.done():
-                self._shutdown_cancelled.add(task)
-                task.cancel()
-
     # ------------------------------------------------------------------ request bookkeeping
 
-    def _handler(self, answer: _Answer) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            body = await request.read()
-            rec = self._begin(request, body)
-            task = asyncio.current_task()
-            assert task is not None
-            self._tasks.add(task)
-            try:
-                return await answer(request, rec)
-            except _InvalidRequestError as exc:
-                return await self._send(request, rec, _error(400, exc.message, param=exc.param))
-            except asyncio.CancelledError:
-                if task not in self._shutdown_cancelled:
-                    self._mark_disconnected(rec)
-                raise
-            except (ConnectionResetError, _ClientGoneError):
-                self._mark_disconnected(rec)
-                # Nothing can be sent any more; aiohttp treats the failed write as a client disconnect.
-                return web.Response(status=499)
-            finally:
-                self._tasks.discard(task)
-                self._shutdown_cancelled.discard(task)
-                self._in_flight -= 1
-                self._changed()
-
-        return handle
+    def _reject(self, request: web.Request, exc: _InvalidRequestError) -> web.Response:
+        return _error(400, exc.message, param=exc.param)
 
     def _begin(self, request: web.Request, body: bytes) -> RequestRecord:
-        self._in_flight += 1
+        with self._lock:
+            self._in_flight += 1
         rec_id = next(self._ids)
         if not self.record:
             self._changed()
-            return RequestRecord(rec_id, request.path, {}, body, None, time.monotonic())
-        parsed: Any = None
-        if body:
-            with contextlib.suppress(msgspec.DecodeError):
-                parsed = _decode(body)
-        rec = RequestRecord(
-            id=rec_id,
-            path=request.path,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-            json=parsed if isinstance(parsed, dict) else None,
-            started_at=time.monotonic(),
-        )
-        with self._cond:
+            return RequestRecord(rec_id, request.method, request.path, {}, body, None, time.monotonic())
+        rec = RequestRecord.of(rec_id, request, body)
+        with self._lock:
             self.records.append(rec)
         self._changed()
         return rec
-
-    def _mark_disconnected(self, rec: RequestRecord) -> None:
-        if not rec.completed and not rec.disconnected:
-            rec.disconnected_at = time.monotonic()
-            rec.disconnected = True
-
-    async def _send(self, request: web.Request, rec: RequestRecord, resp: web.Response) -> web.Response:
-        """Write a whole response now, so that `completed` is known before the handler returns."""
-        rec.status = resp.status
-        await resp.prepare(request)
-        await resp.write_eof()
-        rec.completed = True
-        return resp
-
-    async def _pause(self, request: web.Request, seconds: float | None) -> None:
-        """Sleep `seconds` (forever when None), ending early with `_ClientGoneError` if the client goes away.
-
-        Under a runner with `handler_cancellation=True` the handler is cancelled on disconnect anyway; the
-        polling is for runners without it (aiohttp's default, e.g. `TestServer`).
-        """
-        loop = asyncio.get_running_loop()
-        deadline = None if seconds is None else loop.time() + seconds
-        while True:
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise _ClientGoneError
-            step = _DISCONNECT_POLL_S if deadline is None else min(_DISCONNECT_POLL_S, deadline - loop.time())
-            if step <= 0:
-                return
-            await asyncio.sleep(step)
 
     # ------------------------------------------------------------------ simple routes
 
@@ -376,23 +199,37 @@ class FakeBackend:
         self, request: web.Request, rec: RequestRecord
     ) -> tuple[dict[str, Any], Knobs, web.Response | None]:
         """Parse the body and apply the knobs that act before any answer: first_delay, hang and errors."""
-        body = rec.json if rec.json is not None else _parse_object(rec.body)
-        knobs = self._knobs(body)
-        if knobs.first_delay:
-            await self._pause(request, knobs.first_delay)
-        if knobs.hang:
-            await self._pause(request, None)
-        if knobs.raw_error is not None:
-            resp = web.Response(status=knobs.status or 500, text=knobs.raw_error, content_type="text/plain")
-            return body, knobs, await self._send(request, rec, resp)
-        if knobs.status is not None:
-            return body, knobs, await self._send(request, rec, _error(knobs.status, f"fake error {knobs.status}"))
+        body, knobs = self._body_and_knobs(rec)
+        early = await self._scripted(request, rec, knobs, _error)
+        if early is not None:
+            return body, knobs, early
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise _InvalidRequestError("you must provide a model parameter", "model")
         if model not in self.models:
             return body, knobs, await self._send(request, rec, _model_not_found(model))
         return body, knobs, None
+
+    def _body_and_knobs(self, rec: RequestRecord) -> tuple[dict[str, Any], Knobs]:
+        """The JSON object of a generation request and the knobs it runs with."""
+        body = rec.json if rec.json is not None else _parse_object(rec.body)
+        return body, self._knobs(body)
+
+    async def _scripted(
+        self, request: web.Request, rec: RequestRecord, knobs: Knobs, error: Callable[[int, str], web.Response]
+    ) -> web.Response | None:
+        """Apply first_delay, hang, raw_error and status, in that order; the error answer (`error(status, message)`
+        renders `status`) when one was sent, else None."""
+        if knobs.first_delay:
+            await self._pause(request, knobs.first_delay)
+        if knobs.hang:
+            await self._pause(request, None)
+        if knobs.raw_error is not None:
+            resp = web.Response(status=knobs.status or 500, text=knobs.raw_error, content_type="text/plain")
+            return await self._send(request, rec, resp)
+        if knobs.status is not None:
+            return await self._send(request, rec, error(knobs.status, f"fake error {knobs.status}"))
+        return None
 
     def _knobs(self, body: dict[str, Any]) -> Knobs:
         fake = body.get("fake")
@@ -515,39 +352,121 @@ class FakeBackend:
         if plan.include_usage:
             ending.append(prefix + b',"choices":[],"usage":' + _encode(_usage(plan)) + b"}\n\n")
         ending.append(DONE_FRAME)
+        return await write_sse(self, request, rec, knobs, opening, tokens, ending)
 
-        resp = web.StreamResponse(headers=SSE_HEADERS)
-        rec.status = resp.status
-        await resp.prepare(request)
-        sent = count if knobs.fail_after is None else min(count, knobs.fail_after)
-        if not knobs.delay or sent <= 1:
-            out = [opening, *tokens[:sent]]
-            if knobs.fail_after is None:
-                out.extend(ending)
-            await resp.write(b"".join(out))
-        else:
-            await resp.write(opening + tokens[0])
-            for frame in tokens[1:sent]:
-                await self._pause(request, knobs.delay)
-                await resp.write(frame)
-            if knobs.fail_after is None:
-                await resp.write(b"".join(ending))
-        if knobs.fail_after is not None:
-            return self._abort(request, rec, resp)
-        await resp.write_eof()
-        rec.completed = True
-        return resp
 
-    def _abort(
-        self, request: web.Request, rec: RequestRecord, resp: web.StreamResponse | None = None
-    ) -> web.StreamResponse:
-        # close() (not abort()) so that the chunks already written still reach the client first.
-        rec.aborted = True
-        transport = request.transport
-        if transport is not None:
-            transport.close()
-        # aiohttp's final write to the closed transport fails as a client disconnect: nothing is logged.
-        return resp if resp is not None else web.Response(status=499)
+async def write_sse(
+    backend: FakeBackend,
+    request: web.Request,
+    rec: RequestRecord,
+    knobs: Knobs,
+    head: bytes,
+    tokens: Sequence[bytes],
+    ending: Sequence[bytes],
+    *,
+    on_tokens: Callable[[int], None] | None = None,
+    eos: int = 0,
+    headers: Mapping[str, str] = SSE_HEADERS,
+) -> web.StreamResponse:
+    """Write an SSE answer (`head`, one frame per token, `ending`) paced by the knobs.
+
+    `knobs.delay` separates the token frames (each then written on its own), `knobs.fail_after` cuts the stream
+    after that many tokens and closes the connection. `on_tokens(n)` is called as n tokens go out, `eos` extra
+    tokens (a stop token that has no frame of its own) counting with the ending. Shared with `fake_lmstudio` and
+    `fake_vllm`.
+    """
+    resp = web.StreamResponse(headers=headers)
+    rec.status = resp.status
+    await resp.prepare(request)
+    count = on_tokens or (lambda n: None)
+    sent = len(tokens) if knobs.fail_after is None else min(len(tokens), knobs.fail_after)
+    finished = knobs.fail_after is None
+    if not knobs.delay or sent <= 1:
+        count(sent + (eos if finished else 0))
+        await resp.write(b"".join([head, *tokens[:sent], *(ending if finished else ())]))
+    else:
+        count(1)
+        await resp.write(head + tokens[0])
+        for frame in tokens[1:sent]:
+            await backend._pause(request, knobs.delay)
+            count(1)
+            await resp.write(frame)
+        if finished:
+            count(eos)
+            await resp.write(b"".join(ending))
+    if not finished:
+        return backend._abort(request, rec, resp)
+    await resp.write_eof()
+    rec.completed = True
+    return resp
+
+
+class BackendWrapper(Servable):
+    """What a fake built on a `FakeBackend` (`FakeLMStudio`, `FakeVLLM`) lends from it: records and waits, knobs,
+    request bookkeeping. A subclass sets `_backend` and builds its application with `_new_app` and `_route`.
+
+    `records`, `in_flight`, `find`, `wait_for` and `wait_for_async` may be used from any thread, and so may `defaults`.
+    """
+
+    _backend: FakeBackend
+
+    @property
+    def defaults(self) -> Knobs:
+        """Knobs used when a request does not override them (`"fake": {...}`); may be replaced at any time."""
+        return self._backend.defaults
+
+    @defaults.setter
+    def defaults(self, knobs: Knobs) -> None:
+        self._backend.defaults = knobs
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        """Every request received, in order (see `tests.support.recording.RequestRecord`)."""
+        return self._backend.records
+
+    @property
+    def in_flight(self) -> int:
+        """Requests of any kind being answered right now."""
+        return self._backend.in_flight
+
+    def method_of(self, record: RequestRecord) -> str:
+        """The HTTP method of a recorded request."""
+        return record.method
+
+    def find(self, path: str | None = None, *, method: str | None = None) -> list[RequestRecord]:
+        """The recorded requests to `path` (any when None) with `method` (any when None)."""
+        return [
+            r
+            for r in list(self._backend.records)
+            if (path is None or r.path == path) and (method is None or r.method == method)
+        ]
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float) -> bool:
+        """Block until `predicate()` is true (re-checked on every change); False after `timeout` seconds.
+
+        Never from the server's loop (use `wait_for_async` there)."""
+        return self._backend.wait_for(predicate, timeout)
+
+    async def wait_for_async(self, predicate: Callable[[], object], timeout: float) -> bool:
+        """Wait, without blocking the caller's event loop, until `predicate()` is true; False on timeout."""
+        return await self._backend.wait_for_async(predicate, timeout)
+
+    def clear_records(self) -> None:
+        """Forget the recorded requests."""
+        self._backend.clear_records()
+
+    def _new_app(self) -> web.Application:
+        """An empty application that cancels the backend's waiting answers on shutdown."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.on_shutdown.append(self._backend._on_shutdown)
+        return app
+
+    def _route(self, answer: _Answer) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The backend's handler: records (with the method), in-flight count, disconnects."""
+        return self._backend._handler(answer)
+
+    async def _send(self, request: web.Request, rec: RequestRecord, resp: web.Response) -> web.Response:
+        return await self._backend._send(request, rec, resp)
 
 
 # ---------------------------------------------------------------------- wire helpers
@@ -668,106 +587,6 @@ def _embed(item: str | list[int], dims: int) -> list[float]:
 # ---------------------------------------------------------------------- a server in its own thread
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it installs
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
-class BackgroundServer:
-    """Serves an aiohttp application on `host:port` (port 0: any free one) from a thread of its own.
-
-    The thread runs its own event loop (uvloop when installed), so it serves sync tests and async tests
-    alike without touching their loop. The runner cancels a handler when its client disconnects
-    (`handler_cancellation=True`). `stop()` closes every connection, in-flight ones included.
-
-        with BackgroundServer(app) as server:
-            requests.get(server.url + "/health")
-    """
-
-    def __init__(
-        self, app: web.Application, *, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 2.0
-    ) -> None:
-        self._app = app
-        self._host = host
-        self._port = port
-        self._shutdown_timeout = shutdown_timeout
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._url: str | None = None
-
-    @property
-    def url(self) -> str:
-        """`http://HOST:PORT`, with the port actually bound."""
-        if self._url is None:
-            raise RuntimeError("the server is not running")
-        return self._url
-
-    def start(self, timeout: float = 10.0) -> str:
-        """Start serving; return the base URL once the socket listens."""
-        if self._thread is not None:
-            raise RuntimeError("a BackgroundServer starts once")
-        self._thread = threading.Thread(target=self._run, name="fake-backend-server", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"the server did not start within {timeout} s")
-        if self._error is not None:
-            self._thread.join(timeout)
-            raise RuntimeError("the server failed to start") from self._error
-        return self.url
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Close the listening socket and every connection, then end the thread."""
-        thread, loop, stop = self._thread, self._loop, self._stop
-        if thread is None:
-            return
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout)
-        if thread.is_alive():
-            raise TimeoutError(f"the server thread did not end within {timeout} s")
-
-    def __enter__(self) -> BackgroundServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        try:
-            with asyncio.Runner(loop_factory=_new_loop) as runner:
-                runner.run(self._serve())
-        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread, never lost in this one
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        runner = web.AppRunner(
-            self._app, handler_cancellation=True, access_log=None, shutdown_timeout=self._shutdown_timeout
-        )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self._host, self._port)
-            await site.start()
-            port = runner.addresses[0][1]
-            self._url = f"http://{self._host}:{port}"
-            self._ready.set()
-            await self._stop.wait()
-        finally:
-            await runner.cleanup()
-
-
 def start_in_thread(app_or_backend: web.Application | FakeBackend) -> tuple[str, Callable[[], None]]:
     """Serve an application (or a `FakeBackend`) on 127.0.0.1:0 in its own thread; return (url, stop)."""
     app = app_or_backend.make_app() if isinstance(app_or_backend, FakeBackend) else app_or_backend
@@ -776,23 +595,6 @@ def start_in_thread(app_or_backend: web.Application | FakeBackend) -> tuple[str,
 
 
 # ---------------------------------------------------------------------- a server in its own process
-
-
-async def _serve_forever(backend: FakeBackend, host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(backend.make_app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
-        await site.start()
-        sys.stdout.write(f"listening http://{host}:{runner.addresses[0][1]}\n")
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -813,8 +615,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         first_delay=args.first_delay,
         record=args.record,
     )
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
-        runner.run(_serve_forever(backend, args.host, args.port))
+    serve_forever(backend.make_app, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import re
 import secrets
@@ -42,7 +41,7 @@ import string
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,13 +49,11 @@ import msgspec
 from aiohttp import web
 
 from tests.support.fake_backend import (
-    _MAX_BODY_BYTES,
     EMBEDDING_DIM,
-    BackgroundServer,
+    BackendWrapper,
     FakeBackend,
     Knobs,
     RequestRecord,
-    _ClientGoneError,
     _count_chat_prompt,
     _count_prompt,
     _embed,
@@ -67,15 +64,15 @@ from tests.support.fake_backend import (
     _parse_object,
     _Plan,
     _usage,
+    write_sse,
 )
-from tests.support.fake_vllm import serve_until_signalled, write_sse
+from tests.support.serving import ClientGoneError, serve_until_signalled
 
 _encode = msgspec.json.encode
 NO_MODELS_LOADED = "No models loaded. Please load a model in the developer page or use the `lms load` command."
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _POLL_S = 0.05
 _STOP_REASONS = {"stop": "eosFound", "length": "maxPredictedTokensReached"}
-_Answer = Callable[[web.Request, RequestRecord], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +138,7 @@ class _Instance:
     """Loaded just in time by a request (auto-evict unloads these only)."""
 
 
-class FakeLMStudio:
+class FakeLMStudio(BackendWrapper):
     """A scripted LM Studio server; see the module docstring.
 
     `load`, `unload` and the attributes `jit_loading`, `load_delay`, `auto_evict` and `defaults` may be used from
@@ -178,7 +175,6 @@ class FakeLMStudio:
         self._lock = threading.Lock()
         self._loaded: dict[str, _Instance] = {}
         self._jit_tasks: dict[str, asyncio.Task[None]] = {}
-        self._methods: dict[int, str] = {}
         for model in loaded:
             self.load(model)
 
@@ -228,57 +224,11 @@ class FakeLMStudio:
         with self._lock:
             return list(self._loaded)
 
-    # ------------------------------------------------------------------ observing (any thread)
-
-    @property
-    def defaults(self) -> Knobs:
-        """Knobs used when a request does not override them (`"fake": {...}`); may be replaced at any time."""
-        return self._backend.defaults
-
-    @defaults.setter
-    def defaults(self, knobs: Knobs) -> None:
-        self._backend.defaults = knobs
-
-    @property
-    def records(self) -> list[RequestRecord]:
-        """Every request received, in order (see `tests.support.fake_backend.RequestRecord`)."""
-        return self._backend.records
-
-    @property
-    def in_flight(self) -> int:
-        """Requests being answered right now."""
-        return self._backend.in_flight
-
-    def method_of(self, record: RequestRecord) -> str:
-        """The HTTP method of a recorded request."""
-        return self._methods[record.id]
-
-    def find(self, path: str | None = None, *, method: str | None = None) -> list[RequestRecord]:
-        """The recorded requests to `path` (any when None) with `method` (any when None)."""
-        return [
-            r
-            for r in list(self._backend.records)
-            if (path is None or r.path == path) and (method is None or self._methods.get(r.id) == method)
-        ]
-
-    def wait_for(self, predicate: Callable[[], object], timeout: float) -> bool:
-        """Block until `predicate()` is true (re-checked on every change); False after `timeout` seconds."""
-        return self._backend.wait_for(predicate, timeout)
-
-    async def wait_for_async(self, predicate: Callable[[], object], timeout: float) -> bool:
-        """Wait, without blocking the caller's event loop, until `predicate()` is true; False on timeout."""
-        return await self._backend.wait_for_async(predicate, timeout)
-
-    def clear_records(self) -> None:
-        """Forget the recorded requests."""
-        self._backend.clear_records()
-        self._methods.clear()
-
     # ------------------------------------------------------------------ running
 
     def make_app(self) -> web.Application:
         """A new aiohttp application serving this fake (records, knobs and model state are the fake's)."""
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app = self._new_app()
         route = self._route
         app.router.add_get("/v1/models", route(self._openai_models))
         app.router.add_post("/v1/chat/completions", route(self._chat))
@@ -293,15 +243,8 @@ class FakeLMStudio:
         app.router.add_post("/api/v1/models/load", route(self._v1_load))
         app.router.add_post("/api/v1/models/unload", route(self._v1_unload))
         app.router.add_route("*", "/{path:.*}", route(self._unexpected))
-        app.on_shutdown.append(self._backend._on_shutdown)
         app.on_shutdown.append(self._cancel_loads)
         return app
-
-    @contextlib.contextmanager
-    def running(self, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        """Serve on `host:port` in a thread of its own; yield the base URL (`http://127.0.0.1:PORT`)."""
-        with BackgroundServer(self.make_app(), host=host, port=port) as server:
-            yield server.url
 
     async def _cancel_loads(self, app: web.Application) -> None:
         loop = asyncio.get_running_loop()
@@ -310,19 +253,6 @@ class FakeLMStudio:
         for task in tasks:
             if task.get_loop() is loop:
                 task.cancel()
-
-    def _route(self, answer: _Answer) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """The backend's handler (records, in-flight count, disconnects), plus the method of each request."""
-
-        async def remember_method(request: web.Request, rec: RequestRecord) -> web.StreamResponse:
-            if self._backend.record:
-                self._methods[rec.id] = request.method
-            return await answer(request, rec)
-
-        return self._backend._handler(remember_method)
-
-    async def _send(self, request: web.Request, rec: RequestRecord, resp: web.Response) -> web.Response:
-        return await self._backend._send(request, rec, resp)
 
     # ------------------------------------------------------------------ choosing the model
 
@@ -358,7 +288,7 @@ class FakeLMStudio:
         while not task.done():
             transport = request.transport
             if transport is None or transport.is_closing():
-                raise _ClientGoneError
+                raise ClientGoneError
             await asyncio.wait({task}, timeout=_POLL_S)
         task.result()
 
@@ -397,17 +327,10 @@ class FakeLMStudio:
 
         A response, when there is one, was sent already: the handler returns it.
         """
-        body = rec.json if rec.json is not None else _parse_object(rec.body)
-        knobs = self._backend._knobs(body)
-        if knobs.first_delay:
-            await self._backend._pause(request, knobs.first_delay)
-        if knobs.hang:
-            await self._backend._pause(request, None)
-        if knobs.raw_error is not None:
-            resp = web.Response(status=knobs.status or 500, text=knobs.raw_error, content_type="text/plain")
-            return body, knobs, "", await self._send(request, rec, resp)
-        if knobs.status is not None:
-            return body, knobs, "", await self._send(request, rec, _error(knobs.status, f"fake error {knobs.status}"))
+        body, knobs = self._backend._body_and_knobs(rec)
+        early = await self._backend._scripted(request, rec, knobs, _error)
+        if early is not None:
+            return body, knobs, "", early
         model = await self._serving_model(request, rec, body.get("model"))
         if isinstance(model, web.Response):
             return body, knobs, "", model

@@ -29,29 +29,25 @@ which prints one line, `listening http://127.0.0.1:PORT`, then serves until SIGT
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import hashlib
-import itertools
 import math
 import random
 import re
-import signal
 import struct
-import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
-from tests.support.fake_backend import BackgroundServer
+from tests.support import recording
+from tests.support.serving import MAX_BODY_BYTES, FakeServer, serve_forever
 
 DEFAULT_PORT = 11434
 EMBEDDING_DIM = 8
@@ -72,48 +68,32 @@ _NDJSON = "application/x-ndjson"
 _GIN_JSON = "application/json; charset=utf-8"
 _SSE_HEADERS = {"Content-Type": "text/event-stream"}
 _DONE_FRAME = b"data: [DONE]\n\n"
-# How often a wait re-checks the connection (and the queue) when the runner does not cancel handlers on disconnect.
-_POLL_S = 0.05
+# How often a wait for a slot or a load re-checks the queue (and the connection).
 _SLOT_POLL_S = 0.005
-_MAX_BODY_BYTES = 64 * 1024 * 1024
 # Nanoseconds the fake "spends" per prompt token and at least per generated token (omitempty: never 0 if counted).
 _PROMPT_EVAL_NS_PER_TOKEN = 250_000
 _MIN_EVAL_NS_PER_TOKEN = 1_000
 
+_T = TypeVar("_T")
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
 @dataclass(eq=False)
-class RequestRecord:
+class RequestRecord(recording.RequestRecord):
     """One request the fake received, updated while it is answered (from the server's thread)."""
 
-    id: int
-    method: str
-    path: str
-    headers: dict[str, str]
-    """Request headers, names lower-cased (a repeated header keeps its last value)."""
-    body: bytes
-    json: dict[str, Any] | None
-    """The body parsed, when it is a JSON object."""
-    started_at: float
-    """`time.monotonic()` when the request arrived."""
     model: str | None = None
     """The pulled model the request resolved to (`llama3.2:latest` for `llama3.2`), once known."""
     options: dict[str, Any] | None = None
     """The native `options` the model runs with; for `/v1` requests, as Ollama translates them."""
     cold_load: bool = False
     """This request found its model unloaded and started loading it (`load_delay`)."""
-    status: int | None = None
-    """The HTTP status answered, once the response started."""
-    completed: bool = False
-    """The whole response was written to the connection."""
     completed_at: float | None = None
-    disconnected: bool = False
-    """The client went away before the response was complete."""
-    disconnected_at: float | None = None
-    aborted: bool = False
-    """The fake closed the connection on purpose (`fail_after`)."""
+
+    def mark_completed(self) -> None:
+        self.completed_at = time.monotonic()
+        self.completed = True
 
 
 class _BadRequestError(Exception):
@@ -122,10 +102,6 @@ class _BadRequestError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-class _ClientGoneError(Exception):
-    """The connection closed while the handler was waiting (runners without handler cancellation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,16 +175,10 @@ class _Job:
     holds_slot: bool = False
 
 
-@dataclass(slots=True, eq=False)
-class _AsyncWaiter:
-    loop: asyncio.AbstractEventLoop
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 _Answer = Callable[[web.Request, RequestRecord], Awaitable[web.StreamResponse]]
 
 
-class FakeOllama:
+class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
     """A scripted Ollama server; see the module docstring.
 
     Knobs (plain attributes, settable at any time from any thread): `chunks`, `token_delay`, `load_delay`,
@@ -230,6 +200,7 @@ class FakeOllama:
         size_bytes: int = 2_000_000_000,
         context_length: int = 4096,
     ) -> None:
+        super().__init__(_BadRequestError)
         if load_delay < 0 or token_delay < 0 or chunks < 0 or num_parallel < 1 or size_bytes < 0:
             raise ValueError("delays, chunks and size_bytes must be >= 0 and num_parallel >= 1")
         if context_length < 1:
@@ -260,20 +231,12 @@ class FakeOllama:
         """Answer this HTTP error status, in Ollama's error shape (OpenAI's on /v1), before anything else."""
         self.hang: bool = False
         """Never answer; wait until the client disconnects."""
-        self.records: list[RequestRecord] = []
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._async_waiters: set[_AsyncWaiter] = set()
-        self._ids = itertools.count(1)
-        self._in_flight = 0
         self._cards: dict[str, _Card] = {}
         self._resident: dict[str, _Resident] = {}
         self._loading: dict[str, _Loading] = {}
         self._queues: dict[str, deque[object]] = {}
         self._active: dict[str, int] = {}
         self._waiting = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._shutdown_cancelled: set[asyncio.Task[Any]] = set()
         created = time.time_ns()
         for name in models:
             self._add_card(name, created)
@@ -294,11 +257,6 @@ class FakeOllama:
         with self._lock:
             self._refresh_locked()
             return tuple(sorted(self._resident, key=lambda n: -self._resident[n].expires_ns))
-
-    @property
-    def in_flight(self) -> int:
-        """Requests being answered right now."""
-        return self._in_flight
 
     def resolve(self, name: str) -> str | None:
         """The pulled model a request naming `name` uses (`llama3.2` -> `llama3.2:latest`), or None."""
@@ -403,60 +361,9 @@ class FakeOllama:
             if resident.in_use <= 0 and resident.expires_ns <= now:
                 del self._resident[name]
 
-    # ------------------------------------------------------------------ observing (any thread)
-
-    def wait_for(self, predicate: Callable[[], object], timeout: float) -> bool:
-        """Block until `predicate()` is true (re-checked on every change); False after `timeout` seconds.
-
-        Do not call it from the event loop the fake runs in (use `wait_for_async` there).
-        """
-        with self._cond:
-            return bool(self._cond.wait_for(predicate, timeout))
-
-    async def wait_for_async(self, predicate: Callable[[], object], timeout: float) -> bool:
-        """Wait, without blocking the caller's event loop, until `predicate()` is true; False on timeout."""
-        waiter = _AsyncWaiter(asyncio.get_running_loop())
-        with self._cond:
-            self._async_waiters.add(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate():
-                    await waiter.event.wait()
-                    waiter.event.clear()
-        except TimeoutError:
-            return bool(predicate())
-        finally:
-            with self._cond:
-                self._async_waiters.discard(waiter)
-        return True
-
-    def clear_records(self) -> None:
-        """Forget the recorded requests."""
-        with self._cond:
-            self.records.clear()
-            self._cond.notify_all()
-
-    def _changed(self) -> None:
-        # Called after every change a waiter may look at, from any thread.
-        with self._cond:
-            self._cond.notify_all()
-            waiters = list(self._async_waiters)
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        for waiter in waiters:
-            if waiter.loop is running:
-                waiter.event.set()
-            else:
-                with contextlib.suppress(RuntimeError):  # that loop is closed: its waiter is gone
-                    waiter.loop.call_soon_threadsafe(waiter.event.set)
-
-    # ------------------------------------------------------------------ running
-
     def make_app(self) -> web.Application:
         """A new aiohttp application serving this fake (records, state and knobs are the fake's)."""
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         routes: list[tuple[str, str, _Answer]] = [
             ("GET", "/", self._root),
             ("GET", "/api/version", self._version),
@@ -488,110 +395,19 @@ class FakeOllama:
         app.on_shutdown.append(self._on_shutdown)
         return app
 
-    @contextlib.contextmanager
-    def running(self, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        """Serve on `host:port` in a thread of its own; yield the base URL (`http://127.0.0.1:PORT`)."""
-        with BackgroundServer(self.make_app(), host=host, port=port) as server:
-            yield server.url
-
-    async def _on_shutdown(self, app: web.Application) -> None:
-        # Answers that wait (hang, loads, delays) would hold the runner's shutdown for its whole timeout.
-        loop = asyncio.get_running_loop()
-        for task in list(self._tasks):
-            if task.get_loop() is loop and not task.done():
-                self._shutdown_cancelled.add(task)
-                task.cancel()
-
     # ------------------------------------------------------------------ request bookkeeping
 
-    def _handler(self, answer: _Answer) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            body = await request.read()
-            rec = self._begin(request, body)
-            task = asyncio.current_task()
-            assert task is not None
-            self._tasks.add(task)
-            try:
-                return await answer(request, rec)
-            except _BadRequestError as exc:  # from routes that do not shape their own 400s
-                error = _openai_error if request.path.startswith("/v1/") else _native_error
-                return await self._send(request, rec, error(400, exc.message))
-            except asyncio.CancelledError:
-                if task not in self._shutdown_cancelled:
-                    self._mark_disconnected(rec)
-                raise
-            except (ConnectionResetError, _ClientGoneError):
-                self._mark_disconnected(rec)
-                # Nothing can be sent any more; aiohttp treats the failed write as a client disconnect.
-                return web.Response(status=499)
-            finally:
-                self._tasks.discard(task)
-                self._shutdown_cancelled.discard(task)
-                with self._lock:
-                    self._in_flight -= 1
-                self._changed()
-
-        return handle
+    def _reject(self, request: web.Request, exc: _BadRequestError) -> web.Response:
+        error = _openai_error if request.path.startswith("/v1/") else _native_error
+        return error(400, exc.message)
 
     def _begin(self, request: web.Request, body: bytes) -> RequestRecord:
-        parsed: Any = None
-        if body:
-            with contextlib.suppress(msgspec.DecodeError):
-                parsed = _decode(body)
-        rec = RequestRecord(
-            id=next(self._ids),
-            method=request.method,
-            path=request.path,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-            json=parsed if isinstance(parsed, dict) else None,
-            started_at=time.monotonic(),
-        )
+        rec = RequestRecord.of(next(self._ids), request, body)
         with self._lock:
             self._in_flight += 1
             self.records.append(rec)
         self._changed()
         return rec
-
-    def _mark_disconnected(self, rec: RequestRecord) -> None:
-        if not rec.completed and not rec.disconnected:
-            rec.disconnected_at = time.monotonic()
-            rec.disconnected = True
-
-    def _mark_completed(self, rec: RequestRecord) -> None:
-        rec.completed_at = time.monotonic()
-        rec.completed = True
-
-    async def _send(self, request: web.Request, rec: RequestRecord, resp: web.Response) -> web.Response:
-        """Write a whole response now, so that `completed` is known before the handler returns."""
-        rec.status = resp.status
-        await resp.prepare(request)
-        await resp.write_eof()
-        self._mark_completed(rec)
-        return resp
-
-    async def _pause(self, request: web.Request, seconds: float | None, step: float = _POLL_S) -> None:
-        """Sleep `seconds` (forever when None), ending early with `_ClientGoneError` if the client goes away."""
-        loop = asyncio.get_running_loop()
-        deadline = None if seconds is None else loop.time() + seconds
-        while True:
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise _ClientGoneError
-            left = step if deadline is None else min(step, deadline - loop.time())
-            if left <= 0:
-                return
-            await asyncio.sleep(left)
-
-    def _abort(
-        self, request: web.Request, rec: RequestRecord, resp: web.StreamResponse | None = None
-    ) -> web.StreamResponse:
-        # close() (not abort()) so that the chunks already written still reach the client first.
-        rec.aborted = True
-        transport = request.transport
-        if transport is not None:
-            transport.close()
-        return resp if resp is not None else web.Response(status=499)
 
     # ------------------------------------------------------------------ utility and model routes
 
@@ -1001,7 +817,7 @@ class FakeOllama:
             return self._abort(request, rec, resp)
         await resp.write(failure() if error_after is not None else ending())
         await resp.write_eof()
-        self._mark_completed(rec)
+        rec.mark_completed()
         return resp
 
     async def _whole(self, request: web.Request, rec: RequestRecord, job: _Job) -> str | None:
@@ -1057,33 +873,26 @@ class FakeOllama:
             self._finish(job)
 
     async def _embed(self, request: web.Request, rec: RequestRecord) -> web.StreamResponse:
-        early = await self._knobs(request)
-        if early is not None:
-            return await self._send(request, rec, _native(early.payload, early.status))
-        job = _Job(start_ns=time.monotonic_ns())
-        try:
-            try:
-                body = _parse_native(rec)
-                raw_input = body.get("input")
-                if isinstance(raw_input, str):
-                    inputs = [raw_input] if raw_input else []
-                elif isinstance(raw_input, list) and all(isinstance(v, str) for v in raw_input):
-                    inputs = list(raw_input)
-                elif raw_input is None:
-                    inputs = []
-                else:
-                    raise _BadRequestError("invalid input type")
-                dims = body.get("dimensions") or 0
-                if not isinstance(dims, int) or isinstance(dims, bool) or dims < 0:
-                    raise _BadRequestError(_go_type_error("dimensions", dims, "int"))
-                early = await self._embed_prepare(request, rec, body, job)
-            except _BadRequestError as exc:
-                return await self._send(request, rec, _native_error(400, exc.message))
-            if early is not None:
-                return await self._send(request, rec, _native(early.payload, early.status))
+        def read(body: dict[str, Any]) -> tuple[list[str], int]:
+            raw_input = body.get("input")
+            if isinstance(raw_input, str):
+                inputs = [raw_input] if raw_input else []
+            elif isinstance(raw_input, list) and all(isinstance(v, str) for v in raw_input):
+                inputs = list(raw_input)
+            elif raw_input is None:
+                inputs = []
+            else:
+                raise _BadRequestError("invalid input type")
+            dims = body.get("dimensions") or 0
+            if not isinstance(dims, int) or isinstance(dims, bool) or dims < 0:
+                raise _BadRequestError(_go_type_error("dimensions", dims, "int"))
+            return inputs, dims
+
+        def answer(job: _Job, parsed: tuple[list[str], int]) -> dict[str, Any]:
+            inputs, dims = parsed
             job.prompt_tokens = sum(_words(text) for text in inputs)
             if not inputs:
-                return await self._send(request, rec, _native({"model": job.model, "embeddings": []}))
+                return {"model": job.model, "embeddings": []}
             payload: dict[str, Any] = {
                 "model": job.model,
                 "embeddings": [_embedding(text, dims or EMBEDDING_DIM) for text in inputs],
@@ -1091,12 +900,30 @@ class FakeOllama:
                 "load_duration": max(job.loaded_ns - job.start_ns, 1),
                 "prompt_eval_count": job.prompt_tokens,
             }
-            payload = {k: v for k, v in payload.items() if v != 0}
-            return await self._send(request, rec, _native(payload))
-        finally:
-            self._finish(job)
+            return {k: v for k, v in payload.items() if v != 0}
+
+        return await self._embedding_route(request, rec, read, answer)
 
     async def _embeddings_legacy(self, request: web.Request, rec: RequestRecord) -> web.StreamResponse:
+        def read(body: dict[str, Any]) -> str:
+            prompt = body.get("prompt") or ""
+            if not isinstance(prompt, str):
+                raise _BadRequestError(_go_type_error("prompt", prompt, "string"))
+            return prompt
+
+        def answer(job: _Job, prompt: str) -> dict[str, Any]:
+            return {"embedding": _embedding(prompt, EMBEDDING_DIM) if prompt else []}
+
+        return await self._embedding_route(request, rec, read, answer)
+
+    async def _embedding_route(
+        self,
+        request: web.Request,
+        rec: RequestRecord,
+        read: Callable[[dict[str, Any]], _T],
+        answer: Callable[[_Job, _T], dict[str, Any]],
+    ) -> web.StreamResponse:
+        """The native embedding routes: knobs, `read(body)` (its 400s), the model and a slot, then `answer`."""
         early = await self._knobs(request)
         if early is not None:
             return await self._send(request, rec, _native(early.payload, early.status))
@@ -1104,16 +931,13 @@ class FakeOllama:
         try:
             try:
                 body = _parse_native(rec)
-                prompt = body.get("prompt") or ""
-                if not isinstance(prompt, str):
-                    raise _BadRequestError(_go_type_error("prompt", prompt, "string"))
+                parsed = read(body)
                 early = await self._embed_prepare(request, rec, body, job)
             except _BadRequestError as exc:
                 return await self._send(request, rec, _native_error(400, exc.message))
             if early is not None:
                 return await self._send(request, rec, _native(early.payload, early.status))
-            vector = _embedding(prompt, EMBEDDING_DIM) if prompt else []
-            return await self._send(request, rec, _native({"embedding": vector}))
+            return await self._send(request, rec, _native(answer(job, parsed)))
         finally:
             self._finish(job)
 
@@ -1656,32 +1480,6 @@ def _embedding(text: str, dims: int) -> list[float]:
 # ---------------------------------------------------------------------- a server in its own process
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it installs
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
-async def _serve_forever(fake: FakeOllama, host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(fake.make_app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
-        await site.start()
-        sys.stdout.write(f"listening http://{host}:{runner.addresses[0][1]}\n")
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m tests.support.fake_ollama`: serve a fake Ollama until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m tests.support.fake_ollama", description="A fake Ollama server.")
@@ -1704,8 +1502,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         token_delay=args.token_delay,
         num_parallel=args.num_parallel,
     )
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
-        runner.run(_serve_forever(fake, args.host, args.port))
+    serve_forever(fake.make_app, args.host, args.port)
 
 
 if __name__ == "__main__":

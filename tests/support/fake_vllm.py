@@ -32,16 +32,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import secrets
-import signal
 import struct
-import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -61,10 +57,9 @@ from prometheus_client import (
 )
 
 from tests.support.fake_backend import (
-    _MAX_BODY_BYTES,
     EMBEDDING_DIM,
     SSE_HEADERS,
-    BackgroundServer,
+    BackendWrapper,
     FakeBackend,
     Knobs,
     RequestRecord,
@@ -75,9 +70,10 @@ from tests.support.fake_backend import (
     _embedding_inputs,
     _InvalidRequestError,
     _json_response,
-    _parse_object,
     _Plan,
+    write_sse,
 )
+from tests.support.serving import serve_until_signalled
 
 _encode = msgspec.json.encode
 VLLM_SSE_HEADERS = {**SSE_HEADERS, "Content-Type": "text/event-stream; charset=utf-8"}
@@ -97,7 +93,7 @@ _GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings
 _Answer = Callable[[web.Request, RequestRecord], Awaitable[web.StreamResponse]]
 
 
-class FakeVLLM:
+class FakeVLLM(BackendWrapper):
     """A scripted vLLM server; see the module docstring.
 
     `dead`, `waiting` and `kv_cache_usage` may be set at any time from any thread, and so may `defaults`.
@@ -133,59 +129,14 @@ class FakeVLLM:
             [model], chunks=chunks, delay=delay, first_delay=first_delay, record=record, owned_by="vllm"
         )
         self._running = 0
-        self._methods: dict[int, str] = {}
         self._metrics = _Metrics(self)
 
     # ------------------------------------------------------------------ observing (any thread)
 
     @property
-    def defaults(self) -> Knobs:
-        """Knobs used when a request does not override them (`"fake": {...}`); may be replaced at any time."""
-        return self._backend.defaults
-
-    @defaults.setter
-    def defaults(self, knobs: Knobs) -> None:
-        self._backend.defaults = knobs
-
-    @property
-    def records(self) -> list[RequestRecord]:
-        """Every request received, in order (see `tests.support.fake_backend.RequestRecord`)."""
-        return self._backend.records
-
-    @property
     def server_load(self) -> int:
         """Generation requests (chat, completions, embeddings) in flight: `num_requests_running` and `/load`."""
         return self._running
-
-    @property
-    def in_flight(self) -> int:
-        """Requests of any kind being answered right now."""
-        return self._backend.in_flight
-
-    def method_of(self, record: RequestRecord) -> str:
-        """The HTTP method of a recorded request."""
-        return self._methods[record.id]
-
-    def find(self, path: str | None = None, *, method: str | None = None) -> list[RequestRecord]:
-        """The recorded requests to `path` (any when None) with `method` (any when None)."""
-        return [
-            r
-            for r in list(self._backend.records)
-            if (path is None or r.path == path) and (method is None or self._methods.get(r.id) == method)
-        ]
-
-    def wait_for(self, predicate: Callable[[], object], timeout: float) -> bool:
-        """Block until `predicate()` is true; False after `timeout` seconds. Never from the server's loop."""
-        return self._backend.wait_for(predicate, timeout)
-
-    async def wait_for_async(self, predicate: Callable[[], object], timeout: float) -> bool:
-        """Wait, without blocking the caller's event loop, until `predicate()` is true; False on timeout."""
-        return await self._backend.wait_for_async(predicate, timeout)
-
-    def clear_records(self) -> None:
-        """Forget the recorded requests."""
-        self._backend.clear_records()
-        self._methods.clear()
 
     def metrics_text(self) -> str:
         """What `GET /metrics` would answer now."""
@@ -195,7 +146,7 @@ class FakeVLLM:
 
     def make_app(self) -> web.Application:
         """A new aiohttp application serving this fake (records, knobs and state are the fake's)."""
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app = self._new_app()
         route = self._route
         app.router.add_get("/health", route(self._health))
         app.router.add_get("/ping", route(self._health))
@@ -208,26 +159,9 @@ class FakeVLLM:
         app.router.add_post("/v1/completions", route(self._generation(self._completions)))
         app.router.add_post("/v1/embeddings", route(self._generation(self._embeddings)))
         app.router.add_route("*", "/{path:.*}", route(self._unknown_route))
-        app.on_shutdown.append(self._backend._on_shutdown)
         return app
 
-    @contextlib.contextmanager
-    def running(self, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        """Serve on `host:port` in a thread of its own; yield the base URL (`http://127.0.0.1:PORT`)."""
-        with BackgroundServer(self.make_app(), host=host, port=port) as server:
-            yield server.url
-
     # ------------------------------------------------------------------ bookkeeping
-
-    def _route(self, answer: _Answer) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """The backend's handler (records, in-flight count, disconnects), plus the method of each request."""
-
-        async def remember_method(request: web.Request, rec: RequestRecord) -> web.StreamResponse:
-            if self._backend.record:
-                self._methods[rec.id] = request.method
-            return await answer(request, rec)
-
-        return self._backend._handler(remember_method)
 
     def _generation(self, answer: _Answer) -> _Answer:
         """Count the request as running (and in `/load`) from arrival to end, and render 400s vLLM's way."""
@@ -244,9 +178,6 @@ class FakeVLLM:
                 self._backend._changed()
 
         return counted
-
-    async def _send(self, request: web.Request, rec: RequestRecord, resp: web.Response) -> web.Response:
-        return await self._backend._send(request, rec, resp)
 
     # ------------------------------------------------------------------ simple routes
 
@@ -305,17 +236,10 @@ class FakeVLLM:
         self, request: web.Request, rec: RequestRecord
     ) -> tuple[dict[str, Any], Knobs, web.Response | None]:
         """Parse the body and apply, in `FakeBackend`'s order, first_delay, hang, errors, then the model check."""
-        body = rec.json if rec.json is not None else _parse_object(rec.body)
-        knobs = self._backend._knobs(body)
-        if knobs.first_delay:
-            await self._backend._pause(request, knobs.first_delay)
-        if knobs.hang:
-            await self._backend._pause(request, None)
-        if knobs.raw_error is not None:
-            resp = web.Response(status=knobs.status or 500, text=knobs.raw_error, content_type="text/plain")
-            return body, knobs, await self._send(request, rec, resp)
-        if knobs.status is not None:
-            return body, knobs, await self._send(request, rec, _vllm_error(knobs.status, f"fake error {knobs.status}"))
+        body, knobs = self._backend._body_and_knobs(rec)
+        early = await self._backend._scripted(request, rec, knobs, _vllm_error)
+        if early is not None:
+            return body, knobs, early
         if self.dead:
             return body, knobs, await self._send(request, rec, _vllm_error(500, ENGINE_DEAD_MESSAGE))
         model = body.get("model")
@@ -551,52 +475,7 @@ class FakeVLLM:
         )
 
 
-# ---------------------------------------------------------------------- streaming and metrics
-
-
-async def write_sse(
-    backend: FakeBackend,
-    request: web.Request,
-    rec: RequestRecord,
-    knobs: Knobs,
-    head: bytes,
-    tokens: Sequence[bytes],
-    ending: Sequence[bytes],
-    *,
-    on_tokens: Callable[[int], None] | None = None,
-    eos: int = 0,
-    headers: Mapping[str, str] = SSE_HEADERS,
-) -> web.StreamResponse:
-    """Write an SSE answer (`head`, one frame per token, `ending`) paced like `FakeBackend`'s.
-
-    `knobs.delay` separates the token frames (each then written on its own), `knobs.fail_after` cuts the stream
-    after that many tokens and closes the connection. `on_tokens(n)` is called as n tokens go out, `eos` extra
-    tokens (a stop token that has no frame of its own) counting with the ending. Shared with `fake_lmstudio`.
-    """
-    resp = web.StreamResponse(headers=headers)
-    rec.status = resp.status
-    await resp.prepare(request)
-    count = on_tokens or (lambda n: None)
-    sent = len(tokens) if knobs.fail_after is None else min(len(tokens), knobs.fail_after)
-    finished = knobs.fail_after is None
-    if not knobs.delay or sent <= 1:
-        count(sent + (eos if finished else 0))
-        await resp.write(b"".join([head, *tokens[:sent], *(ending if finished else ())]))
-    else:
-        count(1)
-        await resp.write(head + tokens[0])
-        for frame in tokens[1:sent]:
-            await backend._pause(request, knobs.delay)
-            count(1)
-            await resp.write(frame)
-        if finished:
-            count(eos)
-            await resp.write(b"".join(ending))
-    if not finished:
-        return backend._abort(request, rec, resp)
-    await resp.write_eof()
-    rec.completed = True
-    return resp
+# ---------------------------------------------------------------------- metrics
 
 
 _TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0)
@@ -761,18 +640,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         record=False,
     )
     serve_until_signalled(fake.make_app(), args.host, args.port)
-
-
-def serve_until_signalled(app: web.Application, host: str, port: int) -> None:
-    """Serve `app` from a `BackgroundServer`, print `listening URL`, and return on SIGTERM or SIGINT."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    with BackgroundServer(app, host=host, port=port) as server:
-        sys.stdout.write(f"listening {server.url}\n")
-        sys.stdout.flush()
-        while not stop.wait(0.2):
-            pass
 
 
 if __name__ == "__main__":

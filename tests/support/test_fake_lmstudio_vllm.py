@@ -6,40 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgspec
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.fake_lmstudio import NO_MODELS_LOADED, FakeLMStudio, LMStudioModel
 from tests.support.fake_vllm import FakeVLLM
+from tests.support.helpers import HELLO, run_as_process, sse_events, stop_process
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "say hello to me"}]
 QWEN = "qwen2.5-7b-instruct"
 LLAMA = "llama-3.2-1b-instruct"
 NOMIC = "text-embedding-nomic-embed-text-v1.5"
 LABELS = (("engine", "0"), ("model_name", "tiny"))
-
-
-def sse_events(raw: bytes) -> list[Any]:
-    """The `data:` payloads of an SSE body, JSON-decoded except the final `[DONE]`."""
-    frames = raw.split(b"\n\n")
-    assert frames[-1] == b"", "the body ends with a blank line"
-    events: list[Any] = []
-    for frame in frames[:-1]:
-        assert frame.startswith(b"data: "), frame
-        data = frame[len(b"data: ") :]
-        events.append("[DONE]" if data == b"[DONE]" else msgspec.json.decode(data))
-    return events
 
 
 def in_order(value: Any) -> str:
@@ -80,29 +62,6 @@ async def post_raw(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) 
     async with asyncio.timeout(5), http.post(url, json=body) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.read()
-
-
-async def run_as_process(module: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, "--port", "0", *args, cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    async with asyncio.timeout(10):
-        line = (await proc.stdout.readline()).decode()
-    assert line.startswith("listening http://127.0.0.1:"), line
-    return proc, line.split()[1]
-
-
-async def stop_process(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(5):
-                assert await proc.wait() == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
 
 
 # ====================================================================== LM Studio

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,7 +15,6 @@ import msgspec
 import openai
 import pytest
 from aiohttp import web
-from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.fake_ollama import (
     BUSY_MESSAGE,
@@ -30,9 +26,8 @@ from tests.support.fake_ollama import (
     parse_keep_alive,
     rfc3339,
 )
+from tests.support.helpers import HELLO, run_as_process, sse_events, stop_process
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "say hello to me"}]
 NATIVE_HELLO = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello to me"}]
 RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
 METRICS = (
@@ -61,18 +56,6 @@ def ndjson(raw: bytes) -> list[dict[str, Any]]:
     lines = raw.split(b"\n")[:-1]
     assert all(lines), "no blank lines"
     return [msgspec.json.decode(line) for line in lines]
-
-
-def sse_events(raw: bytes) -> list[Any]:
-    """The `data:` payloads of an SSE body, JSON-decoded except `[DONE]`."""
-    frames = raw.split(b"\n\n")
-    assert frames[-1] == b"", "the body ends with a blank line"
-    events: list[Any] = []
-    for frame in frames[:-1]:
-        assert frame.startswith(b"data: "), frame
-        data = frame[len(b"data: ") :]
-        events.append("[DONE]" if data == b"[DONE]" else msgspec.json.decode(data))
-    return events
 
 
 @pytest.fixture
@@ -930,38 +913,16 @@ async def test_disconnect_is_seen_without_handler_cancellation(fake: FakeOllama)
 
 
 async def test_runs_as_a_process_until_sigterm() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.support.fake_ollama",
-        "--port",
-        "0",
-        "--models",
-        "a,b:7b",
-        "--loaded",
-        "a",
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    proc, base = await run_as_process("tests.support.fake_ollama", "--models", "a,b:7b", "--loaded", "a")
     try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(10):
-            line = (await proc.stdout.readline()).decode()
-        assert line.startswith("listening http://127.0.0.1:")
-        base = line.split()[1]
         async with aiohttp.ClientSession() as session, asyncio.timeout(5):
             assert [m["name"] for m in (await get_json(session, f"{base}/api/tags"))["models"]] == [
                 "a:latest",
                 "b:7b",
             ]
             assert await ps_names(session, base) == ["a:latest"]
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(5):
-            assert await proc.wait() == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await stop_process(proc)
 
 
 def test_parse_time_accepts_go_offsets() -> None:

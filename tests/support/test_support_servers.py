@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import signal
 import struct
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgspec
 import openai
 import pytest
 from aiohttp import web
-from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.fake_backend import BackgroundServer, FakeBackend, start_in_thread
+from tests.support.helpers import HELLO, run_as_process, sse_events, stop_process
 from tests.support.llama import start_llama_server
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "say hello to me"}]
 
 
 @pytest.fixture
@@ -53,18 +46,6 @@ async def aclient(fake_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         yield session
-
-
-def sse_events(raw: bytes) -> list[Any]:
-    """The `data:` payloads of an SSE body, JSON-decoded except the final `[DONE]`."""
-    frames = raw.split(b"\n\n")
-    assert frames[-1] == b"", "the body ends with a blank line"
-    events: list[Any] = []
-    for frame in frames[:-1]:
-        assert frame.startswith(b"data: "), frame
-        data = frame[len(b"data: ") :]
-        events.append("[DONE]" if data == b"[DONE]" else msgspec.json.decode(data))
-    return events
 
 
 # ---------------------------------------------------------------------- fake backend, openai SDK (sync)
@@ -487,25 +468,8 @@ def test_start_in_thread_serves_any_app() -> None:
 
 
 async def test_runs_as_a_process_until_sigterm() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.support.fake_backend",
-        "--port",
-        "0",
-        "--models",
-        "a,b",
-        "--chunks",
-        "3",
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    proc, url = await run_as_process("tests.support.fake_backend", "--models", "a,b", "--chunks", "3")
     try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(10):
-            line = (await proc.stdout.readline()).decode()
-        assert line.startswith("listening http://127.0.0.1:")
-        url = line.split()[1]
         async with aiohttp.ClientSession() as session, asyncio.timeout(5):
             async with session.get(f"{url}/v1/models") as resp:
                 assert [m["id"] for m in (await resp.json())["data"]] == ["a", "b"]
@@ -513,13 +477,8 @@ async def test_runs_as_a_process_until_sigterm() -> None:
             async with session.post(f"{url}/v1/chat/completions", json=body) as resp:
                 events = sse_events(await resp.read())
         assert len(events) == 1 + 3 + 1 + 1
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(5):
-            assert await proc.wait() == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await stop_process(proc)
 
 
 # ---------------------------------------------------------------------- llama.cpp's real server
