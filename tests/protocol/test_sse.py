@@ -27,7 +27,7 @@ FRAMINGS = {
 
 def run_scanner(scanner: SSEUsageScanner, pieces: list[bytes]) -> list[bytes]:
     out = [scanner.feed(p) for p in pieces]
-    out.append(scanner.flush())
+    out.append(scanner.finish())
     return [o for o in out if o]
 
 
@@ -86,7 +86,7 @@ def test_byte_by_byte_feed_returns_each_event_when_its_blank_line_arrives() -> N
     ends = [len(CHUNK_1), len(CHUNK_1 + CHUNK_2), len(CHUNK_1 + CHUNK_2 + USAGE_ONLY), len(STREAM)]
     assert [pos for pos, _ in returned] == ends
     assert [out for _, out in returned] == [CHUNK_1, CHUNK_2, USAGE_ONLY, DONE_EVENT]
-    assert scanner.flush() == b""
+    assert scanner.finish() == b""
 
 
 def test_partial_event_is_held_back_until_complete() -> None:
@@ -148,14 +148,14 @@ def test_malformed_usage_event_is_relayed_untouched() -> None:
 def test_flush_returns_final_event_without_blank_line() -> None:
     scanner = SSEUsageScanner(strip_usage=False)
     assert scanner.feed(CHUNK_1 + b'data: {"choices":[{"delta":{"content":"x"}}]}') == CHUNK_1
-    assert scanner.flush() == b'data: {"choices":[{"delta":{"content":"x"}}]}'
-    assert scanner.flush() == b""
+    assert scanner.finish() == b'data: {"choices":[{"delta":{"content":"x"}}]}'
+    assert scanner.finish() == b""
 
 
 def test_flush_picks_usage_from_final_event_without_blank_line() -> None:
     scanner = SSEUsageScanner(strip_usage=False)
     assert scanner.feed(CHUNK_1 + USAGE_ONLY[:-2]) == CHUNK_1
-    rest = scanner.flush()
+    rest = scanner.finish()
     assert rest.startswith(USAGE_ONLY[:-2])
     assert rest.strip(b"\n") == USAGE_ONLY[:-2]
     assert scanner.usage == USAGE
@@ -164,7 +164,7 @@ def test_flush_picks_usage_from_final_event_without_blank_line() -> None:
 def test_flush_strips_final_usage_only_event_without_blank_line() -> None:
     scanner = SSEUsageScanner(strip_usage=True)
     assert scanner.feed(CHUNK_1 + USAGE_ONLY[:-2]) == CHUNK_1
-    assert scanner.flush() == b""
+    assert scanner.finish() == b""
     assert scanner.usage == USAGE
 
 

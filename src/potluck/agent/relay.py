@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from potluck.agent.backends.base import ResponseTranslator
+from potluck.agent.backends.base import BodyTransform, ResponseTranslator
 from potluck.agent.catalog import Catalog
 from potluck.protocol.agent import EndMessage, ErrorInfo, HeadMessage, RequestMessage, Usage
 from potluck.protocol.openai import INFERENCE_PATHS
@@ -130,25 +130,9 @@ async def _relay_openai(
     relayed = [(str(k), v) for k, v in resp.headers.items() if k.lower() not in _DROP_HEADERS]
     sink.head(HeadMessage(resp.status, relayed))
     if resp.status < 400 and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-        return await _relay_events(resp, sink, SSEUsageScanner(req.strip_usage), now)
+        usage, first_at, _ = await _relay_through(resp, sink, SSEUsageScanner(req.strip_usage), now)
+        return usage, first_at
     return await _relay_body(resp, sink, now, keep=resp.status < 400)
-
-
-async def _relay_events(
-    resp: aiohttp.ClientResponse, sink: StreamSink, scanner: SSEUsageScanner, now: Callable[[], float]
-) -> tuple[Usage | None, float | None]:
-    """Relay an SSE stream as whole events (whatever arrived together goes as one chunk)."""
-    first_at: float | None = None
-    async for chunk in resp.content.iter_any():
-        if first_at is None:
-            first_at = now()
-        events = scanner.feed(chunk)
-        if events:
-            await sink.data(events)
-    rest = scanner.flush()
-    if rest:
-        await sink.data(rest)
-    return scanner.usage, first_at
 
 
 async def _relay_body(
@@ -179,16 +163,26 @@ async def _relay_translated(
         await sink.data(translator.translate_error(resp.status, body))
         return None, now(), None
     sink.head(HeadMessage(resp.status, [("Content-Type", translator.content_type)]))
+    return await _relay_through(resp, sink, translator, now)
+
+
+async def _relay_through(
+    resp: aiohttp.ClientResponse, sink: StreamSink, transform: BodyTransform, now: Callable[[], float]
+) -> tuple[Usage | None, float | None, ErrorInfo | None]:
+    """Relay a body through a transform (whole SSE events, or native → OpenAI) as it arrives.
+
+    Stops at the first error the transform reports: nothing after it reaches the client.
+    """
     first_at: float | None = None
     async for chunk in resp.content.iter_any():
         if first_at is None:
             first_at = now()
-        out = translator.feed(chunk)
+        out = transform.feed(chunk)
         if out:
             await sink.data(out)
-        if translator.error is not None:
-            return translator.usage, first_at, translator.error
-    rest = translator.finish()
+        if transform.error is not None:
+            return transform.usage, first_at, transform.error
+    rest = transform.finish()
     if rest:
         await sink.data(rest)
-    return translator.usage, first_at, translator.error
+    return transform.usage, first_at, transform.error

@@ -27,11 +27,13 @@ def error_event(body: bytes) -> bytes:
 
 
 class SSEUsageScanner:
-    __slots__ = ("_pending", "strip_usage", "usage")
+    __slots__ = ("_pending", "error", "strip_usage", "usage")
 
     def __init__(self, strip_usage: bool) -> None:
         self.strip_usage = strip_usage
         self.usage: Usage | None = None
+        self.error: None = None
+        """Always None: SSE carries its errors in-band, as events the client reads."""
         self._pending = b""
 
     def feed(self, data: bytes) -> bytes:
@@ -56,7 +58,7 @@ class SSEUsageScanner:
             complete = self._take_usage(complete)
         return complete
 
-    def flush(self) -> bytes:
+    def finish(self) -> bytes:
         """What is left when the backend closes: a final event without its blank line."""
         rest, self._pending = self._pending, b""
         if rest and _USAGE_OBJECT.search(rest) is not None:

@@ -23,17 +23,25 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=3, sock_connect=1)
 
 
-class ResponseTranslator(Protocol):
-    """Turns a backend's native response bytes into OpenAI's, as they stream."""
+class BodyTransform(Protocol):
+    """Sees a response body once as it streams: returns what to relay, picks out usage and errors."""
 
-    content_type: str
-    usage: Usage | None
-    error: ErrorInfo | None
-    """An error the backend reported inside a response that had already started."""
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        """An error the backend reported inside a response that had already started."""
 
     def feed(self, data: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...
+
+
+class ResponseTranslator(BodyTransform, Protocol):
+    """Turns a backend's native response bytes into OpenAI's, as they stream."""
+
+    content_type: str
 
     def translate_error(self, status: int, body: bytes) -> bytes:
         """A native error body in OpenAI's shape."""
