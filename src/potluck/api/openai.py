@@ -151,7 +151,7 @@ async def _stream_body(
         if first is not None:
             await response.write(first)
             exchange.consumed(len(first))
-        async for chunk in exchange.chunks():
+        while (chunk := await exchange.read()) is not None:
             await response.write(chunk)
             exchange.consumed(len(chunk))
     except HubError as exc:
