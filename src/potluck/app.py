@@ -22,9 +22,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
-from potluck.api import admin, agent_ws, health, openai
+from potluck.api import admin, agent_ws, health, openai, users
 from potluck.api.context import HUB
 from potluck.api.errors import error_middleware
+from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
 from potluck.hub.metering import UsageJournal
@@ -100,6 +101,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             dispatcher=dispatcher,
             journal=journal,
             metrics=metrics,
+            accounts=Accounts(store),
         )
         tasks = [
             asyncio.create_task(_run_periodic(settings.heartbeat_interval, registry.heartbeat), name="heartbeat"),
@@ -118,6 +120,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     openai.add_routes(app)
     agent_ws.add_routes(app)
     admin.add_routes(app)
+    users.add_routes(app)
     health.add_routes(app)
     return app
 

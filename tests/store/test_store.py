@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from potluck.store.database import Store
-from potluck.store.engine import sqlite_url
+from potluck.store.engine import MIGRATIONS_DIR, sqlite_url
 from potluck.store.errors import ConflictError, NotFoundError, StoreError
 from potluck.store.usage import UsageRecord
 
@@ -75,7 +76,7 @@ async def test_open_runs_migrations_on_a_new_file(db_path: Path) -> None:
         journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
     assert {"api_keys", "agents", "agent_tokens", "usage_records", "alembic_version"} <= tables
-    assert version == [("0001",)]
+    assert version == [(ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head(),)]
     assert journal == "wal"
 
 

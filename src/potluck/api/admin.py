@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from potluck.api.context import HUB
+from potluck.api.payloads import bearer, body_as, iso, json_response
 from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.services import HubServices
 from potluck.protocol.agent import ModelInfo
@@ -20,31 +21,17 @@ class NameBody(msgspec.Struct):
     name: str
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
-
-
 def _admin(request: web.Request) -> HubServices:
     hub = request.app[HUB]
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
-    hub.admin.check(token.strip() if scheme.lower() == "bearer" else None)
+    hub.admin.check(bearer(request))
     return hub
 
 
 async def _name(request: web.Request) -> str:
-    try:
-        body = msgspec.json.decode(await request.read(), type=NameBody)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise InvalidRequestError(f"Invalid body: {exc}", param="name") from None
-    name = body.name.strip()
+    name = (await body_as(request, NameBody, param="name")).name.strip()
     if not name or len(name) > 200:
         raise InvalidRequestError("`name` must be 1 to 200 characters", param="name")
     return name
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when is not None else None
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -52,21 +39,23 @@ async def create_key(request: web.Request) -> web.Response:
     created = await hub.store.keys.create(await _name(request))
     hub.keys.add(created.key)
     key = created.key
-    return _json({"id": key.id, "name": key.name, "key": created.secret, "created_at": _iso(key.created_at)}, 201)
+    return json_response(
+        {"id": key.id, "name": key.name, "key": created.secret, "created_at": iso(key.created_at)}, 201
+    )
 
 
 async def list_keys(request: web.Request) -> web.Response:
     hub = _admin(request)
     keys = await hub.store.keys.list()
-    return _json(
+    return json_response(
         {
             "keys": [
                 {
                     "id": k.id,
                     "name": k.name,
                     "prefix": k.prefix,
-                    "created_at": _iso(k.created_at),
-                    "revoked_at": _iso(k.revoked_at),
+                    "created_at": iso(k.created_at),
+                    "revoked_at": iso(k.revoked_at),
                 }
                 for k in keys
             ]
@@ -82,13 +71,15 @@ async def revoke_key(request: web.Request) -> web.Response:
     except StoreNotFoundError:
         raise NotFoundError(f"No key {key_id}") from None
     hub.keys.remove(key_id)
-    return _json({"id": key.id, "revoked_at": _iso(key.revoked_at)})
+    return json_response({"id": key.id, "revoked_at": iso(key.revoked_at)})
 
 
 async def create_agent_token(request: web.Request) -> web.Response:
     hub = _admin(request)
     token = await hub.store.agents.create_token(await _name(request))
-    return _json({"id": token.id, "name": token.name, "token": token.token, "created_at": _iso(token.created_at)}, 201)
+    return json_response(
+        {"id": token.id, "name": token.name, "token": token.token, "created_at": iso(token.created_at)}, 201
+    )
 
 
 async def list_agents(request: web.Request) -> web.Response:
@@ -107,7 +98,7 @@ async def list_agents(request: web.Request) -> web.Response:
                     "models": [],
                     "in_flight": 0,
                     "max_concurrency": 0,
-                    "last_seen": _iso(agent.last_seen_at),
+                    "last_seen": iso(agent.last_seen_at),
                     "drained_by_admin": agent.id in registry.admin_drained,
                 }
             )
@@ -124,13 +115,13 @@ async def list_agents(request: web.Request) -> web.Response:
                 "agent_in_flight": session.agent_in_flight,
                 "in_flight": slots.in_flight if slots is not None else 0,
                 "max_concurrency": session.max_concurrency,
-                "last_seen": _iso(now),
+                "last_seen": iso(now),
                 "rtt_ms": None if session.rtt_s is None else round(session.rtt_s * 1000, 3),
                 "version": session.version,
                 "drained_by_admin": agent.id in registry.admin_drained,
             }
         )
-    return _json({"agents": agents})
+    return json_response({"agents": agents})
 
 
 def _model_details(model: ModelInfo) -> dict[str, Any]:
@@ -153,13 +144,13 @@ async def _set_drained(request: web.Request, drained: bool) -> str:
 async def drain_agent(request: web.Request) -> web.Response:
     """No new work for this agent (kept across hub restarts); what it is running finishes."""
     agent_id = await _set_drained(request, True)
-    return _json({"id": agent_id, "state": "draining"}, 202)
+    return json_response({"id": agent_id, "state": "draining"}, 202)
 
 
 async def resume_agent(request: web.Request) -> web.Response:
     agent_id = await _set_drained(request, False)
     state = "online" if agent_id in request.app[HUB].registry.sessions else "offline"
-    return _json({"id": agent_id, "state": state})
+    return json_response({"id": agent_id, "state": state})
 
 
 async def recent_usage(request: web.Request) -> web.Response:
@@ -170,7 +161,7 @@ async def recent_usage(request: web.Request) -> web.Response:
         raise InvalidRequestError("`limit` must be an integer", param="limit") from None
     await hub.journal.flush()
     records = await hub.store.usage.recent(limit)
-    return _json({"usage": [dataclasses.asdict(r) for r in records]})
+    return json_response({"usage": [dataclasses.asdict(r) for r in records]})
 
 
 def add_routes(app: web.Application) -> None:

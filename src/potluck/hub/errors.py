@@ -19,6 +19,21 @@ class AdminAuthError(HubError):
     status = 401
 
 
+class PermissionDeniedError(HubError):
+    code = "permission_denied"
+    status = 403
+
+
+class ConflictError(HubError):
+    code = "conflict"
+    status = 409
+
+
+class InvalidInviteError(HubError):
+    code = "invalid_invite"
+    status = 400
+
+
 class InvalidRequestError(HubError):
     code = "invalid_request_error"
     status = 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from potluck._shared.clock import Clock
+from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
 from potluck.hub.dispatch import Dispatcher
 from potluck.hub.metering import UsageJournal
@@ -25,4 +26,5 @@ class HubServices:
     dispatcher: Dispatcher
     journal: UsageJournal
     metrics: HubMetrics
+    accounts: Accounts
     shutting_down: bool = False

@@ -27,6 +27,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "model_not_found": (404, "invalid_request_error"),
     "not_found": (404, "invalid_request_error"),
     "method_not_allowed": (405, "invalid_request_error"),
+    "conflict": (409, "invalid_request_error"),
+    "invalid_invite": (400, "invalid_request_error"),
     "invalid_request_error": (400, "invalid_request_error"),
     "request_too_large": (413, "invalid_request_error"),
     "rate_limit_exceeded": (429, "rate_limit_error"),

@@ -7,8 +7,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from potluck.store.agents import AgentRepository
 from potluck.store.engine import create_engine, upgrade_schema
 from potluck.store.errors import StoreError
+from potluck.store.groups import GroupRepository
 from potluck.store.keys import KeyRepository
 from potluck.store.usage import UsageRepository
+from potluck.store.users import UserRepository
 
 
 class Store:
@@ -20,6 +22,8 @@ class Store:
         self.keys = KeyRepository(self._engine)
         self.agents = AgentRepository(self._engine)
         self.usage = UsageRepository(self._engine)
+        self.users = UserRepository(self._engine)
+        self.groups = GroupRepository(self._engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

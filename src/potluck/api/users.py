@@ -1,0 +1,175 @@
+"""The user API (``/api/...``): login, personal tokens, groups, members and invites.
+
+Authenticated with ``Authorization: Bearer <token>`` from ``POST /api/login`` or ``POST /api/tokens``.
+``POST /admin/users`` (admin token) creates accounts.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from potluck.api.context import HUB
+from potluck.api.payloads import bearer, body_as, iso, json_response
+from potluck.store.users import User
+
+
+class NewUser(msgspec.Struct):
+    username: str
+    password: str
+    role: str = "user"
+
+
+class Login(msgspec.Struct):
+    username: str
+    password: str
+
+
+class Named(msgspec.Struct):
+    name: str
+
+
+class NewInvite(msgspec.Struct):
+    max_uses: int = 1
+    expires_in_s: int = 7 * 86400
+
+
+class Redeem(msgspec.Struct):
+    code: str
+
+
+async def _user(request: web.Request) -> User:
+    return await request.app[HUB].accounts.authenticate(bearer(request))
+
+
+async def create_user(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    hub.admin.check(bearer(request))
+    body = await body_as(request, NewUser)
+    user = await hub.accounts.create_user(body.username, body.password, body.role)
+    return json_response({"id": user.id, "username": user.username, "role": user.role}, 201)
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await body_as(request, Login)
+    token, expires_at = await request.app[HUB].accounts.login(body.username, body.password)
+    return json_response({"token": token, "expires_at": iso(expires_at)})
+
+
+async def me(request: web.Request) -> web.Response:
+    user = await _user(request)
+    return json_response({"id": user.id, "username": user.username, "role": user.role})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    user = await _user(request)
+    body = await body_as(request, Named)
+    token_id, secret = await request.app[HUB].accounts.create_personal_token(user, body.name.strip() or "token")
+    return json_response({"id": token_id, "token": secret}, 201)
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    user = await _user(request)
+    token_id = request.match_info["token_id"]
+    await request.app[HUB].accounts.revoke_token(user, token_id)
+    return json_response({"id": token_id, "revoked": True})
+
+
+async def create_group(request: web.Request) -> web.Response:
+    user = await _user(request)
+    group = await request.app[HUB].accounts.create_group(user, (await body_as(request, Named)).name)
+    return json_response({"id": group.id, "name": group.name}, 201)
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    user = await _user(request)
+    groups = await request.app[HUB].accounts.groups_of(user)
+    return json_response({"groups": [{"id": g.id, "name": g.name, "role": role} for g, role in groups]})
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    user = await _user(request)
+    group_id = request.match_info["group_id"]
+    await request.app[HUB].accounts.delete_group(user, group_id)
+    return json_response({"id": group_id, "deleted": True})
+
+
+async def list_members(request: web.Request) -> web.Response:
+    user = await _user(request)
+    members = await request.app[HUB].accounts.members(user, request.match_info["group_id"])
+    return json_response({"members": [{"user_id": m.user_id, "username": m.username, "role": m.role} for m in members]})
+
+
+async def leave_group(request: web.Request) -> web.Response:
+    user = await _user(request)
+    group_id = request.match_info["group_id"]
+    await request.app[HUB].accounts.leave(user, group_id)
+    return json_response({"id": group_id, "left": True})
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    user = await _user(request)
+    group_id, member_id = request.match_info["group_id"], request.match_info["user_id"]
+    await request.app[HUB].accounts.remove_member(user, group_id, member_id)
+    return json_response({"group_id": group_id, "user_id": member_id, "removed": True})
+
+
+async def create_invite(request: web.Request) -> web.Response:
+    user = await _user(request)
+    body = await body_as(request, NewInvite)
+    invite, code = await request.app[HUB].accounts.create_invite(
+        user, request.match_info["group_id"], body.max_uses, body.expires_in_s
+    )
+    return json_response(
+        {"id": invite.id, "code": code, "max_uses": invite.max_uses, "expires_at": iso(invite.expires_at)}, 201
+    )
+
+
+async def list_invites(request: web.Request) -> web.Response:
+    user = await _user(request)
+    invites = await request.app[HUB].accounts.invites(user, request.match_info["group_id"])
+    return json_response(
+        {
+            "invites": [
+                {
+                    "id": i.id,
+                    "max_uses": i.max_uses,
+                    "uses": i.uses,
+                    "expires_at": iso(i.expires_at),
+                    "revoked": i.revoked,
+                }
+                for i in invites
+            ]
+        }
+    )
+
+
+async def revoke_invite(request: web.Request) -> web.Response:
+    user = await _user(request)
+    group_id, invite_id = request.match_info["group_id"], request.match_info["invite_id"]
+    await request.app[HUB].accounts.revoke_invite(user, group_id, invite_id)
+    return json_response({"id": invite_id, "revoked": True})
+
+
+async def redeem_invite(request: web.Request) -> web.Response:
+    user = await _user(request)
+    group_id = await request.app[HUB].accounts.redeem(user, (await body_as(request, Redeem)).code)
+    return json_response({"group_id": group_id})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/users", create_user)
+    app.router.add_post("/api/login", login)
+    app.router.add_get("/api/me", me)
+    app.router.add_post("/api/tokens", create_token)
+    app.router.add_delete("/api/tokens/{token_id}", revoke_token)
+    app.router.add_post("/api/groups", create_group)
+    app.router.add_get("/api/groups", list_groups)
+    app.router.add_delete("/api/groups/{group_id}", delete_group)
+    app.router.add_get("/api/groups/{group_id}/members", list_members)
+    app.router.add_post("/api/groups/{group_id}/leave", leave_group)
+    app.router.add_delete("/api/groups/{group_id}/members/{user_id}", remove_member)
+    app.router.add_post("/api/groups/{group_id}/invites", create_invite)
+    app.router.add_get("/api/groups/{group_id}/invites", list_invites)
+    app.router.add_delete("/api/groups/{group_id}/invites/{invite_id}", revoke_invite)
+    app.router.add_post("/api/invites/redeem", redeem_invite)

@@ -1,0 +1,172 @@
+"""Users, logins, personal tokens, groups and invites: the rules, over the store.
+
+Passwords are hashed with argon2id (OWASP's minimum parameters, hashed off the event loop).
+A failed login costs the same whether or not the user exists, and says the same thing. Group
+rules: the creator owns a group; owners and admins invite and remove members; only the owner
+deletes it and the owner cannot leave it. To anyone outside a group it does not exist (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from potluck.hub.errors import (
+    AuthError,
+    ConflictError,
+    InvalidInviteError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from potluck.store import errors as store_errors
+from potluck.store.database import Store
+from potluck.store.groups import Group, Invite, Member
+from potluck.store.groups import InvalidInviteError as StoreInvalidInvite
+from potluck.store.users import User
+
+USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
+ROLES = ("admin", "user")
+SESSION_TTL = timedelta(days=7)
+MANAGERS = frozenset({"owner", "admin"})
+_BAD_LOGIN = "Wrong username or password"
+
+
+def password_hasher() -> PasswordHasher:
+    # argon2id, m=19 MiB, t=2, p=1: OWASP's minimum; about 20 ms here.
+    return PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+
+class Accounts:
+    def __init__(self, store: Store, hasher: PasswordHasher | None = None) -> None:
+        self._store = store
+        self._hasher = hasher or password_hasher()
+        self._dummy_hash: str | None = None
+
+    # -- users and tokens ---------------------------------------------------------------------------
+
+    async def create_user(self, username: str, password: str, role: str) -> User:
+        if not USERNAME.match(username):
+            raise InvalidRequestError("`username` must be 3 to 64 of A-Z a-z 0-9 _ . -", param="username")
+        if not 8 <= len(password) <= 1024:
+            raise InvalidRequestError("`password` must be 8 to 1024 characters", param="password")
+        if role not in ROLES:
+            raise InvalidRequestError("`role` must be admin or user", param="role")
+        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        try:
+            return await self._store.users.create(username, password_hash, role)
+        except store_errors.ConflictError as exc:
+            raise ConflictError(str(exc)) from None
+
+    async def login(self, username: str, password: str) -> tuple[str, datetime]:
+        """A session token and its expiry."""
+        user = await self._store.users.by_username(username)
+        stored = user.password_hash if user is not None else None
+        if stored is None:
+            # Verify against a throwaway hash anyway, so timing does not tell which usernames exist.
+            if self._dummy_hash is None:
+                self._dummy_hash = await asyncio.to_thread(self._hasher.hash, "not the password")
+            stored = self._dummy_hash
+        try:
+            await asyncio.to_thread(self._hasher.verify, stored, password)
+        except (VerificationError, InvalidHashError):
+            raise AuthError(_BAD_LOGIN) from None
+        if user is None or user.password_hash is None:
+            raise AuthError(_BAD_LOGIN)
+        token, secret = await self._store.users.create_token(user.id, "session", "login", SESSION_TTL)
+        return secret, token.expires_at or datetime.now(UTC) + SESSION_TTL
+
+    async def authenticate(self, bearer: str | None) -> User:
+        if not bearer:
+            raise AuthError("Missing token: send `Authorization: Bearer <token>` (from POST /api/login)")
+        user = await self._store.users.user_for_token(bearer)
+        if user is None:
+            raise AuthError("Invalid, expired or revoked token")
+        return user
+
+    async def create_personal_token(self, user: User, name: str) -> tuple[str, str]:
+        token, secret = await self._store.users.create_token(user.id, "pat", name, None)
+        return token.id, secret
+
+    async def revoke_token(self, user: User, token_id: str) -> None:
+        if not await self._store.users.revoke_token(user.id, token_id):
+            raise NotFoundError(f"No token {token_id}")
+
+    # -- groups ---------------------------------------------------------------------------------------
+
+    async def create_group(self, user: User, name: str) -> Group:
+        return await self._store.groups.create(_group_name(name), user.id)
+
+    async def groups_of(self, user: User) -> list[tuple[Group, str]]:
+        return await self._store.groups.for_user(user.id)
+
+    async def _role(self, user: User, group_id: str, allowed: frozenset[str] | None = None) -> str:
+        role = await self._store.groups.role_of(group_id, user.id)
+        if role is None:
+            raise NotFoundError(f"No group {group_id}")
+        if allowed is not None and role not in allowed:
+            raise PermissionDeniedError(f"Your role in this group ({role}) does not allow this")
+        return role
+
+    async def members(self, user: User, group_id: str) -> list[Member]:
+        await self._role(user, group_id)
+        return await self._store.groups.members(group_id)
+
+    async def leave(self, user: User, group_id: str) -> None:
+        if await self._role(user, group_id) == "owner":
+            raise InvalidRequestError("The owner cannot leave the group; delete it instead")
+        await self._store.groups.remove_member(group_id, user.id)
+
+    async def remove_member(self, user: User, group_id: str, member_id: str) -> None:
+        await self._role(user, group_id, MANAGERS)
+        target = await self._store.groups.role_of(group_id, member_id)
+        if target is None:
+            raise NotFoundError(f"No member {member_id} in this group")
+        if target == "owner":
+            raise InvalidRequestError("The owner cannot be removed from the group")
+        await self._store.groups.remove_member(group_id, member_id)
+
+    async def delete_group(self, user: User, group_id: str) -> None:
+        await self._role(user, group_id, frozenset({"owner"}))
+        await self._store.groups.delete(group_id)
+
+    # -- invites --------------------------------------------------------------------------------------
+
+    async def create_invite(self, user: User, group_id: str, max_uses: int, expires_in_s: int) -> tuple[Invite, str]:
+        await self._role(user, group_id, MANAGERS)
+        if not 1 <= max_uses <= 10_000:
+            raise InvalidRequestError("`max_uses` must be 1 to 10000", param="max_uses")
+        if not 1 <= expires_in_s <= 366 * 86400:
+            raise InvalidRequestError("`expires_in_s` must be 1 s to a year", param="expires_in_s")
+        expires_at = datetime.now(UTC) + timedelta(seconds=expires_in_s)
+        return await self._store.groups.create_invite(group_id, user.id, max_uses, expires_at)
+
+    async def invites(self, user: User, group_id: str) -> list[Invite]:
+        await self._role(user, group_id, MANAGERS)
+        return await self._store.groups.invites(group_id)
+
+    async def revoke_invite(self, user: User, group_id: str, invite_id: str) -> None:
+        await self._role(user, group_id, MANAGERS)
+        try:
+            await self._store.groups.revoke_invite(group_id, invite_id)
+        except store_errors.NotFoundError:
+            raise NotFoundError(f"No invite {invite_id}") from None
+
+    async def redeem(self, user: User, code: str) -> str:
+        try:
+            return await self._store.groups.redeem(code, user.id)
+        except StoreInvalidInvite:
+            raise InvalidInviteError("This invite code is not valid (unknown, expired, revoked or used up)") from None
+        except store_errors.ConflictError as exc:
+            raise ConflictError(str(exc)) from None
+
+
+def _group_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise InvalidRequestError("`name` must be 1 to 200 characters", param="name")
+    return name

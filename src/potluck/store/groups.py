@@ -1,0 +1,206 @@
+"""Groups, their members (owner / admin / member) and invite codes.
+
+Invite redemption is race-safe: a conditional UPDATE takes one use only while uses < max_uses
+(and the code is live), in the same transaction that adds the member, so 20 concurrent
+redemptions of a one-use code admit exactly one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from potluck._shared.ids import hash_secret, new_id, new_secret
+from potluck.store.errors import ConflictError, NotFoundError, StoreError
+from potluck.store.tables import groups, invite_redemptions, invites, memberships, users
+
+INVITE_PREFIX = "pinv-"
+
+
+class InvalidInviteError(StoreError):
+    """The code is unknown, expired, revoked or used up (deliberately not told apart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: str
+    name: str
+    owner_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: str
+    username: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    id: str
+    group_id: str
+    max_uses: int
+    uses: int
+    expires_at: datetime
+    revoked: bool
+
+
+class GroupRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(self, name: str, owner_id: str) -> Group:
+        group = Group(new_id("grp"), name, owner_id, datetime.now(UTC))
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(groups).values(id=group.id, name=name, owner_id=owner_id, created_at=group.created_at)
+            )
+            await conn.execute(
+                insert(memberships).values(
+                    group_id=group.id, user_id=owner_id, role="owner", joined_at=group.created_at
+                )
+            )
+        return group
+
+    async def for_user(self, user_id: str) -> list[tuple[Group, str]]:
+        """The user's groups and the user's role in each."""
+        query = (
+            select(groups, memberships.c.role)
+            .join(memberships, memberships.c.group_id == groups.c.id)
+            .where(memberships.c.user_id == user_id)
+            .order_by(groups.c.created_at)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [(Group(r["id"], r["name"], r["owner_id"], r["created_at"]), str(r["role"])) for r in rows]
+
+    async def role_of(self, group_id: str, user_id: str) -> str | None:
+        query = select(memberships.c.role).where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
+        async with self._engine.connect() as conn:
+            role = (await conn.execute(query)).scalar_one_or_none()
+        return None if role is None else str(role)
+
+    async def members(self, group_id: str) -> list[Member]:
+        query = (
+            select(memberships.c.user_id, users.c.username, memberships.c.role)
+            .join(users, users.c.id == memberships.c.user_id)
+            .where(memberships.c.group_id == group_id)
+            .order_by(memberships.c.joined_at)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Member(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def remove_member(self, group_id: str, user_id: str) -> bool:
+        """Remove a member (never the owner: transfer or delete the group instead)."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(memberships).where(
+                    memberships.c.group_id == group_id, memberships.c.user_id == user_id, memberships.c.role != "owner"
+                )
+            )
+        return bool(result.rowcount)
+
+    async def delete(self, group_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            # Explicit, so it holds on databases where cascades are off.
+            await conn.execute(
+                delete(invite_redemptions).where(
+                    invite_redemptions.c.invite_id.in_(select(invites.c.id).where(invites.c.group_id == group_id))
+                )
+            )
+            await conn.execute(delete(invites).where(invites.c.group_id == group_id))
+            await conn.execute(delete(memberships).where(memberships.c.group_id == group_id))
+            result = await conn.execute(delete(groups).where(groups.c.id == group_id))
+        return bool(result.rowcount)
+
+    # -- invites ----------------------------------------------------------------------------------
+
+    async def create_invite(
+        self, group_id: str, created_by: str, max_uses: int, expires_at: datetime
+    ) -> tuple[Invite, str]:
+        """A new invite; the code is returned once and only its hash is kept."""
+        code = new_secret(INVITE_PREFIX)
+        invite = Invite(new_id("inv"), group_id, max_uses, 0, expires_at, revoked=False)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(invites).values(
+                    id=invite.id,
+                    group_id=group_id,
+                    secret_hash=hash_secret(code),
+                    created_by=created_by,
+                    max_uses=max_uses,
+                    uses=0,
+                    expires_at=expires_at,
+                    created_at=datetime.now(UTC),
+                )
+            )
+        return invite, code
+
+    async def invites(self, group_id: str) -> list[Invite]:
+        query = select(invites).where(invites.c.group_id == group_id).order_by(invites.c.created_at)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            Invite(r["id"], r["group_id"], r["max_uses"], r["uses"], r["expires_at"], r["revoked_at"] is not None)
+            for r in rows
+        ]
+
+    async def revoke_invite(self, group_id: str, invite_id: str) -> None:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(invites)
+                .where(invites.c.id == invite_id, invites.c.group_id == group_id)
+                .values(revoked_at=datetime.now(UTC))
+            )
+        if not result.rowcount:
+            raise NotFoundError(f"no invite {invite_id}")
+
+    async def redeem(self, code: str, user_id: str) -> str:
+        """Join the invite's group; its id. InvalidInviteError, or ConflictError if already in it."""
+        now = datetime.now(UTC)
+        secret_hash = hash_secret(code)
+        try:
+            async with self._engine.begin() as conn:
+                row = (
+                    await conn.execute(
+                        select(invites.c.id, invites.c.group_id).where(invites.c.secret_hash == secret_hash)
+                    )
+                ).first()
+                if row is None:
+                    raise InvalidInviteError("invalid invite")
+                invite_id, group_id = str(row[0]), str(row[1])
+                if await _is_member(conn, group_id, user_id):
+                    raise ConflictError("already a member of this group")
+                taken = await conn.execute(
+                    update(invites)
+                    .where(
+                        invites.c.id == invite_id,
+                        invites.c.uses < invites.c.max_uses,
+                        invites.c.revoked_at.is_(None),
+                        invites.c.expires_at > now,
+                    )
+                    .values(uses=invites.c.uses + 1)
+                )
+                if taken.rowcount != 1:
+                    raise InvalidInviteError("invalid invite")
+                await conn.execute(
+                    insert(invite_redemptions).values(invite_id=invite_id, user_id=user_id, redeemed_at=now)
+                )
+                await conn.execute(
+                    insert(memberships).values(group_id=group_id, user_id=user_id, role="member", joined_at=now)
+                )
+        except IntegrityError as exc:
+            # A second redemption of the same code by the same user (after leaving), or a join race.
+            raise ConflictError("this invite was already used by this user") from exc
+        return group_id
+
+
+async def _is_member(conn: AsyncConnection, group_id: str, user_id: str) -> bool:
+    query = select(memberships.c.user_id).where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
+    return (await conn.execute(query)).first() is not None

@@ -1,0 +1,116 @@
+"""Users and their bearer tokens (login sessions and personal access tokens), stored hashed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from potluck._shared.ids import hash_secret, new_id, new_secret
+from potluck.store.errors import ConflictError
+from potluck.store.tables import user_tokens, users
+
+SESSION_PREFIX = "pst-"
+PAT_PREFIX = "ppat-"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    username: str
+    role: str
+    """``admin`` or ``user``."""
+    password_hash: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserToken:
+    id: str
+    user_id: str
+    kind: str
+    """``session`` (from login, expires) or ``pat`` (personal access token)."""
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class UserRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(self, username: str, password_hash: str | None, role: str) -> User:
+        user = User(new_id("usr"), username, role, password_hash, datetime.now(UTC))
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(users).values(
+                        id=user.id,
+                        username=username,
+                        password_hash=password_hash,
+                        role=role,
+                        created_at=user.created_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ConflictError(f"the username {username!r} is taken") from exc
+        return user
+
+    async def by_username(self, username: str) -> User | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.username == username))).mappings().first()
+        return User(**row) if row else None
+
+    async def get(self, user_id: str) -> User | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).mappings().first()
+        return User(**row) if row else None
+
+    async def create_token(self, user_id: str, kind: str, name: str, ttl: timedelta | None) -> tuple[UserToken, str]:
+        """A new bearer token; the secret is returned once and only its hash is kept."""
+        secret = new_secret(SESSION_PREFIX if kind == "session" else PAT_PREFIX)
+        now = datetime.now(UTC)
+        token = UserToken(new_id("utk"), user_id, kind, name, now, now + ttl if ttl else None)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(user_tokens).values(
+                    id=token.id,
+                    user_id=user_id,
+                    kind=kind,
+                    name=name,
+                    secret_hash=hash_secret(secret),
+                    created_at=now,
+                    expires_at=token.expires_at,
+                )
+            )
+        return token, secret
+
+    async def user_for_token(self, secret: str) -> User | None:
+        """The user a live (unexpired, unrevoked) token belongs to."""
+        now = datetime.now(UTC)
+        query = (
+            select(users)
+            .join(user_tokens, user_tokens.c.user_id == users.c.id)
+            .where(
+                user_tokens.c.secret_hash == hash_secret(secret),
+                user_tokens.c.revoked_at.is_(None),
+                (user_tokens.c.expires_at.is_(None)) | (user_tokens.c.expires_at > now),
+            )
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return User(**row) if row else None
+
+    async def revoke_token(self, user_id: str, token_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(user_tokens)
+                .where(
+                    user_tokens.c.id == token_id, user_tokens.c.user_id == user_id, user_tokens.c.revoked_at.is_(None)
+                )
+                .values(revoked_at=datetime.now(UTC))
+            )
+        return bool(result.rowcount)
