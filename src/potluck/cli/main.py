@@ -1,14 +1,15 @@
-"""`potluck` — run the hub, run an agent, talk to a hub's admin API.
+"""`potluck` — run the hub, run an agent, talk to a hub's user and admin APIs.
 
 Hub and agent code is imported inside the command functions, so `potluck agent` works with the
-base install (no database libraries).
+base install (no database libraries). The user commands (`login`, `group ...`, `admin ...`) use
+`potluck.cli.client`, which needs only the standard library.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -218,6 +219,273 @@ def agent_scan(options: dict[str, object]) -> None:
     Console().print(table)
     if not backends:
         click.echo("nothing found; start a backend or give --backend / --scan-ports")
+
+
+# -- the user API: login, groups, invites, accounts ---------------------------------------------------
+
+_hub_option = click.option(
+    "--hub",
+    "hub_url",
+    metavar="URL",
+    envvar="POTLUCK_HUB_URL",
+    help="Hub URL, e.g. https://hub:8642 [default: the hub of the last `potluck login`].",
+)
+_password_stdin_option = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
+)
+
+
+def _fail(exc: Exception, *, hint: str = "") -> click.ClickException:
+    """A failure as click reports it: ``Error: <the hub's message>`` on stderr, exit status 1."""
+    return click.ClickException(f"{exc}{hint}")
+
+
+def _hub(hub_url: str | None) -> str:
+    """The hub to talk to: ``--hub`` / ``POTLUCK_HUB_URL``, else the one stored by `potluck login`."""
+    from potluck.cli.client import HubError, load_config, normalize_hub
+
+    if hub_url:
+        try:
+            return normalize_hub(hub_url)
+        except HubError as exc:
+            raise click.BadParameter(str(exc), param_hint="--hub") from None
+    try:
+        stored = load_config().get("hub")
+    except HubError as exc:
+        raise _fail(exc) from None
+    if not stored:
+        raise click.UsageError("no hub: give --hub URL (or POTLUCK_HUB_URL), or run `potluck login --hub URL` first")
+    return stored
+
+
+def _session(hub_url: str | None) -> tuple[str, str]:
+    """(hub, token) of the stored login. The token is only ever sent to the hub that issued it."""
+    from potluck.cli.client import HubError, load_config
+
+    hub = _hub(hub_url)
+    try:
+        config = load_config()
+    except HubError as exc:
+        raise _fail(exc) from None
+    token = config.get("token")
+    if not token or config.get("hub") != hub:
+        raise click.ClickException(f"not logged in to {hub}: run `potluck login --hub {hub}`")
+    return hub, token
+
+
+def _call(method: str, hub: str, path: str, token: str, body: object = None) -> dict[str, Any]:
+    """A user-API call; on failure the hub's message, exit status 1."""
+    from potluck.cli.client import HubError, request
+
+    try:
+        return request(method, hub, path, token=token, body=body)
+    except HubError as exc:
+        hint = " (run `potluck login` again)" if exc.status == 401 else ""
+        raise _fail(exc, hint=hint) from None
+
+
+def _read_password(from_stdin: bool, *, confirm: bool) -> str:
+    """The password from stdin's first line, or from a hidden prompt; never echoed."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n").rstrip("\r")
+        if not password:
+            raise click.UsageError("--password-stdin: standard input holds no password")
+        return password
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=confirm))
+
+
+def _warn_if_insecure(hub: str) -> None:
+    from potluck.cli.client import is_insecure
+
+    if is_insecure(hub):
+        click.echo(
+            f"warning: {hub} is plain HTTP off this machine; the password crosses the network unencrypted", err=True
+        )
+
+
+def _path_id(value: str) -> str:
+    """An id as one URL path segment (so ``../`` cannot reach another route)."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@cli.command()
+@_hub_option
+@click.option("--username", help="Account name [default: prompt].")
+@_password_stdin_option
+def login(hub_url: str | None, username: str | None, password_stdin: bool) -> None:
+    """Log in to a hub and keep the session token in $XDG_CONFIG_HOME/potluck/cli.json."""
+    from potluck.cli.client import HubError, load_config, request, save_config
+
+    hub = _hub(hub_url)
+    if not username:
+        if password_stdin:
+            raise click.UsageError("--password-stdin needs --username")
+        username = str(click.prompt("Username"))
+    password = _read_password(password_stdin, confirm=False)
+    _warn_if_insecure(hub)
+    try:
+        answer = request("POST", hub, "/api/login", body={"username": username, "password": password})
+        config = load_config()
+        config.update(hub=hub, token=str(answer["token"]))
+        path = save_config(config)
+    except HubError as exc:
+        raise _fail(exc) from None
+    except KeyError:
+        raise click.ClickException(f"{hub} answered the login without a token") from None
+    expires = answer.get("expires_at") or "never"
+    click.echo(f"logged in to {hub} as {username} (session expires {expires}); token saved to {path}")
+
+
+@cli.command()
+def logout() -> None:
+    """Forget the stored session token (the hub URL is kept)."""
+    from potluck.cli.client import HubError, load_config, save_config
+
+    try:
+        config = load_config()
+        if "token" not in config:
+            click.echo("not logged in")
+            return
+        del config["token"]
+        path = save_config(config)
+    except (HubError, OSError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"logged out of {config.get('hub', 'the hub')}; token removed from {path}")
+
+
+@cli.group("group")
+def group_cmd() -> None:
+    """Your groups on the hub: create, list, members, invite, join, leave."""
+
+
+@group_cmd.command("create")
+@_hub_option
+@click.argument("name")
+def group_create(hub_url: str | None, name: str) -> None:
+    """Create a group; you become its owner."""
+    hub, token = _session(hub_url)
+    group = _call("POST", hub, "/api/groups", token, {"name": name})
+    click.echo(f"created group {group.get('name', name)}: {group.get('id')}")
+
+
+@group_cmd.command("list")
+@_hub_option
+def group_list(hub_url: str | None) -> None:
+    """List the groups you are in, with your role in each."""
+    hub, token = _session(hub_url)
+    groups = _call("GET", hub, "/api/groups", token).get("groups", [])
+    rows = [(str(g.get("id")), str(g.get("name")), str(g.get("role"))) for g in groups]
+    _print_table("Your groups", ("id", "name", "your role"), rows)
+    if not rows:
+        click.echo("no groups yet; create one with `potluck group create NAME` or join with a code")
+
+
+@group_cmd.command("members")
+@_hub_option
+@click.argument("group_id")
+def group_members(hub_url: str | None, group_id: str) -> None:
+    """List a group's members and their roles."""
+    hub, token = _session(hub_url)
+    members = _call("GET", hub, f"/api/groups/{_path_id(group_id)}/members", token).get("members", [])
+    rows = [(str(m.get("user_id")), str(m.get("username")), str(m.get("role"))) for m in members]
+    _print_table(f"Members of {group_id}", ("user id", "username", "role"), rows)
+
+
+@group_cmd.command("invite")
+@_hub_option
+@click.argument("group_id")
+@click.option("--max-uses", default=1, show_default=True, type=click.IntRange(1, 10000), help="Redemptions allowed.")
+@click.option(
+    "--expires-in", default="7d", show_default=True, help="Lifetime: seconds, or a number with s, m, h, d or w."
+)
+def group_invite(hub_url: str | None, group_id: str, max_uses: int, expires_in: str) -> None:
+    """Make an invite code for a group (owner or admin). The code is shown only this once."""
+    from potluck.cli.client import parse_duration
+
+    try:
+        expires_in_s = parse_duration(expires_in)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expires-in") from None
+    hub, token = _session(hub_url)
+    invite = _call(
+        "POST",
+        hub,
+        f"/api/groups/{_path_id(group_id)}/invites",
+        token,
+        {"max_uses": max_uses, "expires_in_s": expires_in_s},
+    )
+    click.echo(f"invite {invite.get('id')}: {invite.get('max_uses')} use(s), expires {invite.get('expires_at')}")
+    click.echo("code (shown once; share it privately):")
+    click.echo(str(invite.get("code")))
+
+
+@group_cmd.command("join")
+@_hub_option
+@click.argument("code")
+def group_join(hub_url: str | None, code: str) -> None:
+    """Join a group with an invite code."""
+    hub, token = _session(hub_url)
+    answer = _call("POST", hub, "/api/invites/redeem", token, {"code": code.strip()})
+    click.echo(f"joined group {answer.get('group_id')}")
+
+
+@group_cmd.command("leave")
+@_hub_option
+@click.argument("group_id")
+def group_leave(hub_url: str | None, group_id: str) -> None:
+    """Leave a group (the owner cannot leave; delete the group instead)."""
+    hub, token = _session(hub_url)
+    _call("POST", hub, f"/api/groups/{_path_id(group_id)}/leave", token)
+    click.echo(f"left group {group_id}")
+
+
+@cli.group("admin")
+def admin_cmd() -> None:
+    """Hub administration with the admin token."""
+
+
+@admin_cmd.command("create-user")
+@_hub_option
+@click.argument("username")
+@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True)
+@click.option("--admin-token", envvar="POTLUCK_ADMIN_TOKEN", help="The hub's admin token.")
+@_password_stdin_option
+def admin_create_user(
+    hub_url: str | None, username: str, role: str, admin_token: str | None, password_stdin: bool
+) -> None:
+    """Create an account. The password comes from a hidden prompt (asked twice) or --password-stdin."""
+    from potluck.cli.client import HubError, request
+
+    if not admin_token:
+        raise click.UsageError("--admin-token (or POTLUCK_ADMIN_TOKEN) is required")
+    hub = _hub(hub_url)
+    password = _read_password(password_stdin, confirm=True)
+    _warn_if_insecure(hub)
+    try:
+        user = request(
+            "POST",
+            hub,
+            "/admin/users",
+            token=admin_token,
+            body={"username": username, "password": password, "role": role},
+        )
+    except HubError as exc:
+        raise _fail(exc) from None
+    click.echo(f"created {user.get('role', role)} {user.get('username', username)}: {user.get('id')}")
 
 
 def main() -> None:
