@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
-from potluck.api import admin, agent_ws, health, openai, users
+from potluck.api import admin, agent_ws, health, openai, openapi, users
 from potluck.api.context import HUB
 from potluck.api.errors import error_middleware
 from potluck.hub.accounts import Accounts
@@ -122,6 +122,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     admin.add_routes(app)
     users.add_routes(app)
     health.add_routes(app)
+    openapi.add_routes(app)
     return app
 
 

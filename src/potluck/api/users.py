@@ -56,6 +56,11 @@ async def login(request: web.Request) -> web.Response:
     return json_response({"token": token, "expires_at": iso(expires_at)})
 
 
+async def logout(request: web.Request) -> web.Response:
+    await request.app[HUB].accounts.logout(bearer(request))
+    return json_response({"logged_out": True})
+
+
 async def me(request: web.Request) -> web.Response:
     user = await _user(request)
     return json_response({"id": user.id, "username": user.username, "role": user.role})
@@ -160,6 +165,7 @@ async def redeem_invite(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/users", create_user)
     app.router.add_post("/api/login", login)
+    app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)
     app.router.add_post("/api/tokens", create_token)
     app.router.add_delete("/api/tokens/{token_id}", revoke_token)

@@ -353,13 +353,17 @@ def login(hub_url: str | None, username: str | None, password_stdin: bool) -> No
 @cli.command()
 def logout() -> None:
     """Forget the stored session token (the hub URL is kept)."""
-    from potluck.cli.client import HubError, load_config, save_config
+    from potluck.cli.client import HubError, load_config, request, save_config
 
     try:
         config = load_config()
         if "token" not in config:
             click.echo("not logged in")
             return
+        try:  # revoke it on the hub too; forget it here whatever the hub says
+            request("POST", config["hub"], "/api/logout", token=config["token"])
+        except HubError as exc:
+            click.echo(f"warning: the hub did not revoke the token: {exc}", err=True)
         del config["token"]
         path = save_config(config)
     except (HubError, OSError) as exc:

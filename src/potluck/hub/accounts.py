@@ -88,6 +88,12 @@ class Accounts:
             raise AuthError("Invalid, expired or revoked token")
         return user
 
+    async def logout(self, bearer: str | None) -> None:
+        """Revoke the token the request came with."""
+        await self.authenticate(bearer)
+        if bearer:
+            await self._store.users.revoke_secret(bearer)
+
     async def create_personal_token(self, user: User, name: str) -> tuple[str, str]:
         token, secret = await self._store.users.create_token(user.id, "pat", name, None)
         return token.id, secret

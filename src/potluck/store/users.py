@@ -104,6 +104,16 @@ class UserRepository:
             row = (await conn.execute(query)).mappings().first()
         return User(**row) if row else None
 
+    async def revoke_secret(self, secret: str) -> bool:
+        """Revoke the token with this secret (logout)."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(user_tokens)
+                .where(user_tokens.c.secret_hash == hash_secret(secret), user_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+        return bool(result.rowcount)
+
     async def revoke_token(self, user_id: str, token_id: str) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(
