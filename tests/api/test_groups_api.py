@@ -855,7 +855,7 @@ async def test_no_secret_reaches_the_logs(hub: Hub, caplog: pytest.LogCaptureFix
     assert [r for r in runs if len(r) >= 16 and r in text] == []
 
 
-async def test_logout_revokes_the_token_it_is_called_with(client) -> None:  # type: ignore[no-untyped-def]
+async def test_logout_revokes_the_token_it_is_called_with(client: TestClient[Any, Any]) -> None:
     resp = await client.post("/admin/users", json={"username": "leaver", "password": "long enough"}, headers=ADMIN)
     assert resp.status == 201
     login = await (await client.post("/api/login", json={"username": "leaver", "password": "long enough"})).json()
