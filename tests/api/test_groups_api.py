@@ -864,3 +864,29 @@ async def test_logout_revokes_the_token_it_is_called_with(client: TestClient[Any
     resp = await client.post("/api/logout", headers=headers)
     assert resp.status == 200
     assert (await client.get("/api/me", headers=headers)).status == 401
+
+
+async def test_owner_makes_a_member_admin_who_may_then_invite(client: TestClient[Any, Any]) -> None:
+    async def user(name: str) -> dict[str, str]:
+        resp = await client.post("/admin/users", json={"username": name, "password": "long enough"}, headers=ADMIN)
+        assert resp.status == 201
+        login = await (await client.post("/api/login", json={"username": name, "password": "long enough"})).json()
+        return {"Authorization": f"Bearer {login['token']}"}
+
+    owner, helper = await user("owner1"), await user("helper1")
+    group = await (await client.post("/api/groups", json={"name": "lab"}, headers=owner)).json()
+    code = (await (await client.post(f"/api/groups/{group['id']}/invites", json={}, headers=owner)).json())["code"]
+    assert (await client.post("/api/invites/redeem", json={"code": code}, headers=helper)).status == 200
+    helper_id = (await (await client.get("/api/me", headers=helper)).json())["id"]
+    members = f"/api/groups/{group['id']}/members/{helper_id}"
+
+    assert (await client.post(f"/api/groups/{group['id']}/invites", json={}, headers=helper)).status == 403
+    assert (await client.patch(members, json={"role": "admin"}, headers=helper)).status == 403
+    assert (await client.patch(members, json={"role": "owner"}, headers=owner)).status == 400
+    resp = await client.patch(members, json={"role": "admin"}, headers=owner)
+    assert (resp.status, (await resp.json())["role"]) == (200, "admin")
+    assert (await client.post(f"/api/groups/{group['id']}/invites", json={}, headers=helper)).status == 201
+    owner_id = (await (await client.get("/api/me", headers=owner)).json())["id"]
+    assert (
+        await client.patch(f"/api/groups/{group['id']}/members/{owner_id}", json={"role": "member"}, headers=owner)
+    ).status == 400

@@ -338,6 +338,13 @@ ROUTES: dict[tuple[str, str], Route] = {
         {200: _json("Removed", _obj("group_id user_id", removed={"const": True}))},
         (*_GROUP_ADMIN_ERRORS, "invalid_request_error"),
     ),
+    ("PATCH", "/api/groups/{group_id}/members/{user_id}"): Route(
+        "Make a member an admin, or a member again (owner only)",
+        "userToken",
+        {200: _json("The new role", _obj("group_id user_id role"))},
+        (*_GROUP_ADMIN_ERRORS, "invalid_request_error"),
+        body=users.MemberRole,
+    ),
     ("POST", "/api/groups/{group_id}/invites"): Route(
         "Create an invite code (owner, admin)",
         "userToken",

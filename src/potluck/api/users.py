@@ -34,6 +34,10 @@ class NewInvite(msgspec.Struct):
     expires_in_s: int = 7 * 86400
 
 
+class MemberRole(msgspec.Struct):
+    role: str
+
+
 class Redeem(msgspec.Struct):
     code: str
 
@@ -119,6 +123,14 @@ async def remove_member(request: web.Request) -> web.Response:
     return json_response({"group_id": group_id, "user_id": member_id, "removed": True})
 
 
+async def set_member_role(request: web.Request) -> web.Response:
+    user = await _user(request)
+    group_id, member_id = request.match_info["group_id"], request.match_info["user_id"]
+    role = (await body_as(request, MemberRole)).role
+    await request.app[HUB].accounts.set_member_role(user, group_id, member_id, role)
+    return json_response({"group_id": group_id, "user_id": member_id, "role": role})
+
+
 async def create_invite(request: web.Request) -> web.Response:
     user = await _user(request)
     body = await body_as(request, NewInvite)
@@ -175,6 +187,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/groups/{group_id}/members", list_members)
     app.router.add_post("/api/groups/{group_id}/leave", leave_group)
     app.router.add_delete("/api/groups/{group_id}/members/{user_id}", remove_member)
+    app.router.add_patch("/api/groups/{group_id}/members/{user_id}", set_member_role)
     app.router.add_post("/api/groups/{group_id}/invites", create_invite)
     app.router.add_get("/api/groups/{group_id}/invites", list_invites)
     app.router.add_delete("/api/groups/{group_id}/invites/{invite_id}", revoke_invite)

@@ -136,6 +136,18 @@ class Accounts:
             raise InvalidRequestError("The owner cannot be removed from the group")
         await self._store.groups.remove_member(group_id, member_id)
 
+    async def set_member_role(self, user: User, group_id: str, member_id: str, role: str) -> None:
+        """The owner makes a member an admin (who may invite and remove members) or a member again."""
+        await self._role(user, group_id, frozenset({"owner"}))
+        if role not in ("admin", "member"):
+            raise InvalidRequestError("`role` must be admin or member", param="role")
+        target = await self._store.groups.role_of(group_id, member_id)
+        if target is None:
+            raise NotFoundError(f"No member {member_id} in this group")
+        if target == "owner":
+            raise InvalidRequestError("The owner's role cannot change")
+        await self._store.groups.set_role(group_id, member_id, role)
+
     async def delete_group(self, user: User, group_id: str) -> None:
         await self._role(user, group_id, frozenset({"owner"}))
         await self._store.groups.delete(group_id)

@@ -96,6 +96,18 @@ class GroupRepository:
             rows = (await conn.execute(query)).all()
         return [Member(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
+    async def set_role(self, group_id: str, user_id: str, role: str) -> bool:
+        """Make a member an admin or a plain member (never touches the owner)."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(memberships)
+                .where(
+                    memberships.c.group_id == group_id, memberships.c.user_id == user_id, memberships.c.role != "owner"
+                )
+                .values(role=role)
+            )
+        return bool(result.rowcount)
+
     async def remove_member(self, group_id: str, user_id: str) -> bool:
         """Remove a member (never the owner: transfer or delete the group instead)."""
         async with self._engine.begin() as conn:
