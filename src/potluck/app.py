@@ -25,6 +25,7 @@ from potluck._shared.clock import SystemClock
 from potluck.api import admin, agent_ws, health, openai, openapi, users
 from potluck.api.context import HUB
 from potluck.api.errors import error_middleware
+from potluck.hub.access import AccessMap
 from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
@@ -39,6 +40,8 @@ from potluck.store.database import Store
 log = logging.getLogger(__name__)
 
 ADMIN_TOKEN_FILE = "admin_token.sha256"  # noqa: S105 - a file name
+ADMIN_USERNAME = "admin"
+DEFAULT_GROUP = "default"
 
 
 def load_admin_token(settings: HubSettings) -> tuple[str, str | None]:
@@ -77,7 +80,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         keys.load(await store.keys.list(include_revoked=False))
         metrics = HubMetrics(CollectorRegistry())
         scheduler = Scheduler(clock, max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
-        registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout)
+        access = await load_access(store)
+        registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
         dispatcher = Dispatcher(
@@ -101,7 +105,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             dispatcher=dispatcher,
             journal=journal,
             metrics=metrics,
-            accounts=Accounts(store),
+            accounts=Accounts(store, access, registry),
+            access=access,
         )
         tasks = [
             asyncio.create_task(_run_periodic(settings.heartbeat_interval, registry.heartbeat), name="heartbeat"),
@@ -124,6 +129,30 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     health.add_routes(app)
     openapi.add_routes(app)
     return app
+
+
+async def load_access(store: Store) -> AccessMap:
+    """The admin user and its default group (made on first start), and who reaches which agent.
+
+    Keys and agents from before accounts existed, or made with the admin token, belong to the admin
+    user; such agents are shared into the default group, so a single-user hub works with no setup.
+    """
+    admin = await store.users.by_username(ADMIN_USERNAME)
+    if admin is None:
+        admin = await store.users.create(ADMIN_USERNAME, None, "admin")
+    default = await store.groups.find(admin.id, DEFAULT_GROUP)
+    if default is None:
+        default = await store.groups.create(DEFAULT_GROUP, admin.id)
+    access = AccessMap(admin.id, default.id)
+    access.user_groups = await store.groups.memberships()
+    access.agent_groups = await store.agents.sharing()
+    for agent in await store.agents.list():
+        owner = agent.owner_id or admin.id
+        access.agent_owner[agent.id] = owner
+        if owner == admin.id and agent.id not in access.agent_groups:
+            await store.agents.share(agent.id, default.id)
+            access.agent_groups[agent.id] = {default.id}
+    return access
 
 
 def _ssl_context(settings: HubSettings) -> ssl.SSLContext | None:

@@ -348,3 +348,18 @@ def test_an_agent_with_the_model_hot_is_chosen_over_less_loaded_cold_ones() -> N
     assert scheduler.acquire("m") == "hot-busy"  # 2 of 4 busy still beats an idle cold agent
     scheduler.upsert_agent("hot-busy", ["m"], 4, hot=[])  # unloaded: now both cold, least loaded wins
     assert scheduler.acquire("m") == "cold-idle"
+
+
+def test_requests_reach_only_agents_sharing_a_group_with_them() -> None:
+    scheduler = Scheduler(ManualClock())
+    scheduler.upsert_agent("a", ["m"], 1, groups=frozenset({"g1"}))
+    scheduler.upsert_agent("b", ["m"], 1, groups=frozenset({"g2"}))
+    assert scheduler.serves("m", frozenset({"g3"})) is False
+    assert scheduler.acquire("m", groups=frozenset({"g2"})) == "b"
+    assert scheduler.acquire("m", groups=frozenset({"g2"})) is None  # b is full; a is not reachable
+    ticket = scheduler.enqueue("m", groups=frozenset({"g2"}))
+    assert scheduler.acquire("m", groups=frozenset({"g1"})) == "a"
+    assert scheduler.release("a") == []  # a's free slot is not for g2's queued request
+    grants = scheduler.release("b")
+    assert [(g.ticket, g.agent_id) for g in grants] == [(ticket, "b")]
+    assert scheduler.routable("m", groups=frozenset({"g1", "g9"})) is True

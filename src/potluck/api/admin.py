@@ -36,7 +36,7 @@ async def _name(request: web.Request) -> str:
 
 async def create_key(request: web.Request) -> web.Response:
     hub = _admin(request)
-    created = await hub.store.keys.create(await _name(request))
+    created = await hub.store.keys.create(await _name(request), user_id=hub.access.admin_user_id)
     hub.keys.add(created.key)
     key = created.key
     return json_response(
@@ -76,7 +76,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 async def create_agent_token(request: web.Request) -> web.Response:
     hub = _admin(request)
-    token = await hub.store.agents.create_token(await _name(request))
+    token = await hub.store.agents.create_token(await _name(request), owner_id=hub.access.admin_user_id)
     return json_response(
         {"id": token.id, "name": token.name, "token": token.token, "created_at": iso(token.created_at)}, 201
     )

@@ -92,9 +92,11 @@ async def _authenticate(hub: HubServices, hello: HelloMessage, nonce: bytes) -> 
     if not hello.enrol_token:
         return "unknown_agent", "this agent key is not enrolled; start the agent with a fresh enrolment token"
     try:
-        return await hub.store.agents.enrol(hello.enrol_token, hello.public_key, hello.name)
+        agent = await hub.store.agents.enrol(hello.enrol_token, hello.public_key, hello.name)
     except ConflictError as exc:
         return "bad_token", str(exc)
+    await hub.accounts.agent_enrolled(agent.id, agent.owner_id)
+    return agent
 
 
 async def agent_connect(request: web.Request) -> web.StreamResponse:

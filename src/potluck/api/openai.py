@@ -77,6 +77,7 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
         body=body,
         headers=_FORWARD_HEADERS,
         received_at=hub.clock.now(),
+        groups=hub.access.groups_for_key(key),
     )
     exchange = await hub.dispatcher.open(relay)
     outcome = "ok"
@@ -181,11 +182,14 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    authenticate(request)
-    registry = request.app[HUB].registry
+    key = authenticate(request)
+    hub = request.app[HUB]
+    groups = hub.access.groups_for_key(key)
     hot: dict[str, bool] = {}
     agents: dict[str, int] = {}
-    for session in registry.sessions.values():
+    for session in hub.registry.sessions.values():
+        if hub.access.groups_of_agent(session.agent_id).isdisjoint(groups):
+            continue  # another group's agent: its models do not exist for this key
         for model in session.models:
             agents[model.id] = agents.get(model.id, 0) + 1
             hot[model.id] = hot.get(model.id, False) or model.hot

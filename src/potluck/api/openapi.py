@@ -129,6 +129,13 @@ MODEL = _obj(
     hot=BOOLEAN,
 )
 KEY = _obj("id name prefix", created_at=TIMESTAMP, revoked_at=NULLABLE_TIMESTAMP)
+GROUP_IDS: Schema = {"type": ["array", "null"], "items": {"type": "string"}}
+USER_KEY = _obj("id name prefix", groups=GROUP_IDS, created_at=TIMESTAMP, revoked_at=NULLABLE_TIMESTAMP)
+MY_AGENT = _obj(
+    "id name state",
+    groups={"type": "array", "items": {"type": "string"}},
+    models={"type": "array", "items": {**_obj("id", hot=BOOLEAN), "additionalProperties": True}},
+)
 AGENT: Schema = {
     **_obj(
         "id name",
@@ -370,6 +377,45 @@ ROUTES: dict[tuple[str, str], Route] = {
         {200: _json("Joined", _obj("group_id"))},
         ("invalid_invite", "conflict"),
         body=users.Redeem,
+    ),
+    ("POST", "/api/keys"): Route(
+        "Create an API key for some or all of your groups",
+        "userToken",
+        {201: _json("The key; `key` is shown only here", _obj("id name key", groups=GROUP_IDS, created_at=TIMESTAMP))},
+        body=users.NewKey,
+    ),
+    ("GET", "/api/keys"): Route(
+        "Your API keys (never the secrets)", "userToken", {200: _json("Keys", _list_of("keys", USER_KEY))}
+    ),
+    ("DELETE", "/api/keys/{key_id}"): Route(
+        "Revoke one of your keys",
+        "userToken",
+        {200: _json("Revoked", _obj("id", revoked_at=NULLABLE_TIMESTAMP))},
+        ("not_found",),
+    ),
+    ("POST", "/api/agent-tokens"): Route(
+        "A one-time enrolment token for an agent you will own",
+        "userToken",
+        {201: _json("The token; shown only here", _obj("id name token"))},
+        body=users.Named,
+    ),
+    ("GET", "/api/agents"): Route(
+        "Your agents and the groups they are shared into",
+        "userToken",
+        {200: _json("Agents", _list_of("agents", MY_AGENT))},
+    ),
+    ("POST", "/api/agents/{agent_id}/groups"): Route(
+        "Share your agent into a group you own or administer",
+        "userToken",
+        {200: _json("Shared", _obj("agent_id group_id", shared=BOOLEAN))},
+        _GROUP_ADMIN_ERRORS,
+        body=users.GroupRef,
+    ),
+    ("DELETE", "/api/agents/{agent_id}/groups/{group_id}"): Route(
+        "Stop sharing your agent into a group",
+        "userToken",
+        {200: _json("Unshared", _obj("agent_id group_id", shared=BOOLEAN))},
+        ("not_found",),
     ),
     # Health and metrics (api/health.py)
     ("GET", "/healthz"): Route(

@@ -38,6 +38,15 @@ class MemberRole(msgspec.Struct):
     role: str
 
 
+class NewKey(msgspec.Struct):
+    name: str
+    groups: list[str] | None = None
+
+
+class GroupRef(msgspec.Struct):
+    group_id: str
+
+
 class Redeem(msgspec.Struct):
     code: str
 
@@ -174,6 +183,99 @@ async def redeem_invite(request: web.Request) -> web.Response:
     return json_response({"group_id": group_id})
 
 
+async def create_key(request: web.Request) -> web.Response:
+    """An API key owned by you, for some or all of your groups (all: follows your memberships)."""
+    hub = request.app[HUB]
+    user = await _user(request)
+    body = await body_as(request, NewKey)
+    created = await hub.accounts.create_key(user, body.name, body.groups)
+    hub.keys.add(created.key)
+    key = created.key
+    return json_response(
+        {
+            "id": key.id,
+            "name": key.name,
+            "key": created.secret,
+            "groups": key.groups,
+            "created_at": iso(key.created_at),
+        },
+        201,
+    )
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    user = await _user(request)
+    keys = await hub.store.keys.list(user_id=user.id)
+    return json_response(
+        {
+            "keys": [
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "prefix": k.prefix,
+                    "groups": k.groups,
+                    "created_at": iso(k.created_at),
+                    "revoked_at": iso(k.revoked_at),
+                }
+                for k in keys
+            ]
+        }
+    )
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    user = await _user(request)
+    key = await hub.accounts.own_key(user, request.match_info["key_id"])
+    revoked = await hub.store.keys.revoke(key.id)
+    hub.keys.remove(key.id)
+    return json_response({"id": key.id, "revoked_at": iso(revoked.revoked_at)})
+
+
+async def create_agent_token(request: web.Request) -> web.Response:
+    """A one-time enrolment token; the agent that uses it belongs to you."""
+    hub = request.app[HUB]
+    user = await _user(request)
+    name = (await body_as(request, Named)).name.strip() or "agent"
+    token = await hub.store.agents.create_token(name, owner_id=user.id)
+    return json_response({"id": token.id, "name": token.name, "token": token.token}, 201)
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    user = await _user(request)
+    mine = [a for a in await hub.store.agents.list() if hub.access.agent_owner.get(a.id) == user.id]
+    agents = []
+    for agent in mine:
+        session = hub.registry.sessions.get(agent.id)
+        agents.append(
+            {
+                "id": agent.id,
+                "name": agent.name,
+                "state": "offline" if session is None else session.state.value,
+                "groups": sorted(hub.access.groups_of_agent(agent.id)),
+                "models": [] if session is None else [{"id": m.id, "hot": m.hot} for m in session.models],
+            }
+        )
+    return json_response({"agents": agents})
+
+
+async def share_agent(request: web.Request) -> web.Response:
+    user = await _user(request)
+    agent_id = request.match_info["agent_id"]
+    group_id = (await body_as(request, GroupRef)).group_id
+    await request.app[HUB].accounts.share_agent(user, agent_id, group_id)
+    return json_response({"agent_id": agent_id, "group_id": group_id, "shared": True})
+
+
+async def unshare_agent(request: web.Request) -> web.Response:
+    user = await _user(request)
+    agent_id, group_id = request.match_info["agent_id"], request.match_info["group_id"]
+    await request.app[HUB].accounts.unshare_agent(user, agent_id, group_id)
+    return json_response({"agent_id": agent_id, "group_id": group_id, "shared": False})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/users", create_user)
     app.router.add_post("/api/login", login)
@@ -192,3 +294,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/groups/{group_id}/invites", list_invites)
     app.router.add_delete("/api/groups/{group_id}/invites/{invite_id}", revoke_invite)
     app.router.add_post("/api/invites/redeem", redeem_invite)
+    app.router.add_post("/api/keys", create_key)
+    app.router.add_get("/api/keys", list_keys)
+    app.router.add_delete("/api/keys/{key_id}", revoke_key)
+    app.router.add_post("/api/agent-tokens", create_agent_token)
+    app.router.add_get("/api/agents", list_agents)
+    app.router.add_post("/api/agents/{agent_id}/groups", share_agent)
+    app.router.add_delete("/api/agents/{agent_id}/groups/{group_id}", unshare_agent)

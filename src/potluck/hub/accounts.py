@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from potluck.hub.access import AccessMap
 from potluck.hub.errors import (
     AuthError,
     ConflictError,
@@ -23,10 +24,12 @@ from potluck.hub.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from potluck.hub.registry import Registry
 from potluck.store import errors as store_errors
 from potluck.store.database import Store
 from potluck.store.groups import Group, Invite, Member
 from potluck.store.groups import InvalidInviteError as StoreInvalidInvite
+from potluck.store.keys import ApiKey, NewApiKey
 from potluck.store.users import User
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
@@ -42,10 +45,19 @@ def password_hasher() -> PasswordHasher:
 
 
 class Accounts:
-    def __init__(self, store: Store, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self, store: Store, access: AccessMap, registry: Registry, hasher: PasswordHasher | None = None
+    ) -> None:
         self._store = store
+        self._access = access
+        self._registry = registry
         self._hasher = hasher or password_hasher()
         self._dummy_hash: str | None = None
+
+    async def _refresh_memberships(self, user_id: str) -> None:
+        """Keys follow their owner's memberships from the next request on."""
+        groups = (await self._store.groups.memberships(user_id)).get(user_id, set())
+        self._access.set_user_groups(user_id, groups)
 
     # -- users and tokens ---------------------------------------------------------------------------
 
@@ -105,7 +117,9 @@ class Accounts:
     # -- groups ---------------------------------------------------------------------------------------
 
     async def create_group(self, user: User, name: str) -> Group:
-        return await self._store.groups.create(_group_name(name), user.id)
+        group = await self._store.groups.create(_group_name(name), user.id)
+        await self._refresh_memberships(user.id)
+        return group
 
     async def groups_of(self, user: User) -> list[tuple[Group, str]]:
         return await self._store.groups.for_user(user.id)
@@ -126,6 +140,7 @@ class Accounts:
         if await self._role(user, group_id) == "owner":
             raise InvalidRequestError("The owner cannot leave the group; delete it instead")
         await self._store.groups.remove_member(group_id, user.id)
+        await self._refresh_memberships(user.id)
 
     async def remove_member(self, user: User, group_id: str, member_id: str) -> None:
         await self._role(user, group_id, MANAGERS)
@@ -135,6 +150,7 @@ class Accounts:
         if target == "owner":
             raise InvalidRequestError("The owner cannot be removed from the group")
         await self._store.groups.remove_member(group_id, member_id)
+        await self._refresh_memberships(member_id)
 
     async def set_member_role(self, user: User, group_id: str, member_id: str, role: str) -> None:
         """The owner makes a member an admin (who may invite and remove members) or a member again."""
@@ -151,6 +167,8 @@ class Accounts:
     async def delete_group(self, user: User, group_id: str) -> None:
         await self._role(user, group_id, frozenset({"owner"}))
         await self._store.groups.delete(group_id)
+        # Its keys stop reaching anything through it, and its agents stop being routed for it.
+        self._registry.resync(self._access.forget_group(group_id))
 
     # -- invites --------------------------------------------------------------------------------------
 
@@ -176,11 +194,59 @@ class Accounts:
 
     async def redeem(self, user: User, code: str) -> str:
         try:
-            return await self._store.groups.redeem(code, user.id)
+            group_id = await self._store.groups.redeem(code, user.id)
         except StoreInvalidInvite:
             raise InvalidInviteError("This invite code is not valid (unknown, expired, revoked or used up)") from None
         except store_errors.ConflictError as exc:
             raise ConflictError(str(exc)) from None
+        await self._refresh_memberships(user.id)
+        return group_id
+
+    # -- keys and agents ----------------------------------------------------------------------------
+
+    async def create_key(self, user: User, name: str, groups: list[str] | None) -> NewApiKey:
+        """A key for ``groups`` (each one the user is in), or for all the user's groups when None."""
+        name = name.strip()
+        if not 1 <= len(name) <= 200:
+            raise InvalidRequestError("`name` must be 1 to 200 characters", param="name")
+        if groups is not None:
+            mine = self._access.user_groups.get(user.id, set())
+            if not groups or any(g not in mine for g in groups):
+                raise InvalidRequestError("`groups` must name groups you are in", param="groups")
+        return await self._store.keys.create(name, user_id=user.id, groups=groups)
+
+    async def own_key(self, user: User, key_id: str) -> ApiKey:
+        for key in await self._store.keys.list(user_id=user.id):
+            if key.id == key_id:
+                return key
+        raise NotFoundError(f"No key {key_id}")
+
+    async def agent_enrolled(self, agent_id: str, owner_id: str | None) -> None:
+        """Bookkeeping for a new agent: its owner, and the admin's agents join the default group."""
+        owner = owner_id or self._access.admin_user_id
+        self._access.agent_owner[agent_id] = owner
+        if owner == self._access.admin_user_id:
+            await self._store.agents.share(agent_id, self._access.default_group_id)
+            self._access.agent_groups.setdefault(agent_id, set()).add(self._access.default_group_id)
+
+    def own_agent(self, user: User, agent_id: str) -> None:
+        if self._access.agent_owner.get(agent_id) != user.id:
+            raise NotFoundError(f"No agent {agent_id}")
+
+    async def share_agent(self, user: User, agent_id: str, group_id: str) -> None:
+        """Share one of your agents into a group you own or administer."""
+        self.own_agent(user, agent_id)
+        await self._role(user, group_id, MANAGERS)
+        await self._store.agents.share(agent_id, group_id)
+        self._access.agent_groups.setdefault(agent_id, set()).add(group_id)
+        self._registry.resync([agent_id])
+
+    async def unshare_agent(self, user: User, agent_id: str, group_id: str) -> None:
+        self.own_agent(user, agent_id)
+        if not await self._store.agents.unshare(agent_id, group_id):
+            raise NotFoundError(f"Agent {agent_id} is not shared into {group_id}")
+        self._access.agent_groups.get(agent_id, set()).discard(group_id)
+        self._registry.resync([agent_id])
 
 
 def _group_name(name: str) -> str:

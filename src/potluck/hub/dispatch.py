@@ -44,6 +44,8 @@ class RelayRequest:
     body: bytes
     headers: dict[str, str]
     received_at: float
+    groups: frozenset[str] | None = None
+    """The groups the key reaches agents through (None: no isolation)."""
 
 
 _FIRST_BYTE_MESSAGE = "no response from the agent within {:g} s"
@@ -182,9 +184,9 @@ class Dispatcher:
         )
         for _attempt in range(settings.max_attempts):
             exclude = frozenset(tried)
-            if tried and not self.registry.scheduler.routable(req.model, exclude):
+            if tried and not self.registry.scheduler.routable(req.model, exclude, req.groups):
                 break  # no other agent could take it: answer with the last failure now
-            session, queued_s = await self.registry.acquire(req.model, exclude)
+            session, queued_s = await self.registry.acquire(req.model, exclude, req.groups)
             stream = session.open_stream(message, req.body)
             # One budget for the head and the first body bytes together.
             stream.set_deadline(settings.first_byte_timeout, _FIRST_BYTE_MESSAGE.format(settings.first_byte_timeout))

@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from potluck._shared.clock import Clock
+from potluck.hub.access import AccessMap
 from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError, ShuttingDownError
 from potluck.hub.scheduler import Grant, QueueFullError, Scheduler
 from potluck.hub.session import AgentSession, SessionState
@@ -19,8 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class Registry:
-    def __init__(self, scheduler: Scheduler, clock: Clock, *, heartbeat_timeout: float) -> None:
+    def __init__(
+        self, scheduler: Scheduler, clock: Clock, *, heartbeat_timeout: float, access: AccessMap | None = None
+    ) -> None:
         self.scheduler = scheduler
+        self.access = access
+        """Who may reach which agent; None: no isolation (tests and simulators of one tenant)."""
         self._clock = clock
         self.heartbeat_timeout = heartbeat_timeout
         self.sessions: dict[str, AgentSession] = {}
@@ -54,6 +59,13 @@ class Registry:
             self.scheduler.remove_agent(session.agent_id)
         session.close(AgentLostError())
 
+    def resync(self, agent_ids: list[str]) -> None:
+        """Sharing changed for these agents: route by their new groups from the next request on."""
+        for agent_id in agent_ids:
+            session = self.sessions.get(agent_id)
+            if session is not None:
+                self._sync(session)
+
     def set_admin_drain(self, agent_id: str, drained: bool) -> None:
         if drained:
             self.admin_drained.add(agent_id)
@@ -79,6 +91,7 @@ class Registry:
             session.max_concurrency,
             draining=draining,
             hot={m.id for m in session.models if m.hot},
+            groups=None if self.access is None else self.access.groups_of_agent(session.agent_id),
         )
         self._grant(grants)
 
@@ -128,24 +141,28 @@ class Registry:
 
     # -- slots ----------------------------------------------------------------------------------
 
-    async def acquire(self, model: str, exclude: frozenset[str] = frozenset()) -> tuple[AgentSession, float]:
+    async def acquire(
+        self, model: str, exclude: frozenset[str] = frozenset(), groups: frozenset[str] | None = None
+    ) -> tuple[AgentSession, float]:
         """A session with a slot reserved for ``model``, waiting in the queue if every capable agent is busy.
 
-        Returns the session and the seconds spent queued. The caller must `release` the slot.
+        Only agents ``groups`` reach count; a model served only elsewhere is "not found", exactly
+        like one served nowhere. Returns the session and the seconds spent queued. The caller
+        must `release` the slot.
         """
         scheduler = self.scheduler
-        if not scheduler.serves(model):
+        if not scheduler.serves(model, groups):
             raise ModelNotFoundError(model)
-        agent_id = scheduler.acquire(model, exclude)
+        agent_id = scheduler.acquire(model, exclude, groups)
         if agent_id is not None:
             return self.sessions[agent_id], 0.0
-        if not scheduler.routable(model, exclude):
+        if not scheduler.routable(model, exclude, groups):
             # Draining agents never take new work: waiting for them would only burn the queue timeout.
             raise OverloadedError(
                 "Every agent serving this model is draining; retry shortly", retry_after=_retry_after(5)
             )
         try:
-            ticket = scheduler.enqueue(model, exclude)
+            ticket = scheduler.enqueue(model, exclude, groups)
         except QueueFullError:
             raise OverloadedError(
                 "All agents serving this model are busy and the queue is full; retry later",
@@ -173,7 +190,7 @@ class Registry:
             scheduler.cancel(ticket)
         if self.sessions.get(session.agent_id) is not session:
             # Granted on a connection that has since been replaced or closed: its slots went with it.
-            return await self.acquire(model, exclude)
+            return await self.acquire(model, exclude, groups)
         return session, self._clock.now() - ticket.enqueued_at
 
     def release(self, session: AgentSession) -> None:

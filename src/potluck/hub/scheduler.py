@@ -32,9 +32,15 @@ class AgentSlots:
     order: int = 0
     hot: frozenset[str] = frozenset()
     """Models loaded in VRAM on this agent now: no cold-load delay."""
+    groups: frozenset[str] | None = None
+    """Groups whose keys may reach this agent; None: no restriction (single-tenant tests, simulators)."""
 
     def has_capacity(self) -> bool:
         return not self.draining and self.in_flight < self.max_concurrency
+
+    def reachable(self, groups: frozenset[str] | None) -> bool:
+        """Isolation: a request reaches an agent only through a group both share."""
+        return groups is None or self.groups is None or not self.groups.isdisjoint(groups)
 
 
 @dataclass(slots=True, eq=False)
@@ -46,6 +52,7 @@ class Ticket:
     enqueued_at: float
     deadline: float
     exclude: frozenset[str] = frozenset()
+    groups: frozenset[str] | None = None
     agent_id: str | None = None
     done: bool = False
 
@@ -83,6 +90,7 @@ class Scheduler:
         *,
         draining: bool | None = None,
         hot: Iterable[str] | None = None,
+        groups: frozenset[str] | None = None,
     ) -> list[Grant]:
         """Add an agent or change what it serves; returns queued requests it can take now."""
         models = frozenset(models)
@@ -103,6 +111,8 @@ class Scheduler:
             agent.draining = draining
         if hot is not None:
             agent.hot = frozenset(hot)
+        if groups is not None:
+            agent.groups = groups
         return self._fill(agent)
 
     def remove_agent(self, agent_id: str) -> None:
@@ -129,14 +139,17 @@ class Scheduler:
 
     # -- queries ------------------------------------------------------------------------------
 
-    def serves(self, model: str) -> bool:
-        """Some connected agent lists this model (draining or busy ones included)."""
-        return model in self._by_model
+    def serves(self, model: str, groups: frozenset[str] | None = None) -> bool:
+        """Some connected agent these groups reach lists this model (draining or busy ones included)."""
+        index = self._by_model.get(model)
+        return index is not None and (groups is None or any(a.reachable(groups) for a in index.agents))
 
-    def routable(self, model: str, exclude: frozenset[str] = frozenset()) -> bool:
+    def routable(self, model: str, exclude: frozenset[str] = frozenset(), groups: frozenset[str] | None = None) -> bool:
         """Some agent listing this model, other than ``exclude``, takes new work (is not draining), busy or not."""
         index = self._by_model.get(model)
-        return index is not None and any(not a.draining and a.agent_id not in exclude for a in index.agents)
+        return index is not None and any(
+            not a.draining and a.agent_id not in exclude and a.reachable(groups) for a in index.agents
+        )
 
     def models(self) -> dict[str, int]:
         """Model -> number of agents listing it."""
@@ -151,22 +164,26 @@ class Scheduler:
 
     # -- acquiring and releasing slots --------------------------------------------------------
 
-    def acquire(self, model: str, exclude: frozenset[str] = frozenset()) -> str | None:
+    def acquire(
+        self, model: str, exclude: frozenset[str] = frozenset(), groups: frozenset[str] | None = None
+    ) -> str | None:
         """Reserve a slot on the best agent for ``model`` now, or None when every capable one is full."""
         index = self._by_model.get(model)
         if index is None:
             return None
-        agent = self._choose(index, model, exclude)
+        agent = self._choose(index, model, exclude, groups)
         if agent is None:
             return None
         agent.in_flight += 1
         return agent.agent_id
 
-    def _choose(self, index: _ModelIndex, model: str, exclude: frozenset[str]) -> AgentSlots | None:
+    def _choose(
+        self, index: _ModelIndex, model: str, exclude: frozenset[str], groups: frozenset[str] | None
+    ) -> AgentSlots | None:
         best: list[AgentSlots] = []
         best_load = 4.0
         for agent in index.agents:
-            if not agent.has_capacity() or agent.agent_id in exclude:
+            if not agent.has_capacity() or agent.agent_id in exclude or not agent.reachable(groups):
                 continue
             # A cold model costs a load (seconds to a minute): any hot agent beats every cold one.
             load = agent.in_flight / agent.max_concurrency + (0.0 if model in agent.hot else 2.0)
@@ -181,12 +198,14 @@ class Scheduler:
         index.rr += 1
         return choice
 
-    def enqueue(self, model: str, exclude: frozenset[str] = frozenset()) -> Ticket:
+    def enqueue(
+        self, model: str, exclude: frozenset[str] = frozenset(), groups: frozenset[str] | None = None
+    ) -> Ticket:
         """Wait for a slot. Raises QueueFullError at the bound."""
         if len(self._queue) >= self.max_queue:
             raise QueueFullError
         now = self._clock.now()
-        ticket = Ticket(next(self._ids), model, now, now + self.queue_timeout, exclude)
+        ticket = Ticket(next(self._ids), model, now, now + self.queue_timeout, exclude, groups)
         self._queue.append(ticket)
         return ticket
 
@@ -227,6 +246,7 @@ class Scheduler:
                 and ticket.deadline > now
                 and ticket.model in agent.models
                 and agent.agent_id not in ticket.exclude
+                and agent.reachable(ticket.groups)
             ):
                 agent.in_flight += 1
                 ticket.agent_id = agent.agent_id

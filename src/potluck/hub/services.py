@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from potluck._shared.clock import Clock
+from potluck.hub.access import AccessMap
 from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
 from potluck.hub.dispatch import Dispatcher
@@ -27,4 +28,5 @@ class HubServices:
     journal: UsageJournal
     metrics: HubMetrics
     accounts: Accounts
+    access: AccessMap
     shutting_down: bool = False

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from potluck._shared.ids import hash_secret, new_id, new_secret
 from potluck.store.errors import ConflictError, StoreError
-from potluck.store.tables import agent_tokens, agents
+from potluck.store.tables import agent_groups, agent_tokens, agents
 
 TOKEN_PREFIX = "pat-"  # noqa: S105 - a prefix, not a secret
 
@@ -25,6 +25,8 @@ class Agent:
     last_seen_at: datetime | None
     drained: bool = False
     """An admin took it out of rotation (kept across restarts)."""
+    owner_id: str | None = None
+    """The user whose enrolment token it used; None for agents enrolled before accounts existed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +42,17 @@ class AgentRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create_token(self, name: str) -> NewAgentToken:
+    async def create_token(self, name: str, owner_id: str | None = None) -> NewAgentToken:
         token = new_secret(TOKEN_PREFIX)
         created = NewAgentToken(id=new_id("tok"), name=name, token=token, created_at=datetime.now(UTC))
         async with self._engine.begin() as conn:
             await conn.execute(
                 insert(agent_tokens).values(
-                    id=created.id, name=name, secret_hash=hash_secret(token), created_at=created.created_at
+                    id=created.id,
+                    name=name,
+                    secret_hash=hash_secret(token),
+                    created_at=created.created_at,
+                    owner_id=owner_id,
                 )
             )
         return created
@@ -68,9 +74,20 @@ class AgentRepository:
                 )
                 if spent.rowcount != 1:
                     raise ConflictError("enrolment token is unknown or already used")
+                owner_id = (
+                    await conn.execute(
+                        select(agent_tokens.c.owner_id).where(agent_tokens.c.secret_hash == hash_secret(token))
+                    )
+                ).scalar_one_or_none()
+                agent = replace(agent, owner_id=owner_id)
                 await conn.execute(
                     insert(agents).values(
-                        id=agent.id, name=agent.name, public_key=public_key, created_at=now, last_seen_at=now
+                        id=agent.id,
+                        name=agent.name,
+                        public_key=public_key,
+                        created_at=now,
+                        last_seen_at=now,
+                        owner_id=owner_id,
                     )
                 )
                 await conn.execute(
@@ -108,3 +125,32 @@ class AgentRepository:
                     await conn.execute(update(agents).where(agents.c.id == agent_id).values(last_seen_at=when))
         except SQLAlchemyError as exc:
             raise StoreError(str(exc)) from exc
+
+    async def share(self, agent_id: str, group_id: str) -> None:
+        """Let the group's keys reach this agent (idempotent)."""
+        async with self._engine.begin() as conn:
+            exists = (
+                await conn.execute(
+                    select(agent_groups.c.agent_id).where(
+                        agent_groups.c.agent_id == agent_id, agent_groups.c.group_id == group_id
+                    )
+                )
+            ).first()
+            if exists is None:
+                await conn.execute(insert(agent_groups).values(agent_id=agent_id, group_id=group_id))
+
+    async def unshare(self, agent_id: str, group_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(agent_groups).where(agent_groups.c.agent_id == agent_id, agent_groups.c.group_id == group_id)
+            )
+        return bool(result.rowcount)
+
+    async def sharing(self) -> dict[str, set[str]]:
+        """Agent id -> the groups it is shared into."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(agent_groups.c.agent_id, agent_groups.c.group_id))).all()
+        shared: dict[str, set[str]] = {}
+        for agent_id, group_id in rows:
+            shared.setdefault(str(agent_id), set()).add(str(group_id))
+        return shared

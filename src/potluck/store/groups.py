@@ -16,7 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck._shared.ids import hash_secret, new_id, new_secret
 from potluck.store.errors import ConflictError, NotFoundError, StoreError
-from potluck.store.tables import groups, invite_redemptions, invites, memberships, users
+from potluck.store.tables import (
+    agent_groups,
+    groups,
+    invite_redemptions,
+    invites,
+    key_groups,
+    memberships,
+    users,
+)
 
 INVITE_PREFIX = "pinv-"
 
@@ -118,6 +126,15 @@ class GroupRepository:
             )
         return bool(result.rowcount)
 
+    async def memberships(self, user_id: str | None = None) -> dict[str, set[str]]:
+        return await memberships_by_user(self._engine, user_id)
+
+    async def find(self, owner_id: str, name: str) -> Group | None:
+        query = select(groups).where(groups.c.owner_id == owner_id, groups.c.name == name).order_by(groups.c.created_at)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return Group(row["id"], row["name"], row["owner_id"], row["created_at"]) if row else None
+
     async def delete(self, group_id: str) -> bool:
         async with self._engine.begin() as conn:
             # Explicit, so it holds on databases where cascades are off.
@@ -127,6 +144,8 @@ class GroupRepository:
                 )
             )
             await conn.execute(delete(invites).where(invites.c.group_id == group_id))
+            await conn.execute(delete(agent_groups).where(agent_groups.c.group_id == group_id))
+            await conn.execute(delete(key_groups).where(key_groups.c.group_id == group_id))
             await conn.execute(delete(memberships).where(memberships.c.group_id == group_id))
             result = await conn.execute(delete(groups).where(groups.c.id == group_id))
         return bool(result.rowcount)
@@ -216,3 +235,16 @@ class GroupRepository:
 async def _is_member(conn: AsyncConnection, group_id: str, user_id: str) -> bool:
     query = select(memberships.c.user_id).where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
     return (await conn.execute(query)).first() is not None
+
+
+async def memberships_by_user(engine: AsyncEngine, user_id: str | None = None) -> dict[str, set[str]]:
+    """User id -> the groups the user is in (for one user, or everyone)."""
+    query = select(memberships.c.user_id, memberships.c.group_id)
+    if user_id is not None:
+        query = query.where(memberships.c.user_id == user_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    result: dict[str, set[str]] = {}
+    for uid, gid in rows:
+        result.setdefault(str(uid), set()).add(str(gid))
+    return result

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from potluck._shared.ids import hash_secret, new_id, new_secret
 from potluck.store.errors import NotFoundError
-from potluck.store.tables import api_keys
+from potluck.store.tables import api_keys, key_groups
 
 KEY_PREFIX = "pk-"
 
@@ -23,6 +25,10 @@ class ApiKey:
     secret_hash: str
     created_at: datetime
     revoked_at: datetime | None
+    user_id: str | None = None
+    """Owner; None for keys made before accounts existed (they belong to the admin user)."""
+    groups: tuple[str, ...] | None = None
+    """The groups the key may use; None: every group its owner is in, now and later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +42,7 @@ class KeyRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create(self, name: str) -> NewApiKey:
+    async def create(self, name: str, *, user_id: str | None = None, groups: Sequence[str] | None = None) -> NewApiKey:
         secret = new_secret(KEY_PREFIX)
         key = ApiKey(
             id=new_id("key"),
@@ -45,22 +51,37 @@ class KeyRepository:
             secret_hash=hash_secret(secret),
             created_at=datetime.now(UTC),
             revoked_at=None,
+            user_id=user_id,
+            groups=None if groups is None else tuple(groups),
         )
         async with self._engine.begin() as conn:
             await conn.execute(
                 insert(api_keys).values(
-                    id=key.id, name=key.name, prefix=key.prefix, secret_hash=key.secret_hash, created_at=key.created_at
+                    id=key.id,
+                    name=key.name,
+                    prefix=key.prefix,
+                    secret_hash=key.secret_hash,
+                    created_at=key.created_at,
+                    user_id=user_id,
+                    all_groups=groups is None,
                 )
             )
+            if groups:
+                await conn.execute(insert(key_groups), [{"key_id": key.id, "group_id": g} for g in groups])
         return NewApiKey(key=key, secret=secret)
 
-    async def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
+    async def list(self, *, include_revoked: bool = True, user_id: str | None = None) -> list[ApiKey]:
         query = select(api_keys).order_by(api_keys.c.created_at)
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
+        if user_id is not None:
+            query = query.where(api_keys.c.user_id == user_id)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [ApiKey(**row) for row in rows]
+            scoped: dict[str, list[str]] = {}
+            for key_id, group_id in (await conn.execute(select(key_groups.c.key_id, key_groups.c.group_id))).all():
+                scoped.setdefault(str(key_id), []).append(str(group_id))
+        return [_key(row, scoped) for row in rows]
 
     async def revoke(self, key_id: str) -> ApiKey:
         now = datetime.now(UTC)
@@ -72,4 +93,10 @@ class KeyRepository:
         if row is None:
             raise NotFoundError(f"no key {key_id}")
         del result
-        return ApiKey(**row)
+        return _key(row, {})
+
+
+def _key(row: Mapping[Any, Any], scoped: dict[str, list[str]]) -> ApiKey:
+    fields = dict(row)
+    all_groups = fields.pop("all_groups", True)
+    return ApiKey(**fields, groups=None if all_groups else tuple(scoped.get(str(fields["id"]), ())))

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     false,
+    true,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -51,6 +52,8 @@ api_keys = Table(
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("user_id", String(40), nullable=True),
+    Column("all_groups", Boolean, nullable=False, server_default=true()),
 )
 
 agents = Table(
@@ -62,6 +65,7 @@ agents = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("last_seen_at", UTCDateTime(), nullable=True),
     Column("drained", Boolean, nullable=False, server_default=false()),
+    Column("owner_id", String(40), nullable=True),
 )
 
 agent_tokens = Table(
@@ -73,6 +77,7 @@ agent_tokens = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),
     Column("agent_id", String(40), ForeignKey("agents.id", ondelete="SET NULL"), nullable=True),
+    Column("owner_id", String(40), nullable=True),
 )
 
 usage_records = Table(
@@ -155,4 +160,18 @@ invite_redemptions = Table(
     Column("invite_id", String(40), ForeignKey("invites.id", ondelete="CASCADE"), primary_key=True),
     Column("user_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     Column("redeemed_at", UTCDateTime(), nullable=False),
+)
+
+key_groups = Table(
+    "key_groups",
+    metadata,
+    Column("key_id", String(40), ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+)
+
+agent_groups = Table(
+    "agent_groups",
+    metadata,
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
 )

@@ -1,0 +1,47 @@
+"""Who may reach which agents, kept in memory for the hot path.
+
+A key reaches exactly the agents shared into its groups. A key's groups are the ones it was
+scoped to, or every group its owner is in; either way only groups the owner is still in count,
+so leaving a group (or being removed) takes effect on the next request. Keys and agents from
+before accounts existed belong to the admin user, whose default group they use.
+"""
+
+from __future__ import annotations
+
+from potluck.store.keys import ApiKey
+
+
+class AccessMap:
+    def __init__(self, admin_user_id: str, default_group_id: str) -> None:
+        self.admin_user_id = admin_user_id
+        self.default_group_id = default_group_id
+        self.user_groups: dict[str, set[str]] = {}
+        self.agent_groups: dict[str, set[str]] = {}
+        self.agent_owner: dict[str, str] = {}
+
+    def groups_for_key(self, key: ApiKey) -> frozenset[str]:
+        owner = key.user_id or self.admin_user_id
+        mine = self.user_groups.get(owner, set())
+        if key.groups is None:
+            return frozenset(mine)
+        return frozenset(g for g in key.groups if g in mine)
+
+    def owner_of_key(self, key: ApiKey) -> str:
+        return key.user_id or self.admin_user_id
+
+    def groups_of_agent(self, agent_id: str) -> frozenset[str]:
+        return frozenset(self.agent_groups.get(agent_id, ()))
+
+    def set_user_groups(self, user_id: str, groups: set[str]) -> None:
+        self.user_groups[user_id] = set(groups)
+
+    def forget_group(self, group_id: str) -> list[str]:
+        """A group was deleted: drop it everywhere; the agents whose sharing changed."""
+        for groups in self.user_groups.values():
+            groups.discard(group_id)
+        changed = []
+        for agent_id, groups in self.agent_groups.items():
+            if group_id in groups:
+                groups.discard(group_id)
+                changed.append(agent_id)
+        return changed
