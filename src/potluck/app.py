@@ -29,6 +29,7 @@ from potluck.hub.access import AccessMap
 from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
+from potluck.hub.limits import Limits, MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.registry import Registry
@@ -107,6 +108,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             metrics=metrics,
             accounts=Accounts(store, access, registry),
             access=access,
+            limiter=MemoryRateLimiter(clock),
         )
         tasks = [
             asyncio.create_task(_run_periodic(settings.heartbeat_interval, registry.heartbeat), name="heartbeat"),
@@ -146,6 +148,7 @@ async def load_access(store: Store) -> AccessMap:
     access = AccessMap(admin.id, default.id)
     access.user_groups = await store.groups.memberships()
     access.agent_groups = await store.agents.sharing()
+    access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in await store.users.all()}
     for agent in await store.agents.list():
         owner = agent.owner_id or admin.id
         access.agent_owner[agent.id] = owner

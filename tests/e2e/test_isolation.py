@@ -136,3 +136,68 @@ def test_revoked_user_key_is_refused_at_once(fleet: Fleet) -> None:
     status, listed = carol.call("GET", "/api/keys")
     assert status == 200
     assert created["key"] not in str(listed)
+
+
+def _shared_agent(fleet: Fleet, member: Member, *models: str, **knobs: Any) -> Any:
+    group = member.create("/api/groups", {"name": f"g-{models[0]}"})["id"]
+    backend, url = fleet.backend(*models, **knobs)
+    _agent, agent_id = member.agent(url, f"agent-{models[0]}")
+    assert member.call("POST", f"/api/agents/{agent_id}/groups", {"group_id": group})[0] == 200
+    return backend
+
+
+def test_key_limits_allow_list_and_expiry(fleet: Fleet) -> None:
+    model, other = fleet.model("lim"), fleet.model("other")
+    dave = Member(fleet, "dave")
+    _shared_agent(fleet, dave, model, other, chunks=8)
+
+    limited = dave.client(dave.create("/api/keys", {"name": "rpm", "rpm": 2})["key"])
+    first = limited.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": "x"}])
+    assert first.headers["x-ratelimit-limit"] == "2"
+    assert first.headers["x-ratelimit-remaining"] == "1"
+    _chat(limited, model)
+    with pytest.raises(openai.RateLimitError) as refused:
+        _chat(limited, model)
+    assert refused.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    headers = refused.value.response.headers
+    assert 1 <= int(headers["Retry-After"]) <= 60
+    assert (headers["x-ratelimit-limit"], headers["x-ratelimit-remaining"]) == ("2", "0")
+    assert int(headers["x-ratelimit-reset"]) > 0
+
+    # Tokens are charged after the answer: one request of ~10 tokens exhausts a 5-TPM key.
+    tokens = dave.client(dave.create("/api/keys", {"name": "tpm", "tpm": 5})["key"])
+    _chat(tokens, model)
+    with pytest.raises(openai.RateLimitError, match="tokens"):
+        _chat(tokens, model)
+
+    only = dave.client(dave.create("/api/keys", {"name": "one model", "models": [model]})["key"])
+    assert _models(only) == {model}
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        _chat(only, other)
+    assert denied.value.body["code"] == "permission_denied"  # type: ignore[index]
+
+    short = dave.client(dave.create("/api/keys", {"name": "short", "expires_in_s": 1})["key"])
+    assert _chat(short, model)
+    time.sleep(1.1)
+    with pytest.raises(openai.AuthenticationError, match="expired"):
+        _chat(short, model)
+    assert dave.call("POST", "/api/keys", {"name": "bad", "rpm": 0})[0] == 400
+
+
+async def test_concurrency_limit_per_key(fleet: Fleet) -> None:
+    import asyncio
+
+    model = fleet.model("conc")
+    erin = Member(fleet, "erin")
+    backend = _shared_agent(fleet, erin, model, hang=True)
+    key = erin.create("/api/keys", {"name": "one at a time", "max_concurrency": 1})["key"]
+    client = openai.AsyncOpenAI(base_url=fleet.hub.url + "/v1", api_key=key, max_retries=0, timeout=10)
+    hanging = asyncio.ensure_future(
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    )
+    assert await backend.wait_for_async(lambda: any(r.path == "/v1/chat/completions" for r in backend.records), 3.0)
+    with pytest.raises(openai.RateLimitError, match="running"):
+        await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "y"}])
+    hanging.cancel()
+    await asyncio.gather(hanging, return_exceptions=True)
+    await client.close()

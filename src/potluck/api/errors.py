@@ -45,7 +45,7 @@ def render(exc: PotluckError, request_id: str) -> web.Response:
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is None and exc.status in (429, 503):
         retry_after = DEFAULT_RETRY_AFTER
-    return error_response(
+    response = error_response(
         exc.status,
         exc.code,
         exc.message,
@@ -53,6 +53,10 @@ def render(exc: PotluckError, request_id: str) -> web.Response:
         param=getattr(exc, "param", None),
         retry_after=retry_after,
     )
+    extra: dict[str, str] | None = getattr(exc, "headers", None)
+    if extra:
+        response.headers.update(extra)
+    return response
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

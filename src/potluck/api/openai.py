@@ -16,7 +16,9 @@ from multidict import CIMultiDict
 
 from potluck.api.context import HUB, request_id
 from potluck.hub.dispatch import Exchange, RelayRequest, normalize_error_body
-from potluck.hub.errors import AuthError, HubError, InvalidRequestError, ShuttingDownError
+from potluck.hub.errors import AuthError, HubError, InvalidRequestError, PermissionDeniedError, ShuttingDownError
+from potluck.hub.limits import NO_LIMITS, Admission, Limits
+from potluck.hub.services import HubServices
 from potluck.protocol.errors import error_envelope
 from potluck.protocol.openai import STREAMABLE_PATHS, RoutingFields
 from potluck.protocol.sse import error_event
@@ -65,6 +67,8 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
         raise ShuttingDownError("The hub is shutting down; retry shortly")
     body = await request.read()
     fields = parse_routing(body)
+    if key.models is not None and fields.model not in key.models:
+        raise PermissionDeniedError(f"This key may not use the model `{fields.model}`")
     stream = bool(fields.stream) and path in STREAMABLE_PATHS
     include_usage = bool(fields.stream_options and fields.stream_options.include_usage)
     relay = RelayRequest(
@@ -79,10 +83,15 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
         received_at=hub.clock.now(),
         groups=hub.access.groups_for_key(key),
     )
-    exchange = await hub.dispatcher.open(relay)
+    admission = _admit(hub, key)
+    try:
+        exchange = await hub.dispatcher.open(relay)
+    except BaseException:
+        hub.limiter.finish(admission, 0)
+        raise
     outcome = "ok"
     try:
-        response, outcome = await _respond(request, exchange, rid)
+        response, outcome = await _respond(request, exchange, rid, admission.headers)
         return response
     except asyncio.CancelledError:
         outcome = "client_cancelled"
@@ -98,13 +107,25 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
         raise
     finally:
         exchange.close(outcome)
+        end = exchange.stream.end
+        hub.limiter.finish(admission, end.usage.total_tokens if end is not None and end.usage else 0)
 
 
-async def _respond(request: web.Request, exchange: Exchange, rid: str) -> tuple[web.StreamResponse, str]:
+def _admit(hub: HubServices, key: ApiKey) -> Admission:
+    """Rate, token and concurrency limits of the key and of its owner (raises 429)."""
+    owner = hub.access.owner_of_key(key)
+    key_limits = Limits(key.rpm, key.tpm, key.max_concurrency)
+    return hub.limiter.admit(key.id, key_limits, owner, hub.access.user_limits.get(owner, NO_LIMITS))
+
+
+async def _respond(
+    request: web.Request, exchange: Exchange, rid: str, extra_headers: dict[str, str]
+) -> tuple[web.StreamResponse, str]:
     """Write the exchange to the client; returns the response and the request's outcome."""
     if exchange.status >= 400:
         return await _relay_error(exchange, rid), "upstream_error"
     headers, content_length = _response_headers(exchange, rid)
+    headers.update(extra_headers)
     is_sse = headers.get("Content-Type", "").startswith("text/event-stream")
     first: bytes | None = None
     if content_length is not None and not is_sse:
@@ -191,6 +212,8 @@ async def list_models(request: web.Request) -> web.Response:
         if hub.access.groups_of_agent(session.agent_id).isdisjoint(groups):
             continue  # another group's agent: its models do not exist for this key
         for model in session.models:
+            if key.models is not None and model.id not in key.models:
+                continue
             agents[model.id] = agents.get(model.id, 0) + 1
             hot[model.id] = hot.get(model.id, False) or model.hot
     data = [

@@ -11,6 +11,8 @@ from aiohttp import web
 
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response
+from potluck.hub.accounts import KeyOptions
+from potluck.hub.services import HubServices
 from potluck.store.users import User
 
 
@@ -18,6 +20,8 @@ class NewUser(msgspec.Struct):
     username: str
     password: str
     role: str = "user"
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 class Login(msgspec.Struct):
@@ -41,6 +45,11 @@ class MemberRole(msgspec.Struct):
 class NewKey(msgspec.Struct):
     name: str
     groups: list[str] | None = None
+    models: list[str] | None = None
+    expires_in_s: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
 
 
 class GroupRef(msgspec.Struct):
@@ -59,7 +68,7 @@ async def create_user(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     hub.admin.check(bearer(request))
     body = await body_as(request, NewUser)
-    user = await hub.accounts.create_user(body.username, body.password, body.role)
+    user = await hub.accounts.create_user(body.username, body.password, body.role, rpm=body.rpm, tpm=body.tpm)
     return json_response({"id": user.id, "username": user.username, "role": user.role}, 201)
 
 
@@ -188,7 +197,8 @@ async def create_key(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     user = await _user(request)
     body = await body_as(request, NewKey)
-    created = await hub.accounts.create_key(user, body.name, body.groups)
+    options = KeyOptions(body.models, body.expires_in_s, body.rpm, body.tpm, body.max_concurrency)
+    created = await hub.accounts.create_key(user, body.name, body.groups, options)
     hub.keys.add(created.key)
     key = created.key
     return json_response(
@@ -197,6 +207,11 @@ async def create_key(request: web.Request) -> web.Response:
             "name": key.name,
             "key": created.secret,
             "groups": key.groups,
+            "models": key.models,
+            "expires_at": iso(key.expires_at),
+            "rpm": key.rpm,
+            "tpm": key.tpm,
+            "max_concurrency": key.max_concurrency,
             "created_at": iso(key.created_at),
         },
         201,
@@ -253,12 +268,20 @@ async def list_agents(request: web.Request) -> web.Response:
             {
                 "id": agent.id,
                 "name": agent.name,
-                "state": "offline" if session is None else session.state.value,
+                "state": _state(hub, agent.id),
                 "groups": sorted(hub.access.groups_of_agent(agent.id)),
                 "models": [] if session is None else [{"id": m.id, "hot": m.hot} for m in session.models],
             }
         )
     return json_response({"agents": agents})
+
+
+def _state(hub: HubServices, agent_id: str) -> str:
+    """``online``, ``draining`` or ``offline``: the same words as ``/admin/agents``."""
+    if agent_id not in hub.registry.sessions:
+        return "offline"
+    slots = hub.registry.scheduler.agent(agent_id)
+    return "draining" if slots is not None and slots.draining else "online"
 
 
 async def share_agent(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
 """`potluck` — run the hub, run an agent, talk to a hub's user and admin APIs.
 
 Hub and agent code is imported inside the command functions, so `potluck agent` works with the
-base install (no database libraries). The user commands (`login`, `group ...`, `admin ...`) use
-`potluck.cli.client`, which needs only the standard library.
+base install (no database libraries). The user commands (`login`, `group ...`, `key ...`,
+`agent-token ...`, `agent list|share|unshare`, `admin ...`) use `potluck.cli.client`, which needs
+only the standard library.
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ def hub(**options: object) -> None:
 @click.pass_context
 def agent(ctx: click.Context, /, **options: object) -> None:
     """Run an agent next to a GPU: dial out to the hub and serve its requests with local backends."""
+    if ctx.invoked_subcommand in _AGENT_USER_COMMANDS:
+        return  # user-API commands: the stored login and their own --hub, none of the daemon's options
     from potluck._shared.logging import configure_logging
     from potluck._shared.paths import default_data_dir
     from potluck.agent.daemon import AgentDaemon, FatalAgentError
@@ -184,6 +187,10 @@ def agent(ctx: click.Context, /, **options: object) -> None:
     except FatalAgentError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+# `potluck agent SUBCOMMAND` that talk to the hub's user API rather than run or probe anything here.
+_AGENT_USER_COMMANDS = frozenset({"list", "share", "unshare"})
 
 
 def _ports(text: str) -> tuple[int, ...]:
@@ -221,7 +228,7 @@ def agent_scan(options: dict[str, object]) -> None:
         click.echo("nothing found; start a backend or give --backend / --scan-ports")
 
 
-# -- the user API: login, groups, invites, accounts ---------------------------------------------------
+# -- the user API: login, groups, invites, keys, agents, accounts ----------------------------------
 
 _hub_option = click.option(
     "--hub",
@@ -455,6 +462,135 @@ def group_leave(hub_url: str | None, group_id: str) -> None:
     hub, token = _session(hub_url)
     _call("POST", hub, f"/api/groups/{_path_id(group_id)}/leave", token)
     click.echo(f"left group {group_id}")
+
+
+@cli.group("key")
+def key_cmd() -> None:
+    """Your API keys: create (for some or all of your groups), list, revoke."""
+
+
+@key_cmd.command("create")
+@_hub_option
+@click.argument("name")
+@click.option(
+    "--group",
+    "groups",
+    metavar="GROUP_ID",
+    multiple=True,
+    help="A group the key reaches; repeatable [default: every group you are in, now and later].",
+)
+def key_create(hub_url: str | None, name: str, groups: tuple[str, ...]) -> None:
+    """Create an API key for the OpenAI endpoint. The key is shown only this once."""
+    hub, token = _session(hub_url)
+    body: dict[str, object] = {"name": name}
+    if groups:
+        body["groups"] = list(groups)
+    key = _call("POST", hub, "/api/keys", token, body)
+    click.echo(f"created key {key.get('name', name)}: {key.get('id')} (groups: {_key_groups(key.get('groups'))})")
+    click.echo("key (shown once; the hub keeps only its hash):")
+    click.echo(str(key.get("key")))
+
+
+def _key_groups(groups: object) -> str:
+    """A key's groups for display: ``all`` for a key that follows its owner's memberships."""
+    if groups is None:
+        return "all"
+    if isinstance(groups, list):
+        return ", ".join(str(g) for g in groups) or "none"
+    return str(groups)
+
+
+@key_cmd.command("list")
+@_hub_option
+def key_list(hub_url: str | None) -> None:
+    """List your API keys: id, name, prefix, groups, created, revoked (never the keys themselves)."""
+    hub, token = _session(hub_url)
+    keys = _call("GET", hub, "/api/keys", token).get("keys", [])
+    rows = [
+        (
+            str(k.get("id")),
+            str(k.get("name")),
+            f"{k.get('prefix')}…",
+            _key_groups(k.get("groups")),
+            str(k.get("created_at")),
+            str(k.get("revoked_at") or "—"),
+        )
+        for k in keys
+    ]
+    _print_table("Your API keys", ("id", "name", "prefix", "groups", "created", "revoked"), rows)
+    if not rows:
+        click.echo("no keys yet; create one with `potluck key create NAME`")
+
+
+@key_cmd.command("revoke")
+@_hub_option
+@click.argument("key_id")
+def key_revoke(hub_url: str | None, key_id: str) -> None:
+    """Revoke one of your API keys; the hub refuses it from the next request on."""
+    hub, token = _session(hub_url)
+    answer = _call("DELETE", hub, f"/api/keys/{_path_id(key_id)}", token)
+    click.echo(f"revoked key {answer.get('id', key_id)}")
+
+
+@cli.group("agent-token")
+def agent_token_cmd() -> None:
+    """One-time enrolment tokens for agents you will own."""
+
+
+@agent_token_cmd.command("create")
+@_hub_option
+@click.argument("name")
+def agent_token_create(hub_url: str | None, name: str) -> None:
+    """Make a one-time enrolment token; the agent that enrols with it belongs to you."""
+    import shlex
+
+    hub, token = _session(hub_url)
+    answer = _call("POST", hub, "/api/agent-tokens", token, {"name": name})
+    agent_token = str(answer.get("token"))
+    click.echo(f"agent token {answer.get('id')} for {answer.get('name', name)} (one enrolment; shown once):")
+    click.echo(agent_token)
+    click.echo("run on the GPU machine:")
+    click.echo(f"potluck agent --hub {shlex.quote(hub)} --token {shlex.quote(agent_token)}")
+
+
+@agent.command("list")
+@_hub_option
+def agent_list(hub_url: str | None) -> None:
+    """List your agents: id, name, state, groups, models (hot ones marked)."""
+    hub, token = _session(hub_url)
+    agents = _call("GET", hub, "/api/agents", token).get("agents", [])
+    rows = []
+    for a in agents:
+        models = [m for m in a.get("models", []) if isinstance(m, dict)]
+        models.sort(key=lambda m: (not m.get("hot"), str(m.get("id"))))
+        listed = ", ".join(f"{m.get('id')}{' (hot)' if m.get('hot') else ''}" for m in models) or "—"
+        groups = ", ".join(str(g) for g in a.get("groups", [])) or "—"
+        rows.append((str(a.get("id")), str(a.get("name")), str(a.get("state")), groups, listed))
+    _print_table("Your agents", ("id", "name", "state", "groups", "models (hot first)"), rows)
+    if not rows:
+        click.echo("no agents yet; make an enrolment token with `potluck agent-token create NAME`")
+
+
+@agent.command("share")
+@_hub_option
+@click.argument("agent_id")
+@click.argument("group_id")
+def agent_share(hub_url: str | None, agent_id: str, group_id: str) -> None:
+    """Share one of your agents into a group you own or administer."""
+    hub, token = _session(hub_url)
+    _call("POST", hub, f"/api/agents/{_path_id(agent_id)}/groups", token, {"group_id": group_id})
+    click.echo(f"shared agent {agent_id} into group {group_id}")
+
+
+@agent.command("unshare")
+@_hub_option
+@click.argument("agent_id")
+@click.argument("group_id")
+def agent_unshare(hub_url: str | None, agent_id: str, group_id: str) -> None:
+    """Stop sharing one of your agents into a group."""
+    hub, token = _session(hub_url)
+    _call("DELETE", hub, f"/api/agents/{_path_id(agent_id)}/groups/{_path_id(group_id)}", token)
+    click.echo(f"stopped sharing agent {agent_id} into group {group_id}")
 
 
 @cli.group("admin")

@@ -8,6 +8,7 @@ before accounts existed belong to the admin user, whose default group they use.
 
 from __future__ import annotations
 
+from potluck.hub.limits import Limits
 from potluck.store.keys import ApiKey
 
 
@@ -18,6 +19,8 @@ class AccessMap:
         self.user_groups: dict[str, set[str]] = {}
         self.agent_groups: dict[str, set[str]] = {}
         self.agent_owner: dict[str, str] = {}
+        self.user_limits: dict[str, Limits] = {}
+        """Per-user RPM/TPM over all of the user's keys."""
 
     def groups_for_key(self, key: ApiKey) -> frozenset[str]:
         owner = key.user_id or self.admin_user_id

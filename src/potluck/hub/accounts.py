@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -24,6 +25,7 @@ from potluck.hub.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from potluck.hub.limits import Limits
 from potluck.hub.registry import Registry
 from potluck.store import errors as store_errors
 from potluck.store.database import Store
@@ -61,18 +63,23 @@ class Accounts:
 
     # -- users and tokens ---------------------------------------------------------------------------
 
-    async def create_user(self, username: str, password: str, role: str) -> User:
+    async def create_user(
+        self, username: str, password: str, role: str, *, rpm: int | None = None, tpm: int | None = None
+    ) -> User:
         if not USERNAME.match(username):
             raise InvalidRequestError("`username` must be 3 to 64 of A-Z a-z 0-9 _ . -", param="username")
         if not 8 <= len(password) <= 1024:
             raise InvalidRequestError("`password` must be 8 to 1024 characters", param="password")
         if role not in ROLES:
             raise InvalidRequestError("`role` must be admin or user", param="role")
+        _positive(rpm=rpm, tpm=tpm)
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         try:
-            return await self._store.users.create(username, password_hash, role)
+            user = await self._store.users.create(username, password_hash, role, rpm=rpm, tpm=tpm)
         except store_errors.ConflictError as exc:
             raise ConflictError(str(exc)) from None
+        self._access.user_limits[user.id] = Limits(rpm=rpm, tpm=tpm)
+        return user
 
     async def login(self, username: str, password: str) -> tuple[str, datetime]:
         """A session token and its expiry."""
@@ -204,7 +211,7 @@ class Accounts:
 
     # -- keys and agents ----------------------------------------------------------------------------
 
-    async def create_key(self, user: User, name: str, groups: list[str] | None) -> NewApiKey:
+    async def create_key(self, user: User, name: str, groups: list[str] | None, options: KeyOptions) -> NewApiKey:
         """A key for ``groups`` (each one the user is in), or for all the user's groups when None."""
         name = name.strip()
         if not 1 <= len(name) <= 200:
@@ -213,7 +220,24 @@ class Accounts:
             mine = self._access.user_groups.get(user.id, set())
             if not groups or any(g not in mine for g in groups):
                 raise InvalidRequestError("`groups` must name groups you are in", param="groups")
-        return await self._store.keys.create(name, user_id=user.id, groups=groups)
+        _positive(
+            rpm=options.rpm, tpm=options.tpm, max_concurrency=options.max_concurrency, expires_in_s=options.expires_in_s
+        )
+        if options.models is not None and (not options.models or any(not m for m in options.models)):
+            raise InvalidRequestError("`models` must list model names", param="models")
+        expires_at = (
+            None if options.expires_in_s is None else datetime.now(UTC) + timedelta(seconds=options.expires_in_s)
+        )
+        return await self._store.keys.create(
+            name,
+            user_id=user.id,
+            groups=groups,
+            models=options.models,
+            expires_at=expires_at,
+            rpm=options.rpm,
+            tpm=options.tpm,
+            max_concurrency=options.max_concurrency,
+        )
 
     async def own_key(self, user: User, key_id: str) -> ApiKey:
         for key in await self._store.keys.list(user_id=user.id):
@@ -247,6 +271,21 @@ class Accounts:
             raise NotFoundError(f"Agent {agent_id} is not shared into {group_id}")
         self._access.agent_groups.get(agent_id, set()).discard(group_id)
         self._registry.resync([agent_id])
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOptions:
+    models: list[str] | None = None
+    expires_in_s: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+
+
+def _positive(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise InvalidRequestError(f"`{name}` must be at least 1", param=name)
 
 
 def _group_name(name: str) -> str:

@@ -7,6 +7,7 @@ key is refused from the next request on. (In cluster mode a pub/sub invalidation
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 
 from potluck._shared.ids import hash_secret, secret_matches
 from potluck.hub.errors import AdminAuthError, AuthError
@@ -39,6 +40,8 @@ class KeyCache:
         key = self._by_hash.get(hashlib.sha256(secret.encode()).hexdigest())
         if key is None:
             raise AuthError("Invalid or revoked API key")
+        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+            raise AuthError("This API key has expired")
         return key
 
     def __len__(self) -> int:

@@ -9,6 +9,7 @@ from potluck.hub.access import AccessMap
 from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
 from potluck.hub.dispatch import Dispatcher
+from potluck.hub.limits import RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.registry import Registry
@@ -29,4 +30,5 @@ class HubServices:
     metrics: HubMetrics
     accounts: Accounts
     access: AccessMap
+    limiter: RateLimiter
     shutting_down: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,12 @@ class ApiKey:
     """Owner; None for keys made before accounts existed (they belong to the admin user)."""
     groups: tuple[str, ...] | None = None
     """The groups the key may use; None: every group its owner is in, now and later."""
+    models: tuple[str, ...] | None = None
+    """Models the key may use; None: any."""
+    expires_at: datetime | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +49,18 @@ class KeyRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create(self, name: str, *, user_id: str | None = None, groups: Sequence[str] | None = None) -> NewApiKey:
+    async def create(
+        self,
+        name: str,
+        *,
+        user_id: str | None = None,
+        groups: Sequence[str] | None = None,
+        models: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_concurrency: int | None = None,
+    ) -> NewApiKey:
         secret = new_secret(KEY_PREFIX)
         key = ApiKey(
             id=new_id("key"),
@@ -53,6 +71,11 @@ class KeyRepository:
             revoked_at=None,
             user_id=user_id,
             groups=None if groups is None else tuple(groups),
+            models=None if models is None else tuple(models),
+            expires_at=expires_at,
+            rpm=rpm,
+            tpm=tpm,
+            max_concurrency=max_concurrency,
         )
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -64,6 +87,11 @@ class KeyRepository:
                     created_at=key.created_at,
                     user_id=user_id,
                     all_groups=groups is None,
+                    models=None if models is None else json.dumps(list(models)),
+                    expires_at=expires_at,
+                    rpm=rpm,
+                    tpm=tpm,
+                    max_concurrency=max_concurrency,
                 )
             )
             if groups:
@@ -99,4 +127,9 @@ class KeyRepository:
 def _key(row: Mapping[Any, Any], scoped: dict[str, list[str]]) -> ApiKey:
     fields = dict(row)
     all_groups = fields.pop("all_groups", True)
-    return ApiKey(**fields, groups=None if all_groups else tuple(scoped.get(str(fields["id"]), ())))
+    models = fields.pop("models", None)
+    return ApiKey(
+        **fields,
+        groups=None if all_groups else tuple(scoped.get(str(fields["id"]), ())),
+        models=None if models is None else tuple(json.loads(models)),
+    )

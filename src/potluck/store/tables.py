@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     false,
     true,
 )
@@ -54,6 +55,11 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime(), nullable=True),
     Column("user_id", String(40), nullable=True),
     Column("all_groups", Boolean, nullable=False, server_default=true()),
+    Column("models", Text, nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
 )
 
 agents = Table(
@@ -107,6 +113,8 @@ users = Table(
     Column("password_hash", String(200), nullable=True),
     Column("role", String(16), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
 )
 
 user_tokens = Table(

@@ -25,6 +25,10 @@ class User:
     """``admin`` or ``user``."""
     password_hash: str | None
     created_at: datetime
+    rpm: int | None = None
+    """Requests per minute over all the user's keys (None: no limit)."""
+    tpm: int | None = None
+    """Tokens per minute over all the user's keys (None: no limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +46,10 @@ class UserRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create(self, username: str, password_hash: str | None, role: str) -> User:
-        user = User(new_id("usr"), username, role, password_hash, datetime.now(UTC))
+    async def create(
+        self, username: str, password_hash: str | None, role: str, *, rpm: int | None = None, tpm: int | None = None
+    ) -> User:
+        user = User(new_id("usr"), username, role, password_hash, datetime.now(UTC), rpm, tpm)
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
@@ -53,6 +59,8 @@ class UserRepository:
                         password_hash=password_hash,
                         role=role,
                         created_at=user.created_at,
+                        rpm=rpm,
+                        tpm=tpm,
                     )
                 )
         except IntegrityError as exc:
@@ -63,6 +71,11 @@ class UserRepository:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.username == username))).mappings().first()
         return User(**row) if row else None
+
+    async def all(self) -> list[User]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(users))).mappings().all()
+        return [User(**row) for row in rows]
 
     async def get(self, user_id: str) -> User | None:
         async with self._engine.connect() as conn:
