@@ -28,6 +28,7 @@ from potluck.api.errors import error_middleware
 from potluck.hub.access import AccessMap
 from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
+from potluck.hub.controls import parse_controls
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
 from potluck.hub.limits import Limits, MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
@@ -112,6 +113,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         )
         tasks = [
             asyncio.create_task(_run_periodic(settings.heartbeat_interval, registry.heartbeat), name="heartbeat"),
+            # Owner controls' availability windows: changes apply within a second.
+            asyncio.create_task(_run_periodic(1.0, registry.apply_schedules), name="schedules"),
             asyncio.create_task(journal.run(), name="usage-journal"),
         ]
         try:
@@ -152,6 +155,7 @@ async def load_access(store: Store) -> AccessMap:
     for agent in await store.agents.list():
         owner = agent.owner_id or admin.id
         access.agent_owner[agent.id] = owner
+        access.agent_controls[agent.id] = parse_controls(agent.controls)
         if owner == admin.id and agent.id not in access.agent_groups:
             await store.agents.share(agent.id, default.id)
             access.agent_groups[agent.id] = {default.id}

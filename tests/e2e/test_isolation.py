@@ -201,3 +201,61 @@ async def test_concurrency_limit_per_key(fleet: Fleet) -> None:
     hanging.cancel()
     await asyncio.gather(hanging, return_exceptions=True)
     await client.close()
+
+
+def test_owner_controls_pause_hours_and_own_requests_only(fleet: Fleet) -> None:
+    model = fleet.model("owned")
+    frank, gina = Member(fleet, "frank"), Member(fleet, "gina")
+    group = frank.create("/api/groups", {"name": "frank's"})["id"]
+    backend, url = fleet.backend(model)
+    _agent, agent_id = frank.agent(url, "agent-frank")
+    assert frank.call("POST", f"/api/agents/{agent_id}/groups", {"group_id": group})[0] == 200
+    code = frank.create(f"/api/groups/{group}/invites", {"max_uses": 1, "expires_in_s": 60})["code"]
+    assert gina.call("POST", "/api/invites/redeem", {"code": code})[0] == 200
+    franks = frank.client(frank.create("/api/keys", {"name": "f"})["key"])
+    ginas = gina.client(gina.create("/api/keys", {"name": "g"})["key"])
+    assert _chat(ginas, model)
+
+    # Pause: no new work for anyone, at once; resume: served again.
+    assert frank.call("PATCH", f"/api/agents/{agent_id}", {"paused": True}) == (
+        200,
+        {"id": agent_id, "paused": True},
+    )
+    with pytest.raises(openai.APIStatusError) as paused:
+        _chat(ginas, model)
+    assert paused.value.status_code == 503
+    assert frank.call("PATCH", f"/api/agents/{agent_id}", {"paused": False})[0] == 200
+    assert _chat(ginas, model)
+
+    # Hours: a window that excludes now makes it unavailable; one that includes now brings it back.
+    today = time.gmtime().tm_wday
+    closed = {"timezone": "UTC", "windows": [{"days": [(today + 3) % 7], "start": "00:00", "end": "23:59"}]}
+    assert frank.call("PATCH", f"/api/agents/{agent_id}", {"schedule": closed})[0] == 200
+    with pytest.raises(openai.APIStatusError):
+        _chat(ginas, model)
+    assert frank.call("PATCH", f"/api/agents/{agent_id}", {"schedule": None})[0] == 200
+    assert _chat(ginas, model)
+    assert frank.call("PATCH", f"/api/agents/{agent_id}", {"schedule": {"timezone": "Nowhere/Land"}})[0] == 400
+
+    # Own requests only: the agent disappears for Gina, stays for Frank.
+    assert frank.call("PATCH", f"/api/agents/{agent_id}", {"own_requests_only": True})[0] == 200
+    assert _not_found(ginas, model)["code"] == "model_not_found"
+    assert model not in _models(ginas)
+    assert _chat(franks, model)
+    # Only the owner changes an agent's controls.
+    assert gina.call("PATCH", f"/api/agents/{agent_id}", {"paused": True})[0] == 404
+    assert sum(1 for r in backend.records if r.path == "/v1/chat/completions") == 4
+
+
+def test_members_share_agents_only_when_the_group_allows(fleet: Fleet) -> None:
+    hank, ida = Member(fleet, "hank"), Member(fleet, "ida")
+    group = hank.create("/api/groups", {"name": "hank's"})["id"]
+    code = hank.create(f"/api/groups/{group}/invites", {"max_uses": 1, "expires_in_s": 60})["code"]
+    assert ida.call("POST", "/api/invites/redeem", {"code": code})[0] == 200
+    _backend, url = fleet.backend(fleet.model("ida"))
+    _agent, agent_id = ida.agent(url, "agent-ida")
+
+    assert ida.call("POST", f"/api/agents/{agent_id}/groups", {"group_id": group})[0] == 403
+    assert ida.call("PATCH", f"/api/groups/{group}", {"members_can_share": True})[0] == 403
+    assert hank.call("PATCH", f"/api/groups/{group}", {"members_can_share": True})[0] == 200
+    assert ida.call("POST", f"/api/agents/{agent_id}/groups", {"group_id": group})[0] == 200

@@ -82,6 +82,7 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
         headers=_FORWARD_HEADERS,
         received_at=hub.clock.now(),
         groups=hub.access.groups_for_key(key),
+        user_id=hub.access.owner_of_key(key),
     )
     admission = _admit(hub, key)
     try:
@@ -211,6 +212,10 @@ async def list_models(request: web.Request) -> web.Response:
     for session in hub.registry.sessions.values():
         if hub.access.groups_of_agent(session.agent_id).isdisjoint(groups):
             continue  # another group's agent: its models do not exist for this key
+        if hub.access.controls_of(session.agent_id).own_requests_only and (
+            hub.access.agent_owner.get(session.agent_id) != hub.access.owner_of_key(key)
+        ):
+            continue
         for model in session.models:
             if key.models is not None and model.id not in key.models:
                 continue

@@ -404,6 +404,20 @@ ROUTES: dict[tuple[str, str], Route] = {
         "userToken",
         {200: _json("Agents", _list_of("agents", MY_AGENT))},
     ),
+    ("PATCH", "/api/agents/{agent_id}"): Route(
+        "Owner controls: pause, availability windows, own requests only / first",
+        "userToken",
+        {200: _json("The agent's controls now", {"type": "object", "required": ["id"], "additionalProperties": True})},
+        ("not_found",),
+        body=users.AgentControls,
+    ),
+    ("PATCH", "/api/groups/{group_id}"): Route(
+        "Group settings (owner): whether plain members may share agents into it",
+        "userToken",
+        {200: _json("The settings", _obj("id", members_can_share=BOOLEAN))},
+        _GROUP_ADMIN_ERRORS,
+        body=users.GroupSettings,
+    ),
     ("POST", "/api/agents/{agent_id}/groups"): Route(
         "Share your agent into a group you own or administer",
         "userToken",

@@ -12,6 +12,7 @@ from aiohttp import web
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response
 from potluck.hub.accounts import KeyOptions
+from potluck.hub.controls import Schedule
 from potluck.hub.services import HubServices
 from potluck.store.users import User
 
@@ -299,6 +300,35 @@ async def unshare_agent(request: web.Request) -> web.Response:
     return json_response({"agent_id": agent_id, "group_id": group_id, "shared": False})
 
 
+class AgentControls(msgspec.Struct, omit_defaults=True):
+    paused: bool | msgspec.UnsetType = msgspec.UNSET
+    own_requests_only: bool | msgspec.UnsetType = msgspec.UNSET
+    own_requests_first: bool | msgspec.UnsetType = msgspec.UNSET
+    schedule: Schedule | msgspec.UnsetType | None = msgspec.UNSET
+
+
+async def update_agent(request: web.Request) -> web.Response:
+    """Owner controls: ``{"paused"?, "schedule"?, "own_requests_only"?, "own_requests_first"?}``."""
+    user = await _user(request)
+    agent_id = request.match_info["agent_id"]
+    body = await body_as(request, AgentControls)
+    changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not msgspec.UNSET}
+    controls = await request.app[HUB].accounts.update_agent_controls(user, agent_id, changes)
+    return json_response({"id": agent_id, **msgspec.to_builtins(controls)})
+
+
+class GroupSettings(msgspec.Struct):
+    members_can_share: bool
+
+
+async def update_group(request: web.Request) -> web.Response:
+    user = await _user(request)
+    group_id = request.match_info["group_id"]
+    body = await body_as(request, GroupSettings)
+    await request.app[HUB].accounts.set_group_sharing(user, group_id, body.members_can_share)
+    return json_response({"id": group_id, "members_can_share": body.members_can_share})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/users", create_user)
     app.router.add_post("/api/login", login)
@@ -322,5 +352,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/keys/{key_id}", revoke_key)
     app.router.add_post("/api/agent-tokens", create_agent_token)
     app.router.add_get("/api/agents", list_agents)
+    app.router.add_patch("/api/agents/{agent_id}", update_agent)
+    app.router.add_patch("/api/groups/{group_id}", update_group)
     app.router.add_post("/api/agents/{agent_id}/groups", share_agent)
     app.router.add_delete("/api/agents/{agent_id}/groups/{group_id}", unshare_agent)

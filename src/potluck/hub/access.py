@@ -8,8 +8,11 @@ before accounts existed belong to the admin user, whose default group they use.
 
 from __future__ import annotations
 
+from potluck.hub.controls import OwnerControls
 from potluck.hub.limits import Limits
 from potluck.store.keys import ApiKey
+
+NO_CONTROLS = OwnerControls()
 
 
 class AccessMap:
@@ -20,6 +23,7 @@ class AccessMap:
         self.agent_groups: dict[str, set[str]] = {}
         self.agent_owner: dict[str, str] = {}
         self.user_limits: dict[str, Limits] = {}
+        self.agent_controls: dict[str, OwnerControls] = {}
         """Per-user RPM/TPM over all of the user's keys."""
 
     def groups_for_key(self, key: ApiKey) -> frozenset[str]:
@@ -31,6 +35,9 @@ class AccessMap:
 
     def owner_of_key(self, key: ApiKey) -> str:
         return key.user_id or self.admin_user_id
+
+    def controls_of(self, agent_id: str) -> OwnerControls:
+        return self.agent_controls.get(agent_id, NO_CONTROLS)
 
     def groups_of_agent(self, agent_id: str) -> frozenset[str]:
         return frozenset(self.agent_groups.get(agent_id, ()))

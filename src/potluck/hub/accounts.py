@@ -12,11 +12,14 @@ import asyncio
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from potluck.hub.access import AccessMap
+from potluck.hub.controls import OwnerControls, validate_schedule
 from potluck.hub.errors import (
     AuthError,
     ConflictError,
@@ -258,12 +261,36 @@ class Accounts:
             raise NotFoundError(f"No agent {agent_id}")
 
     async def share_agent(self, user: User, agent_id: str, group_id: str) -> None:
-        """Share one of your agents into a group you own or administer."""
+        """Share one of your agents into a group you own or administer (or any you are in, if it allows)."""
         self.own_agent(user, agent_id)
-        await self._role(user, group_id, MANAGERS)
+        role = await self._role(user, group_id)
+        if role not in MANAGERS:
+            group = await self._store.groups.get(group_id)
+            if group is None or not group.members_can_share:
+                raise PermissionDeniedError("Only the group's owner and admins may share agents into it")
         await self._store.agents.share(agent_id, group_id)
         self._access.agent_groups.setdefault(agent_id, set()).add(group_id)
         self._registry.resync([agent_id])
+
+    async def update_agent_controls(self, user: User, agent_id: str, changes: dict[str, Any]) -> OwnerControls:
+        """Pause/resume, availability windows, own requests only/first; routing follows at once."""
+        self.own_agent(user, agent_id)
+        current = msgspec.structs.asdict(self._access.controls_of(agent_id))
+        current.update(changes)
+        try:
+            controls = msgspec.convert(current, OwnerControls)
+        except msgspec.ValidationError as exc:
+            raise InvalidRequestError(f"Invalid controls: {exc}") from None
+        if controls.schedule is not None:
+            validate_schedule(controls.schedule)
+        await self._store.agents.set_controls(agent_id, msgspec.json.encode(controls).decode())
+        self._access.agent_controls[agent_id] = controls
+        self._registry.resync([agent_id])
+        return controls
+
+    async def set_group_sharing(self, user: User, group_id: str, members_can_share: bool) -> None:
+        await self._role(user, group_id, frozenset({"owner"}))
+        await self._store.groups.set_members_can_share(group_id, members_can_share)
 
     async def unshare_agent(self, user: User, agent_id: str, group_id: str) -> None:
         self.own_agent(user, agent_id)

@@ -46,6 +46,8 @@ class RelayRequest:
     received_at: float
     groups: frozenset[str] | None = None
     """The groups the key reaches agents through (None: no isolation)."""
+    user_id: str | None = None
+    """Whose request it is (owner controls: own requests only / first)."""
 
 
 _FIRST_BYTE_MESSAGE = "no response from the agent within {:g} s"
@@ -184,9 +186,9 @@ class Dispatcher:
         )
         for _attempt in range(settings.max_attempts):
             exclude = frozenset(tried)
-            if tried and not self.registry.scheduler.routable(req.model, exclude, req.groups):
+            if tried and not self.registry.scheduler.routable(req.model, exclude, req.groups, req.user_id):
                 break  # no other agent could take it: answer with the last failure now
-            session, queued_s = await self.registry.acquire(req.model, exclude, req.groups)
+            session, queued_s = await self.registry.acquire(req.model, exclude, req.groups, req.user_id)
             stream = session.open_stream(message, req.body)
             # One budget for the head and the first body bytes together.
             stream.set_deadline(settings.first_byte_timeout, _FIRST_BYTE_MESSAGE.format(settings.first_byte_timeout))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
@@ -21,10 +23,18 @@ log = logging.getLogger(__name__)
 
 class Registry:
     def __init__(
-        self, scheduler: Scheduler, clock: Clock, *, heartbeat_timeout: float, access: AccessMap | None = None
+        self,
+        scheduler: Scheduler,
+        clock: Clock,
+        *,
+        heartbeat_timeout: float,
+        access: AccessMap | None = None,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.scheduler = scheduler
         self.access = access
+        self._wall = wall
+        self._available: dict[str, bool] = {}
         """Who may reach which agent; None: no isolation (tests and simulators of one tenant)."""
         self._clock = clock
         self.heartbeat_timeout = heartbeat_timeout
@@ -59,6 +69,23 @@ class Registry:
             self.scheduler.remove_agent(session.agent_id)
         session.close(AgentLostError())
 
+    def _owner_rules(self, agent_id: str) -> tuple[bool, str | None, bool, bool]:
+        access = self.access
+        assert access is not None  # noqa: S101 - only called when isolation is on
+        controls = access.controls_of(agent_id)
+        available = controls.available(self._wall())
+        self._available[agent_id] = available
+        return available, access.agent_owner.get(agent_id), controls.own_requests_only, controls.own_requests_first
+
+    def apply_schedules(self) -> None:
+        """Re-check availability windows (called every second); agents whose state flipped are updated."""
+        if self.access is None:
+            return
+        now = self._wall()
+        for agent_id, session in self.sessions.items():
+            if self.access.controls_of(agent_id).available(now) != self._available.get(agent_id, True):
+                self._sync(session)
+
     def resync(self, agent_ids: list[str]) -> None:
         """Sharing changed for these agents: route by their new groups from the next request on."""
         for agent_id in agent_ids:
@@ -92,6 +119,7 @@ class Registry:
             draining=draining,
             hot={m.id for m in session.models if m.hot},
             groups=None if self.access is None else self.access.groups_of_agent(session.agent_id),
+            owner_rules=None if self.access is None else self._owner_rules(session.agent_id),
         )
         self._grant(grants)
 
@@ -142,7 +170,11 @@ class Registry:
     # -- slots ----------------------------------------------------------------------------------
 
     async def acquire(
-        self, model: str, exclude: frozenset[str] = frozenset(), groups: frozenset[str] | None = None
+        self,
+        model: str,
+        exclude: frozenset[str] = frozenset(),
+        groups: frozenset[str] | None = None,
+        requester: str | None = None,
     ) -> tuple[AgentSession, float]:
         """A session with a slot reserved for ``model``, waiting in the queue if every capable agent is busy.
 
@@ -151,18 +183,19 @@ class Registry:
         must `release` the slot.
         """
         scheduler = self.scheduler
-        if not scheduler.serves(model, groups):
+        if not scheduler.serves(model, groups, requester):
             raise ModelNotFoundError(model)
-        agent_id = scheduler.acquire(model, exclude, groups)
+        agent_id = scheduler.acquire(model, exclude, groups, requester)
         if agent_id is not None:
             return self.sessions[agent_id], 0.0
-        if not scheduler.routable(model, exclude, groups):
-            # Draining agents never take new work: waiting for them would only burn the queue timeout.
+        if not scheduler.routable(model, exclude, groups, requester):
+            # Draining or unavailable agents take no new work: waiting would only burn the queue timeout.
             raise OverloadedError(
-                "Every agent serving this model is draining; retry shortly", retry_after=_retry_after(5)
+                "Every agent serving this model is draining, paused or outside its hours; retry later",
+                retry_after=_retry_after(5),
             )
         try:
-            ticket = scheduler.enqueue(model, exclude, groups)
+            ticket = scheduler.enqueue(model, exclude, groups, requester)
         except QueueFullError:
             raise OverloadedError(
                 "All agents serving this model are busy and the queue is full; retry later",
@@ -190,7 +223,7 @@ class Registry:
             scheduler.cancel(ticket)
         if self.sessions.get(session.agent_id) is not session:
             # Granted on a connection that has since been replaced or closed: its slots went with it.
-            return await self.acquire(model, exclude, groups)
+            return await self.acquire(model, exclude, groups, requester)
         return session, self._clock.now() - ticket.enqueued_at
 
     def release(self, session: AgentSession) -> None:

@@ -34,12 +34,21 @@ class AgentSlots:
     """Models loaded in VRAM on this agent now: no cold-load delay."""
     groups: frozenset[str] | None = None
     """Groups whose keys may reach this agent; None: no restriction (single-tenant tests, simulators)."""
+    available: bool = True
+    """The owner has not paused it and it is inside its availability windows."""
+    owner: str | None = None
+    own_only: bool = False
+    """Serves only its owner's requests."""
+    own_first: bool = False
+    """Prefers its owner's requests."""
 
     def has_capacity(self) -> bool:
-        return not self.draining and self.in_flight < self.max_concurrency
+        return self.available and not self.draining and self.in_flight < self.max_concurrency
 
-    def reachable(self, groups: frozenset[str] | None) -> bool:
-        """Isolation: a request reaches an agent only through a group both share."""
+    def reachable(self, groups: frozenset[str] | None, requester: str | None = None) -> bool:
+        """Isolation: a request reaches an agent only through a group both share (and the owner's rules)."""
+        if self.own_only and requester != self.owner:
+            return False
         return groups is None or self.groups is None or not self.groups.isdisjoint(groups)
 
 
@@ -53,6 +62,7 @@ class Ticket:
     deadline: float
     exclude: frozenset[str] = frozenset()
     groups: frozenset[str] | None = None
+    requester: str | None = None
     agent_id: str | None = None
     done: bool = False
 
@@ -91,7 +101,9 @@ class Scheduler:
         draining: bool | None = None,
         hot: Iterable[str] | None = None,
         groups: frozenset[str] | None = None,
+        owner_rules: tuple[bool, str | None, bool, bool] | None = None,
     ) -> list[Grant]:
+        """``owner_rules``: (available, owner, own requests only, own requests first)."""
         """Add an agent or change what it serves; returns queued requests it can take now."""
         models = frozenset(models)
         agent = self._agents.get(agent_id)
@@ -113,6 +125,8 @@ class Scheduler:
             agent.hot = frozenset(hot)
         if groups is not None:
             agent.groups = groups
+        if owner_rules is not None:
+            agent.available, agent.owner, agent.own_only, agent.own_first = owner_rules
         return self._fill(agent)
 
     def remove_agent(self, agent_id: str) -> None:
@@ -139,16 +153,23 @@ class Scheduler:
 
     # -- queries ------------------------------------------------------------------------------
 
-    def serves(self, model: str, groups: frozenset[str] | None = None) -> bool:
+    def serves(self, model: str, groups: frozenset[str] | None = None, requester: str | None = None) -> bool:
         """Some connected agent these groups reach lists this model (draining or busy ones included)."""
         index = self._by_model.get(model)
-        return index is not None and (groups is None or any(a.reachable(groups) for a in index.agents))
+        return index is not None and (groups is None or any(a.reachable(groups, requester) for a in index.agents))
 
-    def routable(self, model: str, exclude: frozenset[str] = frozenset(), groups: frozenset[str] | None = None) -> bool:
+    def routable(
+        self,
+        model: str,
+        exclude: frozenset[str] = frozenset(),
+        groups: frozenset[str] | None = None,
+        requester: str | None = None,
+    ) -> bool:
         """Some agent listing this model, other than ``exclude``, takes new work (is not draining), busy or not."""
         index = self._by_model.get(model)
         return index is not None and any(
-            not a.draining and a.agent_id not in exclude and a.reachable(groups) for a in index.agents
+            a.available and not a.draining and a.agent_id not in exclude and a.reachable(groups, requester)
+            for a in index.agents
         )
 
     def models(self) -> dict[str, int]:
@@ -165,28 +186,39 @@ class Scheduler:
     # -- acquiring and releasing slots --------------------------------------------------------
 
     def acquire(
-        self, model: str, exclude: frozenset[str] = frozenset(), groups: frozenset[str] | None = None
+        self,
+        model: str,
+        exclude: frozenset[str] = frozenset(),
+        groups: frozenset[str] | None = None,
+        requester: str | None = None,
     ) -> str | None:
         """Reserve a slot on the best agent for ``model`` now, or None when every capable one is full."""
         index = self._by_model.get(model)
         if index is None:
             return None
-        agent = self._choose(index, model, exclude, groups)
+        agent = self._choose(index, model, exclude, groups, requester)
         if agent is None:
             return None
         agent.in_flight += 1
         return agent.agent_id
 
     def _choose(
-        self, index: _ModelIndex, model: str, exclude: frozenset[str], groups: frozenset[str] | None
+        self,
+        index: _ModelIndex,
+        model: str,
+        exclude: frozenset[str],
+        groups: frozenset[str] | None,
+        requester: str | None,
     ) -> AgentSlots | None:
         best: list[AgentSlots] = []
-        best_load = 4.0
+        best_load = 5.0
         for agent in index.agents:
-            if not agent.has_capacity() or agent.agent_id in exclude or not agent.reachable(groups):
+            if not agent.has_capacity() or agent.agent_id in exclude or not agent.reachable(groups, requester):
                 continue
             # A cold model costs a load (seconds to a minute): any hot agent beats every cold one.
             load = agent.in_flight / agent.max_concurrency + (0.0 if model in agent.hot else 2.0)
+            if agent.own_first and requester is not None and requester == agent.owner:
+                load -= 1.0  # the owner's own GPU first, before load (but after hot/cold)
             if load < best_load:
                 best_load = load
                 best = [agent]
@@ -199,13 +231,17 @@ class Scheduler:
         return choice
 
     def enqueue(
-        self, model: str, exclude: frozenset[str] = frozenset(), groups: frozenset[str] | None = None
+        self,
+        model: str,
+        exclude: frozenset[str] = frozenset(),
+        groups: frozenset[str] | None = None,
+        requester: str | None = None,
     ) -> Ticket:
         """Wait for a slot. Raises QueueFullError at the bound."""
         if len(self._queue) >= self.max_queue:
             raise QueueFullError
         now = self._clock.now()
-        ticket = Ticket(next(self._ids), model, now, now + self.queue_timeout, exclude, groups)
+        ticket = Ticket(next(self._ids), model, now, now + self.queue_timeout, exclude, groups, requester)
         self._queue.append(ticket)
         return ticket
 
@@ -246,7 +282,7 @@ class Scheduler:
                 and ticket.deadline > now
                 and ticket.model in agent.models
                 and agent.agent_id not in ticket.exclude
-                and agent.reachable(ticket.groups)
+                and agent.reachable(ticket.groups, ticket.requester)
             ):
                 agent.in_flight += 1
                 ticket.agent_id = agent.agent_id

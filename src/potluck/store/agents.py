@@ -27,6 +27,8 @@ class Agent:
     """An admin took it out of rotation (kept across restarts)."""
     owner_id: str | None = None
     """The user whose enrolment token it used; None for agents enrolled before accounts existed."""
+    controls: str | None = None
+    """The owner's controls as JSON (hub/controls.py reads it): pause, schedule, own requests only/first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,10 @@ class AgentRepository:
                     await conn.execute(update(agents).where(agents.c.id == agent_id).values(last_seen_at=when))
         except SQLAlchemyError as exc:
             raise StoreError(str(exc)) from exc
+
+    async def set_controls(self, agent_id: str, controls_json: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(update(agents).where(agents.c.id == agent_id).values(controls=controls_json))
 
     async def share(self, agent_id: str, group_id: str) -> None:
         """Let the group's keys reach this agent (idempotent)."""

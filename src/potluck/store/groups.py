@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +40,8 @@ class Group:
     name: str
     owner_id: str
     created_at: datetime
+    members_can_share: bool = False
+    """Plain members may share their agents into the group (by default only owner and admins)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,7 @@ class GroupRepository:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [(Group(r["id"], r["name"], r["owner_id"], r["created_at"]), str(r["role"])) for r in rows]
+        return [(_group(r), str(r["role"])) for r in rows]
 
     async def role_of(self, group_id: str, user_id: str) -> str | None:
         query = select(memberships.c.role).where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
@@ -133,7 +136,16 @@ class GroupRepository:
         query = select(groups).where(groups.c.owner_id == owner_id, groups.c.name == name).order_by(groups.c.created_at)
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
-        return Group(row["id"], row["name"], row["owner_id"], row["created_at"]) if row else None
+        return _group(row) if row else None
+
+    async def get(self, group_id: str) -> Group | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(groups).where(groups.c.id == group_id))).mappings().first()
+        return _group(row) if row else None
+
+    async def set_members_can_share(self, group_id: str, allowed: bool) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(update(groups).where(groups.c.id == group_id).values(members_can_share=allowed))
 
     async def delete(self, group_id: str) -> bool:
         async with self._engine.begin() as conn:
@@ -230,6 +242,10 @@ class GroupRepository:
             # A second redemption of the same code by the same user (after leaving), or a join race.
             raise ConflictError("this invite was already used by this user") from exc
         return group_id
+
+
+def _group(row: Any) -> Group:
+    return Group(row["id"], row["name"], row["owner_id"], row["created_at"], bool(row["members_can_share"]))
 
 
 async def _is_member(conn: AsyncConnection, group_id: str, user_id: str) -> bool:

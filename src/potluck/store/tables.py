@@ -72,6 +72,7 @@ agents = Table(
     Column("last_seen_at", UTCDateTime(), nullable=True),
     Column("drained", Boolean, nullable=False, server_default=false()),
     Column("owner_id", String(40), nullable=True),
+    Column("controls", Text, nullable=True),
 )
 
 agent_tokens = Table(
@@ -137,6 +138,7 @@ groups = Table(
     Column("name", String(200), nullable=False),
     Column("owner_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("members_can_share", Boolean, nullable=False, server_default=false()),
 )
 
 memberships = Table(
