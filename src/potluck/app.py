@@ -151,7 +151,9 @@ async def load_access(store: Store) -> AccessMap:
     access = AccessMap(admin.id, default.id)
     access.user_groups = await store.groups.memberships()
     access.agent_groups = await store.agents.sharing()
-    access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in await store.users.all()}
+    everyone = await store.users.all()
+    access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in everyone}
+    access.usernames = {u.id: u.username for u in everyone}
     for agent in await store.agents.list():
         owner = agent.owner_id or admin.id
         access.agent_owner[agent.id] = owner

@@ -328,11 +328,16 @@ async def test_creating_users_needs_the_admin_token(hub: Hub, headers: dict[str,
     await hub.create_user("mallory", login=False)
 
 
-async def test_a_user_token_is_not_the_admin_token(hub: Hub) -> None:
+async def test_admin_endpoints_take_an_admin_users_token_but_not_a_plain_users(hub: Hub) -> None:
     admin = await hub.create_user("root", role="admin")
-    body = {"username": "mallory", "password": new_password(), "role": "admin"}
-    reply = await hub.call("POST", "/admin/users", json=body, headers=admin.auth)
+    plain = await hub.create_user("pat")
+    body = {"username": "mallory", "password": new_password(), "role": "user"}
+    reply = await hub.call("POST", "/admin/users", json=body, headers=plain.auth)
     await expect_error(reply, 401, "invalid_api_key")
+    reply = await hub.call("POST", "/admin/users", json=body, headers=admin.auth)
+    assert reply.status == 201, reply.text
+    assert (await hub.call("GET", "/admin/agents", headers=admin.auth)).status == 200
+    assert (await hub.call("GET", "/admin/agents", headers=plain.auth)).status == 401
 
 
 # -- login and /api/me ----------------------------------------------------------------------------

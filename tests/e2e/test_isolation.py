@@ -90,6 +90,11 @@ def test_keys_reach_exactly_the_agents_shared_into_their_groups(fleet: Fleet) ->
 
     assert _models(key_a) == {shared, only_a}
     assert _models(key_b) == {shared, only_b}
+    listed = {m.id: m.model_extra for m in key_a.models.list()}
+    assert listed[shared]["owners"] == ["alice"]  # type: ignore[index]
+    # Usage and fleet views are the admin's: a user's token gets nothing there.
+    assert alice.call("GET", "/admin/usage")[0] == 401
+    assert alice.call("GET", "/admin/agents")[0] == 401
     # Another group's model is "not found", word for word like a model that exists nowhere.
     foreign = _not_found(key_a, only_b)
     nowhere = _not_found(key_a, "no-such-model")

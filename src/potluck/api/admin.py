@@ -11,7 +11,7 @@ from aiohttp import web
 
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response
-from potluck.hub.errors import InvalidRequestError, NotFoundError
+from potluck.hub.errors import AdminAuthError, InvalidRequestError, NotFoundError
 from potluck.hub.services import HubServices
 from potluck.protocol.agent import ModelInfo
 from potluck.store.errors import NotFoundError as StoreNotFoundError
@@ -21,9 +21,15 @@ class NameBody(msgspec.Struct):
     name: str
 
 
-def _admin(request: web.Request) -> HubServices:
+async def require_admin(request: web.Request) -> HubServices:
+    """The admin token, or the token of a user whose role is ``admin``; 401 otherwise."""
     hub = request.app[HUB]
-    hub.admin.check(bearer(request))
+    token = bearer(request)
+    try:
+        hub.admin.check(token)
+    except AdminAuthError:
+        if token is None or not await hub.accounts.is_admin(token):
+            raise
     return hub
 
 
@@ -35,7 +41,7 @@ async def _name(request: web.Request) -> str:
 
 
 async def create_key(request: web.Request) -> web.Response:
-    hub = _admin(request)
+    hub = await require_admin(request)
     created = await hub.store.keys.create(await _name(request), user_id=hub.access.admin_user_id)
     hub.keys.add(created.key)
     key = created.key
@@ -45,7 +51,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    hub = _admin(request)
+    hub = await require_admin(request)
     keys = await hub.store.keys.list()
     return json_response(
         {
@@ -64,7 +70,7 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    hub = _admin(request)
+    hub = await require_admin(request)
     key_id = request.match_info["key_id"]
     try:
         key = await hub.store.keys.revoke(key_id)
@@ -75,7 +81,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 
 async def create_agent_token(request: web.Request) -> web.Response:
-    hub = _admin(request)
+    hub = await require_admin(request)
     token = await hub.store.agents.create_token(await _name(request), owner_id=hub.access.admin_user_id)
     return json_response(
         {"id": token.id, "name": token.name, "token": token.token, "created_at": iso(token.created_at)}, 201
@@ -83,7 +89,7 @@ async def create_agent_token(request: web.Request) -> web.Response:
 
 
 async def list_agents(request: web.Request) -> web.Response:
-    hub = _admin(request)
+    hub = await require_admin(request)
     registry = hub.registry
     now = datetime.now(UTC)
     agents = []
@@ -133,7 +139,7 @@ def _model_details(model: ModelInfo) -> dict[str, Any]:
 
 
 async def _set_drained(request: web.Request, drained: bool) -> str:
-    hub = _admin(request)
+    hub = await require_admin(request)
     agent_id = request.match_info["agent_id"]
     if not await hub.store.agents.set_drained(agent_id, drained):
         raise NotFoundError(f"No agent {agent_id}")
@@ -154,7 +160,7 @@ async def resume_agent(request: web.Request) -> web.Response:
 
 
 async def recent_usage(request: web.Request) -> web.Response:
-    hub = _admin(request)
+    hub = await require_admin(request)
     try:
         limit = min(1000, max(1, int(request.query.get("limit", "100"))))
     except ValueError:

@@ -204,25 +204,39 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def list_models(request: web.Request) -> web.Response:
+    """The models this key reaches, with how many agents serve each, whether any has it hot, and whose they are."""
     key = authenticate(request)
     hub = request.app[HUB]
-    groups = hub.access.groups_for_key(key)
+    access = hub.access
+    groups = access.groups_for_key(key)
+    requester = access.owner_of_key(key)
     hot: dict[str, bool] = {}
     agents: dict[str, int] = {}
+    owners: dict[str, set[str]] = {}
     for session in hub.registry.sessions.values():
-        if hub.access.groups_of_agent(session.agent_id).isdisjoint(groups):
+        agent_id = session.agent_id
+        if access.groups_of_agent(agent_id).isdisjoint(groups):
             continue  # another group's agent: its models do not exist for this key
-        if hub.access.controls_of(session.agent_id).own_requests_only and (
-            hub.access.agent_owner.get(session.agent_id) != hub.access.owner_of_key(key)
-        ):
+        owner = access.agent_owner.get(agent_id)
+        if access.controls_of(agent_id).own_requests_only and owner != requester:
             continue
         for model in session.models:
             if key.models is not None and model.id not in key.models:
                 continue
             agents[model.id] = agents.get(model.id, 0) + 1
             hot[model.id] = hot.get(model.id, False) or model.hot
+            if owner is not None:
+                owners.setdefault(model.id, set()).add(access.usernames.get(owner, owner))
     data = [
-        {"id": model, "object": "model", "created": 0, "owned_by": "potluck", "agents": count, "hot": hot[model]}
+        {
+            "id": model,
+            "object": "model",
+            "created": 0,
+            "owned_by": "potluck",
+            "agents": count,
+            "hot": hot[model],
+            "owners": sorted(owners.get(model, ())),
+        }
         for model, count in sorted(agents.items())
     ]
     return web.json_response({"object": "list", "data": data}, dumps=lambda o: msgspec.json.encode(o).decode())

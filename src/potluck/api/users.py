@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from potluck.api.admin import require_admin
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response
 from potluck.hub.accounts import KeyOptions
@@ -66,8 +67,7 @@ async def _user(request: web.Request) -> User:
 
 
 async def create_user(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    hub.admin.check(bearer(request))
+    hub = await require_admin(request)
     body = await body_as(request, NewUser)
     user = await hub.accounts.create_user(body.username, body.password, body.role, rpm=body.rpm, tpm=body.tpm)
     return json_response({"id": user.id, "username": user.username, "role": user.role}, 201)

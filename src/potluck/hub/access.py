@@ -24,6 +24,8 @@ class AccessMap:
         self.agent_owner: dict[str, str] = {}
         self.user_limits: dict[str, Limits] = {}
         self.agent_controls: dict[str, OwnerControls] = {}
+        self.usernames: dict[str, str] = {}
+        """User id -> username, for saying who serves a model."""
         """Per-user RPM/TPM over all of the user's keys."""
 
     def groups_for_key(self, key: ApiKey) -> frozenset[str]:

@@ -82,6 +82,7 @@ class Accounts:
         except store_errors.ConflictError as exc:
             raise ConflictError(str(exc)) from None
         self._access.user_limits[user.id] = Limits(rpm=rpm, tpm=tpm)
+        self._access.usernames[user.id] = user.username
         return user
 
     async def login(self, username: str, password: str) -> tuple[str, datetime]:
@@ -109,6 +110,11 @@ class Accounts:
         if user is None:
             raise AuthError("Invalid, expired or revoked token")
         return user
+
+    async def is_admin(self, bearer: str) -> bool:
+        """Whether a user token belongs to a user with the admin role (admin endpoints accept it)."""
+        user = await self._store.users.user_for_token(bearer)
+        return user is not None and user.role == "admin"
 
     async def logout(self, bearer: str | None) -> None:
         """Revoke the token the request came with."""
