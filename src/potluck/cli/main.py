@@ -2,13 +2,14 @@
 
 Hub and agent code is imported inside the command functions, so `potluck agent` works with the
 base install (no database libraries). The user commands (`login`, `group ...`, `key ...`,
-`agent-token ...`, `agent list|share|unshare`, `admin ...`) use `potluck.cli.client`, which needs
-only the standard library.
+`agent-token ...`, `agent list|share|unshare|pause|resume|schedule`, `admin ...`) use
+`potluck.cli.client`, which needs only the standard library.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -190,7 +191,7 @@ def agent(ctx: click.Context, /, **options: object) -> None:
 
 
 # `potluck agent SUBCOMMAND` that talk to the hub's user API rather than run or probe anything here.
-_AGENT_USER_COMMANDS = frozenset({"list", "share", "unshare"})
+_AGENT_USER_COMMANDS = frozenset({"list", "share", "unshare", "pause", "resume", "schedule"})
 
 
 def _ports(text: str) -> tuple[int, ...]:
@@ -591,6 +592,221 @@ def agent_unshare(hub_url: str | None, agent_id: str, group_id: str) -> None:
     hub, token = _session(hub_url)
     _call("DELETE", hub, f"/api/agents/{_path_id(agent_id)}/groups/{_path_id(group_id)}", token)
     click.echo(f"stopped sharing agent {agent_id} into group {group_id}")
+
+
+# -- owner controls: pause, resume, schedule --------------------------------------------------------
+
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DAY_GROUPS = {
+    "daily": tuple(range(7)),
+    "weekdays": tuple(range(5)),
+    "weekends": (5, 6),
+    "weekend": (5, 6),
+}
+_WINDOW = re.compile(r"^\s*(\S+)\s+(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s*$")
+_WINDOW_EXAMPLES = "e.g. 'mon-fri 18:00-08:00', 'sat,sun 00:00-23:59' or 'daily 09:00-17:00'"
+
+
+def _day(name: str, spec: str) -> int:
+    name = name.lower()
+    for names in (_DAY_NAMES, _FULL_DAY_NAMES):
+        if name in names:
+            return names.index(name)
+    raise click.BadParameter(
+        f"{spec!r}: unknown day {name!r} (mon, tue, wed, thu, fri, sat, sun; or daily, weekdays, weekends)"
+    )
+
+
+def _days(text: str, spec: str) -> list[int]:
+    days: set[int] = set()
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            raise click.BadParameter(f"{spec!r}: empty day in {text!r}")
+        if part in _DAY_GROUPS:
+            days.update(_DAY_GROUPS[part])
+            continue
+        first, dash, last = part.partition("-")
+        if not dash:
+            days.add(_day(part, spec))
+            continue
+        start, end = _day(first, spec), _day(last, spec)
+        days.update((start + i) % 7 for i in range((end - start) % 7 + 1))  # fri-mon wraps over the week end
+    return sorted(days)
+
+
+def _clock(text: str, spec: str) -> str:
+    hours, _, minutes = text.partition(":")
+    if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
+        raise click.BadParameter(f"{spec!r}: {text} is not a time of day (HH:MM, 00:00 to 23:59)")
+    return f"{int(hours):02d}:{int(minutes):02d}"
+
+
+def parse_window(spec: str) -> dict[str, Any]:
+    """``"mon-fri 18:00-08:00"`` as the hub's ``{"days": [0, 1, 2, 3, 4], "start": "18:00", "end": "08:00"}``.
+
+    Days: ``mon`` … ``sun`` (or full names), ranges (``mon-fri``; ``fri-mon`` wraps), comma lists
+    (``sat,sun``), ``daily``, ``weekdays``, ``weekends``. Monday = 0. A window that ends before it
+    starts runs past midnight. Anything else is `click.BadParameter`.
+    """
+    match = _WINDOW.match(spec)
+    if match is None:
+        raise click.BadParameter(f"{spec!r} is not a window: expected 'DAYS HH:MM-HH:MM', {_WINDOW_EXAMPLES}")
+    days = _days(match.group(1), spec)
+    start, end = _clock(match.group(2), spec), _clock(match.group(3), spec)
+    if start == end:
+        raise click.BadParameter(f"{spec!r}: the window starts and ends at {start}, so it is empty")
+    return {"days": days, "start": start, "end": end}
+
+
+def _windows_option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [parse_window(value) for value in values]
+
+
+def local_timezone() -> str:
+    """This machine's IANA zone name (``$TZ``, ``/etc/timezone``, ``/etc/localtime``, `time.tzname`), else UTC."""
+    import contextlib
+    import os
+    import time
+    from zoneinfo import ZoneInfo
+
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    with contextlib.suppress(OSError):
+        candidates.append(os.readlink("/etc/localtime"))
+    candidates.extend(time.tzname)
+    for candidate in candidates:
+        name = candidate.split("zoneinfo/", 1)[-1].strip()
+        if not name or name.startswith("/"):
+            continue
+        try:
+            ZoneInfo(name)
+        except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+            continue
+        return name
+    return "UTC"
+
+
+def _format_days(days: Sequence[int]) -> str:
+    wanted = sorted({d for d in days if isinstance(d, int) and 0 <= d <= 6})
+    if len(wanted) == 7:
+        return "daily"
+    runs: list[list[int]] = []
+    for day in wanted:
+        if runs and runs[-1][-1] == day - 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    parts = []
+    for run in runs:
+        if len(run) >= 3:
+            parts.append(f"{_DAY_NAMES[run[0]]}-{_DAY_NAMES[run[-1]]}")
+        else:
+            parts.extend(_DAY_NAMES[d] for d in run)
+    return ",".join(parts)
+
+
+def _format_schedule(schedule: object) -> str:
+    if not isinstance(schedule, dict):
+        return "always"
+    windows = [w for w in schedule.get("windows", []) if isinstance(w, dict)]
+    listed = "; ".join(f"{_format_days(w.get('days', []))} {w.get('start')}-{w.get('end')}" for w in windows)
+    return f"{schedule.get('timezone', 'UTC')}: {listed or 'never (no windows)'}"
+
+
+def _print_controls(answer: dict[str, Any]) -> None:
+    """The hub's answer to ``PATCH /api/agents/{id}`` (it leaves out settings at their default)."""
+
+    def yes_no(key: str) -> str:
+        return "yes" if answer.get(key) else "no"
+
+    rows = [
+        ("paused", yes_no("paused")),
+        ("own requests only", yes_no("own_requests_only")),
+        ("own requests first", yes_no("own_requests_first")),
+        ("schedule", _format_schedule(answer.get("schedule"))),
+    ]
+    _print_table("Owner controls", ("control", "value"), rows)
+
+
+def _update_agent(hub_url: str | None, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    hub, token = _session(hub_url)
+    return _call("PATCH", hub, f"/api/agents/{_path_id(agent_id)}", token, changes)
+
+
+@agent.command("pause")
+@_hub_option
+@click.argument("agent_id")
+def agent_pause(hub_url: str | None, agent_id: str) -> None:
+    """Pause one of your agents: no new work (what it runs finishes) until `potluck agent resume`."""
+    answer = _update_agent(hub_url, agent_id, {"paused": True})
+    click.echo(f"paused agent {answer.get('id', agent_id)}")
+    _print_controls(answer)
+
+
+@agent.command("resume")
+@_hub_option
+@click.argument("agent_id")
+def agent_resume(hub_url: str | None, agent_id: str) -> None:
+    """Resume a paused agent (it still takes work only inside its schedule's windows)."""
+    answer = _update_agent(hub_url, agent_id, {"paused": False})
+    click.echo(f"resumed agent {answer.get('id', agent_id)}")
+    _print_controls(answer)
+
+
+@agent.command("schedule")
+@_hub_option
+@click.argument("agent_id")
+@click.option(
+    "--tz",
+    "timezone",
+    metavar="ZONE",
+    help="IANA time zone of the windows, e.g. Europe/Berlin [default: this machine's zone, else UTC].",
+)
+@click.option(
+    "--window",
+    "windows",
+    multiple=True,
+    metavar="'DAYS HH:MM-HH:MM'",
+    callback=_windows_option,
+    help="When the agent takes work, e.g. 'mon-fri 18:00-08:00' or 'daily 09:00-17:00'; repeatable. "
+    "Replaces the whole schedule.",
+)
+@click.option("--always", is_flag=True, help="No schedule: available at any time (unless paused).")
+@click.option("--own-only/--no-own-only", "own_only", default=None, help="Serve only your own keys' requests.")
+@click.option("--own-first/--no-own-first", "own_first", default=None, help="Prefer your own keys' requests.")
+def agent_schedule(
+    hub_url: str | None,
+    agent_id: str,
+    timezone: str | None,
+    windows: list[dict[str, Any]],
+    always: bool,
+    own_only: bool | None,
+    own_first: bool | None,
+) -> None:
+    """Set when one of your agents takes work, and whose requests it serves."""
+    changes: dict[str, Any] = {}
+    if always:
+        if windows or timezone:
+            raise click.UsageError("--always cannot be combined with --window or --tz")
+        changes["schedule"] = None
+    elif windows:
+        changes["schedule"] = {"timezone": timezone or local_timezone(), "windows": windows}
+    elif timezone:
+        raise click.UsageError("--tz needs at least one --window (or give --always)")
+    if own_only is not None:
+        changes["own_requests_only"] = own_only
+    if own_first is not None:
+        changes["own_requests_first"] = own_first
+    if not changes:
+        raise click.UsageError(
+            "nothing to change: give --window, --always, --own-only/--no-own-only or --own-first/--no-own-first"
+        )
+    answer = _update_agent(hub_url, agent_id, changes)
+    click.echo(f"updated agent {answer.get('id', agent_id)}")
+    _print_controls(answer)
 
 
 @cli.group("admin")
