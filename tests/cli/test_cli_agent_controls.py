@@ -8,9 +8,6 @@ in front of a fake backend) and drives its owner controls through the CLI, as su
 from __future__ import annotations
 
 import re
-import shlex
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +17,8 @@ from click.testing import CliRunner
 
 from potluck.cli.main import cli, local_timezone, parse_window
 from tests.cli.test_cli_groups import Cli, Result, unique
-from tests.cli.test_cli_keys import logged_in
-from tests.support.fake_backend import FakeBackend
+from tests.cli.test_cli_keys import enrolled_agent, logged_in
 from tests.support.processes import HubProcess
-from tests.support.serving import BackgroundServer
 
 WEEKDAYS = [0, 1, 2, 3, 4]
 EVERY_DAY = [0, 1, 2, 3, 4, 5, 6]
@@ -137,31 +132,8 @@ def controls(result: Result, agent_id: str) -> dict[str, str]:
 
 def test_owner_controls_through_the_cli(hub: HubProcess, tmp_path: Path, outputs: list[Result]) -> None:
     alice = logged_in(hub, tmp_path, outputs, "alice")
-    token = alice("agent-token", "create", "gpu-box")
-    assert token.code == 0, token.both
-    command = shlex.split(token.out.strip().splitlines()[-1])
-    assert command[:2] == ["potluck", "agent"]
-
-    model = unique("controls-model")
-    name = unique("gpu-box")
-    with BackgroundServer(FakeBackend([model]).make_app()) as backend:
-        log = (tmp_path / "agent.log").open("w")
-        agent = subprocess.Popen(
-            [sys.executable, "-m", *command, "--backend", backend.url, "--name", name,
-             "--data-dir", str(tmp_path / "agent")],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            agent_id = str(hub.wait_agent(name, models={model})["id"])
-            check_controls(hub, alice, agent_id, tmp_path, outputs)
-        finally:
-            agent.terminate()
-            try:
-                agent.wait(10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait(5)
-            log.close()
+    with enrolled_agent(hub, alice, tmp_path, unique("controls-model")) as (agent_id, _name):
+        check_controls(hub, alice, agent_id, tmp_path, outputs)
 
 
 def check_controls(hub: HubProcess, alice: Cli, agent_id: str, tmp_path: Path, outputs: list[Result]) -> None:

@@ -6,6 +6,7 @@ The commands run as subprocesses (the `Cli` helper of test_cli_groups.py), each 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import subprocess
@@ -46,6 +47,33 @@ def logged_in(hub: HubProcess, tmp_path: Path, outputs: list[Result], name: str)
     result = login(cli, hub, username, password)
     assert result.code == 0, result.both
     return cli
+
+
+@contextlib.contextmanager
+def enrolled_agent(hub: HubProcess, user: Cli, tmp_path: Path, model: str) -> Iterator[tuple[str, str]]:
+    """Run the exact command line `potluck agent-token create` prints, against a fake backend serving
+    ``model``; yield the enrolled agent's id and name, and stop it afterwards."""
+    token = user("agent-token", "create", "gpu-box")
+    assert token.code == 0, token.both
+    command = shlex.split(token.out.strip().splitlines()[-1])
+    assert command[:2] == ["potluck", "agent"]
+    name = unique("gpu-box")
+    with BackgroundServer(FakeBackend([model]).make_app()) as backend, (tmp_path / "agent.log").open("w") as log:
+        # `potluck agent --hub URL --token T` with no subcommand runs the daemon.
+        agent = subprocess.Popen(
+            [sys.executable, "-m", *command, "--backend", backend.url, "--name", name,
+             "--data-dir", str(tmp_path / "agent")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            yield str(hub.wait_agent(name, models={model})["id"]), name
+        finally:
+            agent.terminate()
+            try:
+                agent.wait(10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait(5)
 
 
 def models_status(hub: HubProcess, key: str) -> int:
@@ -163,63 +191,39 @@ def test_the_printed_command_enrols_an_agent_that_can_be_shared(
     assert match is not None, made.both
     group_id = match.group(1)
 
-    token = alice("agent-token", "create", "gpu-box")
-    assert token.code == 0, token.both
-    command = shlex.split(token.out.strip().splitlines()[-1])
-    assert command[:2] == ["potluck", "agent"]
-
     model = unique("cli-model")
-    name = unique("gpu-box")
-    with BackgroundServer(FakeBackend([model]).make_app()) as backend:
-        # `potluck agent --hub URL --token T` with no subcommand still runs the daemon.
-        log = (tmp_path / "agent.log").open("w")
-        agent = subprocess.Popen(
-            [sys.executable, "-m", *command, "--backend", backend.url, "--name", name,
-             "--data-dir", str(tmp_path / "agent")],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            agent_id = str(hub.wait_agent(name, models={model})["id"])
+    with enrolled_agent(hub, alice, tmp_path, model) as (agent_id, name):
+        listed = alice("agent", "list")
+        assert listed.code == 0, listed.both
+        row = next((line for line in listed.out.splitlines() if agent_id in line), None)
+        assert row is not None, listed.out
+        assert name in row
+        assert re.search(r"│ online +│", row), row  # the same words as /admin/agents
+        assert f"{model} (hot)" in row
 
-            listed = alice("agent", "list")
-            assert listed.code == 0, listed.both
-            row = next((line for line in listed.out.splitlines() if agent_id in line), None)
-            assert row is not None, listed.out
-            assert name in row
-            assert re.search(r"│ online +│", row), row  # the same words as /admin/agents
-            assert f"{model} (hot)" in row
+        shared = alice("agent", "share", agent_id, group_id)
+        assert shared.code == 0, shared.both
+        assert shared.out == f"shared agent {agent_id} into group {group_id}\n"
+        listed = alice("agent", "list")
+        row = next(line for line in listed.out.splitlines() if agent_id in line)
+        assert group_id in row
 
-            shared = alice("agent", "share", agent_id, group_id)
-            assert shared.code == 0, shared.both
-            assert shared.out == f"shared agent {agent_id} into group {group_id}\n"
-            listed = alice("agent", "list")
-            row = next(line for line in listed.out.splitlines() if agent_id in line)
-            assert group_id in row
+        # Someone else cannot list, share or unshare it.
+        bob = logged_in(hub, tmp_path, outputs, "bob")
+        assert agent_id not in bob("agent", "list").out
+        foreign = bob("agent", "unshare", agent_id, group_id)
+        assert foreign.code == 1
+        assert foreign.err == f"Error: No agent {agent_id}\n"
 
-            # Someone else cannot list, share or unshare it.
-            bob = logged_in(hub, tmp_path, outputs, "bob")
-            assert agent_id not in bob("agent", "list").out
-            foreign = bob("agent", "unshare", agent_id, group_id)
-            assert foreign.code == 1
-            assert foreign.err == f"Error: No agent {agent_id}\n"
-
-            unshared = alice("agent", "unshare", agent_id, group_id)
-            assert unshared.code == 0, unshared.both
-            assert unshared.out == f"stopped sharing agent {agent_id} into group {group_id}\n"
-            again = alice("agent", "unshare", agent_id, group_id)
-            assert again.code == 1
-            assert again.err.startswith("Error: ")
-            listed = alice("agent", "list")
-            row = next(line for line in listed.out.splitlines() if agent_id in line)
-            assert group_id not in row
-        finally:
-            agent.terminate()
-            try:
-                agent.wait(10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait(5)
-            log.close()
+        unshared = alice("agent", "unshare", agent_id, group_id)
+        assert unshared.code == 0, unshared.both
+        assert unshared.out == f"stopped sharing agent {agent_id} into group {group_id}\n"
+        again = alice("agent", "unshare", agent_id, group_id)
+        assert again.code == 1
+        assert again.err.startswith("Error: ")
+        listed = alice("agent", "list")
+        row = next(line for line in listed.out.splitlines() if agent_id in line)
+        assert group_id not in row
 
 
 def test_agent_subcommands_use_the_stored_login(hub: HubProcess, tmp_path: Path, outputs: list[Result]) -> None:
