@@ -316,7 +316,37 @@ async def test_exchange_closed_before_end_sends_cancel_and_frees_the_slot() -> N
     assert cancel.message.request_id == exchange.request.request_id
     assert hub.in_flight("a") == 0
     assert hub.dispatcher.in_flight == 0
+    # The stream lingers only to hear the agent's END, which carries the usage delivered so far:
+    # a client that hangs up right after the last event still gets its usage recorded.
+    await hub.journal.flush()
+    assert hub.records == []
+    send_end(session, frame.stream_id, EndMessage(exchange.request.request_id, cancelled=True, usage=Usage(3, 2, 5)))
     assert session.streams == {}
+    await hub.journal.flush()
+    (record,) = hub.records
+    assert (record.outcome, record.prompt_tokens, record.completion_tokens) == ("client_cancelled", 3, 2)
+
+
+async def test_a_cancelled_stream_without_an_end_is_recorded_after_the_linger_time() -> None:
+    hub = HubCore()
+    session, channel = hub.attach("a")
+    session.linger_s = 0.01
+    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    frame = await channel.next_frame(FrameType.REQUEST)
+    send_head(session, frame.stream_id)
+    send_data(session, frame.stream_id, b"data: 1\n\n")
+    async with asyncio.timeout(2):
+        exchange = await opening
+    exchange.close("client_cancelled")
+    async with asyncio.timeout(2):
+        while session.streams:
+            await asyncio.sleep(0.005)
+    await hub.journal.flush()
+    (record,) = hub.records
+    assert (record.outcome, record.completion_tokens) == ("client_cancelled", 0)
+    send_end(session, frame.stream_id, EndMessage(exchange.request.request_id, cancelled=True))  # too late: ignored
+    await hub.journal.flush()
+    assert len(hub.records) == 1
 
 
 async def test_agent_lost_before_any_byte_is_retried_on_another_agent() -> None:

@@ -40,6 +40,7 @@ from potluck.protocol.agent import (
     RejectMessage,
     RequestMessage,
     StateMessage,
+    Usage,
     WelcomeMessage,
     encode_data,
     encode_frame,
@@ -62,13 +63,14 @@ class RejectedError(Exception):
 class _Outgoing(StreamSink):
     """The agent's end of one stream: frames to the hub, gated by the hub's credit."""
 
-    __slots__ = ("_conn", "_credit", "_credit_event", "stream_id")
+    __slots__ = ("_conn", "_credit", "_credit_event", "stream_id", "usage")
 
     def __init__(self, conn: HubConnection, stream_id: int, window: int) -> None:
         self._conn = conn
         self.stream_id = stream_id
         self._credit = window
         self._credit_event = asyncio.Event()
+        self.usage: Usage | None = None
 
     def head(self, head: HeadMessage) -> None:
         self._conn.send(encode_frame(head, self.stream_id))
@@ -235,7 +237,8 @@ class HubConnection:
         try:
             end = await relay(self.http, self.catalog, req, body, sink)
         except asyncio.CancelledError:
-            end = EndMessage(req.request_id, cancelled=True)
+            # The hub cancelled (its client left): report what the backend said it delivered so far.
+            end = EndMessage(req.request_id, cancelled=True, usage=sink.usage)
         except Exception as exc:
             log.exception("relaying %s failed", req.request_id)
             end = EndMessage(req.request_id, error=ErrorInfo(502, "upstream_error", f"agent error: {exc!r}"))

@@ -46,6 +46,9 @@ _ERROR_BODY_LIMIT = 1 << 20
 class StreamSink:
     """Where a relay sends its response: implemented by the connection (frames to the hub)."""
 
+    usage: Usage | None = None
+    """The usage read so far, so a cancelled request still reports what was delivered."""
+
     def head(self, head: HeadMessage) -> None:
         raise NotImplementedError
 
@@ -178,6 +181,8 @@ async def _relay_through(
         if first_at is None:
             first_at = now()
         out = transform.feed(chunk)
+        if transform.usage is not None:
+            sink.usage = transform.usage
         if out:
             await sink.data(out)
         if transform.error is not None:

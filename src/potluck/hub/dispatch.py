@@ -28,7 +28,7 @@ from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.registry import Registry
 from potluck.hub.session import AgentSession, Stream
-from potluck.protocol.agent import HeadMessage, RequestMessage, Usage
+from potluck.protocol.agent import EndMessage, HeadMessage, RequestMessage, Usage
 from potluck.protocol.errors import error_envelope
 from potluck.store.usage import UsageRecord
 
@@ -123,18 +123,26 @@ class Exchange:
             return
         self._closed = True
         end = self.stream.end
-        cancel = None if end is not None else _CANCEL_REASONS.get(outcome, outcome)
-        self._dispatcher.finish(self.session, self.stream, cancel_reason=cancel)
-        usage = end.usage if end is not None else None
-        self._dispatcher.record(
-            self.request,
-            agent_id=self.session.agent_id,
-            outcome=outcome,
-            status=self.head.status,
-            usage=usage,
-            queued_s=self.queued_s,
-            first_byte_at=self._first_byte_at,
-        )
+
+        def record(final: EndMessage | None) -> None:
+            self._dispatcher.record(
+                self.request,
+                agent_id=self.session.agent_id,
+                outcome=outcome,
+                status=self.head.status,
+                usage=final.usage if final is not None else None,
+                queued_s=self.queued_s,
+                first_byte_at=self._first_byte_at,
+            )
+
+        if end is None:
+            # Cancelled: the slot is freed now, and the usage the agent saw so far (its END answers
+            # the cancel) is recorded when that END arrives, or without usage if it never does.
+            self.stream.after_cancel = record
+            self._dispatcher.finish(self.session, self.stream, cancel_reason=_CANCEL_REASONS.get(outcome, outcome))
+        else:
+            self._dispatcher.finish(self.session, self.stream, cancel_reason=None)
+            record(end)
         self._dispatcher.exchange_closed()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
+from collections.abc import Callable
 
 from potluck._shared.clock import Clock
 from potluck.hub.channel import AgentChannel
@@ -30,6 +31,9 @@ from potluck.protocol.agent import (
     encode_frame,
 )
 from potluck.protocol.metrics import HostMetrics
+
+LINGER_S = 5.0
+"""How long a cancelled stream waits for the agent's END before it is forgotten."""
 
 
 class SessionState(enum.Enum):
@@ -68,8 +72,10 @@ class Stream:
         "_timer",
         "_uncredited",
         "_waiter",
+        "after_cancel",
         "bytes_received",
         "end",
+        "lingering",
         "request_id",
         "session",
         "stream_id",
@@ -92,6 +98,11 @@ class Stream:
         self._uncredited = 0
         self.end: EndMessage | None = None
         self.bytes_received = 0
+        self.lingering = False
+        """Cancelled and handed back by dispatch; kept only to receive the agent's END."""
+        self.after_cancel: Callable[[EndMessage | None], None] | None = None
+        """Called once with the agent's END after a cancel (it carries the usage seen so far), or
+        with None if none comes within the linger time or the agent is lost."""
 
     # -- fed by the session's frame loop --------------------------------------------------------
 
@@ -108,6 +119,7 @@ class Stream:
     def on_end(self, end: EndMessage) -> None:
         self.end = end
         self.stop_deadline()
+        self.settle(end)
         if end.error is not None and not end.cancelled:
             self._fail(_error_from(end.error))
         elif not self._head.done():
@@ -118,6 +130,11 @@ class Stream:
         if self.end is None:
             self._fail(error)
             self._wake()
+
+    def settle(self, end: EndMessage | None) -> None:
+        callback, self.after_cancel = self.after_cancel, None
+        if callback is not None:
+            callback(end)
 
     def _fail(self, error: HubError) -> None:
         self.stop_deadline()
@@ -242,6 +259,7 @@ class AgentSession:
         self.last_rx = clock.now()
         self.rtt_s: float | None = None
         self.agent_in_flight = 0
+        self.linger_s = LINGER_S
         self.host: HostMetrics | None = None
         self.requests_total = 0
 
@@ -268,12 +286,28 @@ class AgentSession:
         return stream
 
     def close_stream(self, stream: Stream, *, cancel_reason: str | None) -> None:
-        """Forget a stream; tell the agent to stop it first if it has not ended."""
+        """Forget a stream; tell the agent to stop it first if it has not ended.
+
+        A cancelled stream lingers for up to `LINGER_S` so the agent's END (with the usage it saw,
+        e.g. when the client hung up right after the last event) still reaches `after_cancel`.
+        """
         stream.stop_deadline()
-        if self.streams.pop(stream.stream_id, None) is None:
+        if self.streams.get(stream.stream_id) is not stream:
+            stream.settle(None)
             return
         if cancel_reason is not None and stream.end is None and self.state is not SessionState.CLOSED:
             self.send(CancelMessage(stream.request_id, cancel_reason), stream.stream_id)
+            if stream.after_cancel is not None:
+                stream.lingering = True
+                asyncio.get_running_loop().call_later(self.linger_s, self._forget, stream)
+                return
+        del self.streams[stream.stream_id]
+        stream.settle(None)
+
+    def _forget(self, stream: Stream) -> None:
+        if self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
+        stream.settle(None)
 
     def on_frame(self, ftype: int, stream_id: int, message: object, payload: bytes) -> None:
         """Route a per-stream or heartbeat frame. Connection-level state frames are the registry's."""
@@ -290,6 +324,8 @@ class AgentSession:
             stream = self.streams.get(stream_id)
             if stream is not None and isinstance(message, EndMessage):
                 stream.on_end(message)
+                if stream.lingering:
+                    del self.streams[stream_id]
         elif ftype == FrameType.PING and isinstance(message, PingMessage):
             self.send(PongMessage(message.sent_at))
         elif ftype == FrameType.PONG and isinstance(message, PongMessage):
@@ -306,4 +342,5 @@ class AgentSession:
         failure = error or AgentLostError()
         for stream in list(self.streams.values()):
             stream.on_lost(failure)
+            stream.settle(None)
         self.streams.clear()
