@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 
 from potluck.api.context import HUB
-from potluck.api.payloads import bearer, body_as, iso, json_response
+from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
 from potluck.hub.errors import AdminAuthError, InvalidRequestError, NotFoundError
 from potluck.hub.services import HubServices
 from potluck.protocol.agent import ModelInfo
@@ -53,20 +53,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     keys = await hub.store.keys.list()
-    return json_response(
-        {
-            "keys": [
-                {
-                    "id": k.id,
-                    "name": k.name,
-                    "prefix": k.prefix,
-                    "created_at": iso(k.created_at),
-                    "revoked_at": iso(k.revoked_at),
-                }
-                for k in keys
-            ]
-        }
-    )
+    return json_response({"keys": [key_view(k) for k in keys]})
 
 
 async def revoke_key(request: web.Request) -> web.Response:

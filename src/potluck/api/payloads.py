@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from potluck.hub.errors import InvalidRequestError
+from potluck.store.keys import ApiKey
 
 T = TypeVar("T")
 
@@ -46,3 +47,14 @@ def iso(when: datetime | None) -> str | None:
 def bearer(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def key_view(key: ApiKey) -> dict[str, Any]:
+    """An API key as listings show it: never the secret, only its display prefix."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": iso(key.created_at),
+        "revoked_at": iso(key.revoked_at),
+    }

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from potluck.api.admin import require_admin
 from potluck.api.context import HUB
-from potluck.api.payloads import bearer, body_as, iso, json_response
+from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
 from potluck.hub.accounts import KeyOptions
 from potluck.hub.controls import Schedule
 from potluck.hub.services import HubServices
@@ -223,21 +223,7 @@ async def list_keys(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     user = await _user(request)
     keys = await hub.store.keys.list(user_id=user.id)
-    return json_response(
-        {
-            "keys": [
-                {
-                    "id": k.id,
-                    "name": k.name,
-                    "prefix": k.prefix,
-                    "groups": k.groups,
-                    "created_at": iso(k.created_at),
-                    "revoked_at": iso(k.revoked_at),
-                }
-                for k in keys
-            ]
-        }
-    )
+    return json_response({"keys": [{**key_view(k), "groups": k.groups} for k in keys]})
 
 
 async def revoke_key(request: web.Request) -> web.Response:
