@@ -60,6 +60,8 @@ api_keys = Table(
     Column("rpm", Integer, nullable=True),
     Column("tpm", Integer, nullable=True),
     Column("max_concurrency", Integer, nullable=True),
+    Column("priority", Integer, nullable=False, server_default="1"),
+    Column("prefer_own", Boolean, nullable=False, server_default=false()),
 )
 
 agents = Table(
@@ -184,4 +186,13 @@ agent_groups = Table(
     metadata,
     Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
     Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("alias", String(200), primary_key=True),
+    Column("models", Text, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
