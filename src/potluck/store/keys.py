@@ -36,6 +36,10 @@ class ApiKey:
     rpm: int | None = None
     tpm: int | None = None
     max_concurrency: int | None = None
+    priority: int = 1
+    """Weight in fair queueing: a key of priority 2 gets twice the queue turns of one of priority 1."""
+    prefer_own: bool = False
+    """Route to the owner's own agents first when they can take the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,8 @@ class KeyRepository:
         rpm: int | None = None,
         tpm: int | None = None,
         max_concurrency: int | None = None,
+        priority: int = 1,
+        prefer_own: bool = False,
     ) -> NewApiKey:
         secret = new_secret(KEY_PREFIX)
         key = ApiKey(
@@ -76,6 +82,8 @@ class KeyRepository:
             rpm=rpm,
             tpm=tpm,
             max_concurrency=max_concurrency,
+            priority=priority,
+            prefer_own=prefer_own,
         )
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -92,6 +100,8 @@ class KeyRepository:
                     rpm=rpm,
                     tpm=tpm,
                     max_concurrency=max_concurrency,
+                    priority=priority,
+                    prefer_own=prefer_own,
                 )
             )
             if groups:
