@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -17,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     false,
     true,
 )
@@ -105,7 +108,17 @@ usage_records = Table(
     Column("ttft_ms", Integer, nullable=True),
     Column("total_ms", Integer, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("user_id", String(40), nullable=True),
+    Column("group_id", String(40), nullable=True),
+    Column("owner_id", String(40), nullable=True),
+    Column("tokens_estimated", Boolean, nullable=False, server_default=false()),
+    Column("flagged", Boolean, nullable=False, server_default=false()),
+    Column("charged", BigInteger, nullable=False, server_default="0"),
+    Column("earned", BigInteger, nullable=False, server_default="0"),
     Index("ix_usage_records_created_at", "created_at"),
+    Index("ix_usage_records_user_created", "user_id", "created_at"),
+    Index("ix_usage_records_owner_created", "owner_id", "created_at"),
+    Index("ix_usage_records_group_created", "group_id", "created_at"),
 )
 
 users = Table(
@@ -141,6 +154,13 @@ groups = Table(
     Column("owner_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("members_can_share", Boolean, nullable=False, server_default=false()),
+    Column("billing", String(16), nullable=False, server_default="mutual"),
+    Column("dynamic_pricing", Boolean, nullable=False, server_default=false()),
+    Column("min_price_per_mtok", Float, nullable=True),
+    Column("max_price_per_mtok", Float, nullable=True),
+    Column("default_input_per_mtok", Float, nullable=False, server_default="0"),
+    Column("default_output_per_mtok", Float, nullable=False, server_default="0"),
+    Column("max_tokens_cap", Integer, nullable=False, server_default="4096"),
 )
 
 memberships = Table(
@@ -194,5 +214,53 @@ model_aliases = Table(
     Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
     Column("alias", String(200), primary_key=True),
     Column("models", Text, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# -- accounting (amounts are signed integers in micro-credits) -------------------------------------
+
+ledger_txns = Table(
+    "ledger_txns",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("request_id", String(40), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # The last line of defence against charging a request twice (NULL request ids do not collide).
+    UniqueConstraint("request_id", "kind", name="uq_ledger_txns_request_kind"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("txn_id", String(40), ForeignKey("ledger_txns.id"), nullable=False),
+    Column("account", String(80), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Index("ix_ledger_entries_account", "account"),
+    Index("ix_ledger_entries_txn_id", "txn_id"),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("payload", Text, nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("consumer_id", String(40), nullable=False),
+    Column("owner_id", String(40), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_receipts_consumer_id", "consumer_id"),
+    Index("ix_receipts_owner_id", "owner_id"),
+)
+
+agent_prices = Table(
+    "agent_prices",
+    metadata,
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("input_per_mtok", Float, nullable=False),
+    Column("output_per_mtok", Float, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
