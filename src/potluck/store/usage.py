@@ -27,6 +27,20 @@ class UsageRecord:
     ttft_ms: int | None
     total_ms: int
     created_at: datetime
+    user_id: str | None = None
+    """The consumer: the key's user."""
+    group_id: str | None = None
+    """The group the request was served through and billed in."""
+    owner_id: str | None = None
+    """The serving agent's owner."""
+    tokens_estimated: bool = False
+    """The backend reported no usage, so the hub estimated the tokens."""
+    flagged: bool = False
+    """The agent's reported counts were implausible (the hub's estimate was billed instead)."""
+    charged: int = 0
+    """What the consumer paid, in micro-credits (0 in a mutual group)."""
+    earned: int = 0
+    """What the agent's owner earned, in micro-credits."""
 
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
@@ -46,7 +60,7 @@ class UsageRepository:
             await conn.execute(insert(usage_records), rows)
 
     async def recent(self, limit: int = 100) -> list[UsageRecord]:
-        query = select(usage_records).order_by(usage_records.c.created_at.desc()).limit(limit)
+        query = select(*(usage_records.c[name] for name in _FIELDS)).order_by(usage_records.c.created_at.desc())
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+            rows = (await conn.execute(query.limit(limit))).mappings().all()
         return [UsageRecord(**row) for row in rows]
