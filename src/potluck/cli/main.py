@@ -4,6 +4,7 @@ Hub and agent code is imported inside the command functions, so `potluck agent` 
 base install (no database libraries). The user commands (`login`, `group ...`, `key ...`,
 `agent-token ...`, `agent list|share|unshare|pause|resume|schedule`, `admin ...`) use
 `potluck.cli.client`, which needs only the standard library.
+`receipt verify` works offline, with the hub's public key.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -807,6 +808,75 @@ def agent_schedule(
     answer = _update_agent(hub_url, agent_id, changes)
     click.echo(f"updated agent {answer.get('id', agent_id)}")
     _print_controls(answer)
+
+
+# -- receipts -----------------------------------------------------------------------------------------
+
+
+@cli.group("receipt")
+def receipt_cmd() -> None:
+    """Signed receipts: what a request cost, signed by the hub."""
+
+
+def _credits(micro: int) -> str:
+    """µcr as credits with 6 decimals, exactly (no float rounding)."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+@receipt_cmd.command("verify")
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--key",
+    required=True,
+    metavar="KEY",
+    help="The hub's public key: a file or a base64 string; the JSON of GET /.well-known/potluck-hub-key works too.",
+)
+def receipt_verify(file: IO[bytes], key: str) -> None:
+    """Check that the hub signed the receipt in FILE ('-': standard input), and show what it says."""
+    from potluck.hub.receipts import ReceiptError, parse_public_key, verify_receipt
+
+    key_path = Path(key)
+    try:
+        is_file = key_path.is_file()
+    except OSError:  # e.g. a base64 key longer than a file name may be
+        is_file = False
+    try:
+        key_text = key_path.read_text() if is_file else key
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {key}: {exc}", param_hint="--key") from None
+    try:
+        public_key = parse_public_key(key_text)
+    except ReceiptError as exc:
+        raise click.BadParameter(f"{exc} (give a key file or a base64 string)", param_hint="--key") from None
+    try:
+        receipt = verify_receipt(file.read(), public_key)
+    except ReceiptError as exc:
+        raise click.ClickException(f"invalid receipt: {exc}") from None
+    estimated = " (estimated by the hub)" if receipt.tokens_estimated else ""
+    rows = [
+        ("request", receipt.request_id),
+        ("issued", receipt.issued_at),
+        ("outcome", receipt.outcome),
+        ("model", receipt.model),
+        ("tokens", f"{receipt.prompt_tokens} prompt + {receipt.completion_tokens} completion{estimated}"),
+        (
+            "price",
+            f"{receipt.input_per_mtok:g} in / {receipt.output_per_mtok:g} out credits per million tokens"
+            f" x {receipt.multiplier:g}",
+        ),
+        ("charged", f"{_credits(receipt.charged)} credits"),
+        ("fee", f"{_credits(receipt.fee)} credits"),
+        ("earned", f"{_credits(receipt.earned)} credits"),
+        ("consumer", f"{receipt.consumer_id} (key {receipt.key_id})"),
+        ("group", receipt.group_id or "—"),
+        ("agent", receipt.agent_id),
+        ("owner", receipt.owner_id or "—"),
+        ("hub key", receipt.hub),
+    ]
+    _print_table("Receipt", ("field", "value"), rows)
+    click.echo(f"valid: signed by hub key {receipt.hub}")
 
 
 @cli.group("admin")

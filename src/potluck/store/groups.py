@@ -42,6 +42,34 @@ class Group:
     created_at: datetime
     members_can_share: bool = False
     """Plain members may share their agents into the group (by default only owner and admins)."""
+    billing: str = "mutual"
+    """``mutual`` (usage tracked, nothing charged) or ``credits`` (consumers pay, GPU owners earn)."""
+    dynamic_pricing: bool = False
+    """Agent owners set their own prices (within the bounds below); otherwise the group defaults apply."""
+    min_price_per_mtok: float | None = None
+    """Lowest price an owner may set, in credits per million tokens (None: no floor)."""
+    max_price_per_mtok: float | None = None
+    """Highest price an owner may set, in credits per million tokens (None: no ceiling)."""
+    default_input_per_mtok: float = 0.0
+    """Price of prompt tokens, in credits per million, where the agent set none."""
+    default_output_per_mtok: float = 0.0
+    """Price of completion tokens, in credits per million, where the agent set none."""
+    max_tokens_cap: int = 4096
+    """Completion tokens a credit hold covers when the request sets no ``max_tokens``."""
+
+
+BILLING_MODES = frozenset({"mutual", "credits"})
+BILLING_FIELDS = frozenset(
+    {
+        "billing",
+        "dynamic_pricing",
+        "min_price_per_mtok",
+        "max_price_per_mtok",
+        "default_input_per_mtok",
+        "default_output_per_mtok",
+        "max_tokens_cap",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +175,22 @@ class GroupRepository:
         async with self._engine.begin() as conn:
             await conn.execute(update(groups).where(groups.c.id == group_id).values(members_can_share=allowed))
 
+    async def update_billing(self, group_id: str, **changes: Any) -> Group:
+        """Change the group's billing settings (only the `BILLING_FIELDS` given); the updated group.
+
+        ValueError for an unknown field or an invalid value, NotFoundError if there is no such group.
+        """
+        _check_billing(changes)
+        async with self._engine.begin() as conn:
+            if changes:
+                result = await conn.execute(update(groups).where(groups.c.id == group_id).values(**changes))
+                if not result.rowcount:
+                    raise NotFoundError(f"no group {group_id}")
+            row = (await conn.execute(select(groups).where(groups.c.id == group_id))).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no group {group_id}")
+        return _group(row)
+
     async def delete(self, group_id: str) -> bool:
         async with self._engine.begin() as conn:
             # Explicit, so it holds on databases where cascades are off.
@@ -245,7 +289,37 @@ class GroupRepository:
 
 
 def _group(row: Any) -> Group:
-    return Group(row["id"], row["name"], row["owner_id"], row["created_at"], bool(row["members_can_share"]))
+    return Group(
+        row["id"],
+        row["name"],
+        row["owner_id"],
+        row["created_at"],
+        members_can_share=bool(row["members_can_share"]),
+        billing=str(row["billing"]),
+        dynamic_pricing=bool(row["dynamic_pricing"]),
+        min_price_per_mtok=row["min_price_per_mtok"],
+        max_price_per_mtok=row["max_price_per_mtok"],
+        default_input_per_mtok=float(row["default_input_per_mtok"]),
+        default_output_per_mtok=float(row["default_output_per_mtok"]),
+        max_tokens_cap=int(row["max_tokens_cap"]),
+    )
+
+
+def _check_billing(changes: dict[str, Any]) -> None:
+    unknown = set(changes) - BILLING_FIELDS
+    if unknown:
+        raise ValueError(f"not a billing setting: {', '.join(sorted(unknown))}")
+    if "billing" in changes and changes["billing"] not in BILLING_MODES:
+        raise ValueError(f"billing must be one of {', '.join(sorted(BILLING_MODES))}")
+    for name in ("min_price_per_mtok", "max_price_per_mtok", "default_input_per_mtok", "default_output_per_mtok"):
+        value = changes.get(name)
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must not be negative")
+    for name in ("billing", "dynamic_pricing", "default_input_per_mtok", "default_output_per_mtok", "max_tokens_cap"):
+        if name in changes and changes[name] is None:
+            raise ValueError(f"{name} cannot be unset")
+    if "max_tokens_cap" in changes and changes["max_tokens_cap"] < 1:
+        raise ValueError("max_tokens_cap must be at least 1")
 
 
 async def _is_member(conn: AsyncConnection, group_id: str, user_id: str) -> bool:
