@@ -5,13 +5,11 @@ from __future__ import annotations
 from sqlalchemy.exc import SQLAlchemyError
 
 from potluck.store.agents import AgentRepository
-from potluck.store.billing import BillingRepository
 from potluck.store.engine import create_engine, upgrade_schema
 from potluck.store.errors import StoreError
 from potluck.store.groups import GroupRepository
 from potluck.store.keys import KeyRepository
 from potluck.store.ledger import LedgerRepository
-from potluck.store.reports import ReportRepository
 from potluck.store.usage import UsageRepository
 from potluck.store.users import UserRepository
 
@@ -28,8 +26,6 @@ class Store:
         self.users = UserRepository(self._engine)
         self.groups = GroupRepository(self._engine)
         self.ledger = LedgerRepository(self._engine)
-        self.billing = BillingRepository(self._engine)
-        self.reports = ReportRepository(self._engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:
