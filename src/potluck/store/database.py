@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.exc import SQLAlchemyError
 
 from potluck.store.agents import AgentRepository
+from potluck.store.billing import BillingRepository
 from potluck.store.engine import create_engine, upgrade_schema
 from potluck.store.errors import StoreError
 from potluck.store.groups import GroupRepository
@@ -26,6 +27,7 @@ class Store:
         self.users = UserRepository(self._engine)
         self.groups = GroupRepository(self._engine)
         self.ledger = LedgerRepository(self._engine)
+        self.billing = BillingRepository(self._engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:
