@@ -11,6 +11,7 @@ from potluck.store.errors import StoreError
 from potluck.store.groups import GroupRepository
 from potluck.store.keys import KeyRepository
 from potluck.store.ledger import LedgerRepository
+from potluck.store.reports import ReportRepository
 from potluck.store.usage import UsageRepository
 from potluck.store.users import UserRepository
 
@@ -28,6 +29,7 @@ class Store:
         self.groups = GroupRepository(self._engine)
         self.ledger = LedgerRepository(self._engine)
         self.billing = BillingRepository(self._engine)
+        self.reports = ReportRepository(self._engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:
