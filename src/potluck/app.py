@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
-from potluck.api import admin, agent_ws, health, openai, openapi, users
+from potluck.api import admin, agent_ws, health, openai, openapi, scheduling, users
 from potluck.api.context import HUB
 from potluck.api.errors import error_middleware
 from potluck.hub.access import AccessMap
@@ -34,7 +34,7 @@ from potluck.hub.limits import Limits, MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.registry import Registry
-from potluck.hub.scheduler import Scheduler
+from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
 from potluck.store.database import Store
@@ -81,7 +81,20 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         keys = KeyCache()
         keys.load(await store.keys.list(include_revoked=False))
         metrics = HubMetrics(CollectorRegistry())
-        scheduler = Scheduler(clock, max_queue=settings.max_queue, queue_timeout=settings.queue_timeout)
+        scheduler = Scheduler(
+            clock,
+            max_queue=settings.max_queue,
+            queue_timeout=settings.queue_timeout,
+            policy=settings.scheduler_policy,
+            weights=ScoreWeights.parse(settings.score_weights),
+            ejection=EjectionSettings(
+                failures=settings.eject_failures,
+                base_s=settings.eject_base_s,
+                max_s=settings.eject_base_s * 10,
+                max_percent=settings.eject_max_percent,
+            ),
+            user_share=settings.queue_user_share,
+        )
         access = await load_access(store)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
@@ -93,6 +106,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 max_attempts=settings.max_attempts,
                 first_byte_timeout=settings.first_byte_timeout,
                 idle_timeout=settings.idle_timeout,
+                retry_budget_percent=settings.retry_budget_percent,
             ),
             metrics,
             journal,
@@ -132,6 +146,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     admin.add_routes(app)
     users.add_routes(app)
     health.add_routes(app)
+    scheduling.add_routes(app)
     openapi.add_routes(app)
     return app
 
@@ -154,6 +169,9 @@ async def load_access(store: Store) -> AccessMap:
     everyone = await store.users.all()
     access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in everyone}
     access.usernames = {u.id: u.username for u in everyone}
+    access.admins = {u.id for u in everyone if u.role == "admin"}
+    for alias in await store.aliases.list():
+        access.set_alias(alias.group_id, alias.alias, alias.models)
     for agent in await store.agents.list():
         owner = agent.owner_id or admin.id
         access.agent_owner[agent.id] = owner

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError, ShuttingDownError
+from potluck.hub.scheduler import Want
 from potluck.hub.session import AgentSession, SessionState
 from potluck.protocol.agent import (
     DrainMessage,
@@ -36,7 +37,7 @@ async def test_unknown_model_is_refused_at_once() -> None:
     hub = HubCore()
     hub.attach("a", models=("m",))
     with pytest.raises(ModelNotFoundError) as info:
-        await hub.registry.acquire("nope")
+        await hub.registry.acquire(Want(("nope",)))
     assert info.value.status == 404
     assert info.value.param == "model"
     assert hub.scheduler.queue_depth == 0
@@ -45,7 +46,8 @@ async def test_unknown_model_is_refused_at_once() -> None:
 async def test_acquire_returns_session_with_free_slot_immediately() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", max_concurrency=2)
-    got, queued_s = await hub.registry.acquire("m")
+    slot = await hub.registry.acquire(Want(("m",)))
+    got, queued_s = slot.session, slot.queued_s
     assert got is session
     assert queued_s == 0.0
     assert hub.in_flight("a") == 1
@@ -54,8 +56,8 @@ async def test_acquire_returns_session_with_free_slot_immediately() -> None:
 async def test_queued_request_gets_the_slot_in_the_turn_it_is_released() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
-    waiter = asyncio.create_task(hub.registry.acquire("m"))
+    await hub.registry.acquire(Want(("m",)))
+    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
     hub.clock.advance(3.0)
 
@@ -66,7 +68,8 @@ async def test_queued_request_gets_the_slot_in_the_turn_it_is_released() -> None
     assert hub.in_flight("a") == 1
     await asyncio.sleep(0)  # one loop turn, exactly the waiter's wake-up
     assert waiter.done()
-    got, queued_s = waiter.result()
+    slot = waiter.result()
+    got, queued_s = slot.session, slot.queued_s
     assert got is session
     assert queued_s == 3.0
 
@@ -74,11 +77,11 @@ async def test_queued_request_gets_the_slot_in_the_turn_it_is_released() -> None
 async def test_queued_waiters_are_served_first_come_first_served() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
+    await hub.registry.acquire(Want(("m",)))
     order: list[int] = []
 
     async def wait(i: int) -> None:
-        await hub.registry.acquire("m")
+        await hub.registry.acquire(Want(("m",)))
         order.append(i)
 
     tasks = []
@@ -96,8 +99,8 @@ async def test_queued_waiters_are_served_first_come_first_served() -> None:
 async def test_cancelled_queued_request_leaves_the_queue_and_takes_no_slot() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
-    waiter = asyncio.create_task(hub.registry.acquire("m"))
+    await hub.registry.acquire(Want(("m",)))
+    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
 
     waiter.cancel()
@@ -113,10 +116,10 @@ async def test_cancelled_queued_request_leaves_the_queue_and_takes_no_slot() -> 
 async def test_request_cancelled_in_the_turn_it_was_granted_gives_the_slot_back_once() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
-    cancelled = asyncio.create_task(hub.registry.acquire("m"))
+    await hub.registry.acquire(Want(("m",)))
+    cancelled = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
-    next_in_line = asyncio.create_task(hub.registry.acquire("m"))
+    next_in_line = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 2)
 
     hub.registry.release(session)  # grants `cancelled`...
@@ -125,7 +128,7 @@ async def test_request_cancelled_in_the_turn_it_was_granted_gives_the_slot_back_
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     async with asyncio.timeout(2):
-        got, _ = await next_in_line
+        got = (await next_in_line).session
     assert got is session
     assert hub.in_flight("a") == 1
     hub.registry.release(session)
@@ -136,8 +139,8 @@ async def test_request_cancelled_in_the_turn_it_was_granted_gives_the_slot_back_
 async def test_request_cancelled_in_the_turn_it_was_granted_frees_the_slot_when_nobody_waits() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
-    waiter = asyncio.create_task(hub.registry.acquire("m"))
+    await hub.registry.acquire(Want(("m",)))
+    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
 
     hub.registry.release(session)
@@ -146,16 +149,16 @@ async def test_request_cancelled_in_the_turn_it_was_granted_frees_the_slot_when_
         await waiter
 
     assert hub.in_flight("a") == 0
-    assert await hub.registry.acquire("m") is not None
+    assert await hub.registry.acquire(Want(("m",))) is not None
 
 
 async def test_queue_wait_timeout_raises_overloaded_with_bounded_retry_after() -> None:
     hub = HubCore(queue_timeout=0.02)
     hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
+    await hub.registry.acquire(Want(("m",)))
 
     with pytest.raises(OverloadedError) as info:
-        await hub.registry.acquire("m")
+        await hub.registry.acquire(Want(("m",)))
 
     assert info.value.status == 503
     assert info.value.code == "server_overloaded"
@@ -167,12 +170,12 @@ async def test_queue_wait_timeout_raises_overloaded_with_bounded_retry_after() -
 async def test_full_queue_raises_overloaded_at_once_with_retry_after_at_most_60() -> None:
     hub = HubCore(max_queue=1, queue_timeout=3600.0)
     hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
-    waiter = asyncio.create_task(hub.registry.acquire("m"))
+    await hub.registry.acquire(Want(("m",)))
+    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
 
     with pytest.raises(OverloadedError) as info:
-        await hub.registry.acquire("m")
+        await hub.registry.acquire(Want(("m",)))
 
     assert 1 <= info.value.retry_after <= 60
     waiter.cancel()
@@ -183,14 +186,14 @@ async def test_full_queue_raises_overloaded_at_once_with_retry_after_at_most_60(
 async def test_new_agent_serves_queued_requests_at_once() -> None:
     hub = HubCore()
     hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
-    waiter = asyncio.create_task(hub.registry.acquire("m"))
+    await hub.registry.acquire(Want(("m",)))
+    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
 
     b, _ = hub.attach("b", max_concurrency=1)
 
     async with asyncio.timeout(2):
-        got, _ = await waiter
+        got = (await waiter).session
     assert got is b
     assert hub.in_flight("b") == 1
 
@@ -198,7 +201,7 @@ async def test_new_agent_serves_queued_requests_at_once() -> None:
 async def test_models_message_updates_what_the_agent_serves() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", models=("m",), max_concurrency=1)
-    waiter = asyncio.create_task(hub.registry.acquire("m"))
+    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await asyncio.sleep(0)
     await waiter  # took the only slot
     hub.registry.on_models(session, ModelsMessage([ModelInfo("m"), ModelInfo("n")], []))
@@ -206,7 +209,7 @@ async def test_models_message_updates_what_the_agent_serves() -> None:
     hub.registry.on_models(session, ModelsMessage([ModelInfo("n")], []))
     assert not hub.scheduler.serves("m")
     with pytest.raises(ModelNotFoundError):
-        await hub.registry.acquire("m")
+        await hub.registry.acquire(Want(("m",)))
 
 
 async def test_state_message_draining_stops_routing_and_resumes() -> None:
@@ -228,8 +231,8 @@ async def test_state_message_draining_stops_routing_and_resumes() -> None:
 async def test_draining_agent_receives_no_queued_request() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
-    waiter = asyncio.create_task(hub.registry.acquire("m"))
+    await hub.registry.acquire(Want(("m",)))
+    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
 
     hub.registry.on_state(session, StateMessage(in_flight=1, draining=True, max_concurrency=1))
@@ -239,7 +242,7 @@ async def test_draining_agent_receives_no_queued_request() -> None:
     assert hub.in_flight("a") == 0
     hub.registry.on_state(session, StateMessage(in_flight=0, draining=False, max_concurrency=1))
     async with asyncio.timeout(2):
-        got, _ = await waiter
+        got = (await waiter).session
     assert got is session
 
 
@@ -250,7 +253,7 @@ async def test_model_served_only_by_draining_agents_is_overloaded_at_once() -> N
 
     with pytest.raises(OverloadedError) as info:
         async with asyncio.timeout(2):
-            await hub.registry.acquire("m")
+            await hub.registry.acquire(Want(("m",)))
 
     assert 1 <= info.value.retry_after <= 60
     assert hub.scheduler.queue_depth == 0
@@ -259,7 +262,7 @@ async def test_model_served_only_by_draining_agents_is_overloaded_at_once() -> N
 async def test_release_on_a_closed_session_frees_nothing() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
+    await hub.registry.acquire(Want(("m",)))
     hub.registry.detach(session)
     hub.registry.release(session)
     assert hub.scheduler.agent("a") is None
@@ -289,8 +292,8 @@ async def test_drain_all_tells_every_agent_and_routes_nothing_more() -> None:
 async def test_drain_all_answers_queued_requests_at_once() -> None:
     hub = HubCore()
     hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
-    waiter = asyncio.create_task(hub.registry.acquire("m"))
+    await hub.registry.acquire(Want(("m",)))
+    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
 
     hub.registry.drain_all(30)
@@ -388,13 +391,13 @@ async def test_release_from_a_replaced_session_does_not_free_a_slot_of_the_new_o
     send_data(old, first.stream_id, b"data: 1\n\n")
     async with asyncio.timeout(2):
         exchange = await running
-    waiting = asyncio.create_task(hub.registry.acquire("m"))
+    waiting = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
 
     new, _ = make_session("a", hub.clock, max_concurrency=1)
     hub.registry.attach(new)  # the old connection is closed, the waiter gets the new one's only slot
     async with asyncio.timeout(2):
-        got, _ = await waiting
+        got = (await waiting).session
     assert got is new
     assert hub.in_flight("a") == 1
 
@@ -411,15 +414,15 @@ async def test_slot_granted_just_before_a_reconnect_is_counted_on_the_session_re
     """
     hub = HubCore()
     session, _ = hub.attach("a", max_concurrency=1)
-    await hub.registry.acquire("m")
-    waiting = asyncio.create_task(hub.registry.acquire("m"))
+    await hub.registry.acquire(Want(("m",)))
+    waiting = asyncio.create_task(hub.registry.acquire(Want(("m",))))
     await queued(hub, 1)
 
     hub.registry.release(session)  # granted on the old connection's slots...
     new, _ = make_session("a", hub.clock, max_concurrency=1)
     hub.registry.attach(new)  # ...which are replaced before the waiter runs
     async with asyncio.timeout(2):
-        got, _ = await waiting
+        got = (await waiting).session
 
     assert got is new
     assert hub.in_flight("a") == 1, "the request runs on the new connection without holding one of its slots"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from potluck._shared.clock import ManualClock
-from potluck.hub.scheduler import AgentSlots, QueueFullError, Scheduler
+from potluck.hub.scheduler import AgentSlots, QueueFullError, Scheduler, Want
 
 
 def slots(s: Scheduler, agent_id: str) -> AgentSlots:
@@ -16,7 +16,7 @@ def slots(s: Scheduler, agent_id: str) -> AgentSlots:
 
 def make(max_queue: int = 8, queue_timeout: float = 10.0) -> tuple[Scheduler, ManualClock]:
     clock = ManualClock(100.0)
-    return Scheduler(clock, max_queue=max_queue, queue_timeout=queue_timeout), clock
+    return Scheduler(clock, max_queue=max_queue, queue_timeout=queue_timeout, user_share=1.0), clock
 
 
 # -- picking an agent -----------------------------------------------------------------------------
@@ -128,16 +128,16 @@ def test_excluded_agents_are_not_picked() -> None:
 def test_queue_is_bounded() -> None:
     s, _ = make(max_queue=2)
     s.upsert_agent("a", ["m"], 1)
-    s.enqueue("m")
-    s.enqueue("m")
+    s.enqueue(Want(("m",)))
+    s.enqueue(Want(("m",)))
     with pytest.raises(QueueFullError):
-        s.enqueue("m")
+        s.enqueue(Want(("m",)))
     assert s.queue_depth == 2
 
 
 def test_ticket_deadline_is_enqueue_time_plus_queue_timeout() -> None:
     s, clock = make(queue_timeout=7.5)
-    ticket = s.enqueue("m")
+    ticket = s.enqueue(Want(("m",)))
     assert ticket.enqueued_at == clock.now()
     assert ticket.deadline == clock.now() + 7.5
     assert not ticket.done
@@ -148,7 +148,7 @@ def test_release_grants_oldest_waiting_ticket() -> None:
     s, _ = make()
     s.upsert_agent("a", ["m"], 1)
     assert s.acquire("m") == "a"
-    first, second, third = s.enqueue("m"), s.enqueue("m"), s.enqueue("m")
+    first, second, third = s.enqueue(Want(("m",))), s.enqueue(Want(("m",))), s.enqueue(Want(("m",)))
 
     grants = s.release("a")
 
@@ -170,9 +170,9 @@ def test_release_skips_tickets_the_agent_cannot_serve() -> None:
     s.upsert_agent("b", ["m2"], 1)
     s.acquire("m1")
     s.acquire("m2")
-    wants_m2 = s.enqueue("m2")
-    excludes_a = s.enqueue("m1", frozenset({"a"}))
-    wants_m1 = s.enqueue("m1")
+    wants_m2 = s.enqueue(Want(("m2",)))
+    excludes_a = s.enqueue(Want(("m1",), frozenset({"a"})))
+    wants_m1 = s.enqueue(Want(("m1",)))
 
     grants = s.release("a")
 
@@ -187,7 +187,7 @@ def test_release_grants_as_many_tickets_as_freed_capacity() -> None:
     s.upsert_agent("a", ["m"], 2)
     s.acquire("m")
     s.acquire("m")
-    t1, t2 = s.enqueue("m"), s.enqueue("m")
+    t1, t2 = s.enqueue(Want(("m",))), s.enqueue(Want(("m",)))
     s.upsert_agent("a", ["m"], 4)  # capacity grows: both waiters fit now
     assert t1.done
     assert t2.done
@@ -211,7 +211,7 @@ def test_release_never_drives_in_flight_negative() -> None:
 
 def test_new_agent_grants_queued_tickets_in_fifo_order() -> None:
     s, _ = make()
-    t1, t2, t3 = s.enqueue("m"), s.enqueue("other"), s.enqueue("m")
+    t1, t2, t3 = s.enqueue(Want(("m",))), s.enqueue(Want(("other",))), s.enqueue(Want(("m",)))
 
     grants = s.upsert_agent("a", ["m"], 1)
 
@@ -225,7 +225,7 @@ def test_new_agent_grants_queued_tickets_in_fifo_order() -> None:
 def test_agent_gaining_a_model_grants_its_waiters() -> None:
     s, _ = make()
     s.upsert_agent("a", ["m1"], 2)
-    ticket = s.enqueue("m2")
+    ticket = s.enqueue(Want(("m2",)))
     assert s.upsert_agent("a", ["m1", "m2"], 2)[0].ticket is ticket
     assert s.serves("m2")
 
@@ -243,7 +243,7 @@ def test_draining_agent_receives_no_queued_work() -> None:
     s, _ = make()
     s.upsert_agent("a", ["m"], 1)
     s.acquire("m")
-    ticket = s.enqueue("m")
+    ticket = s.enqueue(Want(("m",)))
     assert s.set_draining("a", True) == []
     assert s.release("a") == []
     assert not ticket.done
@@ -254,7 +254,7 @@ def test_draining_agent_receives_no_queued_work() -> None:
 
 def test_new_draining_agent_receives_no_queued_work() -> None:
     s, _ = make()
-    ticket = s.enqueue("m")
+    ticket = s.enqueue(Want(("m",)))
     assert s.upsert_agent("a", ["m"], 4, draining=True) == []
     assert not ticket.done
     assert s.upsert_agent("a", ["m"], 4, draining=False)[0].ticket is ticket
@@ -270,9 +270,9 @@ def test_upsert_without_draining_keeps_the_draining_flag() -> None:
 
 def test_expire_removes_only_tickets_past_their_deadline() -> None:
     s, clock = make(queue_timeout=10.0)
-    old = s.enqueue("m")
+    old = s.enqueue(Want(("m",)))
     clock.advance(5)
-    young = s.enqueue("m")
+    young = s.enqueue(Want(("m",)))
     clock.advance(4.9)
     assert s.expire() == []
     clock.advance(0.1)
@@ -288,7 +288,7 @@ def test_expired_ticket_is_not_granted_a_slot() -> None:
     s, clock = make(queue_timeout=10.0)
     s.upsert_agent("a", ["m"], 1)
     s.acquire("m")
-    stale = s.enqueue("m")
+    stale = s.enqueue(Want(("m",)))
     clock.advance(10)
     assert s.release("a") == []
     assert not stale.done
@@ -299,7 +299,7 @@ def test_cancel_withdraws_a_waiting_ticket() -> None:
     s, _ = make()
     s.upsert_agent("a", ["m"], 1)
     s.acquire("m")
-    gone, waiting = s.enqueue("m"), s.enqueue("m")
+    gone, waiting = s.enqueue(Want(("m",))), s.enqueue(Want(("m",)))
 
     s.cancel(gone)
 
@@ -310,7 +310,7 @@ def test_cancel_withdraws_a_waiting_ticket() -> None:
 
 def test_cancel_of_a_granted_ticket_changes_nothing() -> None:
     s, _ = make()
-    ticket = s.enqueue("m")
+    ticket = s.enqueue(Want(("m",)))
     s.upsert_agent("a", ["m"], 1)
     assert ticket.done
     s.cancel(ticket)
@@ -335,8 +335,8 @@ def test_remove_agent_forgets_it_and_its_models() -> None:
 def test_expected_wait_grows_with_queue_and_is_at_least_one_second() -> None:
     s, _ = make(max_queue=4, queue_timeout=40.0)
     assert s.expected_wait() == 1.0
-    s.enqueue("m")
-    s.enqueue("m")
+    s.enqueue(Want(("m",)))
+    s.enqueue(Want(("m",)))
     assert s.expected_wait() == 20.0
 
 
@@ -357,7 +357,7 @@ def test_requests_reach_only_agents_sharing_a_group_with_them() -> None:
     assert scheduler.serves("m", frozenset({"g3"})) is False
     assert scheduler.acquire("m", groups=frozenset({"g2"})) == "b"
     assert scheduler.acquire("m", groups=frozenset({"g2"})) is None  # b is full; a is not reachable
-    ticket = scheduler.enqueue("m", groups=frozenset({"g2"}))
+    ticket = scheduler.enqueue(Want(("m",), groups=frozenset({"g2"})))
     assert scheduler.acquire("m", groups=frozenset({"g1"})) == "a"
     assert scheduler.release("a") == []  # a's free slot is not for g2's queued request
     grants = scheduler.release("b")

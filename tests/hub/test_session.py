@@ -8,6 +8,7 @@ import pytest
 
 from potluck._shared.clock import ManualClock
 from potluck.hub.errors import AgentLostError, HubError, ShuttingDownError, UpstreamError, UpstreamTimeoutError
+from potluck.hub.scheduler import Want
 from potluck.hub.session import AgentSession, IllegalTransitionError, SessionState, Stream
 from potluck.protocol.agent import (
     CancelMessage,
@@ -490,7 +491,7 @@ async def test_client_leaving_while_waiting_for_the_agent_sends_cancel_and_frees
 async def test_client_leaving_while_queued_leaks_no_slot_and_no_in_flight() -> None:
     hub = HubCore()
     session, _ = hub.attach("a")
-    await hub.registry.acquire("m")
+    await hub.registry.acquire(Want(("m",)))
     opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
     async with asyncio.timeout(2):
         while hub.scheduler.queue_depth == 0:

@@ -71,18 +71,26 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
         raise PermissionDeniedError(f"This key may not use the model `{fields.model}`")
     stream = bool(fields.stream) and path in STREAMABLE_PATHS
     include_usage = bool(fields.stream_options and fields.stream_options.include_usage)
+    access = hub.access
+    groups = access.groups_for_key(key)
+    owner = access.owner_of_key(key)
+    model = fields.model or ""
     relay = RelayRequest(
         request_id=rid,
         key_id=key.id,
         path=path,
-        model=fields.model or "",
+        model=model,
         stream=stream,
         strip_usage=stream and not include_usage,
         body=body,
         headers=_FORWARD_HEADERS,
         received_at=hub.clock.now(),
-        groups=hub.access.groups_for_key(key),
-        user_id=hub.access.owner_of_key(key),
+        groups=groups,
+        user_id=owner,
+        models=access.resolve(model, groups),
+        weight=key.priority,
+        prefer_own=key.prefer_own,
+        explain=request.headers.get("x-potluck-explain") == "1" and owner in access.admins,
     )
     admission = _admit(hub, key)
     try:
@@ -92,7 +100,7 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
         raise
     outcome = "ok"
     try:
-        response, outcome = await _respond(request, exchange, rid, admission.headers)
+        response, outcome = await _respond(request, exchange, rid, _routing_headers(exchange, admission.headers))
         return response
     except asyncio.CancelledError:
         outcome = "client_cancelled"
@@ -110,6 +118,22 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
         exchange.close(outcome)
         end = exchange.stream.end
         hub.limiter.finish(admission, end.usage.total_tokens if end is not None and end.usage else 0)
+
+
+def _routing_headers(exchange: Exchange, headers: dict[str, str]) -> dict[str, str]:
+    """Rate-limit headers, plus how long the request queued and, for admins who asked, why this agent."""
+    slot = exchange.slot
+    if slot.position:
+        headers = {
+            **headers,
+            "x-potluck-queue-position": str(slot.position),
+            "x-potluck-queue-wait-ms": str(round(slot.queued_s * 1000)),
+        }
+    if exchange.explanation is not None:
+        route = exchange.explanation.as_dict()
+        route["served_by"] = {"agent_id": slot.placement.agent_id, "model": slot.placement.model}
+        headers = {**headers, "x-potluck-route": msgspec.json.encode(route).decode()}
+    return headers
 
 
 def _admit(hub: HubServices, key: ApiKey) -> Admission:
@@ -239,6 +263,24 @@ async def list_models(request: web.Request) -> web.Response:
         }
         for model, count in sorted(agents.items())
     ]
+    for alias, targets in access.aliases_for(groups).items():
+        if key.models is not None and alias not in key.models:
+            continue
+        served = [m for m in targets if m in agents]
+        if not served:
+            continue  # like a model served nowhere: not listed
+        data.append(
+            {
+                "id": alias,
+                "object": "model",
+                "created": 0,
+                "owned_by": "potluck",
+                "alias_of": list(targets),
+                "agents": sum(agents[m] for m in served),
+                "hot": any(hot[m] for m in served),
+                "owners": sorted({o for m in served for o in owners.get(m, ())}),
+            }
+        )
     return web.json_response({"object": "list", "data": data}, dumps=lambda o: msgspec.json.encode(o).decode())
 
 

@@ -52,6 +52,8 @@ class NewKey(msgspec.Struct):
     rpm: int | None = None
     tpm: int | None = None
     max_concurrency: int | None = None
+    priority: int = 1
+    prefer_own: bool = False
 
 
 class GroupRef(msgspec.Struct):
@@ -62,7 +64,7 @@ class Redeem(msgspec.Struct):
     code: str
 
 
-async def _user(request: web.Request) -> User:
+async def current_user(request: web.Request) -> User:
     return await request.app[HUB].accounts.authenticate(bearer(request))
 
 
@@ -85,65 +87,65 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def me(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     return json_response({"id": user.id, "username": user.username, "role": user.role})
 
 
 async def create_token(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     body = await body_as(request, Named)
     token_id, secret = await request.app[HUB].accounts.create_personal_token(user, body.name.strip() or "token")
     return json_response({"id": token_id, "token": secret}, 201)
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     token_id = request.match_info["token_id"]
     await request.app[HUB].accounts.revoke_token(user, token_id)
     return json_response({"id": token_id, "revoked": True})
 
 
 async def create_group(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     group = await request.app[HUB].accounts.create_group(user, (await body_as(request, Named)).name)
     return json_response({"id": group.id, "name": group.name}, 201)
 
 
 async def list_groups(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     groups = await request.app[HUB].accounts.groups_of(user)
     return json_response({"groups": [{"id": g.id, "name": g.name, "role": role} for g, role in groups]})
 
 
 async def delete_group(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     group_id = request.match_info["group_id"]
     await request.app[HUB].accounts.delete_group(user, group_id)
     return json_response({"id": group_id, "deleted": True})
 
 
 async def list_members(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     members = await request.app[HUB].accounts.members(user, request.match_info["group_id"])
     return json_response({"members": [{"user_id": m.user_id, "username": m.username, "role": m.role} for m in members]})
 
 
 async def leave_group(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     group_id = request.match_info["group_id"]
     await request.app[HUB].accounts.leave(user, group_id)
     return json_response({"id": group_id, "left": True})
 
 
 async def remove_member(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     group_id, member_id = request.match_info["group_id"], request.match_info["user_id"]
     await request.app[HUB].accounts.remove_member(user, group_id, member_id)
     return json_response({"group_id": group_id, "user_id": member_id, "removed": True})
 
 
 async def set_member_role(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     group_id, member_id = request.match_info["group_id"], request.match_info["user_id"]
     role = (await body_as(request, MemberRole)).role
     await request.app[HUB].accounts.set_member_role(user, group_id, member_id, role)
@@ -151,7 +153,7 @@ async def set_member_role(request: web.Request) -> web.Response:
 
 
 async def create_invite(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     body = await body_as(request, NewInvite)
     invite, code = await request.app[HUB].accounts.create_invite(
         user, request.match_info["group_id"], body.max_uses, body.expires_in_s
@@ -162,7 +164,7 @@ async def create_invite(request: web.Request) -> web.Response:
 
 
 async def list_invites(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     invites = await request.app[HUB].accounts.invites(user, request.match_info["group_id"])
     return json_response(
         {
@@ -181,14 +183,14 @@ async def list_invites(request: web.Request) -> web.Response:
 
 
 async def revoke_invite(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     group_id, invite_id = request.match_info["group_id"], request.match_info["invite_id"]
     await request.app[HUB].accounts.revoke_invite(user, group_id, invite_id)
     return json_response({"id": invite_id, "revoked": True})
 
 
 async def redeem_invite(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     group_id = await request.app[HUB].accounts.redeem(user, (await body_as(request, Redeem)).code)
     return json_response({"group_id": group_id})
 
@@ -196,9 +198,11 @@ async def redeem_invite(request: web.Request) -> web.Response:
 async def create_key(request: web.Request) -> web.Response:
     """An API key owned by you, for some or all of your groups (all: follows your memberships)."""
     hub = request.app[HUB]
-    user = await _user(request)
+    user = await current_user(request)
     body = await body_as(request, NewKey)
-    options = KeyOptions(body.models, body.expires_in_s, body.rpm, body.tpm, body.max_concurrency)
+    options = KeyOptions(
+        body.models, body.expires_in_s, body.rpm, body.tpm, body.max_concurrency, body.priority, body.prefer_own
+    )
     created = await hub.accounts.create_key(user, body.name, body.groups, options)
     hub.keys.add(created.key)
     key = created.key
@@ -213,6 +217,8 @@ async def create_key(request: web.Request) -> web.Response:
             "rpm": key.rpm,
             "tpm": key.tpm,
             "max_concurrency": key.max_concurrency,
+            "priority": key.priority,
+            "prefer_own": key.prefer_own,
             "created_at": iso(key.created_at),
         },
         201,
@@ -221,14 +227,14 @@ async def create_key(request: web.Request) -> web.Response:
 
 async def list_keys(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    user = await _user(request)
+    user = await current_user(request)
     keys = await hub.store.keys.list(user_id=user.id)
     return json_response({"keys": [{**key_view(k), "groups": k.groups} for k in keys]})
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    user = await _user(request)
+    user = await current_user(request)
     key = await hub.accounts.own_key(user, request.match_info["key_id"])
     revoked = await hub.store.keys.revoke(key.id)
     hub.keys.remove(key.id)
@@ -238,7 +244,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 async def create_agent_token(request: web.Request) -> web.Response:
     """A one-time enrolment token; the agent that uses it belongs to you."""
     hub = request.app[HUB]
-    user = await _user(request)
+    user = await current_user(request)
     name = (await body_as(request, Named)).name.strip() or "agent"
     token = await hub.store.agents.create_token(name, owner_id=user.id)
     return json_response({"id": token.id, "name": token.name, "token": token.token}, 201)
@@ -246,7 +252,7 @@ async def create_agent_token(request: web.Request) -> web.Response:
 
 async def list_agents(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    user = await _user(request)
+    user = await current_user(request)
     mine = [a for a in await hub.store.agents.list() if hub.access.agent_owner.get(a.id) == user.id]
     agents = []
     for agent in mine:
@@ -272,7 +278,7 @@ def _state(hub: HubServices, agent_id: str) -> str:
 
 
 async def share_agent(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     agent_id = request.match_info["agent_id"]
     group_id = (await body_as(request, GroupRef)).group_id
     await request.app[HUB].accounts.share_agent(user, agent_id, group_id)
@@ -280,7 +286,7 @@ async def share_agent(request: web.Request) -> web.Response:
 
 
 async def unshare_agent(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     agent_id, group_id = request.match_info["agent_id"], request.match_info["group_id"]
     await request.app[HUB].accounts.unshare_agent(user, agent_id, group_id)
     return json_response({"agent_id": agent_id, "group_id": group_id, "shared": False})
@@ -295,7 +301,7 @@ class AgentControls(msgspec.Struct, omit_defaults=True):
 
 async def update_agent(request: web.Request) -> web.Response:
     """Owner controls: ``{"paused"?, "schedule"?, "own_requests_only"?, "own_requests_first"?}``."""
-    user = await _user(request)
+    user = await current_user(request)
     agent_id = request.match_info["agent_id"]
     body = await body_as(request, AgentControls)
     changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not msgspec.UNSET}
@@ -308,7 +314,7 @@ class GroupSettings(msgspec.Struct):
 
 
 async def update_group(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await current_user(request)
     group_id = request.match_info["group_id"]
     body = await body_as(request, GroupSettings)
     await request.app[HUB].accounts.set_group_sharing(user, group_id, body.members_can_share)

@@ -26,7 +26,10 @@ class AccessMap:
         self.agent_controls: dict[str, OwnerControls] = {}
         self.usernames: dict[str, str] = {}
         """User id -> username, for saying who serves a model."""
-        """Per-user RPM/TPM over all of the user's keys."""
+        self.admins: set[str] = set()
+        """Users whose role is admin (they may ask for ``x-potluck-explain``)."""
+        self.aliases: dict[str, dict[str, tuple[str, ...]]] = {}
+        """Group -> alias -> concrete models, most preferred first."""
 
     def groups_for_key(self, key: ApiKey) -> frozenset[str]:
         owner = key.user_id or self.admin_user_id
@@ -44,11 +47,36 @@ class AccessMap:
     def groups_of_agent(self, agent_id: str) -> frozenset[str]:
         return frozenset(self.agent_groups.get(agent_id, ()))
 
+    def set_alias(self, group_id: str, alias: str, models: tuple[str, ...] | None) -> None:
+        group = self.aliases.setdefault(group_id, {})
+        if models is None:
+            group.pop(alias, None)
+        else:
+            group[alias] = models
+
+    def resolve(self, model: str, groups: frozenset[str]) -> tuple[str, ...]:
+        """The concrete models a name stands for through these groups: an alias's list (merged, in group
+        id order, when several groups define it), or the name itself. An alias wins over a model of the
+        same name: the group chose it."""
+        found: list[str] = []
+        if self.aliases:
+            for group_id in sorted(groups):
+                for name in self.aliases.get(group_id, {}).get(model, ()):
+                    if name not in found:
+                        found.append(name)
+        return tuple(found) if found else (model,)
+
+    def aliases_for(self, groups: frozenset[str]) -> dict[str, tuple[str, ...]]:
+        """Every alias these groups define, resolved."""
+        names = {alias for g in groups for alias in self.aliases.get(g, {})}
+        return {name: self.resolve(name, groups) for name in sorted(names)}
+
     def set_user_groups(self, user_id: str, groups: set[str]) -> None:
         self.user_groups[user_id] = set(groups)
 
     def forget_group(self, group_id: str) -> list[str]:
         """A group was deleted: drop it everywhere; the agents whose sharing changed."""
+        self.aliases.pop(group_id, None)
         for groups in self.user_groups.values():
             groups.discard(group_id)
         changed = []

@@ -31,6 +31,7 @@ from potluck.hub.errors import (
 from potluck.hub.limits import Limits
 from potluck.hub.registry import Registry
 from potluck.store import errors as store_errors
+from potluck.store.aliases import ModelAlias
 from potluck.store.database import Store
 from potluck.store.groups import Group, Invite, Member
 from potluck.store.groups import InvalidInviteError as StoreInvalidInvite
@@ -83,6 +84,8 @@ class Accounts:
             raise ConflictError(str(exc)) from None
         self._access.user_limits[user.id] = Limits(rpm=rpm, tpm=tpm)
         self._access.usernames[user.id] = user.username
+        if user.role == "admin":
+            self._access.admins.add(user.id)
         return user
 
     async def login(self, username: str, password: str) -> tuple[str, datetime]:
@@ -232,6 +235,8 @@ class Accounts:
         _positive(
             rpm=options.rpm, tpm=options.tpm, max_concurrency=options.max_concurrency, expires_in_s=options.expires_in_s
         )
+        if not 1 <= options.priority <= MAX_PRIORITY:
+            raise InvalidRequestError(f"`priority` must be 1 to {MAX_PRIORITY}", param="priority")
         if options.models is not None and (not options.models or any(not m for m in options.models)):
             raise InvalidRequestError("`models` must list model names", param="models")
         expires_at = (
@@ -246,6 +251,8 @@ class Accounts:
             rpm=options.rpm,
             tpm=options.tpm,
             max_concurrency=options.max_concurrency,
+            priority=options.priority,
+            prefer_own=options.prefer_own,
         )
 
     async def own_key(self, user: User, key_id: str) -> ApiKey:
@@ -298,6 +305,34 @@ class Accounts:
         await self._role(user, group_id, frozenset({"owner"}))
         await self._store.groups.set_members_can_share(group_id, members_can_share)
 
+    async def aliases(self, user: User, group_id: str) -> list[ModelAlias]:
+        await self._role(user, group_id)
+        return await self._store.aliases.list(group_id)
+
+    async def set_alias(self, user: User, group_id: str, alias: str, models: list[str]) -> ModelAlias:
+        """Map ``alias`` to concrete models, most preferred first (group owner and admins)."""
+        await self._role(user, group_id, frozenset({"owner", "admin"}))
+        alias = alias.strip()
+        if not 1 <= len(alias) <= 200:
+            raise InvalidRequestError("an alias is 1 to 200 characters", param="alias")
+        if not models or len(models) > MAX_ALIAS_MODELS or any(not m.strip() or m == alias for m in models):
+            raise InvalidRequestError(
+                f"`models` must list 1 to {MAX_ALIAS_MODELS} model names other than the alias", param="models"
+            )
+        if len(set(models)) != len(models):
+            raise InvalidRequestError("`models` lists a model twice", param="models")
+        saved = await self._store.aliases.put(group_id, alias, models)
+        self._access.set_alias(group_id, alias, saved.models)
+        return saved
+
+    async def delete_alias(self, user: User, group_id: str, alias: str) -> None:
+        await self._role(user, group_id, frozenset({"owner", "admin"}))
+        try:
+            await self._store.aliases.delete(group_id, alias)
+        except store_errors.NotFoundError:
+            raise NotFoundError(f"No alias {alias} in this group") from None
+        self._access.set_alias(group_id, alias, None)
+
     async def unshare_agent(self, user: User, agent_id: str, group_id: str) -> None:
         self.own_agent(user, agent_id)
         if not await self._store.agents.unshare(agent_id, group_id):
@@ -313,6 +348,12 @@ class KeyOptions:
     rpm: int | None = None
     tpm: int | None = None
     max_concurrency: int | None = None
+    priority: int = 1
+    prefer_own: bool = False
+
+
+MAX_PRIORITY = 100
+MAX_ALIAS_MODELS = 16
 
 
 def _positive(**values: int | None) -> None:

@@ -33,6 +33,10 @@ class KeyCache:
         if secret_hash is not None:
             self._by_hash.pop(secret_hash, None)
 
+    def by_id(self, key_id: str) -> ApiKey | None:
+        secret_hash = self._hash_by_id.get(key_id)
+        return None if secret_hash is None else self._by_hash.get(secret_hash)
+
     def authenticate(self, secret: str | None) -> ApiKey:
         """The live key for this secret. The lookup is by SHA-256, so timing reveals nothing of the key."""
         if not secret:

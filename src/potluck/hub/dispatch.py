@@ -26,7 +26,8 @@ from potluck.hub.errors import (
 )
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
-from potluck.hub.registry import Registry
+from potluck.hub.registry import Registry, Slot
+from potluck.hub.scheduler import Explanation, Want
 from potluck.hub.session import AgentSession, Stream
 from potluck.protocol.agent import EndMessage, HeadMessage, RequestMessage, Usage
 from potluck.protocol.errors import error_envelope
@@ -48,6 +49,13 @@ class RelayRequest:
     """The groups the key reaches agents through (None: no isolation)."""
     user_id: str | None = None
     """Whose request it is (owner controls: own requests only / first)."""
+    models: tuple[str, ...] = ()
+    """Concrete models that may serve it, in order of preference (an alias's list); empty: just ``model``."""
+    weight: int = 1
+    """Fair-queue weight (the key's priority)."""
+    prefer_own: bool = False
+    explain: bool = False
+    """Keep the scheduler's reasoning for the response (admins' ``x-potluck-explain: 1``)."""
 
 
 _FIRST_BYTE_MESSAGE = "no response from the agent within {:g} s"
@@ -59,28 +67,47 @@ class DispatchSettings:
     max_attempts: int = 3
     first_byte_timeout: float = 600.0
     idle_timeout: float = 300.0
+    retry_budget_percent: float = 20.0
+    """Retries in progress may be at most this share of the requests in flight (Envoy's retry budget)..."""
+    min_retry_concurrency: int = 3
+    """...or this many, whichever is more, so a quiet hub can still retry."""
 
 
 class Exchange:
     """A response being relayed from one agent. Always `close` it exactly once."""
 
-    __slots__ = ("_closed", "_dispatcher", "_first_byte_at", "head", "queued_s", "request", "session", "stream")
+    __slots__ = (
+        "_closed",
+        "_dispatcher",
+        "_first_byte_at",
+        "explanation",
+        "head",
+        "request",
+        "session",
+        "slot",
+        "started_at",
+        "stream",
+    )
 
     def __init__(
         self,
         dispatcher: Dispatcher,
         request: RelayRequest,
-        session: AgentSession,
+        slot: Slot,
         stream: Stream,
         head: HeadMessage,
-        queued_s: float,
+        started_at: float,
+        explanation: Explanation | None,
     ) -> None:
         self._dispatcher = dispatcher
         self.request = request
-        self.session = session
+        self.slot = slot
+        self.session = slot.session
         self.stream = stream
         self.head = head
-        self.queued_s = queued_s
+        self.started_at = started_at
+        """When the chosen agent got the request (after any queueing and failed attempts)."""
+        self.explanation = explanation
         self._closed = False
         self._first_byte_at: float | None = None
 
@@ -131,9 +158,12 @@ class Exchange:
                 outcome=outcome,
                 status=self.head.status,
                 usage=final.usage if final is not None else None,
-                queued_s=self.queued_s,
+                queued_s=self.slot.queued_s,
                 first_byte_at=self._first_byte_at,
+                model=self.slot.placement.model,
             )
+
+        self._learn(outcome, end)
 
         if end is None:
             # Cancelled: the slot is freed now, and the usage the agent saw so far (its END answers
@@ -144,6 +174,32 @@ class Exchange:
             self._dispatcher.finish(self.session, self.stream, cancel_reason=None)
             record(end)
         self._dispatcher.exchange_closed()
+
+    def _learn(self, outcome: str, end: EndMessage | None) -> None:
+        """Tell the scheduler how the agent did: timings on success, failures for outlier ejection."""
+        placement = self.slot.placement
+        scheduler = self._dispatcher.registry.scheduler
+        status = self.head.status
+        if outcome in ("agent_failed", "timeout") or status >= 500:
+            scheduler.report(placement.agent_id, placement.model, ok=False)
+            return
+        if outcome != "ok" or status >= 400:
+            return  # the client's doing (a 4xx, a hang-up): says nothing about the agent
+        now = self._dispatcher.clock.now()
+        first = self._first_byte_at
+        decode = None
+        usage = end.usage if end is not None else None
+        if usage is not None and first is not None and usage.completion_tokens > 1 and now > first:
+            decode = (usage.completion_tokens - 1) / (now - first)
+        scheduler.report(
+            placement.agent_id,
+            placement.model,
+            ok=True,
+            hot=placement.hot,
+            ttft=None if first is None else first - self.started_at,
+            decode_rate=decode,
+            duration=now - self.started_at,
+        )
 
 
 class Dispatcher:
@@ -162,6 +218,8 @@ class Dispatcher:
         self.journal = journal
         self.shutting_down = False
         self.in_flight = 0
+        self.retrying = 0
+        """Requests on their second or later attempt, waiting for its first byte."""
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -179,48 +237,82 @@ class Dispatcher:
             self.record(req, agent_id=None, outcome=outcome, status=status, usage=None, queued_s=0.0)
             raise
 
+    def _retry_allowed(self) -> bool:
+        settings = self.settings
+        budget = max(settings.min_retry_concurrency, self.in_flight * settings.retry_budget_percent / 100)
+        if self.retrying < budget:
+            return True
+        self.metrics.retries_over_budget.inc()
+        return False
+
     async def _open(self, req: RelayRequest) -> Exchange:
         settings = self.settings
         tried: set[str] = set()
         last_error: UpstreamError | None = None
+        models = req.models or (req.model,)
+        explanation: Explanation | None = None
+        for attempt in range(settings.max_attempts):
+            want = Want(models, frozenset(tried), req.groups, req.user_id, req.weight, req.prefer_own)
+            if tried and (not self.registry.scheduler.routable(models, want.exclude, req.groups, req.user_id)):
+                break  # no other agent could take it: answer with the last failure now
+            if attempt and not self._retry_allowed():
+                break
+            if req.explain and explanation is None:
+                explanation = self.registry.explain(want)
+            retrying = bool(attempt)
+            self.retrying += retrying
+            try:
+                slot = await self.registry.acquire(want, queue=req.model)
+                exchange = await self._attempt(req, slot, explanation)
+            except UpstreamError as exc:
+                if not exc.retriable:
+                    raise
+                tried.add(exc.agent_id or "")
+                last_error = exc
+                self.metrics.retries.inc()
+                continue
+            finally:
+                self.retrying -= retrying
+            return exchange
+        if last_error is None:  # every candidate was excluded before a first try: cannot happen
+            raise ModelNotFoundError(req.model)
+        raise last_error
+
+    async def _attempt(self, req: RelayRequest, slot: Slot, explanation: Explanation | None) -> Exchange:
+        """Send the request to the slot's agent and wait for the head and first body bytes."""
+        settings = self.settings
+        session, placement = slot.session, slot.placement
         message = RequestMessage(
             request_id=req.request_id,
             method="POST",
             path=req.path,
-            model=req.model,
+            model=placement.model,
             stream=req.stream,
             strip_usage=req.strip_usage,
             headers=req.headers,
         )
-        for _attempt in range(settings.max_attempts):
-            exclude = frozenset(tried)
-            if tried and not self.registry.scheduler.routable(req.model, exclude, req.groups, req.user_id):
-                break  # no other agent could take it: answer with the last failure now
-            session, queued_s = await self.registry.acquire(req.model, exclude, req.groups, req.user_id)
-            stream = session.open_stream(message, req.body)
-            # One budget for the head and the first body bytes together.
-            stream.set_deadline(settings.first_byte_timeout, _FIRST_BYTE_MESSAGE.format(settings.first_byte_timeout))
-            try:
-                head = await stream.head()
-                await stream.wait_readable()
-                stream_failure_before_bytes(stream)
-            except UpstreamError as exc:
-                self.finish(session, stream, cancel_reason=None)
-                if not exc.retriable:
-                    raise
-                tried.add(session.agent_id)
-                last_error = exc
-                self.metrics.retries.inc()
-                continue
-            except BaseException as exc:
-                reason = "timeout" if isinstance(exc, UpstreamTimeoutError) else "client_disconnect"
-                self.finish(session, stream, cancel_reason=reason)
-                raise
-            stream.set_deadline(settings.idle_timeout, _IDLE_MESSAGE.format(settings.idle_timeout))
-            return Exchange(self, req, session, stream, head, queued_s)
-        if last_error is None:  # every candidate was excluded before a first try: cannot happen
-            raise ModelNotFoundError(req.model)
-        raise last_error
+        body = req.body if placement.model == req.model else with_model(req.body, placement.model)
+        started_at = self.clock.now()
+        stream = session.open_stream(message, body)
+        # One budget for the head and the first body bytes together.
+        stream.set_deadline(settings.first_byte_timeout, _FIRST_BYTE_MESSAGE.format(settings.first_byte_timeout))
+        try:
+            head = await stream.head()
+            await stream.wait_readable()
+            stream_failure_before_bytes(stream)
+        except UpstreamError as exc:
+            self.finish(session, stream, cancel_reason=None)
+            self.registry.scheduler.report(placement.agent_id, placement.model, ok=False)
+            exc.agent_id = placement.agent_id
+            raise
+        except BaseException as exc:
+            timed_out = isinstance(exc, UpstreamTimeoutError)
+            self.finish(session, stream, cancel_reason="timeout" if timed_out else "client_disconnect")
+            if timed_out:
+                self.registry.scheduler.report(placement.agent_id, placement.model, ok=False)
+            raise
+        stream.set_deadline(settings.idle_timeout, _IDLE_MESSAGE.format(settings.idle_timeout))
+        return Exchange(self, req, slot, stream, head, started_at, explanation)
 
     def finish(self, session: AgentSession, stream: Stream, *, cancel_reason: str | None) -> None:
         """Free the stream's slot now (the agent is told to cancel if the stream is still running)."""
@@ -237,6 +329,7 @@ class Dispatcher:
         usage: Usage | None,
         queued_s: float,
         first_byte_at: float | None = None,
+        model: str | None = None,
     ) -> None:
         now = self.clock.now()
         prompt = usage.prompt_tokens if usage else 0
@@ -253,7 +346,7 @@ class Dispatcher:
                 request_id=req.request_id,
                 key_id=req.key_id,
                 agent_id=agent_id,
-                model=req.model,
+                model=model or req.model,
                 path=req.path,
                 outcome=outcome,
                 status=status,
@@ -323,3 +416,10 @@ def normalize_error_body(status: int, body: bytes) -> bytes:
         text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream answered HTTP {status}"
         return error_envelope("upstream_error", text)
     return body
+
+
+def with_model(body: bytes, model: str) -> bytes:
+    """The request body naming ``model`` (an alias resolved to a concrete model); the rest is kept."""
+    document = msgspec.json.decode(body)
+    document["model"] = model
+    return msgspec.json.encode(document)

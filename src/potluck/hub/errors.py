@@ -63,9 +63,10 @@ class OverloadedError(HubError):
     code = "server_overloaded"
     status = 503
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
+    def __init__(self, message: str, *, retry_after: int, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.headers = headers or {}
 
 
 class ShuttingDownError(HubError):
@@ -83,6 +84,8 @@ class UpstreamError(HubError):
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None, retriable: bool = False):
         super().__init__(message, code=code, status=status)
         self.retriable = retriable
+        self.agent_id: str | None = None
+        """The agent that failed, once the dispatcher knows it."""
 
 
 class AgentLostError(UpstreamError):

@@ -20,6 +20,14 @@ class HubMetrics:
         self.retries = Counter(
             "potluck_hub_retries_total", "Requests sent again to another agent before any byte", registry=registry
         )
+        self.retries_over_budget = Counter(
+            "potluck_hub_retries_over_budget_total",
+            "Retries not made because retries in progress were at the retry budget",
+            registry=registry,
+        )
+        self.ejected = Gauge(
+            "potluck_hub_agents_ejected", "Agent-model pairs ejected after consecutive failures", registry=registry
+        )
         self.agents = Gauge("potluck_hub_agents_connected", "Connected agents", registry=registry)
         self.queue_depth = Gauge("potluck_hub_queue_depth", "Requests waiting for a slot", registry=registry)
         self.in_flight = Gauge("potluck_hub_requests_in_flight", "Requests being relayed", registry=registry)

@@ -9,16 +9,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
 from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError, ShuttingDownError
-from potluck.hub.scheduler import Grant, QueueFullError, Scheduler
+from potluck.hub.limits import RateLimitError
+from potluck.hub.scheduler import (
+    Explanation,
+    Grant,
+    Placement,
+    QueueFullError,
+    QueueShareError,
+    Scheduler,
+    Ticket,
+    Want,
+)
 from potluck.hub.session import AgentSession, SessionState
 from potluck.protocol.agent import DrainMessage, LoadMessage, ModelsMessage, PingMessage, StateMessage, encode_frame
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A reserved slot: where a request runs, and how long it waited for it."""
+
+    session: AgentSession
+    placement: Placement
+    queued_s: float = 0.0
+    position: int = 0
+    """Its place in the wait queue when it arrived (0: it did not wait)."""
 
 
 class Registry:
@@ -44,7 +66,7 @@ class Registry:
         self._agent_draining: dict[str, bool] = {}
         self.closing = False
         """The hub is shutting down: no agent gets new work, whatever it reports."""
-        self._waiters: dict[int, asyncio.Future[AgentSession]] = {}
+        self._waiters: dict[int, asyncio.Future[Slot]] = {}
 
     def now(self) -> float:
         return self._clock.now()
@@ -118,6 +140,7 @@ class Registry:
             session.max_concurrency,
             draining=draining,
             hot={m.id for m in session.models if m.hot},
+            sizes={m.id: m.size_bytes for m in session.models if m.size_bytes},
             groups=None if self.access is None else self.access.groups_of_agent(session.agent_id),
             owner_rules=None if self.access is None else self._owner_rules(session.agent_id),
         )
@@ -138,10 +161,15 @@ class Registry:
         self._sync(session)
 
     def on_load(self, session: AgentSession, message: LoadMessage) -> None:
-        """Latest load figures: kept for the admin API (and, later, the scorer)."""
+        """Latest load figures: kept for the admin API, and GPU memory and utilization for the scorer."""
         session.agent_in_flight = message.in_flight
         session.host = message.host
         session.backends = message.backends
+        gpus = message.host.gpus if message.host is not None else []
+        if self.sessions.get(session.agent_id) is session and gpus:
+            free = sum(max(0, g.memory_total_bytes - g.memory_used_bytes) for g in gpus)
+            util = max(g.utilization_pct for g in gpus) / 100
+            self.scheduler.set_hardware(session.agent_id, free_vram=free, gpu_util=util)
 
     def drain_all(self, deadline_s: float) -> None:
         """The hub is going away: no new work to anyone, and agents are told to finish up."""
@@ -169,62 +197,74 @@ class Registry:
 
     # -- slots ----------------------------------------------------------------------------------
 
-    async def acquire(
-        self,
-        model: str,
-        exclude: frozenset[str] = frozenset(),
-        groups: frozenset[str] | None = None,
-        requester: str | None = None,
-    ) -> tuple[AgentSession, float]:
-        """A session with a slot reserved for ``model``, waiting in the queue if every capable agent is busy.
+    async def acquire(self, want: Want, *, queue: str | None = None) -> Slot:
+        """A session with a slot reserved for one of ``want.models``, waiting in the queue if every capable
+        agent is busy.
 
-        Only agents ``groups`` reach count; a model served only elsewhere is "not found", exactly
-        like one served nowhere. Returns the session and the seconds spent queued. The caller
-        must `release` the slot.
+        Only agents the request's groups reach count; a model served only elsewhere is "not found",
+        exactly like one served nowhere. ``queue`` names the wait queue (the name the client asked
+        for, alias or model). The caller must `release` the slot.
         """
         scheduler = self.scheduler
-        if not scheduler.serves(model, groups, requester):
-            raise ModelNotFoundError(model)
-        agent_id = scheduler.acquire(model, exclude, groups, requester)
-        if agent_id is not None:
-            return self.sessions[agent_id], 0.0
-        if not scheduler.routable(model, exclude, groups, requester):
-            # Draining or unavailable agents take no new work: waiting would only burn the queue timeout.
+        if not scheduler.serves(want.models, want.groups, want.requester):
+            raise ModelNotFoundError(queue or want.models[0])
+        placement = scheduler.place(want)
+        if placement is not None:
+            return Slot(self.sessions[placement.agent_id], placement)
+        if not scheduler.routable(want.models, want.exclude, want.groups, want.requester):
+            # Draining, unavailable or ejected agents take no new work: waiting would only burn the queue timeout.
             raise OverloadedError(
-                "Every agent serving this model is draining, paused or outside its hours; retry later",
+                "Every agent serving this model is draining, paused, outside its hours or failing; retry later",
                 retry_after=_retry_after(5),
             )
-        try:
-            ticket = scheduler.enqueue(model, exclude, groups, requester)
-        except QueueFullError:
-            raise OverloadedError(
-                "All agents serving this model are busy and the queue is full; retry later",
-                retry_after=_retry_after(scheduler.expected_wait()),
-            ) from None
-        future: asyncio.Future[AgentSession] = asyncio.get_running_loop().create_future()
+        ticket = self._enqueue(want, queue)
+        position, _wait = scheduler.position(ticket)
+        future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         self._waiters[ticket.id] = future
         try:
             async with asyncio.timeout(max(0.0, ticket.deadline - self._clock.now())):
-                session = await future
+                slot = await future
         except TimeoutError:
             if not future.done() or future.cancelled():
+                place, wait = scheduler.position(ticket)
                 raise OverloadedError(
                     f"No agent became free within {scheduler.queue_timeout:g} s; retry later",
-                    retry_after=_retry_after(scheduler.expected_wait()),
+                    retry_after=_retry_after(max(wait, 1.0)),
+                    headers=_queue_headers(place, wait),
                 ) from None
-            session = future.result()  # granted in the very turn the wait ran out: take it
+            slot = future.result()  # granted in the very turn the wait ran out: take it
         except asyncio.CancelledError:
             # The client left while queued. If a slot was granted in the same turn, give it back.
             if future.done() and not future.cancelled():
-                self.release(future.result())
+                self.release(future.result().session)
             raise
         finally:
             self._waiters.pop(ticket.id, None)
             scheduler.cancel(ticket)
-        if self.sessions.get(session.agent_id) is not session:
+        if self.sessions.get(slot.session.agent_id) is not slot.session:
             # Granted on a connection that has since been replaced or closed: its slots went with it.
-            return await self.acquire(model, exclude, groups, requester)
-        return session, self._clock.now() - ticket.enqueued_at
+            return await self.acquire(want, queue=queue)
+        return Slot(slot.session, slot.placement, self._clock.now() - ticket.enqueued_at, position)
+
+    def _enqueue(self, want: Want, queue: str | None) -> Ticket:
+        scheduler = self.scheduler
+        try:
+            return scheduler.enqueue(want, queue=queue)
+        except QueueShareError:
+            raise RateLimitError(
+                "You already have your share of this hub's wait queue; retry when some of your requests finish",
+                retry_after=_retry_after(scheduler.expected_wait()),
+                headers={"x-potluck-queue-depth": str(scheduler.queue_depth)},
+            ) from None
+        except QueueFullError:
+            raise OverloadedError(
+                "All agents serving this model are busy and the queue is full; retry later",
+                retry_after=_retry_after(scheduler.expected_wait()),
+                headers={"x-potluck-queue-depth": str(scheduler.queue_depth)},
+            ) from None
+
+    def explain(self, want: Want) -> Explanation:
+        return self.scheduler.explain(want)
 
     def release(self, session: AgentSession) -> None:
         """A request on this session finished. A slot of a replaced connection is not the new one's."""
@@ -237,11 +277,15 @@ class Registry:
             if future is None or future.done():
                 self._grant(self.scheduler.release(grant.agent_id))
             else:
-                future.set_result(self.sessions[grant.agent_id])
+                future.set_result(Slot(self.sessions[grant.agent_id], grant.placement))
 
 
 def _model_ids(session: AgentSession) -> list[str]:
     return [m.id for m in session.models]
+
+
+def _queue_headers(place: int, wait: float) -> dict[str, str]:
+    return {"x-potluck-queue-position": str(place), "x-potluck-expected-wait-s": f"{wait:.1f}"}
 
 
 def _retry_after(seconds: float) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from potluck._shared.paths import default_data_dir, is_loopback
+from potluck.hub.scoring import ScoreWeights
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,20 @@ class HubSettings:
     idle_timeout: float = 300.0
     """Seconds a response may go without a byte before the hub gives up on it."""
     max_attempts: int = 3
+    scheduler_policy: str = "potluck"
+    """``potluck`` (hot model first, then load, latency, reliability), ``least_loaded`` or ``round_robin``."""
+    score_weights: str = ""
+    """``NAME=VALUE,...`` over the default score weights (see docs/architecture.md)."""
+    queue_user_share: float = 0.5
+    """Largest share of the wait queue one user may hold."""
+    eject_failures: int = 5
+    """Consecutive local-origin failures that eject an agent for a model."""
+    eject_base_s: float = 30.0
+    """First ejection's length; each further one doubles it, up to ten times this."""
+    eject_max_percent: float = 50.0
+    """Never eject more than this share of a model's agents."""
+    retry_budget_percent: float = 20.0
+    """Retries in progress may be at most this share of the requests in flight (at least 3)."""
     credit_window: int = 256 * 1024
     shutdown_timeout: float = 30.0
     tls_cert: Path | None = None
@@ -46,5 +61,14 @@ class HubSettings:
                 f"refusing plain HTTP on {self.host}: API keys would cross the network in clear. "
                 "Give --tls-cert/--tls-key, or --allow-insecure-http behind a TLS-terminating proxy."
             )
+        if self.scheduler_policy not in ("potluck", "least_loaded", "round_robin"):
+            raise ValueError(f"unknown --scheduler-policy {self.scheduler_policy}")
+        ScoreWeights.parse(self.score_weights)
+        if not 0 < self.queue_user_share <= 1:
+            raise ValueError("--queue-user-share must be in (0, 1]")
+        if self.eject_failures < 1 or self.eject_base_s <= 0 or not 0 <= self.eject_max_percent <= 100:
+            raise ValueError("--eject-failures >= 1, --eject-base-s > 0 and --eject-max-percent in 0..100")
+        if not 0 <= self.retry_budget_percent <= 100:
+            raise ValueError("--retry-budget-percent must be in 0..100")
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ValueError("--heartbeat-timeout must exceed --heartbeat-interval")

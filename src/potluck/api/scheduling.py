@@ -1,0 +1,84 @@
+"""Routing, seen from outside: per-group model aliases, and why the scheduler would pick an agent.
+
+- ``GET|PUT|DELETE /api/groups/{group_id}/aliases[/{alias}]``: members read, owners and admins write.
+- ``GET /admin/route-explain?model=M&key_id=K``: every agent listing the model (or the alias's
+  models), why layer 1 dropped it or its score terms, and the choice, as a request with that key
+  would see it now. Without ``key_id``: as an admin key would (no group restriction).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from potluck.api.admin import require_admin
+from potluck.api.context import HUB
+from potluck.api.payloads import body_as, iso, json_response
+from potluck.api.users import current_user
+from potluck.hub.errors import InvalidRequestError, NotFoundError
+from potluck.hub.scheduler import Want
+from potluck.store.aliases import ModelAlias
+
+
+class AliasBody(msgspec.Struct):
+    models: list[str]
+
+
+def _alias_view(alias: ModelAlias) -> dict[str, object]:
+    return {
+        "alias": alias.alias,
+        "group_id": alias.group_id,
+        "models": list(alias.models),
+        "updated_at": iso(alias.updated_at),
+    }
+
+
+async def list_aliases(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    aliases = await request.app[HUB].accounts.aliases(user, request.match_info["group_id"])
+    return json_response({"data": [_alias_view(a) for a in aliases]})
+
+
+async def put_alias(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    body = await body_as(request, AliasBody, param="models")
+    alias = await request.app[HUB].accounts.set_alias(
+        user, request.match_info["group_id"], request.match_info["alias"], body.models
+    )
+    return json_response(_alias_view(alias))
+
+
+async def delete_alias(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    await request.app[HUB].accounts.delete_alias(user, request.match_info["group_id"], request.match_info["alias"])
+    return web.Response(status=204)
+
+
+async def route_explain(request: web.Request) -> web.Response:
+    hub = await require_admin(request)
+    model = request.query.get("model", "").strip()
+    if not model:
+        raise InvalidRequestError("Give the model to explain as `?model=`", param="model")
+    key_id = request.query.get("key_id")
+    if key_id is None:
+        want = Want((model,))
+    else:
+        key = hub.keys.by_id(key_id)
+        if key is None:
+            raise NotFoundError(f"No live key {key_id}")
+        groups = hub.access.groups_for_key(key)
+        want = Want(
+            hub.access.resolve(model, groups),
+            groups=groups,
+            requester=hub.access.owner_of_key(key),
+            weight=key.priority,
+            prefer_own=key.prefer_own,
+        )
+    return json_response({"model": model, "key_id": key_id, **hub.registry.explain(want).as_dict()})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/groups/{group_id}/aliases", list_aliases)
+    app.router.add_put("/api/groups/{group_id}/aliases/{alias}", put_alias)
+    app.router.add_delete("/api/groups/{group_id}/aliases/{alias}", delete_alias)
+    app.router.add_get("/admin/route-explain", route_explain)
