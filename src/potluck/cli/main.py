@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 import click
 
@@ -75,6 +75,32 @@ def cli() -> None:
     help="Seconds a response may stall between bytes.",
 )
 @click.option("--max-attempts", default=3, show_default=True, envvar="POTLUCK_HUB_MAX_ATTEMPTS")
+@click.option(
+    "--scheduler-policy",
+    type=click.Choice(["potluck", "least_loaded", "round_robin"]),
+    default="potluck",
+    show_default=True,
+    envvar="POTLUCK_HUB_SCHEDULER_POLICY",
+    help="How agents are picked (the others exist to compare against).",
+)
+@click.option(
+    "--score-weight",
+    "score_weights",
+    multiple=True,
+    envvar="POTLUCK_HUB_SCORE_WEIGHTS",
+    help="NAME=VALUE over the default score weights (hot, alias, owner, cold, load, latency, reliability, gpu).",
+)
+@click.option(
+    "--queue-user-share",
+    default=0.5,
+    show_default=True,
+    envvar="POTLUCK_HUB_QUEUE_USER_SHARE",
+    help="Largest share of the wait queue one user may hold.",
+)
+@click.option("--eject-failures", default=5, show_default=True, envvar="POTLUCK_HUB_EJECT_FAILURES")
+@click.option("--eject-base-s", default=30.0, show_default=True, envvar="POTLUCK_HUB_EJECT_BASE_S")
+@click.option("--eject-max-percent", default=50.0, show_default=True, envvar="POTLUCK_HUB_EJECT_MAX_PERCENT")
+@click.option("--retry-budget-percent", default=20.0, show_default=True, envvar="POTLUCK_HUB_RETRY_BUDGET_PERCENT")
 @click.option("--shutdown-timeout", default=30.0, show_default=True, envvar="POTLUCK_HUB_SHUTDOWN_TIMEOUT")
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_CERT")
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_KEY")
@@ -94,6 +120,7 @@ def hub(**options: object) -> None:
 
     if options["data_dir"] is None:
         options["data_dir"] = default_data_dir("hub")
+    options["score_weights"] = ",".join(cast("tuple[str, ...]", options["score_weights"]))
     settings = HubSettings(**options)  # type: ignore[arg-type]
     try:
         settings.validate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.exc import SQLAlchemyError
 
 from potluck.store.agents import AgentRepository
+from potluck.store.aliases import AliasRepository
 from potluck.store.billing import BillingRepository
 from potluck.store.engine import create_engine, upgrade_schema
 from potluck.store.errors import StoreError
@@ -23,6 +24,7 @@ class Store:
         self.url = url
         self._engine = create_engine(url)
         self.keys = KeyRepository(self._engine)
+        self.aliases = AliasRepository(self._engine)
         self.agents = AgentRepository(self._engine)
         self.usage = UsageRepository(self._engine)
         self.users = UserRepository(self._engine)
