@@ -1,0 +1,314 @@
+"""The credit ledger in memory: authoritative for this hub process, made durable by group commit.
+
+`hold`, `settle`, `release` and `grant` are dictionary updates plus a list append; no database
+round trip on the hot path. Every change is a balanced double-entry transaction (see
+store/ledger.py for the accounts). A background task (`run`) appends whatever accumulated every
+``flush_interval`` seconds in one database transaction, in order, so the database always holds a
+consistent prefix of the ledger. A failed batch is kept, in order, ahead of newer ones and retried;
+the store skips what it already has, so an uncertain failure never charges twice.
+
+After a crash (`kill -9`) the hub rebuilds the balances from the database with `load`, and releases
+every hold that was never settled: the consumer gets the credits back and nobody is paid, since the
+settlement (if any) was lost with the unflushed batch. A crash therefore loses at most the last
+``flush_interval`` of settlements, always in the consumer's favour, and never settles a request twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from potluck._shared.ids import new_id
+from potluck.store.ledger import (
+    HOLD_PREFIX,
+    MINT,
+    LedgerTxn,
+    OpenHold,
+    StoredReceipt,
+    hold_account,
+    user_account,
+)
+
+log = logging.getLogger(__name__)
+
+AppendBatch = Callable[[Sequence[LedgerTxn], Sequence[StoredReceipt]], Awaitable[None]]
+
+RECOVERED_REASON = "recovered after restart"
+
+
+class LedgerSource(Protocol):
+    """What recovery reads: the store's `LedgerRepository` provides it."""
+
+    async def balances(self) -> dict[str, int]: ...
+
+    async def open_holds(self) -> list[OpenHold]: ...
+
+
+def _new_txn_id() -> str:
+    return new_id("txn")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """Balances, holds and settlements in micro-credits; see the module docstring."""
+
+    def __init__(
+        self,
+        append: AppendBatch,
+        *,
+        flush_interval: float = 0.05,
+        new_txn_id: Callable[[], str] = _new_txn_id,
+        now: Callable[[], datetime] = _utc_now,
+        remember_settled: int = 100_000,
+    ) -> None:
+        self._append = append
+        self._flush_interval = flush_interval
+        self._new_txn_id = new_txn_id
+        self._now = now
+        self._remember = remember_settled
+        self._balances: dict[str, int] = {}
+        self._holds: dict[str, tuple[str, int]] = {}
+        """request_id -> (user_id, amount) of every open hold."""
+        self._closed: dict[str, None] = {}
+        """Recently settled request ids, oldest first (bounded): a request id is never held twice."""
+        self._txns: list[LedgerTxn] = []
+        self._receipts: list[StoredReceipt] = []
+        self._pending_settles: set[str] = set()
+        self._writing_settles: set[str] = set()
+        self._flush_lock = asyncio.Lock()
+        self._flushed = asyncio.Event()
+
+    # -- recovery -----------------------------------------------------------------------------------
+
+    async def load(self, source: LedgerSource) -> int:
+        """Take the balances from the database and release every hold that was never settled.
+
+        Call once, before serving. The releases are written before this returns; how many there were.
+        """
+        if self._balances or self._txns or self._holds:
+            raise RuntimeError("load() must run on a fresh ledger, before any change")
+        self._balances = dict(await source.balances())
+        holds = await source.open_holds()
+        for hold in holds:
+            self._holds[hold.request_id] = (hold.user_id, hold.amount)
+        for hold in holds:
+            self.release(hold.request_id, reason=RECOVERED_REASON)
+        await self.flush()
+        if holds:
+            log.warning("released %d credit holds left open by the previous run", len(holds))
+        return len(holds)
+
+    @classmethod
+    async def recover(
+        cls,
+        repository: LedgerSource,
+        append: AppendBatch,
+        *,
+        flush_interval: float = 0.05,
+    ) -> tuple[Ledger, int]:
+        """A ledger rebuilt from the database (see `load`), and how many open holds it released."""
+        ledger = cls(append, flush_interval=flush_interval)
+        released = await ledger.load(repository)
+        return ledger, released
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def balance(self, user_id: str) -> int:
+        """Spendable micro-credits of a user."""
+        return self._balances.get(user_account(user_id), 0)
+
+    def held(self, user_id: str) -> int:
+        """Micro-credits held for the user's requests in flight."""
+        return self._balances.get(hold_account(user_id), 0)
+
+    def account(self, account: str) -> int:
+        """The balance of any account (``platform``, ``mint``, ``user:<id>``...)."""
+        return self._balances.get(account, 0)
+
+    def balances(self) -> dict[str, int]:
+        """A copy of every account's balance."""
+        return dict(self._balances)
+
+    @property
+    def open_holds(self) -> int:
+        return len(self._holds)
+
+    @property
+    def pending(self) -> int:
+        """Transactions not yet written to the database."""
+        return len(self._txns)
+
+    # -- changes ------------------------------------------------------------------------------------
+
+    def grant(self, user_id: str, amount: int, reason: str) -> str:
+        """Give a user credits from the mint; the transaction id."""
+        if amount <= 0:
+            raise ValueError(f"a grant must be positive, not {amount}")
+        return self._record("grant", None, reason, ((MINT, -amount), (user_account(user_id), amount)))
+
+    def adjust(self, user_id: str, amount: int, reason: str) -> str:
+        """Correct a user's balance by a signed amount against the mint; the transaction id.
+
+        ValueError if it is zero or would take the balance below zero.
+        """
+        if amount == 0:
+            raise ValueError("an adjustment cannot be zero")
+        if self.balance(user_id) + amount < 0:
+            raise ValueError(f"the adjustment would leave {user_id} below zero")
+        return self._record("adjust", None, reason, ((MINT, -amount), (user_account(user_id), amount)))
+
+    def hold(self, request_id: str, user_id: str, amount: int) -> bool:
+        """Reserve ``amount`` of the user's credits for a request; False (and no change) if too few.
+
+        Synchronous, so concurrent requests cannot both pass the check on the same credits.
+        """
+        if amount < 0:
+            raise ValueError(f"a hold cannot be negative ({amount})")
+        if request_id in self._holds or request_id in self._closed:
+            raise ValueError(f"request {request_id} already has a hold")
+        if self.balance(user_id) < amount:
+            return False
+        self._holds[request_id] = (user_id, amount)
+        self._record("hold", request_id, None, ((user_account(user_id), -amount), (hold_account(user_id), amount)))
+        return True
+
+    def settle(
+        self,
+        request_id: str,
+        charge: int,
+        payouts: Iterable[tuple[str, int]] = (),
+        receipt: StoredReceipt | None = None,
+        *,
+        reason: str | None = None,
+    ) -> bool:
+        """Close the request's hold: pay ``charge`` out of it to ``payouts`` and return the rest to the user.
+
+        ``payouts`` are (account, amount) pairs that sum to ``charge``, e.g. the owner's ``user:<id>``
+        and ``platform``. A charge above the hold is capped at the hold (the payouts shrink in
+        proportion) and logged. The receipt, if any, is written in the same batch as the settlement.
+        False, and no change, if the request has no open hold (never held, or already settled).
+        """
+        payouts = list(payouts)
+        _check_settlement(request_id, charge, payouts, receipt)
+        hold = self._holds.pop(request_id, None)
+        if hold is None:
+            log.debug("settle of %s ignored: no open hold", request_id)
+            return False
+        user_id, held = hold
+        if charge > held:
+            log.warning("request %s: charge %d capped at its hold of %d", request_id, charge, held)
+            payouts = _scaled(payouts, held, charge)
+            charge = held
+        entries: dict[str, int] = {hold_account(user_id): -held}
+        for acct, amount in payouts:
+            entries[acct] = entries.get(acct, 0) + amount
+        refund = user_account(user_id)
+        entries[refund] = entries.get(refund, 0) + held - charge
+        kept = tuple((acct, amount) for acct, amount in entries.items() if amount) or ((hold_account(user_id), 0),)
+        self._record("settle", request_id, reason, kept)
+        self._pending_settles.add(request_id)
+        if receipt is not None:
+            self._receipts.append(receipt)
+        self._closed[request_id] = None
+        if len(self._closed) > self._remember:
+            del self._closed[next(iter(self._closed))]
+        return True
+
+    def release(self, request_id: str, *, reason: str | None = None) -> bool:
+        """Settle with no charge: the whole hold goes back to the user."""
+        return self.settle(request_id, 0, reason=reason)
+
+    def _record(
+        self, kind: str, request_id: str | None, reason: str | None, entries: tuple[tuple[str, int], ...]
+    ) -> str:
+        txn = LedgerTxn(self._new_txn_id(), kind, request_id, reason, self._now(), entries)
+        balances = self._balances
+        for acct, amount in entries:
+            balances[acct] = balances.get(acct, 0) + amount
+        self._txns.append(txn)
+        return txn.id
+
+    # -- durability ---------------------------------------------------------------------------------
+
+    def durable(self, request_id: str) -> bool:
+        """The request was settled recently in this process and its settlement is in the database."""
+        return (
+            request_id in self._closed
+            and request_id not in self._pending_settles
+            and request_id not in self._writing_settles
+        )
+
+    async def settled_durably(self, request_id: str) -> bool:
+        """Wait until the request's settlement (and receipt) is in the database; False if it was not settled
+        here recently. Waits across failed flushes, so callers bound it with `asyncio.timeout`."""
+        while request_id in self._pending_settles or request_id in self._writing_settles:
+            await self._flushed.wait()
+        return request_id in self._closed
+
+    async def flush(self) -> None:
+        """Write everything pending in one database transaction. On failure it stays pending, in order."""
+        async with self._flush_lock:
+            if not self._txns and not self._receipts:
+                return
+            txns, self._txns = self._txns, []
+            receipts, self._receipts = self._receipts, []
+            self._writing_settles, self._pending_settles = self._pending_settles, set()
+            try:
+                await self._append(txns, receipts)
+            except BaseException as exc:
+                # Also on cancellation: the write may or may not have happened, and a retry is idempotent.
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.exception("writing %d ledger transactions failed; will retry", len(txns))
+                self._txns[:0] = txns
+                self._receipts[:0] = receipts
+                self._pending_settles |= self._writing_settles
+                self._writing_settles = set()
+                raise
+            self._writing_settles = set()
+            flushed, self._flushed = self._flushed, asyncio.Event()
+            flushed.set()
+
+    async def run(self) -> None:
+        """Flush on a fixed cadence until cancelled (group commit)."""
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - logged in flush; the batch is kept and the next tick retries
+                await asyncio.sleep(self._flush_interval)
+
+    async def close(self) -> None:
+        """Write the rest (raises if the database refuses it: the caller decides whether to retry)."""
+        await self.flush()
+
+
+def _check_settlement(
+    request_id: str, charge: int, payouts: list[tuple[str, int]], receipt: StoredReceipt | None
+) -> None:
+    if charge < 0:
+        raise ValueError(f"a charge cannot be negative ({charge})")
+    for acct, amount in payouts:
+        if amount < 0:
+            raise ValueError(f"a payout cannot be negative ({acct}: {amount})")
+        if acct == MINT or acct.startswith(HOLD_PREFIX):
+            raise ValueError(f"cannot pay out to {acct}")
+    if sum(amount for _, amount in payouts) != charge:
+        raise ValueError(f"payouts sum to {sum(a for _, a in payouts)}, not the charge {charge}")
+    if receipt is not None and receipt.request_id != request_id:
+        raise ValueError(f"the receipt is for {receipt.request_id}, not {request_id}")
+
+
+def _scaled(payouts: list[tuple[str, int]], cap: int, charge: int) -> list[tuple[str, int]]:
+    """Payouts that sum to ``charge`` shrunk in proportion to sum to ``cap`` (rounding goes to the first)."""
+    scaled = [(acct, amount * cap // charge) for acct, amount in payouts]
+    short = cap - sum(amount for _, amount in scaled)
+    if scaled and short:
+        acct, amount = scaled[0]
+        scaled[0] = (acct, amount + short)
+    return scaled
