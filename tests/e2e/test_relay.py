@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import pytest
@@ -156,16 +157,22 @@ def test_models_lists_what_connected_agents_serve(fleet: Fleet) -> None:
     assert listed[second].model_extra["agents"] == 1
 
 
-def test_requests_spread_over_agents_least_loaded_round_robin(fleet: Fleet) -> None:
+def test_concurrent_requests_spread_over_equal_agents_by_load(fleet: Fleet) -> None:
     model = fleet.model()
-    b1, url1 = fleet.backend(model)
-    b2, url2 = fleet.backend(model)
+    b1, url1 = fleet.backend(model, first_delay=0.3)
+    b2, url2 = fleet.backend(model, first_delay=0.3)
     fleet.agent(url1)
     fleet.agent(url2)
     client = fleet.client()
 
-    for _ in range(6):
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(
+            pool.map(
+                lambda _: client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}]),
+                range(6),
+            )
+        )
+    assert all(r.choices[0].message.content for r in replies)
 
     served = [sum(1 for r in b.records if r.path == "/v1/chat/completions") for b in (b1, b2)]
     assert served == [3, 3]

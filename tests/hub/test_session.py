@@ -371,6 +371,64 @@ async def test_agent_lost_before_any_byte_is_retried_on_another_agent() -> None:
     assert hub.in_flight("b") == 1  # only the slot taken by hand above
 
 
+async def test_retries_beyond_the_retry_budget_are_not_made() -> None:
+    hub = HubCore(retry_budget_percent=0, min_retry_concurrency=0)
+    a, chan_a = hub.attach("a", max_concurrency=4)
+    hub.attach("b", max_concurrency=4)
+    hub.scheduler.acquire("m", frozenset({"a"}))
+    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    await chan_a.next_frame(FrameType.REQUEST)
+
+    hub.registry.detach(a)
+
+    with pytest.raises(AgentLostError):
+        async with asyncio.timeout(2):
+            await opening
+    sample = hub.metrics.registry.get_sample_value
+    assert sample("potluck_hub_retries_over_budget_total") == 1
+    assert sample("potluck_hub_retries_total") == 1  # counted as attempted, then refused by the budget
+    assert hub.dispatcher.retrying == 0
+
+
+async def test_failures_before_the_first_byte_and_5xx_answers_count_against_the_agent() -> None:
+    hub = HubCore()
+    session, chan = hub.attach("a", max_concurrency=4)
+    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    frame = await chan.next_frame(FrameType.REQUEST)
+    send_head(session, frame.stream_id, status=503)
+    send_data(session, frame.stream_id, b'{"error": {"message": "overloaded"}}')
+    async with asyncio.timeout(2):
+        exchange = await opening
+    exchange.close("upstream_error")
+    stats = hub.scheduler.stats("a", "m")
+    assert stats is not None
+    assert (stats.failures, stats.reliability < 1.0) == (1, True)
+
+    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    frame = await chan.next_frame(FrameType.REQUEST)
+    send_head(session, frame.stream_id, status=400)
+    send_data(session, frame.stream_id, b'{"error": {"message": "bad"}}')
+    async with asyncio.timeout(2):
+        exchange = await opening
+    exchange.close("upstream_error")
+    assert stats.failures == 1  # a client error says nothing about the agent
+
+    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    frame = await chan.next_frame(FrameType.REQUEST)
+    send_head(session, frame.stream_id)
+    send_data(session, frame.stream_id, b"data: ok\n\n")
+    async with asyncio.timeout(2):
+        exchange = await opening
+    assert await exchange.read() == b"data: ok\n\n"
+    hub.clock.advance(0.5)
+    send_end(session, frame.stream_id, EndMessage(exchange.request.request_id, usage=Usage(5, 11, 16)))
+    while await exchange.read() is not None:
+        pass
+    exchange.close("ok")
+    assert (stats.failures, stats.decode) == (0, pytest.approx(20.0))
+    assert stats.ttft == 0.0  # the manual clock did not move before the first byte
+
+
 async def test_agent_lost_after_head_but_before_bytes_is_retried() -> None:
     hub = HubCore()
     a, chan_a = hub.attach("a", max_concurrency=2)

@@ -103,6 +103,8 @@ class HubCore:
         max_attempts: int = 3,
         first_byte_timeout: float = 2.0,
         idle_timeout: float = 2.0,
+        retry_budget_percent: float = 20.0,
+        min_retry_concurrency: int = 3,
     ) -> None:
         self.clock = ManualClock(1000.0)
         self.scheduler = Scheduler(self.clock, max_queue=max_queue, queue_timeout=queue_timeout)
@@ -118,7 +120,11 @@ class HubCore:
             self.registry,
             self.clock,
             DispatchSettings(
-                max_attempts=max_attempts, first_byte_timeout=first_byte_timeout, idle_timeout=idle_timeout
+                max_attempts=max_attempts,
+                first_byte_timeout=first_byte_timeout,
+                idle_timeout=idle_timeout,
+                retry_budget_percent=retry_budget_percent,
+                min_retry_concurrency=min_retry_concurrency,
             ),
             self.metrics,
             self.journal,

@@ -173,6 +173,24 @@ class HubProcess(_Process):
             time.sleep(0.05)
         raise AssertionError(f"agent {name} not {state} with {models} within {timeout} s: {agent}")
 
+    def metric(self, name: str) -> float:
+        """The value of an unlabelled sample on ``/metrics`` (0 when absent)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    @staticmethod
+    def wait_for(predicate: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return bool(predicate())
+
     def usage(self, limit: int = 100) -> list[dict[str, Any]]:
         status, data = self.admin("GET", f"/admin/usage?limit={limit}")
         assert status == 200, data

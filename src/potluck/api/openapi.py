@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from potluck import __version__
-from potluck.api import admin, users
+from potluck.api import admin, scheduling, users
 from potluck.protocol.errors import ERROR_CODES, ErrorEnvelope
 
 Schema = dict[str, Any]
@@ -127,6 +127,29 @@ MODEL = _obj(
     created=INTEGER,
     agents={"type": "integer", "minimum": 1},
     hot=BOOLEAN,
+    alias_of=_opt({"type": "array", "items": STRING}),
+)
+ALIAS = _obj("alias group_id", models={"type": "array", "items": STRING}, updated_at=TIMESTAMP)
+_TERMS: Schema = {"type": "object", "additionalProperties": {"type": "number"}}
+ROUTE_EXPLANATION = _obj(
+    "model policy",
+    key_id={"type": ["string", "null"]},
+    models={"type": "array", "items": STRING},
+    weights=_TERMS,
+    queue_depth=INTEGER,
+    choice={"type": ["object", "null"]},
+    candidates={
+        "type": "array",
+        "items": {
+            **_obj(
+                "agent_id model",
+                eligible=BOOLEAN,
+                reason=_opt(STRING),
+                score=_opt({"type": "number"}),
+                terms=_opt(_TERMS),
+            ),
+        },
+    },
 )
 KEY = _obj("id name prefix", created_at=TIMESTAMP, revoked_at=NULLABLE_TIMESTAMP)
 GROUP_IDS: Schema = {"type": ["array", "null"], "items": {"type": "string"}}
@@ -280,6 +303,26 @@ ROUTES: dict[tuple[str, str], Route] = {
             },
         ),
     ),
+    ("GET", "/admin/route-explain"): Route(
+        "Why the scheduler would pick an agent for a model now",
+        "adminToken",
+        {
+            200: _json(
+                "Every agent listing the model: its filter reason or its score terms; and the choice", ROUTE_EXPLANATION
+            )
+        },
+        ("invalid_request_error", "not_found"),
+        query=(
+            {"name": "model", "in": "query", "required": True, "description": "Model or alias", "schema": STRING},
+            {
+                "name": "key_id",
+                "in": "query",
+                "required": False,
+                "description": "Explain as a request with this key would be routed (its groups, owner, aliases)",
+                "schema": STRING,
+            },
+        ),
+    ),
     ("POST", "/admin/users"): Route(
         "Create a user account",
         "adminToken",
@@ -369,6 +412,25 @@ ROUTES: dict[tuple[str, str], Route] = {
         "Revoke an invite (owner, admin)",
         "userToken",
         {200: _json("Revoked", _obj("id", revoked={"const": True}))},
+        _GROUP_ADMIN_ERRORS,
+    ),
+    ("GET", "/api/groups/{group_id}/aliases"): Route(
+        "The group's model aliases (members)",
+        "userToken",
+        {200: _json("Aliases by name", _list_of("data", ALIAS))},
+        _GROUP_ERRORS,
+    ),
+    ("PUT", "/api/groups/{group_id}/aliases/{alias}"): Route(
+        "Map a name to concrete models, most preferred first (owner, admin)",
+        "userToken",
+        {200: _json("The alias", ALIAS)},
+        (*_GROUP_ADMIN_ERRORS, "invalid_request_error"),
+        body=scheduling.AliasBody,
+    ),
+    ("DELETE", "/api/groups/{group_id}/aliases/{alias}"): Route(
+        "Remove an alias (owner, admin)",
+        "userToken",
+        {200: _json("Removed", _obj("alias", deleted={"const": True}))},
         _GROUP_ADMIN_ERRORS,
     ),
     ("POST", "/api/invites/redeem"): Route(

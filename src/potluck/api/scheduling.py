@@ -50,8 +50,9 @@ async def put_alias(request: web.Request) -> web.Response:
 
 async def delete_alias(request: web.Request) -> web.Response:
     user = await current_user(request)
-    await request.app[HUB].accounts.delete_alias(user, request.match_info["group_id"], request.match_info["alias"])
-    return web.Response(status=204)
+    alias = request.match_info["alias"]
+    await request.app[HUB].accounts.delete_alias(user, request.match_info["group_id"], alias)
+    return json_response({"alias": alias, "deleted": True})
 
 
 async def route_explain(request: web.Request) -> web.Response:

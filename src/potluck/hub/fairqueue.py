@@ -126,10 +126,16 @@ class FairQueue:
         rounds = next((i for i, t in enumerate(mine.tickets) if t is ticket), len(mine.tickets)) + 1
         quantum = max(1, ticket.want.weight)
         place = rounds
-        for other, flow in q.flows.items():
-            if other != user and flow.tickets:
+        before = True  # users ahead of this one in the round robin get one more round in
+        for other in q.active:
+            if other == user:
+                before = False
+                continue
+            flow = q.flows[other]
+            if flow.tickets:
                 per_round = max(1, flow.tickets[0].want.weight)
-                place += min(len(flow.tickets), math.ceil(rounds * per_round / quantum))
+                turns = rounds if before else rounds - 1
+                place += min(len(flow.tickets), math.ceil(turns * per_round / quantum))
         return place, q.models
 
     def next_for(self, models: frozenset[str], eligible: Callable[[Ticket], bool]) -> Ticket | None:
