@@ -128,6 +128,7 @@ def test_five_consecutive_failures_eject_an_agent_for_that_model_with_backoff() 
     assert s.routable("m", exclude=frozenset({"a1"}))
     s.report("a0", "m", ok=False)
     assert not s.routable("m", exclude=frozenset({"a1"}))
+    assert s.ejected() == [("a0", "m", 130.0)]
     assert [s.acquire("m") for _ in range(3)] == ["a1"] * 3
     clock.advance(30.1)
     assert s.routable("m", exclude=frozenset({"a1"}))  # back after the base time

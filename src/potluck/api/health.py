@@ -26,6 +26,7 @@ async def metrics(request: web.Request) -> web.Response:
     hub.metrics.queue_depth.set(hub.registry.scheduler.queue_depth)
     hub.metrics.in_flight.set(hub.dispatcher.in_flight)
     hub.metrics.agents.set(len(hub.registry.sessions))
+    hub.metrics.ejected.set(len(hub.registry.scheduler.ejected()))
     body = generate_latest(hub.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -225,6 +225,11 @@ class Scheduler:
     def stats(self, agent_id: str, model: str) -> ModelStats | None:
         return self._stats.get((agent_id, model))
 
+    def ejected(self) -> list[tuple[str, str, float]]:
+        """(agent, model, ejected until) for every pair out of rotation now."""
+        now = self._clock.now()
+        return [(a, m, s.ejected_until) for (a, m), s in self._stats.items() if s.ejected_until > now]
+
     @property
     def queue_depth(self) -> int:
         return self._queue.depth
