@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
 import msgspec
+
+from potluck.store.billing import Price
 
 MICRO = 1_000_000
 """µcr per credit."""
@@ -26,14 +27,6 @@ COMPLETION_SLACK_TOKENS = 16
 """Completion tokens that may produce no output bytes (end-of-sequence and other special tokens)."""
 
 BYTES_PER_TOKEN_ESTIMATE = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """Credits per million tokens, for prompt (input) and completion (output) tokens."""
-
-    input_per_mtok: float
-    output_per_mtok: float
 
 
 def _dec(value: float) -> Decimal:
