@@ -15,13 +15,18 @@
 The model state is a small scheduler: the pulled models (`models`), the models resident in VRAM (`loaded`,
 with an expiry from `keep_alive`, 5m by default), at most `num_parallel` requests generating per model (the rest
 queue in order), and cold loads: a request for a model that is not loaded waits `load_delay` seconds, then the
-model appears in `/api/ps`. Tests may change the state and every knob at any time, from any thread.
+model appears in `/api/ps`. With `max_loaded` set (OLLAMA_MAX_LOADED_MODELS), a cold load first evicts the least
+recently used resident model that no request is using; when every resident model is in use, the load waits until
+one is idle (Ollama picks a victim and waits for its requests to finish; waiting for the first idle one is close
+enough and never cuts a running request short). Tests may change the state and every knob at any time, from any
+thread.
 
 Every request is recorded (`RequestRecord`), client disconnects included. Run it in a thread of its own
 (`with FakeOllama().running() as url:`), in any aiohttp runner (`FakeOllama().make_app()`; pass
 `handler_cancellation=True` so that waits end at once when the client goes away), or as a process:
 
     python -m tests.support.fake_ollama --port 0 [--models a,b] [--loaded a] [--load-delay S] [--token-delay S]
+                                        [--max-loaded N]
 
 which prints one line, `listening http://127.0.0.1:PORT`, then serves until SIGTERM or SIGINT.
 """
@@ -137,6 +142,8 @@ class _Resident:
     expires_ns: int
     """Wall clock (`time.time_ns()`) when it unloads, once no request uses it."""
     in_use: int = 0
+    last_used: float = 0.0
+    """`time.monotonic()` when a request last took or released it (eviction picks the oldest)."""
 
 
 @dataclass(slots=True)
@@ -182,8 +189,8 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
     """A scripted Ollama server; see the module docstring.
 
     Knobs (plain attributes, settable at any time from any thread): `chunks`, `token_delay`, `load_delay`,
-    `num_parallel`, `max_queue`, `keep_alive`, `version`, and for failure tests `fail_after`, `error_after`,
-    `error_message`, `status`, `hang`. The failure knobs act only on inference requests (generate, chat,
+    `num_parallel`, `max_loaded`, `max_queue`, `keep_alive`, `version`, and for failure tests `fail_after`,
+    `error_after`, `error_message`, `status`, `hang`. The failure knobs act only on inference requests (generate, chat,
     embed, embeddings and their `/v1` forms), in this order: `hang`, `status`, then the request itself.
     """
 
@@ -199,10 +206,13 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
         num_parallel: int = 1,
         size_bytes: int = 2_000_000_000,
         context_length: int = 4096,
+        max_loaded: int | None = None,
     ) -> None:
         super().__init__(_BadRequestError)
         if load_delay < 0 or token_delay < 0 or chunks < 0 or num_parallel < 1 or size_bytes < 0:
             raise ValueError("delays, chunks and size_bytes must be >= 0 and num_parallel >= 1")
+        if max_loaded is not None and max_loaded < 1:
+            raise ValueError("max_loaded must be >= 1 (or None: no limit)")
         if context_length < 1:
             raise ValueError("context_length must be >= 1")
         self.version = version
@@ -214,6 +224,11 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
         """Content tokens per answer, "tok0 ", "tok1 ", ...; a smaller `options.num_predict` cuts them ("length")."""
         self.num_parallel = num_parallel
         """Requests one model generates at once (OLLAMA_NUM_PARALLEL); the others wait in order."""
+        self.max_loaded = max_loaded
+        """Models resident or loading at once (OLLAMA_MAX_LOADED_MODELS); None: no limit. A cold load beyond it
+        evicts the least recently used idle model, or waits for one to become idle."""
+        self.evictions: list[str] = []
+        """Models unloaded to make room for a cold load (or an explicit `load`), in order."""
         self.max_queue = 512
         """Requests that may wait for a load or a slot (OLLAMA_MAX_QUEUE); beyond it, 503 `BUSY_MESSAGE`."""
         self.keep_alive: float | str = "5m"
@@ -287,7 +302,11 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
         return full
 
     def load(self, name: str, *, keep_alive: float | str | None = None, context_length: int | None = None) -> str:
-        """Put a pulled model in VRAM at once (no `load_delay`); KeyError when it is not pulled."""
+        """Put a pulled model in VRAM at once (no `load_delay`); KeyError when it is not pulled.
+
+        Under `max_loaded` it evicts idle models (least recently used first) to make room; when all are in use,
+        it loads anyway, beyond the limit: the caller asked for this state.
+        """
         keep_ns = self._keep_ns(parse_keep_alive(keep_alive))
         with self._lock:
             full = self._require(name)
@@ -295,7 +314,8 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
             resident = self._resident.get(full)
             ctx = context_length or self.context_length
             if resident is None:
-                self._resident[full] = _Resident(ctx, time.time_ns() + keep_ns)
+                self._make_room_locked(full)
+                self._resident[full] = _Resident(ctx, time.time_ns() + keep_ns, last_used=time.monotonic())
             else:
                 resident.context_length = ctx
                 resident.expires_ns = time.time_ns() + keep_ns
@@ -349,6 +369,21 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
         default = parse_keep_alive(self.keep_alive)
         return DEFAULT_KEEP_ALIVE_NS if default is None else default
 
+    def _make_room_locked(self, name: str) -> bool:
+        """Evict idle residents (least recently used first) until `name` may load under `max_loaded`;
+        False when too many are busy or loading."""
+        limit = self.max_loaded
+        if limit is None:
+            return True
+        while len(self._resident) + len(self._loading) >= limit:
+            idle = [(r.last_used, n) for n, r in self._resident.items() if r.in_use <= 0 and n != name]
+            if not idle:
+                return False
+            victim = min(idle)[1]
+            del self._resident[victim]
+            self.evictions.append(victim)
+        return True
+
     def _refresh_locked(self) -> None:
         """Finish due loads and drop expired idle models (the scheduler's timers, applied lazily)."""
         now_m, now = time.monotonic(), time.time_ns()
@@ -356,7 +391,7 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
             if now_m >= loading.ready_at:
                 del self._loading[name]
                 if name in self._cards:
-                    self._resident[name] = _Resident(loading.context_length, now + loading.keep_ns)
+                    self._resident[name] = _Resident(loading.context_length, now + loading.keep_ns, last_used=now_m)
         for name, resident in list(self._resident.items()):
             if resident.in_use <= 0 and resident.expires_ns <= now:
                 del self._resident[name]
@@ -628,6 +663,7 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
                     if resident is not None and (num_ctx is None or resident.context_length == num_ctx):
                         resident.in_use += 1
                         resident.expires_ns = time.time_ns() + job.keep_ns
+                        resident.last_used = time.monotonic()
                         job.holds_model = True
                         break
                     ready_at: float | None = None
@@ -636,12 +672,13 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
                         resident = None
                     if resident is None:
                         loading = self._loading.get(job.name)
-                        if loading is None:
+                        if loading is None and self._make_room_locked(job.name):
                             loading = _Loading(time.monotonic() + self.load_delay, num_ctx or self.context_length, 0)
                             self._loading[job.name] = loading
                             rec.cold_load = True
-                        loading.keep_ns = job.keep_ns
-                        ready_at = loading.ready_at
+                        if loading is not None:  # else: no room yet, poll until a resident model is idle
+                            loading.keep_ns = job.keep_ns
+                            ready_at = loading.ready_at
                 self._changed()
                 wait = _SLOT_POLL_S if ready_at is None else max(0.0, ready_at - time.monotonic())
                 await self._pause(request, wait)
@@ -690,6 +727,7 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
                 if resident is not None:
                     resident.in_use -= 1
                     resident.expires_ns = time.time_ns() + job.keep_ns
+                    resident.last_used = time.monotonic()
                     if resident.in_use <= 0 and job.keep_ns == 0:
                         del self._resident[job.name]
         self._changed()
@@ -1492,6 +1530,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--load-delay", type=float, default=0.0, help="seconds a cold load takes")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between content chunks")
     parser.add_argument("--num-parallel", type=int, default=1, help="requests one model generates at once")
+    parser.add_argument("--max-loaded", type=int, default=None, help="models in VRAM at once (default: no limit)")
     args = parser.parse_args(argv)
     fake = FakeOllama(
         [m for m in args.models.split(",") if m],
@@ -1501,6 +1540,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_delay=args.load_delay,
         token_delay=args.token_delay,
         num_parallel=args.num_parallel,
+        max_loaded=args.max_loaded,
     )
     serve_forever(fake.make_app, args.host, args.port)
 

@@ -409,6 +409,51 @@ async def test_concurrent_cold_requests_share_one_load(http: aiohttp.ClientSessi
     assert sorted(r.cold_load for r in fake.records) == [False, True]
 
 
+async def test_max_loaded_evicts_the_least_recently_used_idle_model(http: aiohttp.ClientSession) -> None:
+    fake = FakeOllama(["a", "b", "c"], loaded=["a", "b"], max_loaded=2, load_delay=0.1)
+    with fake.running() as url:
+        assert (await post(http, f"{url}/api/generate", {"model": "a", "prompt": "x"}))[0] == 200
+        assert await ps_names(http, url) == ["a:latest", "b:latest"]
+
+        started = time.monotonic()
+        assert (await post(http, f"{url}/api/generate", {"model": "c", "prompt": "x"}))[0] == 200
+
+        assert time.monotonic() - started >= 0.1
+        assert await ps_names(http, url) == ["c:latest", "a:latest"], "b was used least recently"
+        assert fake.evictions == ["b:latest"]
+        assert [r.cold_load for r in fake.records if r.path == "/api/generate"] == [False, True]
+
+
+async def test_max_loaded_makes_a_cold_load_wait_until_a_model_is_idle(
+    http: aiohttp.ClientSession, url: str, fake: FakeOllama
+) -> None:
+    fake.max_loaded, fake.load_delay = 1, 0.1
+    fake.token_delay, fake.chunks = 0.1, 4  # the first answer holds its model for about 0.3 s
+    fake.load("llama3.2")
+    busy = asyncio.create_task(post(http, f"{url}/api/generate", {"model": "llama3.2", "prompt": "x"}))
+    assert await fake.wait_for_async(lambda: fake.in_flight == 1, 2.0)
+
+    started = time.monotonic()
+    cold = asyncio.create_task(post(http, f"{url}/api/generate", {"model": "qwen2.5:7b", "prompt": "x"}))
+    await asyncio.sleep(0.15)
+    assert await ps_names(http, url) == ["llama3.2:latest"], "nothing is evicted while it is in use"
+    assert (await busy)[0] == 200
+    assert (await cold)[0] == 200
+
+    assert time.monotonic() - started >= 0.2 + 0.1
+    assert await ps_names(http, url) == ["qwen2.5:7b"]
+    assert fake.evictions == ["llama3.2:latest"]
+
+
+def test_load_under_max_loaded_evicts_idle_models_first() -> None:
+    fake = FakeOllama(["a", "b", "c"], loaded=["a", "b", "c"], max_loaded=2)
+
+    assert sorted(fake.loaded) == ["b:latest", "c:latest"]
+    assert fake.evictions == ["a:latest"]
+    with pytest.raises(ValueError, match="max_loaded"):
+        FakeOllama(max_loaded=0)
+
+
 async def test_keep_alive_zero_unloads_after_answering(http: aiohttp.ClientSession, url: str, fake: FakeOllama) -> None:
     fake.load("llama3.2")
     body = {"model": "llama3.2", "messages": NATIVE_HELLO, "keep_alive": 0}
