@@ -22,17 +22,20 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
-from potluck.api import admin, agent_ws, health, openai, openapi, scheduling, users
+from potluck.api import admin, agent_ws, billing, health, openai, openapi, scheduling, users
 from potluck.api.context import HUB
 from potluck.api.errors import error_middleware
 from potluck.hub.access import AccessMap
+from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
 from potluck.hub.controls import parse_controls
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
+from potluck.hub.ledger import Ledger
 from potluck.hub.limits import Limits, MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
+from potluck.hub.receipts import HubSigner
 from potluck.hub.registry import Registry
 from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
@@ -99,6 +102,24 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
+        ledger, released = await Ledger.recover(store.ledger, store.ledger.append)
+        zeroed, rebuilt = await store.usage.reconcile_with_receipts()
+        if released or zeroed or rebuilt:
+            log.warning(
+                "recovered after an unclean stop: %d open holds released, %d usage records unbilled, %d rebuilt",
+                released,
+                zeroed,
+                rebuilt,
+            )
+        accounting = Accounting(
+            ledger,
+            HubSigner.load_or_create(settings.resolved_signing_key_file),
+            access,
+            scheduler,
+            fee_percent=settings.platform_fee_percent,
+        )
+        accounting.billing = {g.id: GroupBilling.of(g) for g in await store.groups.all()}
+        accounting.prices = await store.billing.prices()
         dispatcher = Dispatcher(
             registry,
             clock,
@@ -110,6 +131,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             ),
             metrics,
             journal,
+            accounting,
         )
         app[HUB] = HubServices(
             settings=settings,
@@ -121,15 +143,18 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             dispatcher=dispatcher,
             journal=journal,
             metrics=metrics,
-            accounts=Accounts(store, access, registry),
+            accounts=Accounts(store, access, registry, accounting),
             access=access,
             limiter=MemoryRateLimiter(clock),
+            accounting=accounting,
         )
         tasks = [
             asyncio.create_task(_run_periodic(settings.heartbeat_interval, registry.heartbeat), name="heartbeat"),
             # Owner controls' availability windows: changes apply within a second.
             asyncio.create_task(_run_periodic(1.0, registry.apply_schedules), name="schedules"),
             asyncio.create_task(journal.run(), name="usage-journal"),
+            asyncio.create_task(ledger.run(), name="ledger"),
+            asyncio.create_task(_run_periodic(settings.reprice_interval, accounting.reprice), name="reprice"),
         ]
         try:
             yield
@@ -138,6 +163,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await journal.close()
+            await ledger.close()
             await store.close()
 
     app.cleanup_ctx.append(lifecycle)
@@ -147,6 +173,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     users.add_routes(app)
     health.add_routes(app)
     scheduling.add_routes(app)
+    billing.add_routes(app)
     openapi.add_routes(app)
     return app
 

@@ -94,6 +94,7 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
     )
     admission = _admit(hub, key)
     try:
+        relay.groups, relay.hold = hub.accounting.admit(rid, owner, groups, relay.models, body)
         exchange = await hub.dispatcher.open(relay)
     except BaseException:
         hub.limiter.finish(admission, 0)
@@ -158,7 +159,7 @@ async def _respond(
         # before it is complete, so an agent failing here still gets a clean error status.
         first = await exchange.read()
         if first is not None and len(first) == content_length:
-            exchange.consumed(len(first))
+            exchange.sent(first)
             return web.Response(status=exchange.status, body=first, headers=headers), "ok"
     if is_sse:
         headers["Cache-Control"] = "no-cache"
@@ -197,10 +198,10 @@ async def _stream_body(
     try:
         if first is not None:
             await response.write(first)
-            exchange.consumed(len(first))
+            exchange.sent(first)
         while (chunk := await exchange.read()) is not None:
             await response.write(chunk)
-            exchange.consumed(len(chunk))
+            exchange.sent(chunk)
     except HubError as exc:
         # Bytes already reached the client: no status to change. A stream gets a terminal error
         # event (never a fake [DONE]); a plain body is cut short so the client sees it incomplete.

@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from potluck import __version__
-from potluck.api import admin, scheduling, users
+from potluck.api import admin, billing, scheduling, users
 from potluck.protocol.errors import ERROR_CODES, ErrorEnvelope
 
 Schema = dict[str, Any]
@@ -129,6 +129,75 @@ MODEL = _obj(
     hot=BOOLEAN,
     alias_of=_opt({"type": "array", "items": STRING}),
 )
+NUMBER: Schema = {"type": "number"}
+NULLABLE_NUMBER: Schema = {"type": ["number", "null"]}
+GROUP_SETTINGS = _obj(
+    "id name",
+    members_can_share=BOOLEAN,
+    billing={"type": "string", "enum": ["mutual", "credits"]},
+    dynamic_pricing=BOOLEAN,
+    min_price_per_mtok=NULLABLE_NUMBER,
+    max_price_per_mtok=NULLABLE_NUMBER,
+    default_input_per_mtok=NUMBER,
+    default_output_per_mtok=NUMBER,
+    max_tokens_cap=INTEGER,
+)
+PRICES: Schema = {
+    "type": "object",
+    "additionalProperties": _obj(input_per_mtok=NUMBER, output_per_mtok=NUMBER),
+}
+_DAYS = (
+    {"name": "since", "in": "query", "required": False, "description": "First day (UTC), YYYY-MM-DD", "schema": STRING},
+    {"name": "until", "in": "query", "required": False, "description": "Last day (UTC), inclusive", "schema": STRING},
+    {
+        "name": "format",
+        "in": "query",
+        "required": False,
+        "description": "json (default) or csv",
+        "schema": {"type": "string", "enum": ["json", "csv"]},
+    },
+)
+
+
+def _report(description: str, row: Schema) -> dict[int, Answer]:
+    return {
+        200: Answer(
+            description,
+            {"application/json": _list_of("data", row), "text/csv": STRING},
+        )
+    }
+
+
+USAGE_ROW = _obj(
+    "day model",
+    user_id={"type": ["string", "null"]},
+    key_id={"type": ["string", "null"]},
+    requests=INTEGER,
+    prompt_tokens=INTEGER,
+    completion_tokens=INTEGER,
+    spend=NUMBER,
+    spend_micro=INTEGER,
+)
+EARNINGS_ROW = _obj(
+    "day model",
+    agent_id={"type": ["string", "null"]},
+    requests=INTEGER,
+    prompt_tokens=INTEGER,
+    completion_tokens=INTEGER,
+    earned=NUMBER,
+    earned_micro=INTEGER,
+)
+GROUP_ROW = _obj(
+    "day model",
+    user_id={"type": ["string", "null"]},
+    requests=INTEGER,
+    tokens=INTEGER,
+    spend=NUMBER,
+    spend_micro=INTEGER,
+    earned=NUMBER,
+    earned_micro=INTEGER,
+)
+SIGNED_RECEIPT = _obj("signature", receipt={"type": "object", "additionalProperties": True})
 ALIAS = _obj("alias group_id", models={"type": "array", "items": STRING}, updated_at=TIMESTAMP)
 _TERMS: Schema = {"type": "object", "additionalProperties": {"type": "number"}}
 ROUTE_EXPLANATION = _obj(
@@ -323,6 +392,13 @@ ROUTES: dict[tuple[str, str], Route] = {
             },
         ),
     ),
+    ("POST", "/admin/credits"): Route(
+        "Grant credits to a user (from the mint)",
+        "adminToken",
+        {201: _json("The grant and the new balance", _obj("txn_id user_id", balance=NUMBER, balance_micro=INTEGER))},
+        ("invalid_request_error", "not_found"),
+        body=billing.Grant,
+    ),
     ("POST", "/admin/users"): Route(
         "Create a user account",
         "adminToken",
@@ -476,9 +552,86 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("PATCH", "/api/groups/{group_id}"): Route(
         "Group settings (owner): whether plain members may share agents into it",
         "userToken",
-        {200: _json("The settings", _obj("id", members_can_share=BOOLEAN))},
-        _GROUP_ADMIN_ERRORS,
+        {200: _json("The group's settings after the change", GROUP_SETTINGS)},
+        (*_GROUP_ADMIN_ERRORS, "invalid_request_error"),
         body=users.GroupSettings,
+    ),
+    ("GET", "/api/balance"): Route(
+        "Your credits: spendable and held for requests in flight",
+        "userToken",
+        {
+            200: _json(
+                "Credits and micro-credits",
+                _obj(balance=NUMBER, held=NUMBER, balance_micro=INTEGER, held_micro=INTEGER),
+            )
+        },
+    ),
+    ("GET", "/api/agents/{agent_id}/prices"): Route(
+        "Your agent's prices per model (credits per million tokens)",
+        "userToken",
+        {200: _json("Prices", _obj("agent_id", prices=PRICES))},
+        ("not_found",),
+    ),
+    ("PUT", "/api/agents/{agent_id}/prices"): Route(
+        "Set your agent's prices (within the bounds of every group it is shared into)",
+        "userToken",
+        {200: _json("Prices", _obj("agent_id", prices=PRICES))},
+        ("not_found", "invalid_request_error"),
+        body=PRICES,
+    ),
+    ("GET", "/api/groups/{group_id}/prices"): Route(
+        "What each model costs in the group now, per agent, with the dynamic multiplier and why (members)",
+        "userToken",
+        {
+            200: _json(
+                "Quotes",
+                _obj(
+                    "group_id billing",
+                    data={
+                        "type": "array",
+                        "items": _obj(
+                            "model agent_id reason",
+                            input_per_mtok=NUMBER,
+                            output_per_mtok=NUMBER,
+                            multiplier=NUMBER,
+                        ),
+                    },
+                ),
+            )
+        },
+        _GROUP_ERRORS,
+    ),
+    ("GET", "/api/groups/{group_id}/usage"): Route(
+        "The group's totals per day, member and model (owner, admin)",
+        "userToken",
+        _report("Totals", GROUP_ROW),
+        (*_GROUP_ADMIN_ERRORS, "invalid_request_error"),
+        query=_DAYS,
+    ),
+    ("GET", "/api/usage"): Route(
+        "Your usage and spend per day, key and model",
+        "userToken",
+        _report("Rows, oldest day first", USAGE_ROW),
+        ("invalid_request_error",),
+        query=_DAYS,
+    ),
+    ("GET", "/api/earnings"): Route(
+        "Your agents' earnings per day, agent and model",
+        "userToken",
+        _report("Rows, oldest day first", EARNINGS_ROW),
+        ("invalid_request_error",),
+        query=_DAYS,
+    ),
+    ("GET", "/api/receipts/{request_id}"): Route(
+        "The hub-signed receipt of a settled request (its consumer and the agent's owner)",
+        "userToken",
+        {200: _json("Verify it with `potluck receipt verify`", SIGNED_RECEIPT)},
+        ("not_found",),
+    ),
+    ("GET", "/.well-known/potluck-hub-key"): Route(
+        "The hub's Ed25519 public key, which signs receipts",
+        "none",
+        {200: _json("The key", _obj("algorithm public_key fingerprint"))},
     ),
     ("POST", "/api/agents/{agent_id}/groups"): Route(
         "Share your agent into a group you own or administer",

@@ -6,6 +6,8 @@ Authenticated with ``Authorization: Bearer <token>`` from ``POST /api/login`` or
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 from aiohttp import web
 
@@ -15,6 +17,7 @@ from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
 from potluck.hub.accounts import KeyOptions
 from potluck.hub.controls import Schedule
 from potluck.hub.services import HubServices
+from potluck.store.groups import Group
 from potluck.store.users import User
 
 
@@ -309,16 +312,41 @@ async def update_agent(request: web.Request) -> web.Response:
     return json_response({"id": agent_id, **msgspec.to_builtins(controls)})
 
 
-class GroupSettings(msgspec.Struct):
-    members_can_share: bool
+class GroupSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Any of the group's settings; absent ones are left as they are (``null`` clears a price bound)."""
+
+    members_can_share: bool | msgspec.UnsetType = msgspec.UNSET
+    billing: Literal["mutual", "credits"] | msgspec.UnsetType = msgspec.UNSET
+    dynamic_pricing: bool | msgspec.UnsetType = msgspec.UNSET
+    min_price_per_mtok: float | msgspec.UnsetType | None = msgspec.UNSET
+    max_price_per_mtok: float | msgspec.UnsetType | None = msgspec.UNSET
+    default_input_per_mtok: float | msgspec.UnsetType = msgspec.UNSET
+    default_output_per_mtok: float | msgspec.UnsetType = msgspec.UNSET
+    max_tokens_cap: int | msgspec.UnsetType = msgspec.UNSET
+
+
+def group_view(group: Group) -> dict[str, object]:
+    return {
+        "id": group.id,
+        "name": group.name,
+        "members_can_share": group.members_can_share,
+        "billing": group.billing,
+        "dynamic_pricing": group.dynamic_pricing,
+        "min_price_per_mtok": group.min_price_per_mtok,
+        "max_price_per_mtok": group.max_price_per_mtok,
+        "default_input_per_mtok": group.default_input_per_mtok,
+        "default_output_per_mtok": group.default_output_per_mtok,
+        "max_tokens_cap": group.max_tokens_cap,
+    }
 
 
 async def update_group(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id = request.match_info["group_id"]
     body = await body_as(request, GroupSettings)
-    await request.app[HUB].accounts.set_group_sharing(user, group_id, body.members_can_share)
-    return json_response({"id": group_id, "members_can_share": body.members_can_share})
+    changes = {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET}
+    group = await request.app[HUB].accounts.update_group(user, group_id, changes)
+    return json_response(group_view(group))
 
 
 def add_routes(app: web.Application) -> None:

@@ -101,6 +101,20 @@ def cli() -> None:
 @click.option("--eject-base-s", default=30.0, show_default=True, envvar="POTLUCK_HUB_EJECT_BASE_S")
 @click.option("--eject-max-percent", default=50.0, show_default=True, envvar="POTLUCK_HUB_EJECT_MAX_PERCENT")
 @click.option("--retry-budget-percent", default=20.0, show_default=True, envvar="POTLUCK_HUB_RETRY_BUDGET_PERCENT")
+@click.option(
+    "--platform-fee-percent",
+    default=0.0,
+    show_default=True,
+    envvar="POTLUCK_HUB_PLATFORM_FEE_PERCENT",
+    help="Share of each credits charge the platform keeps.",
+)
+@click.option(
+    "--signing-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="POTLUCK_HUB_SIGNING_KEY_FILE",
+    help="Ed25519 key signing receipts [default: <data-dir>/hub-signing-key].",
+)
+@click.option("--reprice-interval", default=10.0, show_default=True, envvar="POTLUCK_HUB_REPRICE_INTERVAL")
 @click.option("--shutdown-timeout", default=30.0, show_default=True, envvar="POTLUCK_HUB_SHUTDOWN_TIMEOUT")
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_CERT")
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_KEY")

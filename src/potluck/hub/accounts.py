@@ -9,6 +9,8 @@ deletes it and the owner cannot leave it. To anyone outside a group it does not 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from potluck.hub.access import AccessMap
+from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.controls import OwnerControls, validate_schedule
 from potluck.hub.errors import (
     AuthError,
@@ -29,9 +32,11 @@ from potluck.hub.errors import (
     PermissionDeniedError,
 )
 from potluck.hub.limits import Limits
+from potluck.hub.pricing import MICRO, validate_prices
 from potluck.hub.registry import Registry
 from potluck.store import errors as store_errors
 from potluck.store.aliases import ModelAlias
+from potluck.store.billing import Price
 from potluck.store.database import Store
 from potluck.store.groups import Group, Invite, Member
 from potluck.store.groups import InvalidInviteError as StoreInvalidInvite
@@ -52,11 +57,17 @@ def password_hasher() -> PasswordHasher:
 
 class Accounts:
     def __init__(
-        self, store: Store, access: AccessMap, registry: Registry, hasher: PasswordHasher | None = None
+        self,
+        store: Store,
+        access: AccessMap,
+        registry: Registry,
+        accounting: Accounting,
+        hasher: PasswordHasher | None = None,
     ) -> None:
         self._store = store
         self._access = access
         self._registry = registry
+        self._accounting = accounting
         self._hasher = hasher or password_hasher()
         self._dummy_hash: str | None = None
 
@@ -301,9 +312,63 @@ class Accounts:
         self._registry.resync([agent_id])
         return controls
 
-    async def set_group_sharing(self, user: User, group_id: str, members_can_share: bool) -> None:
+    async def update_group(self, user: User, group_id: str, changes: dict[str, Any]) -> Group:
+        """Group settings (owner): who may share agents, and billing (mode, prices, bounds, hold cap)."""
         await self._role(user, group_id, frozenset({"owner"}))
-        await self._store.groups.set_members_can_share(group_id, members_can_share)
+        sharing = changes.pop("members_can_share", None)
+        current = await self._store.groups.get(group_id)
+        if current is None:
+            raise NotFoundError(f"No group {group_id}")
+        low = changes.get("min_price_per_mtok", current.min_price_per_mtok)
+        high = changes.get("max_price_per_mtok", current.max_price_per_mtok)
+        try:
+            validate_prices({}, low, high)
+            group = await self._store.groups.update_billing(group_id, **changes)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        if sharing is not None:
+            await self._store.groups.set_members_can_share(group_id, sharing)
+            group = dataclasses.replace(group, members_can_share=sharing)
+        self._accounting.billing[group_id] = GroupBilling.of(group)
+        return group
+
+    async def set_prices(self, user: User, agent_id: str, prices: dict[str, Price]) -> dict[str, Price]:
+        """The owner's prices for an agent's models, checked against the bounds of every group it is shared into."""
+        self.own_agent(user, agent_id)
+        for group_id in self._access.groups_of_agent(agent_id):
+            billing = self._accounting.billing.get(group_id)
+            if billing is None:
+                continue
+            try:
+                validate_prices(prices, billing.min_price, billing.max_price)
+            except ValueError as exc:
+                raise InvalidRequestError(f"{exc} (group {group_id})", param="prices") from None
+        try:
+            await self._store.billing.set_prices(
+                agent_id, {m: (p.input_per_mtok, p.output_per_mtok) for m, p in prices.items()}
+            )
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), param="prices") from None
+        self._accounting.prices[agent_id] = dict(prices)
+        return prices
+
+    def prices_of(self, user: User, agent_id: str) -> dict[str, Price]:
+        self.own_agent(user, agent_id)
+        return dict(self._accounting.prices.get(agent_id, {}))
+
+    def grant_credits(self, user_id: str, credits: float, reason: str) -> str:
+        """Admin: add credits to a user's balance (from the mint, so the books still sum to zero)."""
+        if user_id not in self._access.usernames:
+            raise NotFoundError(f"No user {user_id}")
+        amount = round(credits * MICRO)
+        if not math.isfinite(credits) or amount <= 0:
+            raise InvalidRequestError("`amount` must be a positive number of credits", param="amount")
+        if not reason.strip():
+            raise InvalidRequestError("say why in `reason`", param="reason")
+        return self._accounting.ledger.grant(user_id, amount, reason.strip()[:500])
+
+    async def require_group_role(self, user: User, group_id: str, roles: frozenset[str] | None = None) -> str:
+        return await self._role(user, group_id, roles)
 
     async def aliases(self, user: User, group_id: str) -> list[ModelAlias]:
         await self._role(user, group_id)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from potluck._shared.clock import Clock
+from potluck.hub.accounting import Accounting, Hold, Served, Settlement
 from potluck.hub.errors import (
     HubError,
     ModelNotFoundError,
@@ -56,6 +57,8 @@ class RelayRequest:
     prefer_own: bool = False
     explain: bool = False
     """Keep the scheduler's reasoning for the response (admins' ``x-potluck-explain: 1``)."""
+    hold: Hold | None = None
+    """Credit held for it (groups billing in credits); settled or released when it is recorded."""
 
 
 _FIRST_BYTE_MESSAGE = "no response from the agent within {:g} s"
@@ -79,7 +82,9 @@ class Exchange:
     __slots__ = (
         "_closed",
         "_dispatcher",
+        "_done_sent",
         "_first_byte_at",
+        "_sent_events",
         "explanation",
         "head",
         "request",
@@ -110,6 +115,8 @@ class Exchange:
         self.explanation = explanation
         self._closed = False
         self._first_byte_at: float | None = None
+        self._sent_events = 0
+        self._done_sent = False
 
     @property
     def status(self) -> int:
@@ -133,6 +140,15 @@ class Exchange:
     def consumed(self, nbytes: int) -> None:
         self.stream.consumed(nbytes)
 
+    def sent(self, chunk: bytes) -> None:
+        """These bytes reached the client: free their credit, and count the SSE events a client that
+        hangs up early pays for (and whether it got ``[DONE]``: then it hung up after the end)."""
+        self.stream.consumed(len(chunk))
+        if self.request.stream:
+            self._sent_events += chunk.count(b"data:")
+            if b"data: [DONE]" in chunk:
+                self._done_sent = True
+
     async def read_all(self, limit: int) -> bytes:
         """The whole (small) body, for error responses that the hub inspects before relaying."""
         parts: list[bytes] = []
@@ -150,6 +166,9 @@ class Exchange:
             return
         self._closed = True
         end = self.stream.end
+        if outcome == "client_cancelled" and self._done_sent:
+            outcome = "ok"  # the SDK closes the connection right after [DONE]: the client got everything
+        events = self._sent_events if self.request.stream else None
 
         def record(final: EndMessage | None) -> None:
             self._dispatcher.record(
@@ -161,6 +180,8 @@ class Exchange:
                 queued_s=self.slot.queued_s,
                 first_byte_at=self._first_byte_at,
                 model=self.slot.placement.model,
+                response_bytes=self.stream.bytes_received,
+                stream_events=events,
             )
 
         self._learn(outcome, end)
@@ -210,7 +231,9 @@ class Dispatcher:
         settings: DispatchSettings,
         metrics: HubMetrics,
         journal: UsageJournal,
+        accounting: Accounting | None = None,
     ) -> None:
+        self.accounting = accounting
         self.registry = registry
         self.clock = clock
         self.settings = settings
@@ -225,6 +248,8 @@ class Dispatcher:
 
     async def open(self, req: RelayRequest) -> Exchange:
         if self.shutting_down:
+            if self.accounting is not None:
+                self.accounting.release(req.hold)
             raise ShuttingDownError("The hub is shutting down; retry shortly")
         self.in_flight += 1
         self._idle.clear()
@@ -330,10 +355,27 @@ class Dispatcher:
         queued_s: float,
         first_byte_at: float | None = None,
         model: str | None = None,
+        response_bytes: int = 0,
+        stream_events: int | None = None,
     ) -> None:
         now = self.clock.now()
         prompt = usage.prompt_tokens if usage else 0
         completion = usage.completion_tokens if usage else 0
+        bill = Settlement(prompt, completion)
+        if self.accounting is not None:
+            served = Served(
+                req.key_id,
+                req.groups,
+                agent_id,
+                model or req.model,
+                usage,
+                len(req.body),
+                response_bytes,
+                stream_events,
+                outcome,
+            )
+            bill = self.accounting.settle(req.hold, served)
+            prompt, completion = bill.prompt_tokens, bill.completion_tokens
         metrics = self.metrics
         metrics.request_outcome(outcome).inc()
         if usage is not None:
@@ -356,6 +398,13 @@ class Dispatcher:
                 ttft_ms=None if first_byte_at is None else round((first_byte_at - req.received_at) * 1000),
                 total_ms=round((now - req.received_at) * 1000),
                 created_at=datetime.now(UTC),
+                user_id=req.user_id,
+                group_id=bill.group_id,
+                owner_id=bill.owner_id,
+                tokens_estimated=bill.estimated,
+                flagged=bill.flagged,
+                charged=bill.charged,
+                earned=bill.earned,
             )
         )
 

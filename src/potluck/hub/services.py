@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
+from potluck.hub.accounting import Accounting
 from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
 from potluck.hub.dispatch import Dispatcher
@@ -31,4 +32,5 @@ class HubServices:
     accounts: Accounts
     access: AccessMap
     limiter: RateLimiter
+    accounting: Accounting
     shutting_down: bool = False

@@ -41,6 +41,12 @@ class HubSettings:
     """Never eject more than this share of a model's agents."""
     retry_budget_percent: float = 20.0
     """Retries in progress may be at most this share of the requests in flight (at least 3)."""
+    platform_fee_percent: float = 0.0
+    """Share of every credits charge the platform keeps; the agent's owner earns the rest."""
+    signing_key_file: Path | None = None
+    """Ed25519 key that signs receipts; default ``hub-signing-key`` in ``data_dir`` (made on first start, 0600)."""
+    reprice_interval: float = 10.0
+    """Seconds between recomputations of the dynamic price multipliers."""
     credit_window: int = 256 * 1024
     shutdown_timeout: float = 30.0
     tls_cert: Path | None = None
@@ -48,6 +54,10 @@ class HubSettings:
     allow_insecure_http: bool = False
     """Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)."""
     log_level: str = "info"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        return self.signing_key_file or self.data_dir / "hub-signing-key"
 
     @property
     def resolved_database_url(self) -> str:
@@ -68,6 +78,10 @@ class HubSettings:
             raise ValueError("--queue-user-share must be in (0, 1]")
         if self.eject_failures < 1 or self.eject_base_s <= 0 or not 0 <= self.eject_max_percent <= 100:
             raise ValueError("--eject-failures >= 1, --eject-base-s > 0 and --eject-max-percent in 0..100")
+        if not 0 <= self.platform_fee_percent <= 100:
+            raise ValueError("--platform-fee-percent must be in 0..100")
+        if self.reprice_interval <= 0:
+            raise ValueError("--reprice-interval must be positive")
         if not 0 <= self.retry_budget_percent <= 100:
             raise ValueError("--retry-budget-percent must be in 0..100")
         if self.heartbeat_timeout <= self.heartbeat_interval:

@@ -166,6 +166,11 @@ class GroupRepository:
             row = (await conn.execute(query)).mappings().first()
         return _group(row) if row else None
 
+    async def all(self) -> list[Group]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(groups).order_by(groups.c.created_at))).mappings().all()
+        return [_group(row) for row in rows]
+
     async def get(self, group_id: str) -> Group | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(groups).where(groups.c.id == group_id))).mappings().first()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from potluck.store.tables import usage_records
+from potluck.store.tables import receipts, usage_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +65,61 @@ class UsageRepository:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query.limit(limit))).mappings().all()
         return [UsageRecord(**row) for row in rows]
+
+    async def reconcile_with_receipts(self) -> tuple[int, int]:
+        """After a crash, make usage records agree with the ledger, whose receipts are written with settlements.
+
+        Usage records and ledger batches are committed separately, so a crash can leave either one
+        ahead. A record that says it was charged but whose settlement never reached the database is
+        set back to zero (its hold was released on recovery); a receipt without a record gets one
+        rebuilt from the receipt, so no settled usage goes missing from reports. Returns (zeroed, rebuilt).
+        """
+        async with self._engine.begin() as conn:
+            unsettled = (
+                select(usage_records.c.request_id)
+                .where(usage_records.c.charged > 0)
+                .where(~usage_records.c.request_id.in_(select(receipts.c.request_id)))
+            )
+            zeroed = (
+                await conn.execute(
+                    update(usage_records)
+                    .where(usage_records.c.request_id.in_(unsettled.scalar_subquery()))
+                    .values(charged=0, earned=0)
+                )
+            ).rowcount
+            orphans = (
+                await conn.execute(
+                    select(receipts.c.payload, receipts.c.created_at).where(
+                        ~receipts.c.request_id.in_(select(usage_records.c.request_id))
+                    )
+                )
+            ).all()
+            rows = [_record_from_receipt(json.loads(payload), created_at) for payload, created_at in orphans]
+            if rows:
+                await conn.execute(insert(usage_records), rows)
+        return int(zeroed or 0), len(rows)
+
+
+def _record_from_receipt(receipt: dict[str, object], created_at: datetime) -> dict[str, object]:
+    return {
+        "request_id": receipt["request_id"],
+        "key_id": receipt.get("key_id") or None,
+        "agent_id": receipt.get("agent_id"),
+        "model": receipt["model"],
+        "path": "",
+        "outcome": receipt.get("outcome", "ok"),
+        "status": 200,
+        "prompt_tokens": receipt["prompt_tokens"],
+        "completion_tokens": receipt["completion_tokens"],
+        "queue_ms": 0,
+        "ttft_ms": None,
+        "total_ms": 0,
+        "created_at": created_at,
+        "user_id": receipt.get("consumer_id"),
+        "group_id": receipt.get("group_id"),
+        "owner_id": receipt.get("owner_id"),
+        "tokens_estimated": bool(receipt.get("tokens_estimated", False)),
+        "flagged": False,
+        "charged": receipt["charged"],
+        "earned": receipt["earned"],
+    }

@@ -1,0 +1,213 @@
+"""Credits, prices, reports and receipts (see hub/accounting.py for the rules).
+
+Amounts are shown in credits (floats) with the exact micro-credit integers beside them
+(``*_micro``); reports come as JSON or, with ``?format=csv``, as CSV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import asdict, fields, is_dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from potluck.api.admin import require_admin
+from potluck.api.context import HUB
+from potluck.api.payloads import body_as, json_response
+from potluck.api.users import current_user
+from potluck.hub.errors import InvalidRequestError, NotFoundError
+from potluck.hub.pricing import MICRO
+from potluck.store.billing import Price
+
+RECEIPT_WAIT_S = 2.0
+
+
+class Grant(msgspec.Struct):
+    user_id: str
+    amount: float
+    """Credits to add."""
+    reason: str
+
+
+class ModelPrice(msgspec.Struct):
+    input_per_mtok: float
+    output_per_mtok: float
+
+
+def credits(micro: int) -> float:
+    return micro / MICRO
+
+
+async def grant_credits(request: web.Request) -> web.Response:
+    hub = await require_admin(request)
+    body = await body_as(request, Grant)
+    txn = hub.accounts.grant_credits(body.user_id, body.amount, body.reason)
+    balance = hub.accounting.ledger.balance(body.user_id)
+    return json_response(
+        {"txn_id": txn, "user_id": body.user_id, "balance": credits(balance), "balance_micro": balance}, status=201
+    )
+
+
+async def balance(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    ledger = request.app[HUB].accounting.ledger
+    free, held = ledger.balance(user.id), ledger.held(user.id)
+    return json_response({"balance": credits(free), "held": credits(held), "balance_micro": free, "held_micro": held})
+
+
+async def put_prices(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    body = await body_as(request, dict[str, ModelPrice], param="prices")
+    prices = {m: Price(p.input_per_mtok, p.output_per_mtok) for m, p in body.items()}
+    saved = await request.app[HUB].accounts.set_prices(user, request.match_info["agent_id"], prices)
+    return json_response({"agent_id": request.match_info["agent_id"], "prices": _prices_view(saved)})
+
+
+async def get_prices(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    agent_id = request.match_info["agent_id"]
+    return json_response(
+        {"agent_id": agent_id, "prices": _prices_view(request.app[HUB].accounts.prices_of(user, agent_id))}
+    )
+
+
+def _prices_view(prices: dict[str, Price]) -> dict[str, dict[str, float]]:
+    return {m: {"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok} for m, p in prices.items()}
+
+
+async def group_prices(request: web.Request) -> web.Response:
+    """What each model costs in this group now: per agent, with the dynamic multiplier and its reason."""
+    user = await current_user(request)
+    hub = request.app[HUB]
+    group_id = request.match_info["group_id"]
+    await hub.accounts.require_group_role(user, group_id)
+    accounting = hub.accounting
+    rows = []
+    for agent_id, groups in sorted(hub.access.agent_groups.items()):
+        slots = hub.registry.scheduler.agent(agent_id)
+        if group_id not in groups or slots is None:
+            continue
+        for model in sorted(slots.models):
+            quote = accounting.quote(group_id, agent_id, model)
+            rows.append(
+                {
+                    "model": model,
+                    "agent_id": agent_id,
+                    "input_per_mtok": quote.price.input_per_mtok,
+                    "output_per_mtok": quote.price.output_per_mtok,
+                    "multiplier": quote.multiplier,
+                    "reason": quote.reason,
+                }
+            )
+    return json_response({"group_id": group_id, "billing": accounting.mode(group_id), "data": rows})
+
+
+def _day(request: web.Request, name: str, *, end: bool = False) -> datetime | None:
+    text = request.query.get(name)
+    if not text:
+        return None
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidRequestError(f"`{name}` must be a date like 2026-11-22", param=name) from None
+    return day + timedelta(days=1) if end else datetime.combine(day.date(), time(), UTC)
+
+
+def _report(request: web.Request, rows: Sequence[Any], name: str) -> web.Response:
+    """Rows as ``{"data": [...]}`` JSON, or as CSV with ``?format=csv``; money in credits and micro-credits."""
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidRequestError("`format` is json or csv", param="format")
+    data = [_money(asdict(r)) for r in rows if is_dataclass(r) and not isinstance(r, type)]
+    if fmt == "json":
+        return json_response({"data": data})
+    out = io.StringIO()
+    columns = list(data[0]) if data else [f.name for f in fields(rows[0])] if rows else ["day"]
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(data)
+    return web.Response(
+        text=out.getvalue(),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="potluck-{name}.csv"'},
+    )
+
+
+def _money(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("spend", "earned"):
+        if key in row:
+            row[f"{key}_micro"] = row[key]
+            row[key] = credits(row[key])
+    return row
+
+
+async def usage_report(request: web.Request) -> web.Response:
+    """Your requests per day, key and model: tokens and spend."""
+    user = await current_user(request)
+    rows = await request.app[HUB].store.reports.usage(
+        user_id=user.id, since=_day(request, "since"), until=_day(request, "until", end=True)
+    )
+    return _report(request, rows, "usage")
+
+
+async def earnings_report(request: web.Request) -> web.Response:
+    """Your agents' earnings per day, agent and model."""
+    user = await current_user(request)
+    rows = await request.app[HUB].store.reports.earnings(
+        user.id, since=_day(request, "since"), until=_day(request, "until", end=True)
+    )
+    return _report(request, rows, "earnings")
+
+
+async def group_usage(request: web.Request) -> web.Response:
+    """The group's totals per day, member and model (owner, admin)."""
+    user = await current_user(request)
+    hub = request.app[HUB]
+    group_id = request.match_info["group_id"]
+    await hub.accounts.require_group_role(user, group_id, frozenset({"owner", "admin"}))
+    rows = await hub.store.reports.group_totals(
+        group_id, since=_day(request, "since"), until=_day(request, "until", end=True)
+    )
+    return _report(request, rows, f"group-{group_id}")
+
+
+async def receipt(request: web.Request) -> web.Response:
+    """The signed receipt of a settled request, for its consumer and the serving agent's owner."""
+    user = await current_user(request)
+    hub = request.app[HUB]
+    request_id = request.match_info["request_id"]
+    stored = await hub.store.ledger.receipt(request_id)
+    if stored is None:
+        # Settled a moment ago and still in the ledger's next batch: served once it is in the database.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RECEIPT_WAIT_S):
+                if await hub.accounting.ledger.settled_durably(request_id):
+                    stored = await hub.store.ledger.receipt(request_id)
+    if stored is None or user.id not in (stored.consumer_id, stored.owner_id):
+        raise NotFoundError(f"No receipt for {request_id}")
+    body = b'{"receipt":' + stored.payload.encode() + b',"signature":"' + stored.signature.encode() + b'"}'
+    return web.Response(body=body, content_type="application/json")
+
+
+async def hub_key(request: web.Request) -> web.Response:
+    return json_response(request.app[HUB].accounting.signer.public_key_document())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/credits", grant_credits)
+    app.router.add_get("/api/balance", balance)
+    app.router.add_get("/api/agents/{agent_id}/prices", get_prices)
+    app.router.add_put("/api/agents/{agent_id}/prices", put_prices)
+    app.router.add_get("/api/groups/{group_id}/prices", group_prices)
+    app.router.add_get("/api/groups/{group_id}/usage", group_usage)
+    app.router.add_get("/api/usage", usage_report)
+    app.router.add_get("/api/earnings", earnings_report)
+    app.router.add_get("/api/receipts/{request_id}", receipt)
+    app.router.add_get("/.well-known/potluck-hub-key", hub_key)

@@ -1,0 +1,330 @@
+"""Accounting on the hot path: holds before dispatch, settlement after, prices, receipts. No database round trip.
+
+**Which requests pay.** A group bills as ``mutual`` (usage is recorded, nothing is charged) or
+``credits``. A request is held against its user's balance when one of its key's groups bills in
+credits. It is charged only if the agent that served it reached it through credits groups alone:
+an agent shared with the key through any mutual group serves it free. A user without enough credit
+still reaches the agents of its mutual groups; with none that serves the model: 402
+``insufficient_quota``, before any work is done.
+
+**The hold** is the worst case: the body's bytes as prompt tokens (a token is at least one byte,
+plus the chat template's allowance), ``max_tokens`` (or the group's cap) as completion tokens, at
+the highest price among the agents that could serve it, times the dynamic multiplier. The charge
+never exceeds it (the ledger caps it), and balances never go below zero.
+
+**The charge** is the tokens the backend reported at the serving agent's price for the model (the
+group's default price where the owner set none), clamped to the group's bounds, times the group's
+dynamic multiplier for the model. A cancelled stream pays only for the tokens that reached the
+client. When the backend reports no usage the hub estimates it (4 bytes a token); when its counts
+cannot be true (more completion tokens than bytes relayed, more prompt tokens than the request had
+bytes plus the template allowance), the record is flagged, the hub's estimate is charged instead,
+and the agent's implausible count is kept for the admin API. The platform takes
+``--platform-fee-percent`` of every charge; the agent's owner earns the rest.
+
+Every settled request yields an Ed25519-signed receipt (hub/receipts.py), written in the same
+database batch as its settlement.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from potluck.hub.access import AccessMap
+from potluck.hub.errors import HubError
+from potluck.hub.ledger import Ledger
+from potluck.hub.pricing import (
+    clamp_price,
+    cost,
+    dynamic_multiplier,
+    estimate_tokens,
+    hold_amount,
+    implausible,
+    max_tokens_of,
+    split,
+)
+from potluck.hub.receipts import HubSigner, Receipt, canonical_bytes
+from potluck.hub.scheduler import Scheduler
+from potluck.protocol.agent import Usage
+from potluck.store.billing import Price
+from potluck.store.groups import Group
+from potluck.store.ledger import PLATFORM, StoredReceipt, user_account
+
+log = logging.getLogger(__name__)
+
+CREDITS = "credits"
+FREE = Price(0.0, 0.0)
+
+
+class InsufficientQuotaError(HubError):
+    code = "insufficient_quota"
+    status = 402
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBilling:
+    mode: str = "mutual"
+    dynamic: bool = False
+    min_price: float | None = None
+    max_price: float | None = None
+    default: Price = FREE
+    cap: int = 4096
+    """Completion tokens a hold assumes when the request sets no ``max_tokens``."""
+
+    @classmethod
+    def of(cls, group: Group) -> GroupBilling:
+        return cls(
+            group.billing,
+            group.dynamic_pricing,
+            group.min_price_per_mtok,
+            group.max_price_per_mtok,
+            Price(group.default_input_per_mtok, group.default_output_per_mtok),
+            group.max_tokens_cap,
+        )
+
+
+@dataclass(slots=True)
+class Hold:
+    """A request's claim on its user's credit, carried from admission to settlement."""
+
+    request_id: str
+    user_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a request cost, for its usage record."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    group_id: str | None = None
+    owner_id: str | None = None
+    estimated: bool = False
+    flagged: bool = False
+    charged: int = 0
+    earned: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What the hub saw of a finished request (agent, tokens reported, bytes moved)."""
+
+    key_id: str | None
+    key_groups: frozenset[str] | None
+    agent_id: str | None
+    model: str
+    usage: Usage | None
+    request_bytes: int
+    response_bytes: int
+    stream_events: int | None
+    """SSE data events that reached the client (None: not a stream)."""
+    outcome: str
+
+
+@dataclass(slots=True)
+class Quote:
+    price: Price
+    multiplier: float
+    reason: str
+
+
+@dataclass(slots=True)
+class _Reputation:
+    implausible: int = 0
+    last_reason: str = ""
+
+
+@dataclass(slots=True)
+class Accounting:
+    ledger: Ledger
+    signer: HubSigner
+    access: AccessMap
+    scheduler: Scheduler
+    fee_percent: float = 0.0
+    wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    billing: dict[str, GroupBilling] = field(default_factory=dict)
+    prices: dict[str, dict[str, Price]] = field(default_factory=dict)
+    """Agent -> model -> the owner's price."""
+    multipliers: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    """(group, model) -> the dynamic multiplier and why."""
+    reputation: dict[str, _Reputation] = field(default_factory=dict)
+    """Agents whose reported token counts could not be true."""
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def mode(self, group_id: str) -> str:
+        billing = self.billing.get(group_id)
+        return billing.mode if billing is not None else "mutual"
+
+    def credit_groups(self, groups: Iterable[str]) -> frozenset[str]:
+        return frozenset(g for g in groups if self.mode(g) == CREDITS)
+
+    def quote(self, group_id: str, agent_id: str | None, model: str) -> Quote:
+        """The price of ``model`` on ``agent_id`` through ``group_id`` now."""
+        billing = self.billing.get(group_id, GroupBilling())
+        own = self.prices.get(agent_id or "", {}).get(model)
+        price = clamp_price(own or billing.default, billing.min_price, billing.max_price)
+        multiplier, reason = self.multipliers.get((group_id, model), (1.0, "")) if billing.dynamic else (1.0, "")
+        return Quote(price, multiplier, reason or ("fixed price" if not billing.dynamic else "not computed yet"))
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def admit(
+        self,
+        request_id: str,
+        user_id: str,
+        groups: frozenset[str],
+        models: tuple[str, ...],
+        body: bytes,
+    ) -> tuple[frozenset[str], Hold | None]:
+        """The groups to route through and the hold placed, or 402 when nothing free can serve it."""
+        paying = self.credit_groups(groups)
+        if not paying:
+            return groups, None
+        amount = self._worst_case(paying, models, len(body), max_tokens_of(body))
+        if self.ledger.hold(request_id, user_id, amount):
+            return groups, Hold(request_id, user_id, amount)
+        free = groups - paying
+        if free and self.scheduler.serves(models, free, user_id):
+            return free, None
+        balance = self.ledger.balance(user_id)
+        raise InsufficientQuotaError(
+            f"This request may cost up to {amount / 1e6:.6f} credits and your balance is {balance / 1e6:.6f}; "
+            "lower max_tokens or add credits"
+        )
+
+    def _worst_case(
+        self, groups: frozenset[str], models: tuple[str, ...], body_bytes: int, max_tokens: int | None
+    ) -> int:
+        worst = 0
+        for group_id in groups:
+            cap = self.billing.get(group_id, GroupBilling()).cap
+            agents: list[str | None] = [a for a, gs in self.access.agent_groups.items() if group_id in gs] or [None]
+            for model in models:
+                for agent_id in agents:
+                    slots = self.scheduler.agent(agent_id) if agent_id is not None else None
+                    if slots is not None and model not in slots.models:
+                        continue
+                    q = self.quote(group_id, agent_id, model)
+                    worst = max(worst, hold_amount(body_bytes, max_tokens, cap, q.price, q.multiplier))
+        return worst
+
+    # -- settlement ---------------------------------------------------------------------------
+
+    def settle(self, hold: Hold | None, served: Served) -> Settlement:
+        """Charge what the request used (or nothing), release the rest of its hold, sign a receipt."""
+        prompt, completion, estimated, flagged = self._tokens(served)
+        owner = self.access.agent_owner.get(served.agent_id or "")
+        group_id = self._billing_group(served)
+        if hold is None:
+            return Settlement(prompt, completion, group_id, owner, estimated, flagged)
+        if served.agent_id is None or group_id is None or self.mode(group_id) != CREDITS:
+            self.ledger.release(hold.request_id)
+            return Settlement(prompt, completion, group_id, owner, estimated, flagged)
+        quote = self.quote(group_id, served.agent_id, served.model)
+        charge = min(cost(prompt, completion, quote.price, quote.multiplier), hold.amount)
+        fee, earned = split(charge, self.fee_percent)
+        payouts = [(user_account(owner or self.access.admin_user_id), earned), (PLATFORM, fee)]
+        receipt = Receipt(
+            request_id=hold.request_id,
+            issued_at=self.wall().isoformat(),
+            hub=self.signer.fingerprint,
+            consumer_id=hold.user_id,
+            key_id=served.key_id or "",
+            group_id=group_id,
+            agent_id=served.agent_id,
+            owner_id=owner,
+            model=served.model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            input_per_mtok=quote.price.input_per_mtok,
+            output_per_mtok=quote.price.output_per_mtok,
+            multiplier=quote.multiplier,
+            charged=charge,
+            fee=fee,
+            earned=earned,
+            outcome=served.outcome,
+            tokens_estimated=estimated,
+        )
+        signed = self.signer.sign(receipt)
+        stored = StoredReceipt(
+            request_id=hold.request_id,
+            payload=canonical_bytes(receipt).decode(),
+            signature=signed.signature,
+            consumer_id=hold.user_id,
+            owner_id=owner,
+            created_at=self.wall(),
+        )
+        self.ledger.settle(hold.request_id, charge, [p for p in payouts if p[1]], stored)
+        return Settlement(prompt, completion, group_id, owner, estimated, flagged, charge, earned)
+
+    def release(self, hold: Hold | None) -> None:
+        if hold is not None:
+            self.ledger.release(hold.request_id)
+
+    def _billing_group(self, served: Served) -> str | None:
+        """The group the request reached its agent through: a mutual one if any (free), else the first credits one."""
+        if served.agent_id is None:
+            return None
+        shared = self.access.groups_of_agent(served.agent_id)
+        if served.key_groups is not None:
+            shared = shared & served.key_groups
+        if not shared:
+            return None
+        mutual = sorted(g for g in shared if self.mode(g) != CREDITS)
+        return mutual[0] if mutual else min(shared)
+
+    def _tokens(self, served: Served) -> tuple[int, int, bool, bool]:
+        """(prompt, completion, estimated, flagged): the backend's counts when plausible, else the hub's estimate."""
+        estimate_prompt = estimate_tokens(served.request_bytes)
+        events = served.stream_events
+        # A stream carries about a token per event, besides the role chunk and [DONE].
+        estimate_completion = estimate_tokens(served.response_bytes) if events is None else max(0, events - 2)
+        usage = served.usage
+        if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
+            prompt, completion, estimated, flagged = estimate_prompt, estimate_completion, True, False
+        else:
+            reason = implausible(
+                usage.prompt_tokens, usage.completion_tokens, served.request_bytes, served.response_bytes
+            )
+            if reason is None:
+                prompt, completion, estimated, flagged = usage.prompt_tokens, usage.completion_tokens, False, False
+            else:
+                self._flag(served.agent_id, reason)
+                prompt, completion, estimated, flagged = estimate_prompt, estimate_completion, True, True
+        if events is not None and served.outcome == "client_cancelled":
+            # The client hung up: it pays for what reached it (one SSE event is the role, the rest tokens).
+            completion = min(completion, max(0, events - 1))
+        return prompt, completion, estimated, flagged
+
+    def _flag(self, agent_id: str | None, reason: str) -> None:
+        if agent_id is None:
+            return
+        rep = self.reputation.setdefault(agent_id, _Reputation())
+        rep.implausible += 1
+        rep.last_reason = reason
+        log.warning("agent %s reported implausible token counts (%s); charging the hub's estimate", agent_id, reason)
+
+    # -- dynamic pricing ----------------------------------------------------------------------
+
+    def reprice(self) -> None:
+        """Recompute the dynamic multipliers of every opted-in credits group from supply and demand now."""
+        fresh: dict[tuple[str, str], tuple[float, str]] = {}
+        for group_id, billing in self.billing.items():
+            if billing.mode != CREDITS or not billing.dynamic:
+                continue
+            busy: dict[str, list[int]] = {}
+            for agent_id, groups in self.access.agent_groups.items():
+                slots = self.scheduler.agent(agent_id)
+                if group_id not in groups or slots is None or not slots.available or slots.draining:
+                    continue
+                for model in slots.models:
+                    pair = busy.setdefault(model, [0, 0])
+                    pair[0] += slots.in_flight
+                    pair[1] += slots.max_concurrency
+            for model, (in_flight, capacity) in busy.items():
+                fresh[(group_id, model)] = dynamic_multiplier(self.scheduler.queued(model), in_flight, capacity)
+        self.multipliers = fresh
