@@ -16,10 +16,10 @@ The model state is a small scheduler: the pulled models (`models`), the models r
 with an expiry from `keep_alive`, 5m by default), at most `num_parallel` requests generating per model (the rest
 queue in order), and cold loads: a request for a model that is not loaded waits `load_delay` seconds, then the
 model appears in `/api/ps`. With `max_loaded` set (OLLAMA_MAX_LOADED_MODELS), a cold load first evicts the least
-recently used resident model that no request is using; when every resident model is in use, the load waits until
-one is idle (Ollama picks a victim and waits for its requests to finish; waiting for the first idle one is close
-enough and never cuts a running request short). Tests may change the state and every knob at any time, from any
-thread.
+recently used resident model that no request is using or waiting for; when every resident model is in use, the
+load waits until one is idle (Ollama picks a victim and waits for its requests to finish; waiting for the first
+idle one is close enough and never cuts a running request short). Tests may change the state and every knob at
+any time, from any thread.
 
 Every request is recorded (`RequestRecord`), client disconnects included. Run it in a thread of its own
 (`with FakeOllama().running() as url:`), in any aiohttp runner (`FakeOllama().make_app()`; pass
@@ -250,6 +250,8 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
         self._resident: dict[str, _Resident] = {}
         self._loading: dict[str, _Loading] = {}
         self._queues: dict[str, deque[object]] = {}
+        self._wanted: dict[str, int] = {}
+        """Requests waiting for each model to load: it is not idle for eviction until they hold it."""
         self._active: dict[str, int] = {}
         self._waiting = 0
         created = time.time_ns()
@@ -376,7 +378,11 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
         if limit is None:
             return True
         while len(self._resident) + len(self._loading) >= limit:
-            idle = [(r.last_used, n) for n, r in self._resident.items() if r.in_use <= 0 and n != name]
+            idle = [
+                (r.last_used, n)
+                for n, r in self._resident.items()
+                if r.in_use <= 0 and not self._wanted.get(n) and n != name
+            ]
             if not idle:
                 return False
             victim = min(idle)[1]
@@ -653,6 +659,7 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
             if self._waiting >= self.max_queue:
                 raise _BusyError
             self._waiting += 1
+            self._wanted[job.name] = self._wanted.get(job.name, 0) + 1
         try:
             while True:
                 with self._lock:
@@ -685,6 +692,7 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
         finally:
             with self._lock:
                 self._waiting -= 1
+                self._wanted[job.name] -= 1
         job.loaded_ns = time.monotonic_ns()
         self._changed()
 

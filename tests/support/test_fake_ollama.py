@@ -445,6 +445,20 @@ async def test_max_loaded_makes_a_cold_load_wait_until_a_model_is_idle(
     assert fake.evictions == ["llama3.2:latest"]
 
 
+async def test_max_loaded_never_evicts_a_model_its_waiting_requests_have_not_taken_yet(
+    http: aiohttp.ClientSession,
+) -> None:
+    fake = FakeOllama(["a", "b"], max_loaded=1, load_delay=0.2, token_delay=0.05, chunks=3)
+    with fake.running() as url:
+        first = asyncio.create_task(post(http, f"{url}/api/generate", {"model": "a", "prompt": "x"}))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(post(http, f"{url}/api/generate", {"model": "b", "prompt": "x"}))
+        assert [status for status, _, _ in await asyncio.gather(first, second)] == [200, 200]
+
+        assert fake.evictions == ["a:latest"], "b waited for a's request, not for a's load only"
+        assert [r.cold_load for r in fake.records] == [True, True]
+
+
 def test_load_under_max_loaded_evicts_idle_models_first() -> None:
     fake = FakeOllama(["a", "b", "c"], loaded=["a", "b", "c"], max_loaded=2)
 
