@@ -151,6 +151,7 @@ def _money(row: dict[str, Any]) -> dict[str, Any]:
 async def usage_report(request: web.Request) -> web.Response:
     """Your requests per day, key and model: tokens and spend."""
     user = await current_user(request)
+    await request.app[HUB].journal.flush()  # the latest records too: reports read what was just served
     rows = await request.app[HUB].store.reports.usage(
         user_id=user.id, since=_day(request, "since"), until=_day(request, "until", end=True)
     )
@@ -160,6 +161,7 @@ async def usage_report(request: web.Request) -> web.Response:
 async def earnings_report(request: web.Request) -> web.Response:
     """Your agents' earnings per day, agent and model."""
     user = await current_user(request)
+    await request.app[HUB].journal.flush()
     rows = await request.app[HUB].store.reports.earnings(
         user.id, since=_day(request, "since"), until=_day(request, "until", end=True)
     )
@@ -172,6 +174,7 @@ async def group_usage(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     group_id = request.match_info["group_id"]
     await hub.accounts.require_group_role(user, group_id, frozenset({"owner", "admin"}))
+    await hub.journal.flush()
     rows = await hub.store.reports.group_totals(
         group_id, since=_day(request, "since"), until=_day(request, "until", end=True)
     )
