@@ -1,0 +1,169 @@
+"""Accounting rules without the network: who pays, what is charged, estimates, implausible counts, dynamic prices."""
+
+from __future__ import annotations
+
+import pytest
+
+from potluck._shared.clock import ManualClock
+from potluck.hub.access import AccessMap
+from potluck.hub.accounting import Accounting, GroupBilling, InsufficientQuotaError, Served
+from potluck.hub.ledger import Ledger
+from potluck.hub.receipts import HubSigner, verify_receipt
+from potluck.hub.scheduler import Scheduler, Want
+from potluck.protocol.agent import Usage
+from potluck.store.billing import Price
+from potluck.store.ledger import LedgerTxn, StoredReceipt
+
+
+async def _discard(txns: object, receipts: object) -> None:
+    return None
+
+
+def make(fee: float = 10.0) -> Accounting:
+    access = AccessMap("admin", "default")
+    access.agent_owner = {"gpu": "bob", "free-gpu": "carol"}
+    access.agent_groups = {"gpu": {"paid"}, "free-gpu": {"mutual"}}
+    access.user_groups = {"alice": {"paid", "mutual"}}
+    scheduler = Scheduler(ManualClock())
+    scheduler.upsert_agent("gpu", ["m"], 4, hot=["m"], groups=frozenset({"paid"}))
+    accounting = Accounting(Ledger(_discard), HubSigner.generate(), access, scheduler, fee_percent=fee)
+    accounting.billing = {"paid": GroupBilling(mode="credits", default=Price(10, 20), cap=100)}
+    accounting.prices = {"gpu": {"m": Price(100, 1000)}}
+    return accounting
+
+
+def served(**changes: object) -> Served:
+    fields: dict[str, object] = {
+        "key_id": "k",
+        "key_groups": frozenset({"paid"}),
+        "agent_id": "gpu",
+        "model": "m",
+        "usage": Usage(10, 5, 15),
+        "request_bytes": 200,
+        "response_bytes": 400,
+        "stream_events": None,
+        "outcome": "ok",
+    }
+    fields.update(changes)
+    return Served(**fields)  # type: ignore[arg-type]
+
+
+def test_a_paid_request_is_held_then_charged_its_tokens_with_the_fee_split() -> None:
+    accounting = make()
+    accounting.ledger.grant("alice", 1_000_000, "test")
+    groups, hold = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b'{"max_tokens": 5}')
+    assert hold is not None
+    assert groups == frozenset({"paid"})
+    assert accounting.ledger.held("alice") == hold.amount == (17 + 1024) * 100 + 5 * 1000
+    bill = accounting.settle(hold, served())
+    assert (bill.charged, bill.earned, bill.group_id, bill.owner_id) == (6000, 5400, "paid", "bob")
+    assert accounting.ledger.balance("alice") == 1_000_000 - 6000
+    assert accounting.ledger.balance("bob") == 5400
+    assert accounting.ledger.account("platform") == 600
+    assert accounting.ledger.held("alice") == 0
+
+
+def test_without_credit_a_paid_only_route_is_402_and_nothing_is_held() -> None:
+    accounting = make()
+    with pytest.raises(InsufficientQuotaError) as refused:
+        accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")
+    assert refused.value.status == 402
+    assert accounting.ledger.held("alice") == 0
+
+
+def test_without_credit_a_free_route_is_taken_instead() -> None:
+    accounting = make()
+    accounting.scheduler.upsert_agent("free-gpu", ["m"], 4, groups=frozenset({"mutual"}))
+    groups, hold = accounting.admit("r1", "alice", frozenset({"paid", "mutual"}), ("m",), b"{}")
+    assert (groups, hold) == (frozenset({"mutual"}), None)
+
+
+def test_an_agent_reached_through_a_mutual_group_serves_free_even_for_a_held_request() -> None:
+    accounting = make()
+    accounting.access.agent_groups["gpu"] = {"paid", "mutual"}
+    accounting.ledger.grant("alice", 1_000_000, "test")
+    _groups, hold = accounting.admit("r1", "alice", frozenset({"paid", "mutual"}), ("m",), b"{}")
+    bill = accounting.settle(hold, served(key_groups=frozenset({"paid", "mutual"})))
+    assert (bill.charged, bill.group_id) == (0, "mutual")
+    assert accounting.ledger.balance("alice") == 1_000_000
+
+
+def test_missing_usage_is_estimated_from_bytes_and_stream_events() -> None:
+    accounting = make()
+    bill = accounting.settle(None, served(usage=None, request_bytes=400, response_bytes=8000))
+    assert (bill.prompt_tokens, bill.completion_tokens, bill.estimated) == (100, 2000, True)
+    bill = accounting.settle(None, served(usage=None, response_bytes=8000, stream_events=12))
+    assert bill.completion_tokens == 10  # 12 events less the role chunk and [DONE]
+
+
+def test_implausible_counts_are_flagged_and_the_estimate_is_charged() -> None:
+    accounting = make()
+    accounting.ledger.grant("alice", 10_000_000, "test")
+    _groups, hold = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")
+    bill = accounting.settle(hold, served(usage=Usage(10, 50_000, 50_010), response_bytes=400))
+    assert (bill.flagged, bill.estimated, bill.completion_tokens) == (True, True, 100)
+    assert accounting.reputation["gpu"].implausible == 1
+    assert "completion" in accounting.reputation["gpu"].last_reason
+
+
+def test_an_abandoned_stream_pays_only_for_the_events_that_reached_the_client() -> None:
+    accounting = make()
+    bill = accounting.settle(None, served(usage=Usage(10, 40, 50), stream_events=6, outcome="client_cancelled"))
+    assert bill.completion_tokens == 5
+
+
+def test_a_request_that_never_reached_an_agent_releases_its_hold() -> None:
+    accounting = make()
+    accounting.ledger.grant("alice", 1_000_000, "test")
+    _groups, hold = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")
+    bill = accounting.settle(hold, served(agent_id=None, usage=None, outcome="overloaded"))
+    assert bill.charged == 0
+    assert (accounting.ledger.balance("alice"), accounting.ledger.held("alice")) == (1_000_000, 0)
+
+
+def test_the_owners_price_is_clamped_to_the_groups_bounds() -> None:
+    accounting = make()
+    accounting.billing["paid"] = GroupBilling(mode="credits", min_price=1, max_price=500)
+    quote = accounting.quote("paid", "gpu", "m")
+    assert quote.price == Price(100, 500)
+    assert accounting.quote("paid", "other", "m").price == Price(1, 1)  # no price set: the default, clamped
+
+
+def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> None:
+    accounting = make()
+    accounting.billing["paid"] = GroupBilling(mode="credits", dynamic=True, default=Price(10, 20))
+    accounting.reprice()
+    idle = accounting.quote("paid", "gpu", "m")
+    assert idle.multiplier < 1.0
+    assert idle.reason
+    for _ in range(4):
+        accounting.scheduler.acquire("m")
+    for n in range(4):
+        accounting.scheduler.enqueue(Want(("m",), requester=f"u{n}"))
+    accounting.reprice()
+    busy = accounting.quote("paid", "gpu", "m")
+    assert busy.multiplier > 1.0
+    assert busy.reason != idle.reason
+    # Fixed-price groups ignore it.
+    accounting.billing["paid"] = GroupBilling(mode="credits")
+    assert accounting.quote("paid", "gpu", "m").multiplier == 1.0
+
+
+async def test_settled_requests_carry_a_signed_receipt_in_the_same_ledger_batch() -> None:
+    batches: list[tuple[list[LedgerTxn], list[StoredReceipt]]] = []
+
+    async def keep(txns: list[LedgerTxn], receipts: list[StoredReceipt]) -> None:
+        batches.append((list(txns), list(receipts)))
+
+    accounting = make()
+    accounting.ledger = Ledger(keep)  # type: ignore[arg-type]
+    accounting.ledger.grant("alice", 1_000_000, "test")
+    _groups, hold = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")
+    accounting.settle(hold, served())
+    await accounting.ledger.flush()
+    ((txns, receipts),) = batches
+    assert [t.kind for t in txns] == ["grant", "hold", "settle"]
+    (receipt,) = receipts
+    assert (receipt.request_id, receipt.consumer_id, receipt.owner_id) == ("r1", "alice", "bob")
+    signed = b'{"receipt":' + receipt.payload.encode() + b',"signature":"' + receipt.signature.encode() + b'"}'
+    assert verify_receipt(signed, accounting.signer.public_key).charged == 6000
