@@ -136,25 +136,7 @@ def request(
     method: str, hub: str, path: str, *, token: str | None = None, body: Any = None, timeout: float = TIMEOUT_S
 ) -> dict[str, Any]:
     """One JSON call to the hub; the parsed answer, or `HubError` with the hub's message."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(hub + path, data=data, method=method)  # noqa: S310 - scheme checked
-    req.add_header("Accept", "application/json")
-    req.add_header("User-Agent", USER_AGENT)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked
-            raw = resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            message, code = _error_message(exc.code, exc.read())
-        raise HubError(message, exc.code, code) from None
-    except urllib.error.URLError as exc:
-        raise HubError(f"cannot reach the hub at {hub}: {exc.reason}") from None
-    except (OSError, TimeoutError) as exc:
-        raise HubError(f"cannot reach the hub at {hub}: {exc}") from None
+    raw = request_bytes(method, hub, path, token=token, body=body, timeout=timeout)
     if not raw:
         return {}
     try:
@@ -164,3 +146,35 @@ def request(
     if not isinstance(parsed, dict):
         raise HubError(f"the hub at {hub} answered an unexpected {type(parsed).__name__}")
     return parsed
+
+
+def request_bytes(
+    method: str,
+    hub: str,
+    path: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    accept: str = "application/json",
+    timeout: float = TIMEOUT_S,
+) -> bytes:
+    """One call to the hub; the answer's bytes as sent (a CSV report, a signed receipt), or `HubError`."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(hub + path, data=data, method=method)  # noqa: S310 - scheme checked
+    req.add_header("Accept", accept)
+    req.add_header("User-Agent", USER_AGENT)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked
+            return bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            message, code = _error_message(exc.code, exc.read())
+        raise HubError(message, exc.code, code) from None
+    except urllib.error.URLError as exc:
+        raise HubError(f"cannot reach the hub at {hub}: {exc.reason}") from None
+    except (OSError, TimeoutError) as exc:
+        raise HubError(f"cannot reach the hub at {hub}: {exc}") from None
