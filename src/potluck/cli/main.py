@@ -2,9 +2,9 @@
 
 Hub and agent code is imported inside the command functions, so `potluck agent` works with the
 base install (no database libraries). The user commands (`login`, `group ...`, `key ...`,
-`agent-token ...`, `agent list|share|unshare|pause|resume|schedule`, `admin ...`) use
-`potluck.cli.client`, which needs only the standard library.
-`receipt verify` works offline, with the hub's public key.
+`agent-token ...`, `agent list|share|unshare|pause|resume|schedule|prices|set-price`, `usage`,
+`earnings`, `balance`, `receipt get|key`, `admin ...`) use `potluck.cli.client`, which needs only
+the standard library. `receipt verify` works offline, with the hub's public key.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
@@ -233,7 +234,7 @@ def agent(ctx: click.Context, /, **options: object) -> None:
 
 
 # `potluck agent SUBCOMMAND` that talk to the hub's user API rather than run or probe anything here.
-_AGENT_USER_COMMANDS = frozenset({"list", "share", "unshare", "pause", "resume", "schedule"})
+_AGENT_USER_COMMANDS = frozenset({"list", "share", "unshare", "pause", "resume", "schedule", "prices", "set-price"})
 
 
 def _ports(text: str) -> tuple[int, ...]:
@@ -505,6 +506,145 @@ def group_leave(hub_url: str | None, group_id: str) -> None:
     hub, token = _session(hub_url)
     _call("POST", hub, f"/api/groups/{_path_id(group_id)}/leave", token)
     click.echo(f"left group {group_id}")
+
+
+# -- group billing -----------------------------------------------------------------------------------
+
+
+def _amount(value: object) -> str:
+    """A float from the hub without float noise or exponents for whole numbers (``1``, ``0.15``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def _per_mtok(value: object) -> str:
+    return "none" if value is None else f"{_amount(value)} credits per million tokens"
+
+
+def _print_group_billing(group: dict[str, Any]) -> None:
+    """The hub's answer to ``PATCH /api/groups/{id}``: the group's settings as they now are."""
+
+    def yes_no(key: str) -> str:
+        return "yes" if group.get(key) else "no"
+
+    rows = [
+        ("billing", str(group.get("billing"))),
+        ("dynamic pricing", yes_no("dynamic_pricing")),
+        ("min price", _per_mtok(group.get("min_price_per_mtok"))),
+        ("max price", _per_mtok(group.get("max_price_per_mtok"))),
+        ("default input", _per_mtok(group.get("default_input_per_mtok"))),
+        ("default output", _per_mtok(group.get("default_output_per_mtok"))),
+        ("max tokens cap", f"{group.get('max_tokens_cap')} completion tokens (holds, without max_tokens)"),
+        ("members can share", yes_no("members_can_share")),
+    ]
+    _print_table(f"Billing of {group.get('name')} ({group.get('id')})", ("setting", "value"), rows)
+
+
+def _price_bound(value: str, option: str) -> float | None:
+    """``--min-price`` / ``--max-price``: credits per million tokens, or ``none`` to remove the bound."""
+    import math
+
+    if value.strip().lower() == "none":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise click.BadParameter(
+            f"{value!r} is not a price (credits per million tokens, at least 0; or 'none')", param_hint=option
+        )
+    return number
+
+
+_price_type = click.FloatRange(min=0.0)
+
+
+@group_cmd.command("billing")
+@_hub_option
+@click.argument("group_id")
+@click.option(
+    "--mode",
+    type=click.Choice(["mutual", "credits"]),
+    help="mutual: usage recorded, nothing charged; credits: requests pay in credits.",
+)
+@click.option(
+    "--dynamic/--no-dynamic", "dynamic", default=None, help="A multiplier on prices that follows supply and demand."
+)
+@click.option("--min-price", metavar="X", help="Lowest price agents may set, credits per million tokens, or 'none'.")
+@click.option("--max-price", metavar="X", help="Highest price agents may set, credits per million tokens, or 'none'.")
+@click.option("--default-input", type=_price_type, metavar="X", help="Input price of agents without their own.")
+@click.option("--default-output", type=_price_type, metavar="X", help="Output price of agents without their own.")
+@click.option(
+    "--max-tokens-cap",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Completion tokens a credit hold assumes for a request without max_tokens.",
+)
+def group_billing(
+    hub_url: str | None,
+    group_id: str,
+    mode: str | None,
+    dynamic: bool | None,
+    min_price: str | None,
+    max_price: str | None,
+    default_input: float | None,
+    default_output: float | None,
+    max_tokens_cap: int | None,
+) -> None:
+    """Show or change a group's billing (owner); only the options given change."""
+    changes: dict[str, Any] = {}
+    if mode is not None:
+        changes["billing"] = mode
+    if dynamic is not None:
+        changes["dynamic_pricing"] = dynamic
+    if min_price is not None:
+        changes["min_price_per_mtok"] = _price_bound(min_price, "--min-price")
+    if max_price is not None:
+        changes["max_price_per_mtok"] = _price_bound(max_price, "--max-price")
+    if default_input is not None:
+        changes["default_input_per_mtok"] = default_input
+    if default_output is not None:
+        changes["default_output_per_mtok"] = default_output
+    if max_tokens_cap is not None:
+        changes["max_tokens_cap"] = max_tokens_cap
+    hub, token = _session(hub_url)
+    # An empty PATCH changes nothing and answers the settings: the hub has no GET for one group.
+    group = _call("PATCH", hub, f"/api/groups/{_path_id(group_id)}", token, changes)
+    if changes:
+        click.echo(f"updated group {group.get('id', group_id)}")
+    _print_group_billing(group)
+
+
+@group_cmd.command("prices")
+@_hub_option
+@click.argument("group_id")
+def group_prices(hub_url: str | None, group_id: str) -> None:
+    """What each model costs in a group now, per connected agent (any member)."""
+    hub, token = _session(hub_url)
+    answer = _call("GET", hub, f"/api/groups/{_path_id(group_id)}/prices", token)
+    rows = [
+        (
+            str(p.get("model")),
+            str(p.get("agent_id")),
+            _amount(p.get("input_per_mtok")),
+            _amount(p.get("output_per_mtok")),
+            _amount(p.get("multiplier")),
+            str(p.get("reason") or "—"),
+        )
+        for p in answer.get("data", [])
+        if isinstance(p, dict)
+    ]
+    _print_table(f"Prices in {group_id}", ("model", "agent", "input/Mtok", "output/Mtok", "multiplier", "reason"), rows)
+    if not rows:
+        click.echo("no connected agent serves this group")
+    click.echo(
+        f"billing: {answer.get('billing')}; credits per million tokens: a request pays its agent's price"
+        " times the multiplier"
+    )
 
 
 @cli.group("key")
@@ -851,6 +991,218 @@ def agent_schedule(
     _print_controls(answer)
 
 
+# -- agent prices ------------------------------------------------------------------------------------
+
+
+def _print_agent_prices(agent_id: str, prices: object) -> None:
+    listed = prices if isinstance(prices, dict) else {}
+    rows = [
+        (str(model), _amount(p.get("input_per_mtok")), _amount(p.get("output_per_mtok")))
+        for model, p in sorted(listed.items())
+        if isinstance(p, dict)
+    ]
+    _print_table(f"Prices of {agent_id}", ("model", "input/Mtok", "output/Mtok"), rows)
+    if not rows:
+        click.echo("no prices set: each group's default prices apply")
+    else:
+        click.echo("credits per million tokens; groups clamp them to their bounds")
+
+
+def _agent_prices_path(agent_id: str) -> str:
+    return f"/api/agents/{_path_id(agent_id)}/prices"
+
+
+@agent.command("prices")
+@_hub_option
+@click.argument("agent_id")
+def agent_prices(hub_url: str | None, agent_id: str) -> None:
+    """Show the prices you set for one of your agents' models."""
+    hub, token = _session(hub_url)
+    answer = _call("GET", hub, _agent_prices_path(agent_id), token)
+    _print_agent_prices(str(answer.get("agent_id", agent_id)), answer.get("prices"))
+
+
+@agent.command("set-price")
+@_hub_option
+@click.argument("agent_id")
+@click.argument("model")
+@click.argument("input_per_mtok", type=click.FloatRange(min=0.0))
+@click.argument("output_per_mtok", type=click.FloatRange(min=0.0))
+def agent_set_price(
+    hub_url: str | None, agent_id: str, model: str, input_per_mtok: float, output_per_mtok: float
+) -> None:
+    """Set one model's price on one of your agents, in credits per million tokens (the others stay)."""
+    hub, token = _session(hub_url)
+    # The hub replaces the whole map: read it, change this model, send it all back.
+    current = _call("GET", hub, _agent_prices_path(agent_id), token).get("prices")
+    prices = dict(current) if isinstance(current, dict) else {}
+    prices[model] = {"input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok}
+    answer = _call("PUT", hub, _agent_prices_path(agent_id), token, prices)
+    click.echo(
+        f"set {model} on agent {agent_id}: {_amount(input_per_mtok)} in / {_amount(output_per_mtok)} out"
+        " credits per million tokens"
+    )
+    _print_agent_prices(str(answer.get("agent_id", agent_id)), answer.get("prices"))
+
+
+# -- credits and reports -----------------------------------------------------------------------------
+
+_day_type = click.DateTime(formats=["%Y-%m-%d"])
+_since_option = click.option("--since", type=_day_type, metavar="YYYY-MM-DD", help="From this day on (UTC).")
+_until_option = click.option("--until", type=_day_type, metavar="YYYY-MM-DD", help="Up to this day, included (UTC).")
+_csv_option = click.option("--csv", "as_csv", is_flag=True, help="Print the hub's CSV instead of a table.")
+
+
+def _report_path(path: str, since: datetime | None, until: datetime | None, as_csv: bool) -> str:
+    from urllib.parse import urlencode
+
+    query = {}
+    if since is not None:
+        query["since"] = since.strftime("%Y-%m-%d")
+    if until is not None:
+        query["until"] = until.strftime("%Y-%m-%d")
+    if as_csv:
+        query["format"] = "csv"
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+def _fetch(hub: str, path: str, token: str | None, *, accept: str = "application/json") -> bytes:
+    """A GET whose answer is kept as the hub sent it (CSV, a signed receipt, the hub's key)."""
+    from potluck.cli.client import HubError, request_bytes
+
+    try:
+        return request_bytes("GET", hub, path, token=token, accept=accept)
+    except HubError as exc:
+        hint = " (run `potluck login` again)" if exc.status == 401 else ""
+        raise _fail(exc, hint=hint) from None
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _micro(row: dict[str, Any], key: str) -> int:
+    value = row.get(f"{key}_micro")
+    return value if isinstance(value, int) else 0
+
+
+def _count(row: dict[str, Any], key: str) -> int:
+    value = row.get(key)
+    return value if isinstance(value, int) else 0
+
+
+def _print_report(
+    title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]], totals: tuple[str, ...]
+) -> None:
+    """A report table: the day and names left-aligned, the numbers right-aligned, totals in the footer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_footer=True)
+    for i, column in enumerate(columns):
+        numeric = i >= len(columns) - sum(1 for t in totals if t)
+        table.add_column(column, footer=totals[i], justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _report_rows(hub: str, path: str, token: str) -> list[dict[str, Any]]:
+    return [r for r in _call("GET", hub, path, token).get("data", []) if isinstance(r, dict)]
+
+
+@cli.command("usage")
+@_hub_option
+@_since_option
+@_until_option
+@_csv_option
+def usage(hub_url: str | None, since: datetime | None, until: datetime | None, as_csv: bool) -> None:
+    """Your requests per day, key and model: tokens and spend in credits."""
+    hub, token = _session(hub_url)
+    path = _report_path("/api/usage", since, until, as_csv)
+    if as_csv:
+        _write_stdout(_fetch(hub, path, token, accept="text/csv"))
+        return
+    data = _report_rows(hub, path, token)
+    rows = [
+        (
+            str(r.get("day")),
+            str(r.get("key_id") or "—"),
+            str(r.get("model")),
+            str(_count(r, "requests")),
+            str(_count(r, "prompt_tokens")),
+            str(_count(r, "completion_tokens")),
+            _credits(_micro(r, "spend")),
+        )
+        for r in data
+    ]
+    totals = (
+        "total",
+        "",
+        "",
+        str(sum(_count(r, "requests") for r in data)),
+        str(sum(_count(r, "prompt_tokens") for r in data)),
+        str(sum(_count(r, "completion_tokens") for r in data)),
+        _credits(sum(_micro(r, "spend") for r in data)),
+    )
+    columns = ("day", "key", "model", "requests", "prompt", "completion", "spend (credits)")
+    _print_report("Your usage", columns, rows, totals)
+
+
+@cli.command("earnings")
+@_hub_option
+@_since_option
+@_until_option
+@_csv_option
+def earnings(hub_url: str | None, since: datetime | None, until: datetime | None, as_csv: bool) -> None:
+    """What your agents served per day, agent and model, and what they earned in credits."""
+    hub, token = _session(hub_url)
+    path = _report_path("/api/earnings", since, until, as_csv)
+    if as_csv:
+        _write_stdout(_fetch(hub, path, token, accept="text/csv"))
+        return
+    data = _report_rows(hub, path, token)
+
+    def tokens(r: dict[str, Any]) -> int:
+        return _count(r, "prompt_tokens") + _count(r, "completion_tokens")
+
+    rows = [
+        (
+            str(r.get("day")),
+            str(r.get("agent_id") or "—"),
+            str(r.get("model")),
+            str(_count(r, "requests")),
+            str(tokens(r)),
+            _credits(_micro(r, "earned")),
+        )
+        for r in data
+    ]
+    totals = (
+        "total",
+        "",
+        "",
+        str(sum(_count(r, "requests") for r in data)),
+        str(sum(tokens(r) for r in data)),
+        _credits(sum(_micro(r, "earned") for r in data)),
+    )
+    _print_report("Your earnings", ("day", "agent", "model", "requests", "tokens", "earned (credits)"), rows, totals)
+
+
+@cli.command("balance")
+@_hub_option
+def balance(hub_url: str | None) -> None:
+    """Your credits: the balance you can spend, and what requests in flight hold."""
+    hub, token = _session(hub_url)
+    answer = _call("GET", hub, "/api/balance", token)
+    rows = [
+        ("balance", _credits(_micro(answer, "balance"))),
+        ("held", _credits(_micro(answer, "held"))),
+    ]
+    _print_table("Your credits", ("", "credits"), rows)
+
+
 # -- receipts -----------------------------------------------------------------------------------------
 
 
@@ -920,6 +1272,58 @@ def receipt_verify(file: IO[bytes], key: str) -> None:
     click.echo(f"valid: signed by hub key {receipt.hub}")
 
 
+def _save_or_print(data: bytes, output: Path | None) -> None:
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    if output is None:
+        _write_stdout(data)
+        return
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from None
+
+
+_output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Save to FILE instead of printing it.",
+)
+
+
+@receipt_cmd.command("get")
+@_hub_option
+@click.argument("request_id")
+@_output_option
+def receipt_get(hub_url: str | None, request_id: str, output: Path | None) -> None:
+    """Fetch the signed receipt of a request you made or one of your agents served, as the hub sent it."""
+    hub, token = _session(hub_url)
+    data = _fetch(hub, f"/api/receipts/{_path_id(request_id)}", token)
+    _save_or_print(data, output)
+    if output is not None:
+        click.echo(f"saved the receipt of {request_id} to {output}")
+
+
+@receipt_cmd.command("key")
+@_hub_option
+@_output_option
+def receipt_key(hub_url: str | None, output: Path | None) -> None:
+    """Fetch the hub's public key (no login needed), for `potluck receipt verify --key`."""
+    import json
+
+    hub = _hub(hub_url)
+    data = _fetch(hub, "/.well-known/potluck-hub-key", None)
+    _save_or_print(data, output)
+    if output is not None:
+        try:
+            fingerprint = json.loads(data).get("fingerprint")
+        except (ValueError, AttributeError):
+            fingerprint = None
+        click.echo(f"saved hub key {fingerprint or '(no fingerprint)'} of {hub} to {output}")
+
+
 @cli.group("admin")
 def admin_cmd() -> None:
     """Hub administration with the admin token."""
@@ -953,6 +1357,40 @@ def admin_create_user(
     except HubError as exc:
         raise _fail(exc) from None
     click.echo(f"created {user.get('role', role)} {user.get('username', username)}: {user.get('id')}")
+
+
+@admin_cmd.command("grant-credits")
+@_hub_option
+@click.argument("user_id")
+@click.argument("amount", type=float)
+@click.option("--reason", required=True, help="Why (kept in the ledger with the grant).")
+@click.option("--admin-token", envvar="POTLUCK_ADMIN_TOKEN", help="The hub's admin token.")
+def admin_grant_credits(hub_url: str | None, user_id: str, amount: float, reason: str, admin_token: str | None) -> None:
+    """Add AMOUNT credits to a user's balance."""
+    import math
+
+    from potluck.cli.client import HubError, request
+
+    if not admin_token:
+        raise click.UsageError("--admin-token (or POTLUCK_ADMIN_TOKEN) is required")
+    if not math.isfinite(amount):
+        raise click.BadParameter(f"{amount} is not a number of credits", param_hint="AMOUNT")
+    hub = _hub(hub_url)
+    try:
+        answer = request(
+            "POST",
+            hub,
+            "/admin/credits",
+            token=admin_token,
+            body={"user_id": user_id, "amount": amount, "reason": reason},
+        )
+    except HubError as exc:
+        raise _fail(exc) from None
+    granted = _credits(round(amount * 1_000_000))
+    click.echo(
+        f"granted {granted} credits to {answer.get('user_id', user_id)} ({answer.get('txn_id')}); "
+        f"balance now {_credits(_micro(answer, 'balance'))} credits"
+    )
 
 
 def main() -> None:
