@@ -138,6 +138,17 @@ def test_a_request_costs_exactly_its_tokens_and_the_owner_earns_it_less_the_fee(
     assert lines[0].split(",")[:3] == ["day", "user_id", "key_id"]
     assert len(lines) == 2
     assert market.alice.call("GET", "/api/usage?format=xml")[0] == 400
+    with urllib.request.urlopen(
+        urllib.request.Request(
+            fleet.hub.url + "/api/earnings?format=csv", headers={"Authorization": f"Bearer {mallory.token}"}
+        )
+    ) as resp:
+        assert resp.read().decode().splitlines() == [
+            "day,agent_id,model,requests,prompt_tokens,completion_tokens,earned,earned_micro"
+        ]
+    status, group = market.alice.call("GET", f"/api/groups/{market.group}")
+    assert (status, group["billing"], group["role"], group["max_tokens_cap"]) == (200, "credits", "member", 64)
+    assert mallory.call("GET", f"/api/groups/{market.group}")[0] == 404
 
     record = fleet.hub.usage_of(request_id)
     assert (record["outcome"], record["prompt_tokens"]) == ("ok", reply.usage.prompt_tokens)

@@ -25,6 +25,7 @@ from potluck.api.users import current_user
 from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.pricing import MICRO
 from potluck.store.billing import Price
+from potluck.store.reports import EarningsRow, GroupTotalRow, UsageRow
 
 RECEIPT_WAIT_S = 2.0
 
@@ -120,7 +121,7 @@ def _day(request: web.Request, name: str, *, end: bool = False) -> datetime | No
     return day + timedelta(days=1) if end else datetime.combine(day.date(), time(), UTC)
 
 
-def _report(request: web.Request, rows: Sequence[Any], name: str) -> web.Response:
+def _report(request: web.Request, rows: Sequence[Any], kind: type[Any], name: str) -> web.Response:
     """Rows as ``{"data": [...]}`` JSON, or as CSV with ``?format=csv``; money in credits and micro-credits."""
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
@@ -129,7 +130,7 @@ def _report(request: web.Request, rows: Sequence[Any], name: str) -> web.Respons
     if fmt == "json":
         return json_response({"data": data})
     out = io.StringIO()
-    columns = list(data[0]) if data else [f.name for f in fields(rows[0])] if rows else ["day"]
+    columns = list(data[0]) if data else list(_money({f.name: 0 for f in fields(kind)}))
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(data)
@@ -155,7 +156,7 @@ async def usage_report(request: web.Request) -> web.Response:
     rows = await request.app[HUB].store.reports.usage(
         user_id=user.id, since=_day(request, "since"), until=_day(request, "until", end=True)
     )
-    return _report(request, rows, "usage")
+    return _report(request, rows, UsageRow, "usage")
 
 
 async def earnings_report(request: web.Request) -> web.Response:
@@ -165,7 +166,7 @@ async def earnings_report(request: web.Request) -> web.Response:
     rows = await request.app[HUB].store.reports.earnings(
         user.id, since=_day(request, "since"), until=_day(request, "until", end=True)
     )
-    return _report(request, rows, "earnings")
+    return _report(request, rows, EarningsRow, "earnings")
 
 
 async def group_usage(request: web.Request) -> web.Response:
@@ -178,7 +179,7 @@ async def group_usage(request: web.Request) -> web.Response:
     rows = await hub.store.reports.group_totals(
         group_id, since=_day(request, "since"), until=_day(request, "until", end=True)
     )
-    return _report(request, rows, f"group-{group_id}")
+    return _report(request, rows, GroupTotalRow, f"group-{group_id}")
 
 
 async def receipt(request: web.Request) -> web.Response:

@@ -549,6 +549,12 @@ ROUTES: dict[tuple[str, str], Route] = {
         ("not_found",),
         body=users.AgentControls,
     ),
+    ("GET", "/api/groups/{group_id}"): Route(
+        "A group you are in: its settings and your role",
+        "userToken",
+        {200: _json("The group", {**GROUP_SETTINGS, "properties": {**GROUP_SETTINGS["properties"], "role": ROLE}})},
+        _GROUP_ERRORS,
+    ),
     ("PATCH", "/api/groups/{group_id}"): Route(
         "Group settings (owner): whether plain members may share agents into it",
         "userToken",

@@ -340,6 +340,13 @@ def group_view(group: Group) -> dict[str, object]:
     }
 
 
+async def get_group(request: web.Request) -> web.Response:
+    """A group you are in, with its settings and your role."""
+    user = await current_user(request)
+    group, role = await request.app[HUB].accounts.group_of(user, request.match_info["group_id"])
+    return json_response({**group_view(group), "role": role})
+
+
 async def update_group(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id = request.match_info["group_id"]
@@ -373,6 +380,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/agent-tokens", create_agent_token)
     app.router.add_get("/api/agents", list_agents)
     app.router.add_patch("/api/agents/{agent_id}", update_agent)
+    app.router.add_get("/api/groups/{group_id}", get_group)
     app.router.add_patch("/api/groups/{group_id}", update_group)
     app.router.add_post("/api/agents/{agent_id}/groups", share_agent)
     app.router.add_delete("/api/agents/{agent_id}/groups/{group_id}", unshare_agent)

@@ -312,6 +312,13 @@ class Accounts:
         self._registry.resync([agent_id])
         return controls
 
+    async def group_of(self, user: User, group_id: str) -> tuple[Group, str]:
+        role = await self._role(user, group_id)
+        group = await self._store.groups.get(group_id)
+        if group is None:
+            raise NotFoundError(f"No group {group_id}")
+        return group, role
+
     async def update_group(self, user: User, group_id: str, changes: dict[str, Any]) -> Group:
         """Group settings (owner): who may share agents, and billing (mode, prices, bounds, hold cap)."""
         await self._role(user, group_id, frozenset({"owner"}))
