@@ -112,9 +112,18 @@ async def list_agents(request: web.Request) -> web.Response:
                 "rtt_ms": None if session.rtt_s is None else round(session.rtt_s * 1000, 3),
                 "version": session.version,
                 "drained_by_admin": agent.id in registry.admin_drained,
+                **_suspicion(hub, agent.id),
             }
         )
     return json_response({"agents": agents})
+
+
+def _suspicion(hub: HubServices, agent_id: str) -> dict[str, Any]:
+    """How often the agent reported token counts that could not be true (the hub billed its estimate)."""
+    rep = hub.accounting.reputation.get(agent_id)
+    if rep is None:
+        return {"implausible_usage": 0}
+    return {"implausible_usage": rep.implausible, "implausible_reason": rep.last_reason}
 
 
 def _model_details(model: ModelInfo) -> dict[str, Any]:

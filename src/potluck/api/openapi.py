@@ -245,9 +245,11 @@ AGENT: Schema = {
         agent_in_flight=_opt(INTEGER),
         rtt_ms=_opt({"type": ["number", "null"]}),
         version=_opt(STRING),
+        implausible_usage=_opt(INTEGER),
+        implausible_reason=_opt(STRING),
     ),
     "description": "A connected agent has every field; an offline one has no backends, host, agent_in_flight, "
-    "rtt_ms or version",
+    "rtt_ms, version or implausible_usage (implausible_reason only once it reported an implausible count)",
 }
 USAGE_RECORD = _obj(
     "request_id model path",
