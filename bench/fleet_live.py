@@ -2,7 +2,8 @@
 that load cold models and evict them, replaying one seeded trace.
 
     .venv/bin/python bench/fleet_live.py [--agents N] [--requests N] [--rate R] [--seed S]
-                                         [--policies round_robin,least_loaded,potluck] [--json] [--json-out PATH]
+                                         [--cold-tail] [--policies round_robin,least_loaded,potluck]
+                                         [--json] [--json-out PATH]
 
 It checks that what bench/fleet.py's simulator predicts holds on the real thing: for each policy, a fresh
 hub (``--scheduler-policy P``) and fresh agents, each in front of its own ``FakeOllama`` (a thread of this
@@ -90,6 +91,8 @@ class PolicyResult:
     p95_ttft_s: float
     cold_loads: int
     evictions: int
+    overlapping_loads: int
+    """Cold loads started while the same model was already loading on another agent (a second load, not a join)."""
     replay_s: float
     """From the first request sent to the last answer."""
     wall_s: float
@@ -110,17 +113,21 @@ def make_fleet(
     seed: int = 7,
     load_delay: tuple[float, float] = (0.5, 1.5),
     token_delay: float = 0.03,
+    cold_tail: bool = False,
 ) -> FleetSpec:
     """Heterogeneous agents: load delays spread over ``load_delay`` and room for one or two models each. At the
     start every model is hot somewhere (dealt out most popular first, one per agent), and the rooms left are
-    filled with models drawn by popularity, as bench/fleet_model.py does."""
+    filled with models drawn by popularity, as bench/fleet_model.py does. With ``cold_tail``, every room is
+    drawn by popularity: the least popular models may start cold everywhere (the most popular stays hot)."""
     rng = random.Random(seed)
     lo, hi = load_delay
     delays = [lo + (hi - lo) * i / max(1, agents - 1) for i in range(agents)]
     rng.shuffle(delays)
     rooms = [1 + i % 2 for i in range(agents)]
     weights = popularity(models)
-    dealt: list[list[str]] = [[models[i]] if i < len(models) else [] for i in range(agents)]
+    dealt: list[list[str]] = [[models[i]] if i < len(models) and not cold_tail else [] for i in range(agents)]
+    if cold_tail:
+        dealt[0].append(models[0])
     for room, picks in zip(rooms, dealt, strict=True):
         while len(picks) < room:
             pool = [m for m in models if m not in picks]
@@ -219,9 +226,24 @@ def run_policy(policy: str, fleet: FleetSpec, trace: Sequence[Arrival], root: Pa
         p95_ttft_s=_quantile(ttfts, 0.95),
         cold_loads=sum(1 for fake in fakes for rec in fake.records if rec.cold_load),
         evictions=sum(len(fake.evictions) for fake in fakes),
+        overlapping_loads=_overlapping_loads(fakes, fleet),
         replay_s=replay_s,
         wall_s=time.monotonic() - started,
         error_samples=sorted(set(errors))[:3],
+    )
+
+
+def _overlapping_loads(fakes: Sequence[FakeOllama], fleet: FleetSpec) -> int:
+    loads = sorted(
+        (rec.started_at, rec.started_at + spec.load_delay, rec.model, i)
+        for i, (fake, spec) in enumerate(zip(fakes, fleet.agents, strict=True))
+        for rec in fake.records
+        if rec.cold_load
+    )
+    return sum(
+        1
+        for n, (start, _, model, agent) in enumerate(loads)
+        if any(m == model and a != agent and end > start for _, end, m, a in loads[:n])
     )
 
 
@@ -261,13 +283,16 @@ def print_table(results: dict[str, PolicyResult], fleet: FleetSpec, trace: Seque
         f"{len(fleet.agents)} agents, {len(fleet.models)} models, {len(trace)} requests over {span:.1f} s; "
         f"cold loads {min(a.load_delay for a in fleet.agents):.2f}-{max(a.load_delay for a in fleet.agents):.2f} s"
     )
-    head = f"{'policy':<14}{'mean TTFT':>11}{'p50':>9}{'p95':>9}{'cold loads':>12}{'evictions':>11}{'errors':>8}"
+    head = (
+        f"{'policy':<14}{'mean TTFT':>11}{'p50':>9}{'p95':>9}{'cold loads':>12}{'overlapping':>13}"
+        f"{'evictions':>11}{'errors':>8}"
+    )
     print(head)
     print("-" * len(head))
     for r in results.values():
         print(
             f"{r.policy:<14}{r.mean_ttft_s:>10.3f}s{r.p50_ttft_s:>8.3f}s{r.p95_ttft_s:>8.3f}s"
-            f"{r.cold_loads:>12}{r.evictions:>11}{r.errors:>8}"
+            f"{r.cold_loads:>12}{r.overlapping_loads:>13}{r.evictions:>11}{r.errors:>8}"
         )
         for sample in r.error_samples:
             print(f"    error: {sample[:160]}")
@@ -282,6 +307,7 @@ def document(results: dict[str, PolicyResult], fleet: FleetSpec, trace: Sequence
                 "p50_ttft_s": round(r.p50_ttft_s, 4),
                 "p95_ttft_s": round(r.p95_ttft_s, 4),
                 "cold_loads": r.cold_loads,
+                "overlapping_loads": r.overlapping_loads,
                 "evictions": r.evictions,
                 "requests": r.requests,
                 "errors": r.errors,
@@ -302,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=240, help="requests in the trace [240]")
     parser.add_argument("--rate", type=float, default=9.0, help="mean arrivals per second [9]")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--cold-tail", action="store_true", help="start with rarer models cold everywhere (loads must be shared)"
+    )
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, run in this order")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--json-out", type=Path, default=DEFAULT_JSON)
@@ -311,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown policies: {', '.join(sorted(unknown))}")
     if args.agents < 1 or args.requests < 1 or args.rate <= 0:
         parser.error("--agents, --requests and --rate must be positive")
-    fleet = make_fleet(args.agents, seed=args.seed)
+    fleet = make_fleet(args.agents, seed=args.seed, cold_tail=args.cold_tail)
     trace = make_trace(args.requests, args.rate, fleet.models, seed=args.seed)
     results = compare(policies, fleet, trace)
     doc = document(results, fleet, trace)
