@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from potluck._shared.clock import ManualClock
+from potluck.hub.fairqueue import FairQueue
 from potluck.hub.scheduler import EjectionSettings, QueueFullError, QueueShareError, Scheduler, Want
 
 
@@ -182,3 +183,14 @@ def test_ejection_is_per_model() -> None:
         s.report("a", "m", ok=False)
     assert not s.routable("m", exclude=frozenset({"b"}))
     assert s.routable("n", exclude=frozenset({"b"}))
+
+
+def test_in_turns_lists_each_users_oldest_request_before_anyones_second() -> None:
+    s, clock = make()
+    noisy = [s.enqueue(wanted("noisy")) for _ in range(3)]
+    clock.advance(1)
+    alice = [s.enqueue(wanted("alice")) for _ in range(2)]
+    queue = FairQueue(64, 1.0)
+    for ticket in [*noisy, *alice]:
+        queue.push(ticket)
+    assert queue.in_turns() == [noisy[0], alice[0], noisy[1], alice[1], noisy[2]]

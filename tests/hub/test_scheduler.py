@@ -363,3 +363,213 @@ def test_requests_reach_only_agents_sharing_a_group_with_them() -> None:
     grants = scheduler.release("b")
     assert [(g.ticket, g.agent_id) for g in grants] == [(ticket, "b")]
     assert scheduler.routable("m", groups=frozenset({"g1", "g9"})) is True
+
+
+# -- waiting for a hot slot -----------------------------------------------------------------------
+
+GB = 1_000_000_000
+
+
+def hot_and_cold(service_s: float, *, hot_models: tuple[str, ...] = ("m",)) -> tuple[Scheduler, ManualClock]:
+    """'hot' has m loaded and one slot, busy; 'cold' would need 20 s to load m (20 GB at the default 1 GB/s)."""
+    s, clock = make(queue_timeout=60.0)
+    s.upsert_agent("hot", ["m"], 1, hot=hot_models)
+    s.upsert_agent("cold", ["m"], 1, hot=[], sizes={"m": 20 * GB})
+    s.report("hot", "m", ok=True, duration=service_s)
+    if hot_models:
+        assert s.acquire("m") == "hot"
+    return s, clock
+
+
+def test_a_request_waits_for_a_hot_slot_expected_sooner_than_a_cold_load() -> None:
+    s, _ = hot_and_cold(service_s=2.0)
+    assert s.place(Want(("m",))) is None  # a hot slot in ~2 s beats a 20 s load
+    assert slots(s, "cold").in_flight == 0
+    ticket = s.enqueue(Want(("m",)))
+    (grant,) = s.release("hot")
+    assert grant.ticket is ticket
+    assert (grant.agent_id, grant.placement.hot) == ("hot", True)
+
+
+def test_a_request_loads_cold_at_once_when_the_hot_slot_is_expected_later() -> None:
+    s, _ = hot_and_cold(service_s=60.0)
+    placement = s.place(Want(("m",)))
+    assert placement is not None
+    assert (placement.agent_id, placement.hot) == ("cold", False)
+
+
+def test_a_request_loads_cold_at_once_when_no_agent_has_the_model_hot() -> None:
+    s, _ = hot_and_cold(service_s=2.0, hot_models=())
+    assert s.acquire("m") is not None
+
+
+def test_a_queued_request_may_take_a_cold_slot_once_it_has_waited_as_long_as_the_load_takes() -> None:
+    s, clock = hot_and_cold(service_s=2.0)
+    ticket = s.enqueue(Want(("m",)))
+    assert ticket.cold_after == ticket.enqueued_at + 20.0
+    assert s.next_wakeup() == ticket.cold_after
+    clock.advance(19.5)
+    assert s.poll() == []  # the idle cold agent is not offered it yet
+    clock.advance(0.5)
+    (grant,) = s.poll()
+    assert grant.ticket is ticket
+    assert (grant.agent_id, grant.placement.hot) == ("cold", False)
+    assert s.next_wakeup() is None
+
+
+def test_a_request_hot_nowhere_may_take_a_cold_slot_at_once() -> None:
+    s, _ = make()
+    s.upsert_agent("a", ["m1", "m2"], 1, hot=["m1"])
+    assert s.acquire("m1") == "a"
+    ticket = s.enqueue(Want(("m2",)))
+    assert ticket.cold_after == ticket.enqueued_at
+    (grant,) = s.release("a")
+    assert grant.ticket is ticket
+    assert grant.placement.hot is False
+
+
+def test_a_freed_slot_goes_to_a_request_hot_there_before_an_older_one_that_would_load_cold() -> None:
+    s, clock = make(queue_timeout=60.0)
+    s.upsert_agent("a", ["m1", "m2"], 1, hot=["m1"], sizes={"m2": 20 * GB})
+    s.upsert_agent("b", ["m2"], 1, hot=["m2"])
+    assert s.acquire("m1") == "a"
+    assert s.acquire("m2") == "b"
+    older = s.enqueue(Want(("m2",)))  # hot on b: it waits for b rather than load on a
+    clock.advance(1)
+    younger = s.enqueue(Want(("m1",)))
+    assert [g.ticket for g in s.release("a")] == [younger]
+    assert not older.done
+    clock.advance(20)  # older has now waited as long as loading m2 on a takes: it may go cold...
+    also_hot = s.enqueue(Want(("m1",)))
+    assert [g.ticket for g in s.release("a")] == [also_hot]  # ...but a request hot on a still goes first
+    (grant,) = s.release("a")
+    assert (grant.ticket, grant.agent_id, grant.placement.hot) == (older, "a", False)
+
+
+def test_users_take_turns_among_the_requests_an_agent_has_hot() -> None:
+    s, _ = make()
+    s.upsert_agent("a", ["m1", "m2"], 1, hot=["m1"], sizes={"m2": 20 * GB})
+    s.upsert_agent("b", ["m2"], 1, hot=["m2"])
+    s.acquire("m1")
+    s.acquire("m2")
+    s.enqueue(Want(("m2",), requester="carol"))  # oldest, but hot only on b
+    for _ in range(3):
+        s.enqueue(Want(("m1",), requester="noisy"))
+    s.enqueue(Want(("m1",), requester="alice"))
+    order = [(grant := s.release("a")[0]).ticket.want.requester for _ in range(3)]
+    assert order == ["noisy", "alice", "noisy"]
+    del grant
+
+
+def test_poll_lets_users_take_turns_for_free_cold_slots() -> None:
+    s, clock = make(queue_timeout=60.0)
+    s.upsert_agent("hot", ["m"], 1, hot=["m"])
+    s.upsert_agent("cold", ["m"], 2, hot=[], sizes={"m": 20 * GB})
+    s.report("hot", "m", ok=True, duration=1.0)
+    s.acquire("m")
+    noisy = [s.enqueue(Want(("m",), requester="noisy")) for _ in range(3)]
+    clock.advance(1)
+    alice = s.enqueue(Want(("m",), requester="alice"))
+    clock.advance(30)
+    assert [g.ticket for g in s.poll()] == [noisy[0], alice]
+
+
+def test_round_robin_and_least_loaded_never_hold_a_request_back() -> None:
+    for policy in ("round_robin", "least_loaded"):
+        s = Scheduler(ManualClock(), policy=policy)
+        s.upsert_agent("hot", ["m"], 1, hot=["m"])
+        s.upsert_agent("cold", ["m"], 1, hot=[], sizes={"m": 20 * GB})
+        s.report("hot", "m", ok=True, duration=1.0)
+        assert {s.acquire("m"), s.acquire("m")} == {"hot", "cold"}
+        ticket = s.enqueue(Want(("m",)))
+        assert ticket.cold_after == ticket.enqueued_at
+        assert s.poll() == []
+        assert s.next_wakeup() is None
+
+
+def test_explain_says_when_a_request_would_wait_for_a_hot_slot() -> None:
+    s, _ = hot_and_cold(service_s=2.0)
+    data = s.explain(Want(("m",))).as_dict()
+    assert data["choice"] is None
+    assert "hot slot" in data["wait"]
+    assert [c["agent_id"] for c in data["candidates"] if c["eligible"]] == ["cold"]
+
+
+# -- loads in progress ----------------------------------------------------------------------------
+
+
+def test_a_request_joins_a_load_under_way_rather_than_starting_another() -> None:
+    s, _ = make()
+    s.upsert_agent("a", ["m"], 4, hot=[], sizes={"m": 20 * GB})
+    s.upsert_agent("b", ["m"], 4, hot=[], sizes={"m": 20 * GB})
+    assert s.acquire("m") == "a"
+    assert s.acquire("m") == "a"  # b is idle, but a is already loading m
+    assert set(slots(s, "a").loading) == {"m"}
+    assert slots(s, "b").loading == {}
+
+
+def test_the_agent_reporting_the_model_hot_ends_the_load_and_teaches_its_load_rate() -> None:
+    s, clock = make()
+    s.upsert_agent("a", ["m"], 4, hot=[], sizes={"m": 20 * GB})
+    s.acquire("m")
+    clock.advance(10)
+    s.upsert_agent("a", ["m"], 4, hot=["m"])
+    assert slots(s, "a").loading == {}
+    assert slots(s, "a").load_rate == 2 * GB  # 20 GB in 10 s
+
+
+def test_a_load_never_reported_hot_is_forgotten_after_twice_its_expected_time() -> None:
+    s, clock = make()
+    s.upsert_agent("a", ["m"], 4, hot=[], sizes={"m": 20 * GB})
+    s.acquire("m")
+    s.release("a")
+    clock.advance(49)  # expected 20 s: kept until 2 x 20 + 10 s
+    s.poll()
+    assert set(slots(s, "a").loading) == {"m"}
+    clock.advance(1)
+    s.poll()
+    assert slots(s, "a").loading == {}
+    assert slots(s, "a").load_rate is None
+
+
+def test_a_request_takes_a_cold_slot_before_its_wait_would_time_out() -> None:
+    s, clock = make(queue_timeout=10.0)
+    s.upsert_agent("hot", ["m"], 1, hot=["m"])
+    s.upsert_agent("cold", ["m"], 1, hot=[], sizes={"m": 20 * GB})
+    s.report("hot", "m", ok=True, duration=2.0)
+    s.acquire("m")
+    ticket = s.enqueue(Want(("m",)))
+    assert ticket.cold_after == ticket.deadline - 2.0  # not after 20 s: it would have timed out by then
+    clock.advance(8)
+    assert [g.ticket for g in s.poll()] == [ticket]
+
+
+def test_a_long_queue_for_the_hot_slots_makes_a_request_load_cold_at_once() -> None:
+    s, _ = make(max_queue=16, queue_timeout=60.0)
+    s.upsert_agent("hot", ["m"], 1, hot=["m"])
+    s.upsert_agent("cold", ["m"], 1, hot=[], sizes={"m": 20 * GB})
+    s.report("hot", "m", ok=True, duration=2.0)
+    s.acquire("m")
+    assert s.place(Want(("m",))) is None  # 2 s for a hot slot, against 20 s to load
+    for _ in range(10):
+        s.enqueue(Want(("m",)))
+    placement = s.place(Want(("m",)))  # 11 x 2 s for a hot slot, against 20 s to load
+    assert placement is not None
+    assert (placement.agent_id, placement.hot) == ("cold", False)
+
+
+def test_a_request_that_may_go_cold_is_left_to_the_agent_the_scores_prefer() -> None:
+    s, clock = make(queue_timeout=60.0)
+    s.upsert_agent("b", ["m2"], 1, hot=["m2"])
+    s.upsert_agent("crowded", ["m1", "m2"], 2, hot=["m1"], sizes={"m2": 20 * GB})
+    s.upsert_agent("roomy", ["m2"], 1, hot=[], sizes={"m2": 20 * GB})
+    s.set_hardware("crowded", free_vram=1 * GB, gpu_util=0.0)  # loading m2 there evicts m1, in use
+    s.report("b", "m2", ok=True, duration=2.0)
+    assert s.acquire("m2") == "b"
+    assert s.acquire("m1") == "crowded"
+    assert s.acquire("m1") == "crowded"
+    ticket = s.enqueue(Want(("m2",)))
+    clock.advance(20)
+    assert s.release("crowded") == []  # it may go cold now, but not where it would evict a busy model
+    (grant,) = s.poll()
+    assert (grant.ticket, grant.agent_id) == (ticket, "roomy")

@@ -7,6 +7,7 @@ import pytest
 
 from potluck._shared.clock import ManualClock
 from potluck.hub.scheduler import Policy, Scheduler, ScoreWeights, Want
+from potluck.hub.scoring import AgentSlots, Load, cold_wait_s
 
 GB = 1_000_000_000
 
@@ -22,7 +23,8 @@ def test_hot_agent_wins_over_an_idle_cold_one_even_when_busier() -> None:
     s.upsert_agent("hot", ["m"], 8, hot=["m"])
     picks = [s.acquire("m") for _ in range(8)]
     assert picks == ["hot"] * 8  # even at 7/8 load the hot agent beats an idle cold one
-    assert s.acquire("m") == "cold"  # only when the hot one is full
+    s.report("hot", "m", ok=True, duration=240.0)  # a hot slot frees up only every 240 / 8 s
+    assert s.acquire("m") == "cold"  # only when the hot one is full, and loading is quicker than waiting
 
 
 def test_least_loaded_policy_ignores_hot_models() -> None:
@@ -42,12 +44,16 @@ def test_round_robin_policy_rotates_regardless_of_load() -> None:
 
 
 def test_among_cold_agents_the_faster_expected_load_wins() -> None:
-    s, _ = make()
+    s, clock = make()
     s.upsert_agent("slow-disk", ["m"], 4, hot=[], sizes={"m": 8 * GB})
     s.upsert_agent("fast-disk", ["m"], 4, hot=[], sizes={"m": 8 * GB})
-    # Each learnt its load rate from a cold request: 8 GB in 40 s vs in 4 s.
-    s.report("slow-disk", "m", ok=True, hot=False, ttft=40.0)
-    s.report("fast-disk", "m", ok=True, hot=False, ttft=4.0)
+    # Each learns its load rate from a load the scheduler started: 8 GB in 40 s vs in 4 s.
+    for agent, seconds in (("slow-disk", 40.0), ("fast-disk", 4.0)):
+        assert s.acquire("m", exclude=frozenset({"slow-disk", "fast-disk"} - {agent})) == agent
+        clock.advance(seconds)
+        s.upsert_agent(agent, ["m"], 4, hot=["m"])
+        s.release(agent)
+        s.upsert_agent(agent, ["m"], 4, hot=[])
     assert s.acquire("m") == "fast-disk"
 
 
@@ -157,7 +163,7 @@ def test_explain_lists_filtered_agents_with_reasons_and_the_choice() -> None:
         "draining": "draining",
         "elsewhere": "not shared with the request's groups",
     }
-    assert data["choice"] == {"agent_id": "ok", "model": "m", "hot": False}
+    assert data["choice"] == {"agent_id": "ok", "model": "m", "hot": True}  # an agent that does not say is hot
     assert data["candidates"][0]["eligible"] is True
     assert data["policy"] == "potluck"
     assert data["weights"]["hot"] == 100.0
@@ -166,3 +172,61 @@ def test_explain_lists_filtered_agents_with_reasons_and_the_choice() -> None:
 def test_explain_with_no_candidate_has_no_choice() -> None:
     s, _ = make()
     assert s.explain(Want(("m",))).as_dict()["choice"] is None
+
+
+def test_the_eviction_penalty_grows_with_the_requests_in_flight_on_the_agent() -> None:
+    s, _ = make()
+    for name in ("busy", "idle", "room"):
+        s.upsert_agent(name, ["m", "other"], 4, hot=["other"], sizes={"m": 8 * GB})
+        s.set_hardware(name, free_vram=(40 if name == "room" else 2) * GB, gpu_util=0.0)
+    for _ in range(3):
+        s.acquire("other", exclude=frozenset({"idle", "room"}))
+    terms = {c.agent_id: c.terms for c in s.explain(Want(("m",))).candidates}
+    # All three load m in the same time; evicting costs 0.5 more, and 0.5 per request in flight.
+    assert terms["room"]["cold"] == -10.0
+    assert terms["idle"]["cold"] == -15.0
+    assert terms["busy"]["cold"] == -30.0
+
+
+def test_a_cold_load_waits_behind_loads_already_under_way_on_the_same_agent() -> None:
+    agent = AgentSlots("a", frozenset({"m1", "m2"}), 4, sizes={"m1": 20 * GB, "m2": 20 * GB})
+    agent.loading["m1"] = Load(started=100.0, expected_s=20.0)
+    assert cold_wait_s(agent, "m1", 105.0) == 15.0  # joining it: what is left of it
+    assert cold_wait_s(agent, "m2", 105.0) == 35.0  # after it, on the same disk
+    agent.hot = frozenset({"m1"})
+    assert cold_wait_s(agent, "m1", 105.0) == 0.0
+
+
+def test_a_model_loading_on_an_agent_counts_half_hot_there() -> None:
+    s, _ = make()
+    s.upsert_agent("loading", ["m"], 4, hot=[], sizes={"m": 8 * GB})
+    s.upsert_agent("cold", ["m"], 4, hot=[], sizes={"m": 8 * GB})
+    s.upsert_agent("hot", ["m"], 4, hot=["m"])
+    assert s.acquire("m", exclude=frozenset({"cold", "hot"})) == "loading"
+    terms = {c.agent_id: c.terms for c in s.explain(Want(("m",))).candidates}
+    assert terms["loading"]["hot"] == 50.0
+    assert "hot" not in terms["cold"]
+    assert s.acquire("m") == "hot"
+    assert s.acquire("m") == "hot"
+
+
+def test_prefill_speed_per_prompt_token_decides_where_prompt_sizes_are_known() -> None:
+    s, _ = make()
+    s.upsert_agent("fast", ["m"], 4, hot=["m"])
+    s.upsert_agent("slow", ["m"], 4, hot=["m"])
+    for _ in range(3):
+        # Raw TTFT says "slow" is quicker, but it only ever got short prompts.
+        s.report("fast", "m", ok=True, ttft=1.0, prompt_tokens=4000)  # 0.25 s per 1k tokens
+        s.report("slow", "m", ok=True, ttft=0.5, prompt_tokens=500)  # 1 s per 1k tokens
+    assert s.acquire("m") == "fast"
+    terms = {c.agent_id: c.terms for c in s.explain(Want(("m",))).candidates}
+    assert terms["slow"]["latency"] == pytest.approx(-4 * 0.75 / 2)
+
+
+def test_very_short_prompts_count_as_128_tokens_for_prefill_speed() -> None:
+    s, _ = make()
+    s.upsert_agent("a", ["m"], 4, hot=["m"])
+    s.report("a", "m", ok=True, ttft=0.064, prompt_tokens=10)
+    stats = s.stats("a", "m")
+    assert stats is not None
+    assert stats.prefill == pytest.approx(0.5)  # 0.064 s / 128 tokens, per 1,000

@@ -33,6 +33,8 @@ class Ticket:
     queue: str
     enqueued_at: float
     deadline: float
+    cold_after: float = -math.inf
+    """From when it may take a slot on an agent that must load its model (until then it waits for a hot one)."""
     placement: Placement | None = None
     done: bool = False
 
@@ -111,6 +113,17 @@ class FairQueue:
         for q in self._queues.values():
             for flow in q.flows.values():
                 yield from flow.tickets
+
+    def in_turns(self) -> list[Ticket]:
+        """Every waiting ticket, users taking turns: each user's oldest first, then each one's second..."""
+        turns: dict[str, int] = {}
+        order: list[tuple[int, float, int, Ticket]] = []
+        for ticket in sorted(self.tickets(), key=lambda t: (t.enqueued_at, t.id)):
+            user = ticket.want.requester or _ANONYMOUS
+            turns[user] = turns.get(user, 0) + 1
+            order.append((turns[user], ticket.enqueued_at, ticket.id, ticket))
+        order.sort(key=lambda entry: entry[:3])
+        return [entry[3] for entry in order]
 
     def queued(self, model: str) -> int:
         """Tickets that ``model`` could serve."""

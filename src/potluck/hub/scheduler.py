@@ -1,60 +1,60 @@
 """The scheduler core: pure (no I/O, no asyncio, an injected clock), driven by the hub and by bench/fleet.py alike.
 
-**Layer 1** keeps the agents that may take a request: they list one of the wanted models (an alias
-resolves to several, in order of preference), a group of the request reaches them, their owner's
-rules allow it (paused, outside its hours, own requests only), they are not draining, not ejected
-for that model, and have a free slot.
+**Layer 1** (`potluck.hub.roster`) keeps the agents that may take a request: they list one of the wanted
+models (an alias resolves to several, in order of preference), a group of the request reaches them,
+their owner's rules allow it, they are not draining, not ejected for that model, and have a free slot.
 
-**Layer 2** scores each candidate; the highest score wins, round-robin among ties. The terms and
-their default weights (`ScoreWeights`, configurable with ``--score-weight NAME=VALUE``):
+**Layer 2** (`potluck.hub.scoring`, where the terms and their default weights are listed) scores each
+candidate; the highest score wins, round robin among ties. The ``least_loaded`` and ``round_robin``
+policies exist for comparison (bench/fleet.py): same filters, then load alone or nothing, and they
+never hold a request back for a hot slot.
 
-- ``hot`` 100: the model is loaded in VRAM. A cold load costs 10-60 s, so this dominates.
-- ``alias`` 40 per step down an alias's preference list: a hot second choice beats a cold first one.
-- ``owner`` 20: the requester's own agent, when the agent asks for its owner first or the key does.
-- ``cold`` 10 x (expected load time / the slowest cold candidate's), plus half of it again when the
-  agent must evict a model to make room: among cold candidates, the one expected to load fastest.
-- ``load`` 6 x in-flight / capacity.
-- ``latency`` 4 x how much slower than the best candidate the agent's TTFT and decode rate EWMAs are
-  (0 for the best, towards 1 for much slower; agents with no samples yet count as best).
-- ``reliability`` 4 x (1 - success EWMA).
-- ``gpu`` 2 x GPU utilization (the busiest GPU of the agent).
+**Hot slots before cold loads** (potluck policy). A cold load takes a slot for 10-60 s and may evict
+models others use, so a request whose best free candidate would have to load the model waits in the
+queue instead when every agent with the model hot is busy and a hot slot is expected in less than
+`patience.HOT_WAIT_SHARE` of the cold start: expected wait = (requests queued for the model + 1) / the rate at
+which its hot slots free up (each hot agent's slots / its learnt request duration). A slot that frees
+goes first to a queued request whose model is hot (or loading) on that agent, users taking turns; a
+request that would load cold there gets it only once it may take a cold slot (`Ticket.cold_after`: it
+has waited as long as its shortest expected cold start, at the latest `patience.LAST_CHANCE_S` before its wait
+times out, or no agent has its model hot or loading any more) and only if the scores pick that agent
+for it. `poll`, which the hub calls every second, hands such requests the best free slot anywhere.
 
-The ``least_loaded`` and ``round_robin`` policies exist for comparison (bench/fleet.py): they use
-the same filters and ignore everything but load (or nothing at all).
+**Loads in progress.** A cold placement records a `Load` on the agent: until the agent reports the
+model hot (which teaches its weight-loading speed) or the load goes stale, requests for that model
+count it half hot there and join it rather than start another load elsewhere; its expected time is
+the remaining wait, and other loads on the same agent queue behind it (one disk).
 
-**Queueing.** With no free slot anywhere, a request waits. Each requested model name has its own
-queue, served by deficit round robin over users: each user's quantum is its key's priority, so one
-user flooding the queue waits behind everyone else's next request instead of in front of it. A user
-may hold at most ``user_share`` of the queue. A slot that frees (or an agent that connects) is
-granted synchronously, so queued work starts in the same loop turn.
-
-**Outlier ejection** (as Envoy does it): ``failures`` consecutive local-origin failures (connection
-errors, timeouts, 5xx) eject an agent for that model for ``base_s`` x 2^(ejections - 1), capped at
-``max_s``; never more than ``max_percent`` of a model's agents at once; client errors never count.
+**Queueing.** Each requested model name has its own queue, served by deficit round robin over users:
+each user's quantum is its key's priority, so one user flooding the queue waits behind everyone
+else's next request instead of in front of it. A user may hold at most ``user_share`` of the queue.
+A slot that frees (or an agent that connects) is offered to the queue synchronously, so queued work
+starts in the same loop turn. Outlier ejection is in `potluck.hub.learning`.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable
+from dataclasses import fields
 
 from potluck._shared.clock import Clock
 from potluck.hub.fairqueue import FairQueue, Grant, QueueFullError, QueueShareError, Ticket
+from potluck.hub.learning import Learning
+from potluck.hub.patience import Patience
+from potluck.hub.roster import Roster
 from potluck.hub.scoring import (
-    DEFAULT_SERVICE_S,
-    EWMA_ALPHA,
-    RELIABILITY_ALPHA,
     AgentSlots,
     Candidate,
     EjectionSettings,
     Explanation,
+    Load,
     ModelStats,
     Placement,
     Policy,
     ScoreWeights,
     Want,
+    cold_wait_s,
     score_terms,
 )
 
@@ -72,12 +72,6 @@ __all__ = [
     "Ticket",
     "Want",
 ]
-
-
-@dataclass(slots=True)
-class _ModelIndex:
-    agents: list[AgentSlots] = field(default_factory=list)
-    rr: int = 0
 
 
 class Scheduler:
@@ -99,14 +93,16 @@ class Scheduler:
         self.weights = weights or ScoreWeights()
         self.ejection = ejection or EjectionSettings()
         self.user_share = user_share
-        self._agents: dict[str, AgentSlots] = {}
-        self._by_model: dict[str, _ModelIndex] = {}
-        self._stats: dict[tuple[str, str], ModelStats] = {}
-        self._service: dict[str, float] = {}
-        """Model -> EWMA of request duration in seconds (for expected waits)."""
+        self._learning = Learning(self.ejection)
+        self._roster = Roster(self._learning.ejected_now)
         self._queue = FairQueue(max_queue, user_share)
+        self._patience = Patience(self._roster, self._queue, self._learning)
         self._ids = itertools.count(1)
-        self._order = itertools.count()
+
+    @property
+    def _waits_for_hot(self) -> bool:
+        """Only the potluck policy holds requests back for a hot slot; the others are baselines."""
+        return self.policy is Policy.POTLUCK
 
     # -- fleet --------------------------------------------------------------------------------
 
@@ -124,62 +120,50 @@ class Scheduler:
     ) -> list[Grant]:
         """Add an agent or change what it serves; returns queued requests it can take now.
 
-        ``owner_rules``: (available, owner, own requests only, own requests first).
+        ``hot``: the models loaded in VRAM; a new agent that does not say has them all hot (as a backend
+        that cannot tell reports). ``owner_rules``: (available, owner, own requests only, own requests
+        first). A model whose load the scheduler started and that ``hot`` now lists is loaded: its load
+        time teaches the agent's weight-loading speed.
         """
-        models = frozenset(models)
-        agent = self._agents.get(agent_id)
-        if agent is None:
-            agent = AgentSlots(agent_id, models, max(1, max_concurrency), order=next(self._order))
-            self._agents[agent_id] = agent
-            for model in models:
-                self._by_model.setdefault(model, _ModelIndex()).agents.append(agent)
-        else:
-            for model in agent.models - models:
-                self._unindex(model, agent)
-            for model in models - agent.models:
-                self._by_model.setdefault(model, _ModelIndex()).agents.append(agent)
-            agent.models = models
-            agent.max_concurrency = max(1, max_concurrency)
+        agent = self._roster.upsert(agent_id, frozenset(models), max_concurrency)
         if draining is not None:
             agent.draining = draining
+        if sizes is not None:
+            agent.sizes = sizes
         if hot is not None:
             agent.hot = frozenset(hot)
         if groups is not None:
             agent.groups = groups
         if owner_rules is not None:
             agent.available, agent.owner, agent.own_only, agent.own_first = owner_rules
-        if sizes is not None:
-            agent.sizes = sizes
+        self._settle(agent, self._clock.now())
         return self._fill(agent)
+
+    def _settle(self, agent: AgentSlots, now: float) -> None:
+        """Forget loads that finished (learning from them), lost their model, or went stale."""
+        for model, load in list(agent.loading.items()):
+            if model in agent.hot:
+                self._learning.loaded(agent, model, load, now)
+                del agent.loading[model]
+            elif model not in agent.models or load.stale(now):
+                del agent.loading[model]
 
     def set_hardware(self, agent_id: str, *, free_vram: int | None, gpu_util: float) -> None:
         """Latest GPU figures from the agent's LOAD frame."""
-        agent = self._agents.get(agent_id)
+        agent = self._roster.agents.get(agent_id)
         if agent is not None:
             agent.free_vram = free_vram
             agent.gpu_util = min(1.0, max(0.0, gpu_util))
 
     def remove_agent(self, agent_id: str) -> None:
-        agent = self._agents.pop(agent_id, None)
-        if agent is None:
-            return
-        for model in agent.models:
-            self._unindex(model, agent)
+        self._roster.remove(agent_id)
 
     def set_draining(self, agent_id: str, draining: bool) -> list[Grant]:
-        agent = self._agents.get(agent_id)
+        agent = self._roster.agents.get(agent_id)
         if agent is None:
             return []
         agent.draining = draining
         return [] if draining else self._fill(agent)
-
-    def _unindex(self, model: str, agent: AgentSlots) -> None:
-        index = self._by_model.get(model)
-        if index is None:
-            return
-        index.agents = [a for a in index.agents if a is not agent]
-        if not index.agents:
-            del self._by_model[model]
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -187,11 +171,7 @@ class Scheduler:
         self, model: str | tuple[str, ...], groups: frozenset[str] | None = None, requester: str | None = None
     ) -> bool:
         """Some connected agent these groups reach lists this model (draining, busy or ejected ones included)."""
-        for name in (model,) if isinstance(model, str) else model:
-            index = self._by_model.get(name)
-            if index is not None and (groups is None or any(a.reachable(groups, requester) for a in index.agents)):
-                return True
-        return False
+        return self._roster.serves((model,) if isinstance(model, str) else model, groups, requester)
 
     def routable(
         self,
@@ -201,34 +181,22 @@ class Scheduler:
         requester: str | None = None,
     ) -> bool:
         """Some agent listing this model, other than ``exclude``, takes new work (busy or not)."""
-        now = self._clock.now()
-        for name in (model,) if isinstance(model, str) else model:
-            index = self._by_model.get(name)
-            if index is not None and any(
-                a.available
-                and not a.draining
-                and a.agent_id not in exclude
-                and a.reachable(groups, requester)
-                and not self._ejected(a.agent_id, name, now)
-                for a in index.agents
-            ):
-                return True
-        return False
+        models = (model,) if isinstance(model, str) else model
+        return self._roster.routable(models, exclude, groups, requester, self._clock.now())
 
     def models(self) -> dict[str, int]:
         """Model -> number of agents listing it."""
-        return {model: len(index.agents) for model, index in self._by_model.items()}
+        return self._roster.models()
 
     def agent(self, agent_id: str) -> AgentSlots | None:
-        return self._agents.get(agent_id)
+        return self._roster.agents.get(agent_id)
 
     def stats(self, agent_id: str, model: str) -> ModelStats | None:
-        return self._stats.get((agent_id, model))
+        return self._learning.stats.get((agent_id, model))
 
     def ejected(self) -> list[tuple[str, str, float]]:
         """(agent, model, ejected until) for every pair out of rotation now."""
-        now = self._clock.now()
-        return [(a, m, s.ejected_until) for (a, m), s in self._stats.items() if s.ejected_until > now]
+        return self._learning.ejected(self._clock.now())
 
     @property
     def queue_depth(self) -> int:
@@ -236,107 +204,91 @@ class Scheduler:
 
     def capacity(self, model: str) -> tuple[int, int]:
         """(slots in use, slots in total) over the agents taking new work for ``model``."""
-        index = self._by_model.get(model)
-        if index is None:
-            return 0, 0
-        busy = total = 0
-        for agent in index.agents:
-            if agent.available and not agent.draining:
-                busy += agent.in_flight
-                total += agent.max_concurrency
-        return busy, total
+        return self._roster.capacity(model)
 
     def queued(self, model: str) -> int:
         """Requests waiting that ``model`` could serve."""
         return self._queue.queued(model)
 
-    # -- layer 1 and 2 ------------------------------------------------------------------------
+    # -- layer 2 ------------------------------------------------------------------------------
 
-    def _ejected(self, agent_id: str, model: str, now: float) -> bool:
-        stats = self._stats.get((agent_id, model))
-        return stats is not None and stats.ejected_until > now
+    def _terms(self, cands: list[tuple[AgentSlots, str, int]], want: Want, now: float) -> list[dict[str, float]]:
+        return score_terms(cands, want, policy=self.policy, weights=self.weights, stats=self._learning.stats, now=now)
 
-    def _filter(self, agent: AgentSlots, model: str, want: Want, now: float) -> str:
-        """Why layer 1 drops this agent for this request ('' when it is a candidate)."""
-        if agent.agent_id in want.exclude:
-            return "already tried for this request"
-        if not agent.reachable(want.groups, want.requester):
-            return "not shared with the request's groups" if not agent.own_only else "serves only its owner"
-        if not agent.available:
-            return "paused or outside its hours"
-        if agent.draining:
-            return "draining"
-        if self._ejected(agent.agent_id, model, now):
-            return "ejected after consecutive failures"
-        if agent.in_flight >= agent.max_concurrency:
-            return "no free slot"
-        return ""
-
-    def _candidates(self, want: Want, now: float) -> list[tuple[AgentSlots, str, int]]:
-        found: list[tuple[AgentSlots, str, int]] = []
-        for rank, model in enumerate(want.models):
-            index = self._by_model.get(model)
-            if index is None:
-                continue
-            for agent in index.agents:
-                if not self._filter(agent, model, want, now):
-                    found.append((agent, model, rank))
-        return found
-
-    def _terms(self, cands: list[tuple[AgentSlots, str, int]], want: Want) -> list[dict[str, float]]:
-        return score_terms(cands, want, policy=self.policy, weights=self.weights, stats=self._stats)
-
-    def _choose(self, want: Want, now: float) -> Placement | None:
-        cands = self._candidates(want, now)
-        if not cands:
-            return None
-        if len(cands) == 1:
-            agent, model, _ = cands[0]
-            return Placement(agent.agent_id, model, model in agent.hot)
-        scores = [sum(t.values()) for t in self._terms(cands, want)]
+    def _best(self, want: Want, now: float) -> tuple[list[tuple[AgentSlots, str]], bool]:
+        """The candidates with the top score (ties), and whether there was more than one candidate."""
+        cands = self._roster.candidates(want, now)
+        if len(cands) <= 1:
+            return [(a, m) for a, m, _ in cands], False
+        scores = [sum(t.values()) for t in self._terms(cands, want, now)]
         top = max(scores)
-        best = [c for c, s in zip(cands, scores, strict=True) if s >= top - 1e-9]
-        index = self._by_model[want.models[0]] if want.models[0] in self._by_model else self._by_model[best[0][1]]
-        agent, model, _ = best[index.rr % len(best)]
-        index.rr += 1
-        return Placement(agent.agent_id, model, model in agent.hot)
+        return [(a, m) for (a, m, _), s in zip(cands, scores, strict=True) if s >= top - 1e-9], True
+
+    def _choose(self, want: Want, now: float) -> tuple[AgentSlots, str] | None:
+        best, several = self._best(want, now)
+        if not several:
+            return best[0] if best else None
+        return self._roster.rotate(want, best)
 
     def explain(self, want: Want) -> Explanation:
-        """Every agent listing a wanted model: why it was filtered, or its score terms; and the choice now."""
+        """Every agent listing a wanted model: why it was filtered, or its score terms; and the choice now
+        (none when the request would rather wait for a hot slot than start the model cold)."""
         now = self._clock.now()
-        cands = self._candidates(want, now)
+        cands = self._roster.candidates(want, now)
         scored = {
             (a.agent_id, m): (terms, sum(terms.values()))
-            for (a, m, _), terms in zip(cands, self._terms(cands, want), strict=True)
+            for (a, m, _), terms in zip(cands, self._terms(cands, want, now), strict=True)
         }
         out: list[Candidate] = []
         for model in want.models:
-            index = self._by_model.get(model)
-            for agent in index.agents if index is not None else ():
+            for agent in self._roster.listing(model):
                 hit = scored.get((agent.agent_id, model))
                 if hit is None:
-                    out.append(Candidate(agent.agent_id, model, False, self._filter(agent, model, want, now)))
+                    out.append(Candidate(agent.agent_id, model, False, self._roster.filter(agent, model, want, now)))
                 else:
                     terms = {k: round(v, 4) for k, v in hit[0].items()}
                     out.append(Candidate(agent.agent_id, model, True, terms=terms, score=hit[1]))
         out.sort(key=lambda c: (not c.eligible, -c.score))
         choice = None
+        wait = ""
         if cands:
             top = max(s for _, s in scored.values())
             best = next(c for c in out if c.eligible and c.score >= top - 1e-9)
-            agent = self._agents[best.agent_id]
-            choice = Placement(best.agent_id, best.model, best.model in agent.hot)
+            agent = self._roster.agents[best.agent_id]
+            hot_s = self._worth_waiting(want, agent, best.model, now)
+            if hot_s is None:
+                choice = Placement(best.agent_id, best.model, best.model in agent.hot)
+            else:
+                cold_s = cold_wait_s(agent, best.model, now)
+                wait = f"waits for a hot slot (expected in {hot_s:.1f} s) rather than a cold start ({cold_s:.1f} s)"
         weights = {f.name: getattr(self.weights, f.name) for f in fields(self.weights)}
-        return Explanation(str(self.policy), want.models, weights, tuple(out), choice, self._queue.depth)
+        return Explanation(str(self.policy), want.models, weights, tuple(out), choice, self._queue.depth, wait)
+
+    def _worth_waiting(self, want: Want, agent: AgentSlots, model: str, now: float) -> float | None:
+        """The expected wait for a hot slot, when the request should rather wait for it (potluck policy)."""
+        return self._patience.worth_waiting(want, agent, model, now) if self._waits_for_hot else None
 
     # -- acquiring and releasing slots --------------------------------------------------------
 
     def place(self, want: Want) -> Placement | None:
-        """Reserve a slot on the best agent now, or None when no candidate has a free slot."""
-        placement = self._choose(want, self._clock.now())
-        if placement is not None:
-            self._agents[placement.agent_id].in_flight += 1
-        return placement
+        """Reserve a slot on the best agent now, or None when no candidate has a free slot, or when (potluck
+        policy) the best one must load the model and a hot slot is expected to free up well before that."""
+        now = self._clock.now()
+        chosen = self._choose(want, now)
+        if chosen is None:
+            return None
+        agent, model = chosen
+        if self._worth_waiting(want, agent, model, now) is not None:
+            return None
+        return self._take(agent, model, now)
+
+    def _take(self, agent: AgentSlots, model: str, now: float) -> Placement:
+        """Reserve the slot; a cold placement that joins no load under way there starts one."""
+        hot = model in agent.hot
+        if not hot and model not in agent.loading:
+            agent.loading[model] = Load(now, cold_wait_s(agent, model, now))
+        agent.in_flight += 1
+        return Placement(agent.agent_id, model, hot)
 
     def acquire(
         self,
@@ -356,6 +308,7 @@ class Scheduler:
         """
         now = self._clock.now()
         ticket = Ticket(next(self._ids), want, queue or want.models[0], now, now + self.queue_timeout)
+        ticket.cold_after = self._patience.cold_after(want, now, ticket.deadline) if self._waits_for_hot else now
         self._queue.push(ticket)
         return ticket
 
@@ -366,7 +319,7 @@ class Scheduler:
         place, models = self._queue.ahead(ticket)
         if not place:
             return 0, 0.0
-        service = min((self._service.get(m, DEFAULT_SERVICE_S) for m in models), default=DEFAULT_SERVICE_S)
+        service = min(self._learning.service_s(m) for m in models)
         slots = sum(self.capacity(m)[1] for m in models)
         return place, place * service / max(1, slots)
 
@@ -378,7 +331,7 @@ class Scheduler:
 
     def release(self, agent_id: str) -> list[Grant]:
         """A request on this agent finished; hand the slot to a waiting request if one fits."""
-        agent = self._agents.get(agent_id)
+        agent = self._roster.agents.get(agent_id)
         if agent is None:
             return []
         if agent.in_flight > 0:
@@ -393,29 +346,93 @@ class Scheduler:
             self.cancel(ticket)
         return expired
 
+    def _grant(self, ticket: Ticket, agent: AgentSlots, model: str, now: float) -> Grant:
+        placement = self._take(agent, model, now)
+        ticket.placement = placement
+        ticket.done = True
+        return Grant(ticket, placement)
+
     def _fill(self, agent: AgentSlots) -> list[Grant]:
+        """Offer the agent's free slots to the queue. Potluck policy: requests with a wanted model hot (or
+        loading) on it first; then requests that may take a cold slot, if the scores would pick this agent
+        for them (not just whichever agent freed a slot first)."""
         if not self._queue.depth:
             return []
         grants: list[Grant] = []
         now = self._clock.now()
+        warm_homes: dict[Want, bool] = {}
+        best_here: dict[Want, bool] = {}
 
-        def eligible(ticket: Ticket) -> bool:
-            return ticket.deadline > now and any(self._servable(agent, m, ticket.want, now) for m in ticket.want.models)
+        def servable(ticket: Ticket) -> list[str]:
+            if ticket.deadline <= now:
+                return []
+            return [m for m in ticket.want.models if self._roster.servable(agent, m, ticket.want, now)]
 
+        def warm(ticket: Ticket) -> bool:
+            return any(m in agent.hot or m in agent.loading for m in servable(ticket))
+
+        def cold(ticket: Ticket) -> bool:
+            if not servable(ticket) or not self._patience.cold_eligible(ticket, now, warm_homes):
+                return False
+            here = best_here.get(ticket.want)
+            if here is None:
+                here = best_here[ticket.want] = any(a is agent for a, _ in self._best(ticket.want, now)[0])
+            return here
+
+        passes: tuple[Callable[[Ticket], bool], ...] = (
+            (warm, cold) if self._waits_for_hot else (lambda t: bool(servable(t)),)
+        )
         while agent.has_capacity():
-            ticket = self._queue.next_for(agent.models, eligible)
+            ticket = next((t for p in passes if (t := self._queue.next_for(agent.models, p)) is not None), None)
             if ticket is None:
                 break
-            model = next(m for m in ticket.want.models if self._servable(agent, m, ticket.want, now))
-            placement = Placement(agent.agent_id, model, model in agent.hot)
-            agent.in_flight += 1
-            ticket.placement = placement
-            ticket.done = True
-            grants.append(Grant(ticket, placement))
+            models = servable(ticket)
+            model = next((m for m in models if m in agent.hot), None) or next(
+                (m for m in models if m in agent.loading), models[0]
+            )
+            grants.append(self._grant(ticket, agent, model, now))
+            best_here.clear()  # this agent is busier now
         return grants
 
-    def _servable(self, agent: AgentSlots, model: str, want: Want, now: float) -> bool:
-        return model in agent.models and not self._filter(agent, model, want, now)
+    def poll(self) -> list[Grant]:
+        """Re-offer the queue to agents with free slots; the hub calls it every second.
+
+        Potluck policy: a queued request declines a free cold slot while a hot one is expected sooner;
+        once it has waited as long as a cold start would take (`Ticket.cold_after`), or no agent has its
+        model hot or loading any more, it takes the best free slot anywhere. A request whose best free
+        slot has its model hot or loading takes it at once. Users take turns, oldest request first.
+        Loads never reported hot are forgotten here once stale.
+        """
+        now = self._clock.now()
+        for agent in self._roster.agents.values():
+            if agent.loading:
+                self._settle(agent, now)
+        if not self._queue.depth or not self._waits_for_hot:
+            return []
+        free = {m for a in self._roster.agents.values() if a.has_capacity() for m in a.models}
+        if not free:
+            return []
+        warm_homes: dict[Want, bool] = {}
+        grants: list[Grant] = []
+        for ticket in self._queue.in_turns():
+            if ticket.deadline <= now or free.isdisjoint(ticket.want.models):
+                continue
+            chosen = self._choose(ticket.want, now)
+            if chosen is None:
+                continue
+            agent, model = chosen
+            if model in agent.hot or model in agent.loading or self._patience.cold_eligible(ticket, now, warm_homes):
+                self._queue.remove(ticket)
+                grants.append(self._grant(ticket, agent, model, now))
+        return grants
+
+    def next_wakeup(self) -> float | None:
+        """When `poll` may next have something new to do: the earliest time a waiting request may take a
+        cold slot (None: none ahead). A timer that calls `poll` every second needs none of this."""
+        if not self._waits_for_hot:
+            return None
+        now = self._clock.now()
+        return min((t.cold_after for t in self._queue.tickets() if t.cold_after > now), default=None)
 
     # -- learning -----------------------------------------------------------------------------
 
@@ -429,67 +446,30 @@ class Scheduler:
         ttft: float | None = None,
         decode_rate: float | None = None,
         duration: float | None = None,
+        prompt_tokens: int | None = None,
     ) -> None:
         """How a request on this agent went: a success (True), a local-origin failure (False), or
-        neither (None: a client error or a cancelled request, which say nothing about the agent)."""
+        neither (None: a client error or a cancelled request, which say nothing about the agent).
+
+        ``hot``: the request found the model hot (`Placement.hot`); only such requests teach TTFT,
+        prefill speed and request duration. ``prompt_tokens``: the prompt's size from the usage, when
+        known: the agent's prefill speed (seconds per 1,000 prompt tokens) is then compared, not raw TTFT.
+        """
         if ok is None:
             return
-        stats = self._stats.get((agent_id, model))
-        if stats is None:
-            stats = self._stats[(agent_id, model)] = ModelStats()
-        stats.reliability += RELIABILITY_ALPHA * ((1.0 if ok else 0.0) - stats.reliability)
-        if ok:
-            self._succeeded(stats, agent_id, model, hot, ttft, decode_rate, duration)
-        else:
-            self._failed(stats, model)
-
-    def _failed(self, stats: ModelStats, model: str) -> None:
-        now = self._clock.now()
-        stats.failures += 1
-        if stats.failures >= self.ejection.failures and stats.ejected_until <= now and self._may_eject(model, now):
-            stats.ejections += 1
-            backoff = self.ejection.base_s * 2 ** (stats.ejections - 1)
-            stats.ejected_until = now + min(self.ejection.max_s, backoff)
-            stats.failures = 0
-
-    def _succeeded(
-        self,
-        stats: ModelStats,
-        agent_id: str,
-        model: str,
-        hot: bool,
-        ttft: float | None,
-        decode_rate: float | None,
-        duration: float | None,
-    ) -> None:
-        stats.failures = 0
-        if stats.ejections and self._clock.now() > stats.ejected_until + self.ejection.max_s:
-            stats.ejections = 0  # healthy for a long while: the next ejection starts short again
-        if duration is not None:
-            self._service[model] = _ewma(self._service.get(model), duration)
-        if decode_rate is not None and decode_rate > 0:
-            stats.decode = _ewma(stats.decode, decode_rate)
-        if ttft is None:
-            return
-        if hot:
-            stats.ttft = _ewma(stats.ttft, ttft)
-            return
-        agent = self._agents.get(agent_id)
-        size = agent.sizes.get(model) if agent is not None else None
-        if agent is not None and size and ttft > 0:
-            agent.load_rate = _ewma(agent.load_rate, size / ttft)
-
-    def _may_eject(self, model: str, now: float) -> bool:
-        index = self._by_model.get(model)
-        if index is None:
-            return False
-        ejected = sum(1 for a in index.agents if self._ejected(a.agent_id, model, now))
-        return ejected + 1 <= math.floor(len(index.agents) * self.ejection.max_percent / 100)
+        self._learning.report(
+            agent_id,
+            model,
+            self._clock.now(),
+            ok=ok,
+            hot=hot,
+            ttft=ttft,
+            decode_rate=decode_rate,
+            duration=duration,
+            prompt_tokens=prompt_tokens,
+            listing=[a.agent_id for a in self._roster.listing(model)],
+        )
 
     def expected_wait(self) -> float:
         """A rough bound for Retry-After: the queue timeout scaled by how full the queue is."""
         return max(1.0, self.queue_timeout * self._queue.depth / max(1, self.max_queue))
-
-
-def _ewma(previous: float | None, sample: float) -> float:
-    return sample if previous is None else previous + EWMA_ALPHA * (sample - previous)

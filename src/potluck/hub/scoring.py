@@ -1,7 +1,27 @@
 """Layer 2 of the scheduler: what it knows about each candidate, and the score terms that rank them.
 
-See the scheduler module's docstring for the terms and their weights; `score_terms` is the one place
-they are computed, for routing and for route-explain alike.
+`score_terms` is the one place they are computed, for routing and for route-explain alike. The terms
+and their default weights (`ScoreWeights`, configurable with ``--score-weight NAME=VALUE``):
+
+- ``hot`` 100: the model is loaded in VRAM. A cold load costs 10-60 s, so this dominates. A model
+  whose load the scheduler started there (`Load`) earns half of it until the agent reports it hot.
+- ``alias`` 40 per step down an alias's preference list: a hot second choice beats a cold first one.
+- ``owner`` 20: the requester's own agent, when the agent asks for its owner first or the key does.
+- ``cold`` 10 x (expected cold start / the slowest candidate's) + the eviction penalty: when the
+  model needs more GPU memory than is free, `EVICTION_BASE` + `EVICTION_PER_REQUEST` per request in
+  flight on the agent (they all use other models, which an eviction may take from under them).
+  Expected cold start (`cold_wait_s`): what is left of a load under way, else size / learnt load rate
+  (at least `MIN_COLD_LOAD_S`), after the other loads under way on the agent.
+- ``load`` 6 x in-flight / capacity.
+- ``latency`` 4 x how much slower than the best candidate the agent is: half prefill speed (seconds
+  per 1,000 prompt tokens where prompt sizes are known, else raw TTFT), half decode rate; 0 for the
+  best, towards 1 for much slower; agents with no samples yet count as best.
+- ``reliability`` 4 x (1 - success EWMA).
+- ``gpu`` 2 x GPU utilization (the busiest GPU of the agent).
+
+bench/fleet.py's ``--score-weights`` replays a trace under other weights: raising ``latency`` above
+``load`` lowered the mean TTFT at moderate load there, but made some seeds less stable near
+saturation, so the defaults stay.
 """
 
 from __future__ import annotations
@@ -64,6 +84,19 @@ DEFAULT_LOAD_BYTES_PER_S = 1.0e9
 """Assumed weight-loading speed of an agent never seen loading a model (1 GB/s: a SATA SSD)."""
 DEFAULT_SERVICE_S = 5.0
 """Assumed request duration for a model never served, for the expected wait of a queued request."""
+MIN_COLD_LOAD_S = 5.0
+"""A cold load is never expected to take less than this (starting the runtime, warming up), whatever the size."""
+UNKNOWN_SIZE_LOAD_S = 15.0
+"""Expected cold-load time of a model whose size the backend does not report."""
+EVICTION_BASE = 0.5
+EVICTION_PER_REQUEST = 0.5
+"""The eviction penalty, in units of the slowest cold load: the base, plus this per request in flight on
+the agent. The model is cold there, so those requests all use other models: the more of them, the more
+likely an eviction takes a model in use, whose next users pay a reload."""
+WARM_SHARE = 0.5
+"""Share of the ``hot`` weight a model being loaded on an agent earns there."""
+PROMPT_FLOOR_TOKENS = 128
+"""Prompts shorter than this count as this long for prefill speed: fixed overheads dominate them."""
 
 
 @dataclass(slots=True)
@@ -92,7 +125,9 @@ class AgentSlots:
     gpu_util: float = 0.0
     """0..1, the busiest GPU."""
     load_rate: float | None = None
-    """EWMA of bytes of weights loaded per second, learnt from cold requests' TTFT."""
+    """EWMA of bytes of weights loaded per second, learnt from loads the scheduler started (see `Load`)."""
+    loading: dict[str, Load] = field(default_factory=dict)
+    """Models whose load the scheduler started here and the agent has not reported hot yet."""
 
     def has_capacity(self) -> bool:
         return self.available and not self.draining and self.in_flight < self.max_concurrency
@@ -104,14 +139,33 @@ class AgentSlots:
         return groups is None or self.groups is None or not self.groups.isdisjoint(groups)
 
 
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A cold load the scheduler started: requests for the model join it rather than start another."""
+
+    started: float
+    expected_s: float
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.started + self.expected_s - now)
+
+    def stale(self, now: float) -> bool:
+        """Past twice its expected time (and 10 s more) without the agent reporting it hot: forget it."""
+        return now >= self.started + 2 * self.expected_s + 10.0
+
+
 @dataclass(slots=True)
 class ModelStats:
     """What the hub learnt about one agent serving one model."""
 
     ttft: float | None = None
     """EWMA of seconds to the first token, from requests on a hot model."""
+    prefill: float | None = None
+    """EWMA of seconds to the first token per 1,000 prompt tokens, from hot requests whose prompt size is known."""
     decode: float | None = None
     """EWMA of completion tokens per second after the first."""
+    service: float | None = None
+    """EWMA of the duration of requests that found the model hot, in seconds."""
     reliability: float = 1.0
     """EWMA of success (1) and local-origin failure (0)."""
     failures: int = 0
@@ -163,6 +217,8 @@ class Explanation:
     candidates: tuple[Candidate, ...]
     choice: Placement | None
     queue_depth: int
+    wait: str = ""
+    """Why the request would wait although a candidate has a free slot (empty when it would not)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +229,7 @@ class Explanation:
             if self.choice is None
             else {"agent_id": self.choice.agent_id, "model": self.choice.model, "hot": self.choice.hot},
             "queue_depth": self.queue_depth,
+            **({"wait": self.wait} if self.wait else {}),
             "candidates": [
                 {
                     "agent_id": c.agent_id,
@@ -187,49 +244,74 @@ class Explanation:
 
 @dataclass(slots=True)
 class _Field:
-    """What scores are relative to: the best latencies per model and the slowest expected cold load."""
+    """What scores are relative to: the best latencies per model and the slowest expected cold start."""
 
     best_ttft: dict[str, float] = field(default_factory=dict)
+    best_prefill: dict[str, float] = field(default_factory=dict)
     best_decode: dict[str, float] = field(default_factory=dict)
     slowest_load: float = 0.0
 
 
 def expected_load_s(agent: AgentSlots, model: str) -> float:
-    """Seconds to load ``model``'s weights on ``agent`` (0 when hot)."""
+    """Seconds to load ``model``'s weights on ``agent`` from its size and learnt load rate (0 when hot)."""
     if model in agent.hot:
         return 0.0
     return agent.sizes.get(model, 0) / (agent.load_rate or DEFAULT_LOAD_BYTES_PER_S)
 
 
-def _survey(cands: list[tuple[AgentSlots, str, int]], stats: dict[tuple[str, str], ModelStats]) -> _Field:
+def cold_wait_s(agent: AgentSlots, model: str, now: float) -> float:
+    """Seconds before a request placed on ``agent`` now can start on ``model``: 0 when hot; what is left of
+    the load when one is under way; else the expected load time (at least `MIN_COLD_LOAD_S`) after the
+    loads already under way there, which share its disk."""
+    if model in agent.hot:
+        return 0.0
+    load = agent.loading.get(model)
+    if load is not None:
+        return load.remaining(now)
+    own = expected_load_s(agent, model) if agent.sizes.get(model) else UNKNOWN_SIZE_LOAD_S
+    return max(MIN_COLD_LOAD_S, own) + sum(other.remaining(now) for other in agent.loading.values())
+
+
+def must_evict(agent: AgentSlots, model: str) -> bool:
+    """Loading ``model`` needs more GPU memory than is free (when both are known)."""
+    size = agent.sizes.get(model)
+    return bool(size) and agent.free_vram is not None and agent.free_vram < (size or 0)
+
+
+def eviction_cost(agent: AgentSlots, model: str) -> float:
+    """0 when the model fits; else `EVICTION_BASE` + `EVICTION_PER_REQUEST` per request in flight on the agent."""
+    if model in agent.hot or model in agent.loading or not must_evict(agent, model):
+        return 0.0
+    return EVICTION_BASE + EVICTION_PER_REQUEST * agent.in_flight
+
+
+def _survey(cands: list[tuple[AgentSlots, str, int]], stats: dict[tuple[str, str], ModelStats], now: float) -> _Field:
     survey = _Field()
     for agent, model, _ in cands:
         s = stats.get((agent.agent_id, model))
         if s is not None:
             if s.ttft is not None and s.ttft < survey.best_ttft.get(model, math.inf):
                 survey.best_ttft[model] = s.ttft
+            if s.prefill is not None and s.prefill < survey.best_prefill.get(model, math.inf):
+                survey.best_prefill[model] = s.prefill
             if s.decode is not None and s.decode > survey.best_decode.get(model, 0.0):
                 survey.best_decode[model] = s.decode
-        survey.slowest_load = max(survey.slowest_load, expected_load_s(agent, model))
+        if model not in agent.hot:
+            survey.slowest_load = max(survey.slowest_load, cold_wait_s(agent, model, now))
     return survey
 
 
 def _slowness(s: ModelStats, model: str, survey: _Field) -> float:
-    """0 for the best candidate's TTFT and decode rate, towards 1 for much slower."""
+    """0 for the best candidate's prefill speed (or TTFT, where prompt sizes are unknown) and decode rate,
+    towards 1 for much slower."""
     slow = 0.0
-    if s.ttft is not None and s.ttft > 0:
+    if s.prefill is not None and s.prefill > 0:
+        slow += 1.0 - survey.best_prefill[model] / s.prefill
+    elif s.ttft is not None and s.ttft > 0:
         slow += 1.0 - survey.best_ttft[model] / s.ttft
     if s.decode is not None and s.decode > 0:
         slow += 1.0 - s.decode / survey.best_decode[model]
     return slow / 2
-
-
-def _cold_cost(agent: AgentSlots, model: str, survey: _Field) -> float:
-    cost = expected_load_s(agent, model) / survey.slowest_load if survey.slowest_load > 0 else 0.0
-    size = agent.sizes.get(model)
-    if size and agent.free_vram is not None and agent.free_vram < size:
-        cost += 0.5  # something must be evicted first, and its users will pay to reload it
-    return cost
 
 
 def score_terms(
@@ -239,6 +321,7 @@ def score_terms(
     policy: Policy,
     weights: ScoreWeights,
     stats: dict[tuple[str, str], ModelStats],
+    now: float,
 ) -> list[dict[str, float]]:
     """The score terms of each (agent, model, alias rank) candidate; the highest total wins."""
     w = weights
@@ -246,21 +329,28 @@ def score_terms(
         return [{} for _ in cands]
     if policy is Policy.LEAST_LOADED:
         return [{"load": -w.load * a.in_flight / a.max_concurrency} for a, _, _ in cands]
-    survey = _survey(cands, stats)
+    survey = _survey(cands, stats, now)
     return [
-        _potluck_terms(agent, model, rank, want, w, stats.get((agent.agent_id, model)), survey)
+        _potluck_terms(agent, model, rank, want, w, stats.get((agent.agent_id, model)), survey, now)
         for agent, model, rank in cands
     ]
 
 
 def _potluck_terms(
-    agent: AgentSlots, model: str, rank: int, want: Want, w: ScoreWeights, s: ModelStats | None, survey: _Field
+    agent: AgentSlots,
+    model: str,
+    rank: int,
+    want: Want,
+    w: ScoreWeights,
+    s: ModelStats | None,
+    survey: _Field,
+    now: float,
 ) -> dict[str, float]:
     terms: dict[str, float] = {}
     if model in agent.hot:
         terms["hot"] = w.hot
-    elif cost := _cold_cost(agent, model, survey):
-        terms["cold"] = -w.cold * cost
+    else:
+        _cold_terms(terms, agent, model, w, survey, now)
     if rank:
         terms["alias"] = -w.alias * rank
     if want.requester is not None and want.requester == agent.owner and (agent.own_first or want.prefer_own):
@@ -275,3 +365,13 @@ def _potluck_terms(
     if agent.gpu_util:
         terms["gpu"] = -w.gpu * agent.gpu_util
     return terms
+
+
+def _cold_terms(
+    terms: dict[str, float], agent: AgentSlots, model: str, w: ScoreWeights, survey: _Field, now: float
+) -> None:
+    if model in agent.loading:
+        terms["hot"] = w.hot * WARM_SHARE
+    cost = cold_wait_s(agent, model, now) / survey.slowest_load if survey.slowest_load > 0 else 0.0
+    if cost := cost + eviction_cost(agent, model):
+        terms["cold"] = -w.cold * cost
