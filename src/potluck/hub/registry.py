@@ -1,7 +1,8 @@
 """The fleet as the hub sees it: connected agent sessions, their slots, and requests waiting for one.
 
 It owns the pure `Scheduler` and the asyncio side of waiting: each queued ticket has a future that
-a freed slot resolves synchronously (no polling), so queued work starts in the same loop turn.
+a freed slot resolves synchronously, so queued work starts in the same loop turn. `poll`, called
+every second, resolves the futures of requests that stop waiting for a hot slot and take a cold one.
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ class Registry:
         for agent_id, session in self.sessions.items():
             if self.access.controls_of(agent_id).available(now) != self._available.get(agent_id, True):
                 self._sync(session)
+
+    def poll(self) -> None:
+        """Re-offer the wait queue to free slots; the app calls it every second. A request waiting for a
+        hot slot takes a cold one once it has waited about as long as the load would take
+        (`Scheduler.poll`), and is answered in the same turn."""
+        self._grant(self.scheduler.poll())
 
     def resync(self, agent_ids: list[str]) -> None:
         """Sharing changed for these agents: route by their new groups from the next request on."""
