@@ -29,6 +29,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.fleet_model import Fleet, RunResult, Simulation, build_fleet, build_trace  # noqa: E402
+from potluck.hub.scheduler import ScoreWeights  # noqa: E402
 
 DEFAULT_CHARTS = REPO / "bench" / "results" / "fleet"
 POLICIES = ("round_robin", "least_loaded", "potluck")
@@ -92,15 +93,24 @@ def run_experiments(
     queue_timeout: float = 120.0,
     max_queue: int = 1024,
     user_share: float = 0.5,
+    weights: str = "",
 ) -> dict[str, Any]:
     """Every policy on the flooded trace, and potluck on the normal-rate one: the ``--json`` object."""
     fleet = build_fleet(seed, agents, load=load, noisy_factor=noisy_factor)
     window = (warmup, warmup + duration)
+    score_weights = ScoreWeights.parse(weights)
 
     def replay(flooded: bool, policy: str) -> dict[str, Any]:
         trace = build_trace(fleet, duration, flooded=flooded, warmup=warmup)
         sim = Simulation(
-            fleet, trace, window, policy, queue_timeout=queue_timeout, max_queue=max_queue, user_share=user_share
+            fleet,
+            trace,
+            window,
+            policy,
+            queue_timeout=queue_timeout,
+            max_queue=max_queue,
+            user_share=user_share,
+            weights=score_weights,
         )
         return summarize(fleet, sim.run())
 
@@ -282,12 +292,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--noisy-factor", type=float, default=10.0, help="the neighbour's flooding rate [10]")
     parser.add_argument("--queue-timeout", type=float, default=120.0, help="seconds a request may wait [120]")
     parser.add_argument("--max-queue", type=int, default=1024, help="queue bound [1024]")
+    parser.add_argument(
+        "--score-weights", default="", help="NAME=VALUE,... over the default score weights, as the hub's option"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     parser.add_argument(
         "--charts", type=Path, help=f"write PNG charts here [{DEFAULT_CHARTS.relative_to(REPO)}; none with --json]"
     )
     parser.add_argument("--no-charts", action="store_true", help="write no charts")
     args = parser.parse_args(argv)
+    try:
+        ScoreWeights.parse(args.score_weights)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.agents < 2 or args.duration <= 0 or args.warmup < 0 or args.load <= 0 or args.noisy_factor < 1:
         parser.error("need --agents >= 2, --duration > 0, --warmup >= 0, --load > 0, --noisy-factor >= 1")
     return args
@@ -304,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         noisy_factor=args.noisy_factor,
         queue_timeout=args.queue_timeout,
         max_queue=args.max_queue,
+        weights=args.score_weights,
     )
     fleet = build_fleet(args.seed, args.agents, load=args.load, noisy_factor=args.noisy_factor)
     charts = None if args.no_charts else args.charts or (None if args.json else DEFAULT_CHARTS)

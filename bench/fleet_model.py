@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from potluck._shared.clock import ManualClock
-from potluck.hub.scheduler import Grant, Placement, QueueFullError, Scheduler, Ticket, Want
+from potluck.hub.scheduler import Grant, Placement, QueueFullError, Scheduler, ScoreWeights, Ticket, Want
 
 GB = 1_000_000_000
 
@@ -269,8 +269,10 @@ class RunResult:
     requests: Counter[str] = field(default_factory=Counter)
 
 
-_LOADED, _FINISH, _EXPIRE, _ARRIVE = range(4)
+_LOADED, _FINISH, _EXPIRE, _POLL, _ARRIVE = range(5)
 """Event kinds, in the order events at the same instant are handled: freed capacity first."""
+POLL_INTERVAL_S = 1.0
+"""The hub's timer calling `Registry.poll` (so `Scheduler.poll`): once a second, while requests wait."""
 
 
 class Simulation:
@@ -284,12 +286,18 @@ class Simulation:
         queue_timeout: float = 120.0,
         max_queue: int = 1024,
         user_share: float = 0.5,
+        weights: ScoreWeights | None = None,
     ) -> None:
         self.fleet = fleet
         self.trace = trace
         self.clock = ManualClock(0.0)
         self.scheduler = Scheduler(
-            self.clock, max_queue=max_queue, queue_timeout=queue_timeout, policy=policy, user_share=user_share
+            self.clock,
+            max_queue=max_queue,
+            queue_timeout=queue_timeout,
+            policy=policy,
+            user_share=user_share,
+            weights=weights,
         )
         self.agents = {a.agent_id: _Agent(a, dict.fromkeys(a.hot)) for a in fleet.agents}
         self.sizes = {m.name: m.size_gb for m in fleet.models}
@@ -298,6 +306,7 @@ class Simulation:
         self._seq = 0
         self._waiting: dict[int, Request] = {}
         self._grants: list[tuple[Request, Placement]] = []
+        self._poll_at: float | None = None
 
     def run(self) -> RunResult:
         for agent in self.agents.values():
@@ -311,6 +320,9 @@ class Simulation:
             # Like the hub's registry: queued requests granted a slot start in the same turn.
             while self._grants:
                 self._start(*self._grants.pop(0))
+            if self.scheduler.queue_depth and self._poll_at is None:
+                self._poll_at = (math.floor(self.clock.now() / POLL_INTERVAL_S) + 1) * POLL_INTERVAL_S
+                self._push(self._poll_at, _POLL, self._poll)
         return self.result
 
     def _push(self, at: float, kind: int, handler: Callable[..., None], *args: Any) -> None:
@@ -348,6 +360,10 @@ class Simulation:
             req = self._waiting.pop(gone.id)
             if req.at >= self.result.window[0]:
                 self.result.timeouts[req.user] += 1
+
+    def _poll(self) -> None:
+        self._poll_at = None
+        self._grant(self.scheduler.poll())
 
     def _grant(self, grants: list[Grant]) -> None:
         for grant in grants:
@@ -430,6 +446,7 @@ class Simulation:
             ttft=first - started,
             decode_rate=(req.completion - 1) / (now - first) if req.completion > 1 and now > first else None,
             duration=now - started,
+            prompt_tokens=req.prompt,
         )
         self._grant(self.scheduler.release(placement.agent_id))
         self._hardware(agent)

@@ -15,7 +15,7 @@ from bench.fleet import (
     TARGET_VS_ROUND_ROBIN,
     run_experiments,
 )
-from bench.fleet_model import Simulation, build_fleet, build_trace
+from bench.fleet_model import AgentSpec, Fleet, ModelSpec, Request, Simulation, build_fleet, build_trace
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--agents", "20", "--duration", "240", "--warmup", "60"]
@@ -96,3 +96,31 @@ def test_charts_are_written_as_png_files(tmp_path: Path) -> None:
         data = (tmp_path / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(data) > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("seed", "load"), [(6, 0.5), (4, 0.55)])
+def test_potluck_does_not_fall_into_a_cold_load_storm_at_higher_load(seed: int, load: float) -> None:
+    fleet = build_fleet(seed, 24, load=load)
+    trace = build_trace(fleet, 600, flooded=True, warmup=180)
+    runs = {p: Simulation(fleet, trace, (180.0, 780.0), p).run() for p in ("round_robin", "least_loaded", "potluck")}
+    mean = {p: sum(t for _, t in r.ttft) / len(r.ttft) for p, r in runs.items()}
+    assert mean["round_robin"] >= TARGET_VS_ROUND_ROBIN * mean["potluck"]
+    assert mean["least_loaded"] >= TARGET_VS_LEAST_LOADED * mean["potluck"]
+    assert runs["potluck"].cold_loads * 10 < runs["least_loaded"].cold_loads
+    assert sum(runs["potluck"].timeouts.values()) == 0
+
+
+def test_a_request_waiting_for_a_hot_slot_is_started_cold_by_the_hubs_poll() -> None:
+    # "hot" is busy for minutes with a long answer; a 20 GB load on "cold" takes 60 s (its disk is slow).
+    hot = AgentSpec("hot", 24.0, 100.0, 1.0, 1.0, 1, ("big",), ("big",))
+    cold = AgentSpec("cold", 24.0, 100.0, 1.0, 0.25, 1, ("big",), ())
+    fleet = Fleet((hot, cold), (ModelSpec("big", 20.0, 1.0),), ("u",), "u", 1.0, 0.1, (1,))
+    trace = [Request(0.0, "u", "big", 100, 2000), Request(0.1, "u", "big", 100, 10)]
+    result = Simulation(fleet, trace, (0.0, 1000.0), "potluck").run()
+    # The second waits for a hot slot (expected in ~5 s) until it has waited as long as a load is
+    # expected to take (20 s at 1 GB/s), then the next poll starts it on "cold": not after the long answer.
+    (_, first), (_, second) = result.ttft
+    assert first < 1.0
+    assert 80.0 < second < 82.0
+    assert result.cold_loads == 1
