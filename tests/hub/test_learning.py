@@ -39,3 +39,10 @@ def test_a_finished_load_teaches_the_agents_weight_loading_speed() -> None:
     assert agent.load_rate == 2 * GB
     learning.loaded(agent, "n", Load(started=100.0, expected_s=8.0), now=104.0)  # size unknown: nothing learnt
     assert agent.load_rate == 2 * GB
+
+
+def test_a_prompt_of_zero_tokens_says_nothing_about_prefill_speed() -> None:
+    learning = Learning(EjectionSettings())
+    report(learning, hot=True, ttft=0.5, prompt_tokens=0)
+    stats = learning.stats[("a", "m")]
+    assert (stats.ttft, stats.prefill) == (0.5, None)

@@ -81,7 +81,7 @@ class Learning:
             stats.service = ewma(stats.service, duration)
         if ttft is not None:
             stats.ttft = ewma(stats.ttft, ttft)
-            if prompt_tokens is not None and prompt_tokens >= 0:
+            if prompt_tokens:  # 0: the usage did not say
                 stats.prefill = ewma(stats.prefill, 1000.0 * ttft / max(PROMPT_FLOOR_TOKENS, prompt_tokens))
 
     def loaded(self, agent: AgentSlots, model: str, load: Load, now: float) -> None:

@@ -452,8 +452,8 @@ class Scheduler:
         neither (None: a client error or a cancelled request, which say nothing about the agent).
 
         ``hot``: the request found the model hot (`Placement.hot`); only such requests teach TTFT,
-        prefill speed and request duration. ``prompt_tokens``: the prompt's size from the usage, when
-        known: the agent's prefill speed (seconds per 1,000 prompt tokens) is then compared, not raw TTFT.
+        prefill speed and request duration. ``prompt_tokens``: the prompt's size from the usage (None or 0
+        when unknown): the agent's prefill speed (seconds per 1,000 prompt tokens) is then compared, not raw TTFT.
         """
         if ok is None:
             return
