@@ -74,6 +74,20 @@ async def _run_periodic(interval: float, tick: Callable[[], None]) -> None:
         tick()
 
 
+POLL_MAX_S = 1.0
+POLL_MIN_S = 0.01
+
+
+async def _run_poll(registry: Registry, clock: SystemClock) -> None:
+    """Offer the queue to free slots when a request that waited for a hot slot may take a cold one: at the
+    scheduler's next wake-up, and at least every second."""
+    while True:
+        wake = registry.scheduler.next_wakeup()
+        delay = POLL_MAX_S if wake is None else min(POLL_MAX_S, max(POLL_MIN_S, wake - clock.now()))
+        await asyncio.sleep(delay)
+        registry.poll()
+
+
 def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
 
@@ -152,6 +166,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             asyncio.create_task(_run_periodic(settings.heartbeat_interval, registry.heartbeat), name="heartbeat"),
             # Owner controls' availability windows: changes apply within a second.
             asyncio.create_task(_run_periodic(1.0, registry.apply_schedules), name="schedules"),
+            asyncio.create_task(_run_poll(registry, clock), name="scheduler-poll"),
             asyncio.create_task(journal.run(), name="usage-journal"),
             asyncio.create_task(ledger.run(), name="ledger"),
             asyncio.create_task(_run_periodic(settings.reprice_interval, accounting.reprice), name="reprice"),

@@ -220,6 +220,7 @@ class Exchange:
             ttft=None if first is None else first - self.started_at,
             decode_rate=decode,
             duration=now - self.started_at,
+            prompt_tokens=usage.prompt_tokens if usage is not None else None,
         )
 
 

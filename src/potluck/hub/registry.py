@@ -110,7 +110,8 @@ class Registry:
                 self._sync(session)
 
     def poll(self) -> None:
-        """Re-offer the wait queue to free slots; the app calls it every second. A request waiting for a
+        """Re-offer the wait queue to free slots; the app calls it at `Scheduler.next_wakeup` (at least every
+        second). A request waiting for a
         hot slot takes a cold one once it has waited about as long as the load would take
         (`Scheduler.poll`), and is answered in the same turn."""
         self._grant(self.scheduler.poll())
