@@ -132,7 +132,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             scheduler,
             fee_percent=settings.platform_fee_percent,
         )
-        accounting.billing = {g.id: GroupBilling.of(g) for g in await store.groups.all()}
+        for group in await store.groups.all():
+            accounting.set_billing(group.id, GroupBilling.of(group))
         accounting.prices = await store.billing.prices()
         dispatcher = Dispatcher(
             registry,

@@ -27,7 +27,7 @@ def make(fee: float = 10.0) -> Accounting:
     scheduler = Scheduler(ManualClock())
     scheduler.upsert_agent("gpu", ["m"], 4, hot=["m"], groups=frozenset({"paid"}))
     accounting = Accounting(Ledger(_discard), HubSigner.generate(), access, scheduler, fee_percent=fee)
-    accounting.billing = {"paid": GroupBilling(mode="credits", default=Price(10, 20), cap=100)}
+    accounting.set_billing("paid", GroupBilling(mode="credits", default=Price(10, 20), cap=100))
     accounting.prices = {"gpu": {"m": Price(100, 1000)}}
     return accounting
 
@@ -123,7 +123,7 @@ def test_a_request_that_never_reached_an_agent_releases_its_hold() -> None:
 
 def test_the_owners_price_is_clamped_to_the_groups_bounds() -> None:
     accounting = make()
-    accounting.billing["paid"] = GroupBilling(mode="credits", min_price=1, max_price=500)
+    accounting.set_billing("paid", GroupBilling(mode="credits", min_price=1, max_price=500))
     quote = accounting.quote("paid", "gpu", "m")
     assert quote.price == Price(100, 500)
     assert accounting.quote("paid", "other", "m").price == Price(1, 1)  # no price set: the default, clamped
@@ -131,7 +131,7 @@ def test_the_owners_price_is_clamped_to_the_groups_bounds() -> None:
 
 def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> None:
     accounting = make()
-    accounting.billing["paid"] = GroupBilling(mode="credits", dynamic=True, default=Price(10, 20))
+    accounting.set_billing("paid", GroupBilling(mode="credits", dynamic=True, default=Price(10, 20)))
     accounting.reprice()
     idle = accounting.quote("paid", "gpu", "m")
     assert idle.multiplier < 1.0
@@ -145,7 +145,7 @@ def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> N
     assert busy.multiplier > 1.0
     assert busy.reason != idle.reason
     # Fixed-price groups ignore it.
-    accounting.billing["paid"] = GroupBilling(mode="credits")
+    accounting.set_billing("paid", GroupBilling(mode="credits"))
     assert accounting.quote("paid", "gpu", "m").multiplier == 1.0
 
 

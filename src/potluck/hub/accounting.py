@@ -152,6 +152,15 @@ class Accounting:
     """(group, model) -> the dynamic multiplier and why."""
     reputation: dict[str, _Reputation] = field(default_factory=dict)
     """Agents whose reported token counts could not be true."""
+    _credit_groups: frozenset[str] = frozenset()
+
+    def set_billing(self, group_id: str, billing: GroupBilling | None) -> None:
+        """A group's billing settings changed (None: the group is gone)."""
+        if billing is None:
+            self.billing.pop(group_id, None)
+        else:
+            self.billing[group_id] = billing
+        self._credit_groups = frozenset(g for g, b in self.billing.items() if b.mode == CREDITS)
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -160,7 +169,9 @@ class Accounting:
         return billing.mode if billing is not None else "mutual"
 
     def credit_groups(self, groups: Iterable[str]) -> frozenset[str]:
-        return frozenset(g for g in groups if self.mode(g) == CREDITS)
+        if not self._credit_groups:
+            return frozenset()  # no group bills in credits: the common case costs one check
+        return frozenset(g for g in groups if g in self._credit_groups)
 
     def quote(self, group_id: str, agent_id: str | None, model: str) -> Quote:
         """The price of ``model`` on ``agent_id`` through ``group_id`` now."""

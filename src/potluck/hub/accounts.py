@@ -199,6 +199,7 @@ class Accounts:
         await self._store.groups.delete(group_id)
         # Its keys stop reaching anything through it, and its agents stop being routed for it.
         self._registry.resync(self._access.forget_group(group_id))
+        self._accounting.set_billing(group_id, None)
 
     # -- invites --------------------------------------------------------------------------------------
 
@@ -336,7 +337,7 @@ class Accounts:
         if sharing is not None:
             await self._store.groups.set_members_can_share(group_id, sharing)
             group = dataclasses.replace(group, members_can_share=sharing)
-        self._accounting.billing[group_id] = GroupBilling.of(group)
+        self._accounting.set_billing(group_id, GroupBilling.of(group))
         return group
 
     async def set_prices(self, user: User, agent_id: str, prices: dict[str, Price]) -> dict[str, Price]:

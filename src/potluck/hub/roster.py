@@ -70,10 +70,17 @@ class Roster:
         return {model: len(index.agents) for model, index in self._by_model.items()}
 
     def serves(self, models: tuple[str, ...], groups: frozenset[str] | None, requester: str | None) -> bool:
-        return any(
-            self.listing(m) and (groups is None or any(a.reachable(groups, requester) for a in self.listing(m)))
-            for m in models
-        )
+        # Plain loops: this runs on every request, and nested generators cost more than the check.
+        for model in models:
+            index = self._by_model.get(model)
+            if index is None:
+                continue
+            if groups is None:
+                return True
+            for agent in index.agents:
+                if agent.reachable(groups, requester):
+                    return True
+        return False
 
     def routable(
         self,
