@@ -26,7 +26,9 @@ def make(fee: float = 10.0) -> Accounting:
     access.user_groups = {"alice": {"paid", "mutual"}}
     scheduler = Scheduler(ManualClock())
     scheduler.upsert_agent("gpu", ["m"], 4, hot=["m"], groups=frozenset({"paid"}))
-    accounting = Accounting(Ledger(_discard), HubSigner.generate(), access, scheduler, fee_percent=fee)
+    accounting = Accounting(
+        Ledger(_discard), HubSigner.generate(), access, scheduler, fee_percent=fee, clock=ManualClock(10.0)
+    )
     accounting.set_billing("paid", GroupBilling(mode="credits", default=Price(10, 20), cap=100))
     accounting.prices = {"gpu": {"m": Price(100, 1000)}}
     return accounting
@@ -167,3 +169,23 @@ async def test_settled_requests_carry_a_signed_receipt_in_the_same_ledger_batch(
     assert (receipt.request_id, receipt.consumer_id, receipt.owner_id) == ("r1", "alice", "bob")
     signed = b'{"receipt":' + receipt.payload.encode() + b',"signature":"' + receipt.signature.encode() + b'"}'
     assert verify_receipt(signed, accounting.signer.public_key).charged == 6000
+
+
+def test_the_hold_follows_price_changes_at_once_and_new_agents_within_a_second() -> None:
+    accounting = make()
+    accounting.ledger.grant("alice", 10**12, "test")
+    first = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")[1]
+    accounting.set_prices("gpu", {"m": Price(100, 2000)})
+    second = accounting.admit("r2", "alice", frozenset({"paid"}), ("m",), b"{}")[1]
+    assert first is not None
+    assert second is not None
+    assert second.amount - first.amount == 100 * 1000  # the cap's 100 completion tokens at +1,000 µcr each
+    # A dearer agent joining the group counts once the cached bound expires.
+    accounting.access.agent_groups["dear"] = {"paid"}
+    accounting.scheduler.upsert_agent("dear", ["m"], 4, groups=frozenset({"paid"}))
+    accounting.prices["dear"] = {"m": Price(100, 9000)}
+    assert accounting.admit("r3", "alice", frozenset({"paid"}), ("m",), b"{}")[1].amount == second.amount  # type: ignore[union-attr]
+    accounting.clock.advance(1.01)  # type: ignore[attr-defined]
+    third = accounting.admit("r4", "alice", frozenset({"paid"}), ("m",), b"{}")[1]
+    assert third is not None
+    assert third.amount - second.amount == 100 * 7000

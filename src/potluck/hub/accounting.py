@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from potluck._shared.clock import Clock, SystemClock
 from potluck.hub.access import AccessMap
 from potluck.hub.errors import HubError
 from potluck.hub.ledger import Ledger
@@ -55,6 +56,7 @@ from potluck.store.ledger import PLATFORM, StoredReceipt, user_account
 log = logging.getLogger(__name__)
 
 CREDITS = "credits"
+WORST_CASE_TTL_S = 1.0
 FREE = Price(0.0, 0.0)
 
 
@@ -152,7 +154,9 @@ class Accounting:
     """(group, model) -> the dynamic multiplier and why."""
     reputation: dict[str, _Reputation] = field(default_factory=dict)
     """Agents whose reported token counts could not be true."""
+    clock: Clock = field(default_factory=SystemClock)
     _credit_groups: frozenset[str] = frozenset()
+    _dearest_cache: dict[tuple[str, str], tuple[float, Price, float]] = field(default_factory=dict)
 
     def set_billing(self, group_id: str, billing: GroupBilling | None) -> None:
         """A group's billing settings changed (None: the group is gone)."""
@@ -161,6 +165,7 @@ class Accounting:
         else:
             self.billing[group_id] = billing
         self._credit_groups = frozenset(g for g, b in self.billing.items() if b.mode == CREDITS)
+        self._dearest_cache.clear()
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -213,15 +218,45 @@ class Accounting:
         worst = 0
         for group_id in groups:
             cap = self.billing.get(group_id, GroupBilling()).cap
-            agents: list[str | None] = [a for a, gs in self.access.agent_groups.items() if group_id in gs] or [None]
             for model in models:
-                for agent_id in agents:
-                    slots = self.scheduler.agent(agent_id) if agent_id is not None else None
-                    if slots is not None and model not in slots.models:
-                        continue
-                    q = self.quote(group_id, agent_id, model)
-                    worst = max(worst, hold_amount(body_bytes, max_tokens, cap, q.price, q.multiplier))
+                price, multiplier = self._dearest(group_id, model)
+                worst = max(worst, hold_amount(body_bytes, max_tokens, cap, price, multiplier))
         return worst
+
+    def _dearest(self, group_id: str, model: str) -> tuple[Price, float]:
+        """The highest input and output prices (and multiplier) of ``model`` in the group: a bound on any charge.
+
+        Cached for `WORST_CASE_TTL_S`, and dropped at once when prices, billing or multipliers change,
+        so the scan over the group's agents is not paid per request. An agent that joins within the
+        TTL at a higher price is still charged no more than the hold (the ledger caps it).
+        """
+        now = self.clock.now()
+        cached = self._dearest_cache.get((group_id, model))
+        if cached is not None and now - cached[0] < WORST_CASE_TTL_S:
+            return cached[1], cached[2]
+        top_in = top_out = 0.0
+        multiplier = 1.0
+        found = False
+        for agent_id, groups in self.access.agent_groups.items():
+            slots = self.scheduler.agent(agent_id)
+            if group_id not in groups or slots is None or model not in slots.models:
+                continue
+            found = True
+            q = self.quote(group_id, agent_id, model)
+            top_in = max(top_in, q.price.input_per_mtok)
+            top_out = max(top_out, q.price.output_per_mtok)
+            multiplier = max(multiplier, q.multiplier)
+        if not found:
+            q = self.quote(group_id, None, model)
+            top_in, top_out, multiplier = q.price.input_per_mtok, q.price.output_per_mtok, q.multiplier
+        price = Price(top_in, top_out)
+        self._dearest_cache[(group_id, model)] = (now, price, multiplier)
+        return price, multiplier
+
+    def set_prices(self, agent_id: str, prices: dict[str, Price]) -> None:
+        """An owner changed an agent's prices."""
+        self.prices[agent_id] = dict(prices)
+        self._dearest_cache.clear()
 
     # -- settlement ---------------------------------------------------------------------------
 
@@ -339,3 +374,4 @@ class Accounting:
             for model, (in_flight, capacity) in busy.items():
                 fresh[(group_id, model)] = dynamic_multiplier(self.scheduler.queued(model), in_flight, capacity)
         self.multipliers = fresh
+        self._dearest_cache.clear()

@@ -357,7 +357,7 @@ class Accounts:
             )
         except ValueError as exc:
             raise InvalidRequestError(str(exc), param="prices") from None
-        self._accounting.prices[agent_id] = dict(prices)
+        self._accounting.set_prices(agent_id, prices)
         return prices
 
     def prices_of(self, user: User, agent_id: str) -> dict[str, Price]:
