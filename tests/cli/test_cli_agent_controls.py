@@ -15,7 +15,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from potluck.cli.main import cli, local_timezone, parse_window
+from potluck.cli.main import cli
+from potluck.cli.schedule import local_timezone, parse_window
 from tests.cli.test_cli_groups import Cli, Result, unique
 from tests.cli.test_cli_keys import enrolled_agent, logged_in
 from tests.support.processes import HubProcess
