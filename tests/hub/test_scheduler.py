@@ -573,3 +573,14 @@ def test_a_request_that_may_go_cold_is_left_to_the_agent_the_scores_prefer() -> 
     assert s.release("crowded") == []  # it may go cold now, but not where it would evict a busy model
     (grant,) = s.poll()
     assert (grant.ticket, grant.agent_id) == (ticket, "roomy")
+
+
+def test_agents_with_the_same_models_and_groups_share_one_set_each() -> None:
+    s, _ = make()
+    s.upsert_agent("a", ["m1", "m2"], 4, hot=["m1"], groups=frozenset({"g"}))
+    s.upsert_agent("b", ("m2", "m1"), 4, hot={"m1"}, groups=frozenset({"g"}))
+    a, b = slots(s, "a"), slots(s, "b")
+    assert a.models == b.models == {"m1", "m2"}
+    assert a.models is b.models
+    assert a.hot is b.hot
+    assert a.groups is b.groups

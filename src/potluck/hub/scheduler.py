@@ -58,6 +58,9 @@ from potluck.hub.scoring import (
     score_terms,
 )
 
+INTERN_LIMIT = 4096
+"""Distinct model and group sets kept for sharing before the table starts over."""
+
 __all__ = [
     "AgentSlots",
     "EjectionSettings",
@@ -95,6 +98,7 @@ class Scheduler:
         self.user_share = user_share
         self._learning = Learning(self.ejection)
         self._roster = Roster(self._learning.ejected_now)
+        self._interned: dict[frozenset[str], frozenset[str]] = {}
         self._queue = FairQueue(max_queue, user_share)
         self._patience = Patience(self._roster, self._queue, self._learning)
         self._ids = itertools.count(1)
@@ -125,15 +129,15 @@ class Scheduler:
         first). A model whose load the scheduler started and that ``hot`` now lists is loaded: its load
         time teaches the agent's weight-loading speed.
         """
-        agent = self._roster.upsert(agent_id, frozenset(models), max_concurrency)
+        agent = self._roster.upsert(agent_id, self._intern(models), max_concurrency)
         if draining is not None:
             agent.draining = draining
         if sizes is not None:
             agent.sizes = sizes
         if hot is not None:
-            agent.hot = frozenset(hot)
+            agent.hot = self._intern(hot)
         if groups is not None:
-            agent.groups = groups
+            agent.groups = self._intern(groups)
         if owner_rules is not None:
             agent.available, agent.owner, agent.own_only, agent.own_first = owner_rules
         self._settle(agent, self._clock.now())
@@ -147,6 +151,14 @@ class Scheduler:
                 del agent.loading[model]
             elif model not in agent.models or load.stale(now):
                 del agent.loading[model]
+
+    def _intern(self, names: Iterable[str]) -> frozenset[str]:
+        """One shared frozenset per distinct set: a fleet of 10,000 agents serving the same models (and
+        sharing the same groups) holds a few sets, not 30,000 (about 650 bytes an agent)."""
+        key = frozenset(names)
+        if len(self._interned) > INTERN_LIMIT:
+            self._interned.clear()  # sets already handed out stay valid; only sharing restarts
+        return self._interned.setdefault(key, key)
 
     def set_hardware(self, agent_id: str, *, free_vram: int | None, gpu_util: float) -> None:
         """Latest GPU figures from the agent's LOAD frame."""
