@@ -193,7 +193,11 @@ class Exchange:
             self._dispatcher.finish(self.session, self.stream, cancel_reason=_CANCEL_REASONS.get(outcome, outcome))
         else:
             self._dispatcher.finish(self.session, self.stream, cancel_reason=None)
-            record(end)
+            if self.request.hold is not None:
+                # Settling signs a receipt (~50 µs): do it after the response is written, not before.
+                asyncio.get_running_loop().call_soon(record, end)
+            else:
+                record(end)
         self._dispatcher.exchange_closed()
 
     def _learn(self, outcome: str, end: EndMessage | None) -> None:
