@@ -6,7 +6,8 @@ import pytest
 
 from potluck._shared.clock import ManualClock
 from potluck.hub.access import AccessMap
-from potluck.hub.accounting import Accounting, GroupBilling, InsufficientQuotaError, Served
+from potluck.hub.accounting import Accounting, GroupBilling, Served
+from potluck.hub.errors import InsufficientQuotaError
 from potluck.hub.ledger import Ledger
 from potluck.hub.receipts import HubSigner, verify_receipt
 from potluck.hub.scheduler import Scheduler, Want

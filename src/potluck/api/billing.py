@@ -91,10 +91,7 @@ async def group_prices(request: web.Request) -> web.Response:
     await hub.accounts.require_group_role(user, group_id)
     accounting = hub.accounting
     rows = []
-    for agent_id, groups in sorted(hub.access.agent_groups.items()):
-        slots = hub.registry.scheduler.agent(agent_id)
-        if group_id not in groups or slots is None:
-            continue
+    for agent_id, slots in accounting.agents_in(group_id):
         for model in sorted(slots.models):
             quote = accounting.quote(group_id, agent_id, model)
             rows.append(

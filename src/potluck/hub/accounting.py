@@ -34,9 +34,10 @@ from datetime import UTC, datetime
 
 from potluck._shared.clock import Clock, SystemClock
 from potluck.hub.access import AccessMap
-from potluck.hub.errors import HubError
+from potluck.hub.errors import InsufficientQuotaError
 from potluck.hub.ledger import Ledger
 from potluck.hub.pricing import (
+    MICRO,
     clamp_price,
     cost,
     dynamic_multiplier,
@@ -47,7 +48,7 @@ from potluck.hub.pricing import (
     split,
 )
 from potluck.hub.receipts import HubSigner, Receipt, canonical_bytes
-from potluck.hub.scheduler import Scheduler
+from potluck.hub.scheduler import AgentSlots, Scheduler
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
 from potluck.store.groups import Group
@@ -58,11 +59,6 @@ log = logging.getLogger(__name__)
 CREDITS = "credits"
 WORST_CASE_TTL_S = 1.0
 FREE = Price(0.0, 0.0)
-
-
-class InsufficientQuotaError(HubError):
-    code = "insufficient_quota"
-    status = 402
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +204,7 @@ class Accounting:
             return free, None
         balance = self.ledger.balance(user_id)
         raise InsufficientQuotaError(
-            f"This request may cost up to {amount / 1e6:.6f} credits and your balance is {balance / 1e6:.6f}; "
+            f"This request may cost up to {amount / MICRO:.6f} credits and your balance is {balance / MICRO:.6f}; "
             "lower max_tokens or add credits"
         )
 
@@ -237,9 +233,8 @@ class Accounting:
         top_in = top_out = 0.0
         multiplier = 1.0
         found = False
-        for agent_id, groups in self.access.agent_groups.items():
-            slots = self.scheduler.agent(agent_id)
-            if group_id not in groups or slots is None or model not in slots.models:
+        for agent_id, slots in self.agents_in(group_id):
+            if model not in slots.models:
                 continue
             found = True
             q = self.quote(group_id, agent_id, model)
@@ -252,6 +247,15 @@ class Accounting:
         price = Price(top_in, top_out)
         self._dearest_cache[(group_id, model)] = (now, price, multiplier)
         return price, multiplier
+
+    def agents_in(self, group_id: str) -> list[tuple[str, AgentSlots]]:
+        """The connected agents shared into the group, by id, with what the scheduler knows of them."""
+        found = []
+        for agent_id, groups in self.access.agent_groups.items():
+            slots = self.scheduler.agent(agent_id) if group_id in groups else None
+            if slots is not None:
+                found.append((agent_id, slots))
+        return sorted(found, key=lambda pair: pair[0])
 
     def set_prices(self, agent_id: str, prices: dict[str, Price]) -> None:
         """An owner changed an agent's prices."""
@@ -363,9 +367,8 @@ class Accounting:
             if billing.mode != CREDITS or not billing.dynamic:
                 continue
             busy: dict[str, list[int]] = {}
-            for agent_id, groups in self.access.agent_groups.items():
-                slots = self.scheduler.agent(agent_id)
-                if group_id not in groups or slots is None or not slots.available or slots.draining:
+            for _agent_id, slots in self.agents_in(group_id):
+                if not slots.available or slots.draining:
                     continue
                 for model in slots.models:
                     pair = busy.setdefault(model, [0, 0])

@@ -69,6 +69,13 @@ class OverloadedError(HubError):
         self.headers = headers or {}
 
 
+class InsufficientQuotaError(HubError):
+    """The request could cost more than the user's credit, and no free (mutual) route serves it."""
+
+    code = "insufficient_quota"
+    status = 402
+
+
 class ShuttingDownError(HubError):
     code = "shutting_down"
     status = 503
