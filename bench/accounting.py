@@ -25,7 +25,7 @@ from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling, Served
 from potluck.hub.ledger import Ledger
 from potluck.hub.receipts import HubSigner
-from potluck.hub.scheduler import Scheduler
+from potluck.hub.scheduler import Scheduler, Want
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
 from potluck.store.database import Store
@@ -50,7 +50,7 @@ def _accounting(ledger: Ledger, agents: int) -> Accounting:
     return accounting
 
 
-def _served(groups: frozenset[str]) -> Served:
+def _served(groups: frozenset[str] | None) -> Served:
     return Served("key", groups, "gpu0", "m", Usage(20, 40, 60), len(BODY), 1200, None, "ok")
 
 
@@ -61,21 +61,22 @@ async def run(requests: int, agents: int) -> dict[str, Any]:
             ledger = Ledger(store.ledger.append)
             accounting = _accounting(ledger, agents)
             ledger.grant("alice", 10**15, "bench")
-            paid, free = frozenset({"paid"}), frozenset({"free"})
+            paid = Want(("m",), groups=frozenset({"paid"}), requester="alice")
+            free = Want(("m",), groups=frozenset({"free"}), requester="alice")
 
             start = time.perf_counter()
-            holds = [accounting.admit(f"r{i}", "alice", paid, ("m",), BODY)[1] for i in range(requests)]
+            holds = [accounting.admit(f"r{i}", paid, BODY)[1] for i in range(requests)]
             admit_s = time.perf_counter() - start
 
             start = time.perf_counter()
             for hold in holds:
-                accounting.settle(hold, _served(paid))
+                accounting.settle(hold, _served(paid.groups))
             settle_s = time.perf_counter() - start
 
             start = time.perf_counter()
             for i in range(requests):
-                _groups, hold = accounting.admit(f"f{i}", "alice", free, ("m",), BODY)
-                accounting.settle(hold, _served(free))
+                _want, hold = accounting.admit(f"f{i}", free, BODY)
+                accounting.settle(hold, _served(free.groups))
             mutual_s = time.perf_counter() - start
 
             start = time.perf_counter()

@@ -35,6 +35,10 @@ def make(fee: float = 10.0) -> Accounting:
     return accounting
 
 
+def alice(groups: frozenset[str]) -> Want:
+    return Want(("m",), groups=groups, requester="alice")
+
+
 def served(**changes: object) -> Served:
     fields: dict[str, object] = {
         "key_id": "k",
@@ -54,9 +58,9 @@ def served(**changes: object) -> Served:
 def test_a_paid_request_is_held_then_charged_its_tokens_with_the_fee_split() -> None:
     accounting = make()
     accounting.ledger.grant("alice", 1_000_000, "test")
-    groups, hold = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b'{"max_tokens": 5}')
+    want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b'{"max_tokens": 5}')
     assert hold is not None
-    assert groups == frozenset({"paid"})
+    assert want.groups == frozenset({"paid"})
     assert accounting.ledger.held("alice") == hold.amount == (17 + 1024) * 100 + 5 * 1000
     bill = accounting.settle(hold, served())
     assert (bill.charged, bill.earned, bill.group_id, bill.owner_id) == (6000, 5400, "paid", "bob")
@@ -69,7 +73,7 @@ def test_a_paid_request_is_held_then_charged_its_tokens_with_the_fee_split() -> 
 def test_without_credit_a_paid_only_route_is_402_and_nothing_is_held() -> None:
     accounting = make()
     with pytest.raises(InsufficientQuotaError) as refused:
-        accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")
+        accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     assert refused.value.status == 402
     assert accounting.ledger.held("alice") == 0
 
@@ -77,15 +81,15 @@ def test_without_credit_a_paid_only_route_is_402_and_nothing_is_held() -> None:
 def test_without_credit_a_free_route_is_taken_instead() -> None:
     accounting = make()
     accounting.scheduler.upsert_agent("free-gpu", ["m"], 4, groups=frozenset({"mutual"}))
-    groups, hold = accounting.admit("r1", "alice", frozenset({"paid", "mutual"}), ("m",), b"{}")
-    assert (groups, hold) == (frozenset({"mutual"}), None)
+    want, hold = accounting.admit("r1", alice(frozenset({"paid", "mutual"})), b"{}")
+    assert (want.groups, hold) == (frozenset({"mutual"}), None)
 
 
 def test_an_agent_reached_through_a_mutual_group_serves_free_even_for_a_held_request() -> None:
     accounting = make()
     accounting.access.agent_groups["gpu"] = {"paid", "mutual"}
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _groups, hold = accounting.admit("r1", "alice", frozenset({"paid", "mutual"}), ("m",), b"{}")
+    _want, hold = accounting.admit("r1", alice(frozenset({"paid", "mutual"})), b"{}")
     bill = accounting.settle(hold, served(key_groups=frozenset({"paid", "mutual"})))
     assert (bill.charged, bill.group_id) == (0, "mutual")
     assert accounting.ledger.balance("alice") == 1_000_000
@@ -102,7 +106,7 @@ def test_missing_usage_is_estimated_from_bytes_and_stream_events() -> None:
 def test_implausible_counts_are_flagged_and_the_estimate_is_charged() -> None:
     accounting = make()
     accounting.ledger.grant("alice", 10_000_000, "test")
-    _groups, hold = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")
+    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     bill = accounting.settle(hold, served(usage=Usage(10, 50_000, 50_010), response_bytes=400))
     assert (bill.flagged, bill.estimated, bill.completion_tokens) == (True, True, 100)
     assert accounting.reputation["gpu"].implausible == 1
@@ -118,7 +122,7 @@ def test_an_abandoned_stream_pays_only_for_the_events_that_reached_the_client() 
 def test_a_request_that_never_reached_an_agent_releases_its_hold() -> None:
     accounting = make()
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _groups, hold = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")
+    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     bill = accounting.settle(hold, served(agent_id=None, usage=None, outcome="overloaded"))
     assert bill.charged == 0
     assert (accounting.ledger.balance("alice"), accounting.ledger.held("alice")) == (1_000_000, 0)
@@ -161,7 +165,7 @@ async def test_settled_requests_carry_a_signed_receipt_in_the_same_ledger_batch(
     accounting = make()
     accounting.ledger = Ledger(keep)  # type: ignore[arg-type]
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _groups, hold = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")
+    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     accounting.settle(hold, served())
     await accounting.ledger.flush()
     ((txns, receipts),) = batches
@@ -175,9 +179,9 @@ async def test_settled_requests_carry_a_signed_receipt_in_the_same_ledger_batch(
 def test_the_hold_follows_price_changes_at_once_and_new_agents_within_a_second() -> None:
     accounting = make()
     accounting.ledger.grant("alice", 10**12, "test")
-    first = accounting.admit("r1", "alice", frozenset({"paid"}), ("m",), b"{}")[1]
+    first = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")[1]
     accounting.set_prices("gpu", {"m": Price(100, 2000)})
-    second = accounting.admit("r2", "alice", frozenset({"paid"}), ("m",), b"{}")[1]
+    second = accounting.admit("r2", alice(frozenset({"paid"})), b"{}")[1]
     assert first is not None
     assert second is not None
     assert second.amount - first.amount == 100 * 1000  # the cap's 100 completion tokens at +1,000 µcr each
@@ -185,8 +189,8 @@ def test_the_hold_follows_price_changes_at_once_and_new_agents_within_a_second()
     accounting.access.agent_groups["dear"] = {"paid"}
     accounting.scheduler.upsert_agent("dear", ["m"], 4, groups=frozenset({"paid"}))
     accounting.prices["dear"] = {"m": Price(100, 9000)}
-    assert accounting.admit("r3", "alice", frozenset({"paid"}), ("m",), b"{}")[1].amount == second.amount  # type: ignore[union-attr]
+    assert accounting.admit("r3", alice(frozenset({"paid"})), b"{}")[1].amount == second.amount  # type: ignore[union-attr]
     accounting.clock.advance(1.01)  # type: ignore[attr-defined]
-    third = accounting.admit("r4", "alice", frozenset({"paid"}), ("m",), b"{}")[1]
+    third = accounting.admit("r4", alice(frozenset({"paid"})), b"{}")[1]
     assert third is not None
     assert third.amount - second.amount == 100 * 7000

@@ -17,7 +17,7 @@ from potluck.hub.dispatch import Dispatcher, DispatchSettings, RelayRequest
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.registry import Registry
-from potluck.hub.scheduler import Scheduler
+from potluck.hub.scheduler import Scheduler, Want
 from potluck.hub.session import AgentSession
 from potluck.protocol.agent import EndMessage, Frame, FrameType, HeadMessage, ModelInfo, iter_frames
 from potluck.store.usage import UsageRecord
@@ -152,6 +152,7 @@ class HubCore:
             body=body,
             headers={"content-type": "application/json"},
             received_at=self.clock.now(),
+            want=Want((model,)),
         )
 
     def in_flight(self, agent_id: str) -> int:

@@ -72,9 +72,8 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
     stream = bool(fields.stream) and path in STREAMABLE_PATHS
     include_usage = bool(fields.stream_options and fields.stream_options.include_usage)
     access = hub.access
-    groups = access.groups_for_key(key)
-    owner = access.owner_of_key(key)
     model = fields.model or ""
+    want = access.want(key, model)
     relay = RelayRequest(
         request_id=rid,
         key_id=key.id,
@@ -85,16 +84,12 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
         body=body,
         headers=_FORWARD_HEADERS,
         received_at=hub.clock.now(),
-        groups=groups,
-        user_id=owner,
-        models=access.resolve(model, groups),
-        weight=key.priority,
-        prefer_own=key.prefer_own,
-        explain=request.headers.get("x-potluck-explain") == "1" and owner in access.admins,
+        want=want,
+        explain=request.headers.get("x-potluck-explain") == "1" and want.requester in access.admins,
     )
     admission = _admit(hub, key)
     try:
-        relay.groups, relay.hold = hub.accounting.admit(rid, owner, groups, relay.models, body)
+        relay.want, relay.hold = hub.accounting.admit(rid, want, body)
         exchange = await hub.dispatcher.open(relay)
     except BaseException:
         hub.limiter.finish(admission, 0)

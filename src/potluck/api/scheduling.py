@@ -67,14 +67,7 @@ async def route_explain(request: web.Request) -> web.Response:
         key = hub.keys.by_id(key_id)
         if key is None:
             raise NotFoundError(f"No live key {key_id}")
-        groups = hub.access.groups_for_key(key)
-        want = Want(
-            hub.access.resolve(model, groups),
-            groups=groups,
-            requester=hub.access.owner_of_key(key),
-            weight=key.priority,
-            prefer_own=key.prefer_own,
-        )
+        want = hub.access.want(key, model)
     return json_response({"model": model, "key_id": key_id, **hub.registry.explain(want).as_dict()})
 
 

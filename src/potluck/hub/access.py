@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from potluck.hub.controls import OwnerControls
 from potluck.hub.limits import Limits
+from potluck.hub.scoring import Want
 from potluck.store.keys import ApiKey
 
 NO_CONTROLS = OwnerControls()
@@ -40,6 +41,17 @@ class AccessMap:
 
     def owner_of_key(self, key: ApiKey) -> str:
         return key.user_id or self.admin_user_id
+
+    def want(self, key: ApiKey, model: str) -> Want:
+        """What the scheduler needs to route a request of this key for ``model`` (an alias or a model)."""
+        groups = self.groups_for_key(key)
+        return Want(
+            self.resolve(model, groups),
+            groups=groups,
+            requester=self.owner_of_key(key),
+            weight=key.priority,
+            prefer_own=key.prefer_own,
+        )
 
     def controls_of(self, agent_id: str) -> OwnerControls:
         return self.agent_controls.get(agent_id, NO_CONTROLS)

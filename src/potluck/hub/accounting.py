@@ -27,6 +27,7 @@ database batch as its settlement.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from potluck.hub.pricing import (
     split,
 )
 from potluck.hub.receipts import HubSigner, Receipt, canonical_bytes
-from potluck.hub.scheduler import AgentSlots, Scheduler
+from potluck.hub.scheduler import AgentSlots, Scheduler, Want
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
 from potluck.store.groups import Group
@@ -184,24 +185,20 @@ class Accounting:
 
     # -- admission ----------------------------------------------------------------------------
 
-    def admit(
-        self,
-        request_id: str,
-        user_id: str,
-        groups: frozenset[str],
-        models: tuple[str, ...],
-        body: bytes,
-    ) -> tuple[frozenset[str], Hold | None]:
-        """The groups to route through and the hold placed, or 402 when nothing free can serve it."""
+    def admit(self, request_id: str, want: Want, body: bytes) -> tuple[Want, Hold | None]:
+        """The request's routing (narrowed to its free groups when it lacks credit) and the hold placed;
+        402 when it lacks credit and nothing free serves it."""
+        groups = want.groups or frozenset()
         paying = self.credit_groups(groups)
         if not paying:
-            return groups, None
-        amount = self._worst_case(paying, models, len(body), max_tokens_of(body))
+            return want, None
+        user_id = want.requester or self.access.admin_user_id
+        amount = self._worst_case(paying, want.models, len(body), max_tokens_of(body))
         if self.ledger.hold(request_id, user_id, amount):
-            return groups, Hold(request_id, user_id, amount)
+            return want, Hold(request_id, user_id, amount)
         free = groups - paying
-        if free and self.scheduler.serves(models, free, user_id):
-            return free, None
+        if free and self.scheduler.serves(want.models, free, user_id):
+            return dataclasses.replace(want, groups=free), None
         balance = self.ledger.balance(user_id)
         raise InsufficientQuotaError(
             f"This request may cost up to {amount / MICRO:.6f} credits and your balance is {balance / MICRO:.6f}; "

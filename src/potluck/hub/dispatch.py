@@ -9,6 +9,7 @@ disconnects or whose backend refuses the connection is retried on another agent,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,15 +47,9 @@ class RelayRequest:
     body: bytes
     headers: dict[str, str]
     received_at: float
-    groups: frozenset[str] | None = None
-    """The groups the key reaches agents through (None: no isolation)."""
-    user_id: str | None = None
-    """Whose request it is (owner controls: own requests only / first)."""
-    models: tuple[str, ...] = ()
-    """Concrete models that may serve it, in order of preference (an alias's list); empty: just ``model``."""
-    weight: int = 1
-    """Fair-queue weight (the key's priority)."""
-    prefer_own: bool = False
+    want: Want
+    """What the scheduler needs: the concrete models (an alias's list), the groups the key reaches agents
+    through, whose request it is, its fair-queue weight and owner affinity."""
     explain: bool = False
     """Keep the scheduler's reasoning for the response (admins' ``x-potluck-explain: 1``)."""
     hold: Hold | None = None
@@ -279,11 +274,10 @@ class Dispatcher:
         settings = self.settings
         tried: set[str] = set()
         last_error: UpstreamError | None = None
-        models = req.models or (req.model,)
         explanation: Explanation | None = None
         for attempt in range(settings.max_attempts):
-            want = Want(models, frozenset(tried), req.groups, req.user_id, req.weight, req.prefer_own)
-            if tried and (not self.registry.scheduler.routable(models, want.exclude, req.groups, req.user_id)):
+            want = dataclasses.replace(req.want, exclude=frozenset(tried))
+            if tried and not self.registry.scheduler.routable(want.models, want.exclude, want.groups, want.requester):
                 break  # no other agent could take it: answer with the last failure now
             if attempt and not self._retry_allowed():
                 break
@@ -370,7 +364,7 @@ class Dispatcher:
         if self.accounting is not None:
             served = Served(
                 req.key_id,
-                req.groups,
+                req.want.groups,
                 agent_id,
                 model or req.model,
                 usage,
@@ -403,7 +397,7 @@ class Dispatcher:
                 ttft_ms=None if first_byte_at is None else round((first_byte_at - req.received_at) * 1000),
                 total_ms=round((now - req.received_at) * 1000),
                 created_at=datetime.now(UTC),
-                user_id=req.user_id,
+                user_id=req.want.requester,
                 group_id=bill.group_id,
                 owner_id=bill.owner_id,
                 tokens_estimated=bill.estimated,
