@@ -61,7 +61,15 @@ def _print_report(
     Console().print(table)
 
 
-def _report_rows(hub: str, path: str, token: str) -> list[dict[str, Any]]:
+def _report_rows(
+    hub_url: str | None, path: str, since: datetime | None, until: datetime | None, as_csv: bool
+) -> list[dict[str, Any]] | None:
+    """The report's rows, or None once the hub's CSV has been written to stdout as it came."""
+    hub, token = logged_in(hub_url)
+    path = _report_path(path, since, until, as_csv)
+    if as_csv:
+        _write_stdout(fetch(hub, path, token, accept="text/csv"))
+        return None
     return [r for r in call("GET", hub, path, token).get("data", []) if isinstance(r, dict)]
 
 
@@ -72,12 +80,9 @@ def _report_rows(hub: str, path: str, token: str) -> list[dict[str, Any]]:
 @_csv_option
 def usage(hub_url: str | None, since: datetime | None, until: datetime | None, as_csv: bool) -> None:
     """Your requests per day, key and model: tokens and spend in credits."""
-    hub, token = logged_in(hub_url)
-    path = _report_path("/api/usage", since, until, as_csv)
-    if as_csv:
-        _write_stdout(fetch(hub, path, token, accept="text/csv"))
+    data = _report_rows(hub_url, "/api/usage", since, until, as_csv)
+    if data is None:
         return
-    data = _report_rows(hub, path, token)
     rows = [
         (
             str(r.get("day")),
@@ -110,12 +115,9 @@ def usage(hub_url: str | None, since: datetime | None, until: datetime | None, a
 @_csv_option
 def earnings(hub_url: str | None, since: datetime | None, until: datetime | None, as_csv: bool) -> None:
     """What your agents served per day, agent and model, and what they earned in credits."""
-    hub, token = logged_in(hub_url)
-    path = _report_path("/api/earnings", since, until, as_csv)
-    if as_csv:
-        _write_stdout(fetch(hub, path, token, accept="text/csv"))
+    data = _report_rows(hub_url, "/api/earnings", since, until, as_csv)
+    if data is None:
         return
-    data = _report_rows(hub, path, token)
 
     def tokens(r: dict[str, Any]) -> int:
         return _count(r, "prompt_tokens") + _count(r, "completion_tokens")
