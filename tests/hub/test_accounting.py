@@ -9,7 +9,7 @@ from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling, Served
 from potluck.hub.errors import InsufficientQuotaError
 from potluck.hub.ledger import Ledger
-from potluck.hub.receipts import HubSigner, verify_receipt
+from potluck.hub.receipts import HubSigner, signed_document, verify_receipt
 from potluck.hub.scheduler import Scheduler, Want
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
@@ -172,7 +172,7 @@ async def test_settled_requests_carry_a_signed_receipt_in_the_same_ledger_batch(
     assert [t.kind for t in txns] == ["grant", "hold", "settle"]
     (receipt,) = receipts
     assert (receipt.request_id, receipt.consumer_id, receipt.owner_id) == ("r1", "alice", "bob")
-    signed = b'{"receipt":' + receipt.payload.encode() + b',"signature":"' + receipt.signature.encode() + b'"}'
+    signed = signed_document(receipt.payload.encode(), receipt.signature)
     assert verify_receipt(signed, accounting.signer.public_key).charged == 6000
 
 

@@ -21,6 +21,7 @@ from potluck.hub.receipts import (
     canonical_bytes,
     key_fingerprint,
     parse_public_key,
+    signed_document,
     verify_receipt,
 )
 from potluck.protocol.errors import PotluckError
@@ -88,6 +89,15 @@ def test_the_signature_covers_the_canonical_sorted_compact_bytes(signer: HubSign
     assert keys == sorted(keys)
     assert canonical in signed.to_json()
     assert len(base64.b64decode(signed.signature)) == 64
+
+
+def test_the_stored_form_is_the_served_document_and_verifies(signer: HubSigner) -> None:
+    receipt = make_receipt(signer)
+    payload, signature = signer.sign_canonical(receipt)
+    assert payload == canonical_bytes(receipt)
+    document = signed_document(payload, signature)
+    assert document == signer.sign(receipt).to_json()
+    assert verify_receipt(document, signer.public_key) == receipt
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from potluck.api.payloads import body_as, json_response
 from potluck.api.users import current_user
 from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.pricing import MICRO
+from potluck.hub.receipts import signed_document
 from potluck.store.billing import Price
 from potluck.store.reports import EarningsRow, GroupTotalRow, UsageRow
 
@@ -193,8 +194,9 @@ async def receipt(request: web.Request) -> web.Response:
                     stored = await hub.store.ledger.receipt(request_id)
     if stored is None or user.id not in (stored.consumer_id, stored.owner_id):
         raise NotFoundError(f"No receipt for {request_id}")
-    body = b'{"receipt":' + stored.payload.encode() + b',"signature":"' + stored.signature.encode() + b'"}'
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(
+        body=signed_document(stored.payload.encode(), stored.signature), content_type="application/json"
+    )
 
 
 async def hub_key(request: web.Request) -> web.Response:

@@ -48,7 +48,7 @@ from potluck.hub.pricing import (
     max_tokens_of,
     split,
 )
-from potluck.hub.receipts import HubSigner, Receipt, canonical_bytes
+from potluck.hub.receipts import HubSigner, Receipt
 from potluck.hub.scheduler import AgentSlots, Scheduler, Want
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
@@ -296,11 +296,11 @@ class Accounting:
             outcome=served.outcome,
             tokens_estimated=estimated,
         )
-        signed = self.signer.sign(receipt)
+        payload, signature = self.signer.sign_canonical(receipt)
         stored = StoredReceipt(
             request_id=hold.request_id,
-            payload=canonical_bytes(receipt).decode(),
-            signature=signed.signature,
+            payload=payload.decode(),
+            signature=signature,
             consumer_id=hold.user_id,
             owner_id=owner,
             created_at=self.wall(),

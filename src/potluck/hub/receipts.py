@@ -119,6 +119,12 @@ def canonical_bytes(receipt: Receipt) -> bytes:
     return msgspec.json.encode(receipt, order="sorted")
 
 
+def signed_document(payload: bytes, signature: str) -> bytes:
+    """The signed receipt as served and verified, from its stored canonical payload and signature
+    (the same document `SignedReceipt.to_json` writes, without decoding and re-encoding the payload)."""
+    return b'{"receipt":' + payload + b',"signature":"' + signature.encode("ascii") + b'"}'
+
+
 def key_fingerprint(public_key: bytes) -> str:
     """``ed25519:`` and the first 16 hex digits of the SHA-256 of the raw 32-byte public key."""
     return f"{ALGORITHM}:{hashlib.sha256(public_key).hexdigest()[:16]}"
@@ -178,10 +184,15 @@ class HubSigner:
 
     def sign(self, receipt: Receipt) -> SignedReceipt:
         """Sign ``receipt``, whose ``hub`` must be this key's fingerprint (else `ValueError`)."""
+        _payload, signature = self.sign_canonical(receipt)
+        return SignedReceipt(receipt=receipt, signature=signature)
+
+    def sign_canonical(self, receipt: Receipt) -> tuple[bytes, str]:
+        """(`canonical_bytes` of ``receipt``, the base64 signature over them): what the hub stores."""
         if receipt.hub != self.fingerprint:
             raise ValueError(f"receipt names hub key {receipt.hub!r}, but this key is {self.fingerprint!r}")
-        signature = self._private_key.sign(canonical_bytes(receipt))
-        return SignedReceipt(receipt=receipt, signature=base64.b64encode(signature).decode("ascii"))
+        payload = canonical_bytes(receipt)
+        return payload, base64.b64encode(self._private_key.sign(payload)).decode("ascii")
 
     def public_key_document(self) -> dict[str, str]:
         """The body of ``GET /.well-known/potluck-hub-key``."""
