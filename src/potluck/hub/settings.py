@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from potluck._shared.paths import default_data_dir, is_loopback
-from potluck.hub.scoring import ScoreWeights
+from potluck.hub.scoring import Policy, ScoreWeights
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class HubSettings:
                 f"refusing plain HTTP on {self.host}: API keys would cross the network in clear. "
                 "Give --tls-cert/--tls-key, or --allow-insecure-http behind a TLS-terminating proxy."
             )
-        if self.scheduler_policy not in ("potluck", "least_loaded", "round_robin"):
+        if self.scheduler_policy not in {p.value for p in Policy}:
             raise ValueError(f"unknown --scheduler-policy {self.scheduler_policy}")
         ScoreWeights.parse(self.score_weights)
         if not 0 < self.queue_user_share <= 1:
