@@ -39,9 +39,10 @@ if str(REPO) not in sys.path:  # `python bench/fleet_live.py` puts bench/, not t
     sys.path.insert(0, str(REPO))
 
 import openai  # noqa: E402
-from tests.support.fake_ollama import FakeOllama  # noqa: E402
-from tests.support.processes import AgentProcess, HubProcess  # noqa: E402
-from tests.support.serving import BackgroundServer  # noqa: E402
+
+from testing.fake_ollama import FakeOllama  # noqa: E402
+from testing.processes import AgentProcess, HubProcess  # noqa: E402
+from testing.serving import BackgroundServer  # noqa: E402
 
 DEFAULT_JSON = REPO / "bench" / "results" / "fleet_live.json"
 POLICIES = ("round_robin", "least_loaded", "potluck")

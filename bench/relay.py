@@ -3,7 +3,7 @@
     .venv/bin/python bench/relay.py [--quick] [--scenarios a,b] [--targets direct,potluck,litellm]
                                     [--duration S] [--litellm-python PATH] [--json-out PATH] [--profile]
 
-One run starts a fast fake OpenAI backend (``tests.support.fake_backend``), a hub and an agent as
+One run starts a fast fake OpenAI backend (``testing.fake_backend``), a hub and an agent as
 subprocesses (and LiteLLM's proxy when it can), then drives every selected scenario against every
 target with one closed-loop load generator that runs in its own process(es). It measures
 throughput, latency and time to first byte as the client sees them, CPU per request and per chunk
@@ -702,7 +702,7 @@ class Bench:
 
 
 async def start_bench(opts: Options, tmp: Path, pool: ProcessPoolExecutor, stack: contextlib.AsyncExitStack) -> Bench:
-    argv = [sys.executable, "-m", "tests.support.fake_backend", "--port", "0", "--chunks", str(BURST_CHUNKS)]
+    argv = [sys.executable, "-m", "testing.fake_backend", "--port", "0", "--chunks", str(BURST_CHUNKS)]
     backend = spawn("backend", argv, tmp)
     stack.callback(backend.stop)
     await wait_listening(backend)

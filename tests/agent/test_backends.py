@@ -1,4 +1,4 @@
-"""Backend adapters, discovery and the catalog, against the faithful fakes of tests/support and llama.cpp's server."""
+"""Backend adapters, discovery and the catalog, against the faithful fakes of testing and llama.cpp's server."""
 
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from potluck.agent.backends.vllm import VLLMBackend, parse_vllm_metrics
 from potluck.agent.catalog import Catalog
 from potluck.agent.discovery import Detected, fingerprint, scan
 from potluck.protocol.agent import ModelInfo, RequestMessage
-from tests.support.fake_backend import BackgroundServer, FakeBackend
-from tests.support.fake_lmstudio import FakeLMStudio
-from tests.support.fake_ollama import FakeOllama
-from tests.support.fake_vllm import FakeVLLM
-from tests.support.llama import start_llama_server
+from testing.fake_backend import BackgroundServer, FakeBackend
+from testing.fake_lmstudio import FakeLMStudio
+from testing.fake_ollama import FakeOllama
+from testing.fake_vllm import FakeVLLM
+from testing.llama import start_llama_server
 
 GIB = 1 << 30
 QWEN = "qwen2.5-7b-instruct"

@@ -16,8 +16,8 @@ from potluck.agent.backends import make_backend
 from potluck.agent.catalog import Catalog
 from potluck.agent.relay import StreamSink, relay
 from potluck.protocol.agent import EndMessage, HeadMessage, RequestMessage, Usage
-from tests.support.fake_backend import BackgroundServer
-from tests.support.fake_ollama import FakeOllama
+from testing.fake_backend import BackgroundServer
+from testing.fake_ollama import FakeOllama
 
 MODEL = "m"
 USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}

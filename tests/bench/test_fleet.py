@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bench.fleet import (
     TARGET_FAIRNESS,
     TARGET_VS_LEAST_LOADED,

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from potluck.cli.main import cli
 from potluck.cli.schedule import local_timezone, parse_window
+from testing.processes import HubProcess
 from tests.cli.test_cli_groups import Cli, Result, unique
 from tests.cli.test_cli_keys import enrolled_agent, logged_in
-from tests.support.processes import HubProcess
 
 WEEKDAYS = [0, 1, 2, 3, 4]
 EVERY_DAY = [0, 1, 2, 3, 4, 5, 6]

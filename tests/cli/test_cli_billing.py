@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from testing.processes import ADMIN_TOKEN, HubProcess, http_json
 from tests.cli.test_cli_groups import Cli, Result, create_user, login, make_cli, new_password, unique
 from tests.cli.test_cli_keys import enrolled_agent
-from tests.support.processes import ADMIN_TOKEN, HubProcess, http_json
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from potluck.cli.client import HubError, is_insecure, normalize_hub, parse_duration
-from tests.support.processes import ADMIN_TOKEN, HubProcess
+from testing.processes import ADMIN_TOKEN, HubProcess
 
 
 @dataclass(frozen=True, slots=True)

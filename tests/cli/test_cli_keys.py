@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from testing.fake_backend import FakeBackend
+from testing.processes import HubProcess
+from testing.serving import BackgroundServer
 from tests.cli.test_cli_groups import Cli, Result, create_user, login, make_cli, new_password, unique
-from tests.support.fake_backend import FakeBackend
-from tests.support.processes import HubProcess
-from tests.support.serving import BackgroundServer
 
 
 @pytest.fixture(scope="module")

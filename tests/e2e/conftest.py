@@ -12,8 +12,8 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.fake_backend import BackgroundServer, FakeBackend
-from tests.support.processes import AgentProcess, HubProcess
+from testing.fake_backend import BackgroundServer, FakeBackend
+from testing.processes import AgentProcess, HubProcess
 
 # Short heartbeats so that dead agents are noticed quickly and long streams prove they survive.
 FAST_HUB_ARGS = ("--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")

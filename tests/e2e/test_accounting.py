@@ -14,9 +14,9 @@ import pytest
 from potluck.hub.pricing import hold_amount
 from potluck.hub.receipts import parse_public_key, verify_receipt
 from potluck.store.billing import Price
+from testing.processes import http_json
 from tests.e2e.conftest import Fleet
 from tests.e2e.test_isolation import Member
-from tests.support.processes import http_json
 
 pytestmark = pytest.mark.slow
 

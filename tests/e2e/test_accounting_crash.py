@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from potluck.hub.receipts import parse_public_key, verify_receipt
+from testing.processes import HubProcess, http_json
 from tests.e2e.conftest import FAST_HUB_ARGS, Fleet
 from tests.e2e.test_accounting import Market, post_chat
-from tests.support.processes import HubProcess, http_json
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from testing.fake_ollama import FakeOllama
 from tests.e2e.conftest import Fleet
-from tests.support.fake_ollama import FakeOllama
 
 pytestmark = pytest.mark.slow
 
@@ -234,7 +234,7 @@ def test_the_agent_never_calls_management_endpoints(fleet: Fleet, ollama) -> Non
 def test_backend_appearing_and_disappearing_changes_what_is_served_without_reconnect(fleet: Fleet) -> None:
     model = f"{fleet.model('late')}:latest"
     late = FakeOllama(models=[model], loaded=[model])
-    from tests.support.fake_backend import BackgroundServer
+    from testing.fake_backend import BackgroundServer
 
     server = BackgroundServer(late.make_app())
     url = server.start()

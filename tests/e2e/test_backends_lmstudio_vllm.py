@@ -7,9 +7,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from testing.fake_lmstudio import FakeLMStudio
+from testing.fake_vllm import FakeVLLM
 from tests.e2e.conftest import Fleet
-from tests.support.fake_lmstudio import FakeLMStudio
-from tests.support.fake_vllm import FakeVLLM
 
 pytestmark = pytest.mark.slow
 

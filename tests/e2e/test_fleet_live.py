@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bench.fleet_live import POLICIES, compare, document, make_fleet, make_trace
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from typing import Any
 import openai
 import pytest
 
+from testing.processes import AgentProcess, http_json
 from tests.e2e.conftest import Fleet
-from tests.support.processes import AgentProcess, http_json
 
 pytestmark = pytest.mark.slow
 

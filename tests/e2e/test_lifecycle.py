@@ -19,8 +19,8 @@ from potluck.protocol.agent import (
     encode_frame,
     iter_frames,
 )
+from testing.processes import AgentProcess, HubProcess, http_json
 from tests.e2e.conftest import Fleet
-from tests.support.processes import AgentProcess, HubProcess, http_json
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from testing.llama import start_llama_server
 from tests.e2e.conftest import Fleet
-from tests.support.llama import start_llama_server
 
 pytestmark = pytest.mark.slow
 

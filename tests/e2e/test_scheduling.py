@@ -10,9 +10,9 @@ from typing import Any
 import openai
 import pytest
 
+from testing.processes import http_json
 from tests.e2e.conftest import Fleet
 from tests.e2e.test_isolation import Member
-from tests.support.processes import http_json
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from potluck.protocol.agent import (
     RequestMessage,
     StateMessage,
 )
-from tests.support.memory_channel import HubCore, make_session, send_data, send_head
+from testing.memory_channel import HubCore, make_session, send_data, send_head
 
 
 def state_of(session: AgentSession) -> SessionState:

@@ -6,7 +6,7 @@ import asyncio
 
 from potluck.hub.scheduler import Want
 from potluck.protocol.agent import ModelInfo, ModelsMessage
-from tests.support.memory_channel import HubCore
+from testing.memory_channel import HubCore
 
 GB = 1_000_000_000
 

@@ -25,7 +25,7 @@ from potluck.protocol.agent import (
     StateMessage,
     Usage,
 )
-from tests.support.memory_channel import HubCore, MemoryChannel, make_session, send_data, send_end, send_head
+from testing.memory_channel import HubCore, MemoryChannel, make_session, send_data, send_end, send_head
 
 REQUEST = RequestMessage("req_x", "POST", "/v1/chat/completions", "m", stream=True)
 

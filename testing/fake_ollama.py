@@ -25,7 +25,7 @@ Every request is recorded (`RequestRecord`), client disconnects included. Run it
 (`with FakeOllama().running() as url:`), in any aiohttp runner (`FakeOllama().make_app()`; pass
 `handler_cancellation=True` so that waits end at once when the client goes away), or as a process:
 
-    python -m tests.support.fake_ollama --port 0 [--models a,b] [--loaded a] [--load-delay S] [--token-delay S]
+    python -m testing.fake_ollama --port 0 [--models a,b] [--loaded a] [--load-delay S] [--token-delay S]
                                         [--max-loaded N]
 
 which prints one line, `listening http://127.0.0.1:PORT`, then serves until SIGTERM or SIGINT.
@@ -51,8 +51,8 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from tests.support import recording
-from tests.support.serving import MAX_BODY_BYTES, FakeServer, serve_forever
+from testing import recording
+from testing.serving import MAX_BODY_BYTES, FakeServer, serve_forever
 
 DEFAULT_PORT = 11434
 EMBEDDING_DIM = 8
@@ -1527,8 +1527,8 @@ def _embedding(text: str, dims: int) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m tests.support.fake_ollama`: serve a fake Ollama until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m tests.support.fake_ollama", description="A fake Ollama server.")
+    """`python -m testing.fake_ollama`: serve a fake Ollama until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m testing.fake_ollama", description="A fake Ollama server.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 (the default) picks a free port")
     parser.add_argument("--models", default="llama3.2:latest", help="comma-separated pulled models")

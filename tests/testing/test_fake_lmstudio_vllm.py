@@ -14,9 +14,9 @@ import aiohttp
 import openai
 import pytest
 
-from tests.support.fake_lmstudio import NO_MODELS_LOADED, FakeLMStudio, LMStudioModel
-from tests.support.fake_vllm import FakeVLLM
-from tests.support.helpers import HELLO, run_as_process, sse_events, stop_process
+from testing.fake_lmstudio import NO_MODELS_LOADED, FakeLMStudio, LMStudioModel
+from testing.fake_vllm import FakeVLLM
+from testing.helpers import HELLO, run_as_process, sse_events, stop_process
 
 QWEN = "qwen2.5-7b-instruct"
 LLAMA = "llama-3.2-1b-instruct"
@@ -531,7 +531,7 @@ async def test_lms_client_leaving_during_a_jit_load_is_recorded_and_the_load_goe
 
 async def test_lms_runs_as_a_process() -> None:
     proc, url = await run_as_process(
-        "tests.support.fake_lmstudio", "--models", f"{QWEN},{LLAMA}", "--no-jit", "--loaded", LLAMA
+        "testing.fake_lmstudio", "--models", f"{QWEN},{LLAMA}", "--no-jit", "--loaded", LLAMA
     )
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
@@ -920,7 +920,7 @@ def test_vllm_hang_until_the_client_gives_up(vllm: FakeVLLM, vllm_client: openai
 
 
 async def test_vllm_runs_as_a_process() -> None:
-    proc, url = await run_as_process("tests.support.fake_vllm", "--model", "m", "--chunks", "3")
+    proc, url = await run_as_process("testing.fake_vllm", "--model", "m", "--chunks", "3")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             async with asyncio.timeout(5), session.get(f"{url}/health") as resp:

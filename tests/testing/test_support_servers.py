@@ -14,9 +14,9 @@ import openai
 import pytest
 from aiohttp import web
 
-from tests.support.fake_backend import BackgroundServer, FakeBackend, start_in_thread
-from tests.support.helpers import HELLO, run_as_process, sse_events, stop_process
-from tests.support.llama import start_llama_server
+from testing.fake_backend import BackgroundServer, FakeBackend, start_in_thread
+from testing.helpers import HELLO, run_as_process, sse_events, stop_process
+from testing.llama import start_llama_server
 
 
 @pytest.fixture
@@ -468,7 +468,7 @@ def test_start_in_thread_serves_any_app() -> None:
 
 
 async def test_runs_as_a_process_until_sigterm() -> None:
-    proc, url = await run_as_process("tests.support.fake_backend", "--models", "a,b", "--chunks", "3")
+    proc, url = await run_as_process("testing.fake_backend", "--models", "a,b", "--chunks", "3")
     try:
         async with aiohttp.ClientSession() as session, asyncio.timeout(5):
             async with session.get(f"{url}/v1/models") as resp:

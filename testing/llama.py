@@ -8,7 +8,7 @@ outside printable ASCII, so streamed deltas always join to the non-streamed text
 
 `xllamacpp` embeds llama.cpp's own HTTP server (the C++ `llama-server` code). Run it in the foreground:
 
-    python -m tests.support.llama serve -m tiny.gguf --port 0 --alias tiny [--parallel 2] [--embedding]
+    python -m testing.llama serve -m tiny.gguf --port 0 --alias tiny [--parallel 2] [--embedding]
 
 It prints one line, `listening http://127.0.0.1:PORT`, then serves until SIGTERM or SIGINT. Tests use
 `start_llama_server`, which makes the model, runs that command and waits for `/health`.
@@ -198,7 +198,7 @@ def make_tiny_gguf(
 
 def serve(argv: Sequence[str]) -> int:
     """`serve`: run llama.cpp's server on a GGUF in the foreground until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m tests.support.llama serve")
+    parser = argparse.ArgumentParser(prog="python -m testing.llama serve")
     parser.add_argument("-m", "--model", required=True, help="the .gguf file")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 (the default) picks a free port")
@@ -242,19 +242,19 @@ def serve(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tests.support.llama serve ...` or `python -m tests.support.llama make-gguf PATH`."""
+    """`python -m testing.llama serve ...` or `python -m testing.llama make-gguf PATH`."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["serve"]:
         return serve(args[1:])
     if args[:1] == ["make-gguf"]:
-        parser = argparse.ArgumentParser(prog="python -m tests.support.llama make-gguf")
+        parser = argparse.ArgumentParser(prog="python -m testing.llama make-gguf")
         parser.add_argument("path", type=Path)
         parser.add_argument("--allow-eos", action="store_true")
         parser.add_argument("--seed", type=int, default=0)
         made = parser.parse_args(args[1:])
         make_tiny_gguf(made.path, allow_eos=made.allow_eos, seed=made.seed)
         return 0
-    sys.stderr.write("usage: python -m tests.support.llama {serve,make-gguf} ...\n")
+    sys.stderr.write("usage: python -m testing.llama {serve,make-gguf} ...\n")
     return 2
 
 
@@ -317,9 +317,9 @@ def start_llama_server(
     if not model.exists():
         make_tiny_gguf(model)
     log_path = tmp_dir / f"llama-server-{alias}-{os.getpid()}-{time.monotonic_ns()}.log"
-    command = [sys.executable, "-m", "tests.support.llama", "serve", "-m", str(model), "--port", "0"]
+    command = [sys.executable, "-m", "testing.llama", "serve", "-m", str(model), "--port", "0"]
     command += ["--alias", alias, "--parallel", str(parallel)] + (["--embedding"] if embedding else [])
-    repo_root = Path(__file__).resolve().parents[2]
+    repo_root = Path(__file__).resolve().parents[1]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(command, cwd=repo_root, stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None

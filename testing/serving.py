@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
-from tests.support.recording import Recorder, RequestRecord
+from testing.recording import Recorder, RequestRecord
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 POLL_S = 0.05

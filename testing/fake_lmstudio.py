@@ -21,10 +21,10 @@ thread). Like LM Studio:
 
 Generation is scripted like `FakeBackend` (whose bookkeeping this wraps): tokens "tok0 ", "tok1 "... with
 server-wide defaults from the constructor, overridden per request by a `"fake": {...}` body field (`chunks`,
-`delay`, `first_delay`, `hang`, `fail_after`, `status`, `raw_error`; see `tests.support.fake_backend.Knobs`).
+`delay`, `first_delay`, `hang`, `fail_after`, `status`, `raw_error`; see `testing.fake_backend.Knobs`).
 Every request is recorded.
 
-    python -m tests.support.fake_lmstudio --port 0 [--models a,b] [--loaded a] [--no-jit] [--load-delay S]
+    python -m testing.fake_lmstudio --port 0 [--models a,b] [--loaded a] [--no-jit] [--load-delay S]
 
 prints `listening http://127.0.0.1:PORT` and serves until SIGTERM or SIGINT.
 """
@@ -48,7 +48,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-from tests.support.fake_backend import (
+from testing.fake_backend import (
     EMBEDDING_DIM,
     BackendWrapper,
     FakeBackend,
@@ -66,7 +66,7 @@ from tests.support.fake_backend import (
     _usage,
     write_sse,
 )
-from tests.support.serving import ClientGoneError, serve_until_signalled
+from testing.serving import ClientGoneError, serve_until_signalled
 
 _encode = msgspec.json.encode
 NO_MODELS_LOADED = "No models loaded. Please load a model in the developer page or use the `lms load` command."
@@ -601,8 +601,8 @@ def _runtime(spec: LMStudioModel) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m tests.support.fake_lmstudio`: serve a fake LM Studio until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m tests.support.fake_lmstudio", description=__doc__.split("\n")[0])
+    """`python -m testing.fake_lmstudio`: serve a fake LM Studio until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m testing.fake_lmstudio", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 (the default) picks a free port")
     parser.add_argument("--models", default="qwen2.5-7b-instruct", help="comma-separated downloaded model ids")

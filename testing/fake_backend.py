@@ -10,7 +10,7 @@ Run it in a thread of its own (`with FakeBackend().running() as url:`), in any a
 (`FakeBackend().make_app()`; pass `handler_cancellation=True` to the runner so that waits end at once when
 the client goes away), or as a process for benchmarks:
 
-    python -m tests.support.fake_backend --port 0 [--models a,b] [--chunks N] [--delay S]
+    python -m testing.fake_backend --port 0 [--models a,b] [--chunks N] [--delay S]
 
 which prints one line, `listening http://127.0.0.1:PORT`, then serves until SIGTERM or SIGINT.
 """
@@ -30,9 +30,9 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from tests.support.recording import RequestRecord as RequestRecord
-from tests.support.serving import MAX_BODY_BYTES, FakeServer, Servable, serve_forever
-from tests.support.serving import BackgroundServer as BackgroundServer
+from testing.recording import RequestRecord as RequestRecord
+from testing.serving import MAX_BODY_BYTES, FakeServer, Servable, serve_forever
+from testing.serving import BackgroundServer as BackgroundServer
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -421,7 +421,7 @@ class BackendWrapper(Servable):
 
     @property
     def records(self) -> list[RequestRecord]:
-        """Every request received, in order (see `tests.support.recording.RequestRecord`)."""
+        """Every request received, in order (see `testing.recording.RequestRecord`)."""
         return self._backend.records
 
     @property
@@ -598,8 +598,8 @@ def start_in_thread(app_or_backend: web.Application | FakeBackend) -> tuple[str,
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m tests.support.fake_backend`: serve a fake backend until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m tests.support.fake_backend", description=__doc__.split("\n")[0])
+    """`python -m testing.fake_backend`: serve a fake backend until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m testing.fake_backend", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 (the default) picks a free port")
     parser.add_argument("--models", default="fake-model", help="comma-separated model ids")

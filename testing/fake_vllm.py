@@ -21,9 +21,9 @@
 
 Generation is scripted like `FakeBackend` (whose bookkeeping this wraps): server-wide defaults from the
 constructor, overridden per request by a `"fake": {...}` body field (`chunks`, `delay`, `first_delay`, `hang`,
-`fail_after`, `status`, `raw_error`; see `tests.support.fake_backend.Knobs`). Every request is recorded.
+`fail_after`, `status`, `raw_error`; see `testing.fake_backend.Knobs`). Every request is recorded.
 
-    python -m tests.support.fake_vllm --port 0 [--model tiny] [--max-model-len 512] [--chunks N] [--delay S]
+    python -m testing.fake_vllm --port 0 [--model tiny] [--max-model-len 512] [--chunks N] [--delay S]
 
 prints `listening http://127.0.0.1:PORT` and serves until SIGTERM or SIGINT.
 """
@@ -56,7 +56,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from tests.support.fake_backend import (
+from testing.fake_backend import (
     EMBEDDING_DIM,
     SSE_HEADERS,
     BackendWrapper,
@@ -73,7 +73,7 @@ from tests.support.fake_backend import (
     _Plan,
     write_sse,
 )
-from tests.support.serving import serve_until_signalled
+from testing.serving import serve_until_signalled
 
 _encode = msgspec.json.encode
 VLLM_SSE_HEADERS = {**SSE_HEADERS, "Content-Type": "text/event-stream; charset=utf-8"}
@@ -619,8 +619,8 @@ def _vllm_error(status: int, message: str, *, param: str | None = None) -> web.R
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m tests.support.fake_vllm`: serve a fake vLLM until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m tests.support.fake_vllm", description=__doc__.split("\n")[0])
+    """`python -m testing.fake_vllm`: serve a fake vLLM until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m testing.fake_vllm", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 (the default) picks a free port")
     parser.add_argument("--model", default="tiny", help="the served model name")

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from openai.types.chat import ChatCompletionMessageParam
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "say hello to me"}]
 
 

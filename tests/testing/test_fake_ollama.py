@@ -16,7 +16,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from tests.support.fake_ollama import (
+from testing.fake_ollama import (
     BUSY_MESSAGE,
     KEEP_ALIVE_FOREVER_NS,
     RUNNER_ERROR,
@@ -26,7 +26,7 @@ from tests.support.fake_ollama import (
     parse_keep_alive,
     rfc3339,
 )
-from tests.support.helpers import HELLO, run_as_process, sse_events, stop_process
+from testing.helpers import HELLO, run_as_process, sse_events, stop_process
 
 NATIVE_HELLO = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello to me"}]
 RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
@@ -972,7 +972,7 @@ async def test_disconnect_is_seen_without_handler_cancellation(fake: FakeOllama)
 
 
 async def test_runs_as_a_process_until_sigterm() -> None:
-    proc, base = await run_as_process("tests.support.fake_ollama", "--models", "a,b:7b", "--loaded", "a")
+    proc, base = await run_as_process("testing.fake_ollama", "--models", "a,b:7b", "--loaded", "a")
     try:
         async with aiohttp.ClientSession() as session, asyncio.timeout(5):
             assert [m["name"] for m in (await get_json(session, f"{base}/api/tags"))["models"]] == [
