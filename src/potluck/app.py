@@ -37,6 +37,7 @@ from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.receipts import HubSigner
 from potluck.hub.registry import Registry
+from potluck.hub.requests import RequestOwner
 from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
@@ -145,8 +146,16 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 retry_budget_percent=settings.retry_budget_percent,
             ),
             metrics,
-            journal,
-            accounting,
+        )
+        limiter = MemoryRateLimiter(clock)
+        requests = RequestOwner(
+            access=access,
+            limiter=limiter,
+            accounting=accounting,
+            dispatcher=dispatcher,
+            journal=journal,
+            metrics=metrics,
+            clock=clock,
         )
         app[HUB] = HubServices(
             settings=settings,
@@ -155,12 +164,12 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             keys=keys,
             admin=AdminAuth(admin_token_hash),
             registry=registry,
-            dispatcher=dispatcher,
+            requests=requests,
             journal=journal,
             metrics=metrics,
             accounts=Accounts(store, access, registry, accounting),
             access=access,
-            limiter=MemoryRateLimiter(clock),
+            limiter=limiter,
             accounting=accounting,
         )
         tasks = [
@@ -265,12 +274,11 @@ async def serve(
 
 async def _graceful_shutdown(app: web.Application, settings: HubSettings) -> None:
     hub = app[HUB]
-    log.info("shutting down: refusing new requests, draining %d in flight", hub.dispatcher.in_flight)
-    hub.shutting_down = True
-    hub.dispatcher.shutting_down = True
+    log.info("shutting down: refusing new requests, draining %d in flight", hub.requests.in_flight)
+    hub.requests.closing = True
     hub.registry.drain_all(settings.shutdown_timeout)
-    if not await hub.dispatcher.wait_idle(settings.shutdown_timeout):
-        log.warning("shutdown deadline reached with %d requests in flight", hub.dispatcher.in_flight)
+    if not await hub.requests.wait_idle(settings.shutdown_timeout):
+        log.warning("shutdown deadline reached with %d requests in flight", hub.requests.in_flight)
     for session in list(hub.registry.sessions.values()):
         session.channel.close()
     with contextlib.suppress(Exception):

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError, ShuttingDownError
+from potluck.hub.outcome import Outcome
 from potluck.hub.scheduler import Want
 from potluck.hub.session import AgentSession, SessionState
 from potluck.protocol.agent import (
@@ -385,7 +386,7 @@ async def test_release_from_a_replaced_session_does_not_free_a_slot_of_the_new_o
     """
     hub = HubCore()
     old, old_chan = hub.attach("a", max_concurrency=1)
-    running = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    running = asyncio.create_task(hub.owner.relay(hub.request()))
     first = await old_chan.next_frame(FrameType.REQUEST)
     send_head(old, first.stream_id)
     send_data(old, first.stream_id, b"data: 1\n\n")
@@ -401,7 +402,7 @@ async def test_release_from_a_replaced_session_does_not_free_a_slot_of_the_new_o
     assert got is new
     assert hub.in_flight("a") == 1
 
-    exchange.close("agent_failed")  # the old request ends (its stream failed with AgentLostError)
+    exchange.close(Outcome.AGENT_FAILED)  # the old request ends (its stream failed with AgentLostError)
 
     assert hub.in_flight("a") == 1, "the new connection's slot was freed by a request from the old one"
     assert hub.scheduler.acquire("m") is None, "a second request was routed to an agent with max_concurrency=1"

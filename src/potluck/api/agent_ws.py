@@ -104,7 +104,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     settings = hub.settings
     ws = web.WebSocketResponse(max_msg_size=settings.max_body_bytes + (1 << 20), compress=False, autoping=True)
     await ws.prepare(request)
-    if hub.shutting_down:
+    if hub.requests.closing:
         return await _reject(ws, "shutting_down", "the hub is shutting down", retry=True)
     nonce = new_nonce()
     await ws.send_bytes(encode_frame(ChallengeMessage(nonce, PROTOCOL_VERSION, __version__)))

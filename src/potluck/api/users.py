@@ -323,6 +323,7 @@ class GroupSettings(msgspec.Struct, forbid_unknown_fields=True):
     default_input_per_mtok: float | msgspec.UnsetType = msgspec.UNSET
     default_output_per_mtok: float | msgspec.UnsetType = msgspec.UNSET
     max_tokens_cap: int | msgspec.UnsetType = msgspec.UNSET
+    bill_backend_errors: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 def group_view(group: Group) -> dict[str, object]:
@@ -337,6 +338,7 @@ def group_view(group: Group) -> dict[str, object]:
         "default_input_per_mtok": group.default_input_per_mtok,
         "default_output_per_mtok": group.default_output_per_mtok,
         "max_tokens_cap": group.max_tokens_cap,
+        "bill_backend_errors": group.bill_backend_errors,
     }
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from potluck._shared.ids import hash_secret, secret_matches
 from potluck.hub.errors import AdminAuthError, AuthError
-from potluck.store.keys import ApiKey
+from potluck.store.keys import ApiKey as ApiKey  # re-exported: the adapters name keys without importing the store
 
 
 class KeyCache:

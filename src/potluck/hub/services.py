@@ -9,11 +9,11 @@ from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting
 from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
-from potluck.hub.dispatch import Dispatcher
 from potluck.hub.limits import RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.registry import Registry
+from potluck.hub.requests import RequestOwner
 from potluck.hub.settings import HubSettings
 from potluck.store.database import Store
 
@@ -26,11 +26,10 @@ class HubServices:
     keys: KeyCache
     admin: AdminAuth
     registry: Registry
-    dispatcher: Dispatcher
+    requests: RequestOwner
     journal: UsageJournal
     metrics: HubMetrics
     accounts: Accounts
     access: AccessMap
     limiter: RateLimiter
     accounting: Accounting
-    shutting_down: bool = False

@@ -237,13 +237,22 @@ class EndMessage(msgspec.Struct, frozen=True, tag="end"):
     """Seconds from sending the request to the backend until its end."""
 
 
+class CancelReason(enum.StrEnum):
+    """Why the hub cancels a request (the wire carries the string, so a newer reason never breaks an older agent)."""
+
+    CLIENT_DISCONNECT = "client_disconnect"
+    """The client went away."""
+    TIMEOUT = "timeout"
+    """No first byte, or nothing for the idle timeout."""
+
+
 class CancelMessage(msgspec.Struct, frozen=True, tag="cancel"):
     """Hub → agent: stop this request now and close the backend connection."""
 
     request_id: str
     """The request to stop."""
     reason: str
-    """``client_disconnect``, ``timeout``, ...; for the agent's log."""
+    """A `CancelReason` (``client_disconnect``, ``timeout``); for the agent's log."""
 
 
 class CreditMessage(msgspec.Struct, frozen=True, tag="credit"):

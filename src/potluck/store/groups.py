@@ -56,6 +56,8 @@ class Group:
     """Price of completion tokens, in credits per million, where the agent set none."""
     max_tokens_cap: int = 4096
     """Completion tokens a credit hold covers when the request sets no ``max_tokens``."""
+    bill_backend_errors: bool = False
+    """Charge the tokens a backend reported for an error answer (by default an error answer costs nothing)."""
 
 
 BILLING_MODES = frozenset({"mutual", "credits"})
@@ -68,6 +70,7 @@ BILLING_FIELDS = frozenset(
         "default_input_per_mtok",
         "default_output_per_mtok",
         "max_tokens_cap",
+        "bill_backend_errors",
     }
 )
 
@@ -307,6 +310,7 @@ def _group(row: Any) -> Group:
         default_input_per_mtok=float(row["default_input_per_mtok"]),
         default_output_per_mtok=float(row["default_output_per_mtok"]),
         max_tokens_cap=int(row["max_tokens_cap"]),
+        bill_backend_errors=bool(row["bill_backend_errors"]),
     )
 
 
@@ -320,7 +324,14 @@ def _check_billing(changes: dict[str, Any]) -> None:
         value = changes.get(name)
         if value is not None and value < 0:
             raise ValueError(f"{name} must not be negative")
-    for name in ("billing", "dynamic_pricing", "default_input_per_mtok", "default_output_per_mtok", "max_tokens_cap"):
+    for name in (
+        "billing",
+        "dynamic_pricing",
+        "default_input_per_mtok",
+        "default_output_per_mtok",
+        "max_tokens_cap",
+        "bill_backend_errors",
+    ):
         if name in changes and changes[name] is None:
             raise ValueError(f"{name} cannot be unset")
     if "max_tokens_cap" in changes and changes["max_tokens_cap"] < 1:

@@ -161,6 +161,7 @@ groups = Table(
     Column("default_input_per_mtok", Float, nullable=False, server_default="0"),
     Column("default_output_per_mtok", Float, nullable=False, server_default="0"),
     Column("max_tokens_cap", Integer, nullable=False, server_default="4096"),
+    Column("bill_backend_errors", Boolean, nullable=False, server_default=false()),
 )
 
 memberships = Table(
