@@ -17,6 +17,7 @@ from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting
 from potluck.hub.dispatch import Dispatcher, DispatchSettings, RelayRequest
 from potluck.hub.ledger import Ledger
+from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
@@ -148,6 +149,7 @@ class HubCore:
             journal=self.journal,
             metrics=self.metrics,
             clock=self.clock,
+            lifecycle=Lifecycle(),
         )
         self._ids = 0
 

@@ -16,6 +16,7 @@ import secrets
 import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -31,7 +32,9 @@ from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
 from potluck.hub.controls import parse_controls
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
+from potluck.hub.gate import AgentGate
 from potluck.hub.ledger import Ledger
+from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import Limits, MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
@@ -148,6 +151,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             metrics,
         )
         limiter = MemoryRateLimiter(clock)
+        lifecycle = Lifecycle()
         requests = RequestOwner(
             access=access,
             limiter=limiter,
@@ -156,6 +160,16 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             journal=journal,
             metrics=metrics,
             clock=clock,
+            lifecycle=lifecycle,
+        )
+        accounts = Accounts(store, access, registry, accounting)
+        gate = AgentGate(
+            agents=store.agents,
+            registry=registry,
+            settings=settings,
+            clock=clock,
+            enrolled=accounts,
+            lifecycle=lifecycle,
         )
         app[HUB] = HubServices(
             settings=settings,
@@ -165,28 +179,30 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             admin=AdminAuth(admin_token_hash),
             registry=registry,
             requests=requests,
+            gate=gate,
+            lifecycle=lifecycle,
             journal=journal,
             metrics=metrics,
-            accounts=Accounts(store, access, registry, accounting),
+            accounts=accounts,
             access=access,
             limiter=limiter,
             accounting=accounting,
         )
-        tasks = [
-            asyncio.create_task(_run_periodic(settings.heartbeat_interval, registry.heartbeat), name="heartbeat"),
-            # Owner controls' availability windows: changes apply within a second.
-            asyncio.create_task(_run_periodic(1.0, registry.apply_schedules), name="schedules"),
-            asyncio.create_task(_run_poll(registry, clock), name="scheduler-poll"),
-            asyncio.create_task(journal.run(), name="usage-journal"),
-            asyncio.create_task(ledger.run(), name="ledger"),
-            asyncio.create_task(_run_periodic(settings.reprice_interval, accounting.reprice), name="reprice"),
-        ]
+        lifecycle.start(
+            {
+                "heartbeat": partial(_run_periodic, settings.heartbeat_interval, registry.heartbeat),
+                # Owner controls' availability windows: changes apply within a second.
+                "schedules": partial(_run_periodic, 1.0, registry.apply_schedules),
+                "scheduler-poll": partial(_run_poll, registry, clock),
+                "usage-journal": journal.run,
+                "ledger": ledger.run,
+                "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
+            }
+        )
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await lifecycle.close()
             await journal.close()
             await ledger.close()
             await store.close()
@@ -263,19 +279,26 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    lifecycle = app[HUB].lifecycle
     try:
-        await stop.wait()
+        stopping = asyncio.ensure_future(stop.wait())
+        crashed = asyncio.ensure_future(lifecycle.stopped.wait())
+        await asyncio.wait((stopping, crashed), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        crashed.cancel()
         await _graceful_shutdown(app, settings)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+    if lifecycle.crashed is not None:
+        raise SystemExit("the hub stopped because a background loop crashed (see the log above)")
 
 
 async def _graceful_shutdown(app: web.Application, settings: HubSettings) -> None:
     hub = app[HUB]
     log.info("shutting down: refusing new requests, draining %d in flight", hub.requests.in_flight)
-    hub.requests.closing = True
+    hub.lifecycle.closing = True
     hub.registry.drain_all(settings.shutdown_timeout)
     if not await hub.requests.wait_idle(settings.shutdown_timeout):
         log.warning("shutdown deadline reached with %d requests in flight", hub.requests.in_flight)

@@ -605,7 +605,7 @@ async def test_first_byte_timeout_cancels_on_the_agent() -> None:
 async def test_shutting_down_dispatcher_refuses_new_requests() -> None:
     hub = HubCore()
     hub.attach("a")
-    hub.owner.closing = True
+    hub.owner.lifecycle.closing = True
     with pytest.raises(ShuttingDownError):
         hub.owner.admit(hub.client_request())
     assert hub.dispatcher.in_flight == 0

@@ -25,6 +25,7 @@ from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, Served
 from potluck.hub.dispatch import Dispatcher, Exchange, RelayRequest
 from potluck.hub.errors import HubError, PermissionDeniedError, ShuttingDownError
+from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import NO_LIMITS, Admission, Limits, RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
@@ -67,7 +68,9 @@ class RequestOwner:
         journal: UsageJournal,
         metrics: HubMetrics,
         clock: Clock,
+        lifecycle: Lifecycle,
     ) -> None:
+        self.lifecycle = lifecycle
         self.access = access
         self.limiter = limiter
         self.accounting = accounting
@@ -75,12 +78,15 @@ class RequestOwner:
         self.journal = journal
         self.metrics = metrics
         self.clock = clock
-        self.closing = False
-        """The hub is shutting down: new requests get 503, those in flight finish. The one shutdown flag."""
 
     def serve(self, request: ClientRequest) -> Serving:
         """Admit, place and relay ``request``; use as ``async with``: the exchange is its value."""
         return Serving(self, request)
+
+    @property
+    def closing(self) -> bool:
+        """The hub is shutting down: new requests get 503, those in flight finish."""
+        return self.lifecycle.closing
 
     @property
     def in_flight(self) -> int:

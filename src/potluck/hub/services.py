@@ -9,6 +9,8 @@ from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting
 from potluck.hub.accounts import Accounts
 from potluck.hub.auth import AdminAuth, KeyCache
+from potluck.hub.gate import AgentGate
+from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
@@ -27,6 +29,8 @@ class HubServices:
     admin: AdminAuth
     registry: Registry
     requests: RequestOwner
+    gate: AgentGate
+    lifecycle: Lifecycle
     journal: UsageJournal
     metrics: HubMetrics
     accounts: Accounts
