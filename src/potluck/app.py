@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from potluck._shared.clock import SystemClock
 from potluck.api import admin, agent_ws, billing, health, openai, openapi, scheduling, users
 from potluck.api.context import HUB
+from potluck.api.cors import add_cors
 from potluck.api.errors import error_middleware
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
@@ -216,6 +217,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     scheduling.add_routes(app)
     billing.add_routes(app)
     openapi.add_routes(app)
+    add_cors(app, settings)
     return app
 
 

@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 from potluck.api.context import HUB, request_id
 from potluck.hub.auth import ApiKey
 from potluck.hub.dispatch import Exchange, normalize_error_body
-from potluck.hub.errors import AuthError, HubError, InvalidRequestError, ShuttingDownError
+from potluck.hub.errors import AuthError, HubError, InvalidRequestError, ModelNotFoundError, ShuttingDownError
 from potluck.hub.requests import ClientRequest
 from potluck.protocol.errors import error_envelope
 from potluck.protocol.openai import STREAMABLE_PATHS, RoutingFields
@@ -188,6 +188,24 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     """The models this key reaches, with how many agents serve each, whether any has it hot, and whose they are."""
+    data = _models_of(request)
+    return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One model this key reaches (``client.models.retrieve``); 404 ``model_not_found`` otherwise."""
+    model_id = request.match_info["model"]
+    for entry in _models_of(request):
+        if entry["id"] == model_id:
+            return web.json_response(entry, dumps=_dumps)
+    raise ModelNotFoundError(model_id)
+
+
+def _dumps(document: object) -> str:
+    return msgspec.json.encode(document).decode()
+
+
+def _models_of(request: web.Request) -> list[dict[str, object]]:
     key = authenticate(request)
     hub = request.app[HUB]
     access = hub.access
@@ -240,7 +258,7 @@ async def list_models(request: web.Request) -> web.Response:
                 "owners": sorted({o for m in served for o in owners.get(m, ())}),
             }
         )
-    return web.json_response({"object": "list", "data": data}, dumps=lambda o: msgspec.json.encode(o).decode())
+    return data
 
 
 def add_routes(app: web.Application) -> None:
@@ -248,3 +266,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)

@@ -79,6 +79,20 @@ def cli() -> None:
 )
 @click.option("--max-attempts", default=3, show_default=True, envvar="POTLUCK_HUB_MAX_ATTEMPTS")
 @click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    envvar="POTLUCK_HUB_CORS_ORIGINS",
+    help="A browser origin allowed to call /v1/* (repeat; '*' for any). Off by default.",
+)
+@click.option(
+    "--restart-grace-s",
+    default=30.0,
+    show_default=True,
+    envvar="POTLUCK_HUB_RESTART_GRACE_S",
+    help="After a restart, models that agents served before answer 503 + Retry-After (not 404) this long.",
+)
+@click.option(
     "--scheduler-policy",
     type=click.Choice(["potluck", "least_loaded", "round_robin"]),
     default="potluck",

@@ -27,6 +27,11 @@ class HubSettings:
     idle_timeout: float = 300.0
     """Seconds a response may go without a byte before the hub gives up on it."""
     max_attempts: int = 3
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call ``/v1/*`` (``*``: any); none by default (CORS off)."""
+    restart_grace_s: float = 30.0
+    """After a start, seconds during which a model that agents served before the restart answers 503
+    with Retry-After (not 404) until those agents are back."""
     scheduler_policy: str = "potluck"
     """``potluck`` (hot model first, then load, latency, reliability), ``least_loaded`` or ``round_robin``."""
     score_weights: str = ""
