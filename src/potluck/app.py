@@ -42,6 +42,7 @@ from potluck.hub.metrics import HubMetrics
 from potluck.hub.receipts import HubSigner
 from potluck.hub.registry import Registry
 from potluck.hub.requests import RequestOwner
+from potluck.hub.returning import Returning
 from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
@@ -153,6 +154,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         )
         limiter = MemoryRateLimiter(clock)
         lifecycle = Lifecycle()
+        returning = Returning(clock, await store.agents.serving(), settings.restart_grace_s)
         requests = RequestOwner(
             access=access,
             limiter=limiter,
@@ -162,6 +164,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             metrics=metrics,
             clock=clock,
             lifecycle=lifecycle,
+            returning=returning,
         )
         accounts = Accounts(store, access, registry, accounting)
         gate = AgentGate(

@@ -215,3 +215,42 @@ def test_admin_drain_takes_an_agent_out_of_rotation_until_resumed(fleet: Fleet) 
     assert client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}]).choices
     status, _ = fleet.hub.admin("POST", "/admin/agents/agt_nope/drain")
     assert status == 404
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "kill-9"])
+def test_after_a_hub_restart_a_model_answers_503_until_its_agent_is_back(tmp_path, stop: str) -> None:  # type: ignore[no-untyped-def]
+    port = str(_free_port())
+    args = ("--port", port, "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
+    hub = HubProcess(tmp_path / "hub", *args)
+    fleet = Fleet(hub, tmp_path / "fleet")
+    restarted = None
+    try:
+        model = fleet.model()
+        _backend, url = fleet.backend(model)
+        agent = fleet.agent(url)
+        hub.wait_agent(agent.name, models={model})
+        agent.signal(signal.SIGSTOP)  # held back, so the restarted hub must answer before the agent returns
+        if stop == "kill-9":
+            hub.kill()
+        else:
+            hub.stop()
+        restarted = HubProcess(tmp_path / "hub", *args)
+        client = fleet.client().with_options(max_retries=0)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        assert caught.value.status_code == 503
+        assert caught.value.response.headers["retry-after"].isdigit()
+        assert caught.value.body["code"] == "model_unavailable"  # type: ignore[index]
+        # A model nobody served before the restart is still plainly missing.
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model=fleet.model("never"), messages=[{"role": "user", "content": "x"}])
+        agent.signal(signal.SIGCONT)
+        restarted.wait_agent(agent.name, models={model}, timeout=20)
+        reply = fleet.client().chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content
+    finally:
+        agent.signal(signal.SIGCONT)
+        fleet.close()
+        hub.stop()
+        if restarted is not None:
+            restarted.stop()

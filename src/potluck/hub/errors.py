@@ -60,6 +60,16 @@ class OverloadedError(HubError):
         self.headers = headers or {}
 
 
+class ModelUnavailableError(HubError):
+    """The agents that serve the model are reconnecting after a hub restart: retry shortly."""
+
+    code = ErrorCode.MODEL_UNAVAILABLE
+
+    def __init__(self, model: str, *, retry_after: int) -> None:
+        super().__init__(f"The model `{model}` is not available yet: its agents are reconnecting; retry shortly")
+        self.retry_after = retry_after
+
+
 class InsufficientQuotaError(HubError):
     """The request could cost more than the user's credit, and no free (mutual) route serves it."""
 

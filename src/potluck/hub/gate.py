@@ -21,6 +21,7 @@ from potluck.hub.channel import AgentChannel
 from potluck.hub.identity import new_nonce, signature_valid
 from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.registry import Registry
+from potluck.hub.returning import Returning
 from potluck.hub.session import AgentSession
 from potluck.hub.settings import HubSettings
 from potluck.protocol.agent import (
@@ -77,7 +78,9 @@ class AgentGate:
         clock: Clock,
         enrolled: EnrolmentHook,
         lifecycle: Lifecycle,
+        returning: Returning | None = None,
     ) -> None:
+        self._returning = returning
         self._lifecycle = lifecycle
         self._agents = agents
         self._registry = registry
@@ -126,6 +129,9 @@ class AgentGate:
             )
         )
         self._registry.attach(session, draining=hello.draining)
+        if self._returning is not None:
+            self._returning.arrived(agent.id)
+        await self._remember_serving(session, [m.id for m in hello.models])
         log.info("agent %s (%s) connected with %d models", agent.id, session.name, len(hello.models))
         return session
 
@@ -152,6 +158,12 @@ class AgentGate:
         await self._enrolled.agent_enrolled(agent.id, agent.owner_id)
         return agent
 
+    async def _remember_serving(self, session: AgentSession, models: list[str] | None) -> None:
+        try:
+            await self._agents.set_serving(session.agent_id, models)
+        except StoreError:
+            log.warning("could not record the models of agent %s", session.agent_id)
+
     def receive(self, session: AgentSession, data: bytes) -> None:
         """One message from a connected agent: its frames, in order. Raises ProtocolError on garbage."""
         registry = self._registry
@@ -175,6 +187,9 @@ class AgentGate:
         """The agent's connection closed: fail its streams, forget it, and note when it was last seen."""
         self._registry.detach(session)
         log.info("agent %s disconnected", session.agent_id)
+        # Closed by a hub shutdown, the agent will be back after the restart: remember what it served then.
+        current = [m.id for m in session.models] if self._lifecycle.closing else None
+        await self._remember_serving(session, current)
         try:
             await self._agents.touch({session.agent_id: self._clock.wall()})
         except StoreError:

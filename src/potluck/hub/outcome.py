@@ -11,6 +11,7 @@ import enum
 
 from potluck.hub.errors import (
     ModelNotFoundError,
+    ModelUnavailableError,
     OverloadedError,
     ShuttingDownError,
     UpstreamError,
@@ -33,7 +34,8 @@ class Outcome(enum.StrEnum):
     MODEL_NOT_FOUND = "model_not_found"
     """No agent this key reaches serves the model: it never reached an agent."""
     OVERLOADED = "overloaded"
-    """Every capable agent was busy and the queue was full or the wait expired, or the hub was shutting down."""
+    """Every capable agent was busy and the queue was full or the wait expired, the hub was shutting down, or
+    the model's agents were still reconnecting after a restart."""
     ERROR = "error"
     """Anything else the hub refused after admission."""
 
@@ -54,7 +56,7 @@ def outcome_of_failure(exc: BaseException) -> Outcome:
         return Outcome.CLIENT_CANCELLED
     if isinstance(exc, ModelNotFoundError):
         return Outcome.MODEL_NOT_FOUND
-    if isinstance(exc, OverloadedError | ShuttingDownError):
+    if isinstance(exc, OverloadedError | ShuttingDownError | ModelUnavailableError):
         return Outcome.OVERLOADED
     if isinstance(exc, UpstreamTimeoutError):
         return Outcome.TIMEOUT

@@ -24,12 +24,19 @@ from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, Served
 from potluck.hub.dispatch import Dispatcher, Exchange, RelayRequest
-from potluck.hub.errors import HubError, PermissionDeniedError, ShuttingDownError
+from potluck.hub.errors import (
+    HubError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    PermissionDeniedError,
+    ShuttingDownError,
+)
 from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import NO_LIMITS, Admission, Limits, RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.outcome import Outcome, outcome_of_failure, outcome_of_response
+from potluck.hub.returning import Returning
 from potluck.protocol.agent import EndMessage, Usage
 from potluck.store.keys import ApiKey
 from potluck.store.usage import UsageRecord
@@ -69,8 +76,10 @@ class RequestOwner:
         metrics: HubMetrics,
         clock: Clock,
         lifecycle: Lifecycle,
+        returning: Returning | None = None,
     ) -> None:
         self.lifecycle = lifecycle
+        self.returning = returning
         self.access = access
         self.limiter = limiter
         self.accounting = accounting
@@ -136,7 +145,10 @@ class RequestOwner:
     async def relay(self, relay: RelayRequest) -> Exchange:
         """Place and send the request; a request that fails before its response is recorded here."""
         try:
-            exchange = await self.dispatcher.open(relay)
+            try:
+                exchange = await self.dispatcher.open(relay)
+            except ModelNotFoundError as exc:
+                raise self._unavailable_after_restart(relay) or exc from None
         except BaseException as exc:
             self.accounting.release(relay.hold)
             status = exc.status if isinstance(exc, HubError) else 499
@@ -144,6 +156,17 @@ class RequestOwner:
             raise
         exchange.on_finish = self._finished
         return exchange
+
+    def _unavailable_after_restart(self, relay: RelayRequest) -> ModelUnavailableError | None:
+        """503 instead of 404 while an agent that served the model before a restart is still expected back."""
+        if self.returning is None:
+            return None
+        want = relay.want
+        reachable = None
+        if want.groups is not None:
+            reachable = [a for a, groups in self.access.agent_groups.items() if not want.groups.isdisjoint(groups)]
+        retry_after = self.returning.awaited(want.models, reachable)
+        return None if retry_after is None else ModelUnavailableError(relay.model, retry_after=retry_after)
 
     def _finished(self, exchange: Exchange, outcome: Outcome, end: EndMessage | None) -> None:
         if exchange.request.hold is not None:

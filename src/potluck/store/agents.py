@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -29,6 +31,8 @@ class Agent:
     """The user whose enrolment token it used; None for agents enrolled before accounts existed."""
     controls: str | None = None
     """The owner's controls as JSON (hub/controls.py reads it): pause, schedule, own requests only/first."""
+    served_models: str | None = None
+    """JSON list of the models it served while connected; None once it left (kept through a hub restart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,22 @@ class AgentRepository:
                     await conn.execute(update(agents).where(agents.c.id == agent_id).values(last_seen_at=when))
         except SQLAlchemyError as exc:
             raise StoreError(str(exc)) from exc
+
+    async def set_serving(self, agent_id: str, models: builtins.list[str] | None) -> None:
+        """The models a connected agent serves (kept through a hub restart); None: it left."""
+        value = None if models is None else json.dumps(sorted(models))
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(update(agents).where(agents.c.id == agent_id).values(served_models=value))
+        except SQLAlchemyError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def serving(self) -> dict[str, builtins.list[str]]:
+        """Agent id -> the models it served, for every agent that was connected when the hub last stopped."""
+        query = select(agents.c.id, agents.c.served_models).where(agents.c.served_models.is_not(None))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {agent_id: list(json.loads(models)) for agent_id, models in rows}
 
     async def set_controls(self, agent_id: str, controls_json: str) -> None:
         async with self._engine.begin() as conn:

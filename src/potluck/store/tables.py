@@ -78,6 +78,7 @@ agents = Table(
     Column("drained", Boolean, nullable=False, server_default=false()),
     Column("owner_id", String(40), nullable=True),
     Column("controls", Text, nullable=True),
+    Column("served_models", Text, nullable=True),
 )
 
 agent_tokens = Table(
