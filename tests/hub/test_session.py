@@ -88,10 +88,20 @@ async def test_read_waits_for_data_without_polling() -> None:
 
 
 async def test_frames_for_unknown_streams_are_ignored() -> None:
-    session, _, _ = open_stream()
+    session, channel, stream = open_stream()
+    sent = len(channel.frames)
     send_head(session, 999)
     send_data(session, 999, b"x")
     send_end(session, 999, EndMessage("other"))
+    assert session.streams == {stream.stream_id: stream}  # nothing created for them
+    assert len(channel.frames) == sent  # no cancel, credit or error sent back
+    assert session.state is SessionState.ACTIVE
+    assert (stream.bytes_received, stream.end, stream.failure) == (0, None, None)
+    send_head(session, stream.stream_id, 201)  # and the session still relays its own streams
+    send_data(session, stream.stream_id, b"ok")
+    async with asyncio.timeout(2):
+        assert (await stream.head()).status == 201
+        assert await stream.read() == b"ok"
 
 
 async def test_unexpected_frame_type_from_agent_is_a_protocol_error() -> None:
