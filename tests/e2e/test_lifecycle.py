@@ -118,7 +118,8 @@ def test_agent_reconnects_by_itself_after_hub_restart(tmp_path) -> None:  # type
         agent = fleet.agent(url)
         agent_id = hub.wait_agent(agent.name)["id"]
         hub.stop()
-        time.sleep(1.0)  # the agent fails to reconnect a few times, backing off
+        # The agent fails to reconnect at least once (a second "reconnecting in"), backing off.
+        assert hub.wait_for(lambda: agent.log().count("reconnecting in") >= 2, 10), agent.log()
         restarted = HubProcess(tmp_path / "hub", *args)
         assert restarted.url == hub.url
         assert restarted.wait_agent(agent.name, models={model}, timeout=20)["id"] == agent_id
@@ -177,7 +178,10 @@ async def test_hub_sigterm_refuses_new_work_and_finishes_in_flight(tmp_path) -> 
             chunks.append(chunk)
             if len(chunks) == 2:
                 hub.signal(signal.SIGTERM)
-                await asyncio.sleep(0.1)
+                stopped = await asyncio.to_thread(
+                    hub.wait_for, lambda: http_json("GET", hub.url + "/readyz")[0] == 503, 5
+                )
+                assert stopped, "the hub did not stop its intake"
                 status, body, headers = await asyncio.to_thread(
                     http_json, "POST", hub.url + CHAT, {"model": model, "messages": []}, fleet.key
                 )

@@ -80,7 +80,7 @@ async def test_read_waits_for_data_without_polling() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
     reader = asyncio.create_task(stream.read())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the reader runs, and must block rather than return
     assert not reader.done()
     send_data(session, stream.stream_id, b"x")
     async with asyncio.timeout(2):
