@@ -6,11 +6,13 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Callable
 
 import aiohttp
 import openai
 import psutil
 import pytest
+from openai.types.chat import ChatCompletion
 
 from tests.e2e.conftest import Fleet
 
@@ -127,6 +129,7 @@ def test_agent_killed_before_first_byte_is_retried_on_another_agent(fleet: Fleet
         doomed.kill()
     reply = result.value
 
+    assert isinstance(reply, ChatCompletion)
     assert reply.choices[0].message.content == "tok0 tok1 tok2 "
     assert len(_served(healthy_backend.records)) == 1
 
@@ -251,7 +254,7 @@ def test_upstream_error_on_streaming_request_keeps_status_and_body(fleet: Fleet)
 # -- timeouts, queueing, unknown models ------------------------------------------------------------
 
 
-def test_stream_longer_than_every_timeout_completes_intact(hub_factory) -> None:  # type: ignore[no-untyped-def]
+def test_stream_longer_than_every_timeout_completes_intact(hub_factory: Callable[..., Fleet]) -> None:
     fleet = hub_factory("--idle-timeout", "1.0", "--first-byte-timeout", "1.0")
     model = fleet.model()
     _backend, url = fleet.backend(model, chunks=25, delay=0.12)  # 3 s: > idle, first-byte and heartbeat timeouts
@@ -276,7 +279,7 @@ def test_unknown_model_is_404_model_not_found_at_once(fleet: Fleet) -> None:
     assert missing.value.body["param"] == "model"  # type: ignore[index]
 
 
-async def test_queue_full_is_503_with_retry_after(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_queue_full_is_503_with_retry_after(hub_factory: Callable[..., Fleet]) -> None:
     fleet = hub_factory("--max-queue", "1", "--queue-timeout", "10")
     model = fleet.model()
     backend, url = fleet.backend(model, hang=True)
@@ -301,7 +304,7 @@ async def test_queue_full_is_503_with_retry_after(hub_factory) -> None:  # type:
     assert error["type"] == "server_error"
 
 
-def test_queue_wait_exceeded_is_503(hub_factory) -> None:  # type: ignore[no-untyped-def]
+def test_queue_wait_exceeded_is_503(hub_factory: Callable[..., Fleet]) -> None:
     fleet = hub_factory("--queue-timeout", "0.5")
     model = fleet.model()
     backend, url = fleet.backend(model)
