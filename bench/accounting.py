@@ -24,6 +24,7 @@ from potluck._shared.clock import ManualClock
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling, Served
 from potluck.hub.ledger import Ledger
+from potluck.hub.outcome import Outcome
 from potluck.hub.receipts import HubSigner
 from potluck.hub.scheduler import Scheduler, Want
 from potluck.protocol.agent import Usage
@@ -51,7 +52,7 @@ def _accounting(ledger: Ledger, agents: int) -> Accounting:
 
 
 def _served(groups: frozenset[str] | None) -> Served:
-    return Served("key", groups, "gpu0", "m", Usage(20, 40, 60), len(BODY), 1200, None, "ok")
+    return Served("key", groups, "gpu0", "m", Usage(20, 40, 60), len(BODY), 1200, 1200, None, Outcome.OK, 200)
 
 
 async def run(requests: int, agents: int) -> dict[str, Any]:

@@ -153,9 +153,11 @@ def test_models_lists_what_connected_agents_serve(fleet: Fleet) -> None:
 
     assert first in listed
     assert second in listed
-    assert listed[first].model_extra is not None
-    assert listed[first].model_extra["agents"] == 2
-    assert listed[second].model_extra["agents"] == 1
+    first_extra, second_extra = listed[first].model_extra, listed[second].model_extra
+    assert first_extra is not None
+    assert second_extra is not None
+    assert first_extra["agents"] == 2
+    assert second_extra["agents"] == 1
 
 
 def test_concurrent_requests_spread_over_equal_agents_by_load(fleet: Fleet) -> None:

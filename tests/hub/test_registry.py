@@ -92,7 +92,7 @@ async def test_queued_waiters_are_served_first_come_first_served() -> None:
     async with asyncio.timeout(2):
         for _ in range(3):
             hub.registry.release(session)
-            await asyncio.sleep(0)
+            await asyncio.wait([t for t in tasks if not t.done()], return_when=asyncio.FIRST_COMPLETED)
         await asyncio.gather(*tasks)
     assert order == [0, 1, 2]
 
@@ -202,9 +202,7 @@ async def test_new_agent_serves_queued_requests_at_once() -> None:
 async def test_models_message_updates_what_the_agent_serves() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", models=("m",), max_concurrency=1)
-    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await asyncio.sleep(0)
-    await waiter  # took the only slot
+    await hub.registry.acquire(Want(("m",)))  # took the only slot
     hub.registry.on_models(session, ModelsMessage([ModelInfo("m"), ModelInfo("n")], []))
     assert hub.scheduler.serves("n")
     hub.registry.on_models(session, ModelsMessage([ModelInfo("n")], []))

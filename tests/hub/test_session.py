@@ -80,7 +80,7 @@ async def test_read_waits_for_data_without_polling() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
     reader = asyncio.create_task(stream.read())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the reader runs, and must block rather than return
     assert not reader.done()
     send_data(session, stream.stream_id, b"x")
     async with asyncio.timeout(2):
@@ -88,10 +88,20 @@ async def test_read_waits_for_data_without_polling() -> None:
 
 
 async def test_frames_for_unknown_streams_are_ignored() -> None:
-    session, _, _ = open_stream()
+    session, channel, stream = open_stream()
+    sent = len(channel.frames)
     send_head(session, 999)
     send_data(session, 999, b"x")
     send_end(session, 999, EndMessage("other"))
+    assert session.streams == {stream.stream_id: stream}  # nothing created for them
+    assert len(channel.frames) == sent  # no cancel, credit or error sent back
+    assert session.state is SessionState.ACTIVE
+    assert (stream.bytes_received, stream.end, stream.failure) == (0, None, None)
+    send_head(session, stream.stream_id, 201)  # and the session still relays its own streams
+    send_data(session, stream.stream_id, b"ok")
+    async with asyncio.timeout(2):
+        assert (await stream.head()).status == 201
+        assert await stream.read() == b"ok"
 
 
 async def test_unexpected_frame_type_from_agent_is_a_protocol_error() -> None:
@@ -144,8 +154,9 @@ async def test_finished_stream_cancels_its_deadline_timer() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
     stream.set_deadline(0.01, "idle")
-    assert stream.deadline_armed
+    armed = stream.deadline_armed  # a local, so mypy does not narrow the property for the next assert
     send_end(session, stream.stream_id, EndMessage("req_x"))
+    assert armed
     assert not stream.deadline_armed
     assert manual(session).pending == 0
     advance(session, 0.03)
@@ -444,7 +455,8 @@ async def test_failures_before_the_first_byte_and_5xx_answers_count_against_the_
     while await exchange.read() is not None:
         pass
     exchange.close(Outcome.OK)
-    assert (stats.failures, stats.decode) == (0, pytest.approx(20.0))
+    assert stats.failures == 0
+    assert stats.decode == pytest.approx(20.0)
     assert stats.ttft == 0.0  # the manual clock did not move before the first byte
 
 
