@@ -223,7 +223,7 @@ def test_admin_drain_takes_an_agent_out_of_rotation_until_resumed(fleet: Fleet) 
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "kill-9"])
-def test_after_a_hub_restart_a_model_answers_503_until_its_agent_is_back(tmp_path, stop: str) -> None:  # type: ignore[no-untyped-def]
+def test_after_a_hub_restart_a_model_answers_503_until_its_agent_is_back(tmp_path: Path, stop: str) -> None:
     port = str(_free_port())
     args = ("--port", port, "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
     hub = HubProcess(tmp_path / "hub", *args)
