@@ -19,6 +19,7 @@ from potluck.agent.settings import AgentSettings
 from potluck.api import agent_ws
 from potluck.app import create_app
 from potluck.cli.main import cli
+from potluck.hub import gate
 from potluck.hub.auth import AdminAuth
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.settings import HubSettings
@@ -137,20 +138,14 @@ def test_generated_message_reference_is_current() -> None:
 
 
 def test_every_reject_code_is_documented() -> None:
-    tree = ast.parse(inspect.getsource(agent_ws))
     codes: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_reject":
-            first = node.args[1]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                codes.add(first.value)
-        if isinstance(node, ast.AsyncFunctionDef) and node.name == "_authenticate":
-            for ret in ast.walk(node):
-                if isinstance(ret, ast.Return) and isinstance(ret.value, ast.Tuple):
-                    first = ret.value.elts[0]
-                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                        codes.add(first.value)
-    assert len(codes) >= 5, f"could not find the reject codes in api/agent_ws.py: {codes}"
+    for module in (gate, agent_ws):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Rejection":
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    codes.add(first.value)
+    assert len(codes) >= 5, f"could not find the reject codes in hub/gate.py: {codes}"
     documented = {k.strip("`") for k in table_rows(section(read("protocol.md"), "Handshake"))}
     assert codes <= documented, f"reject codes missing from docs/protocol.md: {codes - documented}"
     assert documented - {"code"} <= codes, f"documented reject codes that do not exist: {documented - codes}"
