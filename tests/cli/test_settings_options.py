@@ -148,12 +148,13 @@ def test_environment_variables_set_every_kind_of_setting(monkeypatch: pytest.Mon
         "POTLUCK_HUB_SCHEDULER_POLICY": "round_robin",
         "POTLUCK_HUB_ALLOW_INSECURE_HTTP": "yes",
         "POTLUCK_HUB_CREDIT_WINDOW": "65536",
+        "POTLUCK_HUB_LOG_LEVEL": "WARNING",  # levels were read in any case before; they still are
     }.items():
         monkeypatch.setenv(name, value)
     hub = build(HubSettings, parse("hub"))
     assert (hub.max_queue, hub.queue_timeout, hub.data_dir) == (7, 1.5, tmp_path)
     assert (hub.admin_token, hub.score_weights, hub.scheduler_policy) == ("padm-x", "hot=50,load=2", "round_robin")
-    assert (hub.allow_insecure_http, hub.credit_window) == (True, 65536)
+    assert (hub.allow_insecure_http, hub.credit_window, hub.log_level) == (True, 65536, "warning")
 
     for name, value in {
         "POTLUCK_AGENT_HUB": "http://127.0.0.1:9",
@@ -236,7 +237,7 @@ def test_a_hub_url_without_a_scheme_is_a_usage_error_that_says_which_to_write(
 def test_a_bad_log_level_is_a_usage_error() -> None:
     code, output = run("hub", "--log-level", "loud")
     assert code == 2
-    assert "'loud' is not one of 'debug', 'info', 'warning', 'error'" in output
+    assert "'loud' is not one of 'debug', 'info', 'warning', 'error', 'critical'" in output
 
 
 def _python_without(modules: list[str], code: str) -> subprocess.CompletedProcess[str]:

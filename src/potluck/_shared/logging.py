@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 """The levels ``--log-level`` takes."""
 
 
