@@ -234,6 +234,16 @@ def test_a_hub_url_without_a_scheme_is_a_usage_error_that_says_which_to_write(
     assert f"Invalid value for --hub: the URL needs a scheme: did you mean {meant}?" in output
 
 
+@pytest.mark.parametrize(("low", "high"), [(0.0, 30.0), (5.0, 1.0)])
+def test_reconnect_bounds_must_be_ordered_and_positive(tmp_path: Path, low: float, high: float) -> None:
+    code, output = run(
+        "agent", "--hub", "http://127.0.0.1:9", "--data-dir", str(tmp_path),
+        "--reconnect-min", str(low), "--reconnect-max", str(high),
+    )  # fmt: skip
+    assert code == 2, output
+    assert "--reconnect-min must be positive and at most --reconnect-max" in output
+
+
 def test_a_bad_log_level_is_a_usage_error() -> None:
     code, output = run("hub", "--log-level", "loud")
     assert code == 2
