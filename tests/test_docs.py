@@ -29,6 +29,7 @@ from potluck.protocol.errors import ERROR_CODES
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 GENERATOR = ROOT / "scripts" / "gen_protocol_docs.py"
+CONFIG_GENERATOR = ROOT / "scripts" / "gen_config_docs.py"
 
 SETTINGS = [("hub", HubSettings), ("agent", AgentSettings)]
 
@@ -60,8 +61,8 @@ def options(command_name: str) -> dict[str, click.Option]:
     return {p.name: p for p in command.params if isinstance(p, click.Option) and p.name is not None}
 
 
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_protocol_docs", GENERATOR)
+def load_generator(path: Path = GENERATOR) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -112,6 +113,15 @@ def test_every_cli_option_is_documented_with_its_environment_variable(command_na
         row = by_option.get(f"`{option.opts[0]}`")
         assert row is not None, f"potluck {command_name} {option.opts[0]} is missing from docs/configuration.md"
         assert row[2] == f"`{option.envvar}`", f"{option.opts[0]}: documented variable {row[2]!r}"
+
+
+@pytest.mark.parametrize("command_name", ["hub", "agent"])
+def test_generated_option_tables_are_current(command_name: str) -> None:
+    generator = load_generator(CONFIG_GENERATOR)
+    block = generator.current_block(read("configuration.md"), command_name)
+    assert block == generator.render_table(command_name), (
+        "docs/configuration.md is stale: run scripts/gen_config_docs.py --write"
+    )
 
 
 # -- protocol.md ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ or `RejectMessage`. After that every message carries one or more frames (protoco
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,7 +39,7 @@ from potluck.protocol.agent import (
     encode_frame,
     iter_frames,
 )
-from potluck.store.agents import Agent, AgentRepository
+from potluck.store.agents import NAME_MAX, Agent, AgentRepository
 from potluck.store.errors import ConflictError, StoreError
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,14 @@ class AgentGate:
         if isinstance(result, Rejection):
             return result
         agent = result
+        if hello.name and hello.name[:NAME_MAX] != agent.name:
+            # `--name` overrides the enrolment token's name, and is kept for offline listings too.
+            await self._agents.rename(agent.id, hello.name)
+            agent = dataclasses.replace(agent, name=hello.name[:NAME_MAX])
         settings = self._settings
         session = AgentSession(
             agent_id=agent.id,
-            name=hello.name or agent.name,
+            name=agent.name,
             channel=channel,
             clock=self._clock,
             models=hello.models,

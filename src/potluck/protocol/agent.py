@@ -129,7 +129,7 @@ class HelloMessage(msgspec.Struct, frozen=True, tag="hello"):
     signature: bytes
     """Ed25519 signature of ``AUTH_CONTEXT + nonce + public_key``."""
     name: str
-    """Display name chosen by the agent's owner."""
+    """Display name chosen by the agent's owner (``--name``); empty: the name the hub stored at enrolment."""
     max_concurrency: int
     """Requests the agent runs at once; the hub sends no more."""
     models: list[ModelInfo]

@@ -16,6 +16,8 @@ from potluck.store.errors import ConflictError, StoreError
 from potluck.store.tables import agent_groups, agent_tokens, agents
 
 TOKEN_PREFIX = "pat-"  # noqa: S105 - a prefix, not a secret
+NAME_MAX = 200
+"""The names column's width; an agent chooses its own name, so a longer one is cut to fit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +65,15 @@ class AgentRepository:
             )
         return created
 
-    async def enrol(self, token: str, public_key: bytes, name: str) -> Agent:
+    async def enrol(self, token: str, public_key: bytes, name: str = "") -> Agent:
         """Spend a one-time token on a new agent with this key. Race-safe: one winner per token.
 
-        Raises ConflictError when the token is unknown or used, or the key is already enrolled.
+        The agent is named ``name``, or, when that is empty, after the token (its owner named the token
+        for the machine it is meant for). Raises ConflictError when the token is unknown or used, or
+        the key is already enrolled.
         """
         now = datetime.now(UTC)
-        agent = Agent(id=new_id("agt"), name=name or "agent", public_key=public_key, created_at=now, last_seen_at=now)
+        agent = Agent(id=new_id("agt"), name=name, public_key=public_key, created_at=now, last_seen_at=now)
         try:
             async with self._engine.begin() as conn:
                 # Conditional UPDATE: whichever transaction flips used_at first wins the token.
@@ -80,12 +84,15 @@ class AgentRepository:
                 )
                 if spent.rowcount != 1:
                     raise ConflictError("enrolment token is unknown or already used")
-                owner_id = (
+                spent_token = (
                     await conn.execute(
-                        select(agent_tokens.c.owner_id).where(agent_tokens.c.secret_hash == hash_secret(token))
+                        select(agent_tokens.c.owner_id, agent_tokens.c.name).where(
+                            agent_tokens.c.secret_hash == hash_secret(token)
+                        )
                     )
-                ).scalar_one_or_none()
-                agent = replace(agent, owner_id=owner_id)
+                ).one()
+                owner_id = spent_token.owner_id
+                agent = replace(agent, owner_id=owner_id, name=(name or spent_token.name or "agent")[:NAME_MAX])
                 await conn.execute(
                     insert(agents).values(
                         id=agent.id,
@@ -114,6 +121,12 @@ class AgentRepository:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(agents).order_by(agents.c.created_at))).mappings().all()
         return [Agent(**row) for row in rows]
+
+    async def rename(self, agent_id: str, name: str) -> bool:
+        """Give an enrolled agent another display name (its ``--name``); False if there is no such agent."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(update(agents).where(agents.c.id == agent_id).values(name=name[:NAME_MAX]))
+        return bool(result.rowcount)
 
     async def set_drained(self, agent_id: str, drained: bool) -> bool:
         """Take an agent out of rotation, or put it back; False if there is no such agent."""
