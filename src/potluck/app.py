@@ -40,6 +40,7 @@ from potluck.hub.registry import Registry
 from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
+from potluck.protocol.accounts import UserRole
 from potluck.store.database import Store
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ async def load_access(store: Store) -> AccessMap:
     """
     admin = await store.users.by_username(ADMIN_USERNAME)
     if admin is None:
-        admin = await store.users.create(ADMIN_USERNAME, None, "admin")
+        admin = await store.users.create(ADMIN_USERNAME, None, UserRole.ADMIN)
     default = await store.groups.find(admin.id, DEFAULT_GROUP)
     if default is None:
         default = await store.groups.create(DEFAULT_GROUP, admin.id)
@@ -212,7 +213,7 @@ async def load_access(store: Store) -> AccessMap:
     everyone = await store.users.all()
     access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in everyone}
     access.usernames = {u.id: u.username for u in everyone}
-    access.admins = {u.id for u in everyone if u.role == "admin"}
+    access.admins = {u.id for u in everyone if u.role == UserRole.ADMIN}
     for alias in await store.aliases.list():
         access.set_alias(alias.group_id, alias.alias, alias.models)
     for agent in await store.agents.list():

@@ -11,6 +11,7 @@ from potluck.hub.errors import InsufficientQuotaError
 from potluck.hub.ledger import Ledger
 from potluck.hub.receipts import HubSigner, signed_document, verify_receipt
 from potluck.hub.scheduler import Scheduler, Want
+from potluck.protocol.accounts import BillingMode
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
 from potluck.store.ledger import LedgerTxn, StoredReceipt
@@ -30,7 +31,7 @@ def make(fee: float = 10.0) -> Accounting:
     accounting = Accounting(
         Ledger(_discard), HubSigner.generate(), access, scheduler, fee_percent=fee, clock=ManualClock(10.0)
     )
-    accounting.set_billing("paid", GroupBilling(mode="credits", default=Price(10, 20), cap=100))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, default=Price(10, 20), cap=100))
     accounting.prices = {"gpu": {"m": Price(100, 1000)}}
     return accounting
 
@@ -130,7 +131,7 @@ def test_a_request_that_never_reached_an_agent_releases_its_hold() -> None:
 
 def test_the_owners_price_is_clamped_to_the_groups_bounds() -> None:
     accounting = make()
-    accounting.set_billing("paid", GroupBilling(mode="credits", min_price=1, max_price=500))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, min_price=1, max_price=500))
     quote = accounting.quote("paid", "gpu", "m")
     assert quote.price == Price(100, 500)
     assert accounting.quote("paid", "other", "m").price == Price(1, 1)  # no price set: the default, clamped
@@ -138,7 +139,7 @@ def test_the_owners_price_is_clamped_to_the_groups_bounds() -> None:
 
 def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> None:
     accounting = make()
-    accounting.set_billing("paid", GroupBilling(mode="credits", dynamic=True, default=Price(10, 20)))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, dynamic=True, default=Price(10, 20)))
     accounting.reprice()
     idle = accounting.quote("paid", "gpu", "m")
     assert idle.multiplier < 1.0
@@ -152,7 +153,7 @@ def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> N
     assert busy.multiplier > 1.0
     assert busy.reason != idle.reason
     # Fixed-price groups ignore it.
-    accounting.set_billing("paid", GroupBilling(mode="credits"))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS))
     assert accounting.quote("paid", "gpu", "m").multiplier == 1.0
 
 

@@ -22,6 +22,7 @@ from potluck.api.admin import require_admin
 from potluck.api.context import HUB
 from potluck.api.payloads import body_as, json_response
 from potluck.api.users import current_user
+from potluck.hub.accounts import MANAGERS
 from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.pricing import MICRO
 from potluck.hub.receipts import signed_document
@@ -172,7 +173,7 @@ async def group_usage(request: web.Request) -> web.Response:
     user = await current_user(request)
     hub = request.app[HUB]
     group_id = request.match_info["group_id"]
-    await hub.accounts.require_group_role(user, group_id, frozenset({"owner", "admin"}))
+    await hub.accounts.require_group_role(user, group_id, MANAGERS)
     await hub.journal.flush()
     rows = await hub.store.reports.group_totals(
         group_id, since=_day(request, "since"), until=_day(request, "until", end=True)

@@ -6,8 +6,6 @@ Authenticated with ``Authorization: Bearer <token>`` from ``POST /api/login`` or
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 from aiohttp import web
 
@@ -17,6 +15,7 @@ from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
 from potluck.hub.accounts import KeyOptions
 from potluck.hub.controls import Schedule
 from potluck.hub.services import HubServices
+from potluck.protocol.accounts import BillingMode, GroupRole, UserRole
 from potluck.store.groups import Group
 from potluck.store.users import User
 
@@ -24,7 +23,7 @@ from potluck.store.users import User
 class NewUser(msgspec.Struct):
     username: str
     password: str
-    role: str = "user"
+    role: UserRole = UserRole.USER
     rpm: int | None = None
     tpm: int | None = None
 
@@ -44,7 +43,7 @@ class NewInvite(msgspec.Struct):
 
 
 class MemberRole(msgspec.Struct):
-    role: str
+    role: GroupRole
 
 
 class NewKey(msgspec.Struct):
@@ -316,7 +315,7 @@ class GroupSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Any of the group's settings; absent ones are left as they are (``null`` clears a price bound)."""
 
     members_can_share: bool | msgspec.UnsetType = msgspec.UNSET
-    billing: Literal["mutual", "credits"] | msgspec.UnsetType = msgspec.UNSET
+    billing: BillingMode | msgspec.UnsetType = msgspec.UNSET
     dynamic_pricing: bool | msgspec.UnsetType = msgspec.UNSET
     min_price_per_mtok: float | msgspec.UnsetType | None = msgspec.UNSET
     max_price_per_mtok: float | msgspec.UnsetType | None = msgspec.UNSET

@@ -34,6 +34,7 @@ from potluck.hub.errors import (
 from potluck.hub.limits import Limits
 from potluck.hub.pricing import MICRO, validate_prices
 from potluck.hub.registry import Registry
+from potluck.protocol.accounts import GroupRole, UserRole
 from potluck.store import errors as store_errors
 from potluck.store.aliases import ModelAlias
 from potluck.store.billing import Price
@@ -44,9 +45,9 @@ from potluck.store.keys import ApiKey, NewApiKey
 from potluck.store.users import User
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
-ROLES = ("admin", "user")
 SESSION_TTL = timedelta(days=7)
-MANAGERS = frozenset({"owner", "admin"})
+MANAGERS = frozenset(role for role in GroupRole if role.manages)
+OWNER_ONLY = frozenset({GroupRole.OWNER})
 _BAD_LOGIN = "Wrong username or password"
 
 
@@ -79,14 +80,12 @@ class Accounts:
     # -- users and tokens ---------------------------------------------------------------------------
 
     async def create_user(
-        self, username: str, password: str, role: str, *, rpm: int | None = None, tpm: int | None = None
+        self, username: str, password: str, role: UserRole, *, rpm: int | None = None, tpm: int | None = None
     ) -> User:
         if not USERNAME.match(username):
             raise InvalidRequestError("`username` must be 3 to 64 of A-Z a-z 0-9 _ . -", param="username")
         if not 8 <= len(password) <= 1024:
             raise InvalidRequestError("`password` must be 8 to 1024 characters", param="password")
-        if role not in ROLES:
-            raise InvalidRequestError("`role` must be admin or user", param="role")
         _positive(rpm=rpm, tpm=tpm)
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         try:
@@ -95,7 +94,7 @@ class Accounts:
             raise ConflictError(str(exc)) from None
         self._access.user_limits[user.id] = Limits(rpm=rpm, tpm=tpm)
         self._access.usernames[user.id] = user.username
-        if user.role == "admin":
+        if user.role == UserRole.ADMIN:
             self._access.admins.add(user.id)
         return user
 
@@ -128,7 +127,7 @@ class Accounts:
     async def is_admin(self, bearer: str) -> bool:
         """Whether a user token belongs to a user with the admin role (admin endpoints accept it)."""
         user = await self._store.users.user_for_token(bearer)
-        return user is not None and user.role == "admin"
+        return user is not None and user.role == UserRole.ADMIN
 
     async def logout(self, bearer: str | None) -> None:
         """Revoke the token the request came with."""
@@ -151,10 +150,10 @@ class Accounts:
         await self._refresh_memberships(user.id)
         return group
 
-    async def groups_of(self, user: User) -> list[tuple[Group, str]]:
+    async def groups_of(self, user: User) -> list[tuple[Group, GroupRole]]:
         return await self._store.groups.for_user(user.id)
 
-    async def _role(self, user: User, group_id: str, allowed: frozenset[str] | None = None) -> str:
+    async def _role(self, user: User, group_id: str, allowed: frozenset[GroupRole] | None = None) -> GroupRole:
         role = await self._store.groups.role_of(group_id, user.id)
         if role is None:
             raise NotFoundError(f"No group {group_id}")
@@ -167,7 +166,7 @@ class Accounts:
         return await self._store.groups.members(group_id)
 
     async def leave(self, user: User, group_id: str) -> None:
-        if await self._role(user, group_id) == "owner":
+        if await self._role(user, group_id) == GroupRole.OWNER:
             raise InvalidRequestError("The owner cannot leave the group; delete it instead")
         await self._store.groups.remove_member(group_id, user.id)
         await self._refresh_memberships(user.id)
@@ -177,25 +176,25 @@ class Accounts:
         target = await self._store.groups.role_of(group_id, member_id)
         if target is None:
             raise NotFoundError(f"No member {member_id} in this group")
-        if target == "owner":
+        if target == GroupRole.OWNER:
             raise InvalidRequestError("The owner cannot be removed from the group")
         await self._store.groups.remove_member(group_id, member_id)
         await self._refresh_memberships(member_id)
 
-    async def set_member_role(self, user: User, group_id: str, member_id: str, role: str) -> None:
+    async def set_member_role(self, user: User, group_id: str, member_id: str, role: GroupRole) -> None:
         """The owner makes a member an admin (who may invite and remove members) or a member again."""
-        await self._role(user, group_id, frozenset({"owner"}))
-        if role not in ("admin", "member"):
+        await self._role(user, group_id, OWNER_ONLY)
+        if role == GroupRole.OWNER:
             raise InvalidRequestError("`role` must be admin or member", param="role")
         target = await self._store.groups.role_of(group_id, member_id)
         if target is None:
             raise NotFoundError(f"No member {member_id} in this group")
-        if target == "owner":
+        if target == GroupRole.OWNER:
             raise InvalidRequestError("The owner's role cannot change")
         await self._store.groups.set_role(group_id, member_id, role)
 
     async def delete_group(self, user: User, group_id: str) -> None:
-        await self._role(user, group_id, frozenset({"owner"}))
+        await self._role(user, group_id, OWNER_ONLY)
         await self._store.groups.delete(group_id)
         # Its keys stop reaching anything through it, and its agents stop being routed for it.
         self._registry.resync(self._access.forget_group(group_id))
@@ -289,7 +288,7 @@ class Accounts:
         """Share one of your agents into a group you own or administer (or any you are in, if it allows)."""
         self.own_agent(user, agent_id)
         role = await self._role(user, group_id)
-        if role not in MANAGERS:
+        if not role.manages:
             group = await self._store.groups.get(group_id)
             if group is None or not group.members_can_share:
                 raise PermissionDeniedError("Only the group's owner and admins may share agents into it")
@@ -313,7 +312,7 @@ class Accounts:
         self._registry.resync([agent_id])
         return controls
 
-    async def group_of(self, user: User, group_id: str) -> tuple[Group, str]:
+    async def group_of(self, user: User, group_id: str) -> tuple[Group, GroupRole]:
         role = await self._role(user, group_id)
         group = await self._store.groups.get(group_id)
         if group is None:
@@ -322,7 +321,7 @@ class Accounts:
 
     async def update_group(self, user: User, group_id: str, changes: dict[str, Any]) -> Group:
         """Group settings (owner): who may share agents, and billing (mode, prices, bounds, hold cap)."""
-        await self._role(user, group_id, frozenset({"owner"}))
+        await self._role(user, group_id, OWNER_ONLY)
         sharing = changes.pop("members_can_share", None)
         current = await self._store.groups.get(group_id)
         if current is None:
@@ -375,7 +374,9 @@ class Accounts:
             raise InvalidRequestError("say why in `reason`", param="reason")
         return self._accounting.ledger.grant(user_id, amount, reason.strip()[:500])
 
-    async def require_group_role(self, user: User, group_id: str, roles: frozenset[str] | None = None) -> str:
+    async def require_group_role(
+        self, user: User, group_id: str, roles: frozenset[GroupRole] | None = None
+    ) -> GroupRole:
         return await self._role(user, group_id, roles)
 
     async def aliases(self, user: User, group_id: str) -> list[ModelAlias]:
@@ -384,7 +385,7 @@ class Accounts:
 
     async def set_alias(self, user: User, group_id: str, alias: str, models: list[str]) -> ModelAlias:
         """Map ``alias`` to concrete models, most preferred first (group owner and admins)."""
-        await self._role(user, group_id, frozenset({"owner", "admin"}))
+        await self._role(user, group_id, MANAGERS)
         alias = alias.strip()
         if not 1 <= len(alias) <= 200:
             raise InvalidRequestError("an alias is 1 to 200 characters", param="alias")
@@ -399,7 +400,7 @@ class Accounts:
         return saved
 
     async def delete_alias(self, user: User, group_id: str, alias: str) -> None:
-        await self._role(user, group_id, frozenset({"owner", "admin"}))
+        await self._role(user, group_id, MANAGERS)
         try:
             await self._store.aliases.delete(group_id, alias)
         except store_errors.NotFoundError:
