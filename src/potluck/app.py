@@ -28,15 +28,23 @@ from potluck.api.errors import error_middleware
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.accounts import Accounts
-from potluck.hub.auth import AdminAuth, KeyCache
+from potluck.hub.agents import Agents
+from potluck.hub.aliases import Aliases
+from potluck.hub.auth import AdminAuth
 from potluck.hub.controls import parse_controls
+from potluck.hub.credits import Credits
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
+from potluck.hub.groups import Groups
+from potluck.hub.health import Health
+from potluck.hub.invites import Invites
+from potluck.hub.keys import Keys
 from potluck.hub.ledger import Ledger
 from potluck.hub.limits import Limits, MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.receipts import HubSigner
 from potluck.hub.registry import Registry
+from potluck.hub.reports import Reports
 from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
@@ -96,8 +104,6 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         ensure_data_dir(settings.data_dir)
         store = await Store.open(settings.resolved_database_url)
         clock = SystemClock()
-        keys = KeyCache()
-        keys.load(await store.keys.list(include_revoked=False))
         metrics = HubMetrics(CollectorRegistry())
         scheduler = Scheduler(
             clock,
@@ -114,6 +120,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             user_share=settings.queue_user_share,
         )
         access = await load_access(store)
+        keys = await Keys.load(store, access)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
@@ -149,6 +156,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             journal,
             accounting,
         )
+        groups = Groups(store, access, registry, accounting)
+        agents = Agents(store, access, registry, accounting, groups)
         app[HUB] = HubServices(
             settings=settings,
             clock=clock,
@@ -159,7 +168,14 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             dispatcher=dispatcher,
             journal=journal,
             metrics=metrics,
-            accounts=Accounts(store, access, registry, accounting),
+            accounts=Accounts(store, access, agents),
+            groups=groups,
+            invites=Invites(store, groups),
+            agents=agents,
+            aliases=Aliases(store, access, groups),
+            credits=Credits(access, accounting),
+            reports=Reports(store, journal, accounting, groups),
+            health=Health(store),
             access=access,
             limiter=MemoryRateLimiter(clock),
             accounting=accounting,
