@@ -21,6 +21,7 @@ from potluck.api.context import HUB
 from potluck.api.payloads import body_as, json_response
 from potluck.api.users import current_user
 from potluck.hub.agents import Price
+from potluck.hub.bounds import LAST_DAY, Credits, PricePerMtok
 from potluck.hub.errors import InvalidRequestError
 from potluck.hub.pricing import MICRO
 from potluck.hub.receipts import signed_document
@@ -29,14 +30,14 @@ from potluck.hub.reports import EarningsRow, GroupTotalRow, UsageRow
 
 class Grant(msgspec.Struct):
     user_id: str
-    amount: float
+    amount: Credits
     """Credits to add."""
     reason: str
 
 
 class ModelPrice(msgspec.Struct):
-    input_per_mtok: float
-    output_per_mtok: float
+    input_per_mtok: PricePerMtok
+    output_per_mtok: PricePerMtok
 
 
 def credits(micro: int) -> float:
@@ -112,6 +113,8 @@ def _day(request: web.Request, name: str, *, end: bool = False) -> datetime | No
         day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         raise InvalidRequestError(f"`{name}` must be a date like 2026-11-22", param=name) from None
+    if day.date() > LAST_DAY:
+        raise InvalidRequestError(f"`{name}` must be on or before {LAST_DAY.isoformat()}", param=name)
     return day + timedelta(days=1) if end else datetime.combine(day.date(), time(), UTC)
 
 

@@ -16,12 +16,13 @@ from potluck.api.context import HUB
 from potluck.api.payloads import body_as, iso, json_response
 from potluck.api.users import current_user
 from potluck.hub.aliases import ModelAlias
+from potluck.hub.bounds import AliasModels
 from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.scheduler import Want
 
 
 class AliasBody(msgspec.Struct):
-    models: list[str]
+    models: AliasModels
 
 
 def _alias_view(alias: ModelAlias) -> dict[str, object]:

@@ -13,6 +13,16 @@ from potluck.api.admin import require_admin
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
 from potluck.hub.accounts import User
+from potluck.hub.bounds import (
+    Concurrency,
+    InviteLifetime,
+    InviteUses,
+    KeyLifetime,
+    PricePerMtok,
+    Priority,
+    Rate,
+    TokensCap,
+)
 from potluck.hub.controls import Schedule
 from potluck.hub.groups import Group
 from potluck.hub.keys import KeyOptions
@@ -24,8 +34,8 @@ class NewUser(msgspec.Struct):
     username: str
     password: str
     role: UserRole = UserRole.USER
-    rpm: int | None = None
-    tpm: int | None = None
+    rpm: Rate | None = None
+    tpm: Rate | None = None
 
 
 class Login(msgspec.Struct):
@@ -38,8 +48,8 @@ class Named(msgspec.Struct):
 
 
 class NewInvite(msgspec.Struct):
-    max_uses: int = 1
-    expires_in_s: int = 7 * 86400
+    max_uses: InviteUses = 1
+    expires_in_s: InviteLifetime = 7 * 86400
 
 
 class MemberRole(msgspec.Struct):
@@ -50,11 +60,11 @@ class NewKey(msgspec.Struct):
     name: str
     groups: list[str] | None = None
     models: list[str] | None = None
-    expires_in_s: int | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    max_concurrency: int | None = None
-    priority: int = 1
+    expires_in_s: KeyLifetime | None = None
+    rpm: Rate | None = None
+    tpm: Rate | None = None
+    max_concurrency: Concurrency | None = None
+    priority: Priority = 1
     prefer_own: bool = False
 
 
@@ -314,11 +324,11 @@ class GroupSettings(msgspec.Struct, forbid_unknown_fields=True):
     members_can_share: bool | msgspec.UnsetType = msgspec.UNSET
     billing: BillingMode | msgspec.UnsetType = msgspec.UNSET
     dynamic_pricing: bool | msgspec.UnsetType = msgspec.UNSET
-    min_price_per_mtok: float | msgspec.UnsetType | None = msgspec.UNSET
-    max_price_per_mtok: float | msgspec.UnsetType | None = msgspec.UNSET
-    default_input_per_mtok: float | msgspec.UnsetType = msgspec.UNSET
-    default_output_per_mtok: float | msgspec.UnsetType = msgspec.UNSET
-    max_tokens_cap: int | msgspec.UnsetType = msgspec.UNSET
+    min_price_per_mtok: PricePerMtok | msgspec.UnsetType | None = msgspec.UNSET
+    max_price_per_mtok: PricePerMtok | msgspec.UnsetType | None = msgspec.UNSET
+    default_input_per_mtok: PricePerMtok | msgspec.UnsetType = msgspec.UNSET
+    default_output_per_mtok: PricePerMtok | msgspec.UnsetType = msgspec.UNSET
+    max_tokens_cap: TokensCap | msgspec.UnsetType = msgspec.UNSET
 
 
 def group_view(group: Group) -> dict[str, object]:

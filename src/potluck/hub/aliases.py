@@ -13,8 +13,6 @@ from potluck.store.users import User
 
 __all__ = ["Aliases", "ModelAlias"]
 
-MAX_ALIAS_MODELS = 16
-
 
 class Aliases:
     def __init__(self, store: Store, access: AccessMap, groups: Groups) -> None:
@@ -27,15 +25,13 @@ class Aliases:
         return await self._store.aliases.list(group_id)
 
     async def put(self, user: User, group_id: str, alias: str, models: list[str]) -> ModelAlias:
-        """Map ``alias`` to concrete models, most preferred first (group owner and admins)."""
+        """Map ``alias`` to concrete models, most preferred first (the API bounds how many: hub/bounds.py)."""
         await self._groups.require_role(user, group_id, MANAGERS)
         alias = alias.strip()
         if not 1 <= len(alias) <= 200:
             raise InvalidRequestError("an alias is 1 to 200 characters", param="alias")
-        if not models or len(models) > MAX_ALIAS_MODELS or any(not m.strip() or m == alias for m in models):
-            raise InvalidRequestError(
-                f"`models` must list 1 to {MAX_ALIAS_MODELS} model names other than the alias", param="models"
-            )
+        if not models or any(not m.strip() or m == alias for m in models):
+            raise InvalidRequestError("`models` must list model names other than the alias", param="models")
         if len(set(models)) != len(models):
             raise InvalidRequestError("`models` lists a model twice", param="models")
         saved = await self._store.aliases.put(group_id, alias, models)

@@ -5,7 +5,6 @@ The ledger (hub/ledger.py) keeps the books; this service is the front door for p
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from potluck.hub.access import AccessMap
@@ -35,11 +34,9 @@ class Credits:
 
     def grant(self, user_id: str, credits: float, reason: str) -> str:
         """Admin: add credits to a user's balance (from the mint, so the books still sum to zero); the
-        transaction id."""
+        transaction id. The API bounds ``credits`` (hub/bounds.py); an amount under one micro-credit is refused."""
         if user_id not in self._access.usernames:
             raise NotFoundError(f"No user {user_id}")
-        if not math.isfinite(credits) or credits <= 0:
-            raise InvalidRequestError("`amount` must be a positive number of credits", param="amount")
         amount = round(credits * MICRO)
         if amount <= 0:
             raise InvalidRequestError("`amount` must be a positive number of credits", param="amount")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from potluck.hub.errors import ConflictError, InvalidInviteError, InvalidRequestError, NotFoundError
+from potluck.hub.errors import ConflictError, InvalidInviteError, NotFoundError
 from potluck.hub.groups import MANAGERS, Groups
 from potluck.store import errors as store_errors
 from potluck.store.database import Store
@@ -25,12 +25,8 @@ class Invites:
         self._groups = groups
 
     async def create(self, user: User, group_id: str, max_uses: int, expires_in_s: int) -> tuple[Invite, str]:
-        """A new invite (owner, admin) and its code, shown once."""
+        """A new invite (owner, admin) and its code, shown once; the API bounds both numbers (hub/bounds.py)."""
         await self._groups.require_role(user, group_id, MANAGERS)
-        if not 1 <= max_uses <= 10_000:
-            raise InvalidRequestError("`max_uses` must be 1 to 10000", param="max_uses")
-        if not 1 <= expires_in_s <= 366 * 86400:
-            raise InvalidRequestError("`expires_in_s` must be 1 s to a year", param="expires_in_s")
         expires_at = datetime.now(UTC) + timedelta(seconds=expires_in_s)
         return await self._store.groups.create_invite(group_id, user.id, max_uses, expires_at)
 

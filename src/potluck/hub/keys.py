@@ -23,7 +23,7 @@ __all__ = ["ApiKey", "KeyOptions", "Keys", "NewApiKey"]
 
 @dataclass(frozen=True, slots=True)
 class KeyOptions:
-    """A new key's restrictions."""
+    """A new key's restrictions; the API's request type bounds the numbers (hub/bounds.py)."""
 
     models: list[str] | None = None
     expires_in_s: int | None = None
@@ -64,11 +64,6 @@ class Keys:
             mine = self._access.user_groups.get(user.id, set())
             if not groups or any(g not in mine for g in groups):
                 raise InvalidRequestError("`groups` must name groups you are in", param="groups")
-        _positive(
-            rpm=options.rpm, tpm=options.tpm, max_concurrency=options.max_concurrency, expires_in_s=options.expires_in_s
-        )
-        if not 1 <= options.priority <= MAX_PRIORITY:
-            raise InvalidRequestError(f"`priority` must be 1 to {MAX_PRIORITY}", param="priority")
         if options.models is not None and (not options.models or any(not m for m in options.models)):
             raise InvalidRequestError("`models` must list model names", param="models")
         expires_at = (
@@ -117,15 +112,6 @@ class Keys:
         if not any(key.id == key_id for key in await self.of_user(user)):
             raise NotFoundError(f"No key {key_id}")
         return await self.revoke(key_id)
-
-
-MAX_PRIORITY = 100
-
-
-def _positive(**values: int | None) -> None:
-    for name, value in values.items():
-        if value is not None and value < 1:
-            raise InvalidRequestError(f"`{name}` must be at least 1", param=name)
 
 
 def _key_name(name: str) -> str:
