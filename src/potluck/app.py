@@ -30,10 +30,17 @@ from potluck.api.errors import error_middleware
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.accounts import Accounts
-from potluck.hub.auth import AdminAuth, KeyCache
+from potluck.hub.agents import Agents
+from potluck.hub.aliases import Aliases
+from potluck.hub.auth import AdminAuth
 from potluck.hub.controls import parse_controls
+from potluck.hub.credits import Credits
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
 from potluck.hub.gate import AgentGate
+from potluck.hub.groups import Groups
+from potluck.hub.health import Health
+from potluck.hub.invites import Invites
+from potluck.hub.keys import Keys
 from potluck.hub.ledger import Ledger
 from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import Limits, MemoryRateLimiter
@@ -41,11 +48,13 @@ from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.receipts import HubSigner
 from potluck.hub.registry import Registry
+from potluck.hub.reports import Reports
 from potluck.hub.requests import RequestOwner
 from potluck.hub.returning import Returning
 from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
+from potluck.protocol.accounts import UserRole
 from potluck.store.database import Store
 
 log = logging.getLogger(__name__)
@@ -101,8 +110,6 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         ensure_data_dir(settings.data_dir)
         store = await Store.open(settings.resolved_database_url)
         clock = SystemClock()
-        keys = KeyCache()
-        keys.load(await store.keys.list(include_revoked=False))
         metrics = HubMetrics(CollectorRegistry())
         scheduler = Scheduler(
             clock,
@@ -119,6 +126,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             user_share=settings.queue_user_share,
         )
         access = await load_access(store)
+        keys = await Keys.load(store, access)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
@@ -166,19 +174,20 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             lifecycle=lifecycle,
             returning=returning,
         )
-        accounts = Accounts(store, access, registry, accounting)
+        groups = Groups(store, access, registry, accounting)
+        agents = Agents(store, access, registry, accounting, groups)
         gate = AgentGate(
             agents=store.agents,
             registry=registry,
             settings=settings,
             clock=clock,
-            enrolled=accounts,
+            enrolled=agents,
             lifecycle=lifecycle,
+            returning=returning,
         )
         app[HUB] = HubServices(
             settings=settings,
             clock=clock,
-            store=store,
             keys=keys,
             admin=AdminAuth(admin_token_hash),
             registry=registry,
@@ -187,7 +196,14 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             lifecycle=lifecycle,
             journal=journal,
             metrics=metrics,
-            accounts=accounts,
+            accounts=Accounts(store, access),
+            groups=groups,
+            invites=Invites(store, groups),
+            agents=agents,
+            aliases=Aliases(store, access, groups),
+            credits=Credits(access, accounting),
+            reports=Reports(store, journal, accounting, groups),
+            health=Health(store),
             access=access,
             limiter=limiter,
             accounting=accounting,
@@ -232,7 +248,7 @@ async def load_access(store: Store) -> AccessMap:
     """
     admin = await store.users.by_username(ADMIN_USERNAME)
     if admin is None:
-        admin = await store.users.create(ADMIN_USERNAME, None, "admin")
+        admin = await store.users.create(ADMIN_USERNAME, None, UserRole.ADMIN)
     default = await store.groups.find(admin.id, DEFAULT_GROUP)
     if default is None:
         default = await store.groups.create(DEFAULT_GROUP, admin.id)
@@ -242,7 +258,7 @@ async def load_access(store: Store) -> AccessMap:
     everyone = await store.users.all()
     access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in everyone}
     access.usernames = {u.id: u.username for u in everyone}
-    access.admins = {u.id for u in everyone if u.role == "admin"}
+    access.admins = {u.id for u in everyone if u.role == UserRole.ADMIN}
     for alias in await store.aliases.list():
         access.set_alias(alias.group_id, alias.alias, alias.models)
     for agent in await store.agents.list():

@@ -12,6 +12,7 @@ from potluck.hub.ledger import Ledger
 from potluck.hub.outcome import Outcome
 from potluck.hub.receipts import HubSigner, signed_document, verify_receipt
 from potluck.hub.scheduler import Scheduler, Want
+from potluck.protocol.accounts import BillingMode
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
 from potluck.store.ledger import LedgerTxn, StoredReceipt
@@ -31,7 +32,7 @@ def make(fee: float = 10.0) -> Accounting:
     accounting = Accounting(
         Ledger(_discard), HubSigner.generate(), access, scheduler, fee_percent=fee, clock=ManualClock(10.0)
     )
-    accounting.set_billing("paid", GroupBilling(mode="credits", default=Price(10, 20), cap=100))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, default=Price(10, 20), cap=100))
     accounting.prices = {"gpu": {"m": Price(100, 1000)}}
     return accounting
 
@@ -195,7 +196,7 @@ def test_a_request_that_failed_before_any_byte_reached_the_client_is_free(outcom
 
 def test_the_owners_price_is_clamped_to_the_groups_bounds() -> None:
     accounting = make()
-    accounting.set_billing("paid", GroupBilling(mode="credits", min_price=1, max_price=500))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, min_price=1, max_price=500))
     quote = accounting.quote("paid", "gpu", "m")
     assert quote.price == Price(100, 500)
     assert accounting.quote("paid", "other", "m").price == Price(1, 1)  # no price set: the default, clamped
@@ -203,7 +204,7 @@ def test_the_owners_price_is_clamped_to_the_groups_bounds() -> None:
 
 def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> None:
     accounting = make()
-    accounting.set_billing("paid", GroupBilling(mode="credits", dynamic=True, default=Price(10, 20)))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, dynamic=True, default=Price(10, 20)))
     accounting.reprice()
     idle = accounting.quote("paid", "gpu", "m")
     assert idle.multiplier < 1.0
@@ -217,7 +218,7 @@ def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> N
     assert busy.multiplier > 1.0
     assert busy.reason != idle.reason
     # Fixed-price groups ignore it.
-    accounting.set_billing("paid", GroupBilling(mode="credits"))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS))
     assert accounting.quote("paid", "gpu", "m").multiplier == 1.0
 
 

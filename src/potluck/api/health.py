@@ -16,7 +16,7 @@ async def readyz(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     if hub.requests.closing:
         return web.json_response({"status": "shutting_down"}, status=503)
-    if not await hub.store.ping():
+    if not await hub.health.database_reachable():
         return web.json_response({"status": "database_unavailable"}, status=503)
     return web.json_response({"status": "ready", "agents": len(hub.registry.sessions)})
 

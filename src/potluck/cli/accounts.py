@@ -8,6 +8,7 @@ import click
 
 from potluck.cli.output import format_credits, micro_field, print_table
 from potluck.cli.session import call, fail, hub_option, logged_in, path_id, resolve_hub
+from potluck.protocol.accounts import UserRole
 
 _password_stdin_option = click.option(
     "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
@@ -179,7 +180,7 @@ def admin_cmd() -> None:
 @admin_cmd.command("create-user")
 @hub_option
 @click.argument("username")
-@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True)
+@click.option("--role", type=click.Choice([r.value for r in UserRole]), default=UserRole.USER.value, show_default=True)
 @click.option("--admin-token", envvar="POTLUCK_ADMIN_TOKEN", help="The hub's admin token.")
 @_password_stdin_option
 def admin_create_user(

@@ -8,6 +8,7 @@ import click
 
 from potluck.cli.output import format_amount, print_table
 from potluck.cli.session import call, hub_option, logged_in, path_id
+from potluck.protocol.accounts import BillingMode
 
 
 @click.group("group")
@@ -147,7 +148,7 @@ _price_type = click.FloatRange(min=0.0)
 @click.argument("group_id")
 @click.option(
     "--mode",
-    type=click.Choice(["mutual", "credits"]),
+    type=click.Choice([m.value for m in BillingMode]),
     help="mutual: usage recorded, nothing charged; credits: requests pay in credits.",
 )
 @click.option(

@@ -55,6 +55,7 @@ from potluck.hub.pricing import (
 )
 from potluck.hub.receipts import HubSigner, Receipt
 from potluck.hub.scheduler import AgentSlots, Scheduler, Want
+from potluck.protocol.accounts import BillingMode
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
 from potluck.store.groups import Group
@@ -62,14 +63,13 @@ from potluck.store.ledger import PLATFORM, StoredReceipt, user_account
 
 log = logging.getLogger(__name__)
 
-CREDITS = "credits"
 WORST_CASE_TTL_S = 1.0
 FREE = Price(0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
 class GroupBilling:
-    mode: str = "mutual"
+    mode: BillingMode = BillingMode.MUTUAL
     dynamic: bool = False
     min_price: float | None = None
     max_price: float | None = None
@@ -178,14 +178,14 @@ class Accounting:
             self.billing.pop(group_id, None)
         else:
             self.billing[group_id] = billing
-        self._credit_groups = frozenset(g for g, b in self.billing.items() if b.mode == CREDITS)
+        self._credit_groups = frozenset(g for g, b in self.billing.items() if b.mode == BillingMode.CREDITS)
         self._dearest_cache.clear()
 
     # -- configuration ------------------------------------------------------------------------
 
-    def mode(self, group_id: str) -> str:
+    def mode(self, group_id: str) -> BillingMode:
         billing = self.billing.get(group_id)
-        return billing.mode if billing is not None else "mutual"
+        return billing.mode if billing is not None else BillingMode.MUTUAL
 
     def credit_groups(self, groups: Iterable[str]) -> frozenset[str]:
         if not self._credit_groups:
@@ -304,7 +304,7 @@ class Accounting:
             )
         if hold is None:
             return Settlement(prompt, completion, group_id, owner, estimated, flagged)
-        if not billable or group_id is None or self.mode(group_id) != CREDITS:
+        if not billable or group_id is None or self.mode(group_id) != BillingMode.CREDITS:
             self.ledger.release(hold.request_id)
             return Settlement(prompt, completion, group_id, owner, estimated, flagged)
         quote = self.quote(group_id, served.agent_id, served.model)
@@ -360,7 +360,7 @@ class Accounting:
             shared = shared & served.key_groups
         if not shared:
             return None
-        mutual = sorted(g for g in shared if self.mode(g) != CREDITS)
+        mutual = sorted(g for g in shared if self.mode(g) != BillingMode.CREDITS)
         return mutual[0] if mutual else min(shared)
 
     def _tokens(self, served: Served) -> tuple[int, int, bool, bool]:
@@ -401,7 +401,7 @@ class Accounting:
         """Recompute the dynamic multipliers of every opted-in credits group from supply and demand now."""
         fresh: dict[tuple[str, str], tuple[float, str]] = {}
         for group_id, billing in self.billing.items():
-            if billing.mode != CREDITS or not billing.dynamic:
+            if billing.mode != BillingMode.CREDITS or not billing.dynamic:
                 continue
             busy: dict[str, list[int]] = {}
             for _agent_id, slots in self.agents_in(group_id):

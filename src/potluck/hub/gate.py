@@ -62,9 +62,9 @@ class Rejection:
 
 
 class EnrolmentHook(Protocol):
-    """Told when a new agent enrols (the accounts service shares it into its owner's groups)."""
+    """Told when a new agent enrols (the agents service shares it into its owner's groups)."""
 
-    async def agent_enrolled(self, agent_id: str, owner_id: str | None) -> None: ...
+    async def enrolled(self, agent_id: str, owner_id: str | None) -> None: ...
 
 
 class AgentGate:
@@ -160,7 +160,7 @@ class AgentGate:
             agent = await self._agents.enrol(hello.enrol_token, hello.public_key, hello.name)
         except ConflictError as exc:
             return Rejection("bad_token", str(exc))
-        await self._enrolled.agent_enrolled(agent.id, agent.owner_id)
+        await self._enrolled.enrolled(agent.id, agent.owner_id)
         return agent
 
     async def _remember_serving(self, session: AgentSession, models: list[str] | None) -> None:
