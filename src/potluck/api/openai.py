@@ -15,6 +15,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from potluck.api.context import HUB, request_id
+from potluck.api.payloads import json_response
+from potluck.api.schemas.service import Model, ModelList
 from potluck.hub.dispatch import Exchange, RelayRequest, normalize_error_body
 from potluck.hub.errors import AuthError, HubError, InvalidRequestError, PermissionDeniedError, ShuttingDownError
 from potluck.hub.limits import NO_LIMITS, Admission, Limits
@@ -248,15 +250,7 @@ async def list_models(request: web.Request) -> web.Response:
             if owner is not None:
                 owners.setdefault(model.id, set()).add(access.usernames.get(owner, owner))
     data = [
-        {
-            "id": model,
-            "object": "model",
-            "created": 0,
-            "owned_by": "potluck",
-            "agents": count,
-            "hot": hot[model],
-            "owners": sorted(owners.get(model, ())),
-        }
+        Model(id=model, agents=count, hot=hot[model], owners=sorted(owners.get(model, ())))
         for model, count in sorted(agents.items())
     ]
     for alias, targets in access.aliases_for(groups).items():
@@ -266,18 +260,15 @@ async def list_models(request: web.Request) -> web.Response:
         if not served:
             continue  # like a model served nowhere: not listed
         data.append(
-            {
-                "id": alias,
-                "object": "model",
-                "created": 0,
-                "owned_by": "potluck",
-                "alias_of": list(targets),
-                "agents": sum(agents[m] for m in served),
-                "hot": any(hot[m] for m in served),
-                "owners": sorted({o for m in served for o in owners.get(m, ())}),
-            }
+            Model(
+                id=alias,
+                alias_of=list(targets),
+                agents=sum(agents[m] for m in served),
+                hot=any(hot[m] for m in served),
+                owners=sorted({o for m in served for o in owners.get(m, ())}),
+            )
         )
-    return web.json_response({"object": "list", "data": data}, dumps=lambda o: msgspec.json.encode(o).decode())
+    return json_response(ModelList(data=data))
 
 
 def add_routes(app: web.Application) -> None:
