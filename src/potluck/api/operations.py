@@ -2,9 +2,9 @@
 
 ``OPERATIONS`` has one entry per route ``create_app`` registers (``HEAD`` aside); tests/api/test_openapi.py
 keeps the two equal and checks real answers against the document `potluck.api.openapi` renders from it.
-Bodies are the types in `potluck.api.schemas` (and the hub or protocol Structs they reuse); the only
-schemas written by hand here are for what the hub does not own: bodies relayed from backends, event
-streams, CSV and Prometheus text.
+Bodies are the types in `potluck.api.schemas` (and the hub or protocol Structs they reuse). Written by
+hand here are only the schemas of what no type of ours describes (bodies relayed from backends, event
+streams, CSV, Prometheus text, this document) and `RELAY_BODY`'s one refinement of `RoutingFields`.
 """
 
 from __future__ import annotations
