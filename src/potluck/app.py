@@ -116,7 +116,9 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
-        ledger, released = await Ledger.recover(store.ledger, store.ledger.append)
+        ledger, released = await Ledger.recover(
+            store.ledger, store.ledger.append, on_drop=lambda _txn: metrics.ledger_dropped.inc()
+        )
         zeroed, rebuilt = await store.usage.reconcile_with_receipts()
         if released or zeroed or rebuilt:
             log.warning(
