@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
 from potluck.api import admin, agent_ws, billing, health, openai, openapi, scheduling, users
+from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.errors import error_middleware
 from potluck.hub.access import AccessMap
@@ -89,7 +90,7 @@ async def _run_poll(registry: Registry, clock: SystemClock) -> None:
 
 
 def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, check_body])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ensure_data_dir(settings.data_dir)
