@@ -26,6 +26,7 @@ from potluck.api import admin, agent_ws, billing, health, openai, openapi, sched
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.errors import error_middleware
+from potluck.api.guard import CONNECTION_GUARD, ConnectionGuard, GuardedSite, guard_requests
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.accounts import Accounts
@@ -90,7 +91,16 @@ async def _run_poll(registry: Registry, clock: SystemClock) -> None:
 
 
 def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, check_body])
+    guard = ConnectionGuard(
+        SystemClock(),
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_pending_per_ip=settings.max_pending_connections_per_ip,
+    )
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, guard_requests, check_body]
+    )
+    app[CONNECTION_GUARD] = guard
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ensure_data_dir(settings.data_dir)
@@ -174,6 +184,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             asyncio.create_task(journal.run(), name="usage-journal"),
             asyncio.create_task(ledger.run(), name="ledger"),
             asyncio.create_task(_run_periodic(settings.reprice_interval, accounting.reprice), name="reprice"),
+            asyncio.create_task(guard.run(), name="connection-guard"),
         ]
         try:
             yield
@@ -241,10 +252,18 @@ async def serve(
 ) -> None:
     """Run the hub until SIGTERM/SIGINT, then shut down gracefully."""
     app = create_app(settings, admin_token_hash)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=1.0,
+        keepalive_timeout=settings.keepalive_timeout,
+    )
     await runner.setup()
     ssl_context = _ssl_context(settings)
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context, backlog=4096)
+    site = GuardedSite(
+        runner, app[CONNECTION_GUARD], settings.host, settings.port, ssl_context=ssl_context, backlog=4096
+    )
     await site.start()
     port = _bound_port(runner) or settings.port
     scheme = "https" if ssl_context else "http"

@@ -26,6 +26,10 @@ def test_defaults_are_valid(tmp_path: Path) -> None:
         ({"retry_budget_percent": -1.0}, "--retry-budget-percent"),
         ({"platform_fee_percent": 100.5}, "--platform-fee-percent"),
         ({"reprice_interval": 0.0}, "--reprice-interval"),
+        ({"header_timeout": 0.0}, "--header-timeout"),
+        ({"body_timeout": -1.0}, "--body-timeout"),
+        ({"keepalive_timeout": 0.0}, "--keepalive-timeout"),
+        ({"max_pending_connections_per_ip": -1}, "--max-pending-connections-per-ip"),
     ],
 )
 def test_out_of_range_options_are_refused(tmp_path: Path, changes: dict[str, object], message: str) -> None:

@@ -119,6 +119,34 @@ def cli() -> None:
 )
 @click.option("--reprice-interval", default=10.0, show_default=True, envvar="POTLUCK_HUB_REPRICE_INTERVAL")
 @click.option("--shutdown-timeout", default=30.0, show_default=True, envvar="POTLUCK_HUB_SHUTDOWN_TIMEOUT")
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    envvar="POTLUCK_HUB_HEADER_TIMEOUT",
+    help="Seconds a client has to send a request's headers.",
+)
+@click.option(
+    "--body-timeout",
+    default=30.0,
+    show_default=True,
+    envvar="POTLUCK_HUB_BODY_TIMEOUT",
+    help="Seconds a request body may go without a byte.",
+)
+@click.option(
+    "--max-pending-connections-per-ip",
+    default=64,
+    show_default=True,
+    envvar="POTLUCK_HUB_MAX_PENDING_CONNECTIONS_PER_IP",
+    help="Slow connections one address may hold before it gets no more (0: no cap).",
+)
+@click.option(
+    "--keepalive-timeout",
+    default=75.0,
+    show_default=True,
+    envvar="POTLUCK_HUB_KEEPALIVE_TIMEOUT",
+    help="Seconds an idle keep-alive connection stays open.",
+)
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_CERT")
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_KEY")
 @click.option(

@@ -49,6 +49,15 @@ class HubSettings:
     """Seconds between recomputations of the dynamic price multipliers."""
     credit_window: int = 256 * 1024
     shutdown_timeout: float = 30.0
+    header_timeout: float = 10.0
+    """Seconds a client has to send a request's headers, from its connection or its first byte after a pause."""
+    body_timeout: float = 30.0
+    """Seconds a request body may go without a byte before the hub closes the connection."""
+    max_pending_connections_per_ip: int = 64
+    """Connections one client address may keep open a second or more without sending a whole request; beyond
+    it the excess is closed and new ones refused (0: no cap)."""
+    keepalive_timeout: float = 75.0
+    """Seconds an idle keep-alive connection stays open between requests."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     allow_insecure_http: bool = False
@@ -84,5 +93,12 @@ class HubSettings:
             raise ValueError("--reprice-interval must be positive")
         if not 0 <= self.retry_budget_percent <= 100:
             raise ValueError("--retry-budget-percent must be in 0..100")
+        self._validate_connection_limits()
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ValueError("--heartbeat-timeout must exceed --heartbeat-interval")
+
+    def _validate_connection_limits(self) -> None:
+        if min(self.header_timeout, self.body_timeout, self.keepalive_timeout) <= 0:
+            raise ValueError("--header-timeout, --body-timeout and --keepalive-timeout must be positive")
+        if self.max_pending_connections_per_ip < 0:
+            raise ValueError("--max-pending-connections-per-ip must be 0 (no cap) or more")
