@@ -11,7 +11,9 @@ follows each connection through four phases:
   without a byte.
 - ``HANDLER``: the request is answered. No deadline here: responses stream for as long as the
   model writes (the request path has its own timeouts).
-- ``IDLE``: a keep-alive connection between requests; aiohttp's keep-alive timeout closes it.
+- ``IDLE``: a keep-alive connection between requests; aiohttp's keep-alive timeout closes it. That
+  timeout also bounds a request whose first bytes came in the same packet as the end of the one
+  before and that never finishes: the guard sees bytes arrive, not where a request starts.
 
 A connection in ``HEADERS`` or ``BODY`` is *pending*. Once an address holds more than
 ``max_pending_per_ip`` connections that have been pending for a sweep or longer, the excess is
