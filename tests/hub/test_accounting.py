@@ -173,7 +173,9 @@ def test_an_error_answer_without_reported_usage_records_no_estimate() -> None:
 
 def test_a_group_that_opts_in_pays_the_reported_tokens_of_an_error_answer() -> None:
     accounting = make()
-    accounting.set_billing("paid", GroupBilling(mode="credits", default=Price(10, 20), cap=100, bill_errors=True))
+    accounting.set_billing(
+        "paid", GroupBilling(mode=BillingMode.CREDITS, default=Price(10, 20), cap=100, bill_errors=True)
+    )
     accounting.ledger.grant("alice", 1_000_000, "test")
     _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     bill = accounting.settle(hold, served(outcome=Outcome.UPSTREAM_ERROR, status=400, delivered_bytes=0))
