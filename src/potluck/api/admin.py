@@ -12,6 +12,7 @@ from aiohttp import web
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
 from potluck.hub.errors import AdminAuthError, InvalidRequestError, NotFoundError
+from potluck.hub.pricing import MICRO
 from potluck.hub.services import HubServices
 from potluck.protocol.agent import ModelInfo
 from potluck.store.errors import NotFoundError as StoreNotFoundError
@@ -65,6 +66,28 @@ async def revoke_key(request: web.Request) -> web.Response:
         raise NotFoundError(f"No key {key_id}") from None
     hub.keys.remove(key_id)
     return json_response({"id": key.id, "revoked_at": iso(key.revoked_at)})
+
+
+async def list_users(request: web.Request) -> web.Response:
+    """Every account by username: role, limits and spendable credits (the hub's in-memory view)."""
+    hub = await require_admin(request)
+    access, ledger = hub.access, hub.accounting.ledger
+    users = []
+    for user_id, username in sorted(access.usernames.items(), key=lambda item: item[1]):
+        limits = access.user_limits.get(user_id)
+        balance = ledger.balance(user_id)
+        users.append(
+            {
+                "id": user_id,
+                "username": username,
+                "role": "admin" if user_id in access.admins else "user",
+                "rpm": None if limits is None else limits.rpm,
+                "tpm": None if limits is None else limits.tpm,
+                "balance": balance / MICRO,
+                "balance_micro": balance,
+            }
+        )
+    return json_response({"users": users})
 
 
 async def create_agent_token(request: web.Request) -> web.Response:
@@ -170,6 +193,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/keys", create_key)
     app.router.add_get("/admin/keys", list_keys)
     app.router.add_delete("/admin/keys/{key_id}", revoke_key)
+    app.router.add_get("/admin/users", list_users)
     app.router.add_post("/admin/agent-tokens", create_agent_token)
     app.router.add_get("/admin/agents", list_agents)
     app.router.add_post("/admin/agents/{agent_id}/drain", drain_agent)

@@ -277,6 +277,25 @@ USAGE_RECORD = _obj(
     created_at=TIMESTAMP,
 )
 USER = _obj("id username", role=ACCOUNT_ROLE)
+NULLABLE_INTEGER: Schema = {"type": ["integer", "null"]}
+NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+LISTED_USER = _obj(
+    "id username", role=ACCOUNT_ROLE, rpm=NULLABLE_INTEGER, tpm=NULLABLE_INTEGER, balance=NUMBER, balance_micro=INTEGER
+)
+REQUEST = _obj(
+    "request_id model",
+    created_at=TIMESTAMP,
+    agent_id=NULLABLE_STRING,
+    key_id=NULLABLE_STRING,
+    group_id=NULLABLE_STRING,
+    outcome=USAGE_RECORD["properties"]["outcome"],
+    status=INTEGER,
+    prompt_tokens=INTEGER,
+    completion_tokens=INTEGER,
+    tokens_estimated=BOOLEAN,
+    charged=NUMBER,
+    charged_micro=INTEGER,
+)
 INVITE = _obj("id", max_uses=INTEGER, uses=INTEGER, expires_at=TIMESTAMP, revoked=BOOLEAN)
 
 
@@ -335,6 +354,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         "adminToken",
         {200: _json("Revoked (again: the original time)", _obj("id", revoked_at=TIMESTAMP))},
         ("not_found",),
+    ),
+    ("GET", "/admin/users"): Route(
+        "List user accounts",
+        "adminToken",
+        {200: _json("Every account by username, with its role, limits and credits", _list_of("users", LISTED_USER))},
     ),
     ("POST", "/admin/agent-tokens"): Route(
         "Create a one-time agent enrolment token",
@@ -629,6 +653,40 @@ ROUTES: dict[tuple[str, str], Route] = {
         _report("Rows, oldest day first", EARNINGS_ROW),
         ("invalid_request_error",),
         query=_DAYS,
+    ),
+    ("GET", "/api/requests"): Route(
+        "Your requests with their ids, newest first (admins: any user's)",
+        "userToken",
+        {
+            200: _json(
+                "A page of requests; pass `next_before` as `before` for the next one (null: no more)",
+                _obj(data={"type": "array", "items": REQUEST}, next_before=NULLABLE_STRING),
+            )
+        },
+        ("invalid_request_error", "permission_denied", "not_found"),
+        query=(
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": "How many requests (1 to 500)",
+                "schema": {"type": "integer", "default": 50},
+            },
+            {
+                "name": "before",
+                "in": "query",
+                "required": False,
+                "description": "Older than this request id (the `next_before` of the previous page)",
+                "schema": STRING,
+            },
+            {
+                "name": "user",
+                "in": "query",
+                "required": False,
+                "description": "Another user's id (the admin token or an admin user's token)",
+                "schema": STRING,
+            },
+        ),
     ),
     ("GET", "/api/receipts/{request_id}"): Route(
         "The hub-signed receipt of a settled request (its consumer and the agent's owner)",
