@@ -1,4 +1,5 @@
-"""``GET /api/requests``: a user's own requests with their ids, newest first, paged, against an in-process hub.
+"""``GET /api/requests``: a user's own requests with their ids, newest first, paged, against an in-process hub;
+and ``GET /admin/users``, the other listing the CLI needed.
 
 The requests are real: OpenAI calls with each user's own API key for models no agent serves, which
 the hub answers 404 and records. Another user's requests never appear, whatever the query says.
@@ -14,10 +15,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from potluck.api.openapi import build_document
 from potluck.app import create_app
 from potluck.hub.auth import AdminAuth
 from potluck.hub.settings import HubSettings
 from tests.api.test_groups_api import ADMIN, Hub, Reply, User, bearer, expect_error
+from tests.api.test_openapi import check
 
 
 @pytest.fixture
@@ -169,3 +172,38 @@ async def test_prompts_are_never_shown(hub: Hub) -> None:
     reply = await listing(hub, user=alice)
     assert ids(reply) == [request_id]
     assert prompt not in reply.text
+
+
+# -- GET /admin/users (the listing `potluck admin users` shows) ------------------------------------
+
+
+async def test_admin_lists_every_user_with_role_limits_and_credits(hub: Hub) -> None:
+    document = build_document()
+    alice = await hub.create_user("alice")
+    root = await hub.create_user("root", role="admin")
+    limited = await hub.call(
+        "POST", "/admin/users", json={"username": "carol", "password": "a long password", "rpm": 60}, headers=ADMIN
+    )
+    assert limited.status == 201, limited.text
+    granted = await hub.call(
+        "POST", "/admin/credits", json={"user_id": alice.id, "amount": 1.5, "reason": "test"}, headers=ADMIN
+    )
+    assert granted.status == 201, granted.text
+
+    async with hub.client.get("/admin/users", headers=ADMIN) as resp:
+        body = await check(document, resp, "GET", "/admin/users", 200)
+    users = {u["username"]: u for u in body["users"]}
+    assert [u["username"] for u in body["users"]] == sorted(users)
+    assert users["alice"] == {
+        "id": alice.id, "username": "alice", "role": "user", "rpm": None, "tpm": None,
+        "balance": 1.5, "balance_micro": 1_500_000,
+    }  # fmt: skip
+    assert (users["root"]["id"], users["root"]["role"]) == (root.id, "admin")
+    assert (users["carol"]["rpm"], users["carol"]["tpm"]) == (60, None)
+    assert users["admin"]["role"] == "admin", "the built-in admin user"
+    assert "password" not in str(body)
+
+    # An admin user's token works; a plain user's does not.
+    async with hub.client.get("/admin/users", headers=bearer(root.token)) as resp:
+        assert resp.status == 200
+    await expect_error(await hub.call("GET", "/admin/users", user=alice), 401, "invalid_api_key")
