@@ -24,8 +24,10 @@ from potluck._shared.clock import ManualClock
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling, Served
 from potluck.hub.ledger import Ledger
+from potluck.hub.outcome import Outcome
 from potluck.hub.receipts import HubSigner
 from potluck.hub.scheduler import Scheduler, Want
+from potluck.protocol.accounts import BillingMode
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
 from potluck.store.database import Store
@@ -45,13 +47,13 @@ def _accounting(ledger: Ledger, agents: int) -> Accounting:
         access.agent_groups[agent] = {"paid", "free"}
         scheduler.upsert_agent(agent, ["m"], 8, hot=["m"], groups=frozenset({"paid", "free"}))
     accounting = Accounting(ledger, HubSigner.generate(), access, scheduler, fee_percent=10)
-    accounting.set_billing("paid", GroupBilling(mode="credits", default=Price(100, 1000)))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, default=Price(100, 1000)))
     accounting.prices = {f"gpu{n}": {"m": Price(100 + n, 1000 + n)} for n in range(agents)}
     return accounting
 
 
 def _served(groups: frozenset[str] | None) -> Served:
-    return Served("key", groups, "gpu0", "m", Usage(20, 40, 60), len(BODY), 1200, None, "ok")
+    return Served("key", groups, "gpu0", "m", Usage(20, 40, 60), len(BODY), 1200, 1200, None, Outcome.OK, 200)
 
 
 async def run(requests: int, agents: int) -> dict[str, Any]:

@@ -269,6 +269,12 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
             return tuple(self._cards)
 
     @property
+    def waiting(self) -> int:
+        """Requests waiting for a model to load or for a slot (what `max_queue` bounds)."""
+        with self._lock:
+            return self._waiting
+
+    @property
     def loaded(self) -> tuple[str, ...]:
         """Names of the models in VRAM, as /api/ps lists them (latest expiry first)."""
         with self._lock:

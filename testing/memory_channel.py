@@ -13,13 +13,21 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import Clock, ManualClock
+from potluck.hub.access import AccessMap
+from potluck.hub.accounting import Accounting
 from potluck.hub.dispatch import Dispatcher, DispatchSettings, RelayRequest
+from potluck.hub.ledger import Ledger
+from potluck.hub.lifecycle import Lifecycle
+from potluck.hub.limits import MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
+from potluck.hub.receipts import HubSigner
 from potluck.hub.registry import Registry
+from potluck.hub.requests import ClientRequest, RequestOwner
 from potluck.hub.scheduler import Scheduler, Want
 from potluck.hub.session import AgentSession
 from potluck.protocol.agent import EndMessage, Frame, FrameType, HeadMessage, ModelInfo, iter_frames
+from potluck.store.keys import ApiKey
 from potluck.store.usage import UsageRecord
 
 
@@ -127,7 +135,21 @@ class HubCore:
                 min_retry_concurrency=min_retry_concurrency,
             ),
             self.metrics,
-            self.journal,
+        )
+        access = AccessMap("admin", "default")
+
+        async def discard(txns: object, receipts: object) -> None:
+            pass
+
+        self.owner = RequestOwner(
+            access=access,
+            limiter=MemoryRateLimiter(self.clock),
+            accounting=Accounting(Ledger(discard), HubSigner.generate(), access, self.scheduler, clock=self.clock),
+            dispatcher=self.dispatcher,
+            journal=self.journal,
+            metrics=self.metrics,
+            clock=self.clock,
+            lifecycle=Lifecycle(),
         )
         self._ids = 0
 
@@ -154,6 +176,12 @@ class HubCore:
             received_at=self.clock.now(),
             want=Want((model,)),
         )
+
+    def client_request(self, model: str = "m", body: bytes = b'{"model":"m"}', *, stream: bool = True) -> ClientRequest:
+        """A request as an API adapter hands it to the request owner, from an admin key."""
+        self._ids += 1
+        key = ApiKey("key_1", "k", "pk-", "", self.clock.wall(), None)
+        return ClientRequest(f"req_{self._ids}", key, "/v1/chat/completions", body, model, stream, False)
 
     def in_flight(self, agent_id: str) -> int:
         slots = self.scheduler.agent(agent_id)

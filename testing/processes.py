@@ -217,7 +217,10 @@ class AgentProcess(_Process):
         token: str | None = None,
         max_concurrency: int = 8,
         extra: tuple[str, ...] = (),
+        pass_name: bool = True,
     ) -> None:
+        """``pass_name=False`` starts it without ``--name``: the hub names it after its enrolment token,
+        so ``name`` should then be the token's name."""
         self.hub = hub
         self.name = name
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -231,8 +234,6 @@ class AgentProcess(_Process):
             "agent",
             "--hub",
             hub.url,
-            "--name",
-            name,
             "--data-dir",
             str(data_dir),
             "--max-concurrency",
@@ -241,6 +242,8 @@ class AgentProcess(_Process):
             "debug",
             *extra,
         ]
+        if pass_name:
+            args += ["--name", name]
         if token:
             args += ["--token", token]
         for backend in backends:

@@ -19,6 +19,7 @@ from potluck.agent.settings import AgentSettings
 from potluck.api import agent_ws
 from potluck.app import create_app
 from potluck.cli.main import cli
+from potluck.hub import gate
 from potluck.hub.auth import AdminAuth
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.settings import HubSettings
@@ -28,6 +29,7 @@ from potluck.protocol.errors import ERROR_CODES
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 GENERATOR = ROOT / "scripts" / "gen_protocol_docs.py"
+CONFIG_GENERATOR = ROOT / "scripts" / "gen_config_docs.py"
 
 SETTINGS = [("hub", HubSettings), ("agent", AgentSettings)]
 
@@ -59,8 +61,8 @@ def options(command_name: str) -> dict[str, click.Option]:
     return {p.name: p for p in command.params if isinstance(p, click.Option) and p.name is not None}
 
 
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_protocol_docs", GENERATOR)
+def load_generator(path: Path = GENERATOR) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -113,6 +115,15 @@ def test_every_cli_option_is_documented_with_its_environment_variable(command_na
         assert row[2] == f"`{option.envvar}`", f"{option.opts[0]}: documented variable {row[2]!r}"
 
 
+@pytest.mark.parametrize("command_name", ["hub", "agent"])
+def test_generated_option_tables_are_current(command_name: str) -> None:
+    generator = load_generator(CONFIG_GENERATOR)
+    block = generator.current_block(read("configuration.md"), command_name)
+    assert block == generator.render_table(command_name), (
+        "docs/configuration.md is stale: run scripts/gen_config_docs.py --write"
+    )
+
+
 # -- protocol.md ------------------------------------------------------------------------------------
 
 
@@ -137,20 +148,14 @@ def test_generated_message_reference_is_current() -> None:
 
 
 def test_every_reject_code_is_documented() -> None:
-    tree = ast.parse(inspect.getsource(agent_ws))
     codes: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_reject":
-            first = node.args[1]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                codes.add(first.value)
-        if isinstance(node, ast.AsyncFunctionDef) and node.name == "_authenticate":
-            for ret in ast.walk(node):
-                if isinstance(ret, ast.Return) and isinstance(ret.value, ast.Tuple):
-                    first = ret.value.elts[0]
-                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                        codes.add(first.value)
-    assert len(codes) >= 5, f"could not find the reject codes in api/agent_ws.py: {codes}"
+    for module in (gate, agent_ws):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Rejection":
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    codes.add(first.value)
+    assert len(codes) >= 5, f"could not find the reject codes in hub/gate.py: {codes}"
     documented = {k.strip("`") for k in table_rows(section(read("protocol.md"), "Handshake"))}
     assert codes <= documented, f"reject codes missing from docs/protocol.md: {codes - documented}"
     assert documented - {"code"} <= codes, f"documented reject codes that do not exist: {documented - codes}"

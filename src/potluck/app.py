@@ -16,6 +16,7 @@ import secrets
 import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -24,22 +25,36 @@ from prometheus_client import CollectorRegistry
 from potluck._shared.clock import SystemClock
 from potluck.api import admin, agent_ws, billing, health, openai, openapi, requests, scheduling, users
 from potluck.api.context import HUB
+from potluck.api.cors import add_cors
 from potluck.api.errors import error_middleware
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.accounts import Accounts
-from potluck.hub.auth import AdminAuth, KeyCache
+from potluck.hub.agents import Agents
+from potluck.hub.aliases import Aliases
+from potluck.hub.auth import AdminAuth
 from potluck.hub.controls import parse_controls
+from potluck.hub.credits import Credits
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
+from potluck.hub.gate import AgentGate
+from potluck.hub.groups import Groups
+from potluck.hub.health import Health
+from potluck.hub.invites import Invites
+from potluck.hub.keys import Keys
 from potluck.hub.ledger import Ledger
+from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import Limits, MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.receipts import HubSigner
 from potluck.hub.registry import Registry
+from potluck.hub.reports import Reports
+from potluck.hub.requests import RequestOwner
+from potluck.hub.returning import Returning
 from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
+from potluck.protocol.accounts import UserRole
 from potluck.store.database import Store
 
 log = logging.getLogger(__name__)
@@ -95,8 +110,6 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         ensure_data_dir(settings.data_dir)
         store = await Store.open(settings.resolved_database_url)
         clock = SystemClock()
-        keys = KeyCache()
-        keys.load(await store.keys.list(include_revoked=False))
         metrics = HubMetrics(CollectorRegistry())
         scheduler = Scheduler(
             clock,
@@ -113,6 +126,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             user_share=settings.queue_user_share,
         )
         access = await load_access(store)
+        keys = await Keys.load(store, access)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
@@ -145,39 +159,70 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 retry_budget_percent=settings.retry_budget_percent,
             ),
             metrics,
-            journal,
-            accounting,
+        )
+        limiter = MemoryRateLimiter(clock)
+        lifecycle = Lifecycle()
+        returning = Returning(clock, await store.agents.serving(), settings.restart_grace_s)
+        requests = RequestOwner(
+            access=access,
+            limiter=limiter,
+            accounting=accounting,
+            dispatcher=dispatcher,
+            journal=journal,
+            metrics=metrics,
+            clock=clock,
+            lifecycle=lifecycle,
+            returning=returning,
+        )
+        groups = Groups(store, access, registry, accounting)
+        agents = Agents(store, access, registry, accounting, groups)
+        gate = AgentGate(
+            agents=store.agents,
+            registry=registry,
+            settings=settings,
+            clock=clock,
+            enrolled=agents,
+            lifecycle=lifecycle,
+            returning=returning,
         )
         app[HUB] = HubServices(
             settings=settings,
             clock=clock,
-            store=store,
             keys=keys,
             admin=AdminAuth(admin_token_hash),
             registry=registry,
-            dispatcher=dispatcher,
+            requests=requests,
+            gate=gate,
+            lifecycle=lifecycle,
             journal=journal,
             metrics=metrics,
-            accounts=Accounts(store, access, registry, accounting),
+            accounts=Accounts(store, access),
+            groups=groups,
+            invites=Invites(store, groups),
+            agents=agents,
+            aliases=Aliases(store, access, groups),
+            credits=Credits(access, accounting),
+            reports=Reports(store, journal, accounting, groups),
+            health=Health(store),
             access=access,
-            limiter=MemoryRateLimiter(clock),
+            limiter=limiter,
             accounting=accounting,
         )
-        tasks = [
-            asyncio.create_task(_run_periodic(settings.heartbeat_interval, registry.heartbeat), name="heartbeat"),
-            # Owner controls' availability windows: changes apply within a second.
-            asyncio.create_task(_run_periodic(1.0, registry.apply_schedules), name="schedules"),
-            asyncio.create_task(_run_poll(registry, clock), name="scheduler-poll"),
-            asyncio.create_task(journal.run(), name="usage-journal"),
-            asyncio.create_task(ledger.run(), name="ledger"),
-            asyncio.create_task(_run_periodic(settings.reprice_interval, accounting.reprice), name="reprice"),
-        ]
+        lifecycle.start(
+            {
+                "heartbeat": partial(_run_periodic, settings.heartbeat_interval, registry.heartbeat),
+                # Owner controls' availability windows: changes apply within a second.
+                "schedules": partial(_run_periodic, 1.0, registry.apply_schedules),
+                "scheduler-poll": partial(_run_poll, registry, clock),
+                "usage-journal": journal.run,
+                "ledger": ledger.run,
+                "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
+            }
+        )
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await lifecycle.close()
             await journal.close()
             await ledger.close()
             await store.close()
@@ -192,6 +237,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     billing.add_routes(app)
     requests.add_routes(app)
     openapi.add_routes(app)
+    add_cors(app, settings)
     return app
 
 
@@ -203,7 +249,7 @@ async def load_access(store: Store) -> AccessMap:
     """
     admin = await store.users.by_username(ADMIN_USERNAME)
     if admin is None:
-        admin = await store.users.create(ADMIN_USERNAME, None, "admin")
+        admin = await store.users.create(ADMIN_USERNAME, None, UserRole.ADMIN)
     default = await store.groups.find(admin.id, DEFAULT_GROUP)
     if default is None:
         default = await store.groups.create(DEFAULT_GROUP, admin.id)
@@ -213,7 +259,7 @@ async def load_access(store: Store) -> AccessMap:
     everyone = await store.users.all()
     access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in everyone}
     access.usernames = {u.id: u.username for u in everyone}
-    access.admins = {u.id for u in everyone if u.role == "admin"}
+    access.admins = {u.id for u in everyone if u.role == UserRole.ADMIN}
     for alias in await store.aliases.list():
         access.set_alias(alias.group_id, alias.alias, alias.models)
     for agent in await store.agents.list():
@@ -255,23 +301,29 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    lifecycle = app[HUB].lifecycle
     try:
-        await stop.wait()
+        stopping = asyncio.ensure_future(stop.wait())
+        crashed = asyncio.ensure_future(lifecycle.stopped.wait())
+        await asyncio.wait((stopping, crashed), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        crashed.cancel()
         await _graceful_shutdown(app, settings)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+    if lifecycle.crashed is not None:
+        raise SystemExit("the hub stopped because a background loop crashed (see the log above)")
 
 
 async def _graceful_shutdown(app: web.Application, settings: HubSettings) -> None:
     hub = app[HUB]
-    log.info("shutting down: refusing new requests, draining %d in flight", hub.dispatcher.in_flight)
-    hub.shutting_down = True
-    hub.dispatcher.shutting_down = True
+    log.info("shutting down: refusing new requests, draining %d in flight", hub.requests.in_flight)
+    hub.lifecycle.closing = True
     hub.registry.drain_all(settings.shutdown_timeout)
-    if not await hub.dispatcher.wait_idle(settings.shutdown_timeout):
-        log.warning("shutdown deadline reached with %d requests in flight", hub.dispatcher.in_flight)
+    if not await hub.requests.wait_idle(settings.shutdown_timeout):
+        log.warning("shutdown deadline reached with %d requests in flight", hub.requests.in_flight)
     for session in list(hub.registry.sessions.values()):
         session.channel.close()
     with contextlib.suppress(Exception):

@@ -635,6 +635,7 @@ async def test_expired_code_is_invalid(hub: Hub, group: Any, alice: User, bob: U
     # It expires at most 1 s after the answer came, or later if the hub rounds up.
     remaining = (parse_time(invite["expires_at"]) - datetime.now(UTC)).total_seconds()
     assert remaining <= 2.0
+    # Not synchronisation: the code's lifetime passing is what is under test, and the app takes no clock to advance.
     await asyncio.sleep(max(remaining, 1.0) + 0.1)
     await expect_error(await hub.redeem(bob, invite["code"]), 400, "invalid_invite")
     assert await hub.groups(bob) == {}

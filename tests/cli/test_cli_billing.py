@@ -113,10 +113,10 @@ def test_grant_credits_errors(hub: HubProcess, tmp_path: Path, outputs: list[Res
         env={"POTLUCK_ADMIN_TOKEN": ADMIN_TOKEN},
     )  # fmt: skip
     assert negative.code == 1
-    assert "`amount` must be a positive number of credits" in negative.err
+    assert "Expected `float` > 0.0 - at `$.amount`" in negative.err
     zero = grant(cli, hub, user_id, "0", "--reason", "x")
     assert zero.code == 1
-    assert "`amount` must be a positive number of credits" in zero.err
+    assert "Expected `float` > 0.0 - at `$.amount`" in zero.err
 
 
 def test_group_billing_changes_only_the_options_given(hub: HubProcess, tmp_path: Path, outputs: list[Result]) -> None:

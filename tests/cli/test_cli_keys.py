@@ -293,12 +293,13 @@ def test_key_limits_reach_the_hub(hub: HubProcess, tmp_path: Path, outputs: list
     assert chat_status(hub, key, "m-two") == 429
 
     # A date is sent as a lifetime from now: the hub's expiry is that time, give or take the call.
-    until = alice("key", "create", "dated", "--expires", "2099-12-31T12:00")
+    when = (datetime.now(UTC) + timedelta(days=400)).replace(second=0, microsecond=0)
+    until = alice("key", "create", "dated", "--expires", when.strftime("%Y-%m-%dT%H:%M"))
     created_key(until)
     match = re.search(r"^limits: expires (\S+ \S+)$", until.out, re.MULTILINE)
     assert match is not None, until.out
     expires = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
-    assert abs(expires - datetime(2099, 12, 31, 12, tzinfo=UTC)) < timedelta(seconds=5)
+    assert abs(expires - when) < timedelta(seconds=5)
     plain = alice("key", "create", "plain")
     created_key(plain)
     assert "limits:" not in plain.out
@@ -309,12 +310,14 @@ def test_key_limits_reach_the_hub(hub: HubProcess, tmp_path: Path, outputs: list
     [
         (("--rpm", "0"), "--rpm"),
         (("--tpm", "lots"), "--tpm"),
-        (("--max-concurrency", str(2**31)), "--max-concurrency"),
+        (("--max-concurrency", "1000001"), "--max-concurrency"),
+        (("--rpm", "1000000001"), "--rpm"),
         (("--priority", "101"), "--priority"),
         (("--models", "a,,b"), "empty model name"),
         (("--expires", "soon"), "neither a duration"),
         (("--expires", "2001-01-01"), "not in the future"),
         (("--expires", "0"), "--expires"),
+        (("--expires", "3651d"), "more than 3650 days away"),
     ],
 )
 def test_bad_key_limits_are_usage_errors(

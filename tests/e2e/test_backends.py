@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -23,7 +24,7 @@ def _port(url: str) -> str:
     return str(urlsplit(url).port)
 
 
-def _wait(predicate, timeout: float = 2.0) -> float:  # type: ignore[no-untyped-def]
+def _wait(predicate: Callable[[], object], timeout: float = 2.0) -> float:
     """Poll ``predicate`` until true; the seconds it took (fails the test past ``timeout``)."""
     started = time.monotonic()
     while not predicate():
@@ -38,15 +39,19 @@ def _models(fleet: Fleet, agent_name: str) -> dict[str, bool]:
     return {m["id"]: m["hot"] for m in agent["models"]} if agent else {}
 
 
+Ollama = tuple[FakeOllama, str, str, str]
+"""The fake, its URL, a hot model and a cold one."""
+
+
 @pytest.fixture
-def ollama(fleet: Fleet) -> tuple[FakeOllama, str, str, str]:
+def ollama(fleet: Fleet) -> Ollama:
     hot, cold = f"{fleet.model('hot')}:latest", f"{fleet.model('cold')}:latest"
     fake = FakeOllama(models=[hot, cold], loaded=[hot], chunks=4)
     url = fleet.serve(fake)
     return fake, url, hot, cold
 
 
-def test_ollama_is_detected_with_hot_and_cold_models(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+def test_ollama_is_detected_with_hot_and_cold_models(fleet: Fleet, ollama: Ollama) -> None:
     fake, url, hot, cold = ollama
     agent = fleet.agent(extra=("--scan-ports", _port(url)))
 
@@ -60,12 +65,12 @@ def test_ollama_is_detected_with_hot_and_cold_models(fleet: Fleet, ollama) -> No
     assert models[cold]["hot"] is False
     assert models[hot]["vram_bytes"] > 0
     assert models[hot.removesuffix(":latest")]["hot"] is True  # the bare name Ollama also answers to
-    served = {m.id: m.model_extra for m in fleet.client().models.list()}
+    served = {m.id: m.model_extra or {} for m in fleet.client().models.list()}
     assert served[hot]["hot"] is True
     assert served[cold]["hot"] is False
 
 
-def test_catalog_changes_reach_the_hub_within_two_seconds(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+def test_catalog_changes_reach_the_hub_within_two_seconds(fleet: Fleet, ollama: Ollama) -> None:
     fake, url, hot, cold = ollama
     agent = fleet.agent(extra=("--scan-ports", _port(url)))
     fleet.hub.wait_agent(agent.name, models={hot, cold})
@@ -83,7 +88,7 @@ def test_catalog_changes_reach_the_hub_within_two_seconds(fleet: Fleet, ollama) 
     assert reply.choices[0].message.content
 
 
-def test_plain_requests_use_ollamas_openai_layer_untouched(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+def test_plain_requests_use_ollamas_openai_layer_untouched(fleet: Fleet, ollama: Ollama) -> None:
     fake, url, hot, _cold = ollama
     fleet.agent(f"{url},kind=ollama")
 
@@ -93,7 +98,7 @@ def test_plain_requests_use_ollamas_openai_layer_untouched(fleet: Fleet, ollama)
     assert [r.path for r in fake.records if r.method == "POST"] == ["/v1/chat/completions"]
 
 
-def test_native_options_go_through_api_chat_and_come_back_openai_shaped(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+def test_native_options_go_through_api_chat_and_come_back_openai_shaped(fleet: Fleet, ollama: Ollama) -> None:
     fake, url, hot, _cold = ollama
     fleet.agent(f"{url},kind=ollama")
     client = fleet.client()
@@ -139,7 +144,7 @@ def test_native_options_go_through_api_chat_and_come_back_openai_shaped(fleet: F
     assert all(c.choices for c in streamed_without_usage), "no usage chunk the client did not ask for"
 
 
-def test_native_completions_and_embeddings(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+def test_native_completions_and_embeddings(fleet: Fleet, ollama: Ollama) -> None:
     fake, url, hot, _cold = ollama
     fleet.agent(f"{url},kind=ollama")
     client = fleet.client()
@@ -160,7 +165,7 @@ def test_native_completions_and_embeddings(fleet: Fleet, ollama) -> None:  # typ
     assert {r.path for r in fake.records if r.method == "POST"} >= {"/api/generate", "/api/embed"}
 
 
-def test_native_errors_become_openai_errors(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+def test_native_errors_become_openai_errors(fleet: Fleet, ollama: Ollama) -> None:
     import openai
 
     fake, url, hot, _cold = ollama
@@ -174,7 +179,7 @@ def test_native_errors_become_openai_errors(fleet: Fleet, ollama) -> None:  # ty
     assert failed.value.body["message"]  # type: ignore[index]
 
 
-async def test_client_disconnect_cancels_the_native_request(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+async def test_client_disconnect_cancels_the_native_request(fleet: Fleet, ollama: Ollama) -> None:
     fake, url, hot, _cold = ollama
     fake.chunks = 200
     fake.token_delay = 0.05
@@ -195,13 +200,14 @@ async def test_client_disconnect_cancels_the_native_request(fleet: Fleet, ollama
     assert native[-1].disconnected_at - closed_at < 1.0
     fake.chunks = 2
     fake.token_delay = 0.0
+    client = fleet.client(timeout=3)
     reply = await asyncio.to_thread(
-        fleet.client(timeout=3).chat.completions.create, model=hot, messages=[{"role": "user", "content": "y"}]
+        lambda: client.chat.completions.create(model=hot, messages=[{"role": "user", "content": "y"}])
     )
     assert reply.choices[0].message.content == "tok0 tok1 "
 
 
-def test_the_agent_never_calls_management_endpoints(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+def test_the_agent_never_calls_management_endpoints(fleet: Fleet, ollama: Ollama) -> None:
     fake, url, hot, cold = ollama
     agent = fleet.agent(extra=("--scan-ports", _port(url)))
     fleet.hub.wait_agent(agent.name, models={hot, cold})
@@ -257,7 +263,7 @@ def test_backend_appearing_and_disappearing_changes_what_is_served_without_recon
         server.stop()
 
 
-def test_agent_scan_prints_the_detected_backends(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+def test_agent_scan_prints_the_detected_backends(fleet: Fleet, ollama: Ollama) -> None:
     import subprocess
     import sys
 
@@ -277,18 +283,18 @@ def test_agent_scan_prints_the_detected_backends(fleet: Fleet, ollama) -> None: 
     assert f"{cold} (hot)" not in line
 
 
-def test_a_request_waiting_on_a_cold_model_speeds_up_catalog_reads(fleet: Fleet, ollama) -> None:  # type: ignore[no-untyped-def]
+def test_a_request_waiting_on_a_cold_model_speeds_up_catalog_reads(fleet: Fleet, ollama: Ollama) -> None:
     fake, url, _hot, cold = ollama
     fake.load_delay = 1.0
     agent = fleet.agent(f"{url},kind=ollama", extra=("--catalog-interval", "10"))
     fleet.hub.wait_agent(agent.name, models={cold})
     started = time.monotonic()
     with ThreadPoolExecutor(1) as pool:
+        client = fleet.client()
         pending = pool.submit(
-            fleet.client().chat.completions.create,
-            model=cold,
-            messages=[{"role": "user", "content": "x"}],
-            extra_body={"fake": {"delay": 0}},
+            lambda: client.chat.completions.create(
+                model=cold, messages=[{"role": "user", "content": "x"}], extra_body={"fake": {"delay": 0}}
+            )
         )
         _wait(lambda: _models(fleet, agent.name).get(cold) is True, timeout=3.0)
         # Loaded after 1 s; seen hot by the hub well before the 10 s catalog interval.

@@ -6,11 +6,13 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Callable
 
 import aiohttp
 import openai
 import psutil
 import pytest
+from openai.types.chat import ChatCompletion
 
 from tests.e2e.conftest import Fleet
 
@@ -25,6 +27,15 @@ def _body(model: str, **extra: object) -> dict[str, object]:
 
 def _served(backend_records: list, path: str = CHAT) -> list:  # type: ignore[type-arg]
     return [r for r in backend_records if r.path == path]
+
+
+QUEUE_DEPTH = "potluck_hub_queue_depth"
+
+
+async def _until_queued(fleet: Fleet, depth: float) -> None:
+    """Wait until the hub's /metrics counts ``depth`` requests waiting for a slot."""
+    reached = await asyncio.to_thread(fleet.hub.wait_for, lambda: fleet.hub.metric(QUEUE_DEPTH) >= depth, 5.0)
+    assert reached, f"the hub never queued {depth:g} requests"
 
 
 # -- client disconnects -----------------------------------------------------------------------------
@@ -87,8 +98,9 @@ async def test_client_disconnect_while_queued_leaks_no_slot(fleet: Fleet) -> Non
             http.post(fleet.hub.url + CHAT, json=_body(model, fake={"hang": True}), headers=headers)
         )
         assert await backend.wait_for_async(lambda: len(_served(backend.records)) == 1, 2.0)
+        depth = fleet.hub.metric(QUEUE_DEPTH) + 1  # the hub is shared: count from what is queued now
         queued = asyncio.ensure_future(http.post(fleet.hub.url + CHAT, json=_body(model), headers=headers))
-        await asyncio.sleep(0.2)  # let it reach the queue
+        await _until_queued(fleet, depth)
         queued.cancel()
         first.cancel()
         await asyncio.gather(first, queued, return_exceptions=True)
@@ -117,6 +129,7 @@ def test_agent_killed_before_first_byte_is_retried_on_another_agent(fleet: Fleet
         doomed.kill()
     reply = result.value
 
+    assert isinstance(reply, ChatCompletion)
     assert reply.choices[0].message.content == "tok0 tok1 tok2 "
     assert len(_served(healthy_backend.records)) == 1
 
@@ -241,7 +254,7 @@ def test_upstream_error_on_streaming_request_keeps_status_and_body(fleet: Fleet)
 # -- timeouts, queueing, unknown models ------------------------------------------------------------
 
 
-def test_stream_longer_than_every_timeout_completes_intact(hub_factory) -> None:  # type: ignore[no-untyped-def]
+def test_stream_longer_than_every_timeout_completes_intact(hub_factory: Callable[..., Fleet]) -> None:
     fleet = hub_factory("--idle-timeout", "1.0", "--first-byte-timeout", "1.0")
     model = fleet.model()
     _backend, url = fleet.backend(model, chunks=25, delay=0.12)  # 3 s: > idle, first-byte and heartbeat timeouts
@@ -266,7 +279,7 @@ def test_unknown_model_is_404_model_not_found_at_once(fleet: Fleet) -> None:
     assert missing.value.body["param"] == "model"  # type: ignore[index]
 
 
-async def test_queue_full_is_503_with_retry_after(hub_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_queue_full_is_503_with_retry_after(hub_factory: Callable[..., Fleet]) -> None:
     fleet = hub_factory("--max-queue", "1", "--queue-timeout", "10")
     model = fleet.model()
     backend, url = fleet.backend(model, hang=True)
@@ -277,7 +290,7 @@ async def test_queue_full_is_503_with_retry_after(hub_factory) -> None:  # type:
         busy = asyncio.ensure_future(http.post(fleet.hub.url + CHAT, json=_body(model), headers=headers))
         assert await backend.wait_for_async(lambda: len(_served(backend.records)) == 1, 2.0)
         queued = asyncio.ensure_future(http.post(fleet.hub.url + CHAT, json=_body(model), headers=headers))
-        await asyncio.sleep(0.2)
+        await _until_queued(fleet, 1)
         async with http.post(fleet.hub.url + CHAT, json=_body(model), headers=headers) as rejected:
             assert rejected.status == 503
             assert 1 <= int(rejected.headers["Retry-After"]) <= 60
@@ -291,7 +304,7 @@ async def test_queue_full_is_503_with_retry_after(hub_factory) -> None:  # type:
     assert error["type"] == "server_error"
 
 
-def test_queue_wait_exceeded_is_503(hub_factory) -> None:  # type: ignore[no-untyped-def]
+def test_queue_wait_exceeded_is_503(hub_factory: Callable[..., Fleet]) -> None:
     fleet = hub_factory("--queue-timeout", "0.5")
     model = fleet.model()
     backend, url = fleet.backend(model)
@@ -384,6 +397,7 @@ async def test_slow_client_applies_backpressure_instead_of_growing_hub_memory(fl
         assert first.startswith(b"data: ")
         # The client stops reading. The hub stops granting credit, the agent stops reading the
         # backend, and the backend's writes block: the body waits in socket buffers, not in the hub.
+        # Not a wait for something to happen: the stall itself, held 2 s, is what is under test.
         await asyncio.sleep(2.0)
         rss_stalled = hub.memory_info().rss
         assert not _served(backend.records)[-1].completed
@@ -404,10 +418,11 @@ async def test_queued_request_is_taken_by_an_agent_that_connects(fleet: Fleet) -
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
     )
     assert await busy_backend.wait_for_async(lambda: len(_served(busy_backend.records)) == 1, 2.0)
+    depth = fleet.hub.metric(QUEUE_DEPTH) + 1
     queued = asyncio.ensure_future(
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "y"}])
     )
-    await asyncio.sleep(0.2)
+    await _until_queued(fleet, depth)
     assert not queued.done()
 
     fresh_backend, fresh_url = fleet.backend(model, chunks=2)

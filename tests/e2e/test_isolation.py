@@ -183,7 +183,7 @@ def test_key_limits_allow_list_and_expiry(fleet: Fleet) -> None:
 
     short = dave.client(dave.create("/api/keys", {"name": "short", "expires_in_s": 1})["key"])
     assert _chat(short, model)
-    time.sleep(1.1)
+    time.sleep(1.1)  # not synchronisation: the key's 1 s lifetime passing is what is under test
     with pytest.raises(openai.AuthenticationError, match="expired"):
         _chat(short, model)
     assert dave.call("POST", "/api/keys", {"name": "bad", "rpm": 0})[0] == 400

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from testing.llama import start_llama_server
 from tests.e2e.conftest import Fleet
@@ -23,7 +24,7 @@ def test_real_llamacpp_chat_through_the_relay(fleet: Fleet, llama_url: str) -> N
     agent = fleet.agent(llama_url)
     fleet.hub.wait_agent(agent.name, models={"tiny-llama"})
     client = fleet.client(timeout=60)
-    messages = [{"role": "user", "content": "Say hello"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 
     reply = client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=12, temperature=0)
     assert reply.usage is not None

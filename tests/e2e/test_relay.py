@@ -6,6 +6,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
+import openai
 import pytest
 
 from tests.e2e.conftest import Fleet
@@ -152,9 +153,11 @@ def test_models_lists_what_connected_agents_serve(fleet: Fleet) -> None:
 
     assert first in listed
     assert second in listed
-    assert listed[first].model_extra is not None
-    assert listed[first].model_extra["agents"] == 2
-    assert listed[second].model_extra["agents"] == 1
+    first_extra, second_extra = listed[first].model_extra, listed[second].model_extra
+    assert first_extra is not None
+    assert second_extra is not None
+    assert first_extra["agents"] == 2
+    assert second_extra["agents"] == 1
 
 
 def test_concurrent_requests_spread_over_equal_agents_by_load(fleet: Fleet) -> None:
@@ -191,3 +194,16 @@ def test_admin_agents_lists_models_state_and_load(fleet: Fleet) -> None:
     assert listed["max_concurrency"] == 3
     assert listed["last_seen"]
     assert listed["id"].startswith("agt_")
+
+
+def test_models_retrieve_finds_a_served_model_and_404s_others(fleet: Fleet) -> None:
+    model = fleet.model("org/name")  # ids with a slash, as Hugging Face names them
+    _backend, url = fleet.backend(model)
+    fleet.agent(url)
+    client = fleet.client()
+    found = client.models.retrieve(model)
+    assert (found.id, found.object) == (model, "model")
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve(fleet.model("nobody"))
+    assert caught.value.response.headers["x-request-id"]
+    assert caught.value.body["code"] == "model_not_found"  # type: ignore[index]

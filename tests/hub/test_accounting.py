@@ -9,8 +9,10 @@ from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling, Served
 from potluck.hub.errors import InsufficientQuotaError
 from potluck.hub.ledger import Ledger
+from potluck.hub.outcome import Outcome
 from potluck.hub.receipts import HubSigner, signed_document, verify_receipt
 from potluck.hub.scheduler import Scheduler, Want
+from potluck.protocol.accounts import BillingMode
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
 from potluck.store.ledger import LedgerTxn, StoredReceipt
@@ -30,7 +32,7 @@ def make(fee: float = 10.0) -> Accounting:
     accounting = Accounting(
         Ledger(_discard), HubSigner.generate(), access, scheduler, fee_percent=fee, clock=ManualClock(10.0)
     )
-    accounting.set_billing("paid", GroupBilling(mode="credits", default=Price(10, 20), cap=100))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, default=Price(10, 20), cap=100))
     accounting.prices = {"gpu": {"m": Price(100, 1000)}}
     return accounting
 
@@ -48,8 +50,10 @@ def served(**changes: object) -> Served:
         "usage": Usage(10, 5, 15),
         "request_bytes": 200,
         "response_bytes": 400,
+        "delivered_bytes": 400,
         "stream_events": None,
-        "outcome": "ok",
+        "outcome": Outcome.OK,
+        "status": 200,
     }
     fields.update(changes)
     return Served(**fields)  # type: ignore[arg-type]
@@ -123,14 +127,76 @@ def test_a_request_that_never_reached_an_agent_releases_its_hold() -> None:
     accounting = make()
     accounting.ledger.grant("alice", 1_000_000, "test")
     _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
-    bill = accounting.settle(hold, served(agent_id=None, usage=None, outcome="overloaded"))
+    bill = accounting.settle(hold, served(agent_id=None, usage=None, outcome=Outcome.OVERLOADED, status=503))
+    assert bill.charged == 0
+    assert (accounting.ledger.balance("alice"), accounting.ledger.held("alice")) == (1_000_000, 0)
+
+
+def test_a_request_that_never_reached_an_agent_records_no_tokens_even_with_usage() -> None:
+    bill = make().settle(
+        None, served(agent_id=None, usage=Usage(50, 0, 50), outcome=Outcome.MODEL_NOT_FOUND, status=404)
+    )
+    assert (bill.prompt_tokens, bill.completion_tokens, bill.charged, bill.group_id, bill.owner_id) == (
+        0,
+        0,
+        0,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("status", [400, 413, 500, 503])
+async def test_an_error_answer_is_charged_nothing_and_releases_its_hold_without_a_receipt(status: int) -> None:
+    receipts: list[StoredReceipt] = []
+
+    async def keep(txns: list[LedgerTxn], batch: list[StoredReceipt]) -> None:
+        receipts.extend(batch)
+
+    accounting = make()
+    accounting.ledger = Ledger(keep)  # type: ignore[arg-type]
+    accounting.ledger.grant("alice", 1_000_000, "test")
+    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    error = served(usage=Usage(4521, 49, 4570), outcome=Outcome.UPSTREAM_ERROR, status=status, delivered_bytes=120)
+    bill = accounting.settle(hold, error)
+    assert (bill.charged, bill.earned) == (0, 0)
+    assert (bill.prompt_tokens, bill.completion_tokens, bill.estimated) == (4521, 49, False)  # reported, recorded
+    assert (accounting.ledger.balance("alice"), accounting.ledger.held("alice")) == (1_000_000, 0)
+    assert accounting.ledger.balance("bob") == 0
+    await accounting.ledger.flush()
+    assert receipts == []
+
+
+def test_an_error_answer_without_reported_usage_records_no_estimate() -> None:
+    bill = make().settle(None, served(usage=None, outcome=Outcome.UPSTREAM_ERROR, status=400, response_bytes=90))
+    assert (bill.prompt_tokens, bill.completion_tokens, bill.estimated) == (0, 0, False)
+
+
+def test_a_group_that_opts_in_pays_the_reported_tokens_of_an_error_answer() -> None:
+    accounting = make()
+    accounting.set_billing("paid", GroupBilling(mode="credits", default=Price(10, 20), cap=100, bill_errors=True))
+    accounting.ledger.grant("alice", 1_000_000, "test")
+    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    bill = accounting.settle(hold, served(outcome=Outcome.UPSTREAM_ERROR, status=400, delivered_bytes=0))
+    assert bill.charged > 0
+    assert accounting.ledger.balance("alice") == 1_000_000 - bill.charged
+    # ...but never on an estimate: no usage reported, nothing charged.
+    _want, hold = accounting.admit("r2", alice(frozenset({"paid"})), b"{}")
+    assert accounting.settle(hold, served(usage=None, outcome=Outcome.UPSTREAM_ERROR, status=400)).charged == 0
+
+
+@pytest.mark.parametrize("outcome", [Outcome.AGENT_FAILED, Outcome.TIMEOUT, Outcome.CLIENT_CANCELLED])
+def test_a_request_that_failed_before_any_byte_reached_the_client_is_free(outcome: Outcome) -> None:
+    accounting = make()
+    accounting.ledger.grant("alice", 1_000_000, "test")
+    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    bill = accounting.settle(hold, served(outcome=outcome, delivered_bytes=0))
     assert bill.charged == 0
     assert (accounting.ledger.balance("alice"), accounting.ledger.held("alice")) == (1_000_000, 0)
 
 
 def test_the_owners_price_is_clamped_to_the_groups_bounds() -> None:
     accounting = make()
-    accounting.set_billing("paid", GroupBilling(mode="credits", min_price=1, max_price=500))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, min_price=1, max_price=500))
     quote = accounting.quote("paid", "gpu", "m")
     assert quote.price == Price(100, 500)
     assert accounting.quote("paid", "other", "m").price == Price(1, 1)  # no price set: the default, clamped
@@ -138,7 +204,7 @@ def test_the_owners_price_is_clamped_to_the_groups_bounds() -> None:
 
 def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> None:
     accounting = make()
-    accounting.set_billing("paid", GroupBilling(mode="credits", dynamic=True, default=Price(10, 20)))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, dynamic=True, default=Price(10, 20)))
     accounting.reprice()
     idle = accounting.quote("paid", "gpu", "m")
     assert idle.multiplier < 1.0
@@ -152,7 +218,7 @@ def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> N
     assert busy.multiplier > 1.0
     assert busy.reason != idle.reason
     # Fixed-price groups ignore it.
-    accounting.set_billing("paid", GroupBilling(mode="credits"))
+    accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS))
     assert accounting.quote("paid", "gpu", "m").multiplier == 1.0
 
 

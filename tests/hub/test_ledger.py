@@ -64,7 +64,7 @@ async def test_twenty_concurrent_holds_against_a_balance_covering_one_admit_exac
     ledger.grant("alice", 100, "welcome")
 
     async def admit(n: int) -> bool:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # every admission yields once first, so all twenty are in flight together
         return ledger.hold(f"req_{n}", "alice", 100)
 
     results = await asyncio.gather(*(admit(n) for n in range(20)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,6 @@ from potluck.hub.pricing import (
     COMPLETION_SLACK_TOKENS,
     MICRO,
     TEMPLATE_ALLOWANCE_TOKENS,
-    Price,
     clamp_price,
     cost,
     dynamic_multiplier,
@@ -22,6 +22,7 @@ from potluck.hub.pricing import (
     split,
     validate_prices,
 )
+from potluck.store.billing import Price
 
 # -- cost -------------------------------------------------------------------------------------------
 
@@ -277,7 +278,7 @@ def test_dynamic_multiplier_stays_within_floor_and_ceiling_and_never_falls_as_de
         ((0, 0, 4), {"ceiling": math.inf}),
     ],
 )
-def test_dynamic_multiplier_refuses_nonsense(args: tuple[int, int, int], kwargs: dict[str, float]) -> None:
+def test_dynamic_multiplier_refuses_nonsense(args: tuple[int, int, int], kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"negative|floor"):
         dynamic_multiplier(*args, **kwargs)
 

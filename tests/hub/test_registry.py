@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from potluck.hub.errors import AgentLostError, ModelNotFoundError, OverloadedError, ShuttingDownError
+from potluck.hub.outcome import Outcome
 from potluck.hub.scheduler import Want
 from potluck.hub.session import AgentSession, SessionState
 from potluck.protocol.agent import (
@@ -91,7 +92,7 @@ async def test_queued_waiters_are_served_first_come_first_served() -> None:
     async with asyncio.timeout(2):
         for _ in range(3):
             hub.registry.release(session)
-            await asyncio.sleep(0)
+            await asyncio.wait([t for t in tasks if not t.done()], return_when=asyncio.FIRST_COMPLETED)
         await asyncio.gather(*tasks)
     assert order == [0, 1, 2]
 
@@ -201,9 +202,7 @@ async def test_new_agent_serves_queued_requests_at_once() -> None:
 async def test_models_message_updates_what_the_agent_serves() -> None:
     hub = HubCore()
     session, _ = hub.attach("a", models=("m",), max_concurrency=1)
-    waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await asyncio.sleep(0)
-    await waiter  # took the only slot
+    await hub.registry.acquire(Want(("m",)))  # took the only slot
     hub.registry.on_models(session, ModelsMessage([ModelInfo("m"), ModelInfo("n")], []))
     assert hub.scheduler.serves("n")
     hub.registry.on_models(session, ModelsMessage([ModelInfo("n")], []))
@@ -385,7 +384,7 @@ async def test_release_from_a_replaced_session_does_not_free_a_slot_of_the_new_o
     """
     hub = HubCore()
     old, old_chan = hub.attach("a", max_concurrency=1)
-    running = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    running = asyncio.create_task(hub.owner.relay(hub.request()))
     first = await old_chan.next_frame(FrameType.REQUEST)
     send_head(old, first.stream_id)
     send_data(old, first.stream_id, b"data: 1\n\n")
@@ -401,7 +400,7 @@ async def test_release_from_a_replaced_session_does_not_free_a_slot_of_the_new_o
     assert got is new
     assert hub.in_flight("a") == 1
 
-    exchange.close("agent_failed")  # the old request ends (its stream failed with AgentLostError)
+    exchange.close(Outcome.AGENT_FAILED)  # the old request ends (its stream failed with AgentLostError)
 
     assert hub.in_flight("a") == 1, "the new connection's slot was freed by a request from the old one"
     assert hub.scheduler.acquire("m") is None, "a second request was routed to an agent with max_concurrency=1"

@@ -8,6 +8,7 @@ import pytest
 
 from potluck._shared.clock import ManualClock
 from potluck.hub.errors import AgentLostError, HubError, ShuttingDownError, UpstreamError, UpstreamTimeoutError
+from potluck.hub.outcome import Outcome
 from potluck.hub.scheduler import Want
 from potluck.hub.session import AgentSession, IllegalTransitionError, SessionState, Stream
 from potluck.protocol.agent import (
@@ -28,6 +29,15 @@ from potluck.protocol.agent import (
 from testing.memory_channel import HubCore, MemoryChannel, make_session, send_data, send_end, send_head
 
 REQUEST = RequestMessage("req_x", "POST", "/v1/chat/completions", "m", stream=True)
+
+
+def manual(session: AgentSession) -> ManualClock:
+    assert isinstance(session.clock, ManualClock)
+    return session.clock
+
+
+def advance(session: AgentSession, seconds: float) -> None:
+    manual(session).advance(seconds)
 
 
 def open_stream(credit_window: int = 1024) -> tuple[AgentSession, MemoryChannel, Stream]:
@@ -70,7 +80,7 @@ async def test_read_waits_for_data_without_polling() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
     reader = asyncio.create_task(stream.read())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the reader runs, and must block rather than return
     assert not reader.done()
     send_data(session, stream.stream_id, b"x")
     async with asyncio.timeout(2):
@@ -78,10 +88,20 @@ async def test_read_waits_for_data_without_polling() -> None:
 
 
 async def test_frames_for_unknown_streams_are_ignored() -> None:
-    session, _, _ = open_stream()
+    session, channel, stream = open_stream()
+    sent = len(channel.frames)
     send_head(session, 999)
     send_data(session, 999, b"x")
     send_end(session, 999, EndMessage("other"))
+    assert session.streams == {stream.stream_id: stream}  # nothing created for them
+    assert len(channel.frames) == sent  # no cancel, credit or error sent back
+    assert session.state is SessionState.ACTIVE
+    assert (stream.bytes_received, stream.end, stream.failure) == (0, None, None)
+    send_head(session, stream.stream_id, 201)  # and the session still relays its own streams
+    send_data(session, stream.stream_id, b"ok")
+    async with asyncio.timeout(2):
+        assert (await stream.head()).status == 201
+        assert await stream.read() == b"ok"
 
 
 async def test_unexpected_frame_type_from_agent_is_a_protocol_error() -> None:
@@ -98,8 +118,9 @@ async def test_agent_ping_is_answered_with_pong_echoing_its_time() -> None:
 
 
 async def test_head_deadline_raises_upstream_timeout() -> None:
-    _, _, stream = open_stream()
+    session, _, stream = open_stream()
     stream.set_deadline(0.01, "no head")
+    advance(session, 0.01)
     with pytest.raises(UpstreamTimeoutError, match="no head"):
         await stream.head()
 
@@ -108,6 +129,7 @@ async def test_idle_deadline_raises_upstream_timeout() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
     stream.set_deadline(0.01, "idle")
+    advance(session, 0.01)
     with pytest.raises(UpstreamTimeoutError, match="idle"):
         await stream.read()
 
@@ -116,10 +138,14 @@ async def test_data_pushes_the_idle_deadline_back() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
     stream.set_deadline(0.05, "idle")
+    clock = session.clock
+    assert isinstance(clock, ManualClock)
     for i in range(5):  # 0.1 s in all, longer than the deadline, but never 0.05 s without data
-        await asyncio.sleep(0.02)
+        clock.advance(0.02)
         send_data(session, stream.stream_id, b"%d" % i)
         assert await stream.read() == b"%d" % i
+    assert stream.failure is None
+    clock.advance(0.05)
     with pytest.raises(UpstreamTimeoutError):
         await stream.read()
 
@@ -128,8 +154,12 @@ async def test_finished_stream_cancels_its_deadline_timer() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
     stream.set_deadline(0.01, "idle")
+    armed = stream.deadline_armed  # a local, so mypy does not narrow the property for the next assert
     send_end(session, stream.stream_id, EndMessage("req_x"))
-    await asyncio.sleep(0.03)
+    assert armed
+    assert not stream.deadline_armed
+    assert manual(session).pending == 0
+    advance(session, 0.03)
     assert stream.failure is None
 
 
@@ -266,7 +296,7 @@ async def test_dispatch_relays_a_request_and_records_its_usage() -> None:
     hub = HubCore()
     session, channel = hub.attach("a", max_concurrency=2)
     req = hub.request(body=b'{"model":"m","stream":true}')
-    opening = asyncio.create_task(hub.dispatcher.open(req))
+    opening = asyncio.create_task(hub.owner.relay(req))
     frame = await channel.next_frame(FrameType.REQUEST)
     assert isinstance(frame.message, RequestMessage)
     assert frame.message.request_id == req.request_id
@@ -284,7 +314,7 @@ async def test_dispatch_relays_a_request_and_records_its_usage() -> None:
 
     async with asyncio.timeout(2):
         body = b"".join([chunk async for chunk in exchange.chunks()])
-    exchange.close("ok")
+    exchange.close(Outcome.OK)
 
     assert body == b"data: 1\n\ndata: 2\n\n"
     assert channel.of_type(FrameType.CANCEL) == []
@@ -301,15 +331,15 @@ async def test_dispatch_relays_a_request_and_records_its_usage() -> None:
 async def test_exchange_closed_before_end_sends_cancel_and_frees_the_slot() -> None:
     hub = HubCore()
     session, channel = hub.attach("a")
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     frame = await channel.next_frame(FrameType.REQUEST)
     send_head(session, frame.stream_id)
     send_data(session, frame.stream_id, b"data: 1\n\n")
     async with asyncio.timeout(2):
         exchange = await opening
 
-    exchange.close("client_cancelled")
-    exchange.close("client_cancelled")  # idempotent
+    exchange.close(Outcome.CLIENT_CANCELLED)
+    exchange.close(Outcome.CLIENT_CANCELLED)  # idempotent
 
     (cancel,) = channel.of_type(FrameType.CANCEL)
     assert cancel.stream_id == frame.stream_id
@@ -332,16 +362,16 @@ async def test_a_cancelled_stream_without_an_end_is_recorded_after_the_linger_ti
     hub = HubCore()
     session, channel = hub.attach("a")
     session.linger_s = 0.01
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     frame = await channel.next_frame(FrameType.REQUEST)
     send_head(session, frame.stream_id)
     send_data(session, frame.stream_id, b"data: 1\n\n")
     async with asyncio.timeout(2):
         exchange = await opening
-    exchange.close("client_cancelled")
-    async with asyncio.timeout(2):
-        while session.streams:
-            await asyncio.sleep(0.005)
+    exchange.close(Outcome.CLIENT_CANCELLED)
+    assert session.streams  # lingering for the agent's END
+    hub.clock.advance(0.01)
+    assert not session.streams
     await hub.journal.flush()
     (record,) = hub.records
     assert (record.outcome, record.completion_tokens) == ("client_cancelled", 0)
@@ -355,7 +385,7 @@ async def test_agent_lost_before_any_byte_is_retried_on_another_agent() -> None:
     a, chan_a = hub.attach("a", max_concurrency=4)
     b, chan_b = hub.attach("b", max_concurrency=4)
     hub.scheduler.acquire("m", frozenset({"a"}))  # b is busier, so a is tried first
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     await chan_a.next_frame(FrameType.REQUEST)
 
     hub.registry.detach(a)  # the connection drops before the agent answered
@@ -367,7 +397,7 @@ async def test_agent_lost_before_any_byte_is_retried_on_another_agent() -> None:
         exchange = await opening
     assert exchange.session is b
     assert hub.metrics.registry.get_sample_value("potluck_hub_retries_total") == 1
-    exchange.close("client_cancelled")
+    exchange.close(Outcome.CLIENT_CANCELLED)
     assert hub.in_flight("b") == 1  # only the slot taken by hand above
 
 
@@ -376,7 +406,7 @@ async def test_retries_beyond_the_retry_budget_are_not_made() -> None:
     a, chan_a = hub.attach("a", max_concurrency=4)
     hub.attach("b", max_concurrency=4)
     hub.scheduler.acquire("m", frozenset({"a"}))
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     await chan_a.next_frame(FrameType.REQUEST)
 
     hub.registry.detach(a)
@@ -393,27 +423,27 @@ async def test_retries_beyond_the_retry_budget_are_not_made() -> None:
 async def test_failures_before_the_first_byte_and_5xx_answers_count_against_the_agent() -> None:
     hub = HubCore()
     session, chan = hub.attach("a", max_concurrency=4)
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     frame = await chan.next_frame(FrameType.REQUEST)
     send_head(session, frame.stream_id, status=503)
     send_data(session, frame.stream_id, b'{"error": {"message": "overloaded"}}')
     async with asyncio.timeout(2):
         exchange = await opening
-    exchange.close("upstream_error")
+    exchange.close(Outcome.UPSTREAM_ERROR)
     stats = hub.scheduler.stats("a", "m")
     assert stats is not None
     assert (stats.failures, stats.reliability < 1.0) == (1, True)
 
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     frame = await chan.next_frame(FrameType.REQUEST)
     send_head(session, frame.stream_id, status=400)
     send_data(session, frame.stream_id, b'{"error": {"message": "bad"}}')
     async with asyncio.timeout(2):
         exchange = await opening
-    exchange.close("upstream_error")
+    exchange.close(Outcome.UPSTREAM_ERROR)
     assert stats.failures == 1  # a client error says nothing about the agent
 
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     frame = await chan.next_frame(FrameType.REQUEST)
     send_head(session, frame.stream_id)
     send_data(session, frame.stream_id, b"data: ok\n\n")
@@ -424,8 +454,9 @@ async def test_failures_before_the_first_byte_and_5xx_answers_count_against_the_
     send_end(session, frame.stream_id, EndMessage(exchange.request.request_id, usage=Usage(5, 11, 16)))
     while await exchange.read() is not None:
         pass
-    exchange.close("ok")
-    assert (stats.failures, stats.decode) == (0, pytest.approx(20.0))
+    exchange.close(Outcome.OK)
+    assert stats.failures == 0
+    assert stats.decode == pytest.approx(20.0)
     assert stats.ttft == 0.0  # the manual clock did not move before the first byte
 
 
@@ -434,7 +465,7 @@ async def test_agent_lost_after_head_but_before_bytes_is_retried() -> None:
     a, chan_a = hub.attach("a", max_concurrency=2)
     b, chan_b = hub.attach("b", max_concurrency=2)
     hub.scheduler.acquire("m", frozenset({"a"}))  # b is busier, so a is tried first
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     first = await chan_a.next_frame(FrameType.REQUEST)
     send_head(a, first.stream_id)
     await asyncio.sleep(0)  # the dispatcher has the head and now waits for the first byte
@@ -445,7 +476,7 @@ async def test_agent_lost_after_head_but_before_bytes_is_retried() -> None:
     async with asyncio.timeout(2):
         exchange = await opening
     assert exchange.session is b
-    exchange.close("ok")
+    exchange.close(Outcome.OK)
 
 
 async def test_retriable_end_error_is_retried_on_another_agent_excluding_the_first() -> None:
@@ -453,7 +484,7 @@ async def test_retriable_end_error_is_retried_on_another_agent_excluding_the_fir
     a, chan_a = hub.attach("a", max_concurrency=4)
     b, chan_b = hub.attach("b", max_concurrency=4)
     hub.scheduler.acquire("m", frozenset({"a"}))  # without the exclusion, a would be picked again
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     first = await chan_a.next_frame(FrameType.REQUEST)
 
     refused = ErrorInfo(502, "backend_unavailable", "connection refused", retriable=True)
@@ -468,7 +499,7 @@ async def test_retriable_end_error_is_retried_on_another_agent_excluding_the_fir
     assert len(chan_a.of_type(FrameType.REQUEST)) == 1
     assert chan_a.of_type(FrameType.CANCEL) == []  # it had ended already
     assert hub.in_flight("a") == 0
-    exchange.close("ok")
+    exchange.close(Outcome.OK)
 
 
 async def test_non_retriable_end_error_is_raised_without_retry() -> None:
@@ -476,7 +507,7 @@ async def test_non_retriable_end_error_is_raised_without_retry() -> None:
     a, chan_a = hub.attach("a")
     _, chan_b = hub.attach("b")
     hub.scheduler.acquire("m", frozenset({"a"}))
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     first = await chan_a.next_frame(FrameType.REQUEST)
 
     send_end(a, first.stream_id, EndMessage("x", error=ErrorInfo(502, "upstream_error", "model crashed")))
@@ -496,7 +527,7 @@ async def test_non_retriable_end_error_is_raised_without_retry() -> None:
 async def test_retriable_failure_with_no_other_agent_raises_it() -> None:
     hub = HubCore()
     a, chan_a = hub.attach("a")
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     first = await chan_a.next_frame(FrameType.REQUEST)
     send_end(a, first.stream_id, EndMessage("x", error=ErrorInfo(502, "backend_unavailable", "refused", True)))
     with pytest.raises(UpstreamError) as info:
@@ -510,7 +541,7 @@ async def test_retriable_failure_with_no_other_agent_raises_it() -> None:
 async def test_attempts_are_bounded() -> None:
     hub = HubCore(max_attempts=2)
     agents = [hub.attach(name) for name in ("a", "b", "c")]
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     for _ in range(2):
         async with asyncio.timeout(2):
             while True:
@@ -529,7 +560,7 @@ async def test_attempts_are_bounded() -> None:
 async def test_client_leaving_while_waiting_for_the_agent_sends_cancel_and_frees_the_slot() -> None:
     hub = HubCore()
     _, channel = hub.attach("a")
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     frame = await channel.next_frame(FrameType.REQUEST)
 
     opening.cancel()
@@ -550,7 +581,7 @@ async def test_client_leaving_while_queued_leaks_no_slot_and_no_in_flight() -> N
     hub = HubCore()
     session, _ = hub.attach("a")
     await hub.registry.acquire(Want(("m",)))
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     async with asyncio.timeout(2):
         while hub.scheduler.queue_depth == 0:
             await asyncio.sleep(0)
@@ -569,8 +600,9 @@ async def test_client_leaving_while_queued_leaks_no_slot_and_no_in_flight() -> N
 async def test_first_byte_timeout_cancels_on_the_agent() -> None:
     hub = HubCore(first_byte_timeout=0.01)
     session, channel = hub.attach("a")
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     frame = await channel.next_frame(FrameType.REQUEST)
+    hub.clock.advance(0.01)
     with pytest.raises(UpstreamTimeoutError):
         async with asyncio.timeout(2):
             await opening
@@ -585,30 +617,30 @@ async def test_first_byte_timeout_cancels_on_the_agent() -> None:
 async def test_shutting_down_dispatcher_refuses_new_requests() -> None:
     hub = HubCore()
     hub.attach("a")
-    hub.dispatcher.shutting_down = True
+    hub.owner.lifecycle.closing = True
     with pytest.raises(ShuttingDownError):
-        await hub.dispatcher.open(hub.request())
+        hub.owner.admit(hub.client_request())
     assert hub.dispatcher.in_flight == 0
 
 
 async def test_wait_idle_returns_once_the_last_exchange_closes() -> None:
     hub = HubCore()
     session, channel = hub.attach("a")
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     frame = await channel.next_frame(FrameType.REQUEST)
     send_head(session, frame.stream_id)
     send_end(session, frame.stream_id, EndMessage("x"))
     async with asyncio.timeout(2):
         exchange = await opening
     assert not await hub.dispatcher.wait_idle(0)
-    exchange.close("ok")
+    exchange.close(Outcome.OK)
     assert await hub.dispatcher.wait_idle(1)
 
 
 async def test_error_head_body_is_read_whole_for_the_api_to_check() -> None:
     hub = HubCore()
     session, channel = hub.attach("a")
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     frame = await channel.next_frame(FrameType.REQUEST)
     session.on_frame(FrameType.HEAD, frame.stream_id, HeadMessage(400, []), b"")
     send_data(session, frame.stream_id, b'{"error":')
@@ -618,7 +650,7 @@ async def test_error_head_body_is_read_whole_for_the_api_to_check() -> None:
         exchange = await opening
         assert exchange.status == 400
         assert await exchange.read_all(1 << 20) == b'{"error":{"message":"bad"}}'
-    exchange.close("upstream_error")
+    exchange.close(Outcome.UPSTREAM_ERROR)
     assert channel.of_type(FrameType.CANCEL) == []
 
 
@@ -629,7 +661,7 @@ async def test_retry_does_not_wait_in_the_queue_for_an_agent_that_is_draining() 
     a, chan_a = hub.attach("a")
     b, chan_b = hub.attach("b")
     hub.registry.on_state(b, StateMessage(in_flight=0, draining=True, max_concurrency=1))
-    opening = asyncio.create_task(hub.dispatcher.open(hub.request()))
+    opening = asyncio.create_task(hub.owner.relay(hub.request()))
     first = await chan_a.next_frame(FrameType.REQUEST)
 
     send_end(a, first.stream_id, EndMessage("x", error=ErrorInfo(502, "backend_unavailable", "refused", True)))

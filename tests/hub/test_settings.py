@@ -26,6 +26,8 @@ def test_defaults_are_valid(tmp_path: Path) -> None:
         ({"retry_budget_percent": -1.0}, "--retry-budget-percent"),
         ({"platform_fee_percent": 100.5}, "--platform-fee-percent"),
         ({"reprice_interval": 0.0}, "--reprice-interval"),
+        ({"port": 65536}, "--port"),
+        ({"credit_window": 0}, "--credit-window"),
     ],
 )
 def test_out_of_range_options_are_refused(tmp_path: Path, changes: dict[str, object], message: str) -> None:

@@ -56,7 +56,7 @@ async def test_send_failure_closes_the_outbox_and_reports_once() -> None:
     outbox.put(b"a")
     await outbox.drain(1)
     outbox.put(b"b")
-    await asyncio.sleep(0)
+    await outbox.drain(1)  # waits for a flush, had the closed outbox started one
     assert len(errors) == 1
     assert isinstance(errors[0], ConnectionResetError)
 
@@ -66,5 +66,5 @@ async def test_closed_outbox_drops_frames() -> None:
     outbox = Outbox(sink.send, _no_error)
     outbox.close()
     outbox.put(b"late")
-    await asyncio.sleep(0)
+    await outbox.drain(1)
     assert sink.messages == []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from potluck.protocol.accounts import UserRole
 from potluck.store.billing import Price
 from potluck.store.database import Store
 from potluck.store.engine import sqlite_url
@@ -55,7 +56,7 @@ async def test_negative_or_non_finite_prices_are_refused(store: Store, bad: floa
 
 
 async def test_group_billing_settings_default_to_mutual_and_update_only_what_is_given(store: Store) -> None:
-    owner = await store.users.create("owner", "hash", "user")
+    owner = await store.users.create("owner", "hash", UserRole.USER)
     group = await store.groups.create("lab", owner.id)
     assert (group.billing, group.max_tokens_cap) == ("mutual", 4096)
 
@@ -78,7 +79,7 @@ async def test_group_billing_settings_default_to_mutual_and_update_only_what_is_
 
 
 async def test_group_billing_bounds_can_be_unset_again(store: Store) -> None:
-    owner = await store.users.create("owner", "hash", "user")
+    owner = await store.users.create("owner", "hash", UserRole.USER)
     group = await store.groups.create("lab", owner.id)
     await store.groups.update_billing(group.id, min_price_per_mtok=0.5)
     assert (await store.groups.update_billing(group.id, min_price_per_mtok=None)).min_price_per_mtok is None
@@ -95,7 +96,7 @@ async def test_group_billing_bounds_can_be_unset_again(store: Store) -> None:
     ],
 )
 async def test_invalid_billing_changes_are_refused(store: Store, changes: dict[str, object]) -> None:
-    owner = await store.users.create("owner", "hash", "user")
+    owner = await store.users.create("owner", "hash", UserRole.USER)
     group = await store.groups.create("lab", owner.id)
     with pytest.raises(ValueError, match=r"billing|setting|negative|max_tokens_cap|unset"):
         await store.groups.update_billing(group.id, **changes)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from potluck.protocol.accounts import UserRole
 from potluck.store.database import Store
 from potluck.store.engine import sqlite_url
 from potluck.store.errors import ConflictError
@@ -23,10 +24,10 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def test_twenty_concurrent_redemptions_of_a_one_use_code_admit_exactly_one(store: Store) -> None:
-    owner = await store.users.create("owner", "hash", "user")
+    owner = await store.users.create("owner", "hash", UserRole.USER)
     group = await store.groups.create("lab", owner.id)
     _invite, code = await store.groups.create_invite(group.id, owner.id, 1, datetime.now(UTC) + timedelta(hours=1))
-    joiners = [await store.users.create(f"user{i:02d}", "hash", "user") for i in range(20)]
+    joiners = [await store.users.create(f"user{i:02d}", "hash", UserRole.USER) for i in range(20)]
 
     results = await asyncio.gather(*(store.groups.redeem(code, u.id) for u in joiners), return_exceptions=True)
 
@@ -39,8 +40,8 @@ async def test_twenty_concurrent_redemptions_of_a_one_use_code_admit_exactly_one
 
 
 async def test_a_code_is_used_once_per_user_and_a_member_spends_no_use(store: Store) -> None:
-    owner = await store.users.create("owner", "hash", "user")
-    joiner = await store.users.create("joiner", "hash", "user")
+    owner = await store.users.create("owner", "hash", UserRole.USER)
+    joiner = await store.users.create("joiner", "hash", UserRole.USER)
     group = await store.groups.create("lab", owner.id)
     _invite, code = await store.groups.create_invite(group.id, owner.id, 5, datetime.now(UTC) + timedelta(hours=1))
 
@@ -54,8 +55,8 @@ async def test_a_code_is_used_once_per_user_and_a_member_spends_no_use(store: St
 
 
 async def test_expired_and_revoked_codes_are_refused(store: Store) -> None:
-    owner = await store.users.create("owner", "hash", "user")
-    joiner = await store.users.create("joiner", "hash", "user")
+    owner = await store.users.create("owner", "hash", UserRole.USER)
+    joiner = await store.users.create("joiner", "hash", UserRole.USER)
     group = await store.groups.create("lab", owner.id)
     _old, expired = await store.groups.create_invite(group.id, owner.id, 5, datetime.now(UTC) - timedelta(seconds=1))
     revoked_invite, revoked = await store.groups.create_invite(
@@ -70,7 +71,7 @@ async def test_expired_and_revoked_codes_are_refused(store: Store) -> None:
 
 
 async def test_deleting_a_group_removes_members_and_invites(store: Store) -> None:
-    owner = await store.users.create("owner", "hash", "user")
+    owner = await store.users.create("owner", "hash", UserRole.USER)
     group = await store.groups.create("lab", owner.id)
     _invite, code = await store.groups.create_invite(group.id, owner.id, 5, datetime.now(UTC) + timedelta(hours=1))
     assert await store.groups.delete(group.id)

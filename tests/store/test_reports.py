@@ -81,6 +81,22 @@ async def test_usage_is_summed_per_utc_day_key_and_model(filled: Store) -> None:
     ]
 
 
+async def test_usage_counts_requests_that_never_reached_an_agent_apart(store: Store) -> None:
+    unserved = {"agent_id": None, "owner_id": None, "group_id": None, "prompt_tokens": 0, "completion_tokens": 0}
+    await store.usage.append(
+        [
+            record(1, DAY1),
+            record(2, DAY1, charged=0, earned=0, **unserved),
+            record(3, DAY1, charged=0, earned=0, **unserved),
+        ]
+    )
+    (row,) = await store.reports.usage(user_id="alice")
+    assert (row.requests, row.not_served) == (1, 2)
+    assert (row.prompt_tokens, row.completion_tokens, row.spend) == (10, 5, 100)
+    (earned,) = await store.reports.earnings("olga")
+    assert earned.requests == row.requests  # the consumer's served requests are the owner's
+
+
 async def test_usage_filters_by_group_and_time_half_open(filled: Store) -> None:
     rows = await filled.reports.usage(group_id="grp_1", since=DAY1, until=DAY2)
     assert rows == [

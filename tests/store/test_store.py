@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
+from potluck.store.agents import NAME_MAX
 from potluck.store.database import Store
 from potluck.store.engine import MIGRATIONS_DIR, sqlite_url
 from potluck.store.errors import ConflictError, NotFoundError, StoreError
@@ -188,6 +189,26 @@ async def test_enrol_creates_an_agent_for_the_key(store: Store) -> None:
     assert is_utc(found.last_seen_at)
     assert [a.id for a in await store.agents.list()] == [agent.id]
     assert await store.agents.by_public_key(b"X" * 32) is None
+
+
+async def test_an_agent_that_sends_no_name_is_named_after_its_enrolment_token(store: Store) -> None:
+    token = await store.agents.create_token("gpu-box-in-the-attic")
+
+    agent = await store.agents.enrol(token.token, b"K" * 32, "")
+
+    assert agent.name == "gpu-box-in-the-attic"
+    assert [a.name for a in await store.agents.list()] == ["gpu-box-in-the-attic"]
+
+
+async def test_rename_keeps_the_name_an_agent_chose_and_cuts_it_to_the_column(store: Store) -> None:
+    token = await store.agents.create_token("from-the-token")
+    agent = await store.agents.enrol(token.token, b"K" * 32, "x" * 500)
+    assert agent.name == "x" * NAME_MAX  # an agent chooses its own name: never longer than the column
+
+    assert await store.agents.rename(agent.id, "chosen")
+    assert await store.agents.rename("agt_nobody", "ghost") is False
+
+    assert [(a.id, a.name) for a in await store.agents.list()] == [(agent.id, "chosen")]
 
 
 async def test_concurrent_enrolments_with_one_token_have_exactly_one_winner(store: Store) -> None:

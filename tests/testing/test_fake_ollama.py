@@ -435,7 +435,7 @@ async def test_max_loaded_makes_a_cold_load_wait_until_a_model_is_idle(
 
     started = time.monotonic()
     cold = asyncio.create_task(post(http, f"{url}/api/generate", {"model": "qwen2.5:7b", "prompt": "x"}))
-    await asyncio.sleep(0.15)
+    assert await fake.wait_for_async(lambda: fake.waiting == 1, 2.0)  # the cold load tried to make room
     assert await ps_names(http, url) == ["llama3.2:latest"], "nothing is evicted while it is in use"
     assert (await busy)[0] == 200
     assert (await cold)[0] == 200
@@ -451,7 +451,7 @@ async def test_max_loaded_never_evicts_a_model_its_waiting_requests_have_not_tak
     fake = FakeOllama(["a", "b"], max_loaded=1, load_delay=0.2, token_delay=0.05, chunks=3)
     with fake.running() as url:
         first = asyncio.create_task(post(http, f"{url}/api/generate", {"model": "a", "prompt": "x"}))
-        await asyncio.sleep(0.1)
+        assert await fake.wait_for_async(lambda: [r.cold_load for r in fake.records] == [True], 2.0)  # a is loading
         second = asyncio.create_task(post(http, f"{url}/api/generate", {"model": "b", "prompt": "x"}))
         assert [status for status, _, _ in await asyncio.gather(first, second)] == [200, 200]
 
@@ -513,8 +513,9 @@ async def test_keep_alive_sets_expires_at_and_short_ones_expire(
     assert [m["name"] for m in models] == ["qwen2.5:7b", "llama3.2:latest", "nomic-embed-text:latest"]
     assert int(models[0]["expires_at"][:4]) > 2200, "keep_alive < 0 pushes it centuries ahead"
     assert parse_time(models[1]["expires_at"]) - time.time() == pytest.approx(600, abs=5)
-    await asyncio.sleep(0.3)
-    assert await ps_names(http, url) == ["qwen2.5:7b", "llama3.2:latest"]
+    async with asyncio.timeout(2):  # expiry is applied when /api/ps is read: there is no event to wait on
+        while await ps_names(http, url) != ["qwen2.5:7b", "llama3.2:latest"]:
+            await asyncio.sleep(0.05)
 
 
 async def test_a_new_num_ctx_reloads_the_model(http: aiohttp.ClientSession, url: str, fake: FakeOllama) -> None:
@@ -552,8 +553,7 @@ async def test_a_full_queue_answers_503(http: aiohttp.ClientSession, url: str, f
     first = asyncio.create_task(post(http, f"{url}/api/generate", body))
     assert await fake.wait_for_async(lambda: fake.in_flight == 1, 2.0)
     second = asyncio.create_task(post(http, f"{url}/api/generate", body))
-    assert await fake.wait_for_async(lambda: fake.in_flight == 2, 2.0)
-    await asyncio.sleep(0.05)
+    assert await fake.wait_for_async(lambda: fake.in_flight == 2 and fake.waiting == 1, 2.0)
 
     status, _, raw = await post(http, f"{url}/api/generate", body)
 
@@ -944,8 +944,9 @@ async def test_client_leaving_during_a_cold_load_is_a_disconnect_and_the_load_co
         await request
 
     assert await fake.wait_for_async(lambda: fake.records[-1].disconnected, 1.0)
-    await asyncio.sleep(0.35)
-    assert fake.loaded == ("llama3.2:latest",)
+    async with asyncio.timeout(2):  # a load completes when its time is up, read lazily: no event to wait on
+        while fake.loaded != ("llama3.2:latest",):
+            await asyncio.sleep(0.02)
 
 
 async def test_disconnect_is_seen_without_handler_cancellation(fake: FakeOllama) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+"""The levels ``--log-level`` takes."""
+
 
 def configure_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def default_data_dir(component: str) -> Path:
@@ -21,3 +22,9 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def suggest_scheme(url: str) -> str:
+    """A URL given without a scheme, with the likely one: ``http://`` for this machine, else ``https://``."""
+    host = urlsplit("//" + url.strip()).hostname or ""
+    return ("http://" if is_loopback(host) else "https://") + url.strip()

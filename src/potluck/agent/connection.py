@@ -143,7 +143,7 @@ class HubConnection:
             agent_version=__version__,
             public_key=self.identity.public_key,
             signature=self.identity.sign_challenge(challenge.nonce),
-            name=settings.name,
+            name=settings.name or "",
             max_concurrency=settings.max_concurrency,
             models=self.catalog.models(),
             backends=self.catalog.infos(),

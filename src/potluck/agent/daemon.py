@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import time
@@ -16,6 +17,7 @@ import time
 import aiohttp
 
 from potluck.agent.backends import make_backend
+from potluck.agent.backoff import Backoff
 from potluck.agent.catalog import Catalog
 from potluck.agent.connection import HubConnection, RejectedError
 from potluck.agent.discovery import WELL_KNOWN_PORTS
@@ -26,8 +28,30 @@ from potluck.protocol.agent import LoadMessage, ProtocolError, encode_frame
 
 log = logging.getLogger(__name__)
 
-# A connection that stayed up this long resets the backoff.
-_STABLE_AFTER_S = 10.0
+
+def describe_failure(exc: BaseException, hub_url: str) -> str:
+    """One line on why a connection to the hub failed (aiohttp's reprs span a screen)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"the hub's TLS certificate is not trusted ({exc.certificate_error})"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        reason = getattr(exc.os_error, "reason", None) or exc.os_error
+        hint = "; is the hub serving plain HTTP (http://)?" if reason == "WRONG_VERSION_NUMBER" else ""
+        return f"TLS with the hub at {exc.host}:{exc.port} failed ({reason}){hint}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        # A refused connect's message is "Connect call failed (...)": the errno's text says more. Name
+        # lookups fail with negative (getaddrinfo) codes, whose text is in strerror.
+        code = error.errno or 0
+        why = os.strerror(code) if code > 0 else (error.strerror or str(error) or type(error).__name__)
+        return f"cannot connect to the hub at {exc.host}:{exc.port}: {why}"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"the hub at {hub_url} refused the WebSocket upgrade: {exc.status} {exc.message}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the hub closed the connection"
+    if isinstance(exc, TimeoutError):
+        return "the hub did not answer in time"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class FatalAgentError(Exception):
@@ -66,7 +90,7 @@ class AgentDaemon:
                 loop.remove_signal_handler(sig)
 
     async def _run(self, http: aiohttp.ClientSession) -> None:
-        attempt = 0
+        backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max, self._rng)
         background = [
             asyncio.create_task(self._catalog_loop(http), name="catalog"),
             asyncio.create_task(self._rescan_loop(http), name="rescan"),
@@ -74,20 +98,19 @@ class AgentDaemon:
         ]
         try:
             while not self._stopping.is_set():
-                started = time.monotonic()
+                reason = "the hub closed the connection"
                 try:
-                    await self._session(http)
+                    await self._session(http, backoff)
                 except RejectedError as exc:
                     if not exc.reject.retry:
                         raise FatalAgentError(f"the hub refused this agent: {exc}") from exc
-                    log.info("the hub asked us to come back later: %s", exc)
+                    reason = f"the hub asked us to come back later ({exc})"
                 except (aiohttp.ClientError, OSError, ProtocolError, TimeoutError) as exc:
-                    log.warning("hub connection failed: %r", exc)
+                    reason = describe_failure(exc, self.settings.hub_url)
                 if self._stopping.is_set():
                     break
-                attempt = 0 if time.monotonic() - started > _STABLE_AFTER_S else attempt + 1
-                delay = self._backoff(attempt)
-                log.info("reconnecting in %.2f s", delay)
+                delay = backoff.next_delay(time.monotonic())
+                log.warning("%s; reconnecting in %.2f s", reason, delay)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._stopping.wait()
@@ -96,12 +119,7 @@ class AgentDaemon:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
 
-    def _backoff(self, attempt: int) -> float:
-        """Full-jitter exponential backoff, so a fleet reconnecting after a hub restart spreads out."""
-        cap = min(self.settings.reconnect_max, self.settings.reconnect_min * (2 ** max(0, attempt - 1)))
-        return self._rng.uniform(self.settings.reconnect_min / 2, max(self.settings.reconnect_min, cap))
-
-    async def _session(self, http: aiohttp.ClientSession) -> None:
+    async def _session(self, http: aiohttp.ClientSession, backoff: Backoff) -> None:
         settings = self.settings
         async with http.ws_connect(
             settings.connect_url,
@@ -113,6 +131,7 @@ class AgentDaemon:
         ) as ws:
             conn = HubConnection(settings, self.identity, self.catalog, http, ws, self._refresh)
             welcome = await conn.handshake(draining=False)
+            backoff.connected(time.monotonic())
             log.info("connected to %s as agent %s", settings.hub_url, welcome.agent_id)
             self.connection = conn
             serve = asyncio.create_task(conn.serve(), name="serve")

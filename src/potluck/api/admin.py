@@ -11,11 +11,10 @@ from aiohttp import web
 
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
-from potluck.hub.errors import AdminAuthError, InvalidRequestError, NotFoundError
+from potluck.hub.errors import AdminAuthError, InvalidRequestError
 from potluck.hub.pricing import MICRO
 from potluck.hub.services import HubServices
 from potluck.protocol.agent import ModelInfo
-from potluck.store.errors import NotFoundError as StoreNotFoundError
 
 
 class NameBody(msgspec.Struct):
@@ -35,16 +34,12 @@ async def require_admin(request: web.Request) -> HubServices:
 
 
 async def _name(request: web.Request) -> str:
-    name = (await body_as(request, NameBody, param="name")).name.strip()
-    if not name or len(name) > 200:
-        raise InvalidRequestError("`name` must be 1 to 200 characters", param="name")
-    return name
+    return (await body_as(request, NameBody, param="name")).name
 
 
 async def create_key(request: web.Request) -> web.Response:
     hub = await require_admin(request)
-    created = await hub.store.keys.create(await _name(request), user_id=hub.access.admin_user_id)
-    hub.keys.add(created.key)
+    created = await hub.keys.create_for_admin(await _name(request))
     key = created.key
     return json_response(
         {"id": key.id, "name": key.name, "key": created.secret, "created_at": iso(key.created_at)}, 201
@@ -53,38 +48,31 @@ async def create_key(request: web.Request) -> web.Response:
 
 async def list_keys(request: web.Request) -> web.Response:
     hub = await require_admin(request)
-    keys = await hub.store.keys.list()
+    keys = await hub.keys.all()
     return json_response({"keys": [key_view(k) for k in keys]})
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     hub = await require_admin(request)
-    key_id = request.match_info["key_id"]
-    try:
-        key = await hub.store.keys.revoke(key_id)
-    except StoreNotFoundError:
-        raise NotFoundError(f"No key {key_id}") from None
-    hub.keys.remove(key_id)
+    key = await hub.keys.revoke(request.match_info["key_id"])
     return json_response({"id": key.id, "revoked_at": iso(key.revoked_at)})
 
 
 async def list_users(request: web.Request) -> web.Response:
-    """Every account by username: role, limits and spendable credits (the hub's in-memory view)."""
+    """Every account by username: role, limits over all its keys, and spendable credits."""
     hub = await require_admin(request)
-    access, ledger = hub.access, hub.accounting.ledger
     users = []
-    for user_id, username in sorted(access.usernames.items(), key=lambda item: item[1]):
-        limits = access.user_limits.get(user_id)
-        balance = ledger.balance(user_id)
+    for user in await hub.accounts.all():
+        free = hub.credits.balance(user.id).free
         users.append(
             {
-                "id": user_id,
-                "username": username,
-                "role": "admin" if user_id in access.admins else "user",
-                "rpm": None if limits is None else limits.rpm,
-                "tpm": None if limits is None else limits.tpm,
-                "balance": balance / MICRO,
-                "balance_micro": balance,
+                "id": user.id,
+                "username": user.username,
+                "role": user.role,
+                "rpm": user.rpm,
+                "tpm": user.tpm,
+                "balance": free / MICRO,
+                "balance_micro": free,
             }
         )
     return json_response({"users": users})
@@ -92,7 +80,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 async def create_agent_token(request: web.Request) -> web.Response:
     hub = await require_admin(request)
-    token = await hub.store.agents.create_token(await _name(request), owner_id=hub.access.admin_user_id)
+    token = await hub.agents.create_token(await _name(request))
     return json_response(
         {"id": token.id, "name": token.name, "token": token.token, "created_at": iso(token.created_at)}, 201
     )
@@ -103,7 +91,7 @@ async def list_agents(request: web.Request) -> web.Response:
     registry = hub.registry
     now = datetime.now(UTC)
     agents = []
-    for agent in await hub.store.agents.list():
+    for agent in await hub.agents.all():
         session = registry.sessions.get(agent.id)
         if session is None:
             agents.append(
@@ -160,9 +148,7 @@ def _model_details(model: ModelInfo) -> dict[str, Any]:
 async def _set_drained(request: web.Request, drained: bool) -> str:
     hub = await require_admin(request)
     agent_id = request.match_info["agent_id"]
-    if not await hub.store.agents.set_drained(agent_id, drained):
-        raise NotFoundError(f"No agent {agent_id}")
-    hub.registry.set_admin_drain(agent_id, drained)
+    await hub.agents.set_drained(agent_id, drained)
     return agent_id
 
 
@@ -184,8 +170,7 @@ async def recent_usage(request: web.Request) -> web.Response:
         limit = min(1000, max(1, int(request.query.get("limit", "100"))))
     except ValueError:
         raise InvalidRequestError("`limit` must be an integer", param="limit") from None
-    await hub.journal.flush()
-    records = await hub.store.usage.recent(limit)
+    records = await hub.reports.recent(limit)
     return json_response({"usage": [dataclasses.asdict(r) for r in records]})
 
 

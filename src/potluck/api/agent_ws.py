@@ -1,45 +1,23 @@
-"""The agent WebSocket (``/agent/connect``): handshake, then frames in both directions.
+"""The agent WebSocket (``/agent/connect``): bytes in and out, nothing else.
 
-Handshake: the hub sends a challenge nonce; the agent answers with `HelloMessage`, signed with its
-Ed25519 key (and, on first contact, a one-time enrolment token); the hub answers `WelcomeMessage`
-or `RejectMessage`. After that every message carries one or more frames (protocol/agent.py).
+The handshake, enrolment and the routing of frames are the hub's (hub/gate.py); this adapter runs
+the socket and implements `AgentChannel` over it, with frames coalesced per loop turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 
 from aiohttp import WSMsgType, web
 
-from potluck import __version__
 from potluck._shared.outbox import Outbox
 from potluck.api.context import HUB
-from potluck.hub.identity import new_nonce, signature_valid
-from potluck.hub.registry import Registry
-from potluck.hub.services import HubServices
+from potluck.hub.gate import HANDSHAKE_TIMEOUT, AgentGate, Rejection
 from potluck.hub.session import AgentSession
-from potluck.protocol.agent import (
-    PROTOCOL_VERSION,
-    ChallengeMessage,
-    FrameType,
-    HelloMessage,
-    LoadMessage,
-    ModelsMessage,
-    ProtocolError,
-    RejectMessage,
-    StateMessage,
-    WelcomeMessage,
-    encode_frame,
-    iter_frames,
-)
-from potluck.store.agents import Agent
-from potluck.store.errors import ConflictError, StoreError
+from potluck.protocol.agent import ProtocolError
 
 log = logging.getLogger(__name__)
-
-HANDSHAKE_TIMEOUT = 10.0
 
 
 class WebSocketChannel:
@@ -69,97 +47,41 @@ class WebSocketChannel:
             self._closing = asyncio.get_running_loop().create_task(self._ws.close())
 
 
-async def _reject(ws: web.WebSocketResponse, code: str, message: str, *, retry: bool = False) -> web.WebSocketResponse:
-    log.info("agent rejected: %s (%s)", code, message)
-    await ws.send_bytes(encode_frame(RejectMessage(code, message, retry)))
+async def _reject(ws: web.WebSocketResponse, rejection: Rejection) -> web.WebSocketResponse:
+    log.info("agent rejected: %s (%s)", rejection.code, rejection.message)
+    await ws.send_bytes(rejection.frame)
     await ws.close()
     return ws
 
 
-async def _authenticate(hub: HubServices, hello: HelloMessage, nonce: bytes) -> Agent | tuple[str, str]:
-    """The enrolled agent for this hello, or (code, message) explaining the refusal."""
-    if hello.protocol_version != PROTOCOL_VERSION:
-        return (
-            "protocol_version",
-            f"agent speaks protocol {hello.protocol_version}, this hub speaks {PROTOCOL_VERSION}; "
-            "upgrade the older side",
-        )
-    if not signature_valid(hello.public_key, nonce, hello.signature):
-        return "bad_signature", "the challenge signature does not verify"
-    agent = await hub.store.agents.by_public_key(hello.public_key)
-    if agent is not None:
-        return agent
-    if not hello.enrol_token:
-        return "unknown_agent", "this agent key is not enrolled; start the agent with a fresh enrolment token"
-    try:
-        agent = await hub.store.agents.enrol(hello.enrol_token, hello.public_key, hello.name)
-    except ConflictError as exc:
-        return "bad_token", str(exc)
-    await hub.accounts.agent_enrolled(agent.id, agent.owner_id)
-    return agent
-
-
 async def agent_connect(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    settings = hub.settings
-    ws = web.WebSocketResponse(max_msg_size=settings.max_body_bytes + (1 << 20), compress=False, autoping=True)
+    gate = hub.gate
+    ws = web.WebSocketResponse(max_msg_size=hub.settings.max_body_bytes + (1 << 20), compress=False, autoping=True)
     await ws.prepare(request)
-    if hub.shutting_down:
-        return await _reject(ws, "shutting_down", "the hub is shutting down", retry=True)
-    nonce = new_nonce()
-    await ws.send_bytes(encode_frame(ChallengeMessage(nonce, PROTOCOL_VERSION, __version__)))
+    challenge = gate.challenge()
+    if isinstance(challenge, Rejection):
+        return await _reject(ws, challenge)
+    nonce, frame = challenge
+    await ws.send_bytes(frame)
     try:
         first = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
     except TimeoutError:
-        return await _reject(ws, "handshake_timeout", "no hello within the handshake timeout", retry=True)
-    # A garbled handshake may be a transient fault (a proxy, a cut connection): the agent may retry.
+        return await _reject(ws, Rejection("handshake_timeout", "no hello within the handshake timeout", retry=True))
     if first.type is not WSMsgType.BINARY:
-        return await _reject(ws, "protocol_error", "expected a binary hello frame", retry=True)
+        return await _reject(ws, Rejection("protocol_error", "expected a binary hello frame", retry=True))
+    session = await gate.hello(nonce, first.data, WebSocketChannel(ws))
+    if isinstance(session, Rejection):
+        return await _reject(ws, session)
     try:
-        frames = list(iter_frames(first.data))
-    except ProtocolError as exc:
-        return await _reject(ws, "protocol_error", str(exc), retry=True)
-    if len(frames) != 1 or not isinstance(frames[0].message, HelloMessage):
-        return await _reject(ws, "protocol_error", "expected a hello frame", retry=True)
-    hello = frames[0].message
-    result = await _authenticate(hub, hello, nonce)
-    if isinstance(result, tuple):
-        return await _reject(ws, *result)
-    agent = result
-    channel = WebSocketChannel(ws)
-    session = AgentSession(
-        agent_id=agent.id,
-        name=hello.name or agent.name,
-        channel=channel,
-        clock=hub.clock,
-        models=hello.models,
-        backends=hello.backends,
-        max_concurrency=hello.max_concurrency,
-        credit_window=settings.credit_window,
-        version=hello.agent_version,
-    )
-    channel.send(
-        encode_frame(
-            WelcomeMessage(agent.id, settings.heartbeat_interval, settings.heartbeat_timeout, settings.credit_window)
-        )
-    )
-    registry = hub.registry
-    registry.attach(session, draining=hello.draining)
-    log.info("agent %s (%s) connected with %d models", agent.id, session.name, len(hello.models))
-    try:
-        await _serve(ws, session, registry)
+        await _serve(ws, session, gate)
     finally:
-        registry.detach(session)
-        log.info("agent %s disconnected", agent.id)
-        try:
-            await hub.store.agents.touch({agent.id: datetime.now(UTC)})
-        except StoreError:
-            log.warning("could not record when agent %s was last seen", agent.id)
+        await gate.leave(session)
     return ws
 
 
-async def _serve(ws: web.WebSocketResponse, session: AgentSession, registry: Registry) -> None:
-    on_frame = session.on_frame
+async def _serve(ws: web.WebSocketResponse, session: AgentSession, gate: AgentGate) -> None:
+    receive = gate.receive
     while True:
         msg = await ws.receive()
         if msg.type is not WSMsgType.BINARY:
@@ -169,19 +91,7 @@ async def _serve(ws: web.WebSocketResponse, session: AgentSession, registry: Reg
             await ws.close()
             return
         try:
-            for frame in iter_frames(msg.data):
-                ftype = frame.type
-                if ftype == FrameType.MODELS and isinstance(frame.message, ModelsMessage):
-                    session.last_rx = registry.now()
-                    registry.on_models(session, frame.message)
-                elif ftype == FrameType.STATE and isinstance(frame.message, StateMessage):
-                    session.last_rx = registry.now()
-                    registry.on_state(session, frame.message)
-                elif ftype == FrameType.LOAD and isinstance(frame.message, LoadMessage):
-                    session.last_rx = registry.now()
-                    registry.on_load(session, frame.message)
-                else:
-                    on_frame(ftype, frame.stream_id, frame.message, frame.payload)
+            receive(session, msg.data)
         except ProtocolError as exc:
             log.warning("agent %s broke the protocol (%s); closing", session.agent_id, exc)
             await ws.close()

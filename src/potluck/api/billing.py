@@ -6,8 +6,6 @@ Amounts are shown in credits (floats) with the exact micro-credit integers besid
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import csv
 import io
 from collections.abc import Sequence
@@ -22,25 +20,24 @@ from potluck.api.admin import require_admin
 from potluck.api.context import HUB
 from potluck.api.payloads import body_as, json_response
 from potluck.api.users import current_user
-from potluck.hub.errors import InvalidRequestError, NotFoundError
+from potluck.hub.agents import Price
+from potluck.hub.bounds import LAST_DAY, Credits, PricePerMtok
+from potluck.hub.errors import InvalidRequestError
 from potluck.hub.pricing import MICRO
 from potluck.hub.receipts import signed_document
-from potluck.store.billing import Price
-from potluck.store.reports import EarningsRow, GroupTotalRow, UsageRow
-
-RECEIPT_WAIT_S = 2.0
+from potluck.hub.reports import EarningsRow, GroupTotalRow, UsageRow
 
 
 class Grant(msgspec.Struct):
     user_id: str
-    amount: float
+    amount: Credits
     """Credits to add."""
     reason: str
 
 
 class ModelPrice(msgspec.Struct):
-    input_per_mtok: float
-    output_per_mtok: float
+    input_per_mtok: PricePerMtok
+    output_per_mtok: PricePerMtok
 
 
 def credits(micro: int) -> float:
@@ -50,8 +47,8 @@ def credits(micro: int) -> float:
 async def grant_credits(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     body = await body_as(request, Grant)
-    txn = hub.accounts.grant_credits(body.user_id, body.amount, body.reason)
-    balance = hub.accounting.ledger.balance(body.user_id)
+    txn = hub.credits.grant(body.user_id, body.amount, body.reason)
+    balance = hub.credits.balance(body.user_id).free
     return json_response(
         {"txn_id": txn, "user_id": body.user_id, "balance": credits(balance), "balance_micro": balance}, status=201
     )
@@ -59,8 +56,8 @@ async def grant_credits(request: web.Request) -> web.Response:
 
 async def balance(request: web.Request) -> web.Response:
     user = await current_user(request)
-    ledger = request.app[HUB].accounting.ledger
-    free, held = ledger.balance(user.id), ledger.held(user.id)
+    mine = request.app[HUB].credits.balance(user.id)
+    free, held = mine.free, mine.held
     return json_response({"balance": credits(free), "held": credits(held), "balance_micro": free, "held_micro": held})
 
 
@@ -68,7 +65,7 @@ async def put_prices(request: web.Request) -> web.Response:
     user = await current_user(request)
     body = await body_as(request, dict[str, ModelPrice], param="prices")
     prices = {m: Price(p.input_per_mtok, p.output_per_mtok) for m, p in body.items()}
-    saved = await request.app[HUB].accounts.set_prices(user, request.match_info["agent_id"], prices)
+    saved = await request.app[HUB].agents.set_prices(user, request.match_info["agent_id"], prices)
     return json_response({"agent_id": request.match_info["agent_id"], "prices": _prices_view(saved)})
 
 
@@ -76,7 +73,7 @@ async def get_prices(request: web.Request) -> web.Response:
     user = await current_user(request)
     agent_id = request.match_info["agent_id"]
     return json_response(
-        {"agent_id": agent_id, "prices": _prices_view(request.app[HUB].accounts.prices_of(user, agent_id))}
+        {"agent_id": agent_id, "prices": _prices_view(request.app[HUB].agents.prices_of(user, agent_id))}
     )
 
 
@@ -89,7 +86,7 @@ async def group_prices(request: web.Request) -> web.Response:
     user = await current_user(request)
     hub = request.app[HUB]
     group_id = request.match_info["group_id"]
-    await hub.accounts.require_group_role(user, group_id)
+    await hub.groups.require_role(user, group_id)
     accounting = hub.accounting
     rows = []
     for agent_id, slots in accounting.agents_in(group_id):
@@ -116,6 +113,8 @@ def _day(request: web.Request, name: str, *, end: bool = False) -> datetime | No
         day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         raise InvalidRequestError(f"`{name}` must be a date like 2026-11-22", param=name) from None
+    if day.date() > LAST_DAY:
+        raise InvalidRequestError(f"`{name}` must be on or before {LAST_DAY.isoformat()}", param=name)
     return day + timedelta(days=1) if end else datetime.combine(day.date(), time(), UTC)
 
 
@@ -150,50 +149,30 @@ def _money(row: dict[str, Any]) -> dict[str, Any]:
 async def usage_report(request: web.Request) -> web.Response:
     """Your requests per day, key and model: tokens and spend."""
     user = await current_user(request)
-    await request.app[HUB].journal.flush()  # the latest records too: reports read what was just served
-    rows = await request.app[HUB].store.reports.usage(
-        user_id=user.id, since=_day(request, "since"), until=_day(request, "until", end=True)
-    )
+    rows = await request.app[HUB].reports.usage(user, _day(request, "since"), _day(request, "until", end=True))
     return _report(request, rows, UsageRow, "usage")
 
 
 async def earnings_report(request: web.Request) -> web.Response:
     """Your agents' earnings per day, agent and model."""
     user = await current_user(request)
-    await request.app[HUB].journal.flush()
-    rows = await request.app[HUB].store.reports.earnings(
-        user.id, since=_day(request, "since"), until=_day(request, "until", end=True)
-    )
+    rows = await request.app[HUB].reports.earnings(user, _day(request, "since"), _day(request, "until", end=True))
     return _report(request, rows, EarningsRow, "earnings")
 
 
 async def group_usage(request: web.Request) -> web.Response:
     """The group's totals per day, member and model (owner, admin)."""
     user = await current_user(request)
-    hub = request.app[HUB]
     group_id = request.match_info["group_id"]
-    await hub.accounts.require_group_role(user, group_id, frozenset({"owner", "admin"}))
-    await hub.journal.flush()
-    rows = await hub.store.reports.group_totals(
-        group_id, since=_day(request, "since"), until=_day(request, "until", end=True)
-    )
+    since, until = _day(request, "since"), _day(request, "until", end=True)
+    rows = await request.app[HUB].reports.group_totals(user, group_id, since, until)
     return _report(request, rows, GroupTotalRow, f"group-{group_id}")
 
 
 async def receipt(request: web.Request) -> web.Response:
     """The signed receipt of a settled request, for its consumer and the serving agent's owner."""
     user = await current_user(request)
-    hub = request.app[HUB]
-    request_id = request.match_info["request_id"]
-    stored = await hub.store.ledger.receipt(request_id)
-    if stored is None:
-        # Settled a moment ago and still in the ledger's next batch: served once it is in the database.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(RECEIPT_WAIT_S):
-                if await hub.accounting.ledger.settled_durably(request_id):
-                    stored = await hub.store.ledger.receipt(request_id)
-    if stored is None or user.id not in (stored.consumer_id, stored.owner_id):
-        raise NotFoundError(f"No receipt for {request_id}")
+    stored = await request.app[HUB].reports.receipt(user, request.match_info["request_id"])
     return web.Response(
         body=signed_document(stored.payload.encode(), stored.signature), content_type="application/json"
     )

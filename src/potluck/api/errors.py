@@ -9,18 +9,9 @@ from aiohttp import web
 
 from potluck._shared.ids import new_request_id
 from potluck.api.context import REQUEST_ID
-from potluck.protocol.errors import PotluckError, error_envelope
+from potluck.protocol.errors import PotluckError, code_for_status, error_envelope
 
 log = logging.getLogger(__name__)
-
-_HTTP_CODES = {
-    400: "invalid_request_error",
-    401: "invalid_api_key",
-    403: "permission_denied",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "request_too_large",
-}
 
 
 def error_response(
@@ -73,7 +64,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "internal_error")
+        code = code_for_status(exc.status)
         message = exc.reason if exc.status != 413 else f"Request body too large ({exc.text})"
         return error_response(exc.status, code, message, rid)
     except Exception:

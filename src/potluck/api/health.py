@@ -14,9 +14,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    if hub.shutting_down:
+    if hub.requests.closing:
         return web.json_response({"status": "shutting_down"}, status=503)
-    if not await hub.store.ping():
+    if not await hub.health.database_reachable():
         return web.json_response({"status": "database_unavailable"}, status=503)
     return web.json_response({"status": "ready", "agents": len(hub.registry.sessions)})
 
@@ -24,7 +24,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     hub.metrics.queue_depth.set(hub.registry.scheduler.queue_depth)
-    hub.metrics.in_flight.set(hub.dispatcher.in_flight)
+    hub.metrics.in_flight.set(hub.requests.in_flight)
     hub.metrics.agents.set(len(hub.registry.sessions))
     hub.metrics.ejected.set(len(hub.registry.scheduler.ejected()))
     body = generate_latest(hub.metrics.registry)

@@ -7,7 +7,6 @@ must be checked for OpenAI's shape before the status line is committed).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import msgspec
@@ -15,20 +14,18 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from potluck.api.context import HUB, request_id
-from potluck.hub.dispatch import Exchange, RelayRequest, normalize_error_body
-from potluck.hub.errors import AuthError, HubError, InvalidRequestError, PermissionDeniedError, ShuttingDownError
-from potluck.hub.limits import NO_LIMITS, Admission, Limits
-from potluck.hub.services import HubServices
+from potluck.hub.auth import ApiKey
+from potluck.hub.dispatch import Exchange, normalize_error_body
+from potluck.hub.errors import AuthError, HubError, InvalidRequestError, ModelNotFoundError, ShuttingDownError
+from potluck.hub.requests import ClientRequest
 from potluck.protocol.errors import error_envelope
 from potluck.protocol.openai import STREAMABLE_PATHS, RoutingFields
 from potluck.protocol.sse import error_event
-from potluck.store.keys import ApiKey
 
 log = logging.getLogger(__name__)
 
 _decode_routing = msgspec.json.Decoder(RoutingFields).decode
 _ERROR_BODY_LIMIT = 1 << 20
-_FORWARD_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
 def _credential(request: web.Request) -> str | None:
@@ -63,57 +60,30 @@ async def _relay(request: web.Request, path: str) -> web.StreamResponse:
     hub = request.app[HUB]
     rid = request_id(request)
     key = authenticate(request)
-    if hub.shutting_down:
+    if hub.requests.closing:
         raise ShuttingDownError("The hub is shutting down; retry shortly")
     body = await request.read()
     fields = parse_routing(body)
-    if key.models is not None and fields.model not in key.models:
-        raise PermissionDeniedError(f"This key may not use the model `{fields.model}`")
-    stream = bool(fields.stream) and path in STREAMABLE_PATHS
-    include_usage = bool(fields.stream_options and fields.stream_options.include_usage)
-    access = hub.access
-    model = fields.model or ""
-    want = access.want(key, model)
-    relay = RelayRequest(
+    client_request = ClientRequest(
         request_id=rid,
-        key_id=key.id,
+        key=key,
         path=path,
-        model=model,
-        stream=stream,
-        strip_usage=stream and not include_usage,
         body=body,
-        headers=_FORWARD_HEADERS,
-        received_at=hub.clock.now(),
-        want=want,
-        explain=request.headers.get("x-potluck-explain") == "1" and want.requester in access.admins,
+        model=fields.model or "",
+        stream=bool(fields.stream) and path in STREAMABLE_PATHS,
+        include_usage=bool(fields.stream_options and fields.stream_options.include_usage),
+        explain=request.headers.get("x-potluck-explain") == "1",
     )
-    admission = _admit(hub, key)
-    try:
-        relay.want, relay.hold = hub.accounting.admit(rid, want, body)
-        exchange = await hub.dispatcher.open(relay)
-    except BaseException:
-        hub.limiter.finish(admission, 0)
-        raise
-    outcome = "ok"
-    try:
-        response, outcome = await _respond(request, exchange, rid, _routing_headers(exchange, admission.headers))
-        return response
-    except asyncio.CancelledError:
-        outcome = "client_cancelled"
-        raise
-    except (ConnectionError, RuntimeError) as exc:
-        # The client went away while we wrote (aiohttp raises ConnectionResetError or, on a closing
-        # transport, RuntimeError); nothing left to answer.
-        outcome = "client_cancelled"
-        log.debug("client of %s gone: %s", rid, exc)
-        return web.Response(status=499)
-    except HubError as exc:
-        outcome = "agent_failed" if exc.status == 502 else "timeout" if exc.status == 504 else "error"
-        raise
-    finally:
-        exchange.close(outcome)
-        end = exchange.stream.end
-        hub.limiter.finish(admission, end.usage.total_tokens if end is not None and end.usage else 0)
+    serving = hub.requests.serve(client_request)
+    async with serving as exchange:
+        try:
+            return await _respond(request, exchange, rid, _routing_headers(exchange, serving.admission_headers))
+        except (ConnectionError, RuntimeError) as exc:
+            # The client went away while we wrote (aiohttp raises ConnectionResetError or, on a closing
+            # transport, RuntimeError); nothing left to answer.
+            exchange.client_gone = True
+            log.debug("client of %s gone: %s", rid, exc)
+            return web.Response(status=499)
 
 
 def _routing_headers(exchange: Exchange, headers: dict[str, str]) -> dict[str, str]:
@@ -132,19 +102,12 @@ def _routing_headers(exchange: Exchange, headers: dict[str, str]) -> dict[str, s
     return headers
 
 
-def _admit(hub: HubServices, key: ApiKey) -> Admission:
-    """Rate, token and concurrency limits of the key and of its owner (raises 429)."""
-    owner = hub.access.owner_of_key(key)
-    key_limits = Limits(key.rpm, key.tpm, key.max_concurrency)
-    return hub.limiter.admit(key.id, key_limits, owner, hub.access.user_limits.get(owner, NO_LIMITS))
-
-
 async def _respond(
     request: web.Request, exchange: Exchange, rid: str, extra_headers: dict[str, str]
-) -> tuple[web.StreamResponse, str]:
-    """Write the exchange to the client; returns the response and the request's outcome."""
+) -> web.StreamResponse:
+    """Write the exchange to the client."""
     if exchange.status >= 400:
-        return await _relay_error(exchange, rid), "upstream_error"
+        return await _relay_error(exchange, rid)
     headers, content_length = _response_headers(exchange, rid)
     headers.update(extra_headers)
     is_sse = headers.get("Content-Type", "").startswith("text/event-stream")
@@ -155,7 +118,7 @@ async def _respond(
         first = await exchange.read()
         if first is not None and len(first) == content_length:
             exchange.sent(first)
-            return web.Response(status=exchange.status, body=first, headers=headers), "ok"
+            return web.Response(status=exchange.status, body=first, headers=headers)
     if is_sse:
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
@@ -163,7 +126,8 @@ async def _respond(
     if content_length is not None:
         response.content_length = content_length
     await response.prepare(request)
-    return response, await _stream_body(request, response, exchange, first, is_sse=is_sse)
+    await _stream_body(request, response, exchange, first, is_sse=is_sse)
+    return response
 
 
 async def _relay_error(exchange: Exchange, rid: str) -> web.Response:
@@ -188,8 +152,8 @@ def _response_headers(exchange: Exchange, rid: str) -> tuple[CIMultiDict[str], i
 
 async def _stream_body(
     request: web.Request, response: web.StreamResponse, exchange: Exchange, first: bytes | None, *, is_sse: bool
-) -> str:
-    """Copy the body to the client as it arrives; returns the outcome."""
+) -> None:
+    """Copy the body to the client as it arrives (a failure mid-way is the exchange's to remember)."""
     try:
         if first is not None:
             await response.write(first)
@@ -206,9 +170,8 @@ async def _stream_body(
             await response.write_eof()
         elif request.transport is not None:
             request.transport.close()
-        return "timeout" if exc.status == 504 else "agent_failed"
+        return
     await response.write_eof()
-    return "ok"
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -225,6 +188,24 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     """The models this key reaches, with how many agents serve each, whether any has it hot, and whose they are."""
+    data = _models_of(request)
+    return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One model this key reaches (``client.models.retrieve``); 404 ``model_not_found`` otherwise."""
+    model_id = request.match_info["model"]
+    for entry in _models_of(request):
+        if entry["id"] == model_id:
+            return web.json_response(entry, dumps=_dumps)
+    raise ModelNotFoundError(model_id)
+
+
+def _dumps(document: object) -> str:
+    return msgspec.json.encode(document).decode()
+
+
+def _models_of(request: web.Request) -> list[dict[str, object]]:
     key = authenticate(request)
     hub = request.app[HUB]
     access = hub.access
@@ -277,7 +258,7 @@ async def list_models(request: web.Request) -> web.Response:
                 "owners": sorted({o for m in served for o in owners.get(m, ())}),
             }
         )
-    return web.json_response({"object": "list", "data": data}, dumps=lambda o: msgspec.json.encode(o).decode())
+    return data
 
 
 def add_routes(app: web.Application) -> None:
@@ -285,3 +266,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)

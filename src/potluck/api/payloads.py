@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from potluck.hub.errors import InvalidRequestError
-from potluck.store.keys import ApiKey
+from potluck.hub.keys import ApiKey
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ from potluck.api.context import HUB
 from potluck.api.payloads import bearer, iso, json_response
 from potluck.api.users import current_user
 from potluck.hub.errors import AdminAuthError, AuthError, InvalidRequestError, PermissionDeniedError
-from potluck.hub.history import DEFAULT_PAGE, RequestEntry, RequestHistory
 from potluck.hub.pricing import MICRO
+from potluck.hub.reports import DEFAULT_REQUEST_PAGE, RequestEntry
 
 
 async def list_requests(request: web.Request) -> web.Response:
@@ -23,14 +23,14 @@ async def list_requests(request: web.Request) -> web.Response:
     user_id = await _whose(request, request.query.get("user") or None)
     limit = _limit(request)
     before = request.query.get("before") or None
-    page = await RequestHistory.of(request.app[HUB]).page(user_id, limit=limit, before=before)
+    page = await request.app[HUB].reports.requests(user_id, limit=limit, before=before)
     return json_response({"data": [_view(e) for e in page.entries], "next_before": page.next_before})
 
 
 def _limit(request: web.Request) -> int:
     text = request.query.get("limit")
     if text is None:
-        return DEFAULT_PAGE
+        return DEFAULT_REQUEST_PAGE
     try:
         return int(text)
     except ValueError:

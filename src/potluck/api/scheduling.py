@@ -15,13 +15,14 @@ from potluck.api.admin import require_admin
 from potluck.api.context import HUB
 from potluck.api.payloads import body_as, iso, json_response
 from potluck.api.users import current_user
+from potluck.hub.aliases import ModelAlias
+from potluck.hub.bounds import AliasModels
 from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.scheduler import Want
-from potluck.store.aliases import ModelAlias
 
 
 class AliasBody(msgspec.Struct):
-    models: list[str]
+    models: AliasModels
 
 
 def _alias_view(alias: ModelAlias) -> dict[str, object]:
@@ -35,14 +36,14 @@ def _alias_view(alias: ModelAlias) -> dict[str, object]:
 
 async def list_aliases(request: web.Request) -> web.Response:
     user = await current_user(request)
-    aliases = await request.app[HUB].accounts.aliases(user, request.match_info["group_id"])
+    aliases = await request.app[HUB].aliases.of_group(user, request.match_info["group_id"])
     return json_response({"data": [_alias_view(a) for a in aliases]})
 
 
 async def put_alias(request: web.Request) -> web.Response:
     user = await current_user(request)
     body = await body_as(request, AliasBody, param="models")
-    alias = await request.app[HUB].accounts.set_alias(
+    alias = await request.app[HUB].aliases.put(
         user, request.match_info["group_id"], request.match_info["alias"], body.models
     )
     return json_response(_alias_view(alias))
@@ -51,7 +52,7 @@ async def put_alias(request: web.Request) -> web.Response:
 async def delete_alias(request: web.Request) -> web.Response:
     user = await current_user(request)
     alias = request.match_info["alias"]
-    await request.app[HUB].accounts.delete_alias(user, request.match_info["group_id"], alias)
+    await request.app[HUB].aliases.delete(user, request.match_info["group_id"], alias)
     return json_response({"alias": alias, "deleted": True})
 
 
@@ -64,7 +65,7 @@ async def route_explain(request: web.Request) -> web.Response:
     if key_id is None:
         want = Want((model,))
     else:
-        key = hub.keys.by_id(key_id)
+        key = hub.keys.live(key_id)
         if key is None:
             raise NotFoundError(f"No live key {key_id}")
         want = hub.access.want(key, model)

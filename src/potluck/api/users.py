@@ -6,27 +6,36 @@ Authenticated with ``Authorization: Bearer <token>`` from ``POST /api/login`` or
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 from aiohttp import web
 
 from potluck.api.admin import require_admin
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
-from potluck.hub.accounts import KeyOptions
+from potluck.hub.accounts import User
+from potluck.hub.bounds import (
+    Concurrency,
+    InviteLifetime,
+    InviteUses,
+    KeyLifetime,
+    PricePerMtok,
+    Priority,
+    Rate,
+    TokensCap,
+)
 from potluck.hub.controls import Schedule
+from potluck.hub.groups import Group
+from potluck.hub.keys import KeyOptions
 from potluck.hub.services import HubServices
-from potluck.store.groups import Group
-from potluck.store.users import User
+from potluck.protocol.accounts import BillingMode, GroupRole, UserRole
 
 
 class NewUser(msgspec.Struct):
     username: str
     password: str
-    role: str = "user"
-    rpm: int | None = None
-    tpm: int | None = None
+    role: UserRole = UserRole.USER
+    rpm: Rate | None = None
+    tpm: Rate | None = None
 
 
 class Login(msgspec.Struct):
@@ -39,23 +48,23 @@ class Named(msgspec.Struct):
 
 
 class NewInvite(msgspec.Struct):
-    max_uses: int = 1
-    expires_in_s: int = 7 * 86400
+    max_uses: InviteUses = 1
+    expires_in_s: InviteLifetime = 7 * 86400
 
 
 class MemberRole(msgspec.Struct):
-    role: str
+    role: GroupRole
 
 
 class NewKey(msgspec.Struct):
     name: str
     groups: list[str] | None = None
     models: list[str] | None = None
-    expires_in_s: int | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    max_concurrency: int | None = None
-    priority: int = 1
+    expires_in_s: KeyLifetime | None = None
+    rpm: Rate | None = None
+    tpm: Rate | None = None
+    max_concurrency: Concurrency | None = None
+    priority: Priority = 1
     prefer_own: bool = False
 
 
@@ -110,40 +119,40 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 async def create_group(request: web.Request) -> web.Response:
     user = await current_user(request)
-    group = await request.app[HUB].accounts.create_group(user, (await body_as(request, Named)).name)
+    group = await request.app[HUB].groups.create(user, (await body_as(request, Named)).name)
     return json_response({"id": group.id, "name": group.name}, 201)
 
 
 async def list_groups(request: web.Request) -> web.Response:
     user = await current_user(request)
-    groups = await request.app[HUB].accounts.groups_of(user)
+    groups = await request.app[HUB].groups.of_user(user)
     return json_response({"groups": [{"id": g.id, "name": g.name, "role": role} for g, role in groups]})
 
 
 async def delete_group(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id = request.match_info["group_id"]
-    await request.app[HUB].accounts.delete_group(user, group_id)
+    await request.app[HUB].groups.delete(user, group_id)
     return json_response({"id": group_id, "deleted": True})
 
 
 async def list_members(request: web.Request) -> web.Response:
     user = await current_user(request)
-    members = await request.app[HUB].accounts.members(user, request.match_info["group_id"])
+    members = await request.app[HUB].groups.members(user, request.match_info["group_id"])
     return json_response({"members": [{"user_id": m.user_id, "username": m.username, "role": m.role} for m in members]})
 
 
 async def leave_group(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id = request.match_info["group_id"]
-    await request.app[HUB].accounts.leave(user, group_id)
+    await request.app[HUB].groups.leave(user, group_id)
     return json_response({"id": group_id, "left": True})
 
 
 async def remove_member(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id, member_id = request.match_info["group_id"], request.match_info["user_id"]
-    await request.app[HUB].accounts.remove_member(user, group_id, member_id)
+    await request.app[HUB].groups.remove_member(user, group_id, member_id)
     return json_response({"group_id": group_id, "user_id": member_id, "removed": True})
 
 
@@ -151,14 +160,14 @@ async def set_member_role(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id, member_id = request.match_info["group_id"], request.match_info["user_id"]
     role = (await body_as(request, MemberRole)).role
-    await request.app[HUB].accounts.set_member_role(user, group_id, member_id, role)
+    await request.app[HUB].groups.set_member_role(user, group_id, member_id, role)
     return json_response({"group_id": group_id, "user_id": member_id, "role": role})
 
 
 async def create_invite(request: web.Request) -> web.Response:
     user = await current_user(request)
     body = await body_as(request, NewInvite)
-    invite, code = await request.app[HUB].accounts.create_invite(
+    invite, code = await request.app[HUB].invites.create(
         user, request.match_info["group_id"], body.max_uses, body.expires_in_s
     )
     return json_response(
@@ -168,7 +177,7 @@ async def create_invite(request: web.Request) -> web.Response:
 
 async def list_invites(request: web.Request) -> web.Response:
     user = await current_user(request)
-    invites = await request.app[HUB].accounts.invites(user, request.match_info["group_id"])
+    invites = await request.app[HUB].invites.of_group(user, request.match_info["group_id"])
     return json_response(
         {
             "invites": [
@@ -188,13 +197,13 @@ async def list_invites(request: web.Request) -> web.Response:
 async def revoke_invite(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id, invite_id = request.match_info["group_id"], request.match_info["invite_id"]
-    await request.app[HUB].accounts.revoke_invite(user, group_id, invite_id)
+    await request.app[HUB].invites.revoke(user, group_id, invite_id)
     return json_response({"id": invite_id, "revoked": True})
 
 
 async def redeem_invite(request: web.Request) -> web.Response:
     user = await current_user(request)
-    group_id = await request.app[HUB].accounts.redeem(user, (await body_as(request, Redeem)).code)
+    group_id = await request.app[HUB].invites.redeem(user, (await body_as(request, Redeem)).code)
     return json_response({"group_id": group_id})
 
 
@@ -206,8 +215,7 @@ async def create_key(request: web.Request) -> web.Response:
     options = KeyOptions(
         body.models, body.expires_in_s, body.rpm, body.tpm, body.max_concurrency, body.priority, body.prefer_own
     )
-    created = await hub.accounts.create_key(user, body.name, body.groups, options)
-    hub.keys.add(created.key)
+    created = await hub.keys.create(user, body.name, body.groups, options)
     key = created.key
     return json_response(
         {
@@ -231,17 +239,15 @@ async def create_key(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     user = await current_user(request)
-    keys = await hub.store.keys.list(user_id=user.id)
+    keys = await hub.keys.of_user(user)
     return json_response({"keys": [{**key_view(k), "groups": k.groups} for k in keys]})
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     user = await current_user(request)
-    key = await hub.accounts.own_key(user, request.match_info["key_id"])
-    revoked = await hub.store.keys.revoke(key.id)
-    hub.keys.remove(key.id)
-    return json_response({"id": key.id, "revoked_at": iso(revoked.revoked_at)})
+    revoked = await hub.keys.revoke_own(user, request.match_info["key_id"])
+    return json_response({"id": revoked.id, "revoked_at": iso(revoked.revoked_at)})
 
 
 async def create_agent_token(request: web.Request) -> web.Response:
@@ -249,14 +255,14 @@ async def create_agent_token(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     user = await current_user(request)
     name = (await body_as(request, Named)).name.strip() or "agent"
-    token = await hub.store.agents.create_token(name, owner_id=user.id)
+    token = await hub.agents.create_token(name, owner_id=user.id)
     return json_response({"id": token.id, "name": token.name, "token": token.token}, 201)
 
 
 async def list_agents(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     user = await current_user(request)
-    mine = [a for a in await hub.store.agents.list() if hub.access.agent_owner.get(a.id) == user.id]
+    mine = await hub.agents.owned_by(user)
     agents = []
     for agent in mine:
         session = hub.registry.sessions.get(agent.id)
@@ -284,14 +290,14 @@ async def share_agent(request: web.Request) -> web.Response:
     user = await current_user(request)
     agent_id = request.match_info["agent_id"]
     group_id = (await body_as(request, GroupRef)).group_id
-    await request.app[HUB].accounts.share_agent(user, agent_id, group_id)
+    await request.app[HUB].agents.share(user, agent_id, group_id)
     return json_response({"agent_id": agent_id, "group_id": group_id, "shared": True})
 
 
 async def unshare_agent(request: web.Request) -> web.Response:
     user = await current_user(request)
     agent_id, group_id = request.match_info["agent_id"], request.match_info["group_id"]
-    await request.app[HUB].accounts.unshare_agent(user, agent_id, group_id)
+    await request.app[HUB].agents.unshare(user, agent_id, group_id)
     return json_response({"agent_id": agent_id, "group_id": group_id, "shared": False})
 
 
@@ -308,7 +314,7 @@ async def update_agent(request: web.Request) -> web.Response:
     agent_id = request.match_info["agent_id"]
     body = await body_as(request, AgentControls)
     changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not msgspec.UNSET}
-    controls = await request.app[HUB].accounts.update_agent_controls(user, agent_id, changes)
+    controls = await request.app[HUB].agents.update_controls(user, agent_id, changes)
     return json_response({"id": agent_id, **msgspec.to_builtins(controls)})
 
 
@@ -316,13 +322,14 @@ class GroupSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Any of the group's settings; absent ones are left as they are (``null`` clears a price bound)."""
 
     members_can_share: bool | msgspec.UnsetType = msgspec.UNSET
-    billing: Literal["mutual", "credits"] | msgspec.UnsetType = msgspec.UNSET
+    billing: BillingMode | msgspec.UnsetType = msgspec.UNSET
     dynamic_pricing: bool | msgspec.UnsetType = msgspec.UNSET
-    min_price_per_mtok: float | msgspec.UnsetType | None = msgspec.UNSET
-    max_price_per_mtok: float | msgspec.UnsetType | None = msgspec.UNSET
-    default_input_per_mtok: float | msgspec.UnsetType = msgspec.UNSET
-    default_output_per_mtok: float | msgspec.UnsetType = msgspec.UNSET
-    max_tokens_cap: int | msgspec.UnsetType = msgspec.UNSET
+    min_price_per_mtok: PricePerMtok | msgspec.UnsetType | None = msgspec.UNSET
+    max_price_per_mtok: PricePerMtok | msgspec.UnsetType | None = msgspec.UNSET
+    default_input_per_mtok: PricePerMtok | msgspec.UnsetType = msgspec.UNSET
+    default_output_per_mtok: PricePerMtok | msgspec.UnsetType = msgspec.UNSET
+    max_tokens_cap: TokensCap | msgspec.UnsetType = msgspec.UNSET
+    bill_backend_errors: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 def group_view(group: Group) -> dict[str, object]:
@@ -337,13 +344,14 @@ def group_view(group: Group) -> dict[str, object]:
         "default_input_per_mtok": group.default_input_per_mtok,
         "default_output_per_mtok": group.default_output_per_mtok,
         "max_tokens_cap": group.max_tokens_cap,
+        "bill_backend_errors": group.bill_backend_errors,
     }
 
 
 async def get_group(request: web.Request) -> web.Response:
     """A group you are in, with its settings and your role."""
     user = await current_user(request)
-    group, role = await request.app[HUB].accounts.group_of(user, request.match_info["group_id"])
+    group, role = await request.app[HUB].groups.get(user, request.match_info["group_id"])
     return json_response({**group_view(group), "role": role})
 
 
@@ -352,7 +360,7 @@ async def update_group(request: web.Request) -> web.Response:
     group_id = request.match_info["group_id"]
     body = await body_as(request, GroupSettings)
     changes = {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET}
-    group = await request.app[HUB].accounts.update_group(user, group_id, changes)
+    group = await request.app[HUB].groups.update(user, group_id, changes)
     return json_response(group_view(group))
 
 

@@ -13,6 +13,9 @@ from potluck.cli.output import format_time, id_lines, ids, print_table
 from potluck.cli.passwords import password_stdin_option, read_password, warn_if_insecure
 from potluck.cli.session import call, fail, hub_option, logged_in, path_id, resolve_hub
 
+# The hub's own ranges (msgspec and constants only: importable without the hub's extras).
+from potluck.hub.bounds import MAX_CONCURRENCY, MAX_KEY_LIFETIME_S, MAX_PRIORITY, MAX_RATE
+
 
 @click.command()
 @hub_option
@@ -69,14 +72,10 @@ def key_cmd() -> None:
 
 
 FC = TypeVar("FC", bound=Callable[..., Any])
-# The database's integer columns: a larger limit could not be stored.
-_MAX_LIMIT = 2**31 - 1
-# The hub's range of key priorities (hub/accounts.py MAX_PRIORITY).
-_MAX_PRIORITY = 100
 
 
-def _limit_option(name: str, what: str) -> Callable[[FC], FC]:
-    return click.option(name, type=click.IntRange(1, _MAX_LIMIT), metavar="N", help=f"{what} [default: no limit].")
+def _limit_option(name: str, what: str, most: int) -> Callable[[FC], FC]:
+    return click.option(name, type=click.IntRange(1, most), metavar="N", help=f"{what} [default: no limit].")
 
 
 def _models(values: tuple[str, ...]) -> list[str] | None:
@@ -91,15 +90,23 @@ def _models(values: tuple[str, ...]) -> list[str] | None:
 
 def _expires_in_s(text: str, now: datetime) -> int:
     """``--expires``: a duration from now (``30d``), or a date or time in UTC unless it names its zone."""
-    import math
-    from datetime import UTC
-
     from potluck.cli.client import parse_duration
 
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError:
-        pass
+        seconds = _seconds_until(text, now)
+    if seconds > MAX_KEY_LIFETIME_S:
+        raise click.BadParameter(
+            f"{text!r} is more than {MAX_KEY_LIFETIME_S // 86_400} days away", param_hint="--expires"
+        )
+    return seconds
+
+
+def _seconds_until(text: str, now: datetime) -> int:
+    import math
+    from datetime import UTC
+
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -159,16 +166,16 @@ def _key_settings(key: dict[str, object]) -> str:
     help="When the key stops working: a duration from now (30d, 12h, 3600) or a UTC date or time"
     " (2026-12-31, 2026-12-31T18:00) [default: never].",
 )
-@_limit_option("--rpm", "Requests per minute")
-@_limit_option("--tpm", "Tokens per minute")
-@_limit_option("--max-concurrency", "Requests in flight at once")
+@_limit_option("--rpm", "Requests per minute", MAX_RATE)
+@_limit_option("--tpm", "Tokens per minute", MAX_RATE)
+@_limit_option("--max-concurrency", "Requests in flight at once", MAX_CONCURRENCY)
 @click.option(
     "--priority",
-    type=click.IntRange(1, _MAX_PRIORITY),
+    type=click.IntRange(1, MAX_PRIORITY),
     default=1,
     show_default=True,
     metavar="N",
-    help=f"Weight in the fair queue, 1 to {_MAX_PRIORITY}: a key of priority 2 gets twice the turns of one of 1.",
+    help=f"Weight in the fair queue, 1 to {MAX_PRIORITY}: a key of priority 2 gets twice the turns of one of 1.",
 )
 @click.option("--prefer-own", is_flag=True, help="Route to your own agents first when they can take the request.")
 def key_create(

@@ -14,6 +14,7 @@ from potluck.cli.history import before_option, limit_option, print_requests, req
 from potluck.cli.output import NONE, format_credits, format_time, ids, micro_field, numeric, print_table
 from potluck.cli.passwords import password_stdin_option, read_password, warn_if_insecure
 from potluck.cli.session import fail, hub_option, resolve_hub
+from potluck.protocol.accounts import UserRole
 
 admin_token_option = click.option("--admin-token", envvar="POTLUCK_ADMIN_TOKEN", help="The hub's admin token.")
 
@@ -50,7 +51,7 @@ def admin_cmd() -> None:
 @admin_cmd.command("create-user")
 @hub_option
 @click.argument("username")
-@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True)
+@click.option("--role", type=click.Choice([r.value for r in UserRole]), default=UserRole.USER.value, show_default=True)
 @admin_token_option
 @password_stdin_option
 def admin_create_user(

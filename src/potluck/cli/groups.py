@@ -10,6 +10,7 @@ import click
 
 from potluck.cli.output import format_amount, format_time, ids, print_table
 from potluck.cli.session import call, hub_option, logged_in, path_id
+from potluck.protocol.accounts import BillingMode
 
 
 @click.group("group")
@@ -226,7 +227,7 @@ _price_type = click.FloatRange(min=0.0)
 @click.argument("group_id")
 @click.option(
     "--mode",
-    type=click.Choice(["mutual", "credits"]),
+    type=click.Choice([m.value for m in BillingMode]),
     help="mutual: usage recorded, nothing charged; credits: requests pay in credits.",
 )
 @click.option(

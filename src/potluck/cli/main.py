@@ -6,22 +6,29 @@ the user commands live in their own modules and are attached here: `accounts` (`
 pause|resume|schedule|prices|set-price`) and `billing` (`usage`, `earnings`, `balance`, `receipt ...`).
 
 Hub and agent code is imported inside the command functions, so `potluck agent` works with the
-base install (no database libraries). The user commands use `potluck.cli.client`, which needs only
-the standard library. `receipt verify` works offline, with the hub's public key.
+base install (no database libraries) and `potluck hub` without the hub's extras says what to
+install. The exception is the two settings classes: the options of `potluck hub` and `potluck agent`
+are generated from their fields (`potluck.cli.options`), and both modules import nothing heavy.
+The user commands use `potluck.cli.client`, which needs only the standard library. `receipt verify`
+works offline, with the hub's public key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sys
 from collections.abc import Callable, Coroutine
-from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import click
 
 from potluck import __version__
+from potluck.agent.settings import AgentSettings
 from potluck.cli import accounts, billing, fleet, groups
+from potluck.cli.options import build, settings_options
+from potluck.hub.settings import HubSettings
 
 T = TypeVar("T")
 
@@ -45,100 +52,27 @@ def cli() -> None:
     """Pool GPUs running local LLM servers behind one OpenAI-compatible endpoint."""
 
 
+class SetupError(click.ClickException):
+    """The command cannot run as installed or configured: a message, no traceback, exit status 2."""
+
+    exit_code = 2
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="POTLUCK_HUB_HOST", help="Address to bind.")
-@click.option("--port", default=8642, show_default=True, envvar="POTLUCK_HUB_PORT", help="Port (0: any free port).")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    envvar="POTLUCK_HUB_DATA_DIR",
-    help="Where the SQLite database and the admin token hash live [default: $XDG_DATA_HOME/potluck/hub].",
-)
-@click.option("--database-url", envvar="POTLUCK_HUB_DATABASE_URL", help="SQLAlchemy URL instead of the SQLite file.")
-@click.option("--admin-token", envvar="POTLUCK_ADMIN_TOKEN", help="Admin token (else generated on first start).")
-@click.option("--max-queue", default=256, show_default=True, envvar="POTLUCK_HUB_MAX_QUEUE", help="Waiting requests.")
-@click.option(
-    "--queue-timeout", default=30.0, show_default=True, envvar="POTLUCK_HUB_QUEUE_TIMEOUT", help="Max queue wait (s)."
-)
-@click.option("--max-body-bytes", default=32 * 1024 * 1024, show_default=True, envvar="POTLUCK_HUB_MAX_BODY_BYTES")
-@click.option("--heartbeat-interval", default=5.0, show_default=True, envvar="POTLUCK_HUB_HEARTBEAT_INTERVAL")
-@click.option("--heartbeat-timeout", default=15.0, show_default=True, envvar="POTLUCK_HUB_HEARTBEAT_TIMEOUT")
-@click.option(
-    "--first-byte-timeout",
-    default=600.0,
-    show_default=True,
-    envvar="POTLUCK_HUB_FIRST_BYTE_TIMEOUT",
-    help="Seconds to wait for an agent's first response byte.",
-)
-@click.option(
-    "--idle-timeout",
-    default=300.0,
-    show_default=True,
-    envvar="POTLUCK_HUB_IDLE_TIMEOUT",
-    help="Seconds a response may stall between bytes.",
-)
-@click.option("--max-attempts", default=3, show_default=True, envvar="POTLUCK_HUB_MAX_ATTEMPTS")
-@click.option(
-    "--scheduler-policy",
-    type=click.Choice(["potluck", "least_loaded", "round_robin"]),
-    default="potluck",
-    show_default=True,
-    envvar="POTLUCK_HUB_SCHEDULER_POLICY",
-    help="How agents are picked (the others exist to compare against).",
-)
-@click.option(
-    "--score-weight",
-    "score_weights",
-    multiple=True,
-    envvar="POTLUCK_HUB_SCORE_WEIGHTS",
-    help="NAME=VALUE over the default score weights (hot, alias, owner, cold, load, latency, reliability, gpu).",
-)
-@click.option(
-    "--queue-user-share",
-    default=0.5,
-    show_default=True,
-    envvar="POTLUCK_HUB_QUEUE_USER_SHARE",
-    help="Largest share of the wait queue one user may hold.",
-)
-@click.option("--eject-failures", default=5, show_default=True, envvar="POTLUCK_HUB_EJECT_FAILURES")
-@click.option("--eject-base-s", default=30.0, show_default=True, envvar="POTLUCK_HUB_EJECT_BASE_S")
-@click.option("--eject-max-percent", default=50.0, show_default=True, envvar="POTLUCK_HUB_EJECT_MAX_PERCENT")
-@click.option("--retry-budget-percent", default=20.0, show_default=True, envvar="POTLUCK_HUB_RETRY_BUDGET_PERCENT")
-@click.option(
-    "--platform-fee-percent",
-    default=0.0,
-    show_default=True,
-    envvar="POTLUCK_HUB_PLATFORM_FEE_PERCENT",
-    help="Share of each credits charge the platform keeps.",
-)
-@click.option(
-    "--signing-key-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="POTLUCK_HUB_SIGNING_KEY_FILE",
-    help="Ed25519 key signing receipts [default: <data-dir>/hub-signing-key].",
-)
-@click.option("--reprice-interval", default=10.0, show_default=True, envvar="POTLUCK_HUB_REPRICE_INTERVAL")
-@click.option("--shutdown-timeout", default=30.0, show_default=True, envvar="POTLUCK_HUB_SHUTDOWN_TIMEOUT")
-@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_CERT")
-@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), envvar="POTLUCK_HUB_TLS_KEY")
-@click.option(
-    "--allow-insecure-http",
-    is_flag=True,
-    envvar="POTLUCK_HUB_ALLOW_INSECURE_HTTP",
-    help="Serve plain HTTP off loopback (only behind a TLS-terminating proxy).",
-)
-@click.option("--log-level", default="info", show_default=True, envvar="POTLUCK_HUB_LOG_LEVEL")
+@settings_options(HubSettings)
 def hub(**options: object) -> None:
     """Run the hub: the OpenAI-compatible endpoint agents connect to."""
+    try:
+        from potluck.app import load_admin_token, serve
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] == "potluck":
+            raise
+        raise SetupError(
+            f"potluck hub needs the hub's extra dependencies (no module {exc.name!r}): pip install 'potluck[hub]'"
+        ) from None
     from potluck._shared.logging import configure_logging
-    from potluck._shared.paths import default_data_dir
-    from potluck.app import load_admin_token, serve
-    from potluck.hub.settings import HubSettings
 
-    if options["data_dir"] is None:
-        options["data_dir"] = default_data_dir("hub")
-    options["score_weights"] = ",".join(cast("tuple[str, ...]", options["score_weights"]))
-    settings = HubSettings(**options)  # type: ignore[arg-type]
+    settings = build(HubSettings, options)
     try:
         settings.validate()
     except ValueError as exc:
@@ -148,81 +82,44 @@ def hub(**options: object) -> None:
     if new_token is not None:
         click.echo(f"admin token (shown once; only its hash is kept): {new_token}")
 
+    listened: list[str] = []
+
     def listening(url: str) -> None:
+        listened.append(url)
         click.echo(f"listening {url}")
         sys.stdout.flush()
 
-    _run(lambda: serve(settings, token_hash, on_listening=listening))
+    try:
+        _run(lambda: serve(settings, token_hash, on_listening=listening))
+    except OSError as exc:
+        if listened or exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise
+        raise SetupError(f"cannot listen on {settings.host}:{settings.port}: {os.strerror(exc.errno)}") from None
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--hub", "hub_url", envvar="POTLUCK_AGENT_HUB", help="Hub URL, e.g. https://hub:8642 (required to run).")
-@click.option("--token", envvar="POTLUCK_AGENT_TOKEN", help="One-time enrolment token (first run only).")
-@click.option(
-    "--backend",
-    "backends",
-    multiple=True,
-    envvar="POTLUCK_AGENT_BACKENDS",
-    help="URL[,kind=KIND] of a local server; repeatable. Without any, local backends are auto-detected.",
-)
-@click.option(
-    "--scan-ports",
-    default="",
-    envvar="POTLUCK_AGENT_SCAN_PORTS",
-    help="Extra loopback ports to probe, comma-separated (turns auto-detection on).",
-)
-@click.option(
-    "--auto/--no-auto",
-    "auto_detect",
-    default=None,
-    envvar="POTLUCK_AGENT_AUTO_DETECT",
-    help="Probe loopback for backends [default: on when no --backend is given].",
-)
-@click.option("--name", envvar="POTLUCK_AGENT_NAME", help="Display name [default: host name].")
-@click.option("--max-concurrency", default=8, show_default=True, envvar="POTLUCK_AGENT_MAX_CONCURRENCY")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    envvar="POTLUCK_AGENT_DATA_DIR",
-    help="Where the agent's key lives [default: $XDG_DATA_HOME/potluck/agent].",
-)
-@click.option("--drain-timeout", default=30.0, show_default=True, envvar="POTLUCK_AGENT_DRAIN_TIMEOUT")
-@click.option("--catalog-interval", default=1.0, show_default=True, envvar="POTLUCK_AGENT_CATALOG_INTERVAL")
-@click.option("--rescan-interval", default=30.0, show_default=True, envvar="POTLUCK_AGENT_RESCAN_INTERVAL")
-@click.option("--metrics-interval", default=5.0, show_default=True, envvar="POTLUCK_AGENT_METRICS_INTERVAL")
-@click.option(
-    "--allow-insecure", is_flag=True, envvar="POTLUCK_AGENT_ALLOW_INSECURE", help="Allow plain ws:// off loopback."
-)
-@click.option("--log-level", default="info", show_default=True, envvar="POTLUCK_AGENT_LOG_LEVEL")
+@settings_options(AgentSettings)
 @click.pass_context
 def agent(ctx: click.Context, /, **options: object) -> None:
-    """Run an agent next to a GPU: dial out to the hub and serve its requests with local backends."""
+    """Run an agent next to a GPU: dial out to the hub and serve its requests with local backends.
+
+    Without --name the hub shows the name of the enrolment token the agent enrolled with.
+    """
     if ctx.invoked_subcommand in _AGENT_USER_COMMANDS:
         return  # user-API commands: the stored login and their own --hub, none of the daemon's options
-    from potluck._shared.logging import configure_logging
-    from potluck._shared.paths import default_data_dir
-    from potluck.agent.daemon import AgentDaemon, FatalAgentError
-    from potluck.agent.settings import AgentSettings
-
-    try:
-        options["scan_ports"] = _ports(str(options["scan_ports"]))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    ctx.obj = options
     if ctx.invoked_subcommand is not None:
+        ctx.obj = build(AgentSettings, {**options, "hub_url": options["hub_url"] or ""})
         return
     if not options["hub_url"]:
         raise click.UsageError("--hub is required to run the agent")
-    if options["data_dir"] is None:
-        options["data_dir"] = default_data_dir("agent")
-    if not options["name"]:
-        options.pop("name")
-    options["backends"] = tuple(options["backends"])  # type: ignore[arg-type]
-    settings = AgentSettings(**options)  # type: ignore[arg-type]
+    settings = build(AgentSettings, options)
     try:
         settings.validate()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    from potluck._shared.logging import configure_logging
+    from potluck.agent.daemon import AgentDaemon, FatalAgentError
+
     configure_logging(settings.log_level)
 
     async def main() -> None:
@@ -239,29 +136,16 @@ def agent(ctx: click.Context, /, **options: object) -> None:
 _AGENT_USER_COMMANDS = frozenset(command.name for command in fleet.COMMANDS)
 
 
-def _ports(text: str) -> tuple[int, ...]:
-    ports = []
-    for part in text.split(","):
-        if part.strip():
-            port = int(part)
-            if not 0 < port < 65536:
-                raise ValueError(f"--scan-ports: {port} is not a port")
-            ports.append(port)
-    return tuple(ports)
-
-
 @agent.command("scan")
 @click.pass_obj
-def agent_scan(options: dict[str, object]) -> None:
+def agent_scan(settings: AgentSettings) -> None:
     """Probe loopback for LLM servers and print what answers, as a table."""
     from rich.console import Console
     from rich.table import Table
 
     from potluck.agent.scan import scan_local
 
-    ports: tuple[int, ...] = options["scan_ports"]  # type: ignore[assignment]
-    configured: tuple[str, ...] = tuple(options["backends"])  # type: ignore[arg-type]
-    backends = _run_result(lambda: scan_local(ports, configured))
+    backends = _run_result(lambda: scan_local(settings.scan_ports, settings.backends))
     table = Table(title="Local LLM backends")
     for column in ("URL", "kind", "healthy", "version", "models (hot first)"):
         table.add_column(column)

@@ -26,9 +26,15 @@ def fail(exc: Exception, *, hint: str = "") -> click.ClickException:
 
 def resolve_hub(hub_url: str | None) -> str:
     """The hub to talk to: ``--hub`` / ``POTLUCK_HUB_URL``, else the one stored by `potluck login`."""
+    from potluck._shared.paths import suggest_scheme
     from potluck.cli.client import HubError, load_config, normalize_hub
 
     if hub_url:
+        if "://" not in hub_url:
+            # Guessing would be wrong half the time: https:// to a plain-HTTP hub fails in its TLS handshake.
+            raise click.BadParameter(
+                f"the URL needs a scheme: did you mean {suggest_scheme(hub_url)}?", param_hint="--hub"
+            )
         try:
             return normalize_hub(hub_url)
         except HubError as exc:

@@ -12,6 +12,11 @@ plus the chat template's allowance), ``max_tokens`` (or the group's cap) as comp
 the highest price among the agents that could serve it, times the dynamic multiplier. The charge
 never exceeds it (the ledger caps it), and balances never go below zero.
 
+**Only what was served is charged.** A request that never reached an agent, whose answer was an error
+status, or that failed before any byte reached the client is charged nothing and its hold is released
+(no receipt). Tokens the backend reported for an error answer are recorded, and charged only in a
+group that opts in with ``bill_backend_errors`` (never on an estimate).
+
 **The charge** is the tokens the backend reported at the serving agent's price for the model (the
 group's default price where the owner set none), clamped to the group's bounds, times the group's
 dynamic multiplier for the model. A cancelled stream pays only for the tokens that reached the
@@ -29,14 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from potluck._shared.clock import Clock, SystemClock
 from potluck.hub.access import AccessMap
 from potluck.hub.errors import InsufficientQuotaError
 from potluck.hub.ledger import Ledger
+from potluck.hub.outcome import Outcome
 from potluck.hub.pricing import (
     MICRO,
     clamp_price,
@@ -50,6 +55,7 @@ from potluck.hub.pricing import (
 )
 from potluck.hub.receipts import HubSigner, Receipt
 from potluck.hub.scheduler import AgentSlots, Scheduler, Want
+from potluck.protocol.accounts import BillingMode
 from potluck.protocol.agent import Usage
 from potluck.store.billing import Price
 from potluck.store.groups import Group
@@ -57,20 +63,21 @@ from potluck.store.ledger import PLATFORM, StoredReceipt, user_account
 
 log = logging.getLogger(__name__)
 
-CREDITS = "credits"
 WORST_CASE_TTL_S = 1.0
 FREE = Price(0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
 class GroupBilling:
-    mode: str = "mutual"
+    mode: BillingMode = BillingMode.MUTUAL
     dynamic: bool = False
     min_price: float | None = None
     max_price: float | None = None
     default: Price = FREE
     cap: int = 4096
     """Completion tokens a hold assumes when the request sets no ``max_tokens``."""
+    bill_errors: bool = False
+    """Charge the tokens a backend reported for an error answer (by default an error costs nothing)."""
 
     @classmethod
     def of(cls, group: Group) -> GroupBilling:
@@ -81,6 +88,7 @@ class GroupBilling:
             group.max_price_per_mtok,
             Price(group.default_input_per_mtok, group.default_output_per_mtok),
             group.max_tokens_cap,
+            group.bill_backend_errors,
         )
 
 
@@ -118,9 +126,19 @@ class Served:
     usage: Usage | None
     request_bytes: int
     response_bytes: int
+    """Body bytes the agent relayed."""
+    delivered_bytes: int
+    """Body bytes that reached the client."""
     stream_events: int | None
     """SSE data events that reached the client (None: not a stream)."""
-    outcome: str
+    outcome: Outcome
+    status: int
+    """The answer's HTTP status (the backend's, or the hub's own error)."""
+
+    @property
+    def delivered(self) -> bool:
+        """Something of a successful answer reached the client: only then is there anything to pay for."""
+        return self.agent_id is not None and self.delivered_bytes > 0 and self.status < 400
 
 
 @dataclass(slots=True)
@@ -143,7 +161,6 @@ class Accounting:
     access: AccessMap
     scheduler: Scheduler
     fee_percent: float = 0.0
-    wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     billing: dict[str, GroupBilling] = field(default_factory=dict)
     prices: dict[str, dict[str, Price]] = field(default_factory=dict)
     """Agent -> model -> the owner's price."""
@@ -161,14 +178,14 @@ class Accounting:
             self.billing.pop(group_id, None)
         else:
             self.billing[group_id] = billing
-        self._credit_groups = frozenset(g for g, b in self.billing.items() if b.mode == CREDITS)
+        self._credit_groups = frozenset(g for g, b in self.billing.items() if b.mode == BillingMode.CREDITS)
         self._dearest_cache.clear()
 
     # -- configuration ------------------------------------------------------------------------
 
-    def mode(self, group_id: str) -> str:
+    def mode(self, group_id: str) -> BillingMode:
         billing = self.billing.get(group_id)
-        return billing.mode if billing is not None else "mutual"
+        return billing.mode if billing is not None else BillingMode.MUTUAL
 
     def credit_groups(self, groups: Iterable[str]) -> frozenset[str]:
         if not self._credit_groups:
@@ -263,21 +280,43 @@ class Accounting:
 
     def settle(self, hold: Hold | None, served: Served) -> Settlement:
         """Charge what the request used (or nothing), release the rest of its hold, sign a receipt."""
-        prompt, completion, estimated, flagged = self._tokens(served)
-        owner = self.access.agent_owner.get(served.agent_id or "")
+        if served.agent_id is None:
+            # Never reached an agent: nothing used, nobody to pay, no group it was served through.
+            self.release(hold)
+            return Settlement(0, 0)
+        owner = self.access.agent_owner.get(served.agent_id)
         group_id = self._billing_group(served)
+        if served.delivered:
+            prompt, completion, estimated, flagged = self._tokens(served)
+            billable = True
+        else:
+            # Nothing of an answer reached the client: record what the backend reported (never an
+            # estimate); an error answer is charged only where the group opted in.
+            usage = served.usage
+            prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage is not None else (0, 0)
+            estimated = flagged = False
+            billable = (
+                usage is not None
+                and served.status >= 400
+                and group_id is not None
+                and self.billing.get(group_id, GroupBilling()).bill_errors
+                and implausible(prompt, completion, served.request_bytes, served.response_bytes) is None
+            )
         if hold is None:
             return Settlement(prompt, completion, group_id, owner, estimated, flagged)
-        if served.agent_id is None or group_id is None or self.mode(group_id) != CREDITS:
+        if not billable or group_id is None or self.mode(group_id) != BillingMode.CREDITS:
             self.ledger.release(hold.request_id)
             return Settlement(prompt, completion, group_id, owner, estimated, flagged)
         quote = self.quote(group_id, served.agent_id, served.model)
         charge = min(cost(prompt, completion, quote.price, quote.multiplier), hold.amount)
+        if charge <= 0:
+            self.ledger.release(hold.request_id)  # no receipt for a zero charge
+            return Settlement(prompt, completion, group_id, owner, estimated, flagged)
         fee, earned = split(charge, self.fee_percent)
         payouts = [(user_account(owner or self.access.admin_user_id), earned), (PLATFORM, fee)]
         receipt = Receipt(
             request_id=hold.request_id,
-            issued_at=self.wall().isoformat(),
+            issued_at=self.clock.wall().isoformat(),
             hub=self.signer.fingerprint,
             consumer_id=hold.user_id,
             key_id=served.key_id or "",
@@ -303,7 +342,7 @@ class Accounting:
             signature=signature,
             consumer_id=hold.user_id,
             owner_id=owner,
-            created_at=self.wall(),
+            created_at=self.clock.wall(),
         )
         self.ledger.settle(hold.request_id, charge, [p for p in payouts if p[1]], stored)
         return Settlement(prompt, completion, group_id, owner, estimated, flagged, charge, earned)
@@ -321,7 +360,7 @@ class Accounting:
             shared = shared & served.key_groups
         if not shared:
             return None
-        mutual = sorted(g for g in shared if self.mode(g) != CREDITS)
+        mutual = sorted(g for g in shared if self.mode(g) != BillingMode.CREDITS)
         return mutual[0] if mutual else min(shared)
 
     def _tokens(self, served: Served) -> tuple[int, int, bool, bool]:
@@ -342,8 +381,9 @@ class Accounting:
             else:
                 self._flag(served.agent_id, reason)
                 prompt, completion, estimated, flagged = estimate_prompt, estimate_completion, True, True
-        if events is not None and served.outcome == "client_cancelled":
-            # The client hung up: it pays for what reached it (one SSE event is the role, the rest tokens).
+        if events is not None and served.outcome is not Outcome.OK:
+            # Cut short (the client hung up, the agent failed): it pays for what reached it (one SSE event
+            # is the role, the rest tokens).
             completion = min(completion, max(0, events - 1))
         return prompt, completion, estimated, flagged
 
@@ -361,7 +401,7 @@ class Accounting:
         """Recompute the dynamic multipliers of every opted-in credits group from supply and demand now."""
         fresh: dict[tuple[str, str], tuple[float, str]] = {}
         for group_id, billing in self.billing.items():
-            if billing.mode != CREDITS or not billing.dynamic:
+            if billing.mode != BillingMode.CREDITS or not billing.dynamic:
                 continue
             busy: dict[str, list[int]] = {}
             for _agent_id, slots in self.agents_in(group_id):

@@ -1,7 +1,8 @@
 """Authentication on the hot path, from memory: no database round trip per request.
 
-The key cache is loaded at start-up and updated by the admin API in the same process, so a revoked
-key is refused from the next request on. (In cluster mode a pub/sub invalidation feeds `remove`.)
+The key cache is loaded at start-up and changed only by `hub.keys.Keys`, the service that makes and
+revokes keys, in the same call that writes the database; so a revoked key is refused from the next
+request on. (In cluster mode a pub/sub invalidation feeds `remove`.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 
 from potluck._shared.ids import hash_secret, secret_matches
 from potluck.hub.errors import AdminAuthError, AuthError
-from potluck.store.keys import ApiKey
+from potluck.store.keys import ApiKey as ApiKey  # re-exported: the adapters name keys without importing the store
 
 
 class KeyCache:

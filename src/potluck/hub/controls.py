@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from potluck.hub.bounds import MAX_SCHEDULE_WINDOWS
 from potluck.hub.errors import InvalidRequestError
 
 
@@ -70,11 +71,14 @@ def parse_controls(raw: str | None) -> OwnerControls:
 def validate_schedule(schedule: Schedule) -> None:
     try:
         ZoneInfo(schedule.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidRequestError(f"Unknown time zone {schedule.timezone!r}", param="schedule") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory ("America"), a name too long
+        raise InvalidRequestError(f"Unknown time zone {schedule.timezone[:64]!r}", param="schedule") from None
+    if len(schedule.windows) > MAX_SCHEDULE_WINDOWS:
+        raise InvalidRequestError(f"A schedule has at most {MAX_SCHEDULE_WINDOWS} windows", param="schedule")
     for window in schedule.windows:
-        if not window.days or any(not 0 <= d <= 6 for d in window.days):
-            raise InvalidRequestError("Window days are 0 (Monday) to 6 (Sunday)", param="schedule")
+        days = window.days
+        if not days or any(not 0 <= d <= 6 for d in days) or len(set(days)) != len(days):
+            raise InvalidRequestError("Window days are distinct, 0 (Monday) to 6 (Sunday)", param="schedule")
         for value in (window.start, window.end):
             try:
                 _hhmm(value)

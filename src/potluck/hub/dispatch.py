@@ -12,28 +12,20 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 
 from potluck._shared.clock import Clock
-from potluck.hub.accounting import Accounting, Hold, Served, Settlement
-from potluck.hub.errors import (
-    HubError,
-    ModelNotFoundError,
-    OverloadedError,
-    ShuttingDownError,
-    UpstreamError,
-    UpstreamTimeoutError,
-)
-from potluck.hub.metering import UsageJournal
+from potluck.hub.accounting import Hold
+from potluck.hub.errors import HubError, ModelNotFoundError, UpstreamError, UpstreamTimeoutError
 from potluck.hub.metrics import HubMetrics
+from potluck.hub.outcome import Outcome
 from potluck.hub.registry import Registry, Slot
 from potluck.hub.scheduler import Explanation, Want
 from potluck.hub.session import AgentSession, Stream
-from potluck.protocol.agent import EndMessage, HeadMessage, RequestMessage, Usage
+from potluck.protocol.agent import CancelReason, EndMessage, HeadMessage, RequestMessage
 from potluck.protocol.errors import error_envelope
-from potluck.store.usage import UsageRecord
 
 
 @dataclass(slots=True)
@@ -71,18 +63,28 @@ class DispatchSettings:
     """...or this many, whichever is more, so a quiet hub can still retry."""
 
 
+class ExchangeFinished(Protocol):
+    """Told once when an exchange is over, with its outcome and the agent's END (None: the agent sent none)."""
+
+    def __call__(self, exchange: Exchange, outcome: Outcome, end: EndMessage | None) -> None: ...
+
+
 class Exchange:
     """A response being relayed from one agent. Always `close` it exactly once."""
 
     __slots__ = (
         "_closed",
         "_dispatcher",
-        "_done_sent",
-        "_first_byte_at",
-        "_sent_events",
+        "client_gone",
+        "delivered",
+        "done_sent",
         "explanation",
+        "failure",
+        "first_byte_at",
         "head",
+        "on_finish",
         "request",
+        "sent_events",
         "session",
         "slot",
         "started_at",
@@ -97,7 +99,7 @@ class Exchange:
         stream: Stream,
         head: HeadMessage,
         started_at: float,
-        explanation: Explanation | None,
+        explanation: Explanation | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self.request = request
@@ -109,9 +111,18 @@ class Exchange:
         """When the chosen agent got the request (after any queueing and failed attempts)."""
         self.explanation = explanation
         self._closed = False
-        self._first_byte_at: float | None = None
-        self._sent_events = 0
-        self._done_sent = False
+        self.first_byte_at: float | None = None
+        self.sent_events = 0
+        """SSE data events that reached the client (streams only)."""
+        self.delivered = 0
+        """Body bytes that reached the client."""
+        self.done_sent = False
+        """A stream's ``data: [DONE]`` reached the client."""
+        self.failure: HubError | None = None
+        """The agent failed mid-response (read raised it)."""
+        self.client_gone = False
+        """The client went away before the response was complete."""
+        self.on_finish: ExchangeFinished | None = None
 
     @property
     def status(self) -> int:
@@ -120,11 +131,15 @@ class Exchange:
     async def read(self) -> bytes | None:
         """The next bytes of the body (all that arrived, coalesced), or None at its end.
 
-        Raises UpstreamError (or UpstreamTimeoutError) if the agent fails mid-way.
+        Raises UpstreamError (or UpstreamTimeoutError) if the agent fails mid-way, and remembers it.
         """
-        data = await self.stream.read()
-        if data is not None and self._first_byte_at is None:
-            self._first_byte_at = self._dispatcher.clock.now()
+        try:
+            data = await self.stream.read()
+        except HubError as exc:
+            self.failure = exc
+            raise
+        if data is not None and self.first_byte_at is None:
+            self.first_byte_at = self._dispatcher.clock.now()
         return data
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -139,10 +154,11 @@ class Exchange:
         """These bytes reached the client: free their credit, and count the SSE events a client that
         hangs up early pays for (and whether it got ``[DONE]``: then it hung up after the end)."""
         self.stream.consumed(len(chunk))
+        self.delivered += len(chunk)
         if self.request.stream:
-            self._sent_events += chunk.count(b"data:")
+            self.sent_events += chunk.count(b"data:")
             if b"data: [DONE]" in chunk:
-                self._done_sent = True
+                self.done_sent = True
 
     async def read_all(self, limit: int) -> bytes:
         """The whole (small) body, for error responses that the hub inspects before relaying."""
@@ -156,57 +172,39 @@ class Exchange:
                 break
         return b"".join(parts)
 
-    def close(self, outcome: str) -> None:
+    def close(self, outcome: Outcome) -> None:
+        """Free the agent's slot (cancelling the request there if it still runs), tell the scheduler how the
+        agent did, and hand the outcome and the agent's END to `on_finish` (once the END arrives, for a
+        cancelled stream: it carries the usage the agent saw)."""
         if self._closed:
             return
         self._closed = True
         end = self.stream.end
-        if outcome == "client_cancelled" and self._done_sent:
-            outcome = "ok"  # the SDK closes the connection right after [DONE]: the client got everything
-        events = self._sent_events if self.request.stream else None
-
-        def record(final: EndMessage | None) -> None:
-            self._dispatcher.record(
-                self.request,
-                agent_id=self.session.agent_id,
-                outcome=outcome,
-                status=self.head.status,
-                usage=final.usage if final is not None else None,
-                queued_s=self.slot.queued_s,
-                first_byte_at=self._first_byte_at,
-                model=self.slot.placement.model,
-                response_bytes=self.stream.bytes_received,
-                stream_events=events,
-            )
-
         self._learn(outcome, end)
-
         if end is None:
-            # Cancelled: the slot is freed now, and the usage the agent saw so far (its END answers
-            # the cancel) is recorded when that END arrives, or without usage if it never does.
-            self.stream.after_cancel = record
-            self._dispatcher.finish(self.session, self.stream, cancel_reason=_CANCEL_REASONS.get(outcome, outcome))
+            self.stream.after_cancel = lambda final: self._finished(outcome, final)
+            self._dispatcher.finish(self.session, self.stream, cancel_reason=outcome.cancel_reason)
         else:
             self._dispatcher.finish(self.session, self.stream, cancel_reason=None)
-            if self.request.hold is not None:
-                # Settling signs a receipt (~50 µs): do it after the response is written, not before.
-                asyncio.get_running_loop().call_soon(record, end)
-            else:
-                record(end)
+            self._finished(outcome, end)
         self._dispatcher.exchange_closed()
 
-    def _learn(self, outcome: str, end: EndMessage | None) -> None:
+    def _finished(self, outcome: Outcome, end: EndMessage | None) -> None:
+        if self.on_finish is not None:
+            self.on_finish(self, outcome, end)
+
+    def _learn(self, outcome: Outcome, end: EndMessage | None) -> None:
         """Tell the scheduler how the agent did: timings on success, failures for outlier ejection."""
         placement = self.slot.placement
         scheduler = self._dispatcher.registry.scheduler
         status = self.head.status
-        if outcome in ("agent_failed", "timeout") or status >= 500:
+        if outcome.agent_fault or status >= 500:
             scheduler.report(placement.agent_id, placement.model, ok=False)
             return
-        if outcome != "ok" or status >= 400:
+        if outcome is not Outcome.OK or status >= 400:
             return  # the client's doing (a 4xx, a hang-up): says nothing about the agent
         now = self._dispatcher.clock.now()
-        first = self._first_byte_at
+        first = self.first_byte_at
         decode = None
         usage = end.usage if end is not None else None
         if usage is not None and first is not None and usage.completion_tokens > 1 and now > first:
@@ -224,22 +222,13 @@ class Exchange:
 
 
 class Dispatcher:
-    def __init__(
-        self,
-        registry: Registry,
-        clock: Clock,
-        settings: DispatchSettings,
-        metrics: HubMetrics,
-        journal: UsageJournal,
-        accounting: Accounting | None = None,
-    ) -> None:
-        self.accounting = accounting
+    """Places a request on an agent and relays it, retrying on another agent until the first byte."""
+
+    def __init__(self, registry: Registry, clock: Clock, settings: DispatchSettings, metrics: HubMetrics) -> None:
         self.registry = registry
         self.clock = clock
         self.settings = settings
         self.metrics = metrics
-        self.journal = journal
-        self.shutting_down = False
         self.in_flight = 0
         self.retrying = 0
         """Requests on their second or later attempt, waiting for its first byte."""
@@ -247,19 +236,13 @@ class Dispatcher:
         self._idle.set()
 
     async def open(self, req: RelayRequest) -> Exchange:
-        if self.shutting_down:
-            if self.accounting is not None:
-                self.accounting.release(req.hold)
-            raise ShuttingDownError("The hub is shutting down; retry shortly")
+        """The agent's response head and first bytes; raises the failure that stopped every attempt."""
         self.in_flight += 1
         self._idle.clear()
         try:
             return await self._open(req)
-        except BaseException as exc:
+        except BaseException:
             self._done()
-            outcome = "client_cancelled" if isinstance(exc, asyncio.CancelledError) else _outcome_of(exc)
-            status = exc.status if isinstance(exc, HubError) else 499
-            self.record(req, agent_id=None, outcome=outcome, status=status, usage=None, queued_s=0.0)
             raise
 
     def _retry_allowed(self) -> bool:
@@ -331,81 +314,18 @@ class Dispatcher:
             raise
         except BaseException as exc:
             timed_out = isinstance(exc, UpstreamTimeoutError)
-            self.finish(session, stream, cancel_reason="timeout" if timed_out else "client_disconnect")
+            reason = CancelReason.TIMEOUT if timed_out else CancelReason.CLIENT_DISCONNECT
+            self.finish(session, stream, cancel_reason=reason)
             if timed_out:
                 self.registry.scheduler.report(placement.agent_id, placement.model, ok=False)
             raise
         stream.set_deadline(settings.idle_timeout, _IDLE_MESSAGE.format(settings.idle_timeout))
         return Exchange(self, req, slot, stream, head, started_at, explanation)
 
-    def finish(self, session: AgentSession, stream: Stream, *, cancel_reason: str | None) -> None:
+    def finish(self, session: AgentSession, stream: Stream, *, cancel_reason: CancelReason | None) -> None:
         """Free the stream's slot now (the agent is told to cancel if the stream is still running)."""
         session.close_stream(stream, cancel_reason=cancel_reason)
         self.registry.release(session)
-
-    def record(
-        self,
-        req: RelayRequest,
-        *,
-        agent_id: str | None,
-        outcome: str,
-        status: int,
-        usage: Usage | None,
-        queued_s: float,
-        first_byte_at: float | None = None,
-        model: str | None = None,
-        response_bytes: int = 0,
-        stream_events: int | None = None,
-    ) -> None:
-        now = self.clock.now()
-        prompt = usage.prompt_tokens if usage else 0
-        completion = usage.completion_tokens if usage else 0
-        bill = Settlement(prompt, completion)
-        if self.accounting is not None:
-            served = Served(
-                req.key_id,
-                req.want.groups,
-                agent_id,
-                model or req.model,
-                usage,
-                len(req.body),
-                response_bytes,
-                stream_events,
-                outcome,
-            )
-            bill = self.accounting.settle(req.hold, served)
-            prompt, completion = bill.prompt_tokens, bill.completion_tokens
-        metrics = self.metrics
-        metrics.request_outcome(outcome).inc()
-        if usage is not None:
-            metrics.prompt_tokens.inc(prompt)
-            metrics.completion_tokens.inc(completion)
-        if first_byte_at is not None:
-            self.metrics.ttft.observe(first_byte_at - req.received_at)
-        self.journal.record(
-            UsageRecord(
-                request_id=req.request_id,
-                key_id=req.key_id,
-                agent_id=agent_id,
-                model=model or req.model,
-                path=req.path,
-                outcome=outcome,
-                status=status,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                queue_ms=round(queued_s * 1000),
-                ttft_ms=None if first_byte_at is None else round((first_byte_at - req.received_at) * 1000),
-                total_ms=round((now - req.received_at) * 1000),
-                created_at=datetime.now(UTC),
-                user_id=req.want.requester,
-                group_id=bill.group_id,
-                owner_id=bill.owner_id,
-                tokens_estimated=bill.estimated,
-                flagged=bill.flagged,
-                charged=bill.charged,
-                earned=bill.earned,
-            )
-        )
 
     def exchange_closed(self) -> None:
         self._done()
@@ -431,21 +351,6 @@ def stream_failure_before_bytes(stream: Stream) -> None:
         failure = stream.failure
         if failure is not None:
             raise failure
-
-
-_CANCEL_REASONS = {"client_cancelled": "client_disconnect"}
-
-
-def _outcome_of(exc: BaseException) -> str:
-    if isinstance(exc, ModelNotFoundError):
-        return "model_not_found"
-    if isinstance(exc, OverloadedError | ShuttingDownError):
-        return "overloaded"
-    if isinstance(exc, UpstreamTimeoutError):
-        return "timeout"
-    if isinstance(exc, UpstreamError):
-        return "agent_failed"
-    return "error"
 
 
 class _ErrorObject(msgspec.Struct):

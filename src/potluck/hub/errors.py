@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from potluck.protocol.errors import PotluckError
+from potluck.protocol.errors import ErrorCode, PotluckError
 
 
 class HubError(PotluckError):
@@ -10,33 +10,27 @@ class HubError(PotluckError):
 
 
 class AuthError(HubError):
-    code = "invalid_api_key"
-    status = 401
+    code = ErrorCode.INVALID_API_KEY
 
 
 class AdminAuthError(HubError):
-    code = "invalid_api_key"
-    status = 401
+    code = ErrorCode.INVALID_API_KEY
 
 
 class PermissionDeniedError(HubError):
-    code = "permission_denied"
-    status = 403
+    code = ErrorCode.PERMISSION_DENIED
 
 
 class ConflictError(HubError):
-    code = "conflict"
-    status = 409
+    code = ErrorCode.CONFLICT
 
 
 class InvalidInviteError(HubError):
-    code = "invalid_invite"
-    status = 400
+    code = ErrorCode.INVALID_INVITE
 
 
 class InvalidRequestError(HubError):
-    code = "invalid_request_error"
-    status = 400
+    code = ErrorCode.INVALID_REQUEST
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -44,13 +38,11 @@ class InvalidRequestError(HubError):
 
 
 class NotFoundError(HubError):
-    code = "not_found"
-    status = 404
+    code = ErrorCode.NOT_FOUND
 
 
 class ModelNotFoundError(HubError):
-    code = "model_not_found"
-    status = 404
+    code = ErrorCode.MODEL_NOT_FOUND
 
     def __init__(self, model: str) -> None:
         super().__init__(f"The model `{model}` does not exist or no agent serves it")
@@ -60,8 +52,7 @@ class ModelNotFoundError(HubError):
 class OverloadedError(HubError):
     """All capable agents are busy and the request cannot wait (queue full or wait expired)."""
 
-    code = "server_overloaded"
-    status = 503
+    code = ErrorCode.SERVER_OVERLOADED
 
     def __init__(self, message: str, *, retry_after: int, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -69,24 +60,31 @@ class OverloadedError(HubError):
         self.headers = headers or {}
 
 
+class ModelUnavailableError(HubError):
+    """The agents that serve the model are reconnecting after a hub restart: retry shortly."""
+
+    code = ErrorCode.MODEL_UNAVAILABLE
+
+    def __init__(self, model: str, *, retry_after: int) -> None:
+        super().__init__(f"The model `{model}` is not available yet: its agents are reconnecting; retry shortly")
+        self.retry_after = retry_after
+
+
 class InsufficientQuotaError(HubError):
     """The request could cost more than the user's credit, and no free (mutual) route serves it."""
 
-    code = "insufficient_quota"
-    status = 402
+    code = ErrorCode.INSUFFICIENT_QUOTA
 
 
 class ShuttingDownError(HubError):
-    code = "shutting_down"
-    status = 503
+    code = ErrorCode.SHUTTING_DOWN
     retry_after = 5
 
 
 class UpstreamError(HubError):
     """The agent or its backend failed. ``retriable``: nothing reached a model; another agent may serve it."""
 
-    code = "upstream_error"
-    status = 502
+    code = ErrorCode.UPSTREAM_ERROR
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None, retriable: bool = False):
         super().__init__(message, code=code, status=status)
@@ -103,5 +101,4 @@ class AgentLostError(UpstreamError):
 
 
 class UpstreamTimeoutError(HubError):
-    code = "upstream_timeout"
-    status = 504
+    code = ErrorCode.UPSTREAM_TIMEOUT

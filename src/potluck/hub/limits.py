@@ -17,11 +17,11 @@ from typing import Protocol
 
 from potluck._shared.clock import Clock
 from potluck.hub.errors import HubError
+from potluck.protocol.errors import ErrorCode
 
 
 class RateLimitError(HubError):
-    code = "rate_limit_exceeded"
-    status = 429
+    code = ErrorCode.RATE_LIMIT_EXCEEDED
 
     def __init__(self, message: str, *, retry_after: int, headers: dict[str, str]) -> None:
         super().__init__(message)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from potluck.hub.errors import HubError
+from potluck.protocol.errors import ErrorCode
 
 RECEIPT_VERSION = 1
 ALGORITHM = "ed25519"
@@ -39,8 +40,7 @@ _SIGNATURE_BYTES = 64
 class ReceiptError(HubError):
     """A receipt or a public key that does not check out; the message says why."""
 
-    code = "invalid_request_error"
-    status = 400
+    code = ErrorCode.INVALID_REQUEST
 
 
 class HubKeyError(HubError):

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
@@ -52,11 +50,9 @@ class Registry:
         *,
         heartbeat_timeout: float,
         access: AccessMap | None = None,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.scheduler = scheduler
         self.access = access
-        self._wall = wall
         self._available: dict[str, bool] = {}
         """Who may reach which agent; None: no isolation (tests and simulators of one tenant)."""
         self._clock = clock
@@ -96,7 +92,7 @@ class Registry:
         access = self.access
         assert access is not None  # noqa: S101 - only called when isolation is on
         controls = access.controls_of(agent_id)
-        available = controls.available(self._wall())
+        available = controls.available(self._clock.wall())
         self._available[agent_id] = available
         return available, access.agent_owner.get(agent_id), controls.own_requests_only, controls.own_requests_first
 
@@ -104,7 +100,7 @@ class Registry:
         """Re-check availability windows (called every second); agents whose state flipped are updated."""
         if self.access is None:
             return
-        now = self._wall()
+        now = self._clock.wall()
         for agent_id, session in self.sessions.items():
             if self.access.controls_of(agent_id).available(now) != self._available.get(agent_id, True):
                 self._sync(session)

@@ -8,29 +8,45 @@ from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting
 from potluck.hub.accounts import Accounts
-from potluck.hub.auth import AdminAuth, KeyCache
-from potluck.hub.dispatch import Dispatcher
+from potluck.hub.agents import Agents
+from potluck.hub.aliases import Aliases
+from potluck.hub.auth import AdminAuth
+from potluck.hub.credits import Credits
+from potluck.hub.gate import AgentGate
+from potluck.hub.groups import Groups
+from potluck.hub.health import Health
+from potluck.hub.invites import Invites
+from potluck.hub.keys import Keys
+from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.registry import Registry
+from potluck.hub.reports import Reports
+from potluck.hub.requests import RequestOwner
 from potluck.hub.settings import HubSettings
-from potluck.store.database import Store
 
 
 @dataclass(slots=True)
 class HubServices:
     settings: HubSettings
     clock: Clock
-    store: Store
-    keys: KeyCache
+    keys: Keys
     admin: AdminAuth
     registry: Registry
-    dispatcher: Dispatcher
+    requests: RequestOwner
+    gate: AgentGate
+    lifecycle: Lifecycle
     journal: UsageJournal
     metrics: HubMetrics
     accounts: Accounts
+    groups: Groups
+    invites: Invites
+    agents: Agents
+    aliases: Aliases
+    credits: Credits
+    reports: Reports
+    health: Health
     access: AccessMap
     limiter: RateLimiter
     accounting: Accounting
-    shutting_down: bool = False

@@ -12,7 +12,7 @@ import enum
 from collections import deque
 from collections.abc import Callable
 
-from potluck._shared.clock import Clock
+from potluck._shared.clock import Clock, Timer
 from potluck.hub.channel import AgentChannel
 from potluck.hub.errors import AgentLostError, HubError, UpstreamError, UpstreamTimeoutError
 from potluck.protocol.agent import (
@@ -62,6 +62,7 @@ class Stream:
 
     __slots__ = (
         "_chunks",
+        "_clock",
         "_credit_window",
         "_deadline_message",
         "_deadline_s",
@@ -86,9 +87,10 @@ class Stream:
         self.stream_id = stream_id
         self.request_id = request_id
         self._credit_window = credit_window
+        self._clock = session.clock
         self._loop = asyncio.get_running_loop()
         self._head: asyncio.Future[HeadMessage] = self._loop.create_future()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._deadline_s = 0.0
         self._deadline_message = ""
         self._progress_at = 0.0
@@ -113,7 +115,7 @@ class Stream:
     def on_data(self, data: bytes) -> None:
         self._chunks.append(data)
         self.bytes_received += len(data)
-        self._progress_at = self._loop.time()
+        self._progress_at = self._clock.now()
         self._wake()
 
     def on_end(self, end: EndMessage) -> None:
@@ -153,6 +155,11 @@ class Stream:
     # -- consumed by dispatch -----------------------------------------------------------------
 
     @property
+    def deadline_armed(self) -> bool:
+        """Whether a deadline timer is scheduled (none once the stream is over)."""
+        return self._timer is not None and not self._timer.cancelled()
+
+    @property
     def finished(self) -> bool:
         return self.end is not None or self._failure is not None
 
@@ -171,8 +178,8 @@ class Stream:
         self.stop_deadline()
         self._deadline_s = seconds
         self._deadline_message = message
-        self._progress_at = self._loop.time()
-        self._timer = self._loop.call_at(self._progress_at + seconds, self._check_deadline)
+        self._progress_at = self._clock.now()
+        self._timer = self._clock.call_later(seconds, self._check_deadline)
 
     def stop_deadline(self) -> None:
         if self._timer is not None:
@@ -183,9 +190,9 @@ class Stream:
         self._timer = None
         if self.finished:
             return
-        due = self._progress_at + self._deadline_s
-        if due > self._loop.time():
-            self._timer = self._loop.call_at(due, self._check_deadline)
+        left = self._progress_at + self._deadline_s - self._clock.now()
+        if left > 0:
+            self._timer = self._clock.call_later(left, self._check_deadline)
             return
         self._fail(UpstreamTimeoutError(self._deadline_message))
         self._wake()
@@ -247,7 +254,7 @@ class AgentSession:
         self.name = name
         self.channel = channel
         self.version = version
-        self._clock = clock
+        self.clock = clock
         self.models = models
         self.backends = backends
         self.max_concurrency = max(1, max_concurrency)
@@ -299,7 +306,7 @@ class AgentSession:
             self.send(CancelMessage(stream.request_id, cancel_reason), stream.stream_id)
             if stream.after_cancel is not None:
                 stream.lingering = True
-                asyncio.get_running_loop().call_later(self.linger_s, self._forget, stream)
+                self.clock.call_later(self.linger_s, self._forget, stream)
                 return
         del self.streams[stream.stream_id]
         stream.settle(None)
@@ -311,7 +318,7 @@ class AgentSession:
 
     def on_frame(self, ftype: int, stream_id: int, message: object, payload: bytes) -> None:
         """Route a per-stream or heartbeat frame. Connection-level state frames are the registry's."""
-        self.last_rx = self._clock.now()
+        self.last_rx = self.clock.now()
         if ftype == FrameType.DATA:
             stream = self.streams.get(stream_id)
             if stream is not None:
@@ -329,7 +336,7 @@ class AgentSession:
         elif ftype == FrameType.PING and isinstance(message, PingMessage):
             self.send(PongMessage(message.sent_at))
         elif ftype == FrameType.PONG and isinstance(message, PongMessage):
-            rtt = self._clock.now() - message.sent_at
+            rtt = self.clock.now() - message.sent_at
             self.rtt_s = rtt if self.rtt_s is None else 0.8 * self.rtt_s + 0.2 * rtt
         else:
             raise ProtocolError(f"unexpected frame type {ftype} from an agent")

@@ -1,59 +1,176 @@
-"""Hub settings: one object, built once by the CLI from options and ``POTLUCK_HUB_*`` variables."""
+"""Hub settings: one object, built once by the CLI from options and ``POTLUCK_HUB_*`` variables.
+
+Each field carries its help, option and environment variable (`potluck._shared.setting`): the CLI's
+options and the table in docs/configuration.md are generated from them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from potluck._shared.logging import LOG_LEVELS
 from potluck._shared.paths import default_data_dir, is_loopback
+from potluck._shared.setting import setting
 from potluck.hub.scoring import Policy, ScoreWeights
 
 
 @dataclass(frozen=True, slots=True)
 class HubSettings:
-    host: str = "127.0.0.1"
-    port: int = 8642
-    data_dir: Path = field(default_factory=lambda: default_data_dir("hub"))
-    database_url: str | None = None
-    """SQLAlchemy URL; default: the SQLite file ``potluck.db`` in ``data_dir``."""
-    admin_token: str | None = None
-    max_queue: int = 256
-    queue_timeout: float = 30.0
-    max_body_bytes: int = 32 * 1024 * 1024
-    heartbeat_interval: float = 5.0
-    heartbeat_timeout: float = 15.0
-    first_byte_timeout: float = 600.0
-    """Seconds to wait for an agent's first response byte (cold model loads can take a minute)."""
-    idle_timeout: float = 300.0
-    """Seconds a response may go without a byte before the hub gives up on it."""
-    max_attempts: int = 3
-    scheduler_policy: str = "potluck"
-    """``potluck`` (hot model first, then load, latency, reliability), ``least_loaded`` or ``round_robin``."""
-    score_weights: str = ""
-    """``NAME=VALUE,...`` over the default score weights (see docs/architecture.md)."""
-    queue_user_share: float = 0.5
-    """Largest share of the wait queue one user may hold."""
-    eject_failures: int = 5
-    """Consecutive local-origin failures that eject an agent for a model."""
-    eject_base_s: float = 30.0
-    """First ejection's length; each further one doubles it, up to ten times this."""
-    eject_max_percent: float = 50.0
-    """Never eject more than this share of a model's agents."""
-    retry_budget_percent: float = 20.0
-    """Retries in progress may be at most this share of the requests in flight (at least 3)."""
-    platform_fee_percent: float = 0.0
-    """Share of every credits charge the platform keeps; the agent's owner earns the rest."""
-    signing_key_file: Path | None = None
-    """Ed25519 key that signs receipts; default ``hub-signing-key`` in ``data_dir`` (made on first start, 0600)."""
-    reprice_interval: float = 10.0
-    """Seconds between recomputations of the dynamic price multipliers."""
-    credit_window: int = 256 * 1024
-    shutdown_timeout: float = 30.0
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    allow_insecure_http: bool = False
-    """Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)."""
-    log_level: str = "info"
+    ENV_PREFIX: ClassVar[str] = "POTLUCK_HUB_"
+
+    host: str = setting(
+        "127.0.0.1",
+        help="Address to bind.",
+        details="Off loopback the hub refuses to start without TLS (`--tls-cert` and `--tls-key`) unless "
+        "`--allow-insecure-http` is set.",
+    )
+    port: int = setting(
+        8642,
+        help="Port to bind; 0 picks a free port.",
+        details="The hub prints `listening <url>` once it is bound.",
+    )
+    data_dir: Path = setting(
+        factory=lambda: default_data_dir("hub"),
+        directory=True,
+        default_text="$XDG_DATA_HOME/potluck/hub",
+        help="Where the SQLite database, the admin token hash and the receipt signing key live.",
+        details="Created if missing.",
+    )
+    database_url: str | None = setting(
+        None,
+        metavar="URL",
+        default_text="sqlite+aiosqlite:///<data-dir>/potluck.db",
+        help="SQLAlchemy async URL of the database, instead of the SQLite file in --data-dir.",
+        details="The schema is migrated to the newest revision on start.",
+    )
+    admin_token: str | None = setting(
+        None,
+        env="POTLUCK_ADMIN_TOKEN",
+        default_text="generated on first start",
+        help="Token for the admin API.",
+        details="When given, it is used as is and nothing is stored. When not given, the hash in "
+        "`<data_dir>/admin_token.sha256` is used; on first start a `padm-…` token is generated, printed once, "
+        "and only its SHA-256 hash is kept. The variable is the one `potluck admin ...` reads too.",
+    )
+    max_queue: int = setting(
+        256,
+        help="Requests that may wait for a free agent slot at once, all models together.",
+        details="Beyond it: 503 `server_overloaded`.",
+    )
+    queue_timeout: float = setting(
+        30.0,
+        help="Longest wait in the queue, in seconds.",
+        details="Beyond it: 503 `server_overloaded`.",
+    )
+    max_body_bytes: int = setting(
+        32 * 1024 * 1024,
+        help="Largest client request body in bytes (32 MiB); larger ones get 413 request_too_large.",
+        details="The agent WebSocket accepts messages up to this plus 1 MiB.",
+    )
+    heartbeat_interval: float = setting(
+        5.0,
+        help="Seconds between the hub's pings to each agent.",
+        details="Sent to agents in `WELCOME`; they ping at the same cadence.",
+    )
+    heartbeat_timeout: float = setting(
+        15.0,
+        help="Seconds of silence after which the hub drops an agent (and an agent the hub).",
+        details="Must be greater than `heartbeat_interval`.",
+    )
+    first_byte_timeout: float = setting(
+        600.0,
+        help="Seconds to wait for an agent's response head, then again for its first body byte.",
+        details="Cold model loads can take a minute. Then 504 `upstream_timeout`.",
+    )
+    idle_timeout: float = setting(
+        300.0,
+        help="Seconds a response may go without a byte once it has started.",
+        details="Then the response ends with an `upstream_timeout` error.",
+    )
+    max_attempts: int = setting(
+        3,
+        help="Agents tried for one request, on retriable failures before the first byte only.",
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        option="--cors-origin",
+        multiple=True,
+        metavar="ORIGIN",
+        default_text="none: CORS is off",
+        help="A browser origin allowed to call /v1/* ('*': any); repeatable.",
+        details="Preflights get 204 with what was asked for; answers carry `Access-Control-Allow-Origin` and "
+        "expose `x-request-id`, `retry-after` and the rate-limit headers. The admin and account APIs never do.",
+    )
+    restart_grace_s: float = setting(
+        30.0,
+        help="After a start, seconds during which a model the previously connected agents served answers 503 "
+        "model_unavailable with Retry-After (not 404) until they are back.",
+    )
+    scheduler_policy: str = setting(
+        Policy.POTLUCK.value,
+        choices=tuple(p.value for p in Policy),
+        help="How agents are picked: potluck (hot model first, then load, latency, reliability), "
+        "or least_loaded / round_robin to compare against.",
+        details="See [architecture.md](architecture.md#scheduler).",
+    )
+    score_weights: str = setting(
+        "",
+        option="--score-weight",
+        multiple=True,
+        metavar="NAME=VALUE",
+        default_text="the built-in weights",
+        help="Weight of one score term (hot, alias, owner, cold, load, latency, reliability, gpu) over its "
+        "default; repeatable.",
+        details="In the variable: `NAME=VALUE,...`. Unknown names or negative values are a usage error.",
+    )
+    queue_user_share: float = setting(
+        0.5,
+        help="Largest share of the wait queue one user may hold.",
+        details="Beyond it: 429 `rate_limit_exceeded`.",
+    )
+    eject_failures: int = setting(5, help="Consecutive local-origin failures that eject an agent for a model.")
+    eject_base_s: float = setting(
+        30.0, help="First ejection's length in seconds; each further one doubles it, up to ten times this."
+    )
+    eject_max_percent: float = setting(50.0, help="Never eject more than this share of a model's agents at once.")
+    retry_budget_percent: float = setting(
+        20.0, help="Retries in progress may be at most this share of the requests in flight (at least 3)."
+    )
+    platform_fee_percent: float = setting(
+        0.0,
+        help="Share of every credits charge the platform keeps; the agent's owner earns the rest.",
+        details="Rounded down.",
+    )
+    signing_key_file: Path | None = setting(
+        None,
+        default_text="<data-dir>/hub-signing-key",
+        help="Ed25519 private key that signs receipts; created with mode 0600 on first start.",
+        details="32 raw bytes; a file readable by group or others is refused. Back it up with the database: "
+        "receipts verify only against its public key.",
+    )
+    reprice_interval: float = setting(10.0, help="Seconds between recomputations of the dynamic price multipliers.")
+    credit_window: int = setting(
+        256 * 1024,
+        help="Per-stream flow-control window sent to agents, in bytes (256 KiB).",
+        details="See [protocol.md](protocol.md#backpressure-the-credit-window).",
+    )
+    shutdown_timeout: float = setting(
+        30.0,
+        help="On SIGTERM or SIGINT: seconds in-flight requests may run before the hub closes.",
+        details="Also sent to agents as `DRAIN.deadline_s`.",
+    )
+    tls_cert: Path | None = setting(
+        None,
+        help="PEM certificate (chain) file; with --tls-key the hub serves HTTPS.",
+        details="Agents then connect with `wss://`.",
+    )
+    tls_key: Path | None = setting(None, help="PEM private key file; give both --tls-cert and --tls-key, or neither.")
+    allow_insecure_http: bool = setting(
+        False, help="Serve plain HTTP on a non-loopback address: only behind a TLS-terminating proxy."
+    )
+    log_level: str = setting("info", choices=LOG_LEVELS, help="Logging level, to standard error.")
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -64,6 +181,17 @@ class HubSettings:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'potluck.db'}"
 
     def validate(self) -> None:
+        """Refuse settings the hub cannot run with; the message names the option (a usage error)."""
+        self._validate_network()
+        self._validate_scheduling()
+        if not 0 <= self.platform_fee_percent <= 100:
+            raise ValueError("--platform-fee-percent must be in 0..100")
+        if self.reprice_interval <= 0:
+            raise ValueError("--reprice-interval must be positive")
+
+    def _validate_network(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("--port must be in 0..65535")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_cert is None and not is_loopback(self.host) and not self.allow_insecure_http:
@@ -71,6 +199,12 @@ class HubSettings:
                 f"refusing plain HTTP on {self.host}: API keys would cross the network in clear. "
                 "Give --tls-cert/--tls-key, or --allow-insecure-http behind a TLS-terminating proxy."
             )
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError("--heartbeat-timeout must exceed --heartbeat-interval")
+        if self.credit_window < 1:
+            raise ValueError("--credit-window must be at least 1 byte")
+
+    def _validate_scheduling(self) -> None:
         if self.scheduler_policy not in {p.value for p in Policy}:
             raise ValueError(f"unknown --scheduler-policy {self.scheduler_policy}")
         ScoreWeights.parse(self.score_weights)
@@ -78,11 +212,5 @@ class HubSettings:
             raise ValueError("--queue-user-share must be in (0, 1]")
         if self.eject_failures < 1 or self.eject_base_s <= 0 or not 0 <= self.eject_max_percent <= 100:
             raise ValueError("--eject-failures >= 1, --eject-base-s > 0 and --eject-max-percent in 0..100")
-        if not 0 <= self.platform_fee_percent <= 100:
-            raise ValueError("--platform-fee-percent must be in 0..100")
-        if self.reprice_interval <= 0:
-            raise ValueError("--reprice-interval must be positive")
         if not 0 <= self.retry_budget_percent <= 100:
             raise ValueError("--retry-budget-percent must be in 0..100")
-        if self.heartbeat_timeout <= self.heartbeat_interval:
-            raise ValueError("--heartbeat-timeout must exceed --heartbeat-interval")

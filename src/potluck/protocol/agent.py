@@ -129,7 +129,7 @@ class HelloMessage(msgspec.Struct, frozen=True, tag="hello"):
     signature: bytes
     """Ed25519 signature of ``AUTH_CONTEXT + nonce + public_key``."""
     name: str
-    """Display name chosen by the agent's owner."""
+    """Display name chosen by the agent's owner (``--name``); empty: the name the hub stored at enrolment."""
     max_concurrency: int
     """Requests the agent runs at once; the hub sends no more."""
     models: list[ModelInfo]
@@ -237,13 +237,22 @@ class EndMessage(msgspec.Struct, frozen=True, tag="end"):
     """Seconds from sending the request to the backend until its end."""
 
 
+class CancelReason(enum.StrEnum):
+    """Why the hub cancels a request (the wire carries the string, so a newer reason never breaks an older agent)."""
+
+    CLIENT_DISCONNECT = "client_disconnect"
+    """The client went away."""
+    TIMEOUT = "timeout"
+    """No first byte, or nothing for the idle timeout."""
+
+
 class CancelMessage(msgspec.Struct, frozen=True, tag="cancel"):
     """Hub → agent: stop this request now and close the backend connection."""
 
     request_id: str
     """The request to stop."""
     reason: str
-    """``client_disconnect``, ``timeout``, ...; for the agent's log."""
+    """A `CancelReason` (``client_disconnect``, ``timeout``); for the agent's log."""
 
 
 class CreditMessage(msgspec.Struct, frozen=True, tag="credit"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -14,6 +16,8 @@ from potluck.store.errors import ConflictError, StoreError
 from potluck.store.tables import agent_groups, agent_tokens, agents
 
 TOKEN_PREFIX = "pat-"  # noqa: S105 - a prefix, not a secret
+NAME_MAX = 200
+"""The names column's width; an agent chooses its own name, so a longer one is cut to fit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,8 @@ class Agent:
     """The user whose enrolment token it used; None for agents enrolled before accounts existed."""
     controls: str | None = None
     """The owner's controls as JSON (hub/controls.py reads it): pause, schedule, own requests only/first."""
+    served_models: str | None = None
+    """JSON list of the models it served while connected; None once it left (kept through a hub restart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +65,15 @@ class AgentRepository:
             )
         return created
 
-    async def enrol(self, token: str, public_key: bytes, name: str) -> Agent:
+    async def enrol(self, token: str, public_key: bytes, name: str = "") -> Agent:
         """Spend a one-time token on a new agent with this key. Race-safe: one winner per token.
 
-        Raises ConflictError when the token is unknown or used, or the key is already enrolled.
+        The agent is named ``name``, or, when that is empty, after the token (its owner named the token
+        for the machine it is meant for). Raises ConflictError when the token is unknown or used, or
+        the key is already enrolled.
         """
         now = datetime.now(UTC)
-        agent = Agent(id=new_id("agt"), name=name or "agent", public_key=public_key, created_at=now, last_seen_at=now)
+        agent = Agent(id=new_id("agt"), name=name, public_key=public_key, created_at=now, last_seen_at=now)
         try:
             async with self._engine.begin() as conn:
                 # Conditional UPDATE: whichever transaction flips used_at first wins the token.
@@ -76,12 +84,15 @@ class AgentRepository:
                 )
                 if spent.rowcount != 1:
                     raise ConflictError("enrolment token is unknown or already used")
-                owner_id = (
+                spent_token = (
                     await conn.execute(
-                        select(agent_tokens.c.owner_id).where(agent_tokens.c.secret_hash == hash_secret(token))
+                        select(agent_tokens.c.owner_id, agent_tokens.c.name).where(
+                            agent_tokens.c.secret_hash == hash_secret(token)
+                        )
                     )
-                ).scalar_one_or_none()
-                agent = replace(agent, owner_id=owner_id)
+                ).one()
+                owner_id = spent_token.owner_id
+                agent = replace(agent, owner_id=owner_id, name=(name or spent_token.name or "agent")[:NAME_MAX])
                 await conn.execute(
                     insert(agents).values(
                         id=agent.id,
@@ -111,6 +122,12 @@ class AgentRepository:
             rows = (await conn.execute(select(agents).order_by(agents.c.created_at))).mappings().all()
         return [Agent(**row) for row in rows]
 
+    async def rename(self, agent_id: str, name: str) -> bool:
+        """Give an enrolled agent another display name (its ``--name``); False if there is no such agent."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(update(agents).where(agents.c.id == agent_id).values(name=name[:NAME_MAX]))
+        return bool(result.rowcount)
+
     async def set_drained(self, agent_id: str, drained: bool) -> bool:
         """Take an agent out of rotation, or put it back; False if there is no such agent."""
         async with self._engine.begin() as conn:
@@ -127,6 +144,22 @@ class AgentRepository:
                     await conn.execute(update(agents).where(agents.c.id == agent_id).values(last_seen_at=when))
         except SQLAlchemyError as exc:
             raise StoreError(str(exc)) from exc
+
+    async def set_serving(self, agent_id: str, models: builtins.list[str] | None) -> None:
+        """The models a connected agent serves (kept through a hub restart); None: it left."""
+        value = None if models is None else json.dumps(sorted(models))
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(update(agents).where(agents.c.id == agent_id).values(served_models=value))
+        except SQLAlchemyError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def serving(self) -> dict[str, builtins.list[str]]:
+        """Agent id -> the models it served, for every agent that was connected when the hub last stopped."""
+        query = select(agents.c.id, agents.c.served_models).where(agents.c.served_models.is_not(None))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {agent_id: list(json.loads(models)) for agent_id, models in rows}
 
     async def set_controls(self, agent_id: str, controls_json: str) -> None:
         async with self._engine.begin() as conn:

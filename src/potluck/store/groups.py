@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck._shared.ids import hash_secret, new_id, new_secret
+from potluck.protocol.accounts import BillingMode, GroupRole
 from potluck.store.errors import ConflictError, NotFoundError, StoreError
 from potluck.store.tables import (
     agent_groups,
@@ -42,7 +43,7 @@ class Group:
     created_at: datetime
     members_can_share: bool = False
     """Plain members may share their agents into the group (by default only owner and admins)."""
-    billing: str = "mutual"
+    billing: BillingMode = BillingMode.MUTUAL
     """``mutual`` (usage tracked, nothing charged) or ``credits`` (consumers pay, GPU owners earn)."""
     dynamic_pricing: bool = False
     """Agent owners set their own prices (within the bounds below); otherwise the group defaults apply."""
@@ -56,9 +57,10 @@ class Group:
     """Price of completion tokens, in credits per million, where the agent set none."""
     max_tokens_cap: int = 4096
     """Completion tokens a credit hold covers when the request sets no ``max_tokens``."""
+    bill_backend_errors: bool = False
+    """Charge the tokens a backend reported for an error answer (by default an error answer costs nothing)."""
 
 
-BILLING_MODES = frozenset({"mutual", "credits"})
 BILLING_FIELDS = frozenset(
     {
         "billing",
@@ -68,6 +70,7 @@ BILLING_FIELDS = frozenset(
         "default_input_per_mtok",
         "default_output_per_mtok",
         "max_tokens_cap",
+        "bill_backend_errors",
     }
 )
 
@@ -76,7 +79,7 @@ BILLING_FIELDS = frozenset(
 class Member:
     user_id: str
     username: str
-    role: str
+    role: GroupRole
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +104,12 @@ class GroupRepository:
             )
             await conn.execute(
                 insert(memberships).values(
-                    group_id=group.id, user_id=owner_id, role="owner", joined_at=group.created_at
+                    group_id=group.id, user_id=owner_id, role=GroupRole.OWNER, joined_at=group.created_at
                 )
             )
         return group
 
-    async def for_user(self, user_id: str) -> list[tuple[Group, str]]:
+    async def for_user(self, user_id: str) -> list[tuple[Group, GroupRole]]:
         """The user's groups and the user's role in each."""
         query = (
             select(groups, memberships.c.role)
@@ -116,13 +119,13 @@ class GroupRepository:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [(_group(r), str(r["role"])) for r in rows]
+        return [(_group(r), GroupRole(r["role"])) for r in rows]
 
-    async def role_of(self, group_id: str, user_id: str) -> str | None:
+    async def role_of(self, group_id: str, user_id: str) -> GroupRole | None:
         query = select(memberships.c.role).where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
         async with self._engine.connect() as conn:
             role = (await conn.execute(query)).scalar_one_or_none()
-        return None if role is None else str(role)
+        return None if role is None else GroupRole(role)
 
     async def members(self, group_id: str) -> list[Member]:
         query = (
@@ -133,15 +136,17 @@ class GroupRepository:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [Member(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+        return [Member(str(r[0]), str(r[1]), GroupRole(r[2])) for r in rows]
 
-    async def set_role(self, group_id: str, user_id: str, role: str) -> bool:
+    async def set_role(self, group_id: str, user_id: str, role: GroupRole) -> bool:
         """Make a member an admin or a plain member (never touches the owner)."""
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(memberships)
                 .where(
-                    memberships.c.group_id == group_id, memberships.c.user_id == user_id, memberships.c.role != "owner"
+                    memberships.c.group_id == group_id,
+                    memberships.c.user_id == user_id,
+                    memberships.c.role != GroupRole.OWNER,
                 )
                 .values(role=role)
             )
@@ -152,7 +157,9 @@ class GroupRepository:
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 delete(memberships).where(
-                    memberships.c.group_id == group_id, memberships.c.user_id == user_id, memberships.c.role != "owner"
+                    memberships.c.group_id == group_id,
+                    memberships.c.user_id == user_id,
+                    memberships.c.role != GroupRole.OWNER,
                 )
             )
         return bool(result.rowcount)
@@ -285,7 +292,7 @@ class GroupRepository:
                     insert(invite_redemptions).values(invite_id=invite_id, user_id=user_id, redeemed_at=now)
                 )
                 await conn.execute(
-                    insert(memberships).values(group_id=group_id, user_id=user_id, role="member", joined_at=now)
+                    insert(memberships).values(group_id=group_id, user_id=user_id, role=GroupRole.MEMBER, joined_at=now)
                 )
         except IntegrityError as exc:
             # A second redemption of the same code by the same user (after leaving), or a join race.
@@ -300,13 +307,14 @@ def _group(row: Any) -> Group:
         row["owner_id"],
         row["created_at"],
         members_can_share=bool(row["members_can_share"]),
-        billing=str(row["billing"]),
+        billing=BillingMode(row["billing"]),
         dynamic_pricing=bool(row["dynamic_pricing"]),
         min_price_per_mtok=row["min_price_per_mtok"],
         max_price_per_mtok=row["max_price_per_mtok"],
         default_input_per_mtok=float(row["default_input_per_mtok"]),
         default_output_per_mtok=float(row["default_output_per_mtok"]),
         max_tokens_cap=int(row["max_tokens_cap"]),
+        bill_backend_errors=bool(row["bill_backend_errors"]),
     )
 
 
@@ -314,13 +322,20 @@ def _check_billing(changes: dict[str, Any]) -> None:
     unknown = set(changes) - BILLING_FIELDS
     if unknown:
         raise ValueError(f"not a billing setting: {', '.join(sorted(unknown))}")
-    if "billing" in changes and changes["billing"] not in BILLING_MODES:
-        raise ValueError(f"billing must be one of {', '.join(sorted(BILLING_MODES))}")
+    if "billing" in changes and changes["billing"] not in set(BillingMode):
+        raise ValueError(f"billing must be one of {', '.join(BillingMode)}")
     for name in ("min_price_per_mtok", "max_price_per_mtok", "default_input_per_mtok", "default_output_per_mtok"):
         value = changes.get(name)
         if value is not None and value < 0:
             raise ValueError(f"{name} must not be negative")
-    for name in ("billing", "dynamic_pricing", "default_input_per_mtok", "default_output_per_mtok", "max_tokens_cap"):
+    for name in (
+        "billing",
+        "dynamic_pricing",
+        "default_input_per_mtok",
+        "default_output_per_mtok",
+        "max_tokens_cap",
+        "bill_backend_errors",
+    ):
         if name in changes and changes[name] is None:
             raise ValueError(f"{name} cannot be unset")
     if "max_tokens_cap" in changes and changes["max_tokens_cap"] < 1:

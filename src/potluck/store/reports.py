@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from potluck.store.tables import usage_records
@@ -26,10 +26,13 @@ class UsageRow:
     key_id: str | None
     model: str
     requests: int
+    """Requests an agent served (whatever their outcome)."""
     prompt_tokens: int
     completion_tokens: int
     spend: int
     """Micro-credits charged."""
+    not_served: int = 0
+    """Requests that never reached an agent (no agent for the model, all busy, shutting down): 0 tokens, free."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,16 @@ class ReportRepository:
     ) -> list[UsageRow]:
         """Per day, user, key and model (of one user and/or one group, or everyone)."""
         keys = (self._day, _c.user_id, _c.key_id, _c.model)
-        query = self._grouped(keys, _c.prompt_tokens, _c.completion_tokens, _c.charged, since=since, until=until)
+        query = self._grouped(
+            keys,
+            _c.prompt_tokens,
+            _c.completion_tokens,
+            _c.charged,
+            case((_c.agent_id.is_(None), 1), else_=0),
+            count=func.count(_c.agent_id),
+            since=since,
+            until=until,
+        )
         if user_id is not None:
             query = query.where(_c.user_id == user_id)
         if group_id is not None:
@@ -104,11 +116,13 @@ class ReportRepository:
         self,
         keys: tuple[ColumnElement[Any], ...],
         *summed: ColumnElement[Any],
+        count: ColumnElement[Any] | None = None,
         since: datetime | None,
         until: datetime | None,
     ) -> Select[Any]:
+        """Per ``keys``: ``count`` (default: every record), then the sums of ``summed``."""
         sums = [func.coalesce(func.sum(column), 0) for column in summed]
-        query = select(*keys, func.count(), *sums).group_by(*keys)
+        query = select(*keys, func.count() if count is None else count, *sums).group_by(*keys)
         # NULL keys sort first on both SQLite and PostgreSQL (their defaults differ).
         query = query.order_by(*(key.nulls_first() for key in keys))
         if since is not None:

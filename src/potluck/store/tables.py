@@ -78,6 +78,7 @@ agents = Table(
     Column("drained", Boolean, nullable=False, server_default=false()),
     Column("owner_id", String(40), nullable=True),
     Column("controls", Text, nullable=True),
+    Column("served_models", Text, nullable=True),
 )
 
 agent_tokens = Table(
@@ -161,6 +162,7 @@ groups = Table(
     Column("default_input_per_mtok", Float, nullable=False, server_default="0"),
     Column("default_output_per_mtok", Float, nullable=False, server_default="0"),
     Column("max_tokens_cap", Integer, nullable=False, server_default="4096"),
+    Column("bill_backend_errors", Boolean, nullable=False, server_default=false()),
 )
 
 memberships = Table(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from potluck._shared.ids import hash_secret, new_id, new_secret
+from potluck.protocol.accounts import UserRole
 from potluck.store.errors import ConflictError
 from potluck.store.tables import user_tokens, users
 
@@ -21,8 +24,7 @@ PAT_PREFIX = "ppat-"
 class User:
     id: str
     username: str
-    role: str
-    """``admin`` or ``user``."""
+    role: UserRole
     password_hash: str | None
     created_at: datetime
     rpm: int | None = None
@@ -47,7 +49,13 @@ class UserRepository:
         self._engine = engine
 
     async def create(
-        self, username: str, password_hash: str | None, role: str, *, rpm: int | None = None, tpm: int | None = None
+        self,
+        username: str,
+        password_hash: str | None,
+        role: UserRole,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
     ) -> User:
         user = User(new_id("usr"), username, role, password_hash, datetime.now(UTC), rpm, tpm)
         try:
@@ -70,17 +78,17 @@ class UserRepository:
     async def by_username(self, username: str) -> User | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.username == username))).mappings().first()
-        return User(**row) if row else None
+        return _user(row) if row else None
 
     async def all(self) -> list[User]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(users))).mappings().all()
-        return [User(**row) for row in rows]
+        return [_user(row) for row in rows]
 
     async def get(self, user_id: str) -> User | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.id == user_id))).mappings().first()
-        return User(**row) if row else None
+        return _user(row) if row else None
 
     async def create_token(self, user_id: str, kind: str, name: str, ttl: timedelta | None) -> tuple[UserToken, str]:
         """A new bearer token; the secret is returned once and only its hash is kept."""
@@ -115,7 +123,7 @@ class UserRepository:
         )
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
-        return User(**row) if row else None
+        return _user(row) if row else None
 
     async def revoke_secret(self, secret: str) -> bool:
         """Revoke the token with this secret (logout)."""
@@ -137,3 +145,7 @@ class UserRepository:
                 .values(revoked_at=datetime.now(UTC))
             )
         return bool(result.rowcount)
+
+
+def _user(row: Mapping[Any, Any]) -> User:
+    return User(**{**row, "role": UserRole(row["role"])})

@@ -1,0 +1,201 @@
+"""Agents joining and leaving: the handshake, enrolment, and the routing of connection-level frames.
+
+The WebSocket adapter (api/agent_ws.py) only moves bytes: it sends `AgentGate.challenge`, hands the
+first message to `AgentGate.hello` (which answers with a session or a rejection frame), passes every
+later message to `AgentGate.receive`, and calls `AgentGate.leave` when the socket closes.
+
+Handshake: the hub sends a challenge nonce; the agent answers with `HelloMessage`, signed with its
+Ed25519 key (and, on first contact, a one-time enrolment token); the hub answers `WelcomeMessage`
+or `RejectMessage`. After that every message carries one or more frames (protocol/agent.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from potluck import __version__
+from potluck._shared.clock import Clock
+from potluck.hub.channel import AgentChannel
+from potluck.hub.identity import new_nonce, signature_valid
+from potluck.hub.lifecycle import Lifecycle
+from potluck.hub.registry import Registry
+from potluck.hub.returning import Returning
+from potluck.hub.session import AgentSession
+from potluck.hub.settings import HubSettings
+from potluck.protocol.agent import (
+    PROTOCOL_VERSION,
+    ChallengeMessage,
+    FrameType,
+    HelloMessage,
+    LoadMessage,
+    ModelsMessage,
+    ProtocolError,
+    RejectMessage,
+    StateMessage,
+    WelcomeMessage,
+    encode_frame,
+    iter_frames,
+)
+from potluck.store.agents import NAME_MAX, Agent, AgentRepository
+from potluck.store.errors import ConflictError, StoreError
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds an agent has to answer the challenge."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an agent may not join: send `frame`, then close."""
+
+    code: str
+    message: str
+    retry: bool = False
+
+    @property
+    def frame(self) -> bytes:
+        return encode_frame(RejectMessage(self.code, self.message, self.retry))
+
+
+class EnrolmentHook(Protocol):
+    """Told when a new agent enrols (the agents service shares it into its owner's groups)."""
+
+    async def enrolled(self, agent_id: str, owner_id: str | None) -> None: ...
+
+
+class AgentGate:
+    """Admits agents into the registry and routes their connection-level frames."""
+
+    def __init__(
+        self,
+        *,
+        agents: AgentRepository,
+        registry: Registry,
+        settings: HubSettings,
+        clock: Clock,
+        enrolled: EnrolmentHook,
+        lifecycle: Lifecycle,
+        returning: Returning | None = None,
+    ) -> None:
+        self._returning = returning
+        self._lifecycle = lifecycle
+        self._agents = agents
+        self._registry = registry
+        self._settings = settings
+        self._clock = clock
+        self._enrolled = enrolled
+
+    def challenge(self) -> tuple[bytes, bytes] | Rejection:
+        """A fresh nonce and the challenge frame carrying it, or a rejection while shutting down."""
+        if self._lifecycle.closing:  # agents are turned away; they retry elsewhere or later
+            return Rejection("shutting_down", "the hub is shutting down", retry=True)
+        nonce = new_nonce()
+        return nonce, encode_frame(ChallengeMessage(nonce, PROTOCOL_VERSION, __version__))
+
+    async def hello(self, nonce: bytes, data: bytes, channel: AgentChannel) -> AgentSession | Rejection:
+        """Check the agent's hello against the nonce; attach and welcome it, or say why not."""
+        # A garbled handshake may be a transient fault (a proxy, a cut connection): the agent may retry.
+        try:
+            frames = list(iter_frames(data))
+        except ProtocolError as exc:
+            return Rejection("protocol_error", str(exc), retry=True)
+        if len(frames) != 1 or not isinstance(frames[0].message, HelloMessage):
+            return Rejection("protocol_error", "expected a hello frame", retry=True)
+        hello = frames[0].message
+        result = await self._authenticate(hello, nonce)
+        if isinstance(result, Rejection):
+            return result
+        agent = result
+        if hello.name and hello.name[:NAME_MAX] != agent.name:
+            # `--name` overrides the enrolment token's name, and is kept for offline listings too.
+            await self._agents.rename(agent.id, hello.name)
+            agent = dataclasses.replace(agent, name=hello.name[:NAME_MAX])
+        settings = self._settings
+        session = AgentSession(
+            agent_id=agent.id,
+            name=agent.name,
+            channel=channel,
+            clock=self._clock,
+            models=hello.models,
+            backends=hello.backends,
+            max_concurrency=hello.max_concurrency,
+            credit_window=settings.credit_window,
+            version=hello.agent_version,
+        )
+        channel.send(
+            encode_frame(
+                WelcomeMessage(
+                    agent.id, settings.heartbeat_interval, settings.heartbeat_timeout, settings.credit_window
+                )
+            )
+        )
+        self._registry.attach(session, draining=hello.draining)
+        if self._returning is not None:
+            self._returning.arrived(agent.id)
+        await self._remember_serving(session, [m.id for m in hello.models])
+        log.info("agent %s (%s) connected with %d models", agent.id, session.name, len(hello.models))
+        return session
+
+    async def _authenticate(self, hello: HelloMessage, nonce: bytes) -> Agent | Rejection:
+        if hello.protocol_version != PROTOCOL_VERSION:
+            return Rejection(
+                "protocol_version",
+                f"agent speaks protocol {hello.protocol_version}, this hub speaks {PROTOCOL_VERSION}; "
+                "upgrade the older side",
+            )
+        if not signature_valid(hello.public_key, nonce, hello.signature):
+            return Rejection("bad_signature", "the challenge signature does not verify")
+        agent = await self._agents.by_public_key(hello.public_key)
+        if agent is not None:
+            return agent
+        if not hello.enrol_token:
+            return Rejection(
+                "unknown_agent", "this agent key is not enrolled; start the agent with a fresh enrolment token"
+            )
+        try:
+            agent = await self._agents.enrol(hello.enrol_token, hello.public_key, hello.name)
+        except ConflictError as exc:
+            return Rejection("bad_token", str(exc))
+        await self._enrolled.enrolled(agent.id, agent.owner_id)
+        return agent
+
+    async def _remember_serving(self, session: AgentSession, models: list[str] | None) -> None:
+        try:
+            await self._agents.set_serving(session.agent_id, models)
+        except StoreError:
+            log.warning("could not record the models of agent %s", session.agent_id)
+
+    def receive(self, session: AgentSession, data: bytes) -> None:
+        """One message from a connected agent: its frames, in order. Raises ProtocolError on garbage."""
+        registry = self._registry
+        on_frame = session.on_frame
+        for frame in iter_frames(data):
+            ftype = frame.type
+            message = frame.message
+            if ftype == FrameType.MODELS and isinstance(message, ModelsMessage):
+                session.last_rx = registry.now()
+                registry.on_models(session, message)
+            elif ftype == FrameType.STATE and isinstance(message, StateMessage):
+                session.last_rx = registry.now()
+                registry.on_state(session, message)
+            elif ftype == FrameType.LOAD and isinstance(message, LoadMessage):
+                session.last_rx = registry.now()
+                registry.on_load(session, message)
+            else:
+                on_frame(ftype, frame.stream_id, message, frame.payload)
+
+    async def leave(self, session: AgentSession) -> None:
+        """The agent's connection closed: fail its streams, forget it, and note when it was last seen."""
+        self._registry.detach(session)
+        log.info("agent %s disconnected", session.agent_id)
+        # Closed by a hub shutdown, the agent will be back after the restart: remember what it served then.
+        current = [m.id for m in session.models] if self._lifecycle.closing else None
+        await self._remember_serving(session, current)
+        try:
+            await self._agents.touch({session.agent_id: self._clock.wall()})
+        except StoreError:
+            log.warning("could not record when agent %s was last seen", session.agent_id)
