@@ -1,4 +1,8 @@
-"""The docs cannot drift from the code: settings, CLI options, protocol messages, routes, error codes, metrics."""
+"""The docs cannot drift from the code: settings, CLI options, protocol messages, routes, error codes, metrics.
+
+These checks read one table or section each; tests/test_docs_claims.py checks the claims of each kind in
+every doc (commands, options, defaults, statuses, routes, headers, paths, links).
+"""
 
 from __future__ import annotations
 

@@ -1,26 +1,41 @@
-"""``GET /openapi.json``: a valid OpenAPI 3.1 document of exactly the routes ``create_app`` registers,
-whose schemas describe what the hub really answers (errors included)."""
+"""``GET /openapi.json``: a valid OpenAPI 3.1 document of exactly the routes ``create_app`` registers, generated
+from typed bodies, whose schemas describe what the hub really answers (errors included).
+
+The last test drives a real hub, agent and backend through every documented answer and validates each one
+against the document, so a handler that answers something else than its declared type fails here.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import csv
+import io
+import json
 import re
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jsonschema
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from potluck.api.openapi import ERROR_SCHEMA, build_document
+from potluck.api.operations import OPERATIONS
 from potluck.app import create_app
 from potluck.hub.auth import AdminAuth
 from potluck.hub.settings import HubSettings
 from potluck.protocol.errors import ERROR_CODES
+from testing.fake_backend import BackgroundServer, FakeBackend
+from testing.processes import ADMIN_TOKEN, AgentProcess, HubProcess
 
 ADMIN = {"Authorization": "Bearer adm"}
 ENVELOPE_REF = f"#/components/schemas/{ERROR_SCHEMA}"
+JSON = "application/json"
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +64,28 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
     return [(method.upper(), path, op) for path, item in document["paths"].items() for method, op in item.items()]
 
 
-async def check(document: dict[str, Any], resp: Any, method: str, route: str, status: int) -> Any:
-    """The response has ``status``, and its JSON body matches the document's schema for it."""
-    assert resp.status == status, await resp.text()
-    assert re.fullmatch(r"req_[0-9a-f]{24}", resp.headers["x-request-id"])
-    responses = document["paths"][route][method.lower()]["responses"]
-    assert str(status) in responses, f"{method} {route} does not document {status}"
-    schema = responses[str(status)]["content"][resp.content_type]["schema"]
-    body = await resp.json()
-    validator(document, schema).validate(body)
+def is_error(response: dict[str, Any]) -> bool:
+    return bool(response.get("content", {}).get(JSON, {}).get("schema") == {"$ref": ENVELOPE_REF})
+
+
+def check_answer(
+    document: dict[str, Any], method: str, route: str, status: int, headers: Any, media: str, raw: bytes
+) -> Any:
+    """The answer is documented for ``status`` and ``media``, carries a request id, and its body matches the
+    documented schema; returns the body (decoded when it is JSON)."""
+    op = document["paths"][route][method.lower()]
+    response = op["responses"].get(str(status)) or op["responses"].get("default")
+    assert response is not None, f"{method} {route} does not document {status}"
+    assert re.fullmatch(r"req_[0-9a-f]{24}", headers["x-request-id"])
+    assert media in response["content"], f"{method} {route} {status} does not document {media}"
+    body = json.loads(raw) if media == JSON else raw.decode()
+    validator(document, response["content"][media]["schema"]).validate(body)
     return body
+
+
+async def check(document: dict[str, Any], resp: Any, method: str, route: str, status: int) -> Any:
+    assert resp.status == status, await resp.text()
+    return check_answer(document, method, route, status, resp.headers, resp.content_type, await resp.read())
 
 
 # -- the document --------------------------------------------------------------------------------------
@@ -107,20 +134,57 @@ def test_every_hub_error_uses_the_error_envelope(document: dict[str, Any]) -> No
     for method, path, op in operations(document):
         for status, response in op["responses"].items():
             if status == "default" or (int(status) >= 400 and (method, path, status) != ("GET", "/readyz", "503")):
-                schema = response["content"]["application/json"]["schema"]
-                assert schema == {"$ref": ENVELOPE_REF}, f"{method} {path} {status}"
+                assert is_error(response), f"{method} {path} {status}"
                 if status != "default":
                     assert int(status) in statuses, f"{method} {path}: {status} is no status of ERROR_CODES"
 
 
-def test_struct_bodies_are_msgspec_schemas(document: dict[str, Any]) -> None:
+def test_every_json_answer_is_a_typed_body() -> None:
+    """Only what the hub does not build itself has a hand-written schema: relayed backend bodies, this document."""
+    hand_written = {
+        (method, path, status)
+        for (method, path), op in OPERATIONS.items()
+        for status, answer in op.answers.items()
+        if JSON in answer.media
+    }
+    relayed = {(method, path, 200) for (method, path), op in OPERATIONS.items() if op.upstream}
+    assert hand_written == {*relayed, ("GET", "/openapi.json", 200)}
+
+
+def test_every_schema_and_property_is_described(document: dict[str, Any]) -> None:
+    for name, schema in document["components"]["schemas"].items():
+        assert schema.get("description"), f"{name} has no docstring"
+        for prop, value in schema.get("properties", {}).items():
+            assert value.get("description"), f"{name}.{prop} has no docstring"
+    for method, path, op in operations(document):
+        for parameter in op.get("parameters", []):
+            if parameter["in"] == "query":
+                assert parameter.get("description"), f"{method} {path} ?{parameter['name']}"
+
+
+def test_request_bodies_and_queries_are_the_types_the_handlers_decode(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    body = document["paths"]["/admin/users"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    paths = document["paths"]
+    body = paths["/admin/users"]["post"]["requestBody"]["content"][JSON]["schema"]
     assert body == {"$ref": "#/components/schemas/NewUser"}
     assert schemas["NewUser"]["required"] == ["username", "password"]
-    relay = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schemas["GroupSettings"]["additionalProperties"] is False  # forbid_unknown_fields
+    relay = paths["/v1/chat/completions"]["post"]["requestBody"]["content"][JSON]["schema"]
+    assert relay["$ref"] == "#/components/schemas/RoutingFields"
+    assert relay["required"] == ["model"]
     assert relay["additionalProperties"] is True
-    assert set(relay["properties"]) == {"model", "stream", "stream_options", "max_tokens", "max_completion_tokens"}
+    assert set(schemas["RoutingFields"]["properties"]) == {
+        "model",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+    }
+    (limit,) = paths["/admin/usage"]["get"]["parameters"]
+    assert (limit["name"], limit["required"], limit["schema"]) == ("limit", False, {"type": "integer", "default": 100})
+    report = {p["name"]: p for p in paths["/api/usage"]["get"]["parameters"]}
+    assert report["format"]["schema"] == {"enum": ["csv", "json"], "default": "json"}
+    assert report["since"]["schema"] == {"type": "string"}
 
 
 def test_envelope_schema_rejects_other_shapes(document: dict[str, Any]) -> None:
@@ -131,7 +195,7 @@ def test_envelope_schema_rejects_other_shapes(document: dict[str, Any]) -> None:
             envelope.validate(bad)
 
 
-# -- against the running hub ------------------------------------------------------------------------------
+# -- an in-process hub ------------------------------------------------------------------------------------
 
 
 async def test_served_without_auth_and_built_once(client: TestClient[Any, Any], document: dict[str, Any]) -> None:
@@ -146,7 +210,7 @@ async def test_served_without_auth_and_built_once(client: TestClient[Any, Any], 
 
 
 @pytest.mark.parametrize(
-    ("method", "route", "path", "headers", "json"),
+    ("method", "route", "path", "headers", "json_body"),
     [
         ("POST", "/v1/chat/completions", "/v1/chat/completions", {}, {"model": "m", "messages": []}),
         ("GET", "/v1/models", "/v1/models", {"x-api-key": "pk-wrong"}, None),
@@ -165,84 +229,303 @@ async def test_401_body_matches_the_documented_envelope(
     route: str,
     path: str,
     headers: dict[str, str],
-    json: Any,
+    json_body: Any,
 ) -> None:
-    resp = await client.request(method, path, headers=headers, json=json)
+    resp = await client.request(method, path, headers=headers, json=json_body)
     body = await check(document, resp, method, route, 401)
     assert body["error"]["code"] == "invalid_api_key"
 
 
-async def test_admin_answers_match_their_schemas(client: TestClient[Any, Any], document: dict[str, Any]) -> None:
-    resp = await client.post("/admin/keys", json={"name": "k"}, headers=ADMIN)
-    key = await check(document, resp, "POST", "/admin/keys", 201)
-    await check(document, await client.get("/admin/keys", headers=ADMIN), "GET", "/admin/keys", 200)
+async def test_bad_requests_match_the_documented_envelope(
+    client: TestClient[Any, Any], document: dict[str, Any]
+) -> None:
     resp = await client.post("/admin/keys", json={"name": ""}, headers=ADMIN)
     await check(document, resp, "POST", "/admin/keys", 400)
-    resp = await client.get("/v1/models", headers=bearer(key["key"]))
-    await check(document, resp, "GET", "/v1/models", 200)
+    resp = await client.post("/admin/keys", data=b"not json", headers=ADMIN)
+    await check(document, resp, "POST", "/admin/keys", 400)
+    resp = await client.get("/admin/usage?limit=x", headers=ADMIN)
+    assert (await check(document, resp, "GET", "/admin/usage", 400))["error"]["param"] == "limit"
+    resp = await client.delete("/admin/keys/key_nope", headers=ADMIN)
+    await check(document, resp, "DELETE", "/admin/keys/{key_id}", 404)
+    resp = await client.post("/admin/agents/agt_nope/drain", headers=ADMIN)
+    await check(document, resp, "POST", "/admin/agents/{agent_id}/drain", 404)
+    key = await check(
+        document, await client.post("/admin/keys", json={"name": "k"}, headers=ADMIN), "POST", "/admin/keys", 201
+    )
     resp = await client.post("/v1/chat/completions", json={"model": "absent"}, headers=bearer(key["key"]))
     await check(document, resp, "POST", "/v1/chat/completions", 404)
     resp = await client.post("/v1/chat/completions", json={"stream": 1}, headers=bearer(key["key"]))
     await check(document, resp, "POST", "/v1/chat/completions", 400)
-    resp = await client.delete(f"/admin/keys/{key['id']}", headers=ADMIN)
-    await check(document, resp, "DELETE", "/admin/keys/{key_id}", 200)
-    resp = await client.delete("/admin/keys/key_nope", headers=ADMIN)
-    await check(document, resp, "DELETE", "/admin/keys/{key_id}", 404)
-    resp = await client.post("/admin/agent-tokens", json={"name": "box"}, headers=ADMIN)
-    await check(document, resp, "POST", "/admin/agent-tokens", 201)
-    await check(document, await client.get("/admin/agents", headers=ADMIN), "GET", "/admin/agents", 200)
-    resp = await client.post("/admin/agents/agt_nope/drain", headers=ADMIN)
-    await check(document, resp, "POST", "/admin/agents/{agent_id}/drain", 404)
-    await check(document, await client.get("/admin/usage", headers=ADMIN), "GET", "/admin/usage", 200)
-    resp = await client.get("/admin/usage?limit=x", headers=ADMIN)
-    await check(document, resp, "GET", "/admin/usage", 400)
-    await check(document, await client.get("/healthz"), "GET", "/healthz", 200)
-    await check(document, await client.get("/readyz"), "GET", "/readyz", 200)
 
 
-async def test_user_answers_match_their_schemas(client: TestClient[Any, Any], document: dict[str, Any]) -> None:
-    async def account(name: str) -> str:
-        resp = await client.post("/admin/users", json={"username": name, "password": "password-1"}, headers=ADMIN)
-        await check(document, resp, "POST", "/admin/users", 201)
-        resp = await client.post("/api/login", json={"username": name, "password": "password-1"})
-        token: str = (await check(document, resp, "POST", "/api/login", 200))["token"]
-        return token
+# -- a real hub, agent and backend: every documented answer --------------------------------------------------
 
-    owner, other = await account("owner"), await account("other")
-    resp = await client.post("/admin/users", json={"username": "owner", "password": "password-1"}, headers=ADMIN)
-    await check(document, resp, "POST", "/admin/users", 409)
-    await check(document, await client.get("/api/me", headers=bearer(owner)), "GET", "/api/me", 200)
-    resp = await client.post("/api/tokens", json={"name": "t"}, headers=bearer(owner))
-    token = await check(document, resp, "POST", "/api/tokens", 201)
-    resp = await client.delete(f"/api/tokens/{token['id']}", headers=bearer(owner))
-    await check(document, resp, "DELETE", "/api/tokens/{token_id}", 200)
+MODEL = "conformance-model"
+PASSWORD = "a long password"
+WAIT_S = 20.0
+POLL_S = 0.05
+"""Pause between two looks at another process's state, which tells no one when it changes."""
 
-    resp = await client.post("/api/groups", json={"name": "g"}, headers=bearer(owner))
-    group = (await check(document, resp, "POST", "/api/groups", 201))["id"]
-    await check(document, await client.get("/api/groups", headers=bearer(owner)), "GET", "/api/groups", 200)
-    invites = f"/api/groups/{group}/invites"
-    resp = await client.post(invites, json={"max_uses": 1}, headers=bearer(owner))
-    invite = await check(document, resp, "POST", "/api/groups/{group_id}/invites", 201)
-    resp = await client.post(invites, json={}, headers=bearer(other))
-    await check(document, resp, "POST", "/api/groups/{group_id}/invites", 404)
-    resp = await client.post("/api/invites/redeem", json={"code": invite["code"]}, headers=bearer(other))
-    await check(document, resp, "POST", "/api/invites/redeem", 200)
-    resp = await client.post("/api/invites/redeem", json={"code": "nope"}, headers=bearer(other))
-    await check(document, resp, "POST", "/api/invites/redeem", 400)
-    resp = await client.get(invites, headers=bearer(other))
-    await check(document, resp, "GET", "/api/groups/{group_id}/invites", 403)
-    resp = await client.get(invites, headers=bearer(owner))
-    await check(document, resp, "GET", "/api/groups/{group_id}/invites", 200)
-    resp = await client.delete(f"{invites}/{invite['id']}", headers=bearer(owner))
-    await check(document, resp, "DELETE", "/api/groups/{group_id}/invites/{invite_id}", 200)
-    resp = await client.get(f"/api/groups/{group}/members", headers=bearer(other))
-    members = await check(document, resp, "GET", "/api/groups/{group_id}/members", 200)
-    other_id = next(m["user_id"] for m in members["members"] if m["username"] == "other")
-    resp = await client.post(f"/api/groups/{group}/leave", headers=bearer(owner))
-    await check(document, resp, "POST", "/api/groups/{group_id}/leave", 400)
-    resp = await client.post(f"/api/groups/{group}/leave", headers=bearer(other))
-    await check(document, resp, "POST", "/api/groups/{group_id}/leave", 200)
-    resp = await client.delete(f"/api/groups/{group}/members/{other_id}", headers=bearer(owner))
-    await check(document, resp, "DELETE", "/api/groups/{group_id}/members/{user_id}", 404)
-    resp = await client.delete(f"/api/groups/{group}", headers=bearer(owner))
-    await check(document, resp, "DELETE", "/api/groups/{group_id}", 200)
+
+class Conformance:
+    """Calls a hub and checks each answer against the document; remembers which documented answers it saw."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, document: dict[str, Any]) -> None:
+        self.session = session
+        self.url = url
+        self.document = document
+        self.seen: set[tuple[str, str, str, str]] = set()
+        self.request_id = ""
+        self._routes: list[tuple[re.Pattern[str], str]] = [
+            (re.compile("[^/]+".join(re.escape(part) for part in re.split(r"{\w+}", path))), path)
+            for path in document["paths"]
+        ]
+
+    def route(self, path: str) -> str:
+        matches = [route for pattern, route in self._routes if pattern.fullmatch(path)]
+        assert len(matches) == 1, f"{path} matches {matches}"
+        return matches[0]
+
+    async def call(
+        self, method: str, path: str, status: int, *, token: str | None = None, body: Any = None, data: bytes = b""
+    ) -> Any:
+        headers = bearer(token) if token else {}
+        async with self.session.request(method, self.url + path, json=body, data=data or None, headers=headers) as resp:
+            raw = await resp.read()
+        assert resp.status == status, f"{method} {path}: {resp.status} {raw[:500]!r}"
+        route = self.route(path.partition("?")[0])
+        answer = check_answer(self.document, method, route, status, resp.headers, resp.content_type, raw)
+        self.seen.add((method, route, str(status), resp.content_type))
+        self.request_id = resp.headers["x-request-id"]
+        return answer
+
+    def unseen(self) -> set[tuple[str, str, str, str]]:
+        """Documented answers other than errors (and than the WebSocket upgrade) that no call got."""
+        documented = {
+            (method, path, status, media)
+            for method, path, op in operations(self.document)
+            for status, response in op["responses"].items()
+            if status != "default" and not is_error(response)
+            for media in response.get("content", {})
+        }
+        return documented - self.seen
+
+    async def until(self, method: str, path: str, token: str, done: Any) -> Any:
+        """Call until ``done(answer)``: for state that another process changes."""
+        async with asyncio.timeout(WAIT_S):
+            while not done(answer := await self.call(method, path, 200, token=token)):
+                await asyncio.sleep(POLL_S)
+        return answer
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[HubProcess, FakeBackend, str]]:
+    backend = FakeBackend([MODEL], chunks=4)
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(BackgroundServer(backend.make_app()))
+        hub = HubProcess(tmp_path / "hub", "--shutdown-timeout", "30", "--heartbeat-interval", "0.3")
+        stack.callback(hub.stop)
+        yield hub, backend, server.url
+
+
+def csv_header(text: str) -> list[str]:
+    return next(csv.reader(io.StringIO(text)))
+
+
+@pytest.mark.slow
+async def test_every_documented_answer_matches_its_schema(
+    live: tuple[HubProcess, FakeBackend, str], document: dict[str, Any], tmp_path: Path
+) -> None:
+    hub, backend, backend_url = live
+    agents: list[AgentProcess] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Conformance(session, hub.url, document)
+            await scenario(api, hub, backend, backend_url, tmp_path, agents)
+            assert not api.unseen(), f"documented answers no call checked: {sorted(api.unseen())}"
+    finally:
+        for agent in agents:
+            agent.stop()
+
+
+async def scenario(
+    api: Conformance, hub: HubProcess, backend: FakeBackend, backend_url: str, root: Path, agents: list[AgentProcess]
+) -> None:
+    assert await api.call("GET", "/openapi.json", 200) == api.document
+    await api.call("GET", "/healthz", 200)
+    await api.call("GET", "/readyz", 200)
+    await api.call("GET", "/.well-known/potluck-hub-key", 200)
+
+    async def account(name: str) -> tuple[str, str]:
+        user = await api.call(
+            "POST", "/admin/users", 201, token=ADMIN_TOKEN, body={"username": name, "password": PASSWORD}
+        )
+        login = await api.call("POST", "/api/login", 200, body={"username": name, "password": PASSWORD})
+        return user["id"], login["token"]
+
+    # Accounts and tokens.
+    _, olga = await account("olga")
+    carl_id, carl = await account("carl")
+    _, dave = await account("dave")
+    _, eve = await account("eve")
+    await api.call("POST", "/admin/users", 409, token=ADMIN_TOKEN, body={"username": "olga", "password": PASSWORD})
+    await api.call("GET", "/api/me", 200, token=olga)
+    pat = await api.call("POST", "/api/tokens", 201, token=olga, body={"name": "laptop"})
+    await api.call("DELETE", f"/api/tokens/{pat['id']}", 200, token=olga)
+    await api.call("POST", "/api/logout", 200, token=dave)
+    await api.call("GET", "/api/me", 401, token=dave)
+
+    # Olga's credits group, with her agent in it at her prices.
+    group = (await api.call("POST", "/api/groups", 201, token=olga, body={"name": "market"}))["id"]
+    await api.call("PATCH", f"/api/groups/{group}", 200, token=olga, body={"billing": "credits", "max_tokens_cap": 64})
+    await api.call("PATCH", f"/api/groups/{group}", 400, token=olga, body={"color": "red"})
+    enrol = await api.call("POST", "/api/agent-tokens", 201, token=olga, body={"name": "olga-gpu"})
+    agents.append(AgentProcess(hub, root / "olga-gpu", [backend_url], name="olga-gpu", token=enrol["token"]))
+    mine = await api.until("GET", "/api/agents", olga, lambda a: [x for x in a["agents"] if x["state"] == "online"])
+    agent_id = mine["agents"][0]["id"]
+    await api.call("POST", f"/api/agents/{agent_id}/groups", 200, token=olga, body={"group_id": group})
+    prices = {MODEL: {"input_per_mtok": 100.0, "output_per_mtok": 1000.0}}
+    await api.call("PUT", f"/api/agents/{agent_id}/prices", 200, token=olga, body=prices)
+    assert (await api.call("GET", f"/api/agents/{agent_id}/prices", 200, token=olga))["prices"] == prices
+    # Two windows that cover every minute of every day, so the agent stays available.
+    windows = [
+        {"days": list(range(7)), "start": "00:00", "end": "12:00"},
+        {"days": list(range(7)), "start": "12:00", "end": "00:00"},
+    ]
+    controls = {"own_requests_first": True, "schedule": {"timezone": "UTC", "windows": windows}}
+    answer = await api.call("PATCH", f"/api/agents/{agent_id}", 200, token=olga, body=controls)
+    assert answer["schedule"]["windows"] == windows
+    await api.call("PATCH", f"/api/agents/{agent_id}", 200, token=olga, body={"schedule": None})
+
+    # Carl joins with an invite and gets credits.
+    invite = await api.call("POST", f"/api/groups/{group}/invites", 201, token=olga, body={"max_uses": 2})
+    await api.call("GET", f"/api/groups/{group}/invites", 404, token=carl)
+    await api.call("POST", "/api/invites/redeem", 200, token=carl, body={"code": invite["code"]})
+    await api.call("GET", f"/api/groups/{group}/invites", 403, token=carl)
+    await api.call("POST", "/api/invites/redeem", 409, token=carl, body={"code": invite["code"]})
+    await api.call("GET", f"/api/groups/{group}/invites", 200, token=olga)
+    await api.call("DELETE", f"/api/groups/{group}/invites/{invite['id']}", 200, token=olga)
+    await api.call("PATCH", f"/api/groups/{group}/members/{carl_id}", 200, token=olga, body={"role": "member"})
+    await api.call("GET", f"/api/groups/{group}/members", 200, token=carl)
+    await api.call("GET", f"/api/groups/{group}", 200, token=carl)
+    await api.call("GET", "/api/groups", 200, token=carl)
+    grant = {"user_id": carl_id, "amount": 5, "reason": "conformance"}
+    await api.call("POST", "/admin/credits", 201, token=ADMIN_TOKEN, body=grant)
+    await api.call("GET", "/api/balance", 200, token=carl)
+
+    # Carl's key: models, an alias, and every relayed route, streamed where it streams.
+    key = await api.call("POST", "/api/keys", 201, token=carl, body={"name": "carl", "groups": [group]})
+    await api.call("GET", "/api/keys", 200, token=carl)
+    await api.call("PUT", f"/api/groups/{group}/aliases/fast", 200, token=olga, body={"models": [MODEL]})
+    await api.call("GET", f"/api/groups/{group}/aliases", 200, token=carl)
+    models = await api.call("GET", "/v1/models", 200, token=key["key"])
+    assert {m["id"]: m.get("alias_of") for m in models["data"]} == {MODEL: None, "fast": [MODEL]}
+    assert (await api.call("GET", f"/v1/models/{MODEL}", 200, token=key["key"]))["id"] == MODEL
+    await api.call("DELETE", f"/api/groups/{group}/aliases/fast", 200, token=olga)
+    await api.call("GET", f"/api/groups/{group}/prices", 200, token=carl)
+    hello = [{"role": "user", "content": "hello"}]
+    await api.call("POST", "/v1/chat/completions", 200, token=key["key"], body={"model": MODEL, "messages": hello})
+    paid = api.request_id
+    events = await api.call(
+        "POST", "/v1/chat/completions", 200, token=key["key"], body={"model": MODEL, "messages": hello, "stream": True}
+    )
+    assert events.endswith("data: [DONE]\n\n")
+    await api.call("POST", "/v1/completions", 200, token=key["key"], body={"model": MODEL, "prompt": "hi"})
+    await api.call(
+        "POST", "/v1/completions", 200, token=key["key"], body={"model": MODEL, "prompt": "hi", "stream": True}
+    )
+    await api.call("POST", "/v1/embeddings", 200, token=key["key"], body={"model": MODEL, "input": "hi"})
+    await api.call("POST", "/v1/chat/completions", 404, token=key["key"], body={"model": "absent", "messages": hello})
+    await api.call("POST", "/v1/chat/completions", 400, token=key["key"], data=b"[")
+    rejected = {"model": MODEL, "messages": hello, "fake": {"status": 422}}
+    upstream = await api.call("POST", "/v1/chat/completions", 422, token=key["key"], body=rejected)
+    assert upstream["error"]["message"] == "fake error 422"
+
+    # Receipts and reports, as JSON and as CSV with the JSON rows' columns.
+    await api.call("GET", f"/api/receipts/{paid}", 200, token=carl)
+    await api.call("GET", f"/api/receipts/{paid}", 200, token=olga)
+    await api.call("GET", f"/api/receipts/{paid}", 404, token=eve)
+    rows = document_rows(api.document)
+    for path, token, row in (
+        ("/api/usage", carl, "UsageRow"),
+        ("/api/earnings", olga, "EarningsRow"),
+        (f"/api/groups/{group}/usage", olga, "GroupUsageRow"),
+    ):
+        assert (await api.call("GET", path + "?since=2020-01-01", 200, token=token))["data"]
+        assert csv_header(await api.call("GET", path + "?format=csv", 200, token=token)) == rows[row]
+    await api.call("GET", "/api/usage?format=xml", 400, token=carl)
+    mine = await api.call("GET", "/api/requests?limit=500", 200, token=carl)
+    assert paid in [r["request_id"] for r in mine["data"]]
+    await api.call("GET", "/api/requests?limit=0", 400, token=carl)
+
+    # The admin's views.
+    ops_key = await api.call("POST", "/admin/keys", 201, token=ADMIN_TOKEN, body={"name": "ops"})
+    await api.call("GET", "/admin/keys", 200, token=ADMIN_TOKEN)
+    await api.call("DELETE", f"/admin/keys/{ops_key['id']}", 200, token=ADMIN_TOKEN)
+    await api.call("GET", "/admin/usage?limit=5", 200, token=ADMIN_TOKEN)
+    users = await api.call("GET", "/admin/users", 200, token=ADMIN_TOKEN)
+    assert carl_id in [u["id"] for u in users["users"]]
+    explained = await api.call("GET", f"/admin/route-explain?model={MODEL}&key_id={key['id']}", 200, token=ADMIN_TOKEN)
+    assert explained["choice"]["agent_id"] == agent_id
+    await api.call("GET", "/admin/route-explain", 400, token=ADMIN_TOKEN)
+    await api.call("POST", f"/admin/agents/{agent_id}/drain", 202, token=ADMIN_TOKEN)
+    await api.call("POST", f"/admin/agents/{agent_id}/resume", 200, token=ADMIN_TOKEN)
+    await api.call("GET", "/metrics", 200)
+    # An agent that enrolled and went away is listed offline, with fewer fields.
+    spare = await api.call("POST", "/admin/agent-tokens", 201, token=ADMIN_TOKEN, body={"name": "spare"})
+    agents.append(AgentProcess(hub, root / "spare", [backend_url], name="spare", token=spare["token"]))
+    online = await api.until(
+        "GET", "/admin/agents", ADMIN_TOKEN, lambda a: [x["state"] for x in a["agents"]] == ["online", "online"]
+    )
+    assert all("backends" in a for a in online["agents"])
+    agents.pop().stop()
+    listed = await api.until(
+        "GET", "/admin/agents", ADMIN_TOKEN, lambda a: {x["state"] for x in a["agents"]} == {"online", "offline"}
+    )
+    offline = next(a for a in listed["agents"] if a["state"] == "offline")
+    assert "backends" not in offline
+
+    # Memberships end.
+    await api.call("DELETE", f"/api/agents/{agent_id}/groups/{group}", 200, token=olga)
+    await api.call("POST", f"/api/agents/{agent_id}/groups", 200, token=olga, body={"group_id": group})
+    other = (await api.call("POST", "/api/groups", 201, token=olga, body={"name": "other"}))["id"]
+    code = (await api.call("POST", f"/api/groups/{other}/invites", 201, token=olga, body={"max_uses": 2}))["code"]
+    await api.call("POST", "/api/invites/redeem", 200, token=carl, body={"code": code})
+    await api.call("POST", "/api/invites/redeem", 200, token=eve, body={"code": code})
+    await api.call("DELETE", f"/api/groups/{other}/members/{carl_id}", 200, token=olga)
+    await api.call("POST", f"/api/groups/{other}/leave", 400, token=olga)
+    await api.call("POST", f"/api/groups/{other}/leave", 200, token=eve)
+    await api.call("DELETE", f"/api/groups/{other}", 200, token=olga)
+    spent = await api.call("POST", "/api/keys", 201, token=carl, body={"name": "spent"})
+    await api.call("DELETE", f"/api/keys/{spent['id']}", 200, token=carl)
+
+    # Shutting down with a request in flight: /readyz answers 503 with its own body until the hub is gone.
+    hung = {"model": MODEL, "messages": hello, "fake": {"hang": True}}
+    request = asyncio.create_task(
+        api.session.post(hub.url + "/v1/chat/completions", json=hung, headers=bearer(key["key"]))
+    )
+
+    def hanging() -> bool:
+        return any(r.json is not None and "fake" in r.json and not r.completed for r in backend.records)
+
+    async def ready() -> bool:
+        async with api.session.get(hub.url + "/readyz") as resp:
+            return resp.status == 200
+
+    try:
+        assert await backend.wait_for_async(hanging, WAIT_S)
+        hub.signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT_S):
+            while await ready():
+                await asyncio.sleep(POLL_S)
+        assert (await api.call("GET", "/readyz", 503))["status"] == "shutting_down"
+    finally:
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+            await request
+
+
+def document_rows(document: dict[str, Any]) -> dict[str, list[str]]:
+    """The documented columns of each report row, in order."""
+    schemas = document["components"]["schemas"]
+    return {name: list(schemas[name]["properties"]) for name in ("UsageRow", "EarningsRow", "GroupUsageRow")}

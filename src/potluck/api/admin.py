@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from potluck.api.context import HUB
-from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
-from potluck.hub.errors import AdminAuthError, InvalidRequestError
+from potluck.api.payloads import bearer, body_as, iso, json_response, key_view, query_as
+from potluck.api.schemas.admin import (
+    AdminAgent,
+    AgentList,
+    AgentModel,
+    AgentStateChange,
+    CreatedAgentToken,
+    CreatedKey,
+    ListedUser,
+    UsageList,
+    UsageQuery,
+    UsageRecord,
+    UserList,
+)
+from potluck.api.schemas.common import KeyList, Named, RevokedKey
+from potluck.hub.errors import AdminAuthError
 from potluck.hub.pricing import MICRO
 from potluck.hub.services import HubServices
 from potluck.protocol.agent import ModelInfo
-
-
-class NameBody(msgspec.Struct):
-    name: str
 
 
 async def require_admin(request: web.Request) -> HubServices:
@@ -34,28 +42,26 @@ async def require_admin(request: web.Request) -> HubServices:
 
 
 async def _name(request: web.Request) -> str:
-    return (await body_as(request, NameBody, param="name")).name
+    return (await body_as(request, Named, param="name")).name
 
 
 async def create_key(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     created = await hub.keys.create_for_admin(await _name(request))
     key = created.key
-    return json_response(
-        {"id": key.id, "name": key.name, "key": created.secret, "created_at": iso(key.created_at)}, 201
-    )
+    return json_response(CreatedKey(id=key.id, name=key.name, key=created.secret, created_at=iso(key.created_at)), 201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     keys = await hub.keys.all()
-    return json_response({"keys": [key_view(k) for k in keys]})
+    return json_response(KeyList(keys=[key_view(k) for k in keys]))
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     key = await hub.keys.revoke(request.match_info["key_id"])
-    return json_response({"id": key.id, "revoked_at": iso(key.revoked_at)})
+    return json_response(RevokedKey(id=key.id, revoked_at=iso(key.revoked_at)))
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -65,24 +71,24 @@ async def list_users(request: web.Request) -> web.Response:
     for user in await hub.accounts.all():
         free = hub.credits.balance(user.id).free
         users.append(
-            {
-                "id": user.id,
-                "username": user.username,
-                "role": user.role,
-                "rpm": user.rpm,
-                "tpm": user.tpm,
-                "balance": free / MICRO,
-                "balance_micro": free,
-            }
+            ListedUser(
+                id=user.id,
+                username=user.username,
+                role=user.role,
+                rpm=user.rpm,
+                tpm=user.tpm,
+                balance=free / MICRO,
+                balance_micro=free,
+            )
         )
-    return json_response({"users": users})
+    return json_response(UserList(users=users))
 
 
 async def create_agent_token(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     token = await hub.agents.create_token(await _name(request))
     return json_response(
-        {"id": token.id, "name": token.name, "token": token.token, "created_at": iso(token.created_at)}, 201
+        CreatedAgentToken(id=token.id, name=token.name, token=token.token, created_at=iso(token.created_at)), 201
     )
 
 
@@ -95,54 +101,52 @@ async def list_agents(request: web.Request) -> web.Response:
         session = registry.sessions.get(agent.id)
         if session is None:
             agents.append(
-                {
-                    "id": agent.id,
-                    "name": agent.name,
-                    "state": "offline",
-                    "models": [],
-                    "in_flight": 0,
-                    "max_concurrency": 0,
-                    "last_seen": iso(agent.last_seen_at),
-                    "drained_by_admin": agent.id in registry.admin_drained,
-                }
+                AdminAgent(
+                    id=agent.id,
+                    name=agent.name,
+                    state="offline",
+                    models=[],
+                    in_flight=0,
+                    max_concurrency=0,
+                    last_seen=iso(agent.last_seen_at),
+                    drained_by_admin=agent.id in registry.admin_drained,
+                )
             )
             continue
         slots = registry.scheduler.agent(agent.id)
+        rep = hub.accounting.reputation.get(agent.id)
         agents.append(
-            {
-                "id": agent.id,
-                "name": session.name,
-                "state": "draining" if slots is not None and slots.draining else "online",
-                "models": [{"id": m.id, "hot": m.hot, **_model_details(m)} for m in session.models],
-                "backends": [msgspec.to_builtins(b) for b in session.backends],
-                "host": None if session.host is None else msgspec.to_builtins(session.host),
-                "agent_in_flight": session.agent_in_flight,
-                "in_flight": slots.in_flight if slots is not None else 0,
-                "max_concurrency": session.max_concurrency,
-                "last_seen": iso(now),
-                "rtt_ms": None if session.rtt_s is None else round(session.rtt_s * 1000, 3),
-                "version": session.version,
-                "drained_by_admin": agent.id in registry.admin_drained,
-                **_suspicion(hub, agent.id),
-            }
+            AdminAgent(
+                id=agent.id,
+                name=session.name,
+                state="draining" if slots is not None and slots.draining else "online",
+                models=[_model_view(m) for m in session.models],
+                backends=list(session.backends),
+                host=session.host,
+                agent_in_flight=session.agent_in_flight,
+                in_flight=slots.in_flight if slots is not None else 0,
+                max_concurrency=session.max_concurrency,
+                last_seen=iso(now),
+                rtt_ms=None if session.rtt_s is None else round(session.rtt_s * 1000, 3),
+                version=session.version,
+                drained_by_admin=agent.id in registry.admin_drained,
+                # How often the agent reported token counts that could not be true (the hub billed its estimate).
+                implausible_usage=0 if rep is None else rep.implausible,
+                implausible_reason=msgspec.UNSET if rep is None else rep.last_reason,
+            )
         )
-    return json_response({"agents": agents})
+    return json_response(AgentList(agents=agents))
 
 
-def _suspicion(hub: HubServices, agent_id: str) -> dict[str, Any]:
-    """How often the agent reported token counts that could not be true (the hub billed its estimate)."""
-    rep = hub.accounting.reputation.get(agent_id)
-    if rep is None:
-        return {"implausible_usage": 0}
-    return {"implausible_usage": rep.implausible, "implausible_reason": rep.last_reason}
-
-
-def _model_details(model: ModelInfo) -> dict[str, Any]:
-    details: dict[str, Any] = msgspec.to_builtins(model)
-    details.pop("id", None)
-    details.pop("hot", None)
-    details.pop("backend", None)
-    return details
+def _model_view(m: ModelInfo) -> AgentModel:
+    return AgentModel(
+        id=m.id,
+        hot=m.hot,
+        context_length=m.context_length,
+        size_bytes=m.size_bytes,
+        vram_bytes=m.vram_bytes,
+        kind=m.kind,
+    )
 
 
 async def _set_drained(request: web.Request, drained: bool) -> str:
@@ -155,23 +159,20 @@ async def _set_drained(request: web.Request, drained: bool) -> str:
 async def drain_agent(request: web.Request) -> web.Response:
     """No new work for this agent (kept across hub restarts); what it is running finishes."""
     agent_id = await _set_drained(request, True)
-    return json_response({"id": agent_id, "state": "draining"}, 202)
+    return json_response(AgentStateChange(id=agent_id, state="draining"), 202)
 
 
 async def resume_agent(request: web.Request) -> web.Response:
     agent_id = await _set_drained(request, False)
-    state = "online" if agent_id in request.app[HUB].registry.sessions else "offline"
-    return json_response({"id": agent_id, "state": state})
+    connected = agent_id in request.app[HUB].registry.sessions
+    return json_response(AgentStateChange(id=agent_id, state="online" if connected else "offline"))
 
 
 async def recent_usage(request: web.Request) -> web.Response:
     hub = await require_admin(request)
-    try:
-        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-    except ValueError:
-        raise InvalidRequestError("`limit` must be an integer", param="limit") from None
+    limit = min(1000, max(1, query_as(request, UsageQuery).limit))
     records = await hub.reports.recent(limit)
-    return json_response({"usage": [dataclasses.asdict(r) for r in records]})
+    return json_response(UsageList(usage=[msgspec.convert(r, UsageRecord, from_attributes=True) for r in records]))
 
 
 def add_routes(app: web.Application) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -18,26 +18,32 @@ from aiohttp import web
 
 from potluck.api.admin import require_admin
 from potluck.api.context import HUB
-from potluck.api.payloads import body_as, json_response
+from potluck.api.payloads import body_as, json_response, query_as
+from potluck.api.schemas.billing import (
+    AgentPrices,
+    AgentPriceTable,
+    Balance,
+    CreditGrant,
+    EarningsReport,
+    EarningsRow,
+    Grant,
+    GroupPrices,
+    GroupUsageReport,
+    GroupUsageRow,
+    HubKey,
+    ModelPrice,
+    PriceQuote,
+    ReportQuery,
+    UsageReport,
+    UsageRow,
+)
+from potluck.api.schemas.common import Reply
 from potluck.api.users import current_user
 from potluck.hub.agents import Price
-from potluck.hub.bounds import LAST_DAY, Credits, PricePerMtok
+from potluck.hub.bounds import LAST_DAY
 from potluck.hub.errors import InvalidRequestError
 from potluck.hub.pricing import MICRO
 from potluck.hub.receipts import signed_document
-from potluck.hub.reports import EarningsRow, GroupTotalRow, UsageRow
-
-
-class Grant(msgspec.Struct):
-    user_id: str
-    amount: Credits
-    """Credits to add."""
-    reason: str
-
-
-class ModelPrice(msgspec.Struct):
-    input_per_mtok: PricePerMtok
-    output_per_mtok: PricePerMtok
 
 
 def credits(micro: int) -> float:
@@ -50,7 +56,7 @@ async def grant_credits(request: web.Request) -> web.Response:
     txn = hub.credits.grant(body.user_id, body.amount, body.reason)
     balance = hub.credits.balance(body.user_id).free
     return json_response(
-        {"txn_id": txn, "user_id": body.user_id, "balance": credits(balance), "balance_micro": balance}, status=201
+        CreditGrant(txn_id=txn, user_id=body.user_id, balance=credits(balance), balance_micro=balance), status=201
     )
 
 
@@ -58,27 +64,29 @@ async def balance(request: web.Request) -> web.Response:
     user = await current_user(request)
     mine = request.app[HUB].credits.balance(user.id)
     free, held = mine.free, mine.held
-    return json_response({"balance": credits(free), "held": credits(held), "balance_micro": free, "held_micro": held})
+    return json_response(Balance(balance=credits(free), held=credits(held), balance_micro=free, held_micro=held))
 
 
 async def put_prices(request: web.Request) -> web.Response:
     user = await current_user(request)
-    body = await body_as(request, dict[str, ModelPrice], param="prices")
+    body = await body_as(request, AgentPriceTable, param="prices")
     prices = {m: Price(p.input_per_mtok, p.output_per_mtok) for m, p in body.items()}
     saved = await request.app[HUB].agents.set_prices(user, request.match_info["agent_id"], prices)
-    return json_response({"agent_id": request.match_info["agent_id"], "prices": _prices_view(saved)})
+    return json_response(AgentPrices(agent_id=request.match_info["agent_id"], prices=_prices_view(saved)))
 
 
 async def get_prices(request: web.Request) -> web.Response:
     user = await current_user(request)
     agent_id = request.match_info["agent_id"]
     return json_response(
-        {"agent_id": agent_id, "prices": _prices_view(request.app[HUB].agents.prices_of(user, agent_id))}
+        AgentPrices(agent_id=agent_id, prices=_prices_view(request.app[HUB].agents.prices_of(user, agent_id)))
     )
 
 
-def _prices_view(prices: dict[str, Price]) -> dict[str, dict[str, float]]:
-    return {m: {"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok} for m, p in prices.items()}
+def _prices_view(prices: dict[str, Price]) -> AgentPriceTable:
+    return {
+        m: ModelPrice(input_per_mtok=p.input_per_mtok, output_per_mtok=p.output_per_mtok) for m, p in prices.items()
+    }
 
 
 async def group_prices(request: web.Request) -> web.Response:
@@ -93,20 +101,19 @@ async def group_prices(request: web.Request) -> web.Response:
         for model in sorted(slots.models):
             quote = accounting.quote(group_id, agent_id, model)
             rows.append(
-                {
-                    "model": model,
-                    "agent_id": agent_id,
-                    "input_per_mtok": quote.price.input_per_mtok,
-                    "output_per_mtok": quote.price.output_per_mtok,
-                    "multiplier": quote.multiplier,
-                    "reason": quote.reason,
-                }
+                PriceQuote(
+                    model=model,
+                    agent_id=agent_id,
+                    input_per_mtok=quote.price.input_per_mtok,
+                    output_per_mtok=quote.price.output_per_mtok,
+                    multiplier=quote.multiplier,
+                    reason=quote.reason,
+                )
             )
-    return json_response({"group_id": group_id, "billing": accounting.mode(group_id), "data": rows})
+    return json_response(GroupPrices(group_id=group_id, billing=accounting.mode(group_id), data=rows))
 
 
-def _day(request: web.Request, name: str, *, end: bool = False) -> datetime | None:
-    text = request.query.get(name)
+def _day(text: str | None, name: str, *, end: bool = False) -> datetime | None:
     if not text:
         return None
     try:
@@ -118,19 +125,20 @@ def _day(request: web.Request, name: str, *, end: bool = False) -> datetime | No
     return day + timedelta(days=1) if end else datetime.combine(day.date(), time(), UTC)
 
 
-def _report(request: web.Request, rows: Sequence[Any], kind: type[Any], name: str) -> web.Response:
+Report = UsageReport | EarningsReport | GroupUsageReport
+
+
+def _report(query: ReportQuery, rows: Sequence[Any], kind: type[Report], row: type[Reply], name: str) -> web.Response:
     """Rows as ``{"data": [...]}`` JSON, or as CSV with ``?format=csv``; money in credits and micro-credits."""
-    fmt = request.query.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise InvalidRequestError("`format` is json or csv", param="format")
-    data = [_money(asdict(r)) for r in rows if is_dataclass(r) and not isinstance(r, type)]
-    if fmt == "json":
-        return json_response({"data": data})
+    report = msgspec.convert(
+        {"data": [_money(asdict(r)) for r in rows if is_dataclass(r) and not isinstance(r, type)]}, kind
+    )
+    if query.format == "json":
+        return json_response(report)
     out = io.StringIO()
-    columns = list(data[0]) if data else list(_money({f.name: 0 for f in fields(kind)}))
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=row.__struct_encode_fields__, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(data)
+    writer.writerows(msgspec.to_builtins(report.data))
     return web.Response(
         text=out.getvalue(),
         content_type="text/csv",
@@ -149,24 +157,29 @@ def _money(row: dict[str, Any]) -> dict[str, Any]:
 async def usage_report(request: web.Request) -> web.Response:
     """Your requests per day, key and model: tokens and spend."""
     user = await current_user(request)
-    rows = await request.app[HUB].reports.usage(user, _day(request, "since"), _day(request, "until", end=True))
-    return _report(request, rows, UsageRow, "usage")
+    query = query_as(request, ReportQuery)
+    rows = await request.app[HUB].reports.usage(user, _day(query.since, "since"), _day(query.until, "until", end=True))
+    return _report(query, rows, UsageReport, UsageRow, "usage")
 
 
 async def earnings_report(request: web.Request) -> web.Response:
     """Your agents' earnings per day, agent and model."""
     user = await current_user(request)
-    rows = await request.app[HUB].reports.earnings(user, _day(request, "since"), _day(request, "until", end=True))
-    return _report(request, rows, EarningsRow, "earnings")
+    query = query_as(request, ReportQuery)
+    rows = await request.app[HUB].reports.earnings(
+        user, _day(query.since, "since"), _day(query.until, "until", end=True)
+    )
+    return _report(query, rows, EarningsReport, EarningsRow, "earnings")
 
 
 async def group_usage(request: web.Request) -> web.Response:
     """The group's totals per day, member and model (owner, admin)."""
     user = await current_user(request)
     group_id = request.match_info["group_id"]
-    since, until = _day(request, "since"), _day(request, "until", end=True)
+    query = query_as(request, ReportQuery)
+    since, until = _day(query.since, "since"), _day(query.until, "until", end=True)
     rows = await request.app[HUB].reports.group_totals(user, group_id, since, until)
-    return _report(request, rows, GroupTotalRow, f"group-{group_id}")
+    return _report(query, rows, GroupUsageReport, GroupUsageRow, f"group-{group_id}")
 
 
 async def receipt(request: web.Request) -> web.Response:
@@ -179,7 +192,7 @@ async def receipt(request: web.Request) -> web.Response:
 
 
 async def hub_key(request: web.Request) -> web.Response:
-    return json_response(request.app[HUB].accounting.signer.public_key_document())
+    return json_response(msgspec.convert(request.app[HUB].accounting.signer.public_key_document(), HubKey))
 
 
 def add_routes(app: web.Application) -> None:

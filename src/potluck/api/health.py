@@ -6,19 +6,21 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from potluck.api.context import HUB
+from potluck.api.payloads import json_response
+from potluck.api.schemas.service import Alive, NotReady, Ready
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response(Alive())
 
 
 async def readyz(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     if hub.requests.closing:
-        return web.json_response({"status": "shutting_down"}, status=503)
+        return json_response(NotReady(status="shutting_down"), 503)
     if not await hub.health.database_reachable():
-        return web.json_response({"status": "database_unavailable"}, status=503)
-    return web.json_response({"status": "ready", "agents": len(hub.registry.sessions)})
+        return json_response(NotReady(status="database_unavailable"), 503)
+    return json_response(Ready(agents=len(hub.registry.sessions)))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -14,6 +14,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from potluck.api.context import HUB, request_id
+from potluck.api.payloads import json_response
+from potluck.api.schemas.service import Model, ModelList
 from potluck.hub.auth import ApiKey
 from potluck.hub.dispatch import Exchange, normalize_error_body
 from potluck.hub.errors import AuthError, HubError, InvalidRequestError, ModelNotFoundError, ShuttingDownError
@@ -188,24 +190,19 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 async def list_models(request: web.Request) -> web.Response:
     """The models this key reaches, with how many agents serve each, whether any has it hot, and whose they are."""
-    data = _models_of(request)
-    return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+    return json_response(ModelList(data=_models_of(request)))
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
     """One model this key reaches (``client.models.retrieve``); 404 ``model_not_found`` otherwise."""
     model_id = request.match_info["model"]
     for entry in _models_of(request):
-        if entry["id"] == model_id:
-            return web.json_response(entry, dumps=_dumps)
+        if entry.id == model_id:
+            return json_response(entry)
     raise ModelNotFoundError(model_id)
 
 
-def _dumps(document: object) -> str:
-    return msgspec.json.encode(document).decode()
-
-
-def _models_of(request: web.Request) -> list[dict[str, object]]:
+def _models_of(request: web.Request) -> list[Model]:
     key = authenticate(request)
     hub = request.app[HUB]
     access = hub.access
@@ -229,15 +226,7 @@ def _models_of(request: web.Request) -> list[dict[str, object]]:
             if owner is not None:
                 owners.setdefault(model.id, set()).add(access.usernames.get(owner, owner))
     data = [
-        {
-            "id": model,
-            "object": "model",
-            "created": 0,
-            "owned_by": "potluck",
-            "agents": count,
-            "hot": hot[model],
-            "owners": sorted(owners.get(model, ())),
-        }
+        Model(id=model, agents=count, hot=hot[model], owners=sorted(owners.get(model, ())))
         for model, count in sorted(agents.items())
     ]
     for alias, targets in access.aliases_for(groups).items():
@@ -247,16 +236,13 @@ def _models_of(request: web.Request) -> list[dict[str, object]]:
         if not served:
             continue  # like a model served nowhere: not listed
         data.append(
-            {
-                "id": alias,
-                "object": "model",
-                "created": 0,
-                "owned_by": "potluck",
-                "alias_of": list(targets),
-                "agents": sum(agents[m] for m in served),
-                "hot": any(hot[m] for m in served),
-                "owners": sorted({o for m in served for o in owners.get(m, ())}),
-            }
+            Model(
+                id=alias,
+                alias_of=list(targets),
+                agents=sum(agents[m] for m in served),
+                hot=any(hot[m] for m in served),
+                owners=sorted({o for m in served for o in owners.get(m, ())}),
+            )
         )
     return data
 

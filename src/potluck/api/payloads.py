@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar, overload
 
 import msgspec
 from aiohttp import web
 
+from potluck.api.schemas.common import KeyInfo
 from potluck.hub.errors import InvalidRequestError
 from potluck.hub.keys import ApiKey
 
@@ -27,6 +28,14 @@ async def body_as(request: web.Request, kind: type[T], *, param: str | None = No
         raise InvalidRequestError(f"Body is not JSON: {exc}", param=param) from None
 
 
+def query_as(request: web.Request, kind: type[T]) -> T:
+    """The query string decoded as ``kind`` (numbers from their text); 400 invalid_request_error naming the field."""
+    try:
+        return msgspec.convert(dict(request.query), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(f"Invalid query: {exc}", param=_field_of(str(exc))) from None
+
+
 def _field_of(message: str) -> str | None:
     """The field a msgspec validation message is about (``... - at `$.name` `` or ``missing ... `name` ``)."""
     if "$." in message:
@@ -36,10 +45,15 @@ def _field_of(message: str) -> str | None:
     return None
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
+def json_response(data: msgspec.Struct, status: int = 200) -> web.Response:
+    """A body typed in `potluck.api.schemas`, so that /openapi.json describes what is served."""
     return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
 
 
+@overload
+def iso(when: datetime) -> str: ...
+@overload
+def iso(when: datetime | None) -> str | None: ...
 def iso(when: datetime | None) -> str | None:
     return when.isoformat() if when is not None else None
 
@@ -49,12 +63,8 @@ def bearer(request: web.Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def key_view(key: ApiKey) -> dict[str, Any]:
+def key_view(key: ApiKey) -> KeyInfo:
     """An API key as listings show it: never the secret, only its display prefix."""
-    return {
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "created_at": iso(key.created_at),
-        "revoked_at": iso(key.revoked_at),
-    }
+    return KeyInfo(
+        id=key.id, name=key.name, prefix=key.prefix, created_at=iso(key.created_at), revoked_at=iso(key.revoked_at)
+    )

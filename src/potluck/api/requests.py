@@ -10,31 +10,21 @@ from aiohttp import web
 
 from potluck.api.admin import require_admin
 from potluck.api.context import HUB
-from potluck.api.payloads import bearer, iso, json_response
+from potluck.api.payloads import bearer, iso, json_response, query_as
+from potluck.api.schemas.requests import RequestInfo, RequestList, RequestsQuery
 from potluck.api.users import current_user
 from potluck.hub.errors import AdminAuthError, AuthError, InvalidRequestError, PermissionDeniedError
 from potluck.hub.pricing import MICRO
-from potluck.hub.reports import DEFAULT_REQUEST_PAGE, RequestEntry
+from potluck.hub.reports import RequestEntry
 
 
 async def list_requests(request: web.Request) -> web.Response:
     """``?limit=N`` (1 to 500, default 50), ``?before=REQUEST_ID`` (the previous page's ``next_before``),
     ``?user=USER_ID`` (admins)."""
     user_id = await _whose(request, request.query.get("user") or None)
-    limit = _limit(request)
-    before = request.query.get("before") or None
-    page = await request.app[HUB].reports.requests(user_id, limit=limit, before=before)
-    return json_response({"data": [_view(e) for e in page.entries], "next_before": page.next_before})
-
-
-def _limit(request: web.Request) -> int:
-    text = request.query.get("limit")
-    if text is None:
-        return DEFAULT_REQUEST_PAGE
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidRequestError("`limit` must be an integer", param="limit") from None
+    query = query_as(request, RequestsQuery)
+    page = await request.app[HUB].reports.requests(user_id, limit=query.limit, before=query.before or None)
+    return json_response(RequestList(data=[_view(e) for e in page.entries], next_before=page.next_before))
 
 
 async def _whose(request: web.Request, asked: str | None) -> str:
@@ -65,22 +55,22 @@ def _is_admin_token(request: web.Request) -> bool:
     return True
 
 
-def _view(entry: RequestEntry) -> dict[str, object]:
-    return {
-        "request_id": entry.request_id,
-        "created_at": iso(entry.created_at),
-        "model": entry.model,
-        "agent_id": entry.agent_id,
-        "key_id": entry.key_id,
-        "group_id": entry.group_id,
-        "outcome": entry.outcome,
-        "status": entry.status,
-        "prompt_tokens": entry.prompt_tokens,
-        "completion_tokens": entry.completion_tokens,
-        "tokens_estimated": entry.tokens_estimated,
-        "charged": entry.charged / MICRO,
-        "charged_micro": entry.charged,
-    }
+def _view(entry: RequestEntry) -> RequestInfo:
+    return RequestInfo(
+        request_id=entry.request_id,
+        created_at=iso(entry.created_at),
+        model=entry.model,
+        agent_id=entry.agent_id,
+        key_id=entry.key_id,
+        group_id=entry.group_id,
+        outcome=entry.outcome,
+        status=entry.status,
+        prompt_tokens=entry.prompt_tokens,
+        completion_tokens=entry.completion_tokens,
+        tokens_estimated=entry.tokens_estimated,
+        charged=entry.charged / MICRO,
+        charged_micro=entry.charged,
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -13,31 +13,24 @@ from aiohttp import web
 
 from potluck.api.admin import require_admin
 from potluck.api.context import HUB
-from potluck.api.payloads import body_as, iso, json_response
+from potluck.api.payloads import body_as, iso, json_response, query_as
+from potluck.api.schemas.scheduling import Alias, AliasBody, AliasDeleted, AliasList, ExplainQuery, RouteExplanation
 from potluck.api.users import current_user
 from potluck.hub.aliases import ModelAlias
-from potluck.hub.bounds import AliasModels
 from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.scheduler import Want
 
 
-class AliasBody(msgspec.Struct):
-    models: AliasModels
-
-
-def _alias_view(alias: ModelAlias) -> dict[str, object]:
-    return {
-        "alias": alias.alias,
-        "group_id": alias.group_id,
-        "models": list(alias.models),
-        "updated_at": iso(alias.updated_at),
-    }
+def _alias_view(alias: ModelAlias) -> Alias:
+    return Alias(
+        alias=alias.alias, group_id=alias.group_id, models=list(alias.models), updated_at=iso(alias.updated_at)
+    )
 
 
 async def list_aliases(request: web.Request) -> web.Response:
     user = await current_user(request)
     aliases = await request.app[HUB].aliases.of_group(user, request.match_info["group_id"])
-    return json_response({"data": [_alias_view(a) for a in aliases]})
+    return json_response(AliasList(data=[_alias_view(a) for a in aliases]))
 
 
 async def put_alias(request: web.Request) -> web.Response:
@@ -53,15 +46,15 @@ async def delete_alias(request: web.Request) -> web.Response:
     user = await current_user(request)
     alias = request.match_info["alias"]
     await request.app[HUB].aliases.delete(user, request.match_info["group_id"], alias)
-    return json_response({"alias": alias, "deleted": True})
+    return json_response(AliasDeleted(alias=alias))
 
 
 async def route_explain(request: web.Request) -> web.Response:
     hub = await require_admin(request)
-    model = request.query.get("model", "").strip()
+    query = query_as(request, ExplainQuery)
+    model, key_id = query.model.strip(), query.key_id
     if not model:
         raise InvalidRequestError("Give the model to explain as `?model=`", param="model")
-    key_id = request.query.get("key_id")
     if key_id is None:
         want = Want((model,))
     else:
@@ -69,7 +62,8 @@ async def route_explain(request: web.Request) -> web.Response:
         if key is None:
             raise NotFoundError(f"No live key {key_id}")
         want = hub.access.want(key, model)
-    return json_response({"model": model, "key_id": key_id, **hub.registry.explain(want).as_dict()})
+    explanation = hub.registry.explain(want).as_dict()
+    return json_response(msgspec.convert({"model": model, "key_id": key_id, **explanation}, RouteExplanation))
 
 
 def add_routes(app: web.Application) -> None:

@@ -11,69 +11,55 @@ from aiohttp import web
 
 from potluck.api.admin import require_admin
 from potluck.api.context import HUB
-from potluck.api.payloads import bearer, body_as, iso, json_response, key_view
-from potluck.hub.accounts import User
-from potluck.hub.bounds import (
-    Concurrency,
-    InviteLifetime,
-    InviteUses,
-    KeyLifetime,
-    PricePerMtok,
-    Priority,
-    Rate,
-    TokensCap,
+from potluck.api.payloads import bearer, body_as, iso, json_response
+from potluck.api.schemas.accounts import (
+    Account,
+    CreatedUserKey,
+    LoggedOut,
+    Login,
+    NewKey,
+    NewUser,
+    PersonalToken,
+    Session,
+    UserKeyInfo,
+    UserKeyList,
 )
-from potluck.hub.controls import Schedule
+from potluck.api.schemas.admin import AgentToken
+from potluck.api.schemas.agents import (
+    AgentControls,
+    ControlsView,
+    GroupRef,
+    ModelState,
+    OwnAgent,
+    OwnAgentList,
+    Sharing,
+)
+from potluck.api.schemas.common import AgentState, Named, Revoked, RevokedKey
+from potluck.api.schemas.groups import (
+    CreatedInvite,
+    GroupDeleted,
+    GroupLeft,
+    GroupName,
+    GroupSettings,
+    GroupView,
+    GroupWithRole,
+    InviteInfo,
+    InviteList,
+    Joined,
+    Member,
+    MemberList,
+    MemberRemoved,
+    MemberRole,
+    MemberRoleSet,
+    Membership,
+    MembershipList,
+    NewInvite,
+    Redeem,
+)
+from potluck.hub.accounts import User
 from potluck.hub.groups import Group
 from potluck.hub.keys import KeyOptions
 from potluck.hub.services import HubServices
-from potluck.protocol.accounts import BillingMode, GroupRole, UserRole
-
-
-class NewUser(msgspec.Struct):
-    username: str
-    password: str
-    role: UserRole = UserRole.USER
-    rpm: Rate | None = None
-    tpm: Rate | None = None
-
-
-class Login(msgspec.Struct):
-    username: str
-    password: str
-
-
-class Named(msgspec.Struct):
-    name: str
-
-
-class NewInvite(msgspec.Struct):
-    max_uses: InviteUses = 1
-    expires_in_s: InviteLifetime = 7 * 86400
-
-
-class MemberRole(msgspec.Struct):
-    role: GroupRole
-
-
-class NewKey(msgspec.Struct):
-    name: str
-    groups: list[str] | None = None
-    models: list[str] | None = None
-    expires_in_s: KeyLifetime | None = None
-    rpm: Rate | None = None
-    tpm: Rate | None = None
-    max_concurrency: Concurrency | None = None
-    priority: Priority = 1
-    prefer_own: bool = False
-
-
-class GroupRef(msgspec.Struct):
-    group_id: str
-
-
-class Redeem(msgspec.Struct):
-    code: str
 
 
 async def current_user(request: web.Request) -> User:
@@ -84,76 +70,78 @@ async def create_user(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     body = await body_as(request, NewUser)
     user = await hub.accounts.create_user(body.username, body.password, body.role, rpm=body.rpm, tpm=body.tpm)
-    return json_response({"id": user.id, "username": user.username, "role": user.role}, 201)
+    return json_response(Account(id=user.id, username=user.username, role=user.role), 201)
 
 
 async def login(request: web.Request) -> web.Response:
     body = await body_as(request, Login)
     token, expires_at = await request.app[HUB].accounts.login(body.username, body.password)
-    return json_response({"token": token, "expires_at": iso(expires_at)})
+    return json_response(Session(token=token, expires_at=iso(expires_at)))
 
 
 async def logout(request: web.Request) -> web.Response:
     await request.app[HUB].accounts.logout(bearer(request))
-    return json_response({"logged_out": True})
+    return json_response(LoggedOut())
 
 
 async def me(request: web.Request) -> web.Response:
     user = await current_user(request)
-    return json_response({"id": user.id, "username": user.username, "role": user.role})
+    return json_response(Account(id=user.id, username=user.username, role=user.role))
 
 
 async def create_token(request: web.Request) -> web.Response:
     user = await current_user(request)
     body = await body_as(request, Named)
     token_id, secret = await request.app[HUB].accounts.create_personal_token(user, body.name.strip() or "token")
-    return json_response({"id": token_id, "token": secret}, 201)
+    return json_response(PersonalToken(id=token_id, token=secret), 201)
 
 
 async def revoke_token(request: web.Request) -> web.Response:
     user = await current_user(request)
     token_id = request.match_info["token_id"]
     await request.app[HUB].accounts.revoke_token(user, token_id)
-    return json_response({"id": token_id, "revoked": True})
+    return json_response(Revoked(id=token_id))
 
 
 async def create_group(request: web.Request) -> web.Response:
     user = await current_user(request)
     group = await request.app[HUB].groups.create(user, (await body_as(request, Named)).name)
-    return json_response({"id": group.id, "name": group.name}, 201)
+    return json_response(GroupName(id=group.id, name=group.name), 201)
 
 
 async def list_groups(request: web.Request) -> web.Response:
     user = await current_user(request)
     groups = await request.app[HUB].groups.of_user(user)
-    return json_response({"groups": [{"id": g.id, "name": g.name, "role": role} for g, role in groups]})
+    return json_response(MembershipList(groups=[Membership(id=g.id, name=g.name, role=role) for g, role in groups]))
 
 
 async def delete_group(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id = request.match_info["group_id"]
     await request.app[HUB].groups.delete(user, group_id)
-    return json_response({"id": group_id, "deleted": True})
+    return json_response(GroupDeleted(id=group_id))
 
 
 async def list_members(request: web.Request) -> web.Response:
     user = await current_user(request)
     members = await request.app[HUB].groups.members(user, request.match_info["group_id"])
-    return json_response({"members": [{"user_id": m.user_id, "username": m.username, "role": m.role} for m in members]})
+    return json_response(
+        MemberList(members=[Member(user_id=m.user_id, username=m.username, role=m.role) for m in members])
+    )
 
 
 async def leave_group(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id = request.match_info["group_id"]
     await request.app[HUB].groups.leave(user, group_id)
-    return json_response({"id": group_id, "left": True})
+    return json_response(GroupLeft(id=group_id))
 
 
 async def remove_member(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id, member_id = request.match_info["group_id"], request.match_info["user_id"]
     await request.app[HUB].groups.remove_member(user, group_id, member_id)
-    return json_response({"group_id": group_id, "user_id": member_id, "removed": True})
+    return json_response(MemberRemoved(group_id=group_id, user_id=member_id))
 
 
 async def set_member_role(request: web.Request) -> web.Response:
@@ -161,7 +149,7 @@ async def set_member_role(request: web.Request) -> web.Response:
     group_id, member_id = request.match_info["group_id"], request.match_info["user_id"]
     role = (await body_as(request, MemberRole)).role
     await request.app[HUB].groups.set_member_role(user, group_id, member_id, role)
-    return json_response({"group_id": group_id, "user_id": member_id, "role": role})
+    return json_response(MemberRoleSet(group_id=group_id, user_id=member_id, role=role))
 
 
 async def create_invite(request: web.Request) -> web.Response:
@@ -171,7 +159,7 @@ async def create_invite(request: web.Request) -> web.Response:
         user, request.match_info["group_id"], body.max_uses, body.expires_in_s
     )
     return json_response(
-        {"id": invite.id, "code": code, "max_uses": invite.max_uses, "expires_at": iso(invite.expires_at)}, 201
+        CreatedInvite(id=invite.id, code=code, max_uses=invite.max_uses, expires_at=iso(invite.expires_at)), 201
     )
 
 
@@ -179,18 +167,12 @@ async def list_invites(request: web.Request) -> web.Response:
     user = await current_user(request)
     invites = await request.app[HUB].invites.of_group(user, request.match_info["group_id"])
     return json_response(
-        {
-            "invites": [
-                {
-                    "id": i.id,
-                    "max_uses": i.max_uses,
-                    "uses": i.uses,
-                    "expires_at": iso(i.expires_at),
-                    "revoked": i.revoked,
-                }
+        InviteList(
+            invites=[
+                InviteInfo(id=i.id, max_uses=i.max_uses, uses=i.uses, expires_at=iso(i.expires_at), revoked=i.revoked)
                 for i in invites
             ]
-        }
+        )
     )
 
 
@@ -198,13 +180,13 @@ async def revoke_invite(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id, invite_id = request.match_info["group_id"], request.match_info["invite_id"]
     await request.app[HUB].invites.revoke(user, group_id, invite_id)
-    return json_response({"id": invite_id, "revoked": True})
+    return json_response(Revoked(id=invite_id))
 
 
 async def redeem_invite(request: web.Request) -> web.Response:
     user = await current_user(request)
     group_id = await request.app[HUB].invites.redeem(user, (await body_as(request, Redeem)).code)
-    return json_response({"group_id": group_id})
+    return json_response(Joined(group_id=group_id))
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -218,20 +200,20 @@ async def create_key(request: web.Request) -> web.Response:
     created = await hub.keys.create(user, body.name, body.groups, options)
     key = created.key
     return json_response(
-        {
-            "id": key.id,
-            "name": key.name,
-            "key": created.secret,
-            "groups": key.groups,
-            "models": key.models,
-            "expires_at": iso(key.expires_at),
-            "rpm": key.rpm,
-            "tpm": key.tpm,
-            "max_concurrency": key.max_concurrency,
-            "priority": key.priority,
-            "prefer_own": key.prefer_own,
-            "created_at": iso(key.created_at),
-        },
+        CreatedUserKey(
+            id=key.id,
+            name=key.name,
+            key=created.secret,
+            groups=key.groups,
+            models=key.models,
+            expires_at=iso(key.expires_at),
+            rpm=key.rpm,
+            tpm=key.tpm,
+            max_concurrency=key.max_concurrency,
+            priority=key.priority,
+            prefer_own=key.prefer_own,
+            created_at=iso(key.created_at),
+        ),
         201,
     )
 
@@ -240,14 +222,28 @@ async def list_keys(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     user = await current_user(request)
     keys = await hub.keys.of_user(user)
-    return json_response({"keys": [{**key_view(k), "groups": k.groups} for k in keys]})
+    return json_response(
+        UserKeyList(
+            keys=[
+                UserKeyInfo(
+                    id=k.id,
+                    name=k.name,
+                    prefix=k.prefix,
+                    created_at=iso(k.created_at),
+                    revoked_at=iso(k.revoked_at),
+                    groups=k.groups,
+                )
+                for k in keys
+            ]
+        )
+    )
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     user = await current_user(request)
     revoked = await hub.keys.revoke_own(user, request.match_info["key_id"])
-    return json_response({"id": revoked.id, "revoked_at": iso(revoked.revoked_at)})
+    return json_response(RevokedKey(id=revoked.id, revoked_at=iso(revoked.revoked_at)))
 
 
 async def create_agent_token(request: web.Request) -> web.Response:
@@ -256,7 +252,7 @@ async def create_agent_token(request: web.Request) -> web.Response:
     user = await current_user(request)
     name = (await body_as(request, Named)).name.strip() or "agent"
     token = await hub.agents.create_token(name, owner_id=user.id)
-    return json_response({"id": token.id, "name": token.name, "token": token.token}, 201)
+    return json_response(AgentToken(id=token.id, name=token.name, token=token.token), 201)
 
 
 async def list_agents(request: web.Request) -> web.Response:
@@ -267,18 +263,18 @@ async def list_agents(request: web.Request) -> web.Response:
     for agent in mine:
         session = hub.registry.sessions.get(agent.id)
         agents.append(
-            {
-                "id": agent.id,
-                "name": agent.name,
-                "state": _state(hub, agent.id),
-                "groups": sorted(hub.access.groups_of_agent(agent.id)),
-                "models": [] if session is None else [{"id": m.id, "hot": m.hot} for m in session.models],
-            }
+            OwnAgent(
+                id=agent.id,
+                name=agent.name,
+                state=_state(hub, agent.id),
+                groups=sorted(hub.access.groups_of_agent(agent.id)),
+                models=[] if session is None else [ModelState(id=m.id, hot=m.hot) for m in session.models],
+            )
         )
-    return json_response({"agents": agents})
+    return json_response(OwnAgentList(agents=agents))
 
 
-def _state(hub: HubServices, agent_id: str) -> str:
+def _state(hub: HubServices, agent_id: str) -> AgentState:
     """``online``, ``draining`` or ``offline``: the same words as ``/admin/agents``."""
     if agent_id not in hub.registry.sessions:
         return "offline"
@@ -291,21 +287,14 @@ async def share_agent(request: web.Request) -> web.Response:
     agent_id = request.match_info["agent_id"]
     group_id = (await body_as(request, GroupRef)).group_id
     await request.app[HUB].agents.share(user, agent_id, group_id)
-    return json_response({"agent_id": agent_id, "group_id": group_id, "shared": True})
+    return json_response(Sharing(agent_id=agent_id, group_id=group_id, shared=True))
 
 
 async def unshare_agent(request: web.Request) -> web.Response:
     user = await current_user(request)
     agent_id, group_id = request.match_info["agent_id"], request.match_info["group_id"]
     await request.app[HUB].agents.unshare(user, agent_id, group_id)
-    return json_response({"agent_id": agent_id, "group_id": group_id, "shared": False})
-
-
-class AgentControls(msgspec.Struct, omit_defaults=True):
-    paused: bool | msgspec.UnsetType = msgspec.UNSET
-    own_requests_only: bool | msgspec.UnsetType = msgspec.UNSET
-    own_requests_first: bool | msgspec.UnsetType = msgspec.UNSET
-    schedule: Schedule | msgspec.UnsetType | None = msgspec.UNSET
+    return json_response(Sharing(agent_id=agent_id, group_id=group_id, shared=False))
 
 
 async def update_agent(request: web.Request) -> web.Response:
@@ -315,44 +304,26 @@ async def update_agent(request: web.Request) -> web.Response:
     body = await body_as(request, AgentControls)
     changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not msgspec.UNSET}
     controls = await request.app[HUB].agents.update_controls(user, agent_id, changes)
-    return json_response({"id": agent_id, **msgspec.to_builtins(controls)})
+    return json_response(
+        ControlsView(
+            id=agent_id,
+            paused=controls.paused,
+            own_requests_only=controls.own_requests_only,
+            own_requests_first=controls.own_requests_first,
+            schedule=controls.schedule,
+        )
+    )
 
 
-class GroupSettings(msgspec.Struct, forbid_unknown_fields=True):
-    """Any of the group's settings; absent ones are left as they are (``null`` clears a price bound)."""
-
-    members_can_share: bool | msgspec.UnsetType = msgspec.UNSET
-    billing: BillingMode | msgspec.UnsetType = msgspec.UNSET
-    dynamic_pricing: bool | msgspec.UnsetType = msgspec.UNSET
-    min_price_per_mtok: PricePerMtok | msgspec.UnsetType | None = msgspec.UNSET
-    max_price_per_mtok: PricePerMtok | msgspec.UnsetType | None = msgspec.UNSET
-    default_input_per_mtok: PricePerMtok | msgspec.UnsetType = msgspec.UNSET
-    default_output_per_mtok: PricePerMtok | msgspec.UnsetType = msgspec.UNSET
-    max_tokens_cap: TokensCap | msgspec.UnsetType = msgspec.UNSET
-    bill_backend_errors: bool | msgspec.UnsetType = msgspec.UNSET
-
-
-def group_view(group: Group) -> dict[str, object]:
-    return {
-        "id": group.id,
-        "name": group.name,
-        "members_can_share": group.members_can_share,
-        "billing": group.billing,
-        "dynamic_pricing": group.dynamic_pricing,
-        "min_price_per_mtok": group.min_price_per_mtok,
-        "max_price_per_mtok": group.max_price_per_mtok,
-        "default_input_per_mtok": group.default_input_per_mtok,
-        "default_output_per_mtok": group.default_output_per_mtok,
-        "max_tokens_cap": group.max_tokens_cap,
-        "bill_backend_errors": group.bill_backend_errors,
-    }
+def group_view(group: Group) -> GroupView:
+    return msgspec.convert(group, GroupView, from_attributes=True)
 
 
 async def get_group(request: web.Request) -> web.Response:
     """A group you are in, with its settings and your role."""
     user = await current_user(request)
     group, role = await request.app[HUB].groups.get(user, request.match_info["group_id"])
-    return json_response({**group_view(group), "role": role})
+    return json_response(GroupWithRole(**msgspec.structs.asdict(group_view(group)), role=role))
 
 
 async def update_group(request: web.Request) -> web.Response:

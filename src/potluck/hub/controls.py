@@ -18,14 +18,23 @@ from potluck.hub.errors import InvalidRequestError
 
 
 class Window(msgspec.Struct, frozen=True):
+    """Hours on some days of the week when the agent takes work."""
+
     days: list[int]
+    """Days of the week, Monday = 0 to Sunday = 6."""
     start: str
+    """Start time, ``HH:MM`` in the schedule's time zone."""
     end: str
+    """End time, ``HH:MM``; before ``start``: the window runs past midnight."""
 
 
 class Schedule(msgspec.Struct, frozen=True):
+    """When the agent is available: any of its windows, in its time zone."""
+
     timezone: str = "UTC"
+    """IANA time zone name, e.g. ``Europe/Berlin``."""
     windows: list[Window] = []
+    """The windows; none: never available."""
 
 
 class OwnerControls(msgspec.Struct, frozen=True, omit_defaults=True):

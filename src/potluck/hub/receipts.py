@@ -71,7 +71,9 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     """The model that served it."""
     prompt_tokens: int
+    """Prompt tokens billed."""
     completion_tokens: int
+    """Completion tokens billed."""
     input_per_mtok: float
     """Price of prompt tokens, credits per million tokens (before the multiplier)."""
     output_per_mtok: float
@@ -94,7 +96,9 @@ class SignedReceipt(msgspec.Struct, frozen=True):
     """A receipt with the hub's signature (base64 of 64 bytes) over `canonical_bytes` of it."""
 
     receipt: Receipt
+    """What was signed."""
     signature: str
+    """Base64 of the Ed25519 signature over the receipt's canonical bytes."""
 
     def to_json(self) -> bytes:
         """Compact JSON, keys sorted: the ``receipt`` object in it is exactly the bytes that were signed."""

@@ -36,7 +36,8 @@ class HubSettings:
         directory=True,
         default_text="$XDG_DATA_HOME/potluck/hub",
         help="Where the SQLite database, the admin token hash and the receipt signing key live.",
-        details="Created if missing.",
+        details="Holds `potluck.db`, `admin_token.sha256` and `hub-signing-key` (see "
+        "[Data directories](#data-directories)). Created if missing.",
     )
     database_url: str | None = setting(
         None,
@@ -81,8 +82,11 @@ class HubSettings:
     )
     first_byte_timeout: float = setting(
         600.0,
-        help="Seconds to wait for an agent's response head, then again for its first body byte.",
-        details="Cold model loads can take a minute. Then 504 `upstream_timeout`.",
+        help="Seconds an attempt may take to produce the agent's response head and first body bytes.",
+        details="One budget, per attempt, for the head and the first body bytes (or the end) together, counted "
+        "from when the request is sent to the agent; time in the queue does not count (cold model loads can "
+        "take a minute). Past it the agent is told to cancel, the request is not retried, and the client gets "
+        "504 `upstream_timeout`.",
     )
     idle_timeout: float = setting(
         300.0,

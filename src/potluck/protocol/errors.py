@@ -83,14 +83,23 @@ def code_for_status(status: int) -> ErrorCode:
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """What went wrong, in OpenAI's words."""
+
     message: str
+    """For people; may change between versions."""
     type: str
+    """OpenAI's error type, e.g. ``invalid_request_error`` or ``server_error``."""
     code: str | None = None
+    """The machine-readable code (see ``ERROR_CODES``)."""
     param: str | None = None
+    """The request field at fault, when known."""
 
 
 class ErrorEnvelope(msgspec.Struct):
+    """Every error answer: OpenAI's error shape."""
+
     error: ErrorBody
+    """The error."""
 
 
 def _lookup(code: str) -> ErrorCode | None:

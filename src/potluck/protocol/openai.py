@@ -12,17 +12,25 @@ from potluck.protocol.agent import Usage
 
 
 class StreamOptions(msgspec.Struct):
+    """OpenAI's ``stream_options``."""
+
     include_usage: bool | None = None
+    """Ask for a final chunk with the usage (the hub asks for one anyway and drops it unless this is set)."""
 
 
 class RoutingFields(msgspec.Struct):
     """What the hub reads from a client's request body."""
 
     model: str | None = None
+    """The model, or a group's alias of models, to route to."""
     stream: bool | None = None
+    """Answer as server-sent events (chat and text completions only)."""
     stream_options: StreamOptions | None = None
+    """Streaming options; the hub reads only ``include_usage``."""
     max_tokens: int | None = None
+    """Completion tokens at most; in credit groups the hold assumes it (else the group's cap)."""
     max_completion_tokens: int | None = None
+    """OpenAI's newer name for ``max_tokens``; with both, the hold assumes the larger."""
 
 
 class UsageEnvelope(msgspec.Struct):
