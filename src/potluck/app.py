@@ -24,9 +24,11 @@ from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
 from potluck.api import admin, agent_ws, billing, health, openai, openapi, requests, scheduling, users
+from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.cors import add_cors
 from potluck.api.errors import error_middleware
+from potluck.api.guard import CONNECTION_GUARD, ConnectionGuard, GuardedSite, guard_requests
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.accounts import Accounts
@@ -104,7 +106,16 @@ async def _run_poll(registry: Registry, clock: SystemClock) -> None:
 
 
 def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    guard = ConnectionGuard(
+        SystemClock(),
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_pending_per_ip=settings.max_pending_connections_per_ip,
+    )
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, guard_requests, check_body]
+    )
+    app[CONNECTION_GUARD] = guard
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         ensure_data_dir(settings.data_dir)
@@ -130,7 +141,9 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
-        ledger, released = await Ledger.recover(store.ledger, store.ledger.append)
+        ledger, released = await Ledger.recover(
+            store.ledger, store.ledger.append, on_drop=lambda _txn: metrics.ledger_dropped.inc()
+        )
         zeroed, rebuilt = await store.usage.reconcile_with_receipts()
         if released or zeroed or rebuilt:
             log.warning(
@@ -217,6 +230,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "usage-journal": journal.run,
                 "ledger": ledger.run,
                 "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
+                "connection-guard": guard.run,
             }
         )
         try:
@@ -285,10 +299,18 @@ async def serve(
 ) -> None:
     """Run the hub until SIGTERM/SIGINT, then shut down gracefully."""
     app = create_app(settings, admin_token_hash)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=1.0,
+        keepalive_timeout=settings.keepalive_timeout,
+    )
     await runner.setup()
     ssl_context = _ssl_context(settings)
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context, backlog=4096)
+    site = GuardedSite(
+        runner, app[CONNECTION_GUARD], settings.host, settings.port, ssl_context=ssl_context, backlog=4096
+    )
     await site.start()
     port = _bound_port(runner) or settings.port
     scheme = "https" if ssl_context else "http"

@@ -28,6 +28,10 @@ def test_defaults_are_valid(tmp_path: Path) -> None:
         ({"reprice_interval": 0.0}, "--reprice-interval"),
         ({"port": 65536}, "--port"),
         ({"credit_window": 0}, "--credit-window"),
+        ({"header_timeout": 0.0}, "--header-timeout"),
+        ({"body_timeout": -1.0}, "--body-timeout"),
+        ({"keepalive_timeout": 0.0}, "--keepalive-timeout"),
+        ({"max_pending_connections_per_ip": -1}, "--max-pending-connections-per-ip"),
     ],
 )
 def test_out_of_range_options_are_refused(tmp_path: Path, changes: dict[str, object], message: str) -> None:

@@ -253,3 +253,16 @@ def test_challenge_payload_is_context_then_nonce_then_key() -> None:
     assert payload == AUTH_CONTEXT + nonce + key
     assert payload.startswith(b"potluck-agent-auth-v1\x00")
     assert challenge_payload(b"m" * 32, key) != payload
+
+
+@pytest.mark.parametrize("ftype", list(FrameType))
+def test_a_deeply_nested_meta_is_a_protocol_error_not_a_crash(ftype: FrameType) -> None:
+    from potluck.protocol.agent import _HEADER, _REST
+
+    meta = b"\x81\xa7unknown" + b"\x91" * 100_000 + b"\xc0"  # an unknown field nested 100,000 levels deep
+    frame = _HEADER.pack(_REST + len(meta), ftype, 1, len(meta)) + meta
+    if ftype == FrameType.DATA:
+        assert [f.type for f in iter_frames(frame)] == [FrameType.DATA]  # DATA's meta is never decoded
+        return
+    with pytest.raises(ProtocolError, match="recursion"):
+        list(iter_frames(frame))

@@ -7,6 +7,13 @@ store/ledger.py for the accounts). A background task (`run`) appends whatever ac
 consistent prefix of the ledger. A failed batch is kept, in order, ahead of newer ones and retried;
 the store skips what it already has, so an uncertain failure never charges twice.
 
+One transaction that cannot be written never blocks the others. Every change is refused up front
+(`LedgerLimitError`) if an amount or a resulting balance would pass `MAX_AMOUNT`, so no sum ever
+overflows the database's integers. Should a batch still fail, it is written again one transaction
+at a time: one the store calls unwritable is dropped (logged, counted, and undone in memory so the
+balances stay what the database holds), and the rest are written; a failure of any other kind
+(an outage, a lock) leaves them all pending, in order.
+
 After a crash (`kill -9`) the hub rebuilds the balances from the database with `load`, and releases
 every hold that was never settled: the consumer gets the credits back and nobody is paid, since the
 settlement (if any) was lost with the unflushed batch. A crash therefore loses at most the last
@@ -22,8 +29,12 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from potluck._shared.ids import new_id
+from potluck.hub.errors import InvalidRequestError
+from potluck.hub.pricing import MICRO
+from potluck.store.errors import UnwritableError
 from potluck.store.ledger import (
     HOLD_PREFIX,
+    MAX_AMOUNT,
     MINT,
     LedgerTxn,
     OpenHold,
@@ -35,8 +46,16 @@ from potluck.store.ledger import (
 log = logging.getLogger(__name__)
 
 AppendBatch = Callable[[Sequence[LedgerTxn], Sequence[StoredReceipt]], Awaitable[None]]
+OnDrop = Callable[[LedgerTxn], None]
 
 RECOVERED_REASON = "recovered after restart"
+
+
+class LedgerLimitError(InvalidRequestError, ValueError):
+    """A change would take an amount or a balance beyond `MAX_AMOUNT`; nothing was changed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="amount")
 
 
 class LedgerSource(Protocol):
@@ -66,8 +85,12 @@ class Ledger:
         new_txn_id: Callable[[], str] = _new_txn_id,
         now: Callable[[], datetime] = _utc_now,
         remember_settled: int = 100_000,
+        on_drop: OnDrop | None = None,
     ) -> None:
         self._append = append
+        self._on_drop = on_drop
+        self.dropped = 0
+        """Transactions dropped because the database can never store them (see the module docstring)."""
         self._flush_interval = flush_interval
         self._new_txn_id = new_txn_id
         self._now = now
@@ -111,9 +134,10 @@ class Ledger:
         append: AppendBatch,
         *,
         flush_interval: float = 0.05,
+        on_drop: OnDrop | None = None,
     ) -> tuple[Ledger, int]:
         """A ledger rebuilt from the database (see `load`), and how many open holds it released."""
-        ledger = cls(append, flush_interval=flush_interval)
+        ledger = cls(append, flush_interval=flush_interval, on_drop=on_drop)
         released = await ledger.load(repository)
         return ledger, released
 
@@ -147,7 +171,10 @@ class Ledger:
     # -- changes ------------------------------------------------------------------------------------
 
     def grant(self, user_id: str, amount: int, reason: str) -> str:
-        """Give a user credits from the mint; the transaction id."""
+        """Give a user credits from the mint; the transaction id.
+
+        LedgerLimitError if the credits in circulation would pass `MAX_AMOUNT`.
+        """
         if amount <= 0:
             raise ValueError(f"a grant must be positive, not {amount}")
         return self._record("grant", None, reason, ((MINT, -amount), (user_account(user_id), amount)))
@@ -196,7 +223,7 @@ class Ledger:
         """
         payouts = list(payouts)
         _check_settlement(request_id, charge, payouts, receipt)
-        hold = self._holds.pop(request_id, None)
+        hold = self._holds.get(request_id)
         if hold is None:
             log.debug("settle of %s ignored: no open hold", request_id)
             return False
@@ -212,6 +239,7 @@ class Ledger:
         entries[refund] = entries.get(refund, 0) + held - charge
         kept = tuple((acct, amount) for acct, amount in entries.items() if amount) or ((hold_account(user_id), 0),)
         self._record("settle", request_id, reason, kept)
+        del self._holds[request_id]
         self._pending_settles.add(request_id)
         if receipt is not None:
             self._receipts.append(receipt)
@@ -227,8 +255,15 @@ class Ledger:
     def _record(
         self, kind: str, request_id: str | None, reason: str | None, entries: tuple[tuple[str, int], ...]
     ) -> str:
-        txn = LedgerTxn(self._new_txn_id(), kind, request_id, reason, self._now(), entries)
         balances = self._balances
+        for acct, amount in entries:
+            after = balances.get(acct, 0) + amount
+            if not (-MAX_AMOUNT <= amount <= MAX_AMOUNT and -MAX_AMOUNT <= after <= MAX_AMOUNT):
+                raise LedgerLimitError(
+                    f"this {kind} would take {acct} to {after} µcr; the ledger holds at most "
+                    f"{MAX_AMOUNT // MICRO:,} credits in any account and in circulation"
+                )
+        txn = LedgerTxn(self._new_txn_id(), kind, request_id, reason, self._now(), entries)
         for acct, amount in entries:
             balances[acct] = balances.get(acct, 0) + amount
         self._txns.append(txn)
@@ -252,7 +287,11 @@ class Ledger:
         return request_id in self._closed
 
     async def flush(self) -> None:
-        """Write everything pending in one database transaction. On failure it stays pending, in order."""
+        """Write everything pending in one database transaction.
+
+        If that fails, write it again one transaction at a time, dropping any the store calls
+        unwritable. What could not be written stays pending, in order, and the error is raised.
+        """
         async with self._flush_lock:
             if not self._txns and not self._receipts:
                 return
@@ -260,19 +299,97 @@ class Ledger:
             receipts, self._receipts = self._receipts, []
             self._writing_settles, self._pending_settles = self._pending_settles, set()
             try:
-                await self._append(txns, receipts)
+                await self._write(txns, receipts)
             except BaseException as exc:
                 # Also on cancellation: the write may or may not have happened, and a retry is idempotent.
                 if not isinstance(exc, asyncio.CancelledError):
-                    log.exception("writing %d ledger transactions failed; will retry", len(txns))
-                self._txns[:0] = txns
-                self._receipts[:0] = receipts
+                    log.exception("writing the ledger failed; %d transactions wait for the next try", len(self._txns))
                 self._pending_settles |= self._writing_settles
-                self._writing_settles = set()
                 raise
-            self._writing_settles = set()
-            flushed, self._flushed = self._flushed, asyncio.Event()
-            flushed.set()
+            finally:
+                self._writing_settles = set()
+                flushed, self._flushed = self._flushed, asyncio.Event()
+                flushed.set()
+
+    async def _write(self, txns: list[LedgerTxn], receipts: list[StoredReceipt]) -> None:
+        """Write a batch; on failure, what was not written is back at the head of the pending lists."""
+        try:
+            await self._append(txns, receipts)
+        except Exception:
+            log.warning(
+                "writing %d ledger transactions in one batch failed; trying one by one", len(txns), exc_info=True
+            )
+        except BaseException:
+            self._txns[:0] = txns
+            self._receipts[:0] = receipts
+            raise
+        else:
+            return
+        await self._write_singly(txns, receipts)
+
+    async def _write_singly(self, txns: list[LedgerTxn], receipts: list[StoredReceipt]) -> None:
+        """Write each transaction alone, with its receipt, in order, dropping the unwritable ones.
+
+        Any other failure puts what is not written yet back at the head of the pending lists and propagates.
+        """
+        receipt_of = {r.request_id: r for r in receipts}
+        units: list[tuple[LedgerTxn | None, list[StoredReceipt]]] = []
+        for txn in txns:
+            own = receipt_of.pop(txn.request_id, None) if txn.kind == "settle" and txn.request_id else None
+            units.append((txn, [] if own is None else [own]))
+        if receipt_of:  # receipts of settlements written earlier (none in practice): on their own, last
+            units.append((None, list(receipt_of.values())))
+        lost_holds: set[str] = set()
+        for index, (unit, own_receipts) in enumerate(units):
+            request_id = None if unit is None else unit.request_id
+            if unit is not None and request_id in lost_holds:
+                self._drop(unit, own_receipts, "the hold it settles was dropped")
+                continue
+            try:
+                await self._append(() if unit is None else (unit,), own_receipts)
+            except UnwritableError as exc:
+                self._drop(unit, own_receipts, exc)
+                if unit is not None and unit.kind == "hold" and request_id is not None:
+                    lost_holds.add(request_id)
+            except BaseException:
+                rest = units[index:]
+                self._txns[:0] = [t for t, _ in rest if t is not None]
+                self._receipts[:0] = [r for _, rs in rest for r in rs]
+                raise
+            else:
+                if unit is not None and unit.kind == "settle" and request_id is not None:
+                    self._writing_settles.discard(request_id)
+
+    def _drop(self, txn: LedgerTxn | None, receipts: list[StoredReceipt], why: object) -> None:
+        """Forget a transaction (and its receipt) the database will never hold, and undo it in memory."""
+        if txn is None:
+            log.error("dropped %d receipts that can never be written: %s", len(receipts), why)
+            return
+        self.dropped += 1
+        log.error(
+            "dropped ledger transaction %s (%s, request %s, reason %r, entries %s%s): it can never be written: %s",
+            txn.id,
+            txn.kind,
+            txn.request_id,
+            txn.reason,
+            txn.entries,
+            ", with its receipt" if receipts else "",
+            why,
+        )
+        balances = self._balances
+        for acct, amount in txn.entries:
+            balances[acct] = balances.get(acct, 0) - amount
+        request_id = txn.request_id
+        if request_id is not None:
+            if txn.kind == "hold":
+                # Its settlement would take from a hold the database never had: the request goes free.
+                self._holds.pop(request_id, None)
+            elif txn.kind == "settle":
+                # The hold stays in the database, where the next start releases it (as after a crash).
+                self._writing_settles.discard(request_id)
+                self._closed.pop(request_id, None)
+        if self._on_drop is not None:
+            self._on_drop(txn)
 
     async def run(self) -> None:
         """Flush on a fixed cadence until cancelled (group commit)."""

@@ -25,6 +25,11 @@ class HubMetrics:
             "Retries not made because retries in progress were at the retry budget",
             registry=registry,
         )
+        self.ledger_dropped = Counter(
+            "potluck_hub_ledger_dropped_total",
+            "Ledger transactions dropped because the database can never store them",
+            registry=registry,
+        )
         self.ejected = Gauge(
             "potluck_hub_agents_ejected", "Agent-model pairs ejected after consecutive failures", registry=registry
         )

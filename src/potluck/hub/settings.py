@@ -165,6 +165,26 @@ class HubSettings:
         help="On SIGTERM or SIGINT: seconds in-flight requests may run before the hub closes.",
         details="Also sent to agents as `DRAIN.deadline_s`.",
     )
+    header_timeout: float = setting(
+        10.0,
+        help="Seconds a client has to send a request's headers, from its connection or its first byte after a pause.",
+        details="Then the connection is closed (slowloris). TLS handshakes get the same deadline.",
+    )
+    body_timeout: float = setting(
+        30.0,
+        help="Seconds a request body may go without a byte before the hub closes the connection.",
+        details="A slow body that keeps coming is never cut off.",
+    )
+    max_pending_connections_per_ip: int = setting(
+        64,
+        help="Connections one client address may keep open a second or more without sending a whole request "
+        "(0: no cap).",
+        details="Beyond it the excess is closed and new ones refused; fast bursts are never refused.",
+    )
+    keepalive_timeout: float = setting(
+        75.0,
+        help="Seconds an idle keep-alive connection stays open between requests.",
+    )
     tls_cert: Path | None = setting(
         None,
         help="PEM certificate (chain) file; with --tls-key the hub serves HTTPS.",
@@ -187,6 +207,7 @@ class HubSettings:
     def validate(self) -> None:
         """Refuse settings the hub cannot run with; the message names the option (a usage error)."""
         self._validate_network()
+        self._validate_connection_limits()
         self._validate_scheduling()
         if not 0 <= self.platform_fee_percent <= 100:
             raise ValueError("--platform-fee-percent must be in 0..100")
@@ -218,3 +239,9 @@ class HubSettings:
             raise ValueError("--eject-failures >= 1, --eject-base-s > 0 and --eject-max-percent in 0..100")
         if not 0 <= self.retry_budget_percent <= 100:
             raise ValueError("--retry-budget-percent must be in 0..100")
+
+    def _validate_connection_limits(self) -> None:
+        if min(self.header_timeout, self.body_timeout, self.keepalive_timeout) <= 0:
+            raise ValueError("--header-timeout, --body-timeout and --keepalive-timeout must be positive")
+        if self.max_pending_connections_per_ip < 0:
+            raise ValueError("--max-pending-connections-per-ip must be 0 (no cap) or more")

@@ -405,7 +405,7 @@ def iter_frames(buf: bytes) -> Iterator[Frame]:
                 raise ProtocolError(f"unknown frame type {ftype}")
             try:
                 message = decoder.decode(view[pos + HEADER_SIZE : meta_end])
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:  # an agent's deeply nested meta too
                 raise ProtocolError(f"bad {FrameType(ftype).name} message: {exc}") from exc
             yield Frame(ftype, stream_id, message, bytes(view[meta_end:frame_end]))
         pos = frame_end

@@ -13,3 +13,11 @@ class NotFoundError(StoreError):
 
 class ConflictError(StoreError):
     """A uniqueness or state rule refused the write (e.g. a used enrolment token)."""
+
+
+class UnwritableError(StoreError, ValueError):
+    """The data itself can never be stored (malformed, or a value out of the database's range).
+
+    Unlike an outage or a lock, retrying the same write fails again, so a writer drops or
+    corrects it instead of retrying it forever.
+    """

@@ -8,6 +8,9 @@ The hub keeps the ledger in memory and appends it here in batches (group commit)
 idempotent, so a batch retried after an uncertain failure never charges anyone twice: a
 transaction whose id, or whose (request_id, kind), is already stored is skipped, and the unique
 constraint on (request_id, kind) is the last line of defence.
+
+A transaction that can never be written (malformed, or an amount beyond `MAX_AMOUNT`) makes
+`append` raise `UnwritableError` and write nothing of its batch; the caller then isolates it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import Select, and_, exists, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from potluck.store.errors import ConflictError
+from potluck.store.errors import ConflictError, UnwritableError
 from potluck.store.tables import ledger_entries, ledger_txns, receipts
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,12 @@ MINT = "mint"
 PLATFORM = "platform"
 USER_PREFIX = "user:"
 HOLD_PREFIX = "hold:"
+
+MAX_AMOUNT = 10**15
+"""The largest amount (µcr, one billion credits) of any entry and of any account's balance.
+
+Far below a 64-bit integer (9.2e18), so no sum the database computes over an account's entries
+can overflow, and exact as a JSON number in any client (below 2**53)."""
 
 # Keeps IN lists well under every backend's bound-parameter limit.
 _CHUNK = 500
@@ -94,13 +103,17 @@ class LedgerEntry:
 
 
 def check_txn(txn: LedgerTxn) -> None:
-    """ValueError unless the transaction is well formed: a known kind, entries that sum to zero."""
+    """UnwritableError (a ValueError) unless the transaction is well formed: a known kind, entries
+    that sum to zero, every amount within `MAX_AMOUNT`."""
     if txn.kind not in TXN_KINDS:
-        raise ValueError(f"txn {txn.id}: unknown kind {txn.kind!r}")
+        raise UnwritableError(f"txn {txn.id}: unknown kind {txn.kind!r}")
     if not txn.entries:
-        raise ValueError(f"txn {txn.id}: no entries")
+        raise UnwritableError(f"txn {txn.id}: no entries")
     if sum(amount for _, amount in txn.entries) != 0:
-        raise ValueError(f"txn {txn.id}: entries sum to {sum(a for _, a in txn.entries)}, not 0")
+        raise UnwritableError(f"txn {txn.id}: entries sum to {sum(a for _, a in txn.entries)}, not 0")
+    for account, amount in txn.entries:
+        if not -MAX_AMOUNT <= amount <= MAX_AMOUNT:
+            raise UnwritableError(f"txn {txn.id}: {account} {amount} is beyond the ledger's limit of {MAX_AMOUNT}")
 
 
 class LedgerRepository:
@@ -110,8 +123,10 @@ class LedgerRepository:
     async def append(self, txns: Sequence[LedgerTxn], receipts: Sequence[StoredReceipt] = ()) -> None:
         """Write a batch, in order, in one database transaction; skip what is already stored.
 
-        ValueError (before anything is written) if a transaction does not sum to zero.
-        ConflictError if concurrent writers keep colliding with this batch.
+        UnwritableError (and nothing of the batch written) if a transaction or receipt can never be
+        stored: one that `check_txn` refuses, or a value the database rejects as out of range.
+        ConflictError if concurrent writers keep colliding with this batch. Other database errors
+        (an outage, a lock) propagate as they are: the same batch may succeed later.
         """
         for txn in txns:
             check_txn(txn)
@@ -125,6 +140,10 @@ class LedgerRepository:
                 if attempt == _CONFLICT_RETRIES - 1:
                     raise ConflictError(f"ledger batch conflicts with stored transactions: {exc}") from exc
                 log.warning("ledger batch collided with a concurrent writer; retrying")
+            except Exception as exc:
+                if _is_unwritable(exc):
+                    raise UnwritableError(f"the database refuses this ledger batch: {exc}") from exc
+                raise
             else:
                 return
 
@@ -285,6 +304,18 @@ async def _new_txns(conn: AsyncConnection, txns: Sequence[LedgerTxn]) -> list[Le
             seen_keys.add(key)
         new.append(txn)
     return new
+
+
+def _is_unwritable(exc: Exception) -> bool:
+    """Whether the error is about the values written (so the same write always fails), not the database."""
+    if isinstance(exc, DataError | OverflowError | ValueError | TypeError):
+        return True
+    # A value the driver or a column type could not even bind (e.g. a naive datetime, an int beyond 64 bits).
+    return (
+        isinstance(exc, StatementError)
+        and not isinstance(exc, DBAPIError)
+        and isinstance(exc.orig, OverflowError | ValueError | TypeError)
+    )
 
 
 def _receipts() -> Select[str, str, str, str, str | None, datetime]:
