@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
-from potluck.api import admin, agent_ws, billing, health, openai, openapi, scheduling, users
+from potluck.api import admin, agent_ws, billing, health, openai, openapi, requests, scheduling, users
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.cors import add_cors
@@ -249,6 +249,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     health.add_routes(app)
     scheduling.add_routes(app)
     billing.add_routes(app)
+    requests.add_routes(app)
     openapi.add_routes(app)
     add_cors(app, settings)
     return app

@@ -454,12 +454,17 @@ async def scenario(
         assert (await api.call("GET", path + "?since=2020-01-01", 200, token=token))["data"]
         assert csv_header(await api.call("GET", path + "?format=csv", 200, token=token)) == rows[row]
     await api.call("GET", "/api/usage?format=xml", 400, token=carl)
+    mine = await api.call("GET", "/api/requests?limit=500", 200, token=carl)
+    assert paid in [r["request_id"] for r in mine["data"]]
+    await api.call("GET", "/api/requests?limit=0", 400, token=carl)
 
     # The admin's views.
     ops_key = await api.call("POST", "/admin/keys", 201, token=ADMIN_TOKEN, body={"name": "ops"})
     await api.call("GET", "/admin/keys", 200, token=ADMIN_TOKEN)
     await api.call("DELETE", f"/admin/keys/{ops_key['id']}", 200, token=ADMIN_TOKEN)
     await api.call("GET", "/admin/usage?limit=5", 200, token=ADMIN_TOKEN)
+    users = await api.call("GET", "/admin/users", 200, token=ADMIN_TOKEN)
+    assert carl_id in [u["id"] for u in users["users"]]
     explained = await api.call("GET", f"/admin/route-explain?model={MODEL}&key_id={key['id']}", 200, token=ADMIN_TOKEN)
     assert explained["choice"]["agent_id"] == agent_id
     await api.call("GET", "/admin/route-explain", 400, token=ADMIN_TOKEN)

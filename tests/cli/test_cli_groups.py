@@ -45,7 +45,8 @@ class Cli:
 
     def __call__(self, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> Result:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("POTLUCK_")}
-        full_env.update(XDG_CONFIG_HOME=str(self.config_home), COLUMNS="200", NO_COLOR="1", **(env or {}))
+        full_env.update({"XDG_CONFIG_HOME": str(self.config_home), "COLUMNS": "200", "NO_COLOR": "1"})
+        full_env.update(env or {})
         proc = subprocess.run(
             [sys.executable, "-m", "potluck", *args],
             input=stdin,

@@ -7,6 +7,7 @@ The commands run as subprocesses (the `Cli` helper of test_cli_groups.py), each 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shlex
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -138,7 +140,7 @@ def test_keys_and_agent_tokens_through_the_cli(hub: HubProcess, tmp_path: Path, 
     after = alice("key", "list")
     assert after.code == 0, after.both
     revoked_row = next(line for line in after.out.splitlines() if scoped_id in line)
-    timestamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d"
+    timestamp = r"\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ"  # UTC, to the second
     assert len(re.findall(timestamp, revoked_row)) == 2, "created and revoked"
     live_row = next(line for line in after.out.splitlines() if unscoped_id in line)
     assert len(re.findall(timestamp, live_row)) == 1
@@ -249,3 +251,80 @@ def test_agent_subcommands_use_the_stored_login(hub: HubProcess, tmp_path: Path,
     assert "Local LLM backends" in scan.out
     bad_ports = cli("agent", "--scan-ports", "nope", "scan")
     assert bad_ports.code == 2
+
+
+def chat_status(hub: HubProcess, key: str, model: str) -> int:
+    """The status of one chat completion with an API key."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    request = urllib.request.Request(
+        hub.url + "/v1/chat/completions",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code
+
+
+def test_key_limits_reach_the_hub(hub: HubProcess, tmp_path: Path, outputs: list[Result]) -> None:
+    alice = logged_in(hub, tmp_path, outputs, "alice")
+    made = alice(
+        "key", "create", "limited", "--rpm", "1", "--tpm", "5000", "--max-concurrency", "2",
+        "--models", "m-one,m-two", "--models", "m-three", "--expires", "30d", "--priority", "3", "--prefer-own",
+    )  # fmt: skip
+    _, key = created_key(made)
+    match = re.search(
+        r"^limits: models m-one, m-two, m-three; expires (\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ); rpm 1; tpm 5000;"
+        r" max concurrency 2; priority 3; prefers your own agents$",
+        made.out,
+        re.MULTILINE,
+    )
+    assert match is not None, made.out
+    expires = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(expires - (datetime.now(UTC) + timedelta(days=30))) < timedelta(minutes=5)
+
+    # The hub enforces them: a model off the allow-list is refused, and one request a minute passes.
+    assert chat_status(hub, key, "m-four") == 403
+    assert chat_status(hub, key, "m-one") == 404  # allowed, but no agent serves it
+    assert chat_status(hub, key, "m-two") == 429
+
+    # A date is sent as a lifetime from now: the hub's expiry is that time, give or take the call.
+    when = (datetime.now(UTC) + timedelta(days=400)).replace(second=0, microsecond=0)
+    until = alice("key", "create", "dated", "--expires", when.strftime("%Y-%m-%dT%H:%M"))
+    created_key(until)
+    match = re.search(r"^limits: expires (\S+ \S+)$", until.out, re.MULTILINE)
+    assert match is not None, until.out
+    expires = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(expires - when) < timedelta(seconds=5)
+    plain = alice("key", "create", "plain")
+    created_key(plain)
+    assert "limits:" not in plain.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--rpm", "0"), "--rpm"),
+        (("--tpm", "lots"), "--tpm"),
+        (("--max-concurrency", "1000001"), "--max-concurrency"),
+        (("--rpm", "1000000001"), "--rpm"),
+        (("--priority", "101"), "--priority"),
+        (("--models", "a,,b"), "empty model name"),
+        (("--expires", "soon"), "neither a duration"),
+        (("--expires", "2001-01-01"), "not in the future"),
+        (("--expires", "0"), "--expires"),
+        (("--expires", "3651d"), "more than 3650 days away"),
+    ],
+)
+def test_bad_key_limits_are_usage_errors(
+    hub: HubProcess, tmp_path: Path, outputs: list[Result], args: tuple[str, ...], message: str
+) -> None:
+    cli = make_cli(tmp_path, "nobody", outputs)
+    result = cli("key", "create", "k", "--hub", hub.url, *args)
+    assert result.code == 2, result.both
+    assert message in result.err
+    assert "Traceback" not in result.both

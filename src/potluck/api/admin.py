@@ -16,12 +16,15 @@ from potluck.api.schemas.admin import (
     AgentStateChange,
     CreatedAgentToken,
     CreatedKey,
+    ListedUser,
     UsageList,
     UsageQuery,
     UsageRecord,
+    UserList,
 )
 from potluck.api.schemas.common import KeyList, Named, RevokedKey
 from potluck.hub.errors import AdminAuthError
+from potluck.hub.pricing import MICRO
 from potluck.hub.services import HubServices
 from potluck.protocol.agent import ModelInfo
 
@@ -59,6 +62,26 @@ async def revoke_key(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     key = await hub.keys.revoke(request.match_info["key_id"])
     return json_response(RevokedKey(id=key.id, revoked_at=iso(key.revoked_at)))
+
+
+async def list_users(request: web.Request) -> web.Response:
+    """Every account by username: role, limits over all its keys, and spendable credits."""
+    hub = await require_admin(request)
+    users = []
+    for user in await hub.accounts.all():
+        free = hub.credits.balance(user.id).free
+        users.append(
+            ListedUser(
+                id=user.id,
+                username=user.username,
+                role=user.role,
+                rpm=user.rpm,
+                tpm=user.tpm,
+                balance=free / MICRO,
+                balance_micro=free,
+            )
+        )
+    return json_response(UserList(users=users))
 
 
 async def create_agent_token(request: web.Request) -> web.Response:
@@ -156,6 +179,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/keys", create_key)
     app.router.add_get("/admin/keys", list_keys)
     app.router.add_delete("/admin/keys/{key_id}", revoke_key)
+    app.router.add_get("/admin/users", list_users)
     app.router.add_post("/admin/agent-tokens", create_agent_token)
     app.router.add_get("/admin/agents", list_agents)
     app.router.add_post("/admin/agents/{agent_id}/drain", drain_agent)

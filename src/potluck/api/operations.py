@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from potluck.api.schemas import accounts, admin, agents, billing, groups, scheduling, service
+from potluck.api.schemas import accounts, admin, agents, billing, groups, requests, scheduling, service
 from potluck.api.schemas.common import KeyList, Named, Revoked, RevokedKey
 from potluck.hub.receipts import SignedReceipt
 from potluck.protocol.openai import RoutingFields
@@ -140,6 +140,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Create an API key", Auth.ADMIN, ok(admin.CreatedKey, "The key", 201), body=Named
     ),
     ("GET", "/admin/keys"): Operation("List API keys", Auth.ADMIN, ok(KeyList, "All keys")),
+    ("GET", "/admin/users"): Operation(
+        "List user accounts", Auth.ADMIN, ok(admin.UserList, "Every account, with its role, limits and credits")
+    ),
     ("DELETE", "/admin/keys/{key_id}"): Operation(
         "Revoke an API key", Auth.ADMIN, ok(RevokedKey, "Revoked (again: the original time)"), ("not_found",)
     ),
@@ -363,6 +366,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         Auth.USER,
         _report(billing.EarningsReport, "Rows"),
         query=billing.ReportQuery,
+    ),
+    ("GET", "/api/requests"): Operation(
+        "Your requests with their ids, newest first (admins: any user's)",
+        Auth.USER,
+        ok(requests.RequestList, "A page; pass `next_before` as `before` for the next"),
+        ("permission_denied", "not_found"),
+        query=requests.RequestsQuery,
     ),
     ("GET", "/api/receipts/{request_id}"): Operation(
         "The hub-signed receipt of a settled request (its consumer and the agent's owner)",

@@ -1,43 +1,26 @@
-"""Accounts on a hub: log in and out, API keys, agent enrolment tokens, and the admin commands."""
+"""Accounts on a hub: log in and out, API keys and agent enrolment tokens (admin commands: `cli/admin.py`)."""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
 
 import click
 
-from potluck.cli.output import format_credits, micro_field, print_table
+from potluck.cli.admin import admin_cmd
+from potluck.cli.output import format_time, id_lines, ids, print_table
+from potluck.cli.passwords import password_stdin_option, read_password, warn_if_insecure
 from potluck.cli.session import call, fail, hub_option, logged_in, path_id, resolve_hub
-from potluck.protocol.accounts import UserRole
 
-_password_stdin_option = click.option(
-    "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
-)
-
-
-def _read_password(from_stdin: bool, *, confirm: bool) -> str:
-    """The password from stdin's first line, or from a hidden prompt; never echoed."""
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\n").rstrip("\r")
-        if not password:
-            raise click.UsageError("--password-stdin: standard input holds no password")
-        return password
-    return str(click.prompt("Password", hide_input=True, confirmation_prompt=confirm))
-
-
-def _warn_if_insecure(hub: str) -> None:
-    from potluck.cli.client import is_insecure
-
-    if is_insecure(hub):
-        click.echo(
-            f"warning: {hub} is plain HTTP off this machine; the password crosses the network unencrypted", err=True
-        )
+# The hub's own ranges (msgspec and constants only: importable without the hub's extras).
+from potluck.hub.bounds import MAX_CONCURRENCY, MAX_KEY_LIFETIME_S, MAX_PRIORITY, MAX_RATE
 
 
 @click.command()
 @hub_option
 @click.option("--username", help="Account name [default: prompt].")
-@_password_stdin_option
+@password_stdin_option
 def login(hub_url: str | None, username: str | None, password_stdin: bool) -> None:
     """Log in to a hub and keep the session token in $XDG_CONFIG_HOME/potluck/cli.json."""
     from potluck.cli.client import HubError, load_config, request, save_config
@@ -47,8 +30,8 @@ def login(hub_url: str | None, username: str | None, password_stdin: bool) -> No
         if password_stdin:
             raise click.UsageError("--password-stdin needs --username")
         username = str(click.prompt("Username"))
-    password = _read_password(password_stdin, confirm=False)
-    _warn_if_insecure(hub)
+    password = read_password(password_stdin, confirm=False)
+    warn_if_insecure(hub)
     try:
         answer = request("POST", hub, "/api/login", body={"username": username, "password": password})
         config = load_config()
@@ -58,7 +41,7 @@ def login(hub_url: str | None, username: str | None, password_stdin: bool) -> No
         raise fail(exc) from None
     except KeyError:
         raise click.ClickException(f"{hub} answered the login without a token") from None
-    expires = answer.get("expires_at") or "never"
+    expires = format_time(answer["expires_at"]) if answer.get("expires_at") else "never"
     click.echo(f"logged in to {hub} as {username} (session expires {expires}); token saved to {path}")
 
 
@@ -88,6 +71,78 @@ def key_cmd() -> None:
     """Your API keys: create (for some or all of your groups), list, revoke."""
 
 
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+
+def _limit_option(name: str, what: str, most: int) -> Callable[[FC], FC]:
+    return click.option(name, type=click.IntRange(1, most), metavar="N", help=f"{what} [default: no limit].")
+
+
+def _models(values: tuple[str, ...]) -> list[str] | None:
+    """``--models a,b --models c`` as ``["a", "b", "c"]``; None (any model) when not given."""
+    if not values:
+        return None
+    models = [m.strip() for value in values for m in value.split(",")]
+    if any(not m for m in models):
+        raise click.BadParameter(f"an empty model name in {', '.join(map(repr, values))}", param_hint="--models")
+    return list(dict.fromkeys(models))
+
+
+def _expires_in_s(text: str, now: datetime) -> int:
+    """``--expires``: a duration from now (``30d``), or a date or time in UTC unless it names its zone."""
+    from potluck.cli.client import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = _seconds_until(text, now)
+    if seconds > MAX_KEY_LIFETIME_S:
+        raise click.BadParameter(
+            f"{text!r} is more than {MAX_KEY_LIFETIME_S // 86_400} days away", param_hint="--expires"
+        )
+    return seconds
+
+
+def _seconds_until(text: str, now: datetime) -> int:
+    import math
+    from datetime import UTC
+
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a duration (3600, 30m, 12h, 30d, 2w) nor a UTC date or time"
+            " (2026-12-31, 2026-12-31T18:00)",
+            param_hint="--expires",
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    # The hub takes a lifetime, not a time: round down, so the key never outlives the time given by more
+    # than the call's own latency.
+    seconds = math.floor((when - now).total_seconds())
+    if seconds < 1:
+        raise click.BadParameter(f"{text!r} is not in the future", param_hint="--expires")
+    return seconds
+
+
+def _key_settings(key: dict[str, object]) -> str:
+    """What a new key is limited to, as one line; empty when nothing is."""
+    parts = []
+    models = key.get("models")
+    if isinstance(models, list):
+        parts.append("models " + ", ".join(str(m) for m in models))
+    if key.get("expires_at"):
+        parts.append(f"expires {format_time(key['expires_at'])}")
+    for field, label in (("rpm", "rpm"), ("tpm", "tpm"), ("max_concurrency", "max concurrency")):
+        if key.get(field) is not None:
+            parts.append(f"{label} {key[field]}")
+    if key.get("priority") not in (None, 1):
+        parts.append(f"priority {key['priority']}")
+    if key.get("prefer_own"):
+        parts.append("prefers your own agents")
+    return "; ".join(parts)
+
+
 @key_cmd.command("create")
 @hub_option
 @click.argument("name")
@@ -98,14 +153,63 @@ def key_cmd() -> None:
     multiple=True,
     help="A group the key reaches; repeatable [default: every group you are in, now and later].",
 )
-def key_create(hub_url: str | None, name: str, groups: tuple[str, ...]) -> None:
-    """Create an API key for the OpenAI endpoint. The key is shown only this once."""
-    hub, token = logged_in(hub_url)
-    body: dict[str, object] = {"name": name}
+@click.option(
+    "--models",
+    "models",
+    metavar="MODEL[,MODEL...]",
+    multiple=True,
+    help="The only models (or aliases) the key may use; comma-separated or repeated [default: any].",
+)
+@click.option(
+    "--expires",
+    metavar="WHEN",
+    help="When the key stops working: a duration from now (30d, 12h, 3600) or a UTC date or time"
+    " (2026-12-31, 2026-12-31T18:00) [default: never].",
+)
+@_limit_option("--rpm", "Requests per minute", MAX_RATE)
+@_limit_option("--tpm", "Tokens per minute", MAX_RATE)
+@_limit_option("--max-concurrency", "Requests in flight at once", MAX_CONCURRENCY)
+@click.option(
+    "--priority",
+    type=click.IntRange(1, MAX_PRIORITY),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help=f"Weight in the fair queue, 1 to {MAX_PRIORITY}: a key of priority 2 gets twice the turns of one of 1.",
+)
+@click.option("--prefer-own", is_flag=True, help="Route to your own agents first when they can take the request.")
+def key_create(
+    hub_url: str | None,
+    name: str,
+    groups: tuple[str, ...],
+    models: tuple[str, ...],
+    expires: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    max_concurrency: int | None,
+    priority: int,
+    prefer_own: bool,
+) -> None:
+    """Create an API key for the OpenAI endpoint, with optional limits. The key is shown only this once."""
+    from datetime import UTC
+
+    body: dict[str, object] = {"name": name, "priority": priority, "prefer_own": prefer_own}
     if groups:
         body["groups"] = list(groups)
+    allowed = _models(models)
+    if allowed is not None:
+        body["models"] = allowed
+    if expires is not None:
+        body["expires_in_s"] = _expires_in_s(expires, datetime.now(UTC))
+    for field, value in (("rpm", rpm), ("tpm", tpm), ("max_concurrency", max_concurrency)):
+        if value is not None:
+            body[field] = value
+    hub, token = logged_in(hub_url)
     key = call("POST", hub, "/api/keys", token, body)
     click.echo(f"created key {key.get('name', name)}: {key.get('id')} (groups: {_key_groups(key.get('groups'))})")
+    settings = _key_settings(key)
+    if settings:
+        click.echo(f"limits: {settings}")
     click.echo("key (shown once; the hub keeps only its hash):")
     click.echo(str(key.get("key")))
 
@@ -130,13 +234,13 @@ def key_list(hub_url: str | None) -> None:
             str(k.get("id")),
             str(k.get("name")),
             f"{k.get('prefix')}…",
-            _key_groups(k.get("groups")),
-            str(k.get("created_at")),
-            str(k.get("revoked_at") or "—"),
+            "all" if k.get("groups") is None else id_lines(k.get("groups")),
+            format_time(k.get("created_at")),
+            format_time(k.get("revoked_at")),
         )
         for k in keys
     ]
-    print_table("Your API keys", ("id", "name", "prefix", "groups", "created", "revoked"), rows)
+    print_table("Your API keys", (ids("id"), "name", "prefix", ids("groups"), "created", "revoked"), rows)
     if not rows:
         click.echo("no keys yet; create one with `potluck key create NAME`")
 
@@ -170,75 +274,6 @@ def agent_token_create(hub_url: str | None, name: str) -> None:
     click.echo(agent_token)
     click.echo("run on the GPU machine:")
     click.echo(f"potluck agent --hub {shlex.quote(hub)} --token {shlex.quote(agent_token)}")
-
-
-@click.group("admin")
-def admin_cmd() -> None:
-    """Hub administration with the admin token."""
-
-
-@admin_cmd.command("create-user")
-@hub_option
-@click.argument("username")
-@click.option("--role", type=click.Choice([r.value for r in UserRole]), default=UserRole.USER.value, show_default=True)
-@click.option("--admin-token", envvar="POTLUCK_ADMIN_TOKEN", help="The hub's admin token.")
-@_password_stdin_option
-def admin_create_user(
-    hub_url: str | None, username: str, role: str, admin_token: str | None, password_stdin: bool
-) -> None:
-    """Create an account. The password comes from a hidden prompt (asked twice) or --password-stdin."""
-    from potluck.cli.client import HubError, request
-
-    if not admin_token:
-        raise click.UsageError("--admin-token (or POTLUCK_ADMIN_TOKEN) is required")
-    hub = resolve_hub(hub_url)
-    password = _read_password(password_stdin, confirm=True)
-    _warn_if_insecure(hub)
-    try:
-        user = request(
-            "POST",
-            hub,
-            "/admin/users",
-            token=admin_token,
-            body={"username": username, "password": password, "role": role},
-        )
-    except HubError as exc:
-        raise fail(exc) from None
-    click.echo(f"created {user.get('role', role)} {user.get('username', username)}: {user.get('id')}")
-
-
-@admin_cmd.command("grant-credits")
-@hub_option
-@click.argument("user_id")
-@click.argument("amount", type=float)
-@click.option("--reason", required=True, help="Why (kept in the ledger with the grant).")
-@click.option("--admin-token", envvar="POTLUCK_ADMIN_TOKEN", help="The hub's admin token.")
-def admin_grant_credits(hub_url: str | None, user_id: str, amount: float, reason: str, admin_token: str | None) -> None:
-    """Add AMOUNT credits to a user's balance."""
-    import math
-
-    from potluck.cli.client import HubError, request
-
-    if not admin_token:
-        raise click.UsageError("--admin-token (or POTLUCK_ADMIN_TOKEN) is required")
-    if not math.isfinite(amount):
-        raise click.BadParameter(f"{amount} is not a number of credits", param_hint="AMOUNT")
-    hub = resolve_hub(hub_url)
-    try:
-        answer = request(
-            "POST",
-            hub,
-            "/admin/credits",
-            token=admin_token,
-            body={"user_id": user_id, "amount": amount, "reason": reason},
-        )
-    except HubError as exc:
-        raise fail(exc) from None
-    granted = format_credits(round(amount * 1_000_000))
-    click.echo(
-        f"granted {granted} credits to {answer.get('user_id', user_id)} ({answer.get('txn_id')}); "
-        f"balance now {format_credits(micro_field(answer, 'balance'))} credits"
-    )
 
 
 COMMANDS: tuple[click.Command, ...] = (login, logout, key_cmd, agent_token_cmd, admin_cmd)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
-from potluck.cli.output import format_credits, micro_field, print_table
+from potluck.cli.history import requests_cmd
+from potluck.cli.output import Column, format_credits, format_time, ids, micro_field, numeric, print_table
 from potluck.cli.session import call, fetch, hub_option, logged_in, path_id, resolve_hub
 
 # -- credits and reports -----------------------------------------------------------------------------
@@ -43,22 +43,6 @@ def _write_stdout(data: bytes) -> None:
 def _count(row: dict[str, Any], key: str) -> int:
     value = row.get(key)
     return value if isinstance(value, int) else 0
-
-
-def _print_report(
-    title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]], totals: tuple[str, ...]
-) -> None:
-    """A report table: the day and names left-aligned, the numbers right-aligned, totals in the footer."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_footer=True)
-    for i, column in enumerate(columns):
-        numeric = i >= len(columns) - sum(1 for t in totals if t)
-        table.add_column(column, footer=totals[i], justify="right" if numeric else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
 
 
 def _report_rows(
@@ -104,8 +88,16 @@ def usage(hub_url: str | None, since: datetime | None, until: datetime | None, a
         str(sum(_count(r, "completion_tokens") for r in data)),
         format_credits(sum(micro_field(r, "spend") for r in data)),
     )
-    columns = ("day", "key", "model", "requests", "prompt", "completion", "spend (credits)")
-    _print_report("Your usage", columns, rows, totals)
+    columns = (
+        "day",
+        ids("key"),
+        "model",
+        numeric("requests"),
+        numeric("prompt"),
+        numeric("completion"),
+        numeric("spend (credits)"),
+    )
+    print_table("Your usage", columns, rows, footer=totals)
 
 
 @click.command("earnings")
@@ -141,7 +133,8 @@ def earnings(hub_url: str | None, since: datetime | None, until: datetime | None
         str(sum(tokens(r) for r in data)),
         format_credits(sum(micro_field(r, "earned") for r in data)),
     )
-    _print_report("Your earnings", ("day", "agent", "model", "requests", "tokens", "earned (credits)"), rows, totals)
+    columns = ("day", ids("agent"), "model", numeric("requests"), numeric("tokens"), numeric("earned (credits)"))
+    print_table("Your earnings", columns, rows, footer=totals)
 
 
 @click.command("balance")
@@ -197,7 +190,7 @@ def receipt_verify(file: IO[bytes], key: str) -> None:
     estimated = " (estimated by the hub)" if receipt.tokens_estimated else ""
     rows = [
         ("request", receipt.request_id),
-        ("issued", receipt.issued_at),
+        ("issued", format_time(receipt.issued_at)),
         ("outcome", receipt.outcome),
         ("model", receipt.model),
         ("tokens", f"{receipt.prompt_tokens} prompt + {receipt.completion_tokens} completion{estimated}"),
@@ -209,13 +202,15 @@ def receipt_verify(file: IO[bytes], key: str) -> None:
         ("charged", f"{format_credits(receipt.charged)} credits"),
         ("fee", f"{format_credits(receipt.fee)} credits"),
         ("earned", f"{format_credits(receipt.earned)} credits"),
-        ("consumer", f"{receipt.consumer_id} (key {receipt.key_id})"),
+        ("consumer", receipt.consumer_id),
+        ("key", receipt.key_id),
         ("group", receipt.group_id or "—"),
         ("agent", receipt.agent_id),
         ("owner", receipt.owner_id or "—"),
         ("hub key", receipt.hub),
     ]
-    print_table("Receipt", ("field", "value"), rows)
+    # The values are ids or short phrases: never break one.
+    print_table("Receipt", ("field", Column("value", ids=True)), rows)
     click.echo(f"valid: signed by hub key {receipt.hub}")
 
 
@@ -271,4 +266,5 @@ def receipt_key(hub_url: str | None, output: Path | None) -> None:
         click.echo(f"saved hub key {fingerprint or '(no fingerprint)'} of {hub} to {output}")
 
 
-COMMANDS: tuple[click.Command, ...] = (usage, earnings, balance, receipt_cmd)
+# `potluck requests` lists the ids that `receipt get` takes.
+COMMANDS: tuple[click.Command, ...] = (usage, earnings, balance, receipt_cmd, requests_cmd)

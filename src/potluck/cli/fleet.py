@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from potluck.cli.output import format_amount, print_table
+from potluck.cli.output import NONE, format_amount, id_lines, ids, print_table
 from potluck.cli.schedule import format_schedule, local_timezone, parse_window
 from potluck.cli.session import call, hub_option, logged_in, path_id
 
@@ -25,10 +25,10 @@ def agent_list(hub_url: str | None) -> None:
     for a in agents:
         models = [m for m in a.get("models", []) if isinstance(m, dict)]
         models.sort(key=lambda m: (not m.get("hot"), str(m.get("id"))))
-        listed = ", ".join(f"{m.get('id')}{' (hot)' if m.get('hot') else ''}" for m in models) or "—"
-        groups = ", ".join(str(g) for g in a.get("groups", [])) or "—"
+        listed = ", ".join(f"{m.get('id')}{' (hot)' if m.get('hot') else ''}" for m in models) or NONE
+        groups = id_lines(a.get("groups") or [])
         rows.append((str(a.get("id")), str(a.get("name")), str(a.get("state")), groups, listed))
-    print_table("Your agents", ("id", "name", "state", "groups", "models (hot first)"), rows)
+    print_table("Your agents", (ids("id"), "name", "state", ids("groups"), "models (hot first)"), rows)
     if not rows:
         click.echo("no agents yet; make an enrolment token with `potluck agent-token create NAME`")
 

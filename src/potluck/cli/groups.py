@@ -1,19 +1,21 @@
-"""`potluck group ...`: your groups on the hub, their members and invites, billing and prices."""
+"""`potluck group ...` and `potluck invite revoke`: your groups on the hub, their members and invites,
+billing and prices."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from potluck.cli.output import format_amount, print_table
+from potluck.cli.output import format_amount, format_time, ids, print_table
 from potluck.cli.session import call, hub_option, logged_in, path_id
 from potluck.protocol.accounts import BillingMode
 
 
 @click.group("group")
 def group_cmd() -> None:
-    """Your groups on the hub: create, list, members, invite, join, leave."""
+    """Your groups on the hub: create, list, members, invites, join, leave, delete."""
 
 
 @group_cmd.command("create")
@@ -33,7 +35,7 @@ def group_list(hub_url: str | None) -> None:
     hub, token = logged_in(hub_url)
     groups = call("GET", hub, "/api/groups", token).get("groups", [])
     rows = [(str(g.get("id")), str(g.get("name")), str(g.get("role"))) for g in groups]
-    print_table("Your groups", ("id", "name", "your role"), rows)
+    print_table("Your groups", (ids("id"), "name", "your role"), rows)
     if not rows:
         click.echo("no groups yet; create one with `potluck group create NAME` or join with a code")
 
@@ -46,7 +48,7 @@ def group_members(hub_url: str | None, group_id: str) -> None:
     hub, token = logged_in(hub_url)
     members = call("GET", hub, f"/api/groups/{path_id(group_id)}/members", token).get("members", [])
     rows = [(str(m.get("user_id")), str(m.get("username")), str(m.get("role"))) for m in members]
-    print_table(f"Members of {group_id}", ("user id", "username", "role"), rows)
+    print_table(f"Members of {group_id}", (ids("user id"), "username", "role"), rows)
 
 
 @group_cmd.command("invite")
@@ -72,7 +74,8 @@ def group_invite(hub_url: str | None, group_id: str, max_uses: int, expires_in: 
         token,
         {"max_uses": max_uses, "expires_in_s": expires_in_s},
     )
-    click.echo(f"invite {invite.get('id')}: {invite.get('max_uses')} use(s), expires {invite.get('expires_at')}")
+    expires = format_time(invite.get("expires_at"))
+    click.echo(f"invite {invite.get('id')}: {invite.get('max_uses')} use(s), expires {expires}")
     click.echo("code (shown once; share it privately):")
     click.echo(str(invite.get("code")))
 
@@ -95,6 +98,82 @@ def group_leave(hub_url: str | None, group_id: str) -> None:
     hub, token = logged_in(hub_url)
     call("POST", hub, f"/api/groups/{path_id(group_id)}/leave", token)
     click.echo(f"left group {group_id}")
+
+
+@group_cmd.command("delete")
+@hub_option
+@click.argument("group_id")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+def group_delete(hub_url: str | None, group_id: str, assume_yes: bool) -> None:
+    """Delete a group (owner): its members, invites, aliases and agent sharing go with it."""
+    hub, token = logged_in(hub_url)
+    if not assume_yes:
+        click.confirm(f"Delete group {group_id} for every member?", abort=True)
+    call("DELETE", hub, f"/api/groups/{path_id(group_id)}", token)
+    click.echo(f"deleted group {group_id}")
+
+
+@group_cmd.command("remove-member")
+@hub_option
+@click.argument("group_id")
+@click.argument("user_id")
+def group_remove_member(hub_url: str | None, group_id: str, user_id: str) -> None:
+    """Remove a member from a group (owner or admin; never the owner). Their keys stop reaching it at once."""
+    hub, token = logged_in(hub_url)
+    call("DELETE", hub, f"/api/groups/{path_id(group_id)}/members/{path_id(user_id)}", token)
+    click.echo(f"removed {user_id} from group {group_id}")
+
+
+def _invite_state(invite: dict[str, Any], now: datetime) -> str:
+    if invite.get("revoked"):
+        return "revoked"
+    uses, max_uses = invite.get("uses"), invite.get("max_uses")
+    if isinstance(uses, int) and isinstance(max_uses, int) and uses >= max_uses:
+        return "used up"
+    try:
+        expired = datetime.fromisoformat(str(invite.get("expires_at"))) <= now
+    except ValueError:
+        expired = False
+    return "expired" if expired else "active"
+
+
+@group_cmd.command("invites")
+@hub_option
+@click.argument("group_id")
+def group_invites(hub_url: str | None, group_id: str) -> None:
+    """List a group's invites (owner or admin): id, uses, expiry and state; never the codes."""
+    hub, token = logged_in(hub_url)
+    invites = call("GET", hub, f"/api/groups/{path_id(group_id)}/invites", token).get("invites", [])
+    now = datetime.now(UTC)
+    rows = [
+        (
+            str(i.get("id")),
+            f"{i.get('uses')}/{i.get('max_uses')}",
+            format_time(i.get("expires_at")),
+            _invite_state(i, now),
+        )
+        for i in invites
+        if isinstance(i, dict)
+    ]
+    print_table(f"Invites of {group_id}", (ids("id"), "uses", "expires", "state"), rows)
+    if not rows:
+        click.echo(f"no invites; make one with `potluck group invite {group_id}`")
+
+
+@click.group("invite")
+def invite_cmd() -> None:
+    """Invite codes of your groups (make one with `potluck group invite`, list with `potluck group invites`)."""
+
+
+@invite_cmd.command("revoke")
+@hub_option
+@click.argument("group_id")
+@click.argument("invite_id")
+def invite_revoke(hub_url: str | None, group_id: str, invite_id: str) -> None:
+    """Revoke an invite of a group (owner or admin): its code stops working at once."""
+    hub, token = logged_in(hub_url)
+    call("DELETE", hub, f"/api/groups/{path_id(group_id)}/invites/{path_id(invite_id)}", token)
+    click.echo(f"revoked invite {invite_id} of group {group_id}")
 
 
 # -- group billing -----------------------------------------------------------------------------------
@@ -218,7 +297,8 @@ def group_prices(hub_url: str | None, group_id: str) -> None:
         for p in answer.get("data", [])
         if isinstance(p, dict)
     ]
-    print_table(f"Prices in {group_id}", ("model", "agent", "input/Mtok", "output/Mtok", "multiplier", "reason"), rows)
+    columns = ("model", ids("agent"), "input/Mtok", "output/Mtok", "multiplier", "reason")
+    print_table(f"Prices in {group_id}", columns, rows)
     if not rows:
         click.echo("no connected agent serves this group")
     click.echo(
@@ -227,4 +307,4 @@ def group_prices(hub_url: str | None, group_id: str) -> None:
     )
 
 
-COMMANDS: tuple[click.Command, ...] = (group_cmd,)
+COMMANDS: tuple[click.Command, ...] = (group_cmd, invite_cmd)

@@ -62,6 +62,10 @@ class Accounts:
             self._access.admins.add(user.id)
         return user
 
+    async def all(self) -> list[User]:
+        """Every account, by username (the admin's listing)."""
+        return sorted(await self._store.users.all(), key=lambda user: user.username)
+
     async def login(self, username: str, password: str) -> tuple[str, datetime]:
         """A session token and its expiry."""
         user = await self._store.users.by_username(username)

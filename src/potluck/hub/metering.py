@@ -29,6 +29,7 @@ class UsageJournal:
         self._max_pending = max_pending
         self._pending: list[UsageRecord] = []
         self._wakeup = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self.dropped = 0
 
     def record(self, record: UsageRecord) -> None:
@@ -39,15 +40,21 @@ class UsageJournal:
         self._pending.append(record)
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        try:
-            await self._append(batch)
-        except Exception:
-            log.exception("writing %d usage records failed; will retry", len(batch))
-            self._pending[:0] = batch
-            raise
+        """Write what is pending; on return, every record made before the call is in the database.
+
+        One flush at a time: a reader that flushes before a query (reports, request history) must
+        also wait for the batch the background task took a moment earlier and is still writing.
+        """
+        async with self._flushing:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            try:
+                await self._append(batch)
+            except Exception:
+                log.exception("writing %d usage records failed; will retry", len(batch))
+                self._pending[:0] = batch
+                raise
 
     async def run(self) -> None:
         """Flush on a fixed cadence until cancelled."""

@@ -10,6 +10,7 @@ from potluck.store.billing import BillingRepository
 from potluck.store.engine import create_engine, upgrade_schema
 from potluck.store.errors import StoreError
 from potluck.store.groups import GroupRepository
+from potluck.store.history import RequestHistoryRepository
 from potluck.store.keys import KeyRepository
 from potluck.store.ledger import LedgerRepository
 from potluck.store.reports import ReportRepository
@@ -32,6 +33,7 @@ class Store:
         self.ledger = LedgerRepository(self._engine)
         self.billing = BillingRepository(self._engine)
         self.reports = ReportRepository(self._engine)
+        self.history = RequestHistoryRepository(self._engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

@@ -7,6 +7,7 @@ from datetime import datetime
 import msgspec
 
 from potluck.api.schemas.common import AgentState, Reply, Timestamp
+from potluck.protocol.accounts import UserRole
 from potluck.protocol.agent import BackendInfo
 from potluck.protocol.metrics import HostMetrics
 
@@ -22,6 +23,32 @@ class CreatedKey(Reply):
     """The secret (``pk-…``) to send as ``Authorization: Bearer``."""
     created_at: Timestamp
     """When it was made."""
+
+
+class ListedUser(Reply):
+    """An account as the admin's listing shows it (never a password hash or a token)."""
+
+    id: str
+    """The user's id (``usr_…``)."""
+    username: str
+    """Its login name."""
+    role: UserRole
+    """``admin`` or ``user``."""
+    rpm: int | None
+    """Requests per minute over all its keys; null: no limit."""
+    tpm: int | None
+    """Tokens per minute over all its keys; null: no limit."""
+    balance: float
+    """Spendable credits."""
+    balance_micro: int
+    """The same in micro-credits, exactly."""
+
+
+class UserList(Reply):
+    """Every account, by username (the built-in ``admin`` user included)."""
+
+    users: list[ListedUser]
+    """The accounts."""
 
 
 class AgentToken(Reply):
