@@ -16,6 +16,7 @@ import aiohttp
 
 from potluck import __version__
 from potluck._shared.outbox import Outbox
+from potluck.agent.backend_client import BackendClient
 from potluck.agent.catalog import Catalog
 from potluck.agent.identity import Identity
 from potluck.agent.relay import StreamSink, relay
@@ -103,14 +104,14 @@ class HubConnection:
         settings: AgentSettings,
         identity: Identity,
         catalog: Catalog,
-        http: aiohttp.ClientSession,
+        client: BackendClient,
         ws: aiohttp.ClientWebSocketResponse,
         refresh_requested: asyncio.Event,
     ) -> None:
         self.settings = settings
         self.identity = identity
         self.catalog = catalog
-        self.http = http
+        self.client = client
         self.ws = ws
         self.agent_id: str | None = None
         self.heartbeat_interval = 5.0
@@ -235,7 +236,7 @@ class HubConnection:
     async def _run(self, stream_id: int, req: RequestMessage, body: bytes, sink: _Outgoing) -> None:
         end: EndMessage | None = None
         try:
-            end = await relay(self.http, self.catalog, req, body, sink)
+            end = await relay(self.client, self.catalog, req, body, sink)
         except asyncio.CancelledError:
             # The hub cancelled (its client left): report what the backend said it delivered so far.
             end = EndMessage(req.request_id, cancelled=True, usage=sink.usage)
