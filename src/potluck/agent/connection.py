@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 import aiohttp
 
@@ -64,36 +63,35 @@ class RejectedError(Exception):
 class _Outgoing(StreamSink):
     """The agent's end of one stream: frames to the hub, gated by the hub's credit."""
 
-    __slots__ = ("_conn", "_credit", "_credit_event", "stream_id", "usage")
+    __slots__ = ("_conn", "_credit", "_credit_event", "cancelled", "stream_id", "task", "usage")
 
     def __init__(self, conn: HubConnection, stream_id: int, window: int) -> None:
         self._conn = conn
         self.stream_id = stream_id
         self._credit = window
-        self._credit_event = asyncio.Event()
+        # Made only once a stream runs out of credit: most never do.
+        self._credit_event: asyncio.Event | None = None
         self.usage: Usage | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.cancelled = False
 
     def head(self, head: HeadMessage) -> None:
         self._conn.send(encode_frame(head, self.stream_id))
 
     async def data(self, payload: bytes) -> None:
         while self._credit <= 0:
-            self._credit_event.clear()
-            await self._credit_event.wait()
+            event = self._credit_event
+            if event is None:
+                event = self._credit_event = asyncio.Event()
+            event.clear()
+            await event.wait()
         self._credit -= len(payload)
         self._conn.send(encode_data(self.stream_id, payload))
 
     def grant(self, nbytes: int) -> None:
         self._credit += nbytes
-        if self._credit > 0:
+        if self._credit > 0 and self._credit_event is not None:
             self._credit_event.set()
-
-
-@dataclass(slots=True)
-class _Active:
-    task: asyncio.Task[None]
-    sink: _Outgoing
-    cancelled: bool = False
 
 
 class HubConnection:
@@ -118,7 +116,9 @@ class HubConnection:
         self.heartbeat_timeout = 15.0
         self.credit_window = 256 * 1024
         self.draining = False
-        self.active: dict[int, _Active] = {}
+        self.active: dict[int, _Outgoing] = {}
+        self._running_count = 0
+        """Entries of `active` not cancelled (kept as a count: the hot path asks for it per request)."""
         self.last_rx = time.monotonic()
         self.refresh_requested = refresh_requested
         self._outbox = Outbox(ws.send_bytes, self._on_send_error)
@@ -208,7 +208,7 @@ class HubConnection:
         elif ftype == FrameType.CREDIT and isinstance(message, CreditMessage):
             active = self.active.get(stream_id)
             if active is not None:
-                active.sink.grant(message.bytes)
+                active.grant(message.bytes)
         elif ftype == FrameType.CANCEL and isinstance(message, CancelMessage):
             self._cancel(stream_id, message.reason)
         elif ftype == FrameType.PING and isinstance(message, PingMessage):
@@ -223,14 +223,15 @@ class HubConnection:
             raise ProtocolError(f"unexpected frame type {ftype} from the hub")
 
     def _start(self, stream_id: int, req: RequestMessage, body: bytes) -> None:
-        if self.draining or self._running() >= self.settings.max_concurrency:
+        if self.draining or self._running_count >= self.settings.max_concurrency:
             reason = "draining" if self.draining else "at max concurrency"
             error = ErrorInfo(503, "server_overloaded", f"agent is {reason}", retriable=True)
             self.send(encode_frame(EndMessage(req.request_id, error=error), stream_id))
             return
         sink = _Outgoing(self, stream_id, self.credit_window)
-        task = asyncio.get_running_loop().create_task(self._run(stream_id, req, body, sink))
-        self.active[stream_id] = _Active(task, sink)
+        sink.task = asyncio.get_running_loop().create_task(self._run(stream_id, req, body, sink))
+        self.active[stream_id] = sink
+        self._running_count += 1
         self._idle.clear()
 
     async def _run(self, stream_id: int, req: RequestMessage, body: bytes, sink: _Outgoing) -> None:
@@ -244,7 +245,10 @@ class HubConnection:
             log.exception("relaying %s failed", req.request_id)
             end = EndMessage(req.request_id, error=ErrorInfo(502, "upstream_error", f"agent error: {exc!r}"))
         finally:
-            self.active.pop(stream_id, None)
+            if self.active.get(stream_id) is sink:
+                del self.active[stream_id]
+            if not sink.cancelled:
+                self._running_count -= 1
             if end is not None:
                 self.send(encode_frame(end, stream_id))
                 if end.error is not None and end.error.code == "backend_unavailable":
@@ -256,8 +260,7 @@ class HubConnection:
         active = self.active.get(stream_id)
         if active is not None and not active.cancelled:
             log.debug("cancelling stream %d: %s", stream_id, reason)
-            active.cancelled = True
-            active.task.cancel()
+            self._mark_cancelled(active)
 
     def running(self) -> int:
         return self._running()
@@ -265,12 +268,18 @@ class HubConnection:
     def _running(self) -> int:
         # A cancelled request no longer holds a slot, even if its task has not unwound yet: the hub
         # already freed it and may send the next request right behind the cancel.
-        return sum(1 for a in self.active.values() if not a.cancelled)
+        return self._running_count
+
+    def _mark_cancelled(self, active: _Outgoing) -> None:
+        active.cancelled = True
+        self._running_count -= 1
+        if active.task is not None:
+            active.task.cancel()
 
     def _abort_all(self) -> None:
         for active in self.active.values():
-            active.cancelled = True
-            active.task.cancel()
+            if not active.cancelled:
+                self._mark_cancelled(active)
 
     async def _heartbeat(self) -> None:
         while True:
