@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ async def test_request_head_and_a_kept_alive_connection(client: BackendClient) -
                 resp = await client.post(base, "/v1/chat/completions", b'{"model":"m"}')
                 async with resp:
                     assert (resp.status, resp.content_type) == (200, "application/json")
-                    assert resp.headers == [("Content-Type", "application/json"), ("Content-Length", "2")]
+                    assert resp.raw_headers == [(b"Content-Type", b"application/json"), (b"Content-Length", b"2")]
                     assert await resp.read(1 << 20) == b"{}"
     assert [r.connection for r in scripted.received] == [0, 0]
     first = scripted.received[0]
@@ -104,6 +105,16 @@ async def test_request_head_and_a_kept_alive_connection(client: BackendClient) -
     assert b"Content-Type: application/json" in lines
     assert b"Accept-Encoding: identity" in lines
     assert first.body == b'{"model":"m"}'
+
+
+async def test_credentials_in_the_backend_url_are_sent_as_basic_auth(client: BackendClient) -> None:
+    scripted, server = await serve([OK])
+    async with server, asyncio.timeout(2):
+        base = f"http://user:p%40ss@127.0.0.1:{scripted.port}"
+        async with await client.post(base, "/v1/completions", b"{}") as resp:
+            assert await resp.read(100) == b"{}"
+    expected = b"Authorization: Basic " + base64.b64encode(b"user:p@ss")
+    assert expected in scripted.received[0].head.split(b"\r\n")
 
 
 async def test_a_pooled_connection_that_died_is_replaced_once(client: BackendClient) -> None:
@@ -168,19 +179,25 @@ async def test_a_body_without_length_ends_with_the_connection(client: BackendCli
 
 async def test_an_interim_answer_is_skipped(client: BackendClient) -> None:
     scripted, server = await serve([b"HTTP/1.1 100 Continue\r\n\r\n" + OK])
-    async with server, asyncio.timeout(2):
-        async with await client.post(f"http://127.0.0.1:{scripted.port}", "/v1/completions", b"{}") as resp:
-            assert resp.status == 200
-            assert await resp.read(100) == b"{}"
+    async with (
+        server,
+        asyncio.timeout(2),
+        await client.post(f"http://127.0.0.1:{scripted.port}", "/v1/completions", b"{}") as resp,
+    ):
+        assert resp.status == 200
+        assert await resp.read(100) == b"{}"
 
 
 async def test_a_body_broken_off_is_a_payload_error(client: BackendClient) -> None:
     short = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
     scripted, server = await serve([short], close_after={0})
-    async with server, asyncio.timeout(2):
-        async with await client.post(f"http://127.0.0.1:{scripted.port}", "/v1/completions", b"{}") as resp:
-            with pytest.raises(BackendPayloadError):
-                await resp.read(1000)
+    async with (
+        server,
+        asyncio.timeout(2),
+        await client.post(f"http://127.0.0.1:{scripted.port}", "/v1/completions", b"{}") as resp,
+    ):
+        with pytest.raises(BackendPayloadError):
+            await resp.read(1000)
 
 
 async def test_garbage_instead_of_an_answer_is_a_payload_error(client: BackendClient) -> None:
@@ -206,7 +223,8 @@ async def test_leaving_before_the_end_closes_the_connection(client: BackendClien
     long = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10
     scripted, server = await serve([long])
     async with server, asyncio.timeout(2):
-        async with await client.post(f"http://127.0.0.1:{scripted.port}", "/v1/completions", b"{}") as resp:
+        resp = await client.post(f"http://127.0.0.1:{scripted.port}", "/v1/completions", b"{}")
+        async with resp:
             assert await resp.read_some() == b"x" * 10
         await scripted.client_closed.wait()
 
@@ -215,14 +233,17 @@ async def test_reading_pauses_while_the_body_is_not_taken(client: BackendClient)
     size = 16 * _PAUSE_AT
     big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
     scripted, server = await serve([big])
-    async with server, asyncio.timeout(2):
-        async with await client.post(f"http://127.0.0.1:{scripted.port}", "/v1/completions", b"{}") as resp:
-            conn = resp._conn
-            while not conn.paused:
-                await asyncio.sleep(0)  # loop turns: the bytes come in until the client stops reading
-            held = conn.buffered
-            for _ in range(100):
-                await asyncio.sleep(0)  # loop turns in which more would come in, were reading not paused
-            assert conn.buffered == held < size
-            assert len(await resp.read(2 * size)) == size
-            assert not conn.paused
+    async with (
+        server,
+        asyncio.timeout(2),
+        await client.post(f"http://127.0.0.1:{scripted.port}", "/v1/completions", b"{}") as resp,
+    ):
+        conn = resp._conn
+        while not conn.paused:
+            await asyncio.sleep(0)  # loop turns: the bytes come in until the client stops reading
+        held = conn.buffered
+        for _ in range(100):
+            await asyncio.sleep(0)  # loop turns in which more would come in, were reading not paused
+        assert conn.buffered == held < size
+        assert len(await resp.read(2 * size)) == size
+        assert not conn.paused

@@ -29,6 +29,8 @@ KEEPALIVE_S = 60.0
 """An idle pooled connection older than this is closed (servers close theirs sooner or later too)."""
 _PAUSE_AT = 1 << 16
 """Unread body bytes at which reading from the backend pauses until the relay catches up."""
+_FRAMING = (b"content-length", b"transfer-encoding")
+"""Headers that mark where a body ends; without them it ends with the connection."""
 
 
 class BackendError(Exception):
@@ -92,14 +94,18 @@ class BackendResponse:
     was read to its end, and closes it otherwise (which is how a cancelled relay aborts the request).
     """
 
-    __slots__ = ("_conn", "content_type", "headers", "status")
+    __slots__ = ("_conn", "content_type", "raw_headers", "status")
 
-    def __init__(self, conn: _Connection, status: int, headers: list[tuple[str, str]], content_type: str) -> None:
+    def __init__(self, conn: _Connection, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
         self._conn = conn
         self.status = status
-        self.headers = headers
-        """As the backend sent them, in order (names as sent, values decoded as Latin-1)."""
-        self.content_type = content_type
+        self.raw_headers = raw_headers
+        """As the backend sent them, in order (the relay decodes only those it passes on)."""
+        self.content_type = ""
+        for name, value in raw_headers:
+            if name.lower() == b"content-type":
+                self.content_type = value.decode("latin-1")
+                break
 
     async def read_some(self) -> bytes:
         """The body bytes received since the last call (waiting for some); b"" at the end of the body."""
@@ -158,10 +164,7 @@ class _Connection(asyncio.Protocol):
         # The request in flight, if any:
         self.active = False
         self.head_waiter: asyncio.Future[BackendResponse] | None = None
-        self.headers: list[tuple[str, str]] = []
-        self.content_type = ""
-        self.framed = False
-        """The body's end is marked (Content-Length or chunked); otherwise it ends when the connection does."""
+        self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.buffered = 0
         self.paused = False
@@ -242,7 +245,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.head_waiter is not None and not self.head_waiter.done():
             self._fail(BackendDisconnectedError("the backend closed the connection without answering"))
-        elif not self.framed and self.error is None:
+        elif self.error is None and not any(name.lower() in _FRAMING for name, _ in self.headers):
             self.complete = True  # a body without Content-Length or chunking ends with the connection
             self._wake()
         else:
@@ -254,18 +257,9 @@ class _Connection(asyncio.Protocol):
         if self.complete:  # more after the answer: not an HTTP/1.1 server we can keep talking to
             raise BackendPayloadError("the backend sent bytes after its response")
         self.headers = []
-        self.content_type = ""
-        self.framed = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
-        self.headers.append((key, text))
-        lower = key.lower()
-        if lower == "content-type":
-            self.content_type = text
-        elif lower in ("content-length", "transfer-encoding"):
-            self.framed = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -273,7 +267,7 @@ class _Connection(asyncio.Protocol):
             return
         waiter = self.head_waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(BackendResponse(self, status, self.headers, self.content_type))
+            waiter.set_result(BackendResponse(self, status, self.headers))
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)

@@ -26,22 +26,22 @@ from potluck.protocol.sse import SSEUsageScanner, add_include_usage, usage_from_
 # Never relayed back: hop-by-hop headers, and ones the hub sets itself.
 _DROP_HEADERS = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "content-encoding",
-        "date",
-        "server",
-        "set-cookie",
-        "x-request-id",
-        "access-control-allow-origin",
-        "access-control-allow-credentials",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-encoding",
+        b"date",
+        b"server",
+        b"set-cookie",
+        b"x-request-id",
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
     }
 )
 _USAGE_BODY_LIMIT = 16 << 20
@@ -118,7 +118,11 @@ async def _relay_openai(
     resp: BackendResponse, sink: StreamSink, req: RequestMessage, now: Callable[[], float]
 ) -> tuple[Usage | None, float | None]:
     """Relay an OpenAI-shaped answer byte for byte (headers filtered), reading its usage on the way."""
-    relayed = [(k, v) for k, v in resp.headers if k.lower() not in _DROP_HEADERS]
+    relayed = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in resp.raw_headers
+        if name.lower() not in _DROP_HEADERS
+    ]
     sink.head(HeadMessage(resp.status, relayed))
     if resp.status < 400 and resp.content_type.startswith("text/event-stream"):
         usage, first_at, _ = await _relay_through(resp, sink, SSEUsageScanner(req.strip_usage), now)
