@@ -126,6 +126,8 @@ class HubConnection:
         self._idle.set()
         self._closing: asyncio.Task[bool] | None = None
         self._early_frames: list[Frame] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """Looked up once: asyncio.get_running_loop() costs a getpid() system call on every call."""
 
     # -- handshake ------------------------------------------------------------------------------
 
@@ -229,7 +231,10 @@ class HubConnection:
             self.send(encode_frame(EndMessage(req.request_id, error=error), stream_id))
             return
         sink = _Outgoing(self, stream_id, self.credit_window)
-        sink.task = asyncio.get_running_loop().create_task(self._run(stream_id, req, body, sink))
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        sink.task = loop.create_task(self._run(stream_id, req, body, sink))
         self.active[stream_id] = sink
         self._running_count += 1
         self._idle.clear()
