@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestServer
 
+from potluck.agent.backend_client import BackendClient
 from potluck.agent.backends import make_backend
 from potluck.agent.catalog import Catalog
 from potluck.agent.relay import StreamSink, relay
@@ -141,6 +142,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
+async def client() -> AsyncIterator[BackendClient]:
+    client = BackendClient()
+    yield client
+    client.close()
+
+
+@pytest.fixture
 async def backend() -> AsyncIterator[tuple[RecordingBackend, BaseTestServer]]:
     fake = RecordingBackend()
     async with TestServer(fake.make_app(), host="127.0.0.1") as server:
@@ -157,11 +165,11 @@ async def catalog(http: aiohttp.ClientSession, backend: tuple[RecordingBackend, 
 
 
 async def run(
-    http: aiohttp.ClientSession, catalog: Catalog, req: RequestMessage, payload: bytes
+    client: BackendClient, catalog: Catalog, req: RequestMessage, payload: bytes
 ) -> tuple[EndMessage, RecordingSink]:
     sink = RecordingSink()
     async with asyncio.timeout(2):
-        end = await relay(http, catalog, req, payload, sink)
+        end = await relay(client, catalog, req, payload, sink)
     assert end.request_id == req.request_id
     return end, sink
 
@@ -187,14 +195,14 @@ async def run(
     ],
 )
 async def test_only_inference_posts_are_forwarded(
-    http: aiohttp.ClientSession,
+    client: BackendClient,
     catalog: Catalog,
     backend: tuple[RecordingBackend, BaseTestServer],
     method: str,
     path: str,
 ) -> None:
     fake, _ = backend
-    end, sink = await run(http, catalog, request(path, method=method), body())
+    end, sink = await run(client, catalog, request(path, method=method), body())
     assert end.error is not None
     assert (end.error.status, end.error.code, end.error.retriable) == (404, "not_found", False)
     assert sink.heads == []
@@ -203,10 +211,10 @@ async def test_only_inference_posts_are_forwarded(
 
 
 async def test_unknown_model_is_a_retriable_model_not_found(
-    http: aiohttp.ClientSession, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
+    client: BackendClient, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
 ) -> None:
     fake, _ = backend
-    end, sink = await run(http, catalog, request(model="nope"), body())
+    end, sink = await run(client, catalog, request(model="nope"), body())
     assert end.error is not None
     assert (end.error.status, end.error.code, end.error.retriable) == (404, "model_not_found", True)
     assert "nope" in end.error.message
@@ -218,9 +226,9 @@ async def test_backend_refusing_connections_is_a_retriable_backend_unavailable(
 ) -> None:
     _, server = backend
     await server.close()  # the backend died after the catalog last saw it
-    # A new session: no pooled connection to the dead backend, so the connect itself is refused.
-    async with aiohttp.ClientSession() as fresh:
-        end, sink = await run(fresh, catalog, request(), body())
+    # A new client: no pooled connection to the dead backend, so the connect itself is refused.
+    fresh = BackendClient()
+    end, sink = await run(fresh, catalog, request(), body())
     assert end.error is not None
     assert (end.error.status, end.error.code, end.error.retriable) == (502, "backend_unavailable", True)
     assert "connect" in end.error.message
@@ -229,14 +237,16 @@ async def test_backend_refusing_connections_is_a_retriable_backend_unavailable(
 
 
 async def test_backend_gone_behind_a_pooled_keep_alive_connection_is_retriable(
-    http: aiohttp.ClientSession, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
+    client: BackendClient, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
 ) -> None:
-    # The catalog's refresh left a keep-alive connection in the pool; the backend then restarts (or closes the idle
-    # connection, as llama.cpp does after 5 s) just before a request reuses it. aiohttp cannot even write the body:
-    # nothing reached the model, so another agent may be tried.
+    # A first request left a keep-alive connection in the pool; the backend then restarts (or closes the idle
+    # connection, as llama.cpp does after 5 s) just before a request reuses it: nothing reached the model, so
+    # another agent may be tried.
     _, server = backend
+    first, _ = await run(client, catalog, request(), body())
+    assert first.error is None
     await server.close()
-    end, sink = await run(http, catalog, request(), body())
+    end, sink = await run(client, catalog, request(), body())
     assert end.error is not None
     assert end.error.status == 502
     assert end.error.retriable is True, end.error
@@ -247,11 +257,11 @@ async def test_backend_gone_behind_a_pooled_keep_alive_connection_is_retriable(
 
 
 async def test_stream_is_relayed_as_whole_events_byte_for_byte_with_its_usage(
-    http: aiohttp.ClientSession, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
+    client: BackendClient, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
 ) -> None:
     fake, _ = backend
     payload = body(stream=True, stream_options={"include_usage": True})
-    end, sink = await run(http, catalog, request(stream=True), payload)
+    end, sink = await run(client, catalog, request(stream=True), payload)
     assert end.error is None
     assert end.usage == Usage(**USAGE)
     assert end.ttft_s is not None
@@ -269,10 +279,10 @@ async def test_stream_is_relayed_as_whole_events_byte_for_byte_with_its_usage(
 
 
 async def test_strip_usage_asks_for_the_usage_chunk_and_removes_it(
-    http: aiohttp.ClientSession, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
+    client: BackendClient, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
 ) -> None:
     fake, _ = backend
-    end, sink = await run(http, catalog, request(stream=True, strip_usage=True), body(stream=True))
+    end, sink = await run(client, catalog, request(stream=True, strip_usage=True), body(stream=True))
     assert end.error is None
     assert end.usage == Usage(**USAGE)
     (seen,) = fake.seen
@@ -283,9 +293,9 @@ async def test_strip_usage_asks_for_the_usage_chunk_and_removes_it(
 
 
 async def test_whole_answer_is_relayed_unchanged_with_its_usage(
-    http: aiohttp.ClientSession, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
+    client: BackendClient, catalog: Catalog, backend: tuple[RecordingBackend, BaseTestServer]
 ) -> None:
-    end, sink = await run(http, catalog, request(), body())
+    end, sink = await run(client, catalog, request(), body())
     assert end.error is None
     assert end.usage == Usage(**USAGE)
     assert msgspec.json.decode(sink.body) == COMPLETION
@@ -297,7 +307,9 @@ async def test_whole_answer_is_relayed_unchanged_with_its_usage(
 # -- native Ollama, translated -------------------------------------------------------------------------
 
 
-async def test_ollama_native_request_is_translated_on_the_way_back(http: aiohttp.ClientSession) -> None:
+async def test_ollama_native_request_is_translated_on_the_way_back(
+    client: BackendClient, http: aiohttp.ClientSession
+) -> None:
     fake = FakeOllama(["llama3.2:latest"], loaded=["llama3.2:latest"], chunks=3)
     with BackgroundServer(fake.make_app()) as server:
         catalog = Catalog([make_backend(server.url, "ollama")])
@@ -311,7 +323,7 @@ async def test_ollama_native_request_is_translated_on_the_way_back(http: aiohttp
                 "options": {"num_ctx": 2048},
             }
         )
-        end, sink = await run(http, catalog, req, payload)
+        end, sink = await run(client, catalog, req, payload)
     assert end.error is None
     assert end.usage is not None
     assert end.usage.completion_tokens == 3
@@ -325,7 +337,9 @@ async def test_ollama_native_request_is_translated_on_the_way_back(http: aiohttp
     assert "".join(d["choices"][0]["delta"].get("content", "") for d in decoded) == "tok0 tok1 tok2 "
 
 
-async def test_ollama_error_status_becomes_an_openai_error_body(http: aiohttp.ClientSession) -> None:
+async def test_ollama_error_status_becomes_an_openai_error_body(
+    client: BackendClient, http: aiohttp.ClientSession
+) -> None:
     fake = FakeOllama(["llama3.2:latest"])
     with BackgroundServer(fake.make_app()) as server:
         catalog = Catalog([make_backend(server.url, "ollama")])
@@ -333,7 +347,7 @@ async def test_ollama_error_status_becomes_an_openai_error_body(http: aiohttp.Cl
         fake.delete("llama3.2:latest")  # gone since the catalog looked
         req = RequestMessage("req-3", "POST", "/v1/chat/completions", "llama3.2", False, False)
         payload = msgspec.json.encode({"model": "llama3.2", "messages": [], "keep_alive": "1m"})
-        end, sink = await run(http, catalog, req, payload)
+        end, sink = await run(client, catalog, req, payload)
     assert end.error is None  # the answer is the error body itself
     assert sink.heads[0].status == 404
     assert msgspec.json.decode(sink.body) == {

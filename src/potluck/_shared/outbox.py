@@ -18,7 +18,7 @@ MAX_MESSAGE_BYTES = 1 << 20
 
 
 class Outbox:
-    __slots__ = ("_closed", "_flusher", "_on_error", "_pending", "_pending_bytes", "_send")
+    __slots__ = ("_closed", "_flusher", "_loop", "_on_error", "_pending", "_pending_bytes", "_send")
 
     def __init__(
         self,
@@ -31,6 +31,8 @@ class Outbox:
         self._pending_bytes = 0
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        # Looked up once: asyncio.get_running_loop() costs a getpid() system call on every call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pending_bytes(self) -> int:
@@ -42,7 +44,10 @@ class Outbox:
         self._pending.append(frame)
         self._pending_bytes += len(frame)
         if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            self._flusher = loop.create_task(self._flush())
 
     def _take_batch(self) -> list[bytes]:
         """Frames from the head of the queue, up to MAX_MESSAGE_BYTES together (a bigger frame goes alone)."""

@@ -27,6 +27,8 @@ class Catalog:
         self.discovered: list[Backend] = []
         self.scan_ports = sorted(set(scan_ports))
         self._route: dict[str, Backend] = {}
+        self._hot: frozenset[str] = frozenset()
+        """Models whose routed backend has them loaded."""
         self._snapshot: tuple[object, ...] = ()
         self.cold_waiters = 0
         """Requests waiting on a model that was cold when they started: refresh faster meanwhile."""
@@ -64,6 +66,7 @@ class Catalog:
                 if current is None or (model.hot and not _hot_on(current, model.id)):
                     route[model.id] = backend
         self._route = route
+        self._hot = frozenset(model_id for model_id, backend in route.items() if _hot_on(backend, model_id))
         snapshot = (tuple(self.models()), tuple((b.url, b.kind, b.healthy) for b in self.backends))
         changed = snapshot != self._snapshot
         self._snapshot = snapshot
@@ -72,21 +75,21 @@ class Catalog:
     def backend_for(self, model: str) -> Backend | None:
         return self._route.get(model)
 
-    @contextlib.contextmanager
-    def waiting_on(self, model: str) -> Iterator[None]:
+    def waiting_on(self, model: str) -> contextlib.AbstractContextManager[None]:
         """Count a request on a cold model while it runs (the catalog then refreshes faster)."""
-        cold = not self.is_hot(model)
-        self.cold_waiters += cold
-        if cold:
-            self.wake.set()
+        return _NOT_WAITING if model in self._hot else self._waiting_on_cold()
+
+    @contextlib.contextmanager
+    def _waiting_on_cold(self) -> Iterator[None]:
+        self.cold_waiters += 1
+        self.wake.set()
         try:
             yield
         finally:
-            self.cold_waiters -= cold
+            self.cold_waiters -= 1
 
     def is_hot(self, model: str) -> bool:
-        backend = self._route.get(model)
-        return backend is not None and _hot_on(backend, model)
+        return model in self._hot
 
     def models(self) -> list[ModelInfo]:
         return [
@@ -95,6 +98,9 @@ class Catalog:
 
     def infos(self) -> list[BackendInfo]:
         return [b.info() for b in self.backends]
+
+
+_NOT_WAITING = contextlib.nullcontext()
 
 
 def _hot_on(backend: Backend, model_id: str) -> bool:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 import aiohttp
 
 from potluck import __version__
 from potluck._shared.outbox import Outbox
+from potluck.agent.backend_client import BackendClient
 from potluck.agent.catalog import Catalog
 from potluck.agent.identity import Identity
 from potluck.agent.relay import StreamSink, relay
@@ -63,36 +63,35 @@ class RejectedError(Exception):
 class _Outgoing(StreamSink):
     """The agent's end of one stream: frames to the hub, gated by the hub's credit."""
 
-    __slots__ = ("_conn", "_credit", "_credit_event", "stream_id", "usage")
+    __slots__ = ("_conn", "_credit", "_credit_event", "cancelled", "stream_id", "task", "usage")
 
     def __init__(self, conn: HubConnection, stream_id: int, window: int) -> None:
         self._conn = conn
         self.stream_id = stream_id
         self._credit = window
-        self._credit_event = asyncio.Event()
+        # Made only once a stream runs out of credit: most never do.
+        self._credit_event: asyncio.Event | None = None
         self.usage: Usage | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.cancelled = False
 
     def head(self, head: HeadMessage) -> None:
         self._conn.send(encode_frame(head, self.stream_id))
 
     async def data(self, payload: bytes) -> None:
         while self._credit <= 0:
-            self._credit_event.clear()
-            await self._credit_event.wait()
+            event = self._credit_event
+            if event is None:
+                event = self._credit_event = asyncio.Event()
+            event.clear()
+            await event.wait()
         self._credit -= len(payload)
         self._conn.send(encode_data(self.stream_id, payload))
 
     def grant(self, nbytes: int) -> None:
         self._credit += nbytes
-        if self._credit > 0:
+        if self._credit > 0 and self._credit_event is not None:
             self._credit_event.set()
-
-
-@dataclass(slots=True)
-class _Active:
-    task: asyncio.Task[None]
-    sink: _Outgoing
-    cancelled: bool = False
 
 
 class HubConnection:
@@ -103,21 +102,23 @@ class HubConnection:
         settings: AgentSettings,
         identity: Identity,
         catalog: Catalog,
-        http: aiohttp.ClientSession,
+        client: BackendClient,
         ws: aiohttp.ClientWebSocketResponse,
         refresh_requested: asyncio.Event,
     ) -> None:
         self.settings = settings
         self.identity = identity
         self.catalog = catalog
-        self.http = http
+        self.client = client
         self.ws = ws
         self.agent_id: str | None = None
         self.heartbeat_interval = 5.0
         self.heartbeat_timeout = 15.0
         self.credit_window = 256 * 1024
         self.draining = False
-        self.active: dict[int, _Active] = {}
+        self.active: dict[int, _Outgoing] = {}
+        self._running_count = 0
+        """Entries of `active` not cancelled (kept as a count: the hot path asks for it per request)."""
         self.last_rx = time.monotonic()
         self.refresh_requested = refresh_requested
         self._outbox = Outbox(ws.send_bytes, self._on_send_error)
@@ -125,6 +126,8 @@ class HubConnection:
         self._idle.set()
         self._closing: asyncio.Task[bool] | None = None
         self._early_frames: list[Frame] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """Looked up once: asyncio.get_running_loop() costs a getpid() system call on every call."""
 
     # -- handshake ------------------------------------------------------------------------------
 
@@ -207,7 +210,7 @@ class HubConnection:
         elif ftype == FrameType.CREDIT and isinstance(message, CreditMessage):
             active = self.active.get(stream_id)
             if active is not None:
-                active.sink.grant(message.bytes)
+                active.grant(message.bytes)
         elif ftype == FrameType.CANCEL and isinstance(message, CancelMessage):
             self._cancel(stream_id, message.reason)
         elif ftype == FrameType.PING and isinstance(message, PingMessage):
@@ -222,20 +225,24 @@ class HubConnection:
             raise ProtocolError(f"unexpected frame type {ftype} from the hub")
 
     def _start(self, stream_id: int, req: RequestMessage, body: bytes) -> None:
-        if self.draining or self._running() >= self.settings.max_concurrency:
+        if self.draining or self._running_count >= self.settings.max_concurrency:
             reason = "draining" if self.draining else "at max concurrency"
             error = ErrorInfo(503, "server_overloaded", f"agent is {reason}", retriable=True)
             self.send(encode_frame(EndMessage(req.request_id, error=error), stream_id))
             return
         sink = _Outgoing(self, stream_id, self.credit_window)
-        task = asyncio.get_running_loop().create_task(self._run(stream_id, req, body, sink))
-        self.active[stream_id] = _Active(task, sink)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        sink.task = loop.create_task(self._run(stream_id, req, body, sink))
+        self.active[stream_id] = sink
+        self._running_count += 1
         self._idle.clear()
 
     async def _run(self, stream_id: int, req: RequestMessage, body: bytes, sink: _Outgoing) -> None:
         end: EndMessage | None = None
         try:
-            end = await relay(self.http, self.catalog, req, body, sink)
+            end = await relay(self.client, self.catalog, req, body, sink)
         except asyncio.CancelledError:
             # The hub cancelled (its client left): report what the backend said it delivered so far.
             end = EndMessage(req.request_id, cancelled=True, usage=sink.usage)
@@ -243,7 +250,10 @@ class HubConnection:
             log.exception("relaying %s failed", req.request_id)
             end = EndMessage(req.request_id, error=ErrorInfo(502, "upstream_error", f"agent error: {exc!r}"))
         finally:
-            self.active.pop(stream_id, None)
+            if self.active.get(stream_id) is sink:
+                del self.active[stream_id]
+            if not sink.cancelled:
+                self._running_count -= 1
             if end is not None:
                 self.send(encode_frame(end, stream_id))
                 if end.error is not None and end.error.code == "backend_unavailable":
@@ -255,8 +265,7 @@ class HubConnection:
         active = self.active.get(stream_id)
         if active is not None and not active.cancelled:
             log.debug("cancelling stream %d: %s", stream_id, reason)
-            active.cancelled = True
-            active.task.cancel()
+            self._mark_cancelled(active)
 
     def running(self) -> int:
         return self._running()
@@ -264,12 +273,18 @@ class HubConnection:
     def _running(self) -> int:
         # A cancelled request no longer holds a slot, even if its task has not unwound yet: the hub
         # already freed it and may send the next request right behind the cancel.
-        return sum(1 for a in self.active.values() if not a.cancelled)
+        return self._running_count
+
+    def _mark_cancelled(self, active: _Outgoing) -> None:
+        active.cancelled = True
+        self._running_count -= 1
+        if active.task is not None:
+            active.task.cancel()
 
     def _abort_all(self) -> None:
         for active in self.active.values():
-            active.cancelled = True
-            active.task.cancel()
+            if not active.cancelled:
+                self._mark_cancelled(active)
 
     async def _heartbeat(self) -> None:
         while True:

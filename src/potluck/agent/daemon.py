@@ -16,6 +16,7 @@ import time
 
 import aiohttp
 
+from potluck.agent.backend_client import BackendClient
 from potluck.agent.backends import make_backend
 from potluck.agent.backoff import Backoff
 from potluck.agent.catalog import Catalog
@@ -68,6 +69,8 @@ class AgentDaemon:
         self._refresh = self.catalog.wake
         self.metrics = MetricsProbe.from_system()
         self.connection: HubConnection | None = None
+        self.client = BackendClient()
+        """The relay's connections to the backends (the catalog's probes go through aiohttp)."""
         self._stopping = asyncio.Event()
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
 
@@ -86,6 +89,7 @@ class AgentDaemon:
                 await self._run(http)
             await self.metrics.aclose()
         finally:
+            self.client.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
@@ -129,7 +133,7 @@ class AgentDaemon:
             heartbeat=None,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
         ) as ws:
-            conn = HubConnection(settings, self.identity, self.catalog, http, ws, self._refresh)
+            conn = HubConnection(settings, self.identity, self.catalog, self.client, ws, self._refresh)
             welcome = await conn.handshake(draining=False)
             backoff.connected(time.monotonic())
             log.info("connected to %s as agent %s", settings.hub_url, welcome.agent_id)

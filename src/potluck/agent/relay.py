@@ -10,8 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import aiohttp
-
+from potluck.agent.backend_client import (
+    BackendClient,
+    BackendConnectError,
+    BackendError,
+    BackendPayloadError,
+    BackendResponse,
+)
 from potluck.agent.backends.base import BodyTransform, ResponseTranslator
 from potluck.agent.catalog import Catalog
 from potluck.protocol.agent import EndMessage, ErrorInfo, HeadMessage, RequestMessage, Usage
@@ -21,22 +26,22 @@ from potluck.protocol.sse import SSEUsageScanner, add_include_usage, usage_from_
 # Never relayed back: hop-by-hop headers, and ones the hub sets itself.
 _DROP_HEADERS = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "content-encoding",
-        "date",
-        "server",
-        "set-cookie",
-        "x-request-id",
-        "access-control-allow-origin",
-        "access-control-allow-credentials",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-encoding",
+        b"date",
+        b"server",
+        b"set-cookie",
+        b"x-request-id",
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
     }
 )
 _USAGE_BODY_LIMIT = 16 << 20
@@ -62,7 +67,7 @@ def _failed(req: RequestMessage, status: int, code: str, message: str, *, retria
 
 
 async def relay(
-    http: aiohttp.ClientSession,
+    client: BackendClient,
     catalog: Catalog,
     req: RequestMessage,
     body: bytes,
@@ -72,7 +77,7 @@ async def relay(
     """Send one request to the backend serving its model and stream the answer into ``sink``.
 
     Returns the END message to send. Raises CancelledError when the hub cancels (the backend
-    connection is then closed by leaving the request context).
+    connection is then closed by leaving the response's context).
     """
     if req.path not in INFERENCE_PATHS or req.method != "POST":
         return _failed(req, 404, "not_found", f"the agent does not forward {req.method} {req.path}")
@@ -83,12 +88,11 @@ async def relay(
     payload = upstream.body
     if upstream.translator is None and req.strip_usage:
         payload = add_include_usage(payload)
-    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     started = now()
     responded = False
     try:
         with catalog.waiting_on(req.model):
-            resp = await _post(http, backend.base + upstream.path, payload, headers)
+            resp = await client.post(backend.base, upstream.path, payload)
             async with resp:
                 responded = True
                 if upstream.translator is not None:
@@ -97,12 +101,12 @@ async def relay(
                         return EndMessage(request_id=req.request_id, error=error, usage=usage)
                 else:
                     usage, first_at = await _relay_openai(resp, sink, req, now)
-    except aiohttp.ClientConnectorError as exc:
+    except BackendConnectError as exc:
         message = f"cannot connect to the backend: {exc.os_error}"
         return _failed(req, 502, "backend_unavailable", message, retriable=True)
-    except aiohttp.ClientPayloadError as exc:
+    except BackendPayloadError as exc:
         return _failed(req, 502, "upstream_error", f"the backend broke off its response: {exc}")
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except BackendError as exc:
         # Before any response the backend never answered: another agent may (retriable).
         code = "upstream_error" if responded else "backend_unavailable"
         return _failed(req, 502, code, f"backend request failed: {exc!r}", retriable=not responded)
@@ -110,58 +114,47 @@ async def relay(
     return EndMessage(request_id=req.request_id, usage=usage, ttft_s=ttft, total_s=now() - started)
 
 
-async def _post(
-    http: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str]
-) -> aiohttp.ClientResponse:
-    """POST, once more on a fresh connection if a pooled keep-alive one turns out to be dead.
-
-    Servers close idle connections on their own schedule (llama.cpp after ~5 s, aiohttp keeps
-    them 15 s); a write on such a connection fails before the backend saw anything.
-    """
-    try:
-        return await http.post(url, data=payload, headers=headers)
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            raise
-        return await http.post(url, data=payload, headers={**headers, "Connection": "close"})
-
-
 async def _relay_openai(
-    resp: aiohttp.ClientResponse, sink: StreamSink, req: RequestMessage, now: Callable[[], float]
+    resp: BackendResponse, sink: StreamSink, req: RequestMessage, now: Callable[[], float]
 ) -> tuple[Usage | None, float | None]:
     """Relay an OpenAI-shaped answer byte for byte (headers filtered), reading its usage on the way."""
-    relayed = [(str(k), v) for k, v in resp.headers.items() if k.lower() not in _DROP_HEADERS]
+    relayed = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in resp.raw_headers
+        if name.lower() not in _DROP_HEADERS
+    ]
     sink.head(HeadMessage(resp.status, relayed))
-    if resp.status < 400 and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+    if resp.status < 400 and resp.content_type.startswith("text/event-stream"):
         usage, first_at, _ = await _relay_through(resp, sink, SSEUsageScanner(req.strip_usage), now)
         return usage, first_at
     return await _relay_body(resp, sink, now, keep=resp.status < 400)
 
 
 async def _relay_body(
-    resp: aiohttp.ClientResponse, sink: StreamSink, now: Callable[[], float], *, keep: bool
+    resp: BackendResponse, sink: StreamSink, now: Callable[[], float], *, keep: bool
 ) -> tuple[Usage | None, float | None]:
     """Relay a plain body as it arrives; keep a copy (up to a limit) to read its usage at the end."""
     first_at: float | None = None
     kept: list[bytes] = []
     kept_size = 0
-    async for chunk in resp.content.iter_any():
+    while chunk := await resp.read_some():
         if first_at is None:
             first_at = now()
         if keep and kept_size <= _USAGE_BODY_LIMIT:
             kept.append(chunk)
             kept_size += len(chunk)
         await sink.data(chunk)
-    usage = usage_from_json(b"".join(kept)) if keep and kept_size <= _USAGE_BODY_LIMIT else None
-    return usage, first_at
+    if not keep or kept_size > _USAGE_BODY_LIMIT:
+        return None, first_at
+    return usage_from_json(kept[0] if len(kept) == 1 else b"".join(kept)), first_at
 
 
 async def _relay_translated(
-    resp: aiohttp.ClientResponse, sink: StreamSink, translator: ResponseTranslator, now: Callable[[], float]
+    resp: BackendResponse, sink: StreamSink, translator: ResponseTranslator, now: Callable[[], float]
 ) -> tuple[Usage | None, float | None, ErrorInfo | None]:
     """Relay a native answer translated to OpenAI's format; errors become OpenAI error bodies."""
     if resp.status >= 400:
-        body = await resp.content.read(_ERROR_BODY_LIMIT)
+        body = await resp.read(_ERROR_BODY_LIMIT)
         sink.head(HeadMessage(resp.status, [("Content-Type", "application/json")]))
         await sink.data(translator.translate_error(resp.status, body))
         return None, now(), None
@@ -170,14 +163,14 @@ async def _relay_translated(
 
 
 async def _relay_through(
-    resp: aiohttp.ClientResponse, sink: StreamSink, transform: BodyTransform, now: Callable[[], float]
+    resp: BackendResponse, sink: StreamSink, transform: BodyTransform, now: Callable[[], float]
 ) -> tuple[Usage | None, float | None, ErrorInfo | None]:
     """Relay a body through a transform (whole SSE events, or native → OpenAI) as it arrives.
 
     Stops at the first error the transform reports: nothing after it reaches the client.
     """
     first_at: float | None = None
-    async for chunk in resp.content.iter_any():
+    while chunk := await resp.read_some():
         if first_at is None:
             first_at = now()
         out = transform.feed(chunk)

@@ -54,26 +54,28 @@ class SSEUsageScanner:
             complete, self._pending = data, b""
         else:
             complete, self._pending = data[:cut], data[cut:]
-        if _USAGE_OBJECT.search(complete) is not None:
-            complete = self._take_usage(complete)
+        match = _USAGE_OBJECT.search(complete)
+        if match is not None:
+            complete = self._take_usage(complete, match)
         return complete
 
     def finish(self) -> bytes:
         """What is left when the backend closes: a final event without its blank line."""
         rest, self._pending = self._pending, b""
-        if rest and _USAGE_OBJECT.search(rest) is not None:
-            rest = self._take_usage(rest + b"\n\n")
+        match = _USAGE_OBJECT.search(rest) if rest else None
+        if match is not None:
+            rest = self._take_usage(rest + b"\n\n", match)
         return rest
 
-    def _take_usage(self, events: bytes) -> bytes:
+    def _take_usage(self, events: bytes, match: re.Match[bytes] | None) -> bytes:
         """Read the usage of the event(s) holding a usage object; drop unwanted usage-only ones.
 
-        Only the events around a match are looked at: a burst of many events costs one search.
+        ``match`` is the first usage object in ``events``. Only the events around a match are looked
+        at, and every byte is searched once: a burst of many events costs one pass.
         """
         kept: list[bytes] = []
         pos = 0  # start of what is not yet copied to `kept`
-        search_from = 0
-        while (match := _USAGE_OBJECT.search(events, search_from)) is not None:
+        while match is not None:
             start = _event_start(events, match.start())
             end_match = _EVENT_END.search(events, match.end())
             end = len(events) if end_match is None else end_match.end()
@@ -81,7 +83,7 @@ class SSEUsageScanner:
             if self._is_unwanted_usage(events[start:body_end]):
                 kept.append(events[pos:start])
                 pos = end
-            search_from = end
+            match = _USAGE_OBJECT.search(events, end)
         if not kept:
             return events
         kept.append(events[pos:])
@@ -103,7 +105,9 @@ class SSEUsageScanner:
 def _event_start(events: bytes, index: int) -> int:
     """Where the event containing ``index`` begins: after the previous blank line (LF or CRLF)."""
     lf = events.rfind(b"\n\n", 0, index)
-    crlf = events.rfind(b"\r\n\r\n", 0, index)
+    # A CRLF blank line matters only after the last LF one (the two cannot overlap so as to end
+    # later): searching from there keeps a burst of LF events from being scanned twice.
+    crlf = events.rfind(b"\r\n\r\n", max(lf, 0), index)
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
