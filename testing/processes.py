@@ -10,6 +10,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 ADMIN_TOKEN = "padm-test-admin-token"
+
+
+def free_port() -> int:
+    """A loopback port free now, for a hub that must come back on the same port after a restart."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _env() -> dict[str, str]:

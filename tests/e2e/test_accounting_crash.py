@@ -9,7 +9,6 @@ with the same charge, and no usage record claims a charge without a receipt.
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import threading
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from potluck.hub.receipts import parse_public_key, verify_receipt
-from testing.processes import HubProcess, http_json
+from testing.processes import HubProcess, free_port, http_json
 from tests.e2e.conftest import FAST_HUB_ARGS, Fleet
 from tests.e2e.test_accounting import Market, post_chat
 
@@ -27,14 +26,8 @@ pytestmark = pytest.mark.slow
 CLIENTS = 6
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_kill_9_under_load_loses_no_settled_usage_and_charges_nothing_twice(tmp_path: Path) -> None:
-    args = ("--port", str(_free_port()), *FAST_HUB_ARGS, "--platform-fee-percent", "10")
+    args = ("--port", str(free_port()), *FAST_HUB_ARGS, "--platform-fee-percent", "10")
     hub = HubProcess(tmp_path / "hub", *args)
     fleet = Fleet(hub, tmp_path / "fleet")
     restarted: HubProcess | None = None

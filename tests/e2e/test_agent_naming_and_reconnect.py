@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from potluck.agent.backoff import FAST_MAX_S
-from testing.processes import AgentProcess, HubProcess
+from testing.processes import AgentProcess, HubProcess, free_port
 from tests.e2e.conftest import FAST_HUB_ARGS, Fleet
 
 pytestmark = pytest.mark.slow
@@ -43,14 +43,8 @@ def test_agents_are_named_after_their_enrolment_tokens_and_name_overrides(fleet:
     assert socket.gethostname() not in listed
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_agent_is_back_within_two_seconds_of_a_restarted_hub_listening(tmp_path: Path) -> None:
-    args = ("--port", str(_free_port()), *FAST_HUB_ARGS)
+    args = ("--port", str(free_port()), *FAST_HUB_ARGS)
     hub = HubProcess(tmp_path / "hub", *args)
     fleet = Fleet(hub, tmp_path / "fleet")
     restarted = None

@@ -4,14 +4,13 @@ hub's own type and code, and an admin drain survives a hub restart."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import openai
 import pytest
 from aiohttp import web
 
-from testing.processes import HubProcess
+from testing.processes import HubProcess, free_port
 from tests.e2e.conftest import FAST_HUB_ARGS, Fleet
 
 pytestmark = pytest.mark.slow
@@ -73,14 +72,8 @@ def test_error_body_without_an_error_object_is_wrapped_as_the_hubs_upstream_erro
     assert "Retry-After" not in error.response.headers
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_admin_drain_survives_a_hub_restart(tmp_path: Path) -> None:
-    args = ("--port", str(_free_port()), *FAST_HUB_ARGS)
+    args = ("--port", str(free_port()), *FAST_HUB_ARGS)
     hub = HubProcess(tmp_path / "hub", *args)
     fleet = Fleet(hub, tmp_path / "fleet")
     restarted = None

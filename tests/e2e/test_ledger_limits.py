@@ -16,10 +16,10 @@ import pytest
 
 from potluck.hub.pricing import MICRO
 from potluck.store.ledger import MAX_AMOUNT
-from testing.processes import ADMIN_TOKEN, HubProcess, http_json
+from testing.processes import ADMIN_TOKEN, HubProcess, free_port, http_json
 from tests.e2e.conftest import FAST_HUB_ARGS, Fleet
 from tests.e2e.test_accounting import Market, post_chat
-from tests.e2e.test_accounting_crash import _free_port, check_books
+from tests.e2e.test_accounting_crash import check_books
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ MAX_CREDITS = MAX_AMOUNT // MICRO
 
 
 def test_absurd_grants_are_refused_and_settlements_receipts_and_a_restart_stay_intact(tmp_path: Path) -> None:
-    args = ("--port", str(_free_port()), *FAST_HUB_ARGS, "--platform-fee-percent", "10")
+    args = ("--port", str(free_port()), *FAST_HUB_ARGS, "--platform-fee-percent", "10")
     hub = HubProcess(tmp_path / "hub", *args)
     fleet = Fleet(hub, tmp_path / "fleet")
     restarted: HubProcess | None = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from potluck.protocol.agent import (
     encode_frame,
     iter_frames,
 )
-from testing.processes import AgentProcess, HubProcess, http_json
+from testing.processes import AgentProcess, HubProcess, free_port, http_json
 from tests.e2e.conftest import Fleet
 
 pytestmark = pytest.mark.slow
@@ -101,14 +100,8 @@ def test_revoked_key_is_refused_within_one_second(fleet: Fleet) -> None:
     assert created["key"] not in str(listed)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_agent_reconnects_by_itself_after_hub_restart(tmp_path: Path) -> None:
-    port = str(_free_port())
+    port = str(free_port())
     args = ("--port", port, "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
     hub = HubProcess(tmp_path / "hub", *args)
     fleet = Fleet(hub, tmp_path / "fleet")
@@ -224,7 +217,7 @@ def test_admin_drain_takes_an_agent_out_of_rotation_until_resumed(fleet: Fleet) 
 
 @pytest.mark.parametrize("stop", ["sigterm", "kill-9"])
 def test_after_a_hub_restart_a_model_answers_503_until_its_agent_is_back(tmp_path: Path, stop: str) -> None:
-    port = str(_free_port())
+    port = str(free_port())
     args = ("--port", port, "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
     hub = HubProcess(tmp_path / "hub", *args)
     fleet = Fleet(hub, tmp_path / "fleet")
