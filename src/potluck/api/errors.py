@@ -1,4 +1,4 @@
-"""The single place where exceptions become HTTP responses: OpenAI's error shape, with a request id."""
+"""The single place where exceptions become HTTP responses, in the shape of the route's dialect, with a request id."""
 
 from __future__ import annotations
 
@@ -9,20 +9,30 @@ from aiohttp import web
 
 from potluck._shared.ids import new_request_id
 from potluck.api.context import REQUEST_ID
-from potluck.protocol.errors import PotluckError, code_for_status, error_envelope
+from potluck.api.dialects import Dialect
+from potluck.protocol.errors import PotluckError, code_for_status
 
 log = logging.getLogger(__name__)
 
 
 def error_response(
-    status: int, code: str, message: str, request_id: str, *, param: str | None = None, retry_after: int | None = None
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    *,
+    param: str | None = None,
+    retry_after: int | None = None,
+    dialect: Dialect = Dialect.OPENAI,
 ) -> web.Response:
     headers = {"x-request-id": request_id}
+    if dialect is Dialect.ANTHROPIC:
+        headers["request-id"] = request_id  # where Anthropic's SDKs look for it
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return web.Response(
-        status=status,
-        body=error_envelope(code, message, param=param),
+        status=dialect.status(code, status),
+        body=dialect.error_body(code, message, request_id, param=param),
         content_type="application/json",
         headers=headers,
     )
@@ -32,7 +42,7 @@ DEFAULT_RETRY_AFTER = 5
 """Seconds suggested on a 503 or 429 that did not compute its own."""
 
 
-def render(exc: PotluckError, request_id: str) -> web.Response:
+def render(exc: PotluckError, request_id: str, dialect: Dialect = Dialect.OPENAI) -> web.Response:
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is None and exc.status in (429, 503):
         retry_after = DEFAULT_RETRY_AFTER
@@ -43,6 +53,7 @@ def render(exc: PotluckError, request_id: str) -> web.Response:
         request_id,
         param=getattr(exc, "param", None),
         retry_after=retry_after,
+        dialect=dialect,
     )
     extra: dict[str, str] | None = getattr(exc, "headers", None)
     if extra:
@@ -60,16 +71,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except PotluckError as exc:
-        return render(exc, rid)
+        return render(exc, rid, Dialect.of_path(request.path))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = code_for_status(exc.status)
         message = exc.reason if exc.status != 413 else f"Request body too large ({exc.text})"
-        return error_response(exc.status, code, message, rid)
+        return error_response(exc.status, code, message, rid, dialect=Dialect.of_path(request.path))
     except Exception:
         log.exception("unhandled error (request %s)", rid)
-        return error_response(500, "internal_error", "Internal error; the request id identifies it in the hub log", rid)
+        message = "Internal error; the request id identifies it in the hub log"
+        return error_response(500, "internal_error", message, rid, dialect=Dialect.of_path(request.path))
     if not response.prepared:
         response.headers["x-request-id"] = rid
     return response

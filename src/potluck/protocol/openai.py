@@ -42,5 +42,3 @@ class UsageEnvelope(msgspec.Struct):
 
 INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 """Paths an agent will forward to a backend. Nothing else, whatever a client sends."""
-
-STREAMABLE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
