@@ -86,6 +86,11 @@ class MemoryRateLimiter:
         return bucket
 
     def admit(self, key_id: str, key: Limits, user_id: str, user: Limits) -> Admission:
+        running = self._running.get(key_id, 0)
+        if key == NO_LIMITS and user == NO_LIMITS:
+            # The common case: nothing to check or report, only the key's running count to keep.
+            self._running[key_id] = running + 1
+            return Admission(key_id, user_id)
         now = self._clock.now()
         checks: list[tuple[str, str, _Bucket, float]] = []  # (what, scope, bucket, need)
         for scope, owner, limits in (("key", key_id, key), ("user", user_id, user)):
@@ -105,7 +110,6 @@ class MemoryRateLimiter:
                 retry_after=retry_after,
                 headers=headers,
             )
-        running = self._running.get(key_id, 0)
         if key.max_concurrency is not None and running >= key.max_concurrency:
             raise RateLimitError(
                 f"This key already has {running} requests running (its limit is {key.max_concurrency})",
@@ -116,7 +120,7 @@ class MemoryRateLimiter:
             if what == "requests":
                 bucket.level -= 1.0
         self._running[key_id] = running + 1
-        return Admission(key_id, user_id, _headers(checks))
+        return Admission(key_id, user_id, _headers(checks))  # what is left once this request is counted
 
     def finish(self, admission: Admission, tokens: int) -> None:
         if admission.finished:
