@@ -191,6 +191,7 @@ class ErrorType(enum.StrEnum):
     REQUEST_TOO_LARGE = "request_too_large"
     RATE_LIMIT = "rate_limit_error"
     API = "api_error"
+    TIMEOUT = "timeout_error"
     OVERLOADED = "overloaded_error"
 
 
@@ -204,6 +205,7 @@ _TYPE_OF_STATUS = {
     429: ErrorType.RATE_LIMIT,
     500: ErrorType.API,
     503: ErrorType.OVERLOADED,
+    504: ErrorType.TIMEOUT,
     529: ErrorType.OVERLOADED,
 }
 
