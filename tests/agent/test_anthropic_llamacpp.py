@@ -7,7 +7,6 @@ Greedy decoding on the tiny model makes both paths say the same thing, so the tr
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
