@@ -130,11 +130,12 @@ class MessagesStream:
         self.answer = answer
         self.id = msg_id or message_id()
         self.phase = Phase.WAITING
+        self._over = False  # DONE or FAILED: read per event, so a plain flag
         self.tokens: TokenUsage | None = None
         """The backend's latest usage report."""
         self.error: ErrorInfo | None = None
         """Why the stream failed, once it has (its ``error`` event is already written)."""
-        self._line = b""  # an incomplete line
+        self._rest = b""  # the start of an event whose end has not arrived
         self._data: list[bytes] = []  # the data lines of the event being read
         self._error_event = False  # the event being read is named `error`
         self._out: list[bytes] = []
@@ -149,7 +150,7 @@ class MessagesStream:
         self._backend_stop: int | str | None = None
 
     def _ended(self) -> bool:
-        return self.phase in (Phase.DONE, Phase.FAILED)
+        return self._over
 
     @property
     def usage(self) -> Usage | None:
@@ -161,31 +162,33 @@ class MessagesStream:
 
     def feed(self, data: bytes) -> bytes:
         """The next bytes of the backend's stream; returns the Anthropic events to write now."""
-        if self.phase in (Phase.DONE, Phase.FAILED):
+        if self._ended():
             return b""
-        lines = (self._line + data if self._line else data).split(b"\n")
-        self._line = lines.pop()
+        buffer = self._rest + data if self._rest else data
+        if b"\r" in buffer:  # CRLF framing; a trailing \r stays in the rest until its \n arrives
+            buffer = buffer.replace(b"\r\n", b"\n")
+        events = buffer.split(b"\n\n")
+        self._rest = events.pop()
         try:
-            for line in lines:
-                self._read_line(line)
+            for event in events:
+                self._read_event(event)
                 if self._ended():  # whatever follows [DONE] is not part of the answer
-                    self._line = b""
                     break
             self._flush()
         except _Failed:
-            self._line = b""
+            pass
+        if self._ended():
+            self._rest = b""
         return self._take()
 
     def finish(self) -> bytes:
         """The backend's stream ended: end the message, or fail it if the answer was not complete."""
-        if self.phase in (Phase.DONE, Phase.FAILED):
+        if self._ended():
             return b""
         try:
-            if self._line:
-                line, self._line = self._line, b""
-                self._read_line(line)
-            if self._data:
-                self._dispatch()
+            rest, self._rest = self._rest.strip(b"\r\n"), b""
+            if rest:  # a last event without its blank line
+                self._read_event(rest)
             if not self._ended():
                 if self._finish is None:
                     self._fail("the backend's stream ended before the answer was complete")
@@ -196,7 +199,7 @@ class MessagesStream:
 
     def fail(self, message: str, type_: ErrorType = ErrorType.API) -> bytes:
         """End the stream with an ``error`` event (nothing if it has ended already)."""
-        if self.phase in (Phase.DONE, Phase.FAILED):
+        if self._over:
             return b""
         try:
             self._flush()
@@ -207,13 +210,18 @@ class MessagesStream:
 
     # -- reading the backend's events ------------------------------------------------------------
 
+    def _read_event(self, event: bytes) -> None:
+        if event.startswith(b"data: ") and b"\n" not in event:  # one data line: nearly every event
+            self._data.append(event[6:])
+        else:
+            for line in event.split(b"\n"):
+                self._read_line(line)
+        if self._data:
+            self._dispatch()
+        self._error_event = False
+
     def _read_line(self, line: bytes) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            if self._data:
-                self._dispatch()
-        elif line.startswith(b"data:"):
+        if line.startswith(b"data:"):
             self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
         elif line.startswith(b"event:"):
             self._error_event = line[6:].strip() == b"error"
@@ -391,11 +399,13 @@ class MessagesStream:
         self._emit(MessageDeltaEvent(MessageDelta(reason, sequence), delta_usage))
         self._emit(MessageStopEvent())
         self.phase = Phase.DONE
+        self._over = True
 
     def _fail(self, message: str, type_: ErrorType = ErrorType.API) -> NoReturn:
         self._flush()  # what the backend sent before failing is the client's too
         self._emit(ErrorEvent(ErrorDetail(type_, message)))
         self.phase = Phase.FAILED
+        self._over = True
         self.error = ErrorInfo(502, ErrorCode.UPSTREAM_ERROR, message)
         raise _Failed
 
