@@ -530,3 +530,29 @@ def test_estimate_is_length_based() -> None:
         )
     )
     assert estimate_input_tokens(rich) > estimate_input_tokens(plain) - 100 + 1600
+
+
+def test_estimate_counts_every_kind_of_block() -> None:
+    doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "d" * 8}}
+    inner = {"type": "document", "source": {"type": "content", "content": [text("e" * 4)]}}
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}}
+    search = {"type": "search_result", "source": "ab", "title": "cd", "content": [text("ef")]}
+    req = decode_request(
+        msgspec.json.encode(
+            {
+                "model": "m",
+                "messages": [
+                    user([doc, inner, {"type": "document", "source": {"type": "content", "content": "f" * 4}}]),
+                    assistant(
+                        [
+                            {"type": "thinking", "thinking": "t" * 8, "signature": ""},
+                            {"type": "redacted_thinking", "data": "x" * 99},
+                        ]
+                    ),
+                    user([tool_result("a", [text("g" * 4), BASE64_IMAGE]), tool_result("b", "h" * 4), search, pdf]),
+                ],
+            }
+        )
+    )
+    # 3 messages; 8+4+4 + 8 + 4+4 + 6 characters = 38 -> 10 tokens; an image and a PDF.
+    assert estimate_input_tokens(req) == 3 * 4 + 10 + 2 * 1600
