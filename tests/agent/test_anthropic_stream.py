@@ -12,7 +12,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from potluck.agent.backends.base import ResponseTranslator
 from potluck.agent.dialects.anthropic_request import AnswerContext
+from potluck.agent.dialects.anthropic_response import MessageResponse
 from potluck.agent.dialects.anthropic_stream import MessagesStream, Phase
 from potluck.protocol.anthropic_answer import ErrorType
 from potluck.protocol.errors import ErrorCode
@@ -476,3 +478,15 @@ def test_validator_rejects_bad_framing() -> None:
         validate_stream(sse(START)[:-1])
     with pytest.raises(GrammarError, match="pair"):
         validate_stream(b'data: {"type":"ping"}\n\n')
+
+
+def test_both_translators_are_relay_transforms() -> None:
+    """What `agent/relay.py` will drive: the `ResponseTranslator` interface it already uses for Ollama."""
+    transforms: list[ResponseTranslator] = [MessagesStream(ANSWER), MessageResponse(ANSWER)]
+    assert [t.content_type for t in transforms] == ["text/event-stream", "application/json"]
+    assert all(t.usage is None and t.error is None for t in transforms)
+    error = transforms[0].translate_error(429, b'{"error": {"message": "slow down"}}')
+    assert msgspec.json.decode(error) == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "slow down"},
+    }
