@@ -490,3 +490,12 @@ def test_both_translators_are_relay_transforms() -> None:
         "type": "error",
         "error": {"type": "rate_limit_error", "message": "slow down"},
     }
+
+
+def test_an_endless_event_fails_instead_of_growing() -> None:
+    stream = MessagesStream(ANSWER)
+    out = stream.feed(ROLE + b'data: {"choices": [{"delta": {"content": "') + stream.feed(b"x" * (17 << 20))
+    assert validate_stream(out).error == {
+        "type": "api_error",
+        "message": "the backend sent an event of more than 16 MiB",
+    }

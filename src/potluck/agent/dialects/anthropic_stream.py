@@ -54,6 +54,7 @@ from potluck.protocol.usage import TokenUsage
 _decode_chunk = msgspec.json.Decoder(ChatCompletion).decode
 _encode = msgspec.json.encode
 _NULL = b"null"
+_EVENT_LIMIT = 16 << 20  # one event this large is not a chat completion chunk
 
 
 def _frame(name: bytes) -> tuple[bytes, bytes]:
@@ -174,6 +175,8 @@ class MessagesStream:
                 self._read_event(event)
                 if self._ended():  # whatever follows [DONE] is not part of the answer
                     break
+            if len(self._rest) > _EVENT_LIMIT:
+                self._fail("the backend sent an event of more than 16 MiB")
             self._flush()
         except _Failed:
             pass
