@@ -1,0 +1,501 @@
+"""OpenAI's Responses API (``POST /v1/responses``) on the wire: the request, the Response object, its stream events.
+
+Requests are read leniently: one flat Struct per input item and per content part holds every field the
+translation reads, whatever the item's ``type`` (an ``EasyInputMessage`` may omit its type; unknown item
+and tool types are skipped by the translator, not refused here). `ResponseEcho` re-reads the same body
+keeping the client's own JSON of the fields a Response echoes back.
+
+Answers are built from `ResponseObject`, the output items and the stream events, each a tagged Struct
+whose tag is its ``type``; `sse_event` frames one as ``event: <type>`` / ``data: <json>``.
+"""
+
+from __future__ import annotations
+
+import enum
+import typing
+
+import msgspec
+
+from potluck.protocol.errors import ErrorCode, PotluckError
+
+# -- requests -------------------------------------------------------------------------------------
+
+_ABSENT = msgspec.Raw()
+"""The default of a request field kept as raw JSON: empty, so a field that was sent (even as null) is not."""
+
+
+def given(raw: msgspec.Raw) -> msgspec.Raw | None:
+    """A raw request field, or None when it was absent or null."""
+    return raw if raw and bytes(raw) != b"null" else None
+
+
+class ItemType(enum.StrEnum):
+    """The input item types the translation reads; any other type is skipped."""
+
+    MESSAGE = "message"
+    FUNCTION_CALL = "function_call"
+    FUNCTION_CALL_OUTPUT = "function_call_output"
+    CUSTOM_TOOL_CALL = "custom_tool_call"
+    CUSTOM_TOOL_CALL_OUTPUT = "custom_tool_call_output"
+    LOCAL_SHELL_CALL = "local_shell_call"
+    LOCAL_SHELL_CALL_OUTPUT = "local_shell_call_output"
+    REASONING = "reasoning"
+    ITEM_REFERENCE = "item_reference"
+
+
+class InputPart(msgspec.Struct):
+    """A content part of an input item: ``input_text``, ``input_image``, ``input_file``, ``output_text``,
+    ``refusal``, ``reasoning_text`` or ``summary_text``."""
+
+    type: str = "input_text"
+    """Which part this is."""
+    text: str | None = None
+    """The text of a text, output text, reasoning or summary part."""
+    image_url: str | None = None
+    """An image part's ``https:`` or ``data:`` URL."""
+    file_id: str | None = None
+    """An uploaded file (Potluck has no Files API: refused)."""
+    detail: str | None = None
+    """An image's detail: ``low``, ``high`` or ``auto``."""
+    file_data: str | None = None
+    """A file part's content as a base64 ``data:`` URL."""
+    file_url: str | None = None
+    """A file part's URL (refused: the agent fetches nothing)."""
+    filename: str | None = None
+    """A file part's name."""
+    refusal: str | None = None
+    """A refusal part's text."""
+
+
+class InputItem(msgspec.Struct):
+    """One item of ``input``: a message, a tool call or its output, or a reasoning item."""
+
+    type: str = ItemType.MESSAGE
+    """The item's type; a message may omit it."""
+    role: str | None = None
+    """A message's role: ``user``, ``assistant``, ``system`` or ``developer``."""
+    content: str | list[InputPart] | None = None
+    """A message's text or parts; a reasoning item's ``reasoning_text`` parts."""
+    id: str | None = None
+    """The item's id (a reference's target; a local shell output's call)."""
+    call_id: str | None = None
+    """The tool call an item makes or answers."""
+    name: str | None = None
+    """A called tool's name."""
+    arguments: str | None = None
+    """A function call's arguments, a JSON object as a string."""
+    input: str | None = None
+    """A custom tool call's free-form input."""
+    action: msgspec.Raw = _ABSENT
+    """A local shell call's action (``exec`` with its command)."""
+    output: str | list[InputPart] | None = None
+    """A tool call's output: text, or parts."""
+    summary: list[InputPart] | None = None
+    """A reasoning item's summary parts."""
+
+
+class RequestTool(msgspec.Struct):
+    """A tool of the request. Only ``function`` tools are translated; the others are skipped."""
+
+    type: str
+    """``function``, ``web_search``, ``file_search``, ``local_shell``, ``custom``, ``mcp``..."""
+    name: str | None = None
+    """A function's name."""
+    description: str | None = None
+    """A function's description."""
+    parameters: msgspec.Raw = _ABSENT
+    """A function's JSON Schema."""
+    strict: bool | None = None
+    """Whether calls must follow the schema exactly."""
+
+
+class ToolChoice(msgspec.Struct):
+    """A ``tool_choice`` object: one function, a hosted tool, or ``allowed_tools``."""
+
+    type: str
+    """``function``, ``allowed_tools``, ``custom``, ``mcp``, or a hosted tool's type."""
+    name: str | None = None
+    """The forced function's name."""
+    mode: str | None = None
+    """``auto`` or ``required``, for ``allowed_tools``."""
+
+
+class ReasoningOptions(msgspec.Struct):
+    """``reasoning``: how hard a reasoning model thinks."""
+
+    effort: str | None = None
+    """``none``, ``minimal``, ``low``, ``medium``, ``high`` or ``xhigh``."""
+
+
+class TextFormat(msgspec.Struct):
+    """``text.format``: plain text, any JSON object, or JSON following a schema."""
+
+    type: str = "text"
+    """``text``, ``json_object`` or ``json_schema``."""
+    name: str | None = None
+    """The schema's name."""
+    schema: msgspec.Raw = _ABSENT
+    """The JSON Schema."""
+    description: str | None = None
+    """What the answer is."""
+    strict: bool | None = None
+    """Keep to the schema exactly."""
+
+
+class TextOptions(msgspec.Struct):
+    """``text``: the answer's format."""
+
+    format: TextFormat | None = None
+    """The format."""
+
+
+class ResponsesRequest(msgspec.Struct):
+    """The fields of a ``POST /v1/responses`` body that the translation reads; others are dropped."""
+
+    model: str = ""
+    """The model."""
+    input: str | list[InputItem] = ""
+    """A user message's text, or the conversation as items."""
+    instructions: str | list[InputItem] | None = None
+    """The system (developer) message."""
+    tools: list[RequestTool] | None = None
+    """Tools the model may call."""
+    tool_choice: str | ToolChoice | None = None
+    """``auto``, ``none``, ``required``, or an object."""
+    parallel_tool_calls: bool | None = None
+    """Whether the model may call several tools in one turn."""
+    max_output_tokens: int | None = None
+    """Tokens to generate at most, reasoning included."""
+    temperature: float | None = None
+    """Sampling temperature."""
+    top_p: float | None = None
+    """Nucleus sampling."""
+    reasoning: ReasoningOptions | None = None
+    """Reasoning options."""
+    text: TextOptions | None = None
+    """The answer's format."""
+    stream: bool | None = None
+    """Answer as server-sent events."""
+    store: bool | None = None
+    """Accepted and ignored: Potluck stores no responses."""
+    user: str | None = None
+    """The end user."""
+    previous_response_id: str | None = None
+    """Refused: continuing a stored response needs storage Potluck does not keep."""
+    conversation: msgspec.Raw = _ABSENT
+    """Refused, like ``previous_response_id``."""
+    prompt: msgspec.Raw = _ABSENT
+    """Refused: a stored prompt template."""
+    background: bool | None = None
+    """Refused when true: a background response must be stored to be fetched later."""
+
+
+class ResponseEcho(msgspec.Struct):
+    """The request fields a Response object repeats, as the client's own JSON (see `ResponseObject`)."""
+
+    model: str = ""
+    instructions: msgspec.Raw = _ABSENT
+    max_output_tokens: int | None = None
+    parallel_tool_calls: bool = True
+    reasoning: msgspec.Raw = _ABSENT
+    temperature: float | None = None
+    text: msgspec.Raw = _ABSENT
+    tool_choice: msgspec.Raw = _ABSENT
+    tools: msgspec.Raw = _ABSENT
+    top_p: float | None = None
+    metadata: msgspec.Raw = _ABSENT
+    user: str | None = None
+
+
+class ResponsesRequestError(PotluckError):
+    """A Responses request Potluck cannot serve as sent: a 400 ``invalid_request_error`` naming the field."""
+
+    code = ErrorCode.INVALID_REQUEST
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+_STATEFUL = {
+    "previous_response_id": "continuing a stored response",
+    "conversation": "a stored conversation",
+    "prompt": "a stored prompt template",
+    "background": "a background response",
+}
+
+
+def refusal(request: ResponsesRequest) -> ResponsesRequestError | None:
+    """Why Potluck refuses this request, if it does: it names server-side state Potluck does not keep.
+
+    The hub may call this before dispatching (no agent needed); the agent calls it again when translating.
+    """
+    for field, what in _STATEFUL.items():
+        value = getattr(request, field)
+        if isinstance(value, msgspec.Raw):
+            value = given(value)
+        if value is None or value is False:
+            continue
+        return ResponsesRequestError(
+            f"`{field}` is not supported: Potluck stores no responses, so {what} cannot be used. "
+            "Send the whole conversation in `input` (Codex does this when `store` is false).",
+            param=field,
+        )
+    return None
+
+
+# -- answers --------------------------------------------------------------------------------------
+
+
+class OutputText(msgspec.Struct, tag="output_text", tag_field="type"):
+    """The text of an assistant message."""
+
+    text: str
+    annotations: list[str] = []
+    """Always empty: Potluck adds no citations."""
+
+
+class ReasoningText(msgspec.Struct, tag="reasoning_text", tag_field="type"):
+    """Raw reasoning text (as the backend reasoned, not a summary)."""
+
+    text: str
+
+
+class MessageItem(msgspec.Struct, tag="message", tag_field="type"):
+    """An assistant message of the output."""
+
+    id: str
+    status: str
+    """``in_progress``, ``completed`` or ``incomplete``."""
+    content: list[OutputText]
+    role: str = "assistant"
+
+
+class FunctionCallItem(msgspec.Struct, tag="function_call", tag_field="type"):
+    """A function the model called."""
+
+    id: str
+    call_id: str
+    """What the client's ``function_call_output`` refers to."""
+    name: str
+    arguments: str
+    status: str
+
+
+class ReasoningItem(msgspec.Struct, tag="reasoning", tag_field="type"):
+    """What the model reasoned, as ``reasoning_text`` content (``summary`` stays empty)."""
+
+    id: str
+    status: str
+    content: list[ReasoningText]
+    summary: list[str] = []
+
+
+OutputItem = MessageItem | FunctionCallItem | ReasoningItem
+
+
+class InputTokensDetails(msgspec.Struct):
+    cached_tokens: int = 0
+    """Input tokens read from the prompt cache (a part of ``input_tokens``)."""
+    cache_write_tokens: int = 0
+    """Always 0: chat completions backends do not report cache writes."""
+
+
+class OutputTokensDetails(msgspec.Struct):
+    reasoning_tokens: int = 0
+    """Output tokens spent reasoning (a part of ``output_tokens``)."""
+
+
+class ResponseUsage(msgspec.Struct):
+    """A Response's usage: ``input_tokens`` includes the cached ones, ``output_tokens`` the reasoning."""
+
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class ResponseError(msgspec.Struct):
+    """Why a Response failed."""
+
+    code: str
+    """``server_error`` or ``rate_limit_exceeded`` (codes of OpenAI's list)."""
+    message: str
+
+
+class IncompleteDetails(msgspec.Struct):
+    reason: str
+    """``max_output_tokens`` or ``content_filter``."""
+
+
+_AUTO = msgspec.Raw(b'"auto"')
+_NO_TOOLS = msgspec.Raw(b"[]")
+_TEXT = msgspec.Raw(b'{"format":{"type":"text"}}')
+_NO_METADATA = msgspec.Raw(b"{}")
+
+
+class ResponseObject(msgspec.Struct):
+    """A Response (``object: response``), as a whole answer or inside the stream's lifecycle events.
+
+    The fields after ``object`` repeat the request (`ResponseEcho`), as OpenAI's Responses do.
+    """
+
+    id: str
+    created_at: int
+    status: str
+    """``in_progress``, ``completed``, ``incomplete`` or ``failed``."""
+    model: str
+    output: list[OutputItem]
+    usage: ResponseUsage | None = None
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    object: str = "response"
+    instructions: msgspec.Raw | None = None
+    max_output_tokens: int | None = None
+    parallel_tool_calls: bool = True
+    previous_response_id: None = None
+    reasoning: msgspec.Raw | None = None
+    store: bool = False
+    """Always false, whatever was asked: nothing is stored."""
+    temperature: float | None = None
+    text: msgspec.Raw = _TEXT
+    tool_choice: msgspec.Raw = _AUTO
+    tools: msgspec.Raw = _NO_TOOLS
+    top_p: float | None = None
+    truncation: str = "disabled"
+    metadata: msgspec.Raw = _NO_METADATA
+    user: str | None = None
+
+
+# -- stream events --------------------------------------------------------------------------------
+
+
+class ResponseCreated(msgspec.Struct, tag="response.created", tag_field="type"):
+    response: ResponseObject
+    sequence_number: int
+
+
+class ResponseInProgress(msgspec.Struct, tag="response.in_progress", tag_field="type"):
+    response: ResponseObject
+    sequence_number: int
+
+
+class ResponseCompleted(msgspec.Struct, tag="response.completed", tag_field="type"):
+    response: ResponseObject
+    sequence_number: int
+
+
+class ResponseIncomplete(msgspec.Struct, tag="response.incomplete", tag_field="type"):
+    response: ResponseObject
+    sequence_number: int
+
+
+class ResponseFailed(msgspec.Struct, tag="response.failed", tag_field="type"):
+    response: ResponseObject
+    sequence_number: int
+
+
+class OutputItemAdded(msgspec.Struct, tag="response.output_item.added", tag_field="type"):
+    output_index: int
+    item: OutputItem
+    sequence_number: int
+
+
+class OutputItemDone(msgspec.Struct, tag="response.output_item.done", tag_field="type"):
+    output_index: int
+    item: OutputItem
+    sequence_number: int
+
+
+class ContentPartAdded(msgspec.Struct, tag="response.content_part.added", tag_field="type"):
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText | ReasoningText
+    sequence_number: int
+
+
+class ContentPartDone(msgspec.Struct, tag="response.content_part.done", tag_field="type"):
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText | ReasoningText
+    sequence_number: int
+
+
+class OutputTextDelta(msgspec.Struct, tag="response.output_text.delta", tag_field="type"):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    sequence_number: int
+    logprobs: list[str] = []
+
+
+class OutputTextDone(msgspec.Struct, tag="response.output_text.done", tag_field="type"):
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    sequence_number: int
+    logprobs: list[str] = []
+
+
+class ReasoningTextDelta(msgspec.Struct, tag="response.reasoning_text.delta", tag_field="type"):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    sequence_number: int
+
+
+class ReasoningTextDone(msgspec.Struct, tag="response.reasoning_text.done", tag_field="type"):
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    sequence_number: int
+
+
+class FunctionCallArgumentsDelta(msgspec.Struct, tag="response.function_call_arguments.delta", tag_field="type"):
+    item_id: str
+    output_index: int
+    delta: str
+    sequence_number: int
+
+
+class FunctionCallArgumentsDone(msgspec.Struct, tag="response.function_call_arguments.done", tag_field="type"):
+    item_id: str
+    output_index: int
+    arguments: str
+    sequence_number: int
+
+
+StreamEvent = (
+    ResponseCreated
+    | ResponseInProgress
+    | ResponseCompleted
+    | ResponseIncomplete
+    | ResponseFailed
+    | OutputItemAdded
+    | OutputItemDone
+    | ContentPartAdded
+    | ContentPartDone
+    | OutputTextDelta
+    | OutputTextDone
+    | ReasoningTextDelta
+    | ReasoningTextDone
+    | FunctionCallArgumentsDelta
+    | FunctionCallArgumentsDone
+)
+
+_encode = msgspec.json.Encoder().encode
+_FRAME_START: dict[type, bytes] = {
+    cls: b"event: " + str(cls.__struct_config__.tag).encode() + b"\ndata: " for cls in typing.get_args(StreamEvent)
+}
+
+
+def sse_event(event: StreamEvent) -> bytes:
+    """One event as Responses streams it: ``event: <type>``, ``data: <json>``, a blank line."""
+    return _FRAME_START[type(event)] + _encode(event) + b"\n\n"
