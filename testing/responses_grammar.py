@@ -133,6 +133,9 @@ class Grammar:
             if response.get("status") != "in_progress":
                 raise GrammarError(f"{where}: status {response.get('status')!r} before the end")
             return
+        self._terminal(kind, response, where)
+
+    def _terminal(self, kind: str, response: dict[str, Any], where: str) -> None:
         if response.get("status") != TERMINAL[kind]:
             raise GrammarError(f"{where}: status {response.get('status')!r} in a {kind} event")
         if kind == "response.failed":

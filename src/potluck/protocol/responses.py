@@ -16,7 +16,7 @@ import typing
 
 import msgspec
 
-from potluck.protocol.errors import ErrorCode, PotluckError
+from potluck.protocol.errors import ErrorCode, PotluckError, error_envelope
 
 # -- requests -------------------------------------------------------------------------------------
 
@@ -216,12 +216,22 @@ class ResponsesRequestError(PotluckError):
         super().__init__(message)
         self.param = param
 
+    def body(self) -> bytes:
+        """The error as OpenAI's JSON envelope."""
+        return error_envelope(self.code, self.message, param=self.param)
+
 
 _STATEFUL = {
-    "previous_response_id": "continuing a stored response",
-    "conversation": "a stored conversation",
-    "prompt": "a stored prompt template",
-    "background": "a background response",
+    "previous_response_id": "Potluck stores no responses to continue from",
+    "conversation": "Potluck stores no conversations",
+    "prompt": "Potluck stores no prompt templates",
+    "background": "Potluck stores no responses to fetch later",
+}
+_INSTEAD = {
+    "previous_response_id": "Send the whole conversation in `input` (Codex does when `store` is false).",
+    "conversation": "Send the whole conversation in `input`.",
+    "prompt": "Send the instructions and input themselves.",
+    "background": "Stream the response instead.",
 }
 
 
@@ -230,17 +240,13 @@ def refusal(request: ResponsesRequest) -> ResponsesRequestError | None:
 
     The hub may call this before dispatching (no agent needed); the agent calls it again when translating.
     """
-    for field, what in _STATEFUL.items():
+    for field, why in _STATEFUL.items():
         value = getattr(request, field)
         if isinstance(value, msgspec.Raw):
             value = given(value)
         if value is None or value is False:
             continue
-        return ResponsesRequestError(
-            f"`{field}` is not supported: Potluck stores no responses, so {what} cannot be used. "
-            "Send the whole conversation in `input` (Codex does this when `store` is false).",
-            param=field,
-        )
+        return ResponsesRequestError(f"`{field}` is not supported: {why}. {_INSTEAD[field]}", param=field)
     return None
 
 

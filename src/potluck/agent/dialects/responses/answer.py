@@ -14,7 +14,7 @@ import msgspec
 
 from potluck.protocol.agent import ErrorInfo, Usage
 from potluck.protocol.chat import ChatChunk, ChatCompletion, ChatError, ChatUsage, Delta
-from potluck.protocol.errors import code_for_status, error_envelope
+from potluck.protocol.errors import ErrorCode, code_for_status, error_envelope
 from potluck.protocol.responses import (
     FunctionCallItem,
     IncompleteDetails,
@@ -218,7 +218,7 @@ class _ErrorAnswer(msgspec.Struct):
     message: str | None = None
     type: str | None = None
     code: str | int | None = None
-    detail: msgspec.Raw | None = None
+    detail: msgspec.Raw = msgspec.Raw()
 
 
 _decode_error_answer = msgspec.json.Decoder(_ErrorAnswer).decode
@@ -245,29 +245,35 @@ def translate_error(status: int, body: bytes) -> bytes:
         answer: _ErrorAnswer | None = _decode_error_answer(body)
     except msgspec.DecodeError:
         answer = None
-    message = type_ = code = param = None
-    if answer is None:
-        message = body.decode("utf-8", "replace").strip()
-    elif isinstance(answer.error, ChatError):
-        error = answer.error
-        message, type_, param = error.message, error.type, error.param
-        code = error.code if isinstance(error.code, str) else None
-    elif isinstance(answer.error, str):
-        message = answer.error
-    elif answer.message is not None:
-        message, type_ = answer.message, answer.type
-        code = answer.code if isinstance(answer.code, str) else None
-    elif answer.detail is not None:
-        message = bytes(answer.detail).decode("utf-8", "replace")
+    message, type_, code, param = _error_fields(answer, body)
     said = f"{message or ''} {type_ or ''}".lower()
     if any(phrase in said for phrase in _CONTEXT_OVERFLOW):
         code, type_ = "context_length_exceeded", "invalid_request_error"
     elif _is_openai_envelope(answer):
         return body
     generic = code_for_status(status)
+    if status == 404:
+        generic = ErrorCode.MODEL_NOT_FOUND  # the chat endpoint exists: what it did not find is the model
+    elif generic is ErrorCode.INTERNAL_ERROR and 400 <= status < 500:
+        generic = ErrorCode.INVALID_REQUEST  # a 4xx the table does not list (422...) is still the client's
     return error_envelope(
         code or generic.value,
         (message or f"the backend answered HTTP {status}")[:_MESSAGE_LIMIT],
         param=param,
         type_=type_ or generic.openai_type,
     )
+
+
+def _error_fields(answer: _ErrorAnswer | None, body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    """(message, type, code, param) as the backend gave them; a numeric code is no OpenAI code and is dropped."""
+    if answer is None:
+        return body.decode("utf-8", "replace").strip(), None, None, None
+    if isinstance(answer.error, ChatError):
+        error = answer.error
+        return error.message, error.type, error.code if isinstance(error.code, str) else None, error.param
+    if isinstance(answer.error, str):
+        return answer.error, None, None, None
+    if answer.message is not None:
+        return answer.message, answer.type, answer.code if isinstance(answer.code, str) else None, None
+    detail = given(answer.detail)
+    return (bytes(detail).decode("utf-8", "replace") if detail is not None else None), None, None, None
