@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import typing
+from typing import Any
 
 import msgspec
 
@@ -505,3 +506,33 @@ _FRAME_START: dict[type, bytes] = {
 def sse_event(event: StreamEvent) -> bytes:
     """One event as Responses streams it: ``event: <type>``, ``data: <json>``, a blank line."""
     return _FRAME_START[type(event)] + _encode(event) + b"\n\n"
+
+
+_PROBE_DELTA = "\x00"
+_PROBE_SEQUENCE = 918273645
+_PROBE_SEQUENCE_BYTES = b"%d" % _PROBE_SEQUENCE
+
+
+class DeltaFrame:
+    """One item's delta events, pre-framed: the bytes `sse_event` would write, with the delta and the sequence
+    number as the only holes. Cut from the Struct's own encoding (so it cannot drift from it), because a
+    delta is written per backend chunk and building a Struct for each costs more than the rest of the chunk.
+    """
+
+    __slots__ = ("_head", "_middle", "_tail")
+
+    def __init__(
+        self, kind: type[OutputTextDelta | ReasoningTextDelta | FunctionCallArgumentsDelta], **fields: Any
+    ) -> None:
+        probe = sse_event(kind(delta=_PROBE_DELTA, sequence_number=_PROBE_SEQUENCE, **fields))
+        head, found, rest = probe.partition(_encode(_PROBE_DELTA))
+        middle, found_too, tail = rest.partition(_PROBE_SEQUENCE_BYTES)
+        if not found or not found_too or _PROBE_SEQUENCE_BYTES in tail:
+            raise ValueError(f"{kind.__name__} is not encoded as a delta before a sequence number")
+        self._head = head
+        self._middle = middle
+        self._tail = tail
+
+    def render(self, delta: str, sequence_number: int) -> bytes:
+        """The event for this delta."""
+        return b"".join((self._head, _encode(delta), self._middle, b"%d" % sequence_number, self._tail))

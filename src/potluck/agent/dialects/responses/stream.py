@@ -54,6 +54,7 @@ from potluck.protocol.chat import ChatChunk, ChatUsage, Delta, ToolCallDelta
 from potluck.protocol.responses import (
     ContentPartAdded,
     ContentPartDone,
+    DeltaFrame,
     FunctionCallArgumentsDelta,
     FunctionCallArgumentsDone,
     FunctionCallItem,
@@ -80,6 +81,7 @@ from potluck.protocol.responses import (
 )
 
 _decode_chunk = msgspec.json.Decoder(ChatChunk).decode
+_NO_FRAME = DeltaFrame(OutputTextDelta, item_id="", output_index=0, content_index=0)
 
 
 class Stage(enum.Enum):
@@ -98,6 +100,11 @@ class Open(enum.Enum):
     REASONING = "reasoning"
     MESSAGE = "message"
     CALL = "call"
+
+
+# Module-level names for the members compared on every chunk: an Enum class attribute lookup costs more.
+_NEW, _STREAMING, _ENDED = Stage.NEW, Stage.STREAMING, Stage.ENDED
+_NOTHING, _REASONING, _MESSAGE, _CALL = Open.NOTHING, Open.REASONING, Open.MESSAGE, Open.CALL
 
 
 @dataclass(slots=True)
@@ -121,8 +128,8 @@ class ResponsesStreamTranslator:
         self.usage: Usage | None = None
         self.error: ErrorInfo | None = None
         """Set when the response failed (its ``response.failed`` is already in the output)."""
-        self.stage = Stage.NEW
-        self._open = Open.NOTHING
+        self.stage = _NEW
+        self._open = _NOTHING
         self._seq = 0
         self._out: list[bytes] = []
         self._output: list[OutputItem] = []  # closed items, in order
@@ -132,6 +139,7 @@ class ResponsesStreamTranslator:
         self._closed_calls: set[int] = set()
         self._finish_reason: str | None = None
         self._chat_usage: ChatUsage | None = None
+        self._frame = _NO_FRAME  # the open item's delta events
         self._pending = b""  # an incomplete line
         self._data: list[bytes] = []  # the data lines of the event being read
 
@@ -140,36 +148,43 @@ class ResponsesStreamTranslator:
 
     def feed(self, data: bytes) -> bytes:
         """Take the backend's next bytes; return the Responses events they complete."""
-        if self.stage is Stage.ENDED:
+        if self.stage is _ENDED:
             return b""
-        if self.stage is Stage.NEW:
+        if self.stage is _NEW:
             self._begin()
         if self._pending:
             data = self._pending + data
         cut = data.rfind(b"\n")
         if cut < 0:
             self._pending = data
-        else:
-            self._pending = data[cut + 1 :]
-            for line in data[:cut].split(b"\n"):
+            return self._take()
+        self._pending = data[cut + 1 :]
+        pending_data = self._data
+        for line in data[:cut].split(b"\n"):
+            # The common case inline (one `data: ` line, then a blank line); anything else goes to _line.
+            if line.startswith(b"data: ") and not line.endswith(b"\r"):
+                pending_data.append(line[6:])
+            elif not line and pending_data:
+                self._dispatch()
+            else:
                 self._line(line)
-                if self._ended():
-                    self._pending = b""
-                    break
+            if self.stage is _ENDED:
+                self._pending = b""
+                break
         return self._take()
 
     def finish(self) -> bytes:
         """The backend closed the stream: end the response (failed, if the answer was not over)."""
-        if self.stage is Stage.ENDED:
+        if self.stage is _ENDED:
             return b""
-        if self.stage is Stage.NEW:
+        if self.stage is _NEW:
             self._begin()
         if self._pending:
             line, self._pending = self._pending, b""
             self._line(line)
-        if not self._ended() and self._data:
+        if self.stage is not _ENDED and self._data:
             self._dispatch()
-        if not self._ended():
+        if self.stage is not _ENDED:
             if self._finish_reason is not None:
                 self._end()  # a finish reason but no [DONE]: the answer was whole
             else:
@@ -178,15 +193,12 @@ class ResponsesStreamTranslator:
 
     def abort(self, message: str) -> bytes:
         """The stream broke off (the connection to the backend failed): the ``response.failed`` to send."""
-        if self.stage is Stage.ENDED:
+        if self.stage is _ENDED:
             return b""
-        if self.stage is Stage.NEW:
+        if self.stage is _NEW:
             self._begin()
         self._fail(message)
         return self._take()
-
-    def _ended(self) -> bool:
-        return self.stage is Stage.ENDED
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -212,9 +224,8 @@ class ResponsesStreamTranslator:
         except msgspec.DecodeError:
             self._fail("the backend sent an event that is not a chat completion chunk")
             return
-        problem = chunk_error(chunk)
-        if problem is not None:
-            self._fail(problem)
+        if chunk.error is not None or chunk.object == "error":
+            self._fail(chunk_error(chunk) or "the backend reported an error")
             return
         if chunk.choices:
             choice = chunk.choices[0]
@@ -235,7 +246,7 @@ class ResponsesStreamTranslator:
             self._say(text)
         for piece in delta.tool_calls or ():
             self._call_piece(piece)
-            if self._ended():
+            if self.stage is _ENDED:
                 return
 
     # -- writing --------------------------------------------------------------------------------------
@@ -254,32 +265,38 @@ class ResponsesStreamTranslator:
         return out
 
     def _begin(self) -> None:
-        self.stage = Stage.STREAMING
+        self.stage = _STREAMING
         response = response_object(self.echo, self.id, self.created_at, IN_PROGRESS, [])
         self._emit(ResponseCreated(response, self._n()))
         self._emit(ResponseInProgress(response, self._n()))
 
     def _reason(self, text: str) -> None:
-        if self._open is not Open.REASONING:
+        if self._open is not _REASONING:
             self._close(COMPLETED)
-            self._open = Open.REASONING
+            self._open = _REASONING
             index = len(self._output)
             self._item_id = item_id("rs", self.id, index)
             self._emit(OutputItemAdded(index, ReasoningItem(self._item_id, IN_PROGRESS, []), self._n()))
             self._emit(ContentPartAdded(self._item_id, index, 0, ReasoningText(""), self._n()))
+            self._frame = DeltaFrame(ReasoningTextDelta, item_id=self._item_id, output_index=index, content_index=0)
         self._pieces.append(text)
-        self._emit(ReasoningTextDelta(self._item_id, len(self._output), 0, text, self._n()))
+        n = self._seq
+        self._seq = n + 1
+        self._out.append(self._frame.render(text, n))
 
     def _say(self, text: str) -> None:
-        if self._open is not Open.MESSAGE:
+        if self._open is not _MESSAGE:
             self._close(COMPLETED)
-            self._open = Open.MESSAGE
+            self._open = _MESSAGE
             index = len(self._output)
             self._item_id = item_id("msg", self.id, index)
             self._emit(OutputItemAdded(index, MessageItem(self._item_id, IN_PROGRESS, []), self._n()))
             self._emit(ContentPartAdded(self._item_id, index, 0, OutputText(""), self._n()))
+            self._frame = DeltaFrame(OutputTextDelta, item_id=self._item_id, output_index=index, content_index=0)
         self._pieces.append(text)
-        self._emit(OutputTextDelta(self._item_id, len(self._output), 0, text, self._n()))
+        n = self._seq
+        self._seq = n + 1
+        self._out.append(self._frame.render(text, n))
 
     def _call_piece(self, piece: ToolCallDelta) -> None:
         call = self._call
@@ -290,7 +307,7 @@ class ResponsesStreamTranslator:
                 return
             self._close(COMPLETED)
             call = self._call = _Call(index, piece.id or "")
-            self._open = Open.CALL
+            self._open = _CALL
         elif piece.id and not call.call_id:
             call.call_id = piece.id
         function = piece.function
@@ -298,7 +315,7 @@ class ResponsesStreamTranslator:
         if call.added:
             if arguments:
                 call.arguments.append(arguments)
-                self._emit(FunctionCallArgumentsDelta(self._item_id, len(self._output), arguments, self._n()))
+                self._out.append(self._frame.render(arguments, self._n()))
             return
         if function is not None and function.name:
             call.name = function.name
@@ -314,18 +331,19 @@ class ResponsesStreamTranslator:
         self._item_id = item_id("fc", self.id, index)
         item = FunctionCallItem(self._item_id, call.call_id, call.name, "", IN_PROGRESS)
         self._emit(OutputItemAdded(index, item, self._n()))
+        self._frame = DeltaFrame(FunctionCallArgumentsDelta, item_id=self._item_id, output_index=index)
         if call.arguments:
-            self._emit(FunctionCallArgumentsDelta(self._item_id, index, "".join(call.arguments), self._n()))
+            self._out.append(self._frame.render("".join(call.arguments), self._n()))
 
     def _close(self, status: str) -> None:
         """End the open item: its `.done` events, then ``output_item.done``."""
         opened = self._open
-        if opened is Open.NOTHING:
+        if opened is _NOTHING:
             return
         index = len(self._output)
         item: OutputItem
         call = self._call
-        if opened is Open.CALL and call is not None:
+        if opened is _CALL and call is not None:
             if not call.added:
                 self._add_call(call)
             arguments = "".join(call.arguments)
@@ -337,7 +355,7 @@ class ResponsesStreamTranslator:
             text = "".join(self._pieces)
             self._pieces.clear()
             part: OutputText | ReasoningText
-            if opened is Open.REASONING:
+            if opened is _REASONING:
                 self._emit(ReasoningTextDone(self._item_id, index, 0, text, self._n()))
                 part = ReasoningText(text)
                 item = ReasoningItem(self._item_id, status, [part])
@@ -348,7 +366,7 @@ class ResponsesStreamTranslator:
             self._emit(ContentPartDone(self._item_id, index, 0, part, self._n()))
         self._emit(OutputItemDone(index, item, self._n()))
         self._output.append(item)
-        self._open = Open.NOTHING
+        self._open = _NOTHING
 
     def _end(self) -> None:
         status, incomplete = ending(self._finish_reason)
@@ -359,7 +377,7 @@ class ResponsesStreamTranslator:
         )
         seq = self._n()
         self._emit(ResponseIncomplete(response, seq) if incomplete is not None else ResponseCompleted(response, seq))
-        self.stage = Stage.ENDED
+        self.stage = _ENDED
 
     def _fail(self, message: str) -> None:
         self.error = ErrorInfo(502, "upstream_error", message)
@@ -378,15 +396,15 @@ class ResponsesStreamTranslator:
             error=ResponseError("server_error", message),
         )
         self._emit(ResponseFailed(response, self._n()))
-        self.stage = Stage.ENDED
+        self.stage = _ENDED
 
     def _partial_item(self) -> OutputItem | None:
         """The item that was open when the response failed, as far as it got (never closed in the stream)."""
-        if self._open is Open.REASONING:
+        if self._open is _REASONING:
             return ReasoningItem(self._item_id, INCOMPLETE, [ReasoningText("".join(self._pieces))])
-        if self._open is Open.MESSAGE:
+        if self._open is _MESSAGE:
             return MessageItem(self._item_id, INCOMPLETE, [OutputText("".join(self._pieces))])
         call = self._call
-        if self._open is Open.CALL and call is not None and call.added:
+        if self._open is _CALL and call is not None and call.added:
             return FunctionCallItem(self._item_id, call.call_id, call.name, "".join(call.arguments), INCOMPLETE)
         return None
