@@ -50,6 +50,32 @@ def chat_call(call_id: str, name: str = "shell", arguments: str = '{"command":["
 
 CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     (
+        "consecutive messages of one role become one; an empty one adds nothing",
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": []},
+                user("a"),
+                {"role": "user", "content": [{"type": "input_image", "image_url": PNG}]},
+                {"role": "assistant", "content": "First."},
+                {"role": "assistant", "content": [{"type": "output_text", "text": "Second."}]},
+            ],
+        },
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "a"},
+                        {"type": "image_url", "image_url": {"url": PNG}},
+                    ],
+                },
+                {"role": "assistant", "content": "First.\n\nSecond."},
+            ],
+        },
+    ),
+    (
         "a string input and instructions",
         {"model": "m", "instructions": "Be brief.", "input": "Hi"},
         {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]},
@@ -68,11 +94,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         },
         {
             "model": "m",
-            "messages": [
-                {"role": "system", "content": "A\n\nB\n\nC"},
-                {"role": "user", "content": "hi"},
-                {"role": "user", "content": "again"},
-            ],
+            "messages": [{"role": "system", "content": "A\n\nB\n\nC"}, {"role": "user", "content": "hi\n\nagain"}],
         },
     ),
     (
@@ -273,8 +295,10 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
                 {"role": "user", "content": "look"},
                 {"role": "assistant", "tool_calls": [chat_call("call_1", "view")]},
                 {"role": "tool", "content": "here", "tool_call_id": "call_1"},
-                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": PNG}}]},
-                {"role": "user", "content": "and?"},
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": PNG}}, {"type": "text", "text": "and?"}],
+                },
             ],
         },
     ),
@@ -464,8 +488,7 @@ def test_a_codex_turn_translates_whole() -> None:
         "model": "qwen3-coder",
         "messages": [
             {"role": "system", "content": "You are Codex, a coding agent.\n\n<permissions>"},
-            {"role": "user", "content": "<environment_context>"},
-            {"role": "user", "content": "What is in this directory?"},
+            {"role": "user", "content": "<environment_context>\n\nWhat is in this directory?"},
             {
                 "role": "assistant",
                 "tool_calls": [chat_call("call_9", arguments='{"command":["ls"]}')],

@@ -6,8 +6,9 @@ What becomes what:
   templates often refuse a system message anywhere but first, so a later one is moved up rather than
   dropped; its text is kept.
 - ``user`` messages keep their text and images (``input_image`` by URL); ``input_file`` with inline data
-  becomes a ``file`` part. A part that points at something Potluck cannot fetch (``file_id``, ``file_url``)
-  is refused with a 400 naming it.
+  becomes a ``file`` part. Consecutive user messages become one (texts joined by a blank line), as
+  consecutive assistant texts do: some templates refuse two turns of one role in a row. A part that points
+  at something Potluck cannot fetch (``file_id``, ``file_url``) is refused with a 400 naming it.
 - ``assistant`` messages and ``function_call`` items → assistant messages with ``tool_calls``, in order; a
   call right after an assistant message joins it. ``custom_tool_call`` (arguments ``{"input": ...}``) and
   ``local_shell_call`` (arguments: its action) are replayed the same way, so their outputs still answer a call.
@@ -138,8 +139,13 @@ class _Conversation:
         return [Message(role="system", content="\n\n".join(self.system)), *self._messages]
 
     def add_user(self, content: str | list[ContentPart]) -> None:
-        self._append(Message(role="user", content=content))
+        self._flush_tool_images()
         self._reasoning = None  # reasoning belongs to the assistant turn it preceded, not to a later one
+        last = self._messages[-1] if self._messages else None
+        if last is not None and last.role == "user":
+            last.content = _joined(last.content, content)
+        else:
+            self._messages.append(Message(role="user", content=content))
 
     def add_items(self, items: list[InputItem], field: str) -> None:
         for i, item in enumerate(items):
@@ -170,7 +176,7 @@ class _Conversation:
             text = content if isinstance(content, str) else _text(content, "")
             last = self._messages[-1] if self._messages else None
             if last is not None and last.role == "assistant" and not last.tool_calls and not self._tool_images:
-                last.content = f"{last.content or ''}{text}"
+                last.content = _joined(last.content, text)
             else:
                 self._append(Message(role="assistant", content=text, reasoning_content=self._reasoning))
             self._reasoning = None
@@ -219,6 +225,24 @@ class _Conversation:
             self._tool_images = []
 
 
+def _joined(first: str | list[ContentPart] | None, second: str | list[ContentPart]) -> str | list[ContentPart]:
+    """Two consecutive messages of one role as one: templates that want roles to alternate (Mistral's,
+    Gemma's) refuse two in a row, and Codex sends several user messages (its context, then the prompt)."""
+    if not first:
+        return second
+    if not second:
+        return first
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}\n\n{second}"
+    return [*_as_parts(first), *_as_parts(second)]
+
+
+def _as_parts(content: str | list[ContentPart] | None) -> list[ContentPart]:
+    if isinstance(content, list):
+        return content
+    return [ContentPart(type="text", text=content or "")]
+
+
 def _text(parts: list[InputPart], sep: str) -> str:
     return sep.join(p.text or p.refusal or "" for p in parts if p.type in _TEXT_PARTS or p.type == "refusal")
 
@@ -235,8 +259,8 @@ def _user_parts(parts: list[InputPart], where: str) -> str | list[ContentPart]:
             if part.file_data is None:
                 raise _unfetchable(f"{where}.content[{j}]", "a file by `file_id` or `file_url`", "`file_data`")
             out.append(ContentPart(type="file", file=FileData(file_data=part.file_data, filename=part.filename)))
-    if len(out) == 1 and out[0].type == "text":
-        return out[0].text or ""
+    if not out or (len(out) == 1 and out[0].type == "text"):
+        return out[0].text or "" if out else ""
     return out
 
 
