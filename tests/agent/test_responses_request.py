@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from potluck.agent.dialects.responses import translate_request
-from potluck.protocol.responses import ResponsesRequestError
+from potluck.protocol.responses import (
+    ResponsesRequestError,
+)
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
 SHELL = {

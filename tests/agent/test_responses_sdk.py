@@ -24,7 +24,9 @@ from potluck.agent.dialects.responses import (
     translate_request,
     translator_for,
 )
-from potluck.protocol.responses import ResponsesRequestError
+from potluck.protocol.responses import (
+    ResponsesRequestError,
+)
 from testing.fake_backend import FakeBackend
 from tests.agent.responses_golden import GOLDEN, START, message, pieces
 

@@ -9,12 +9,14 @@ import msgspec
 import pytest
 
 from potluck.protocol.responses import (
+    ResponsesRequest,
+    refusal,
+)
+from potluck.protocol.responses_output import (
     DeltaFrame,
     FunctionCallArgumentsDelta,
     OutputTextDelta,
     ReasoningTextDelta,
-    ResponsesRequest,
-    refusal,
     sse_event,
 )
 

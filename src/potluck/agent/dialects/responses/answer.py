@@ -16,6 +16,10 @@ from potluck.protocol.agent import ErrorInfo, Usage
 from potluck.protocol.chat import ChatChunk, ChatCompletion, ChatError, ChatUsage, Delta
 from potluck.protocol.errors import ErrorCode, code_for_status, error_envelope
 from potluck.protocol.responses import (
+    ResponseEcho,
+    given,
+)
+from potluck.protocol.responses_output import (
     FunctionCallItem,
     IncompleteDetails,
     InputTokensDetails,
@@ -25,11 +29,9 @@ from potluck.protocol.responses import (
     OutputTokensDetails,
     ReasoningItem,
     ReasoningText,
-    ResponseEcho,
     ResponseError,
     ResponseObject,
     ResponseUsage,
-    given,
 )
 
 _encode = msgspec.json.Encoder().encode

@@ -52,6 +52,9 @@ from potluck.agent.dialects.responses.answer import (
 from potluck.protocol.agent import ErrorInfo, Usage
 from potluck.protocol.chat import ChatChunk, ChatUsage, Delta, ToolCallDelta
 from potluck.protocol.responses import (
+    ResponseEcho,
+)
+from potluck.protocol.responses_output import (
     ContentPartAdded,
     ContentPartDone,
     DeltaFrame,
@@ -71,7 +74,6 @@ from potluck.protocol.responses import (
     ReasoningTextDone,
     ResponseCompleted,
     ResponseCreated,
-    ResponseEcho,
     ResponseError,
     ResponseFailed,
     ResponseIncomplete,
