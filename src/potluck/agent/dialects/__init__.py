@@ -1,1 +1,2 @@
-"""Other API dialects spoken over a chat-completions backend: requests translated in, answers translated out."""
+"""API dialects other than chat completions (Anthropic Messages, OpenAI Responses), translated on the agent for
+backends that do not speak them: requests translated in, answers translated out."""
