@@ -2,7 +2,8 @@
 
 The agent forwards only the inference paths in `INFERENCE_PATHS`, to the base URL of a backend
 its owner configured or it found on loopback; nothing in a client's request can name another host
-or path. OpenAI-shaped answers go through byte for byte; native ones are translated.
+or path. Answers in the client's dialect go through byte for byte; others are translated
+(`dialects.select` says which).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from potluck.agent.backend_client import (
     BackendPayloadError,
     BackendResponse,
 )
-from potluck.agent.backends.base import BodyTransform, ResponseTranslator
+from potluck.agent.backends.base import Backend, BodyTransform, ResponseTranslator
 from potluck.agent.catalog import Catalog
+from potluck.agent.counting import count_tokens
+from potluck.agent.dialects.select import PASS_THROUGH, PassThrough, RefusedError, counts_here, upstream_for
 from potluck.protocol.agent import EndMessage, ErrorInfo, HeadMessage, RequestMessage, Usage
 from potluck.protocol.openai import INFERENCE_PATHS
-from potluck.protocol.sse import SSEUsageScanner, add_include_usage, usage_from_json
 
 # Never relayed back: hop-by-hop headers, and ones the hub sets itself.
 _DROP_HEADERS = frozenset(
@@ -66,6 +68,13 @@ def _failed(req: RequestMessage, status: int, code: str, message: str, *, retria
     return EndMessage(request_id=req.request_id, error=ErrorInfo(status, code, message, retriable))
 
 
+async def _answer(req: RequestMessage, sink: StreamSink, status: int, body: bytes) -> EndMessage:
+    """Answer without the backend's model: a request the translation refuses, a token count."""
+    sink.head(HeadMessage(status, [("Content-Type", "application/json")]))
+    await sink.data(body)
+    return EndMessage(request_id=req.request_id)
+
+
 async def relay(
     client: BackendClient,
     catalog: Catalog,
@@ -84,28 +93,33 @@ async def relay(
     backend = catalog.backend_for(req.model)
     if backend is None:
         return _failed(req, 404, "model_not_found", f"no backend here serves `{req.model}`", retriable=True)
-    upstream = backend.upstream(req, body)
-    payload = upstream.body
-    if upstream.translator is None and req.strip_usage:
-        payload = add_include_usage(payload)
+    if counts_here(backend, req):
+        return await _count(client, backend, req, body, sink)
+    try:
+        upstream = upstream_for(backend, req, body)
+    except RefusedError as exc:
+        return await _answer(req, sink, exc.status, exc.body)
     started = now()
     responded = False
     try:
         with catalog.waiting_on(req.model):
-            resp = await client.post(backend.base, upstream.path, payload)
+            resp = await client.post(backend.base, upstream.path, upstream.body)
             async with resp:
                 responded = True
                 if upstream.translator is not None:
                     usage, first_at, error = await _relay_translated(resp, sink, upstream.translator, now)
-                    if error is not None:
-                        return EndMessage(request_id=req.request_id, error=error, usage=usage)
                 else:
-                    usage, first_at = await _relay_openai(resp, sink, req, now)
+                    reading = PASS_THROUGH[upstream.dialect]
+                    usage, first_at, error = await _relay_native(resp, sink, req, reading, now)
+                if error is not None:
+                    return EndMessage(request_id=req.request_id, error=error, usage=usage)
     except BackendConnectError as exc:
         message = f"cannot connect to the backend: {exc.os_error}"
         return _failed(req, 502, "backend_unavailable", message, retriable=True)
     except BackendPayloadError as exc:
-        return _failed(req, 502, "upstream_error", f"the backend broke off its response: {exc}")
+        # The hub ends the client's stream; the usage read so far is what was delivered.
+        error = ErrorInfo(502, "upstream_error", f"the backend broke off its response: {exc}")
+        return EndMessage(request_id=req.request_id, error=error, usage=sink.usage)
     except BackendError as exc:
         # Before any response the backend never answered: another agent may (retriable).
         code = "upstream_error" if responded else "backend_unavailable"
@@ -114,10 +128,25 @@ async def relay(
     return EndMessage(request_id=req.request_id, usage=usage, ttft_s=ttft, total_s=now() - started)
 
 
-async def _relay_openai(
-    resp: BackendResponse, sink: StreamSink, req: RequestMessage, now: Callable[[], float]
-) -> tuple[Usage | None, float | None]:
-    """Relay an OpenAI-shaped answer byte for byte (headers filtered), reading its usage on the way."""
+async def _count(
+    client: BackendClient, backend: Backend, req: RequestMessage, body: bytes, sink: StreamSink
+) -> EndMessage:
+    """Answer ``/v1/messages/count_tokens`` for a backend without it (its tokenizer, else an estimate)."""
+    try:
+        status, counted = await count_tokens(client, backend, req, body)
+    except BackendConnectError as exc:
+        return _failed(
+            req, 502, "backend_unavailable", f"cannot connect to the backend: {exc.os_error}", retriable=True
+        )
+    return await _answer(req, sink, status, counted)
+
+
+async def _relay_native(
+    resp: BackendResponse, sink: StreamSink, req: RequestMessage, reading: PassThrough, now: Callable[[], float]
+) -> tuple[Usage | None, float | None, ErrorInfo | None]:
+    """Relay an answer in the client's dialect byte for byte (headers filtered), reading its usage on the way."""
+    if resp.status >= 400 and reading.error_body is not None:
+        return await _relay_error(resp, sink, reading.error_body, now)
     relayed = [
         (name.decode("latin-1"), value.decode("latin-1"))
         for name, value in resp.raw_headers
@@ -125,15 +154,16 @@ async def _relay_openai(
     ]
     sink.head(HeadMessage(resp.status, relayed))
     if resp.status < 400 and resp.content_type.startswith("text/event-stream"):
-        usage, first_at, _ = await _relay_through(resp, sink, SSEUsageScanner(req.strip_usage), now)
-        return usage, first_at
-    return await _relay_body(resp, sink, now, keep=resp.status < 400)
+        return await _relay_through(resp, sink, reading.stream(req), now)
+    usage, first_at = await _relay_body(resp, sink, now, reading.body_usage if resp.status < 400 else None)
+    return usage, first_at, None
 
 
 async def _relay_body(
-    resp: BackendResponse, sink: StreamSink, now: Callable[[], float], *, keep: bool
+    resp: BackendResponse, sink: StreamSink, now: Callable[[], float], usage_of: Callable[[bytes], Usage | None] | None
 ) -> tuple[Usage | None, float | None]:
-    """Relay a plain body as it arrives; keep a copy (up to a limit) to read its usage at the end."""
+    """Relay a plain body as it arrives; keep a copy (up to a limit) to read its usage at the end (``usage_of``)."""
+    keep = usage_of is not None
     first_at: float | None = None
     kept: list[bytes] = []
     kept_size = 0
@@ -144,43 +174,83 @@ async def _relay_body(
             kept.append(chunk)
             kept_size += len(chunk)
         await sink.data(chunk)
-    if not keep or kept_size > _USAGE_BODY_LIMIT:
+    if usage_of is None or kept_size > _USAGE_BODY_LIMIT:
         return None, first_at
-    return usage_from_json(kept[0] if len(kept) == 1 else b"".join(kept)), first_at
+    return usage_of(kept[0] if len(kept) == 1 else b"".join(kept)), first_at
+
+
+async def _relay_error(
+    resp: BackendResponse, sink: StreamSink, translate: Callable[[int, bytes], bytes], now: Callable[[], float]
+) -> tuple[Usage | None, float | None, ErrorInfo | None]:
+    """Relay the backend's error answer in the client's dialect (its status kept)."""
+    body = await resp.read(_ERROR_BODY_LIMIT)
+    sink.head(HeadMessage(resp.status, [("Content-Type", "application/json")]))
+    await sink.data(translate(resp.status, body))
+    return None, now(), None
 
 
 async def _relay_translated(
     resp: BackendResponse, sink: StreamSink, translator: ResponseTranslator, now: Callable[[], float]
 ) -> tuple[Usage | None, float | None, ErrorInfo | None]:
-    """Relay a native answer translated to OpenAI's format; errors become OpenAI error bodies."""
+    """Relay an answer translated to the client's dialect; errors become error bodies of that dialect."""
     if resp.status >= 400:
-        body = await resp.read(_ERROR_BODY_LIMIT)
-        sink.head(HeadMessage(resp.status, [("Content-Type", "application/json")]))
-        await sink.data(translator.translate_error(resp.status, body))
-        return None, now(), None
-    sink.head(HeadMessage(resp.status, [("Content-Type", translator.content_type)]))
+        return await _relay_error(resp, sink, translator.translate_error, now)
+    head = HeadMessage(resp.status, [("Content-Type", translator.content_type)])
+    if translator.content_type != "text/event-stream":
+        return await _relay_whole(resp, sink, translator, head, now)
+    sink.head(head)
     return await _relay_through(resp, sink, translator, now)
+
+
+async def _relay_whole(
+    resp: BackendResponse, sink: StreamSink, translator: ResponseTranslator, head: HeadMessage, now: Callable[[], float]
+) -> tuple[Usage | None, float | None, ErrorInfo | None]:
+    """Translate a whole answer, then relay it: one that cannot be translated ends with an error and no head,
+    so the hub still answers with an error status."""
+    first_at: float | None = None
+    parts: list[bytes] = []
+    while chunk := await resp.read_some():
+        if first_at is None:
+            first_at = now()
+        parts.append(translator.feed(chunk))
+        if translator.error is not None:
+            return translator.usage, first_at, translator.error
+    parts.append(translator.finish())
+    if translator.error is None:
+        sink.head(head)
+        body = b"".join(parts)
+        if body:
+            await sink.data(body)
+    return translator.usage, first_at, translator.error
 
 
 async def _relay_through(
     resp: BackendResponse, sink: StreamSink, transform: BodyTransform, now: Callable[[], float]
 ) -> tuple[Usage | None, float | None, ErrorInfo | None]:
-    """Relay a body through a transform (whole SSE events, or native → OpenAI) as it arrives.
+    """Relay a body through a transform (whole SSE events, or native → the client's dialect) as it arrives.
 
-    Stops at the first error the transform reports: nothing after it reaches the client.
+    Stops at the first error the transform reports: nothing after it reaches the client. A stream that
+    breaks off ends with the transform's terminal error event, if it writes one (else the hub ends it).
     """
     first_at: float | None = None
-    while chunk := await resp.read_some():
-        if first_at is None:
-            first_at = now()
-        out = transform.feed(chunk)
-        if transform.usage is not None:
-            sink.usage = transform.usage
-        if out:
-            await sink.data(out)
-        if transform.error is not None:
-            return transform.usage, first_at, transform.error
-    rest = transform.finish()
+    try:
+        while chunk := await resp.read_some():
+            if first_at is None:
+                first_at = now()
+            out = transform.feed(chunk)
+            if transform.usage is not None:
+                sink.usage = transform.usage
+            if out:
+                await sink.data(out)
+            if transform.error is not None:
+                return transform.usage, first_at, transform.error
+        rest = transform.finish()
+    except BackendPayloadError as exc:
+        tail = transform.abort(f"the backend broke off its response: {exc}")
+        if not tail:
+            raise
+        await sink.data(tail)
+        return transform.usage, first_at, transform.error
     if rest:
         await sink.data(rest)
     return transform.usage, first_at, transform.error

@@ -39,6 +39,7 @@ from potluck.protocol.errors import ErrorCode, PotluckError
 BILLING_HEADER = "x-anthropic-billing-header"
 """Claude Code's first system block: it changes on every request, which would defeat the backend's prompt cache."""
 
+_BILLING_HEADER_BYTES = BILLING_HEADER.encode()
 _decode_request = msgspec.json.Decoder(MessagesRequest).decode
 _encode = msgspec.json.encode
 
@@ -125,6 +126,34 @@ def translate_request(
         stop_sequences=tuple(req.stop_sequences or ()),
     )
     return ChatRequest(_encode(out), answer)
+
+
+def without_billing_header(body: bytes) -> bytes:
+    """A Messages body to pass through as it is, but for Claude Code's billing header in its system prompt.
+
+    The header changes on every request; left in, it would defeat the backend's prompt cache. A body
+    without it (any client's but Claude Code's) is returned untouched, without being decoded.
+    """
+    if _BILLING_HEADER_BYTES not in body:
+        return body
+    try:
+        obj = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body  # the backend answers a malformed body itself
+    system = obj.get("system") if isinstance(obj, dict) else None
+    if isinstance(system, str) and system.startswith(BILLING_HEADER):
+        obj["system"] = system.partition("\n")[2]
+    elif isinstance(system, list):
+        kept = [b for b in system if not (isinstance(b, dict) and str(b.get("text", "")).startswith(BILLING_HEADER))]
+        if len(kept) == len(system):
+            return body
+        if kept:
+            obj["system"] = kept
+        else:
+            del obj["system"]
+    else:
+        return body
+    return _encode(obj)
 
 
 def thinking_on(req: MessagesRequest) -> bool:
