@@ -14,12 +14,18 @@ import msgspec
 import pytest
 from anthropic.types import Message
 
+from potluck.agent.backend_client import BackendClient
+from potluck.agent.backends import make_backend
+from potluck.agent.catalog import Catalog
 from potluck.agent.dialects import anthropic_count
 from potluck.agent.dialects.anthropic_request import BILLING_HEADER, ThinkingControl, translate_request
 from potluck.agent.dialects.anthropic_response import translate_response
 from potluck.agent.dialects.anthropic_stream import MessagesStream
+from potluck.agent.relay import relay
+from potluck.protocol.agent import EndMessage, RequestMessage
 from testing.anthropic_grammar import validate_stream
 from testing.llama import start_llama_server
+from tests.agent.test_relay import RecordingSink
 
 pytestmark = pytest.mark.slow
 
@@ -136,3 +142,61 @@ async def test_without_the_billing_header_the_next_turn_reuses_the_prompt_cache(
     _, first_prompt = await cached("a5145", first_turn)
     reused, _ = await cached("9f3e2", next_turn)
     assert reused >= first_prompt - 2  # all of the first turn's prompt but its generation prompt
+
+
+# -- through the agent's relay: llama.cpp's own /v1/messages passed through, and the translation ------
+
+
+async def through_agent(
+    http: aiohttp.ClientSession, url: str, kind: str, path: str, body: dict[str, Any]
+) -> tuple[EndMessage, RecordingSink, frozenset[str]]:
+    catalog = Catalog([make_backend(url, kind)])
+    await catalog.refresh(http)
+    backend = catalog.backend_for("tiny")
+    assert backend is not None
+    client = BackendClient()
+    sink = RecordingSink()
+    try:
+        req = RequestMessage("req-llama", "POST", path, "tiny", bool(body.get("stream")))
+        end = await relay(client, catalog, req, msgspec.json.encode(body), sink)
+    finally:
+        client.close()
+    return end, sink, backend.native_paths
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_through_the_agent_passed_through_and_translated_messages_agree(
+    http: aiohttp.ClientSession, llama_url: str, stream: bool
+) -> None:
+    body = {**REQUEST, "stream": stream}
+    native_end, native_sink, natives = await through_agent(http, llama_url, "llamacpp", "/v1/messages", body)
+    assert natives == {"/v1/messages", "/v1/messages/count_tokens"}  # found by asking llama.cpp itself
+    translated_end, translated_sink, none = await through_agent(http, llama_url, "openai", "/v1/messages", body)
+    assert none == frozenset()
+
+    def message(raw: bytes) -> Message:
+        if not stream:
+            return Message.model_validate_json(raw)
+        result = validate_stream(raw).message
+        assert result is not None
+        return result
+
+    native, translated = message(native_sink.body), message(translated_sink.body)
+    assert translated.content == native.content
+    assert translated.stop_reason == native.stop_reason == "max_tokens"
+    for end in (native_end, translated_end):
+        assert end.error is None
+        assert end.usage is not None
+        assert end.usage.completion_tokens == 12
+    assert native_end.usage is not None
+    assert translated_end.usage is not None
+    # The prompt counted once either way (how much of it came from the cache depends on the turn before).
+    assert native_end.usage.prompt_tokens == translated_end.usage.prompt_tokens == prompt_tokens(native.usage) > 0
+
+
+async def test_through_the_agent_count_tokens_is_llamacpps_own(http: aiohttp.ClientSession, llama_url: str) -> None:
+    body = {k: v for k, v in REQUEST.items() if k != "max_tokens"}
+    native = msgspec.json.decode(await post(http, llama_url + "/v1/messages/count_tokens", msgspec.json.encode(body)))
+    end, sink, _ = await through_agent(http, llama_url, "llamacpp", "/v1/messages/count_tokens", body)
+    assert end.error is None
+    assert msgspec.json.decode(sink.body) == native

@@ -71,6 +71,8 @@ def test_real_llamacpp_is_auto_detected_with_its_slots(fleet: Fleet, llama_url: 
     backend = next(b for b in listed["backends"] if b["url"] == llama_url)
     assert backend["kind"] == "llamacpp"
     assert backend["slots"] == 2
+    # It answered the agent's count_tokens probe: Anthropic requests pass through to it.
+    assert backend["native_paths"] == ["/v1/messages", "/v1/messages/count_tokens"]
     model = next(m for m in listed["models"] if m["id"] == "tiny-llama")
     assert model["hot"] is True
     assert model["context_length"] == 2048
