@@ -270,3 +270,15 @@ def test_usage_from_json_is_none_without_usable_usage(body: bytes) -> None:
 
 def test_error_event_is_one_whole_data_event() -> None:
     assert error_event(b'{"error":{}}') == b'data: {"error":{}}\n\n'
+
+
+def test_the_cached_and_reasoning_parts_of_the_usage_are_read_too() -> None:
+    usage = (
+        b'{"prompt_tokens":1000,"completion_tokens":50,"total_tokens":1050,'
+        b'"prompt_tokens_details":{"cached_tokens":800},"completion_tokens_details":{"reasoning_tokens":20}}'
+    )
+    expected = Usage(1000, 50, 1050, cache_read_tokens=800, reasoning_tokens=20)
+    scanner = SSEUsageScanner(strip_usage=False)
+    scanner.feed(b'data: {"id":"c1","choices":[],"usage":' + usage + b"}\n\n")
+    assert scanner.usage == expected
+    assert usage_from_json(b'{"id":"c2","usage":' + usage + b"}") == expected

@@ -181,7 +181,8 @@ class RequestMessage(msgspec.Struct, frozen=True, tag="request"):
     method: str
     """HTTP method; only POST is forwarded."""
     path: str
-    """The OpenAI path, e.g. ``/v1/chat/completions``. The agent forwards only inference paths it knows."""
+    """The client API's path, e.g. ``/v1/chat/completions`` or ``/v1/messages``. The agent forwards only inference
+    paths it knows (``protocol.openai.INFERENCE_PATHS``)."""
     model: str
     """The model the hub routed on (the ``model`` field of the body)."""
     stream: bool

@@ -10,7 +10,7 @@ import enum
 
 import msgspec
 
-from potluck.protocol.agent import Usage
+from potluck.protocol.usage import OpenAIUsage
 
 
 class StreamOptions(msgspec.Struct):
@@ -38,7 +38,7 @@ class RoutingFields(msgspec.Struct):
 class UsageEnvelope(msgspec.Struct):
     """Any OpenAI response or stream chunk, read only for its usage."""
 
-    usage: Usage | None = None
+    usage: OpenAIUsage | None = None
     choices: list[msgspec.Raw] | None = None
 
 

@@ -14,6 +14,7 @@ import msgspec
 
 from potluck.protocol.agent import Usage
 from potluck.protocol.openai import UsageEnvelope
+from potluck.protocol.usage import frame_of_openai
 
 DONE_EVENT = b"data: [DONE]\n\n"
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
@@ -105,7 +106,7 @@ class SSEUsageScanner:
             return False
         if chunk.usage is None:
             return False
-        self.usage = chunk.usage
+        self.usage = frame_of_openai(chunk.usage)
         return self.strip_usage and not chunk.choices
 
 
@@ -121,9 +122,10 @@ def _event_start(events: bytes, index: int) -> int:
 def usage_from_json(body: bytes) -> Usage | None:
     """Usage of a non-streamed response, or None when it has none or is not JSON."""
     try:
-        return _decode_usage(body).usage
+        usage = _decode_usage(body).usage
     except msgspec.DecodeError:
         return None
+    return None if usage is None else frame_of_openai(usage)
 
 
 def add_include_usage(body: bytes) -> bytes:

@@ -46,6 +46,20 @@ class OpenAIUsage(msgspec.Struct, omit_defaults=True):
     """Which completion tokens were reasoning."""
 
 
+def frame_of_openai(usage: OpenAIUsage) -> Usage:
+    """The agent→hub frame's usage of an OpenAI answer relayed untouched: its totals as the backend reported
+    them, with their cached and reasoning parts."""
+    parts = TokenUsage.from_openai(usage)
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        cache_read_tokens=parts.cache_read,
+        cache_write_tokens=parts.cache_write,
+        reasoning_tokens=parts.reasoning,
+    )
+
+
 class TokenUsage(msgspec.Struct, frozen=True, omit_defaults=True):
     """The tokens of one request, each counted once.
 
