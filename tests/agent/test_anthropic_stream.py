@@ -495,7 +495,7 @@ def test_validator_rejects_bad_framing() -> None:
 
 
 def test_both_translators_are_relay_transforms() -> None:
-    """What `agent/relay.py` will drive: the `ResponseTranslator` interface it already uses for Ollama."""
+    """What `agent/relay.py` drives: the `ResponseTranslator` interface it also uses for Ollama."""
     transforms: list[ResponseTranslator] = [MessagesStream(ANSWER), MessageResponse(ANSWER)]
     assert [t.content_type for t in transforms] == ["text/event-stream", "application/json"]
     assert all(t.usage is None and t.error is None for t in transforms)

@@ -61,7 +61,9 @@ def counts_here(backend: Backend, req: RequestMessage) -> bool:
 
 
 def upstream_for(backend: Backend, req: RequestMessage, body: bytes) -> Upstream:
-    """How to send this request to this backend; raises `RefusedError` for one the translation cannot serve."""
+    """How to send this request to this backend; raises `RefusedError` for one the translation cannot serve.
+
+    Not for a token count the agent answers itself (`counts_here`)."""
     dialect = DIALECT_PATHS.get(req.path)
     if dialect is None:
         upstream = backend.upstream(req, body)
