@@ -14,6 +14,7 @@ from testing.fake_backend import BackgroundServer, FakeBackend
 from testing.fake_lmstudio import FakeLMStudio
 from testing.fake_ollama import FakeOllama
 from testing.fake_vllm import FakeVLLM
+from testing.serving import Servable
 
 ANTHROPIC = ["/v1/messages", "/v1/messages/count_tokens"]
 
@@ -24,8 +25,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def native_paths(http: aiohttp.ClientSession, fake: object, kind: str) -> list[str]:
-    with BackgroundServer(fake.make_app()) as server:  # type: ignore[attr-defined]
+async def native_paths(http: aiohttp.ClientSession, fake: Servable, kind: str) -> list[str]:
+    with BackgroundServer(fake.make_app()) as server:
         catalog = Catalog([make_backend(server.url, kind)])
         await catalog.refresh(http)
         (info,) = catalog.infos()
