@@ -47,8 +47,8 @@ def test_the_hubs_aliases_are_listed_with_the_groups() -> None:
 
 
 def test_model_alias_settings_parse_and_refuse_malformed_ones() -> None:
-    settings = HubSettings(model_aliases=("sonnet=qwen3-coder|llama-70b", "haiku = llama-3b"))
+    settings = HubSettings(aliases=("sonnet=qwen3-coder|llama-70b", "haiku = llama-3b"))
     assert settings.parsed_model_aliases() == {"sonnet": ("qwen3-coder", "llama-70b"), "haiku": ("llama-3b",)}
     for bad in ("sonnet", "=x", "sonnet=", "sonnet=|"):
         with pytest.raises(ValueError, match="--model-alias"):
-            HubSettings(model_aliases=(bad,)).validate()
+            HubSettings(aliases=(bad,)).validate()

@@ -97,7 +97,7 @@ class HubSettings:
         3,
         help="Agents tried for one request, on retriable failures before the first byte only.",
     )
-    model_aliases: tuple[str, ...] = setting(
+    aliases: tuple[str, ...] = setting(
         (),
         option="--model-alias",
         multiple=True,
@@ -255,7 +255,7 @@ class HubSettings:
     def parsed_model_aliases(self) -> dict[str, tuple[str, ...]]:
         """``--model-alias`` as name -> concrete models; ValueError naming a malformed one."""
         aliases: dict[str, tuple[str, ...]] = {}
-        for spec in self.model_aliases:
+        for spec in self.aliases:
             name, _, targets = spec.partition("=")
             models = tuple(m.strip() for m in targets.split("|") if m.strip())
             if not name.strip() or not models:
