@@ -154,6 +154,8 @@ def _command_problem(words: list[str]) -> str | None:
         word = words.pop(0)
         if word in ("...", "…"):
             return None
+        if word == "--" and command.context_settings.get("ignore_unknown_options"):
+            return None  # the rest goes to the tool a launcher runs (`potluck claude ... -- -p "..."`)
         if isinstance(command, click.Group) and not positionals and not word.startswith("-"):
             alternatives = word.split("|")
             missing = [w for w in alternatives if w not in command.commands]
@@ -172,6 +174,8 @@ def _command_problem(words: list[str]) -> str | None:
                 ),
                 None,
             )
+            if option is None and command.context_settings.get("ignore_unknown_options"):
+                return None  # an option of the tool a launcher runs, and the rest with it
             if option is None:
                 return f"`{path}` has no option {word.split('=')[0]}"
             if not (option.is_flag or option.count or "=" in word) and words:
