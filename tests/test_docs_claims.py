@@ -144,6 +144,15 @@ def _without_help(words: list[str]) -> list[str]:
     return [w for w in words if w not in ("--help", "-h")]
 
 
+def _goes_to_the_tool(command: click.Command, word: str) -> bool:
+    """A launcher (`potluck claude`) hands ``--``, an option it does not know, and the words after either, to
+    the tool it runs."""
+    if not command.context_settings.get("ignore_unknown_options") or not word.startswith("-"):
+        return False
+    own = {opt for p in command.params if isinstance(p, click.Option) for opt in (*p.opts, *p.secondary_opts)}
+    return word == "--" or word.split("=")[0] not in own
+
+
 def _command_problem(words: list[str]) -> str | None:
     words = _without_help(words)
     command: click.Command = cli
@@ -152,10 +161,8 @@ def _command_problem(words: list[str]) -> str | None:
     words = list(words)
     while words:
         word = words.pop(0)
-        if word in ("...", "…"):
+        if word in ("...", "…") or _goes_to_the_tool(command, word):
             return None
-        if word == "--" and command.context_settings.get("ignore_unknown_options"):
-            return None  # the rest goes to the tool a launcher runs (`potluck claude ... -- -p "..."`)
         if isinstance(command, click.Group) and not positionals and not word.startswith("-"):
             alternatives = word.split("|")
             missing = [w for w in alternatives if w not in command.commands]
@@ -174,8 +181,6 @@ def _command_problem(words: list[str]) -> str | None:
                 ),
                 None,
             )
-            if option is None and command.context_settings.get("ignore_unknown_options"):
-                return None  # an option of the tool a launcher runs, and the rest with it
             if option is None:
                 return f"`{path}` has no option {word.split('=')[0]}"
             if not (option.is_flag or option.count or "=" in word) and words:

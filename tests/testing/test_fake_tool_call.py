@@ -94,7 +94,7 @@ def test_the_arguments_stream_in_pieces_after_a_head_with_id_and_name(client: op
 
 
 def test_a_request_not_offering_the_function_gets_text(client: openai.OpenAI) -> None:
-    other = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object"}}}]
+    other: list[Any] = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object"}}}]
     for answer in (
         client.chat.completions.create(model="m", messages=ASK),
         client.chat.completions.create(model="m", messages=ASK, tools=other),
@@ -108,4 +108,6 @@ def test_the_knob_can_be_given_per_request(client: openai.OpenAI) -> None:
     tools: list[Any] = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object"}}}]
     answer = client.chat.completions.create(model="m", messages=ASK, tools=tools, extra_body={"fake": knob})
     assert answer.choices[0].message.tool_calls is not None
-    assert answer.choices[0].message.tool_calls[0].function.name == "write_file"
+    [call] = answer.choices[0].message.tool_calls
+    assert call.type == "function"
+    assert call.function.name == "write_file"
