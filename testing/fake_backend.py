@@ -2,9 +2,12 @@
 
 `FakeBackend` builds a real aiohttp application speaking the OpenAI API: `GET /v1/models`, `GET /health`,
 `POST /v1/chat/completions`, `POST /v1/completions` and `POST /v1/embeddings`, streaming (SSE) and not,
-in OpenAI's exact shapes. Each answer is scripted by knobs (`Knobs`): server-wide defaults given to the
-constructor, overridden per request by an extra top-level `"fake": {...}` field of the JSON body (the
-openai SDK sends it with `extra_body={"fake": {...}}`). Every request is recorded (`RequestRecord`).
+in OpenAI's exact shapes. Told to (`messages=True`), it also speaks Anthropic's `/v1/messages` and
+`/v1/messages/count_tokens` natively, as llama.cpp, vLLM and Ollama do, and (`tokenizer=True`) llama.cpp's
+`/apply-template` and `/tokenize` (both in `testing.fake_messages`). Each answer is scripted by knobs
+(`Knobs`): server-wide defaults given to the constructor, overridden per request by an extra top-level
+`"fake": {...}` field of the JSON body (the openai SDK sends it with `extra_body={"fake": {...}}`). Every
+request is recorded (`RequestRecord`).
 
 A tool turn is scripted with the `tool_call` knob: a chat completion that offers that function in `tools`
 gets a call of it (`tool_calls`, finish_reason "tool_calls"), and once the client sends the tool's result
@@ -85,6 +88,9 @@ class Knobs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Answer a chat completion with this call when the request offers the function and its last message is not
     a tool result (role "tool"); otherwise answer with text. `chunks`, `max_tokens` and `fail_after` do not apply
     to the call."""
+    cached_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Prompt tokens (at most all) reported as read from the prompt cache: chat's
+    `prompt_tokens_details.cached_tokens`, Messages' `cache_read_input_tokens`."""
 
 
 class _InvalidRequestError(Exception):
@@ -104,6 +110,7 @@ class _Plan:
     finish_reason: str
     stream: bool
     include_usage: bool
+    cached_tokens: int = 0
 
 
 _Answer = Callable[[web.Request, RequestRecord], Awaitable[web.StreamResponse]]
@@ -129,6 +136,9 @@ class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
         tool_call: ToolCall | None = None,
         record: bool = True,
         owned_by: str = "fake",
+        cached_tokens: int = 0,
+        messages: bool = False,
+        tokenizer: bool = False,
     ) -> None:
         super().__init__(_InvalidRequestError)
         if not models:
@@ -144,12 +154,17 @@ class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
                 "hang": hang,
                 "raw_error": raw_error,
                 "tool_call": tool_call,
+                "cached_tokens": cached_tokens,
             },
             Knobs,
         )
         """Knobs used when a request does not override them; may be replaced at any time."""
         self.record = record
         """Keep a `RequestRecord` of every request in `records` (turn off for benchmarks)."""
+        self.messages = messages
+        """Speak Anthropic's Messages API natively too."""
+        self.tokenizer = tokenizer
+        """Serve llama.cpp's `/apply-template` and `/tokenize` too."""
         self._token_frames: list[tuple[bytes, bytes]] = []  # (chat delta, completion text) per token index
         created = int(time.time())
         self._models_body = _encode(
@@ -173,6 +188,13 @@ class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
         app.router.add_post("/v1/chat/completions", self._handler(self._chat))
         app.router.add_post("/v1/completions", self._handler(self._completions))
         app.router.add_post("/v1/embeddings", self._handler(self._embeddings))
+        if self.messages or self.tokenizer:
+            from testing.fake_messages import add_llamacpp_tokenizer, add_messages_routes  # it builds on this module
+
+            if self.messages:
+                add_messages_routes(app, self)
+            if self.tokenizer:
+                add_llamacpp_tokenizer(app, self)
         app.router.add_route("*", "/{path:.*}", self._handler(self._unknown_route))
         app.on_shutdown.append(self._on_shutdown)
         return app
@@ -280,7 +302,8 @@ class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
         # A real model that reaches the limit reports "length" even if it would have stopped right there.
         if limit is not None and limit <= count:
             count, finish = limit, "length"
-        return _Plan(body["model"], prompt_tokens, count, finish, stream, include_usage)
+        cached = min(knobs.cached_tokens, prompt_tokens)
+        return _Plan(body["model"], prompt_tokens, count, finish, stream, include_usage, cached)
 
     async def _chat(self, request: web.Request, rec: RequestRecord) -> web.StreamResponse:
         body, knobs, early = await self._preamble(request, rec)
@@ -543,12 +566,15 @@ def _head(model: str, *, chat: bool, stream: bool) -> dict[str, Any]:
     }
 
 
-def _usage(plan: _Plan) -> dict[str, int]:
-    return {
+def _usage(plan: _Plan) -> dict[str, Any]:
+    usage: dict[str, Any] = {
         "prompt_tokens": plan.prompt_tokens,
         "completion_tokens": plan.completion_tokens,
         "total_tokens": plan.prompt_tokens + plan.completion_tokens,
     }
+    if plan.cached_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": plan.cached_tokens}
+    return usage
 
 
 def _json_response(body: bytes, status: int = 200) -> web.Response:

@@ -16,6 +16,9 @@
   with `stream_options.include_usage`; `data: [DONE]`. As in vLLM, `finish_reason: "length"` rides on the last
   token's chunk, while a natural stop is a chunk of its own with `content: ""` (the EOS token, which vLLM counts in
   `completion_tokens`). The `system_fingerprint` is stamped on the terminal chunk only.
+- `POST /tokenize` (`{"model", "messages"}` or `{"model", "prompt"}` → `{"count", "max_model_len", "tokens",
+  "token_strs"}`, the prompt's words as tokens) and `GET /openapi.json`, FastAPI's document of the routes served.
+  With `messages=True`, Anthropic's `/v1/messages` and `/v1/messages/count_tokens` too (`testing.fake_messages`).
 - Errors in vLLM's envelope: `{"error":{"message","type":"NotFoundError","param","code":404}}`; unknown paths get
   FastAPI's `{"detail":"Not Found"}` (405 `Method Not Allowed` for a known path).
 
@@ -73,6 +76,7 @@ from testing.fake_backend import (
     _Plan,
     write_sse,
 )
+from testing.fake_messages import add_messages_routes
 from testing.serving import serve_until_signalled
 
 _encode = msgspec.json.encode
@@ -111,8 +115,11 @@ class FakeVLLM(BackendWrapper):
         first_delay: float = 0.0,
         root: str | None = None,
         record: bool = True,
+        messages: bool = False,
     ) -> None:
         self.model = model
+        self.messages = messages
+        """Serve Anthropic's Messages API too (vLLM 0.11 and later, on `vllm serve`)."""
         """The served model name: the only `id` of `/v1/models` and the `model_name` label of the metrics."""
         self.root = root if root is not None else model
         """The model path or repository (`--model`); `/v1/models` reports it as `root`."""
@@ -158,6 +165,10 @@ class FakeVLLM(BackendWrapper):
         app.router.add_post("/v1/chat/completions", route(self._generation(self._chat)))
         app.router.add_post("/v1/completions", route(self._generation(self._completions)))
         app.router.add_post("/v1/embeddings", route(self._generation(self._embeddings)))
+        app.router.add_post("/tokenize", route(self._tokenize))
+        app.router.add_get("/openapi.json", route(self._openapi))
+        if self.messages:
+            add_messages_routes(app, self._backend)
         app.router.add_route("*", "/{path:.*}", route(self._unknown_route))
         return app
 
@@ -222,6 +233,28 @@ class FakeVLLM(BackendWrapper):
             ],
         }
         return await self._send(request, rec, _json_response(_encode({"object": "list", "data": [card]})))
+
+    async def _tokenize(self, request: web.Request, rec: RequestRecord) -> web.StreamResponse:
+        body, _, early = await self._preamble(request, rec)
+        if early is not None:
+            return early
+        if "messages" in body:
+            count = _count_chat_prompt(body.get("messages"))
+        else:
+            count = _count_prompt(body.get("prompt"), "prompt")
+        answer = {"count": count, "max_model_len": self.max_model_len, "tokens": list(range(1, count + 1))}
+        return await self._send(request, rec, _json_response(_encode({**answer, "token_strs": None})))
+
+    async def _openapi(self, request: web.Request, rec: RequestRecord) -> web.StreamResponse:
+        served = [*_ROUTES, *_GENERATION_ROUTES, "/tokenize", "/openapi.json"]
+        if self.messages:
+            served += ["/v1/messages", "/v1/messages/count_tokens"]
+        document = {
+            "openapi": "3.1.0",
+            "info": {"title": "FastAPI", "version": "0.1.0"},
+            "paths": {path: {"post" if path not in _ROUTES else "get": {}} for path in served},
+        }
+        return await self._send(request, rec, _json_response(_encode(document)))
 
     async def _unknown_route(self, request: web.Request, rec: RequestRecord) -> web.StreamResponse:
         if request.path in _ROUTES or request.path in _GENERATION_ROUTES:

@@ -226,6 +226,20 @@ def test_error_mid_stream_is_one_error_event() -> None:
         assert stream.phase is Phase.FAILED
         assert stream.error is not None
         assert stream.error.code == ErrorCode.UPSTREAM_ERROR
+        assert stream.error.terminal_sent  # the hub must not end the stream a second time
+
+
+def test_a_stream_that_broke_off_is_aborted_with_one_error_event() -> None:
+    stream = MessagesStream(ANSWER)
+    out = stream.feed(ROLE + b'data: {"choices": [{"index": 0, "delta": {"content": "Half"}}]}\n\n')
+    out += stream.abort("the backend broke off its response: connection reset")
+    result = validate_stream(out)
+    assert blocks(result) == [{"type": "text", "text": "Half"}]
+    assert result.error == {"type": "api_error", "message": "the backend broke off its response: connection reset"}
+    assert stream.error is not None
+    assert stream.error.terminal_sent
+    assert stream.abort("again") == b""
+    assert MessageResponse(ANSWER).abort("a whole answer has written nothing") == b""
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,10 @@ def test_a_completion_with_reasoning_text_and_calls_becomes_these_items() -> Non
         "output_tokens_details": {"reasoning_tokens": 12},
         "total_tokens": 130,
     }
-    assert translator.usage == Usage(prompt_tokens=100, completion_tokens=30, total_tokens=130)
+    # The hub gets the cached and reasoning parts too, inside the same totals.
+    assert translator.usage == Usage(
+        prompt_tokens=100, completion_tokens=30, total_tokens=130, cache_read_tokens=64, reasoning_tokens=12
+    )
     response = Response.model_validate(body)
     assert (response.id, response.object, response.status, response.created_at) == (
         RESPONSE_ID,

@@ -75,16 +75,19 @@ def test_a_golden_stream_in_any_pieces_translates_the_same(name: str) -> None:
 def test_the_translator_reports_usage_and_errors_to_the_agent() -> None:
     done = translator()
     done.feed(GOLDEN["text"].raw)
-    assert done.usage == Usage(prompt_tokens=26, completion_tokens=3, total_tokens=29)
+    assert done.usage == Usage(prompt_tokens=26, completion_tokens=3, total_tokens=29, cache_read_tokens=20)
     assert done.error is None
+    # A failure's response.failed is in the output already: the hub must not end the stream a second time.
     failed = translator()
     failed.feed(GOLDEN["error mid-stream (llama.cpp)"].raw)
-    assert failed.error == ErrorInfo(502, "upstream_error", "KV cache full")
+    assert failed.error == ErrorInfo(502, "upstream_error", "KV cache full", terminal_sent=True)
     cut = translator()
     cut.feed(GOLDEN["stream cut short"].raw)
     assert cut.error is None
     cut.finish()
-    assert cut.error == ErrorInfo(502, "upstream_error", "the backend's stream ended before its answer did")
+    assert cut.error == ErrorInfo(
+        502, "upstream_error", "the backend's stream ended before its answer did", terminal_sent=True
+    )
 
 
 def test_nothing_follows_the_terminal_event() -> None:

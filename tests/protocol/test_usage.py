@@ -9,6 +9,7 @@ import msgspec
 import openai.types
 import pytest
 
+from potluck.protocol.agent import Usage
 from potluck.protocol.anthropic_answer import OutputTokensDetails
 from potluck.protocol.anthropic_answer import Usage as AnthropicUsage
 from potluck.protocol.usage import CompletionTokensDetails, OpenAIUsage, PromptTokensDetails, TokenUsage
@@ -67,6 +68,7 @@ def test_anthropic_usage_to_openai_counts_the_cache_once() -> None:
     assert openai_usage.completion_tokens_details.reasoning_tokens == 100
     frame = tokens.to_frame()
     assert (frame.prompt_tokens, frame.completion_tokens, frame.total_tokens) == (42012, 300, 42312)
+    assert (frame.cache_read_tokens, frame.cache_write_tokens, frame.reasoning_tokens) == (40000, 2000, 100)
 
 
 def test_both_derivations_read_back_to_the_same_record() -> None:
@@ -86,6 +88,9 @@ def check_round_trips(record: TokenUsage) -> None:
     assert openai_usage.prompt_tokens == record.input + record.cache_read + record.cache_write == record.prompt
     assert anthropic_usage.input_tokens == record.input
     assert TokenUsage.from_openai(openai_usage).to_anthropic() == anthropic_usage
+    # The agent→hub frame carries the record whole, through its msgpack encoding.
+    frame = msgspec.msgpack.decode(msgspec.msgpack.encode(record.to_frame()), type=Usage)
+    assert TokenUsage.from_frame(frame) == record
     assert TokenUsage.from_anthropic(anthropic_usage).to_openai() == openai_usage
     assert (
         openai_usage.total_tokens

@@ -56,7 +56,7 @@ class Catalog:
         self.discovered = discovered
 
     async def refresh(self, http: aiohttp.ClientSession) -> bool:
-        """Re-read every backend; True if what the agent reports (models, hot/cold, health) changed."""
+        """Re-read every backend; True if what the agent reports (models, hot/cold, health, native dialects) changed."""
         await asyncio.gather(*(b.refresh(http) for b in self.backends))
         route: dict[str, Backend] = {}
         for backend in self.backends:
@@ -67,7 +67,7 @@ class Catalog:
                     route[model.id] = backend
         self._route = route
         self._hot = frozenset(model_id for model_id, backend in route.items() if _hot_on(backend, model_id))
-        snapshot = (tuple(self.models()), tuple((b.url, b.kind, b.healthy) for b in self.backends))
+        snapshot = (tuple(self.models()), tuple((b.url, b.kind, b.healthy, b.native_paths) for b in self.backends))
         changed = snapshot != self._snapshot
         self._snapshot = snapshot
         return changed

@@ -24,8 +24,11 @@ import msgspec
 
 from potluck.protocol.metrics import HostMetrics
 
-PROTOCOL_VERSION = 1
-"""Bumped on any incompatible change; the hub rejects an agent whose version it does not speak."""
+PROTOCOL_VERSION = 2
+"""Bumped on any incompatible change; the hub rejects an agent whose version it does not speak.
+
+2: agents forward ``/v1/messages``, ``/v1/messages/count_tokens`` and ``/v1/responses``, report
+``BackendInfo.native_paths``, the cache and reasoning parts of ``Usage``, and ``ErrorInfo.terminal_sent``."""
 
 AUTH_CONTEXT = b"potluck-agent-auth-v1\x00"
 """Domain separator for the challenge signature, so the key signs nothing else by accident."""
@@ -104,6 +107,9 @@ class BackendInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     """Parallel slots (llama.cpp ``total_slots``)."""
     kv_cache_usage: float | None = None
     """KV-cache use, 0..1 (vLLM ``kv_cache_usage_perc``)."""
+    native_paths: list[str] = []
+    """The client dialects' paths the backend serves itself (``/v1/messages``, ``/v1/messages/count_tokens``,
+    ``/v1/responses``): the agent passes those requests through and translates the others to chat completions."""
 
 
 class ChallengeMessage(msgspec.Struct, frozen=True, tag="challenge"):
@@ -197,14 +203,23 @@ class HeadMessage(msgspec.Struct, frozen=True, tag="head"):
 
 
 class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Token counts as the backend reported them (OpenAI's ``usage`` object)."""
+    """Token counts as the backend reported them, counted as OpenAI does (cached tokens inside ``prompt_tokens``).
+
+    Whatever the client's dialect, the agent reports the same counts: ``protocol.usage.TokenUsage.from_frame``
+    turns them back into the one usage record."""
 
     prompt_tokens: int = 0
-    """Tokens in the prompt."""
+    """Tokens in the prompt, those read from or written to the prompt cache included."""
     completion_tokens: int = 0
-    """Tokens generated."""
+    """Tokens generated, reasoning included."""
     total_tokens: int = 0
     """Their sum, as the backend reported it."""
+    cache_read_tokens: int = 0
+    """The part of ``prompt_tokens`` read from the prompt cache, when the backend says."""
+    cache_write_tokens: int = 0
+    """The part of ``prompt_tokens`` written to the prompt cache, when the backend says."""
+    reasoning_tokens: int = 0
+    """The part of ``completion_tokens`` spent reasoning, when the backend says."""
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
@@ -218,6 +233,10 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     """Human-readable, shown to the client."""
     retriable: bool = False
     """Nothing reached the backend's model (e.g. connection refused): another agent may be tried."""
+    terminal_sent: bool = False
+    """The agent already ended the client's stream with its dialect's terminal error event (Anthropic's
+    ``event: error``, the Responses API's ``response.failed``), among the DATA it sent: the hub records the
+    failure but writes no terminal event of its own."""
 
 
 class EndMessage(msgspec.Struct, frozen=True, tag="end"):

@@ -6,6 +6,8 @@ ignore everything else (msgspec skips unknown fields without building them).
 
 from __future__ import annotations
 
+import enum
+
 import msgspec
 
 from potluck.protocol.agent import Usage
@@ -40,5 +42,27 @@ class UsageEnvelope(msgspec.Struct):
     choices: list[msgspec.Raw] | None = None
 
 
-INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+class Dialect(enum.Enum):
+    """The client API a request speaks: OpenAI's (chat, completions, embeddings) or one translated to chat."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    """Anthropic's Messages API."""
+    RESPONSES = "responses"
+    """OpenAI's Responses API."""
+
+
+CHAT_PATH = "/v1/chat/completions"
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+RESPONSES_PATH = "/v1/responses"
+
+DIALECT_PATHS: dict[str, Dialect] = {
+    MESSAGES_PATH: Dialect.ANTHROPIC,
+    COUNT_TOKENS_PATH: Dialect.ANTHROPIC,
+    RESPONSES_PATH: Dialect.RESPONSES,
+}
+"""Paths of the dialects other than OpenAI's: passed through to a backend that speaks them, else translated."""
+
+INFERENCE_PATHS = frozenset({CHAT_PATH, "/v1/completions", "/v1/embeddings", *DIALECT_PATHS})
 """Paths an agent will forward to a backend. Nothing else, whatever a client sends."""

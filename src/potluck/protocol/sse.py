@@ -21,6 +21,15 @@ _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _decode_usage = msgspec.json.Decoder(UsageEnvelope).decode
 
 
+def whole_events_end(data: bytes) -> int:
+    """Where the last whole event of ``data`` ends (after its blank line, LF or CRLF); 0 when none is whole."""
+    cut = data.rfind(b"\n\n")
+    if cut >= 0:
+        return cut + 2
+    cut = data.rfind(b"\r\n\r\n")  # CRLF framing, which some servers use
+    return cut + 4 if cut >= 0 else 0
+
+
 def error_event(body: bytes) -> bytes:
     """A terminal error as an SSE event (OpenAI's shape: the error object as data)."""
     return b"data: " + body + b"\n\n"
@@ -40,16 +49,10 @@ class SSEUsageScanner:
         """Take the next bytes from the backend; return the complete events to relay now."""
         if self._pending:
             data = self._pending + data
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
-            # Also accept CRLF framing, which some servers use.
-            cut = data.rfind(b"\r\n\r\n")
-            if cut < 0:
-                self._pending = data
-                return b""
-            cut += 4
-        else:
-            cut += 2
+        cut = whole_events_end(data)
+        if not cut:
+            self._pending = data
+            return b""
         if cut == len(data):
             complete, self._pending = data, b""
         else:
@@ -66,6 +69,10 @@ class SSEUsageScanner:
         if match is not None:
             rest = self._take_usage(rest + b"\n\n", match)
         return rest
+
+    def abort(self, message: str) -> bytes:
+        """Nothing: a stream relayed untouched that breaks off gets its terminal error event from the hub."""
+        return b""
 
     def _take_usage(self, events: bytes, match: re.Match[bytes] | None) -> bytes:
         """Read the usage of the event(s) holding a usage object; drop unwanted usage-only ones.

@@ -70,20 +70,45 @@ class TokenUsage(msgspec.Struct, frozen=True, omit_defaults=True):
         return self.input + self.cache_read + self.cache_write
 
     @classmethod
-    def from_openai(cls, usage: OpenAIUsage) -> TokenUsage:
-        """Read OpenAI's ``usage``, whose ``prompt_tokens`` includes the cached tokens.
+    def of_prompt(
+        cls, prompt: int, output: int, *, cache_read: int = 0, cache_write: int = 0, reasoning: int = 0
+    ) -> TokenUsage:
+        """From counts whose ``prompt`` includes the cached tokens (OpenAI's way, the Responses API's, the frame's).
 
-        A backend that reports more cached tokens than prompt tokens is trusted for the prompt
-        total: the cached counts are clamped so the whole prompt is never more than it said.
+        A backend that reports more cached tokens than prompt tokens is trusted for the prompt total:
+        the cached counts are clamped so the whole prompt is never more than it said (and likewise
+        reasoning within the output).
         """
-        details = usage.prompt_tokens_details
-        prompt = max(usage.prompt_tokens, 0)
-        cache_read = min(max((details.cached_tokens or 0) if details else 0, 0), prompt)
-        cache_write = min(max((details.cache_write_tokens or 0) if details else 0, 0), prompt - cache_read)
-        completion = usage.completion_tokens_details
-        output = max(usage.completion_tokens, 0)
-        reasoning = min(max((completion.reasoning_tokens or 0) if completion else 0, 0), output)
+        prompt = max(prompt, 0)
+        cache_read = min(max(cache_read, 0), prompt)
+        cache_write = min(max(cache_write, 0), prompt - cache_read)
+        output = max(output, 0)
+        reasoning = min(max(reasoning, 0), output)
         return cls(prompt - cache_read - cache_write, cache_read, cache_write, output, reasoning)
+
+    @classmethod
+    def from_openai(cls, usage: OpenAIUsage) -> TokenUsage:
+        """Read OpenAI's ``usage``, whose ``prompt_tokens`` includes the cached tokens."""
+        details = usage.prompt_tokens_details
+        completion = usage.completion_tokens_details
+        return cls.of_prompt(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            cache_read=(details.cached_tokens or 0) if details else 0,
+            cache_write=(details.cache_write_tokens or 0) if details else 0,
+            reasoning=(completion.reasoning_tokens or 0) if completion else 0,
+        )
+
+    @classmethod
+    def from_frame(cls, usage: Usage) -> TokenUsage:
+        """Read the agent→hub frame's usage (counted as OpenAI does)."""
+        return cls.of_prompt(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            cache_read=usage.cache_read_tokens,
+            cache_write=usage.cache_write_tokens,
+            reasoning=usage.reasoning_tokens,
+        )
 
     @classmethod
     def from_anthropic(cls, usage: AnthropicUsage) -> TokenUsage:
@@ -119,6 +144,13 @@ class TokenUsage(msgspec.Struct, frozen=True, omit_defaults=True):
         )
 
     def to_frame(self) -> Usage:
-        """The agent→hub frame's usage (OpenAI's three totals)."""
+        """The agent→hub frame's usage: OpenAI's three totals, and the cache and reasoning parts of them."""
         prompt = self.prompt
-        return Usage(prompt_tokens=prompt, completion_tokens=self.output, total_tokens=prompt + self.output)
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=self.output,
+            total_tokens=prompt + self.output,
+            cache_read_tokens=self.cache_read,
+            cache_write_tokens=self.cache_write,
+            reasoning_tokens=self.reasoning,
+        )

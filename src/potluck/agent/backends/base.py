@@ -1,9 +1,11 @@
 """The backend adapter interface, and the generic OpenAI-compatible server every other kind extends.
 
 A `Backend` knows one local server: `refresh` reads what it serves (models, which are loaded in
-VRAM, its load) and `upstream` says how to send it one request (the path, the body, and whether the
-answer needs translating). The base class is the generic OpenAI-compatible server: it lists
-``/v1/models``, reports every model hot (it cannot tell), and passes requests through untouched.
+VRAM, its load, which client dialects it speaks itself) and `upstream` says how to send it one
+OpenAI request (the path, the body, and whether the answer needs translating). The base class is
+the generic OpenAI-compatible server: it lists ``/v1/models``, reports every model hot (it cannot
+tell), passes OpenAI requests through untouched, and speaks no other dialect natively (requests in
+Anthropic's or the Responses API's are translated to chat completions: `agent.dialects.select`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import aiohttp
 import msgspec
 
 from potluck.protocol.agent import BackendInfo, ErrorInfo, ModelInfo, RequestMessage, Usage
+from potluck.protocol.openai import Dialect
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,11 @@ class BodyTransform(Protocol):
 
     def finish(self) -> bytes: ...
 
+    def abort(self, message: str) -> bytes:
+        """The backend's answer broke off: the terminal error event that ends the client's stream in its dialect
+        (then ``error`` says ``terminal_sent``), or b"" when the hub is to end it."""
+        ...
+
 
 class ResponseTranslator(BodyTransform, Protocol):
     """Turns a backend's native response bytes into OpenAI's, as they stream."""
@@ -55,7 +63,9 @@ class Upstream:
     path: str
     body: bytes
     translator: ResponseTranslator | None = None
-    """None: the answer is OpenAI-shaped already and goes through byte for byte."""
+    """None: the answer is in the client's dialect already and goes through byte for byte."""
+    dialect: Dialect = Dialect.OPENAI
+    """The client's dialect, which an answer passed through speaks (how to read its usage and errors)."""
 
 
 class _ModelList(msgspec.Struct):
@@ -73,6 +83,21 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
         if resp.status != 200:
             raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
         return msgspec.json.decode(await resp.read())
+
+
+async def probe_json(http: aiohttp.ClientSession, url: str, body: object | None = None) -> tuple[int, Any]:
+    """GET (or POST ``body`` as JSON to) a URL: its status, and its JSON (None if the answer is not JSON).
+
+    Raises aiohttp.ClientError/TimeoutError when no answer came."""
+    data = None if body is None else msgspec.json.encode(body)
+    headers = None if body is None else {"Content-Type": "application/json"}
+    method = "GET" if body is None else "POST"
+    async with http.request(method, url, data=data, headers=headers, timeout=PROBE_TIMEOUT) as resp:
+        raw = await resp.read()
+    try:
+        return resp.status, msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return resp.status, None
 
 
 async def get_text(http: aiohttp.ClientSession, url: str) -> str:
@@ -99,6 +124,10 @@ class Backend:
         self.waiting: int | None = None
         self.slots: int | None = None
         self.kv_cache_usage: float | None = None
+        self.native_paths: frozenset[str] = frozenset()
+        """The client dialects' paths this backend serves itself (passed through, not translated)."""
+        self._probed: frozenset[str] | None = None
+        """What a kind that asks the backend found it serves natively; None until it has a definite answer."""
 
     @property
     def base(self) -> str:
@@ -114,6 +143,7 @@ class Backend:
             waiting=self.waiting,
             slots=self.slots,
             kv_cache_usage=self.kv_cache_usage,
+            native_paths=sorted(self.native_paths),
         )
 
     async def refresh(self, http: aiohttp.ClientSession) -> None:
@@ -127,11 +157,19 @@ class Backend:
             self.models = []
             self.running = self.waiting = self.slots = None
             self.kv_cache_usage = None
+            self.native_paths = frozenset()
+            self._probed = None  # it may come back as another build: ask again
             return
         self.healthy = True
+        self.native_paths = await self._native_paths(http)
 
     async def _refresh(self, http: aiohttp.ClientSession) -> None:
         self.models = await self.openai_models(http)
+
+    async def _native_paths(self, http: aiohttp.ClientSession) -> frozenset[str]:
+        """Which client dialects' paths to pass through. A generic OpenAI-compatible server: none (every
+        Anthropic or Responses request is translated to chat completions, which any such server speaks)."""
+        return frozenset()
 
     async def openai_models(self, http: aiohttp.ClientSession, *, hot: bool = True) -> list[ModelInfo]:
         listing = msgspec.convert(await get_json(http, self.base + "/v1/models"), _ModelList)

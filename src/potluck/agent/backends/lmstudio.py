@@ -1,4 +1,10 @@
-"""LM Studio (port 1234): ``/api/v0/models`` says which models are loaded (hot) and their context."""
+"""LM Studio (port 1234): ``/api/v0/models`` says which models are loaded (hot) and their context.
+
+Recent LM Studio releases document ``/v1/responses`` and Anthropic's ``/v1/messages``, but its API
+tells no version, and older ones answer an unknown path with 200 and an error object, so neither can
+be told apart safely: requests in those dialects are translated to chat completions, which every
+release speaks. Token counts are estimates (no tokenizer endpoint).
+"""
 
 from __future__ import annotations
 

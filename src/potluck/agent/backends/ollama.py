@@ -3,6 +3,10 @@
 Requests go to Ollama's own OpenAI layer (``/v1/...``) untouched, unless they carry what that layer
 drops (``options`` such as ``num_ctx``, ``keep_alive``, ``think``): those go to the native API
 through `ollama_translate`, and the answer is translated back.
+
+Ollama serves ``/v1/responses`` (stateless) since 0.13.3 and Anthropic's ``/v1/messages`` since
+0.14.0, as its version (``/api/version``) tells: those requests pass through. It has no
+``/v1/messages/count_tokens`` and no tokenizer endpoint, so a token count there is an estimate.
 """
 
 from __future__ import annotations
@@ -16,9 +20,23 @@ import msgspec
 from potluck.agent.backends.base import Backend, ResponseTranslator, Upstream, get_json
 from potluck.agent.backends.ollama_translate import NATIVE_PATHS, TRANSLATORS, EmbeddingTranslator, native_request
 from potluck.protocol.agent import ModelInfo, RequestMessage
+from potluck.protocol.openai import MESSAGES_PATH, RESPONSES_PATH
 
 NATIVE_ONLY_FIELDS = (b'"options"', b'"keep_alive"', b'"think"')
 """Top-level request fields Ollama's OpenAI layer ignores; their presence selects the native API."""
+
+NATIVE_SINCE = {RESPONSES_PATH: (0, 13, 3), MESSAGES_PATH: (0, 14, 0)}
+"""The Ollama release that first served each client dialect's path."""
+
+
+def release(version: str | None) -> tuple[int, ...]:
+    """``0.14.2`` (or ``0.14.2-rc0``) as (0, 14, 2); () when there is no version to read."""
+    numbers: list[int] = []
+    for part in (version or "").split("-", 1)[0].split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
 
 
 class _Details(msgspec.Struct):
@@ -80,6 +98,10 @@ class OllamaBackend(Backend):
                 # Ollama answers to the bare name too; so does the hub.
                 models.append(msgspec.structs.replace(info, id=tag.name.removesuffix(":latest")))
         self.models = models
+
+    async def _native_paths(self, http: aiohttp.ClientSession) -> frozenset[str]:
+        version = release(self.version)
+        return frozenset(path for path, since in NATIVE_SINCE.items() if version and version >= since)
 
     def upstream(self, req: RequestMessage, body: bytes, fields: Mapping[str, Any] | None = None) -> Upstream:
         if req.path not in NATIVE_PATHS or not any(marker in body for marker in NATIVE_ONLY_FIELDS):

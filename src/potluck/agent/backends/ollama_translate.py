@@ -169,6 +169,10 @@ class _NDJSONTranslator:
         self.created = int(time.time())
         self._pending = b""
 
+    def abort(self, message: str) -> bytes:
+        """Nothing: the answer is OpenAI's, whose streams the hub ends with its own error event."""
+        return b""
+
     def translate_error(self, status: int, body: bytes) -> bytes:
         return translate_error(status, body)
 

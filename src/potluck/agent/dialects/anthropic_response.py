@@ -116,6 +116,31 @@ def translate_error(status: int, body: bytes) -> bytes:
     return error_body(error_type(status, code), message or f"the backend answered HTTP {status}")
 
 
+class _ErrorShape(msgspec.Struct):
+    """Anthropic's error answer, read only to tell whether a body has its shape."""
+
+    class _Detail(msgspec.Struct):
+        type: str
+        message: str
+
+    type: str
+    error: _Detail
+
+
+_decode_shape = msgspec.json.Decoder(_ErrorShape).decode
+
+
+def keep_or_translate_error(status: int, body: bytes) -> bytes:
+    """A native Messages backend's error answer: kept when it has Anthropic's shape, translated when not
+    (llama.cpp answers its ``/v1/messages`` errors in OpenAI's)."""
+    try:
+        if _decode_shape(body).type == "error":
+            return body
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    return translate_error(status, body)
+
+
 def error_type(status: int, code: int | str | None) -> ErrorType:
     """The Anthropic type of an error: from Potluck's code table when ``code`` is one of its codes, else by status."""
     if isinstance(code, str):
@@ -168,6 +193,10 @@ class MessageResponse:
 
     def translate_error(self, status: int, body: bytes) -> bytes:
         return translate_error(status, body)
+
+    def abort(self, message: str) -> bytes:
+        """Nothing: a whole answer is written only once complete, so one that broke off has written nothing."""
+        return b""
 
     def feed(self, data: bytes) -> bytes:
         if self.error is None:

@@ -135,7 +135,7 @@ class MessagesStream:
         self.tokens: TokenUsage | None = None
         """The backend's latest usage report."""
         self.error: ErrorInfo | None = None
-        """Why the stream failed, once it has (its ``error`` event is already written)."""
+        """Why the stream failed, once it has (its ``error`` event is already written: ``terminal_sent``)."""
         self._rest = b""  # the start of an event whose end has not arrived
         self._data: list[bytes] = []  # the data lines of the event being read
         self._error_event = False  # the event being read is named `error`
@@ -199,6 +199,10 @@ class MessagesStream:
         except _Failed:
             pass
         return self._take()
+
+    def abort(self, message: str) -> bytes:
+        """The backend's stream broke off: the ``error`` event that ends the client's (a relay transform's end)."""
+        return self.fail(message)
 
     def fail(self, message: str, type_: ErrorType = ErrorType.API) -> bytes:
         """End the stream with an ``error`` event (nothing if it has ended already)."""
@@ -409,7 +413,7 @@ class MessagesStream:
         self._emit(ErrorEvent(ErrorDetail(type_, message)))
         self.phase = Phase.FAILED
         self._over = True
-        self.error = ErrorInfo(502, ErrorCode.UPSTREAM_ERROR, message)
+        self.error = ErrorInfo(502, ErrorCode.UPSTREAM_ERROR, message, terminal_sent=True)
         raise _Failed
 
     def _emit(self, event: Any) -> None:

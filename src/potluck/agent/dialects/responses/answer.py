@@ -33,6 +33,7 @@ from potluck.protocol.responses_output import (
     ResponseObject,
     ResponseUsage,
 )
+from potluck.protocol.usage import TokenUsage
 
 _encode = msgspec.json.Encoder().encode
 _decode_completion = msgspec.json.Decoder(ChatCompletion).decode
@@ -90,12 +91,14 @@ def responses_usage(usage: ChatUsage) -> ResponseUsage:
 
 
 def agent_usage(usage: ChatUsage) -> Usage:
-    """The counts the agent reports to the hub, as the backend gave them."""
-    prompt = usage.prompt_tokens or 0
-    completion = usage.completion_tokens or 0
-    return Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=usage.total_tokens or prompt + completion
+    """The counts the agent reports to the hub, cached and reasoning parts included, through the usage record."""
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details is not None else None
+    reasoning = (
+        usage.completion_tokens_details.reasoning_tokens if usage.completion_tokens_details is not None else None
     )
+    return TokenUsage.of_prompt(
+        usage.prompt_tokens or 0, usage.completion_tokens or 0, cache_read=cached or 0, reasoning=reasoning or 0
+    ).to_frame()
 
 
 def chunk_error(chunk: ChatChunk) -> str | None:
@@ -158,6 +161,10 @@ class ResponsesJSONTranslator:
 
     def translate_error(self, status: int, body: bytes) -> bytes:
         return translate_error(status, body)
+
+    def abort(self, message: str) -> bytes:
+        """Nothing: a whole Response is written only once complete, so one that broke off has written nothing."""
+        return b""
 
     def feed(self, data: bytes) -> bytes:
         self._body.append(data)

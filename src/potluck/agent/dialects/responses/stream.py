@@ -129,7 +129,7 @@ class ResponsesStreamTranslator:
         self.created_at = now_s() if created_at is None else created_at
         self.usage: Usage | None = None
         self.error: ErrorInfo | None = None
-        """Set when the response failed (its ``response.failed`` is already in the output)."""
+        """Set when the response failed (its ``response.failed`` is already in the output: ``terminal_sent``)."""
         self.stage = _NEW
         self._open = _NOTHING
         self._seq = 0
@@ -382,7 +382,7 @@ class ResponsesStreamTranslator:
         self.stage = _ENDED
 
     def _fail(self, message: str) -> None:
-        self.error = ErrorInfo(502, "upstream_error", message)
+        self.error = ErrorInfo(502, "upstream_error", message, terminal_sent=True)
         output = list(self._output)
         partial = self._partial_item()
         if partial is not None:
