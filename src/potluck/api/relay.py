@@ -185,7 +185,8 @@ async def _stream_body(
         # event (never a fake [DONE]); a plain body is cut short so the client sees it incomplete.
         log.warning("request %s failed mid-response: %s", exchange.request.request_id, exc.message)
         if events is not None:
-            await response.write(events.stream_error(exc.code, exc.message))
+            if not getattr(exc, "terminal_sent", False):  # the agent's translator may have ended it already
+                await response.write(events.stream_error(exc.code, exc.message))
             await response.write_eof()
         elif request.transport is not None:
             request.transport.close()

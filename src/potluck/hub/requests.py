@@ -263,8 +263,20 @@ class RequestOwner:
                 flagged=bill.flagged,
                 charged=bill.charged,
                 earned=bill.earned,
+                **_parts(usage, bill.estimated),
             )
         )
+
+
+def _parts(usage: Usage | None, estimated: bool) -> dict[str, int]:
+    """The cache and reasoning parts of the recorded tokens, as the backend reported them (none on an estimate)."""
+    if usage is None or estimated:
+        return {}
+    return {
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
 
 
 class Serving:
