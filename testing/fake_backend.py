@@ -9,6 +9,11 @@ in OpenAI's exact shapes. Told to (`messages=True`), it also speaks Anthropic's 
 `"fake": {...}` field of the JSON body (the openai SDK sends it with `extra_body={"fake": {...}}`). Every
 request is recorded (`RequestRecord`).
 
+A tool turn is scripted with the `tool_call` knob: a chat completion that offers that function in `tools`
+gets a call of it (`tool_calls`, finish_reason "tool_calls"), and once the client sends the tool's result
+back (a last message of role "tool") it gets text again, in OpenAI's shapes streamed and not. A client that
+cannot send the knob in its body (Claude Code, Codex CLI) gets it from the constructor's defaults.
+
 Run it in a thread of its own (`with FakeBackend().running() as url:`), in any aiohttp runner
 (`FakeBackend().make_app()`; pass `handler_cancellation=True` to the runner so that waits end at once when
 the client goes away), or as a process for benchmarks:
@@ -27,7 +32,7 @@ import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import msgspec
@@ -44,6 +49,15 @@ EMBEDDING_DIM = 8
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
+
+
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A function call the fake answers with (knob `tool_call`)."""
+
+    name: str
+    """The function's name; the call is made only to a request whose `tools` offer a function of this name."""
+    arguments: str = "{}"
+    """Its arguments: a JSON object as a string, as OpenAI sends them (streamed in pieces of 16 characters)."""
 
 
 class Knobs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -70,6 +84,10 @@ class Knobs(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Never answer; wait until the client disconnects."""
     raw_error: str | None = None
     """Answer `status` (default 500) with this text as a non-JSON body."""
+    tool_call: ToolCall | None = None
+    """Answer a chat completion with this call when the request offers the function and its last message is not
+    a tool result (role "tool"); otherwise answer with text. `chunks`, `max_tokens` and `fail_after` do not apply
+    to the call."""
     cached_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Prompt tokens (at most all) reported as read from the prompt cache: chat's
     `prompt_tokens_details.cached_tokens`, Messages' `cache_read_input_tokens`."""
@@ -115,6 +133,7 @@ class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
         status: int | None = None,
         hang: bool = False,
         raw_error: str | None = None,
+        tool_call: ToolCall | None = None,
         record: bool = True,
         owned_by: str = "fake",
         cached_tokens: int = 0,
@@ -134,6 +153,7 @@ class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
                 "status": status,
                 "hang": hang,
                 "raw_error": raw_error,
+                "tool_call": tool_call,
                 "cached_tokens": cached_tokens,
             },
             Knobs,
@@ -290,6 +310,9 @@ class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
         if early is not None:
             return early
         plan = self._plan(body, knobs, _count_chat_prompt(body.get("messages")), chat=True)
+        call = _tool_call_due(body, knobs.tool_call)
+        if call is not None:
+            return await self._answer_tool_call(request, rec, knobs, plan, call)
         if plan.stream:
             return await self._answer_stream(request, rec, knobs, plan, chat=True)
         return await self._answer_whole(request, rec, knobs, plan, chat=True)
@@ -376,6 +399,38 @@ class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
             ending.append(prefix + b',"choices":[],"usage":' + _encode(_usage(plan)) + b"}\n\n")
         ending.append(DONE_FRAME)
         return await write_sse(self, request, rec, knobs, opening, tokens, ending)
+
+    async def _answer_tool_call(
+        self, request: web.Request, rec: RequestRecord, knobs: Knobs, plan: _Plan, call: ToolCall
+    ) -> web.StreamResponse:
+        plan = replace(plan, completion_tokens=_count_words(call.arguments), finish_reason="tool_calls")
+        call_id = "call_" + secrets.token_hex(12)
+        head = {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        if not plan.stream:
+            message = {"role": "assistant", "content": None, "tool_calls": [head]}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+            payload = {**_head(plan.model, chat=True, stream=False), "choices": [choice], "usage": _usage(plan)}
+            return await self._send(request, rec, _json_response(_encode(payload)))
+        prefix = (
+            b"data: " + _encode(_head(plan.model, chat=True, stream=True))[:-1] + b',"choices":[{"index":0,"delta":'
+        )
+        opening = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{**head, "index": 0, "function": {"name": call.name, "arguments": ""}}],
+        }
+        pieces = [call.arguments[i : i + 16] for i in range(0, len(call.arguments), 16)]
+        tokens = [
+            prefix + _encode({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) + _NULL_TAIL for p in pieces
+        ]
+        ending = [prefix + b'{},"logprobs":null,"finish_reason":"tool_calls"}]}\n\n']
+        if plan.include_usage:
+            ending.append(
+                prefix[: prefix.index(b',"choices"')] + b',"choices":[],"usage":' + _encode(_usage(plan)) + b"}\n\n"
+            )
+        ending.append(DONE_FRAME)
+        quiet = msgspec.structs.replace(knobs, fail_after=None)
+        return await write_sse(self, request, rec, quiet, prefix + _encode(opening) + _NULL_TAIL, tokens, ending)
 
 
 async def write_sse(
@@ -562,6 +617,20 @@ def _count_words(text: object) -> int:
     if isinstance(text, list):
         return max(1, len(text))
     return 1
+
+
+def _tool_call_due(body: dict[str, Any], call: ToolCall | None) -> ToolCall | None:
+    """The scripted call when the request offers its function and is not already answering a call."""
+    if call is None:
+        return None
+    tools = body.get("tools")
+    offered = isinstance(tools, list) and any(
+        isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") == call.name
+        for t in tools
+    )
+    messages = body["messages"]
+    answering = isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"
+    return call if offered and not answering else None
 
 
 def _count_chat_prompt(messages: object) -> int:

@@ -144,6 +144,15 @@ def _without_help(words: list[str]) -> list[str]:
     return [w for w in words if w not in ("--help", "-h")]
 
 
+def _goes_to_the_tool(command: click.Command, word: str) -> bool:
+    """A launcher (`potluck claude`) hands ``--``, an option it does not know, and the words after either, to
+    the tool it runs."""
+    if not command.context_settings.get("ignore_unknown_options") or not word.startswith("-"):
+        return False
+    own = {opt for p in command.params if isinstance(p, click.Option) for opt in (*p.opts, *p.secondary_opts)}
+    return word == "--" or word.split("=")[0] not in own
+
+
 def _command_problem(words: list[str]) -> str | None:
     words = _without_help(words)
     command: click.Command = cli
@@ -152,7 +161,7 @@ def _command_problem(words: list[str]) -> str | None:
     words = list(words)
     while words:
         word = words.pop(0)
-        if word in ("...", "…"):
+        if word in ("...", "…") or _goes_to_the_tool(command, word):
             return None
         if isinstance(command, click.Group) and not positionals and not word.startswith("-"):
             alternatives = word.split("|")

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
-from potluck.api import admin, agent_ws, billing, health, openai, openapi, requests, scheduling, users
+from potluck.api import admin, agent_ws, billing, dialect_routes, health, openai, openapi, requests, scheduling, users
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.cors import add_cors
@@ -137,6 +137,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             user_share=settings.queue_user_share,
         )
         access = await load_access(store)
+        access.hub_aliases = settings.parsed_model_aliases()
         keys = await Keys.load(store, access)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
@@ -243,6 +244,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     openai.add_routes(app)
+    dialect_routes.add_routes(app)
     agent_ws.add_routes(app)
     admin.add_routes(app)
     users.add_routes(app)

@@ -201,6 +201,29 @@ MESSAGE_CASES: list[Any] = [
         id="consecutive-turns-merged",
     ),
     pytest.param(
+        # Claude Code puts system text inside `messages` too: it joins the system prompt, billing header dropped.
+        {
+            "system": [text("x-anthropic-billing-header: cc_version=2.1; cc_entrypoint=cli;"), text("be brief")],
+            "messages": [
+                user("hi"),
+                {
+                    "role": "system",
+                    "content": [{"type": "text", "text": "tools changed", "cache_control": {"type": "ephemeral"}}],
+                },
+                assistant("ok"),
+                {"role": "system", "content": "later note"},
+                user("bye"),
+            ],
+        },
+        [
+            {"role": "system", "content": "be brief\n\ntools changed\n\nlater note"},
+            user("hi"),
+            assistant("ok"),
+            user("bye"),
+        ],
+        id="system-messages-join-the-system-prompt",
+    ),
+    pytest.param(
         {"messages": [user([{"type": "search_result", "source": "https://s", "title": "S", "content": [text("x")]}])]},
         [user("S\nhttps://s\n\nx")],
         id="search-result",
@@ -301,7 +324,11 @@ def test_answer_context_and_model_override() -> None:
         (body(messages=[user([tool_use("a", "f", {})])]), "user message cannot hold a `tool_use`"),
         (body(messages=[assistant([tool_result("a", "x")])]), "assistant message cannot hold a `tool_result`"),
         (body(messages=[user("x")], tools=[WEATHER], tool_choice={"type": "tool"}), "tool_choice.name"),
-        (body(messages=[{"role": "system", "content": "x"}]), "role"),
+        (body(messages=[{"role": "moderator", "content": "x"}]), "role"),
+        (
+            body(messages=[{"role": "system", "content": [image({"type": "url", "url": "https://x/a.png"})]}]),
+            "text only",
+        ),
         (body(messages=[user(5)]), "content"),
     ],
 )

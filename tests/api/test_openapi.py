@@ -24,7 +24,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from potluck.api.openapi import ERROR_SCHEMA, build_document
+from potluck.api.openapi import ANTHROPIC_ERROR_SCHEMA, ERROR_SCHEMA, build_document
 from potluck.api.operations import OPERATIONS
 from potluck.app import create_app
 from potluck.hub.auth import AdminAuth
@@ -35,6 +35,7 @@ from testing.processes import ADMIN_TOKEN, AgentProcess, HubProcess
 
 ADMIN = {"Authorization": "Bearer adm"}
 ENVELOPE_REF = f"#/components/schemas/{ERROR_SCHEMA}"
+ANTHROPIC_REF = f"#/components/schemas/{ANTHROPIC_ERROR_SCHEMA}"
 JSON = "application/json"
 
 
@@ -65,7 +66,8 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 
 def is_error(response: dict[str, Any]) -> bool:
-    return bool(response.get("content", {}).get(JSON, {}).get("schema") == {"$ref": ENVELOPE_REF})
+    """An error answer: OpenAI's envelope, or Anthropic's error on the Messages routes."""
+    return response.get("content", {}).get(JSON, {}).get("schema") in ({"$ref": ENVELOPE_REF}, {"$ref": ANTHROPIC_REF})
 
 
 def check_answer(
@@ -130,7 +132,7 @@ def test_agent_websocket_points_to_the_protocol_doc(document: dict[str, Any]) ->
 
 
 def test_every_hub_error_uses_the_error_envelope(document: dict[str, Any]) -> None:
-    statuses = {status for status, _ in ERROR_CODES.values()}
+    statuses = {status for status, _ in ERROR_CODES.values()} | {529}  # 529: Anthropic's "overloaded"
     for method, path, op in operations(document):
         for status, response in op["responses"].items():
             if status == "default" or (int(status) >= 400 and (method, path, status) != ("GET", "/readyz", "503")):

@@ -12,6 +12,7 @@ import enum
 import msgspec
 
 from potluck.hub.dispatch import normalize_error_body
+from potluck.protocol.anthropic_answer import ErrorDetail, ErrorEvent, ErrorType
 from potluck.protocol.errors import ErrorCode, code_for_status, error_envelope
 
 
@@ -30,32 +31,32 @@ class Dialect(enum.Enum):
 
     def status(self, code: str, status: int) -> int:
         """The HTTP status this dialect answers for an error code (Anthropic says 529 when overloaded)."""
-        if self is Dialect.ANTHROPIC and _anthropic_type(code) == "overloaded_error":
+        if self is Dialect.ANTHROPIC and _anthropic_type(code) is ErrorType.OVERLOADED:
             return 529
         return status
 
     def error_body(self, code: str, message: str, request_id: str, *, param: str | None = None) -> bytes:
         if self is Dialect.ANTHROPIC:
-            return msgspec.json.encode(
-                _AnthropicError(_AnthropicErrorDetail(_anthropic_type(code), message), request_id)
-            )
+            return msgspec.json.encode(ErrorEvent(ErrorDetail(_anthropic_type(code), message)))
         return error_envelope(code, message, param=param)
 
     def stream_error(self, code: str, message: str) -> bytes:
         """The terminal event of a stream that failed after it started (never a silent end)."""
         if self is Dialect.ANTHROPIC:
-            detail = _AnthropicErrorDetail(_anthropic_type(code), message)
-            return b"event: error\ndata: " + msgspec.json.encode(_AnthropicStreamError(detail)) + b"\n\n"
-        if self is Dialect.RESPONSES:
-            event = _ResponsesStreamError(code=code, message=message)
+            event = ErrorEvent(ErrorDetail(_anthropic_type(code), message))
             return b"event: error\ndata: " + msgspec.json.encode(event) + b"\n\n"
+        if self is Dialect.RESPONSES:
+            # The hub cannot know the stream's last sequence number: the agent's own `response.failed`
+            # covers failures it sees; this one covers the agent lost mid-stream.
+            failed = _ResponsesStreamError(code=code, message=message)
+            return b"event: error\ndata: " + msgspec.json.encode(failed) + b"\n\n"
         return b"data: " + error_envelope(code, message) + b"\n\n"
 
     def upstream_error(self, status: int, body: bytes, request_id: str) -> bytes:
         """An agent's error body in this dialect's shape: kept when it already is, wrapped otherwise."""
         if self is Dialect.ANTHROPIC:
             try:
-                msgspec.json.decode(body, type=_AnthropicErrorCheck)
+                msgspec.json.decode(body, type=ErrorEvent)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream answered HTTP {status}"
                 return self.error_body(_code_for_upstream(status), text, request_id)
@@ -63,11 +64,11 @@ class Dialect(enum.Enum):
         return normalize_error_body(status, body)
 
 
-def _anthropic_type(code: str) -> str:
+def _anthropic_type(code: str) -> ErrorType:
     try:
-        return ErrorCode(code).anthropic_type
+        return ErrorType(ErrorCode(code).anthropic_type)
     except ValueError:
-        return "api_error"
+        return ErrorType.API
 
 
 def _code_for_upstream(status: int) -> str:
@@ -76,25 +77,6 @@ def _code_for_upstream(status: int) -> str:
     if code is ErrorCode.INTERNAL_ERROR:
         return ErrorCode.INVALID_REQUEST if status < 500 else ErrorCode.UPSTREAM_ERROR
     return code
-
-
-class _AnthropicErrorDetail(msgspec.Struct):
-    type: str
-    message: str
-
-
-class _AnthropicError(msgspec.Struct, tag_field="type", tag="error"):
-    error: _AnthropicErrorDetail
-    request_id: str
-
-
-class _AnthropicStreamError(msgspec.Struct, tag_field="type", tag="error"):
-    error: _AnthropicErrorDetail
-
-
-class _AnthropicErrorCheck(msgspec.Struct):
-    type: str
-    error: _AnthropicErrorDetail
 
 
 class _ResponsesStreamError(msgspec.Struct, tag_field="type", tag="error"):

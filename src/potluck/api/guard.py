@@ -7,6 +7,8 @@ follows each connection through four phases:
 
 - ``HEADERS``: from the accept, or from the first byte after a keep-alive pause, until the app sees
   the request: at most ``header_timeout`` seconds, however the bytes trickle in.
+- ``QUEUED``: the headers are complete (the guard saw their blank line) and the request waits for a
+  busy event loop to take it: not the client's doing, so neither a deadline nor the cap applies.
 - ``BODY``: the request body is read before the handler runs: at most ``body_timeout`` seconds
   without a byte.
 - ``HANDLER``: the request is answered. No deadline here: responses stream for as long as the
@@ -47,6 +49,9 @@ _MIN_SWEEP_INTERVAL = 0.05
 class Phase(enum.Enum):
     HEADERS = "headers"
     BODY = "body"
+    QUEUED = "queued"
+    """The request's headers are in (a blank line came): waiting for the app to take it, which under load
+    can take a while; not slow, so not pending."""
     HANDLER = "handler"
     IDLE = "idle"
     CLOSED = "closed"
@@ -54,7 +59,7 @@ class Phase(enum.Enum):
 
 
 class _Connection:
-    __slots__ = ("ip", "pending_since", "phase", "since", "transport", "unread")
+    __slots__ = ("ip", "pending_since", "phase", "since", "tail", "transport", "unread")
 
     def __init__(self, transport: asyncio.Transport, ip: str, now: float) -> None:
         self.transport = transport
@@ -65,6 +70,8 @@ class _Connection:
         self.pending_since = now
         self.unread = False
         """Bytes came while the request was answered: the next request (pipelined) has begun."""
+        self.tail = b""
+        """The last bytes of the headers so far, to see a blank line split across two reads."""
 
 
 class ConnectionGuard:
@@ -208,8 +215,15 @@ class _GuardedProtocol(asyncio.Protocol):
         phase = conn.phase
         if phase is Phase.BODY:
             conn.since = self.guard._clock.now()
-        elif phase is Phase.IDLE:
-            self.guard._enter(conn, Phase.HEADERS)
+        elif phase is Phase.IDLE or phase is Phase.HEADERS:
+            if phase is Phase.IDLE:
+                self.guard._enter(conn, Phase.HEADERS)
+                conn.tail = b""
+            seen = conn.tail + data
+            if b"\r\n\r\n" in seen or b"\n\n" in seen:
+                self.guard._enter(conn, Phase.QUEUED)
+            else:
+                conn.tail = seen[-3:]
         elif phase is Phase.HANDLER:
             conn.unread = True
         inner.data_received(data)

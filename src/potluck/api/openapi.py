@@ -21,11 +21,20 @@ import msgspec.inspect as mi
 from aiohttp import web
 
 from potluck import __version__
+from potluck.api.dialects import Dialect
 from potluck.api.operations import OPERATIONS, Answer, Auth, Operation, Schema
+from potluck.protocol.anthropic_answer import ErrorEvent as AnthropicError
 from potluck.protocol.errors import ERROR_CODES, ErrorEnvelope
 
 SCHEMA_REF = "#/components/schemas/{name}"
 ERROR_SCHEMA = ErrorEnvelope.__name__
+ANTHROPIC_ERROR_SCHEMA = AnthropicError.__name__
+
+
+def _error_schema(dialect: Dialect) -> str:
+    """Errors of Anthropic's Messages routes have Anthropic's shape; every other route has OpenAI's envelope."""
+    return ANTHROPIC_ERROR_SCHEMA if dialect is Dialect.ANTHROPIC else ERROR_SCHEMA
+
 
 OPENAPI_JSON = web.AppKey("potluck_openapi_json", bytes)
 
@@ -127,6 +136,10 @@ def _describe(components: dict[str, Schema], structs: Iterable[type[msgspec.Stru
             prop = properties.get(encoded)
             if prop is not None and "description" not in prop and name in docs:
                 prop["description"] = docs[name]
+        config = cls.__struct_config__
+        tag = properties.get(config.tag_field) if config.tag_field else None
+        if tag is not None and "description" not in tag:
+            tag["description"] = f"Always `{config.tag}`: what this object is."
 
 
 # -- the document ---------------------------------------------------------------------------------------
@@ -156,11 +169,11 @@ def _response(description: str, content: Schema, *, retry_after: bool = False, r
     return response
 
 
-def _error_responses(codes: list[str]) -> dict[str, Schema]:
+def _error_responses(codes: list[str], dialect: Dialect) -> dict[str, Schema]:
     by_status: dict[int, list[str]] = {}
     for code in codes:
-        by_status.setdefault(ERROR_CODES[code][0], []).append(code)
-    envelope = {"application/json": {"$ref": SCHEMA_REF.format(name=ERROR_SCHEMA)}}
+        by_status.setdefault(dialect.status(code, ERROR_CODES[code][0]), []).append(code)
+    envelope = {"application/json": {"$ref": SCHEMA_REF.format(name=_error_schema(dialect))}}
     return {
         str(status): _response(
             "Error: " + ", ".join(f"`{c}`" for c in status_codes), envelope, retry_after=status == 503
@@ -207,11 +220,11 @@ def _operation(method: str, path: str, op: Operation, schema_of: dict[Any, Schem
         str(status): _response(answer.description, _content(answer, schema_of), request_id=not websocket)
         for status, answer in op.answers.items()
     }
-    for status, response in _error_responses(_error_codes(op)).items():
+    for status, response in _error_responses(_error_codes(op), op.dialect).items():
         responses.setdefault(status, response)
     if op.upstream:
         responses["default"] = _response(
-            _UPSTREAM, {"application/json": {"$ref": SCHEMA_REF.format(name=ERROR_SCHEMA)}}
+            _UPSTREAM, {"application/json": {"$ref": SCHEMA_REF.format(name=_error_schema(op.dialect))}}
         )
     operation["responses"] = dict(sorted(responses.items()))
     operation["security"] = _SECURITY[op.auth]
@@ -225,7 +238,7 @@ def _content(answer: Answer, schema_of: dict[Any, Schema]) -> Schema:
 
 def build_document() -> Schema:
     """The OpenAPI 3.1 document of ``OPERATIONS``."""
-    types = [ErrorEnvelope]
+    types: list[Any] = [ErrorEnvelope, AnthropicError]
     for op in OPERATIONS.values():
         types += [op.body, *(a.body for a in op.answers.values())]
     types = list(dict.fromkeys(t for t in types if t is not None))

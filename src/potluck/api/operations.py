@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from potluck.api.dialects import Dialect
 from potluck.api.schemas import accounts, admin, agents, billing, groups, requests, scheduling, service
 from potluck.api.schemas.common import KeyList, Named, Revoked, RevokedKey
 from potluck.hub.receipts import SignedReceipt
@@ -59,6 +60,8 @@ class Operation:
     description: str | None = None
     upstream: bool = False
     """Relayed to a backend, whose error statuses and bodies pass through."""
+    dialect: Dialect = Dialect.OPENAI
+    """Whose error shape (and statuses) its errors take."""
 
 
 def ok(body: Any, description: str, status: int = 200) -> dict[int, Answer]:
@@ -69,8 +72,9 @@ RELAY_BODY = Annotated[
     RoutingFields,
     msgspec.Meta(
         description=(
-            "The OpenAI request body. The hub reads only these routing fields and passes the body to the "
-            "backend byte for byte; other fields are not validated. A missing or empty `model` is a 400."
+            "The request body in the route's API (OpenAI's, Anthropic's Messages, OpenAI's Responses). The hub "
+            "reads only these routing fields and passes the body to the agent byte for byte (which relays or "
+            "translates it); other fields are not validated here. A missing or empty `model` is a 400."
         ),
         extra_json_schema={
             "required": ["model"],
@@ -109,12 +113,14 @@ _IN_GROUP = ("not_found",)
 _GROUP_ADMIN = ("not_found", "permission_denied")
 
 
-def _relay(summary: str, *, streams: bool) -> Operation:
+def _relay(summary: str, *, streams: bool, dialect: Dialect = Dialect.OPENAI) -> Operation:
     media = {"application/json": BACKEND_JSON}
     if streams:
         media["text/event-stream"] = EVENT_STREAM
     answer = Answer("The backend's answer, streamed as it arrives", media=media)
-    return Operation(summary, Auth.API_KEY, {200: answer}, _RELAY_ERRORS, body=RELAY_BODY, upstream=True)
+    return Operation(
+        summary, Auth.API_KEY, {200: answer}, _RELAY_ERRORS, body=RELAY_BODY, upstream=True, dialect=dialect
+    )
 
 
 def _report(kind: type[msgspec.Struct], description: str) -> dict[int, Answer]:
@@ -126,6 +132,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v1/chat/completions"): _relay("OpenAI chat completions, streaming or not", streams=True),
     ("POST", "/v1/completions"): _relay("OpenAI text completions, streaming or not", streams=True),
     ("POST", "/v1/embeddings"): _relay("OpenAI embeddings", streams=False),
+    # Other dialects, translated by the agent where the backend does not speak them (api/dialect_routes.py)
+    ("POST", "/v1/messages"): _relay("Anthropic Messages, streaming or not", streams=True, dialect=Dialect.ANTHROPIC),
+    ("POST", "/v1/messages/count_tokens"): _relay(
+        "Anthropic token count of a Messages request (never charged)", streams=False, dialect=Dialect.ANTHROPIC
+    ),
+    ("POST", "/v1/responses"): _relay("OpenAI Responses, streaming or not", streams=True, dialect=Dialect.RESPONSES),
     ("GET", "/v1/models"): Operation(
         "Models served by connected agents", Auth.API_KEY, ok(service.ModelList, "Every model the key reaches")
     ),

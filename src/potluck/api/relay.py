@@ -56,7 +56,7 @@ def parse_routing(body: bytes) -> RoutingFields:
 
 
 async def relay(
-    request: web.Request, path: str, dialect: Dialect, *, streams: bool, hides_usage: bool
+    request: web.Request, path: str, dialect: Dialect, *, streams: bool, hides_usage: bool, metered: bool = True
 ) -> web.StreamResponse:
     """Serve one client request of ``dialect`` to a backend ``path``.
 
@@ -79,11 +79,14 @@ async def relay(
         stream=bool(fields.stream) and streams,
         include_usage=not hides_usage or bool(fields.stream_options and fields.stream_options.include_usage),
         explain=request.headers.get("x-potluck-explain") == "1",
+        metered=metered,
     )
     serving = hub.requests.serve(client_request)
     async with serving as exchange:
         try:
             headers = _routing_headers(exchange, serving.admission_headers)
+            if dialect is Dialect.ANTHROPIC:
+                headers = {**headers, "request-id": rid}  # where Anthropic's SDKs look for it
             return await _respond(request, exchange, rid, headers, dialect)
         except (ConnectionError, RuntimeError) as exc:
             # The client went away while we wrote (aiohttp raises ConnectionResetError or, on a closing
@@ -141,6 +144,8 @@ async def _relay_error(exchange: Exchange, rid: str, dialect: Dialect) -> web.Re
     """An upstream error: its status and body (wrapped in the dialect's shape if it was not), and its Retry-After."""
     body = dialect.upstream_error(exchange.status, await exchange.read_all(_ERROR_BODY_LIMIT), rid)
     headers = {"x-request-id": rid}
+    if dialect is Dialect.ANTHROPIC:
+        headers["request-id"] = rid
     headers.update((name, value) for name, value in exchange.head.headers if name.lower() == "retry-after")
     return web.Response(status=exchange.status, body=body, content_type="application/json", headers=headers)
 
@@ -180,7 +185,8 @@ async def _stream_body(
         # event (never a fake [DONE]); a plain body is cut short so the client sees it incomplete.
         log.warning("request %s failed mid-response: %s", exchange.request.request_id, exc.message)
         if events is not None:
-            await response.write(events.stream_error(exc.code, exc.message))
+            if not getattr(exc, "terminal_sent", False):  # the agent's translator may have ended it already
+                await response.write(events.stream_error(exc.code, exc.message))
             await response.write_eof()
         elif request.transport is not None:
             request.transport.close()

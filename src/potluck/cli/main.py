@@ -3,7 +3,8 @@
 This module holds the root group, `potluck hub`, and the `potluck agent` daemon (with `agent scan`);
 the user commands live in their own modules and are attached here: `accounts` (`login`, `logout`,
 `key ...`, `agent-token ...`, `admin ...`), `groups` (`group ...`), `fleet` (`agent list|share|unshare|
-pause|resume|schedule|prices|set-price`) and `billing` (`usage`, `earnings`, `balance`, `receipt ...`).
+pause|resume|schedule|prices|set-price`), `billing` (`usage`, `earnings`, `balance`, `receipt ...`) and
+`tools` (`claude`, `codex`: launch a coding tool against the hub).
 
 Hub and agent code is imported inside the command functions, so `potluck agent` works with the
 base install (no database libraries) and `potluck hub` without the hub's extras says what to
@@ -26,7 +27,7 @@ import click
 
 from potluck import __version__
 from potluck.agent.settings import AgentSettings
-from potluck.cli import accounts, billing, fleet, groups
+from potluck.cli import accounts, billing, fleet, groups, tools
 from potluck.cli.options import build, settings_options
 from potluck.hub.settings import HubSettings
 
@@ -158,7 +159,7 @@ def agent_scan(settings: AgentSettings) -> None:
         click.echo("nothing found; start a backend or give --backend / --scan-ports")
 
 
-for command in (*accounts.COMMANDS, *groups.COMMANDS, *billing.COMMANDS):
+for command in (*accounts.COMMANDS, *groups.COMMANDS, *billing.COMMANDS, *tools.COMMANDS):
     cli.add_command(command)
 for command in fleet.COMMANDS:
     agent.add_command(command)

@@ -14,6 +14,8 @@ from potluck.hub.scoring import Want
 from potluck.store.keys import ApiKey
 
 NO_CONTROLS = OwnerControls()
+CLAUDE_FAMILIES = ("opus", "sonnet", "haiku")
+"""The families of Claude model names, which an alias can stand for whatever the version and date."""
 
 
 class AccessMap:
@@ -31,6 +33,8 @@ class AccessMap:
         """Users whose role is admin (they may ask for ``x-potluck-explain``)."""
         self.aliases: dict[str, dict[str, tuple[str, ...]]] = {}
         """Group -> alias -> concrete models, most preferred first."""
+        self.hub_aliases: dict[str, tuple[str, ...]] = {}
+        """The hub's own aliases (``--model-alias``), for every group: after the groups' own."""
 
     def groups_for_key(self, key: ApiKey) -> frozenset[str]:
         owner = key.user_id or self.admin_user_id
@@ -69,18 +73,32 @@ class AccessMap:
     def resolve(self, model: str, groups: frozenset[str]) -> tuple[str, ...]:
         """The concrete models a name stands for through these groups: an alias's list (merged, in group
         id order, when several groups define it), or the name itself. An alias wins over a model of the
-        same name: the group chose it."""
+        same name: the group chose it.
+
+        Claude Code asks for dated names (``claude-sonnet-4-5-20250929``): a ``claude-*`` name no alias
+        names exactly is looked up by its family (``opus``, ``sonnet``, ``haiku``), first in the groups'
+        aliases, then in the hub's own (``--model-alias``)."""
+        found = self._aliased(model, groups)
+        if not found and model.startswith("claude"):
+            family = next((f for f in CLAUDE_FAMILIES if f in model), None)
+            if family is not None:
+                found = self._aliased(family, groups) or list(self.hub_aliases.get(family, ()))
+        if not found:
+            found = list(self.hub_aliases.get(model, ()))
+        return tuple(found) if found else (model,)
+
+    def _aliased(self, name: str, groups: frozenset[str]) -> list[str]:
         found: list[str] = []
         if self.aliases:
             for group_id in sorted(groups):
-                for name in self.aliases.get(group_id, {}).get(model, ()):
-                    if name not in found:
-                        found.append(name)
-        return tuple(found) if found else (model,)
+                for model in self.aliases.get(group_id, {}).get(name, ()):
+                    if model not in found:
+                        found.append(model)
+        return found
 
     def aliases_for(self, groups: frozenset[str]) -> dict[str, tuple[str, ...]]:
-        """Every alias these groups define, resolved."""
-        names = {alias for g in groups for alias in self.aliases.get(g, {})}
+        """Every alias these groups define, and the hub's own, resolved."""
+        names = {alias for g in groups for alias in self.aliases.get(g, {})} | self.hub_aliases.keys()
         return {name: self.resolve(name, groups) for name in sorted(names)}
 
     def set_user_groups(self, user_id: str, groups: set[str]) -> None:

@@ -47,6 +47,8 @@ class RelayRequest:
     """Keep the scheduler's reasoning for the response (admins' ``x-potluck-explain: 1``)."""
     hold: Hold | None = None
     """Credit held for it (groups billing in credits); settled or released when it is recorded."""
+    metered: bool = True
+    """Charged for its tokens (a token count is not)."""
 
 
 _FIRST_BYTE_MESSAGE = "no response from the agent within {:g} s"

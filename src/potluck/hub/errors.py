@@ -91,6 +91,8 @@ class UpstreamError(HubError):
         self.retriable = retriable
         self.agent_id: str | None = None
         """The agent that failed, once the dispatcher knows it."""
+        self.terminal_sent = False
+        """The agent already ended the client's stream with its dialect's terminal error event."""
 
 
 class AgentLostError(UpstreamError):

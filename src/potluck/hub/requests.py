@@ -60,6 +60,8 @@ class ClientRequest:
     """The client asked for a usage chunk (``stream_options.include_usage``); others get it hidden."""
     explain: bool = False
     """An admin asked why this agent (``x-potluck-explain: 1``)."""
+    metered: bool = True
+    """Generates tokens, so it is held for and charged (counting tokens does not, and costs nothing)."""
 
 
 class RequestOwner:
@@ -119,11 +121,13 @@ class RequestOwner:
         admission = self.limiter.admit(
             key.id, Limits(key.rpm, key.tpm, key.max_concurrency), owner, access.user_limits.get(owner, NO_LIMITS)
         )
-        try:
-            want, hold = self.accounting.admit(request.request_id, want, request.body)
-        except BaseException:
-            self.limiter.finish(admission, 0)
-            raise
+        hold = None
+        if request.metered:
+            try:
+                want, hold = self.accounting.admit(request.request_id, want, request.body)
+            except BaseException:
+                self.limiter.finish(admission, 0)
+                raise
         relay = RelayRequest(
             request_id=request.request_id,
             key_id=key.id,
@@ -137,6 +141,7 @@ class RequestOwner:
             want=want,
             explain=request.explain and want.requester in access.admins,
             hold=hold,
+            metered=request.metered,
         )
         return relay, admission
 
@@ -211,6 +216,8 @@ class RequestOwner:
         """Settle the request's hold and write its usage record and metrics: the request's last step."""
         clock = self.clock
         now = clock.now()
+        if not req.metered:
+            usage, delivered = None, 0  # nothing generated: nothing to count or charge
         served = Served(
             key_id=req.key_id,
             key_groups=req.want.groups,
@@ -256,8 +263,20 @@ class RequestOwner:
                 flagged=bill.flagged,
                 charged=bill.charged,
                 earned=bill.earned,
+                **_parts(usage, bill.estimated),
             )
         )
+
+
+def _parts(usage: Usage | None, estimated: bool) -> dict[str, int]:
+    """The cache and reasoning parts of the recorded tokens, as the backend reported them (none on an estimate)."""
+    if usage is None or estimated:
+        return {}
+    return {
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
 
 
 class Serving:

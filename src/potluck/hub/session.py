@@ -54,7 +54,9 @@ class IllegalTransitionError(HubError):
 
 
 def _error_from(info: ErrorInfo) -> UpstreamError:
-    return UpstreamError(info.message, code=info.code, status=info.status, retriable=info.retriable)
+    error = UpstreamError(info.message, code=info.code, status=info.status, retriable=info.retriable)
+    error.terminal_sent = info.terminal_sent
+    return error
 
 
 class Stream:

@@ -97,6 +97,17 @@ class HubSettings:
         3,
         help="Agents tried for one request, on retriable failures before the first byte only.",
     )
+    aliases: tuple[str, ...] = setting(
+        (),
+        option="--model-alias",
+        multiple=True,
+        metavar="NAME=MODEL[|MODEL...]",
+        default_text="none",
+        help="A model name the hub answers for every group, standing for concrete models (most preferred "
+        "first); repeatable.",
+        details="Groups' own aliases win. A `claude-*` name that nothing names exactly is looked up by its family: "
+        "`--model-alias sonnet=qwen3-coder` serves Claude Code's `claude-sonnet-4-5-20250929`.",
+    )
     cors_origins: tuple[str, ...] = setting(
         (),
         option="--cors-origin",
@@ -208,6 +219,7 @@ class HubSettings:
         """Refuse settings the hub cannot run with; the message names the option (a usage error)."""
         self._validate_network()
         self._validate_connection_limits()
+        self.parsed_model_aliases()
         self._validate_scheduling()
         if not 0 <= self.platform_fee_percent <= 100:
             raise ValueError("--platform-fee-percent must be in 0..100")
@@ -239,6 +251,17 @@ class HubSettings:
             raise ValueError("--eject-failures >= 1, --eject-base-s > 0 and --eject-max-percent in 0..100")
         if not 0 <= self.retry_budget_percent <= 100:
             raise ValueError("--retry-budget-percent must be in 0..100")
+
+    def parsed_model_aliases(self) -> dict[str, tuple[str, ...]]:
+        """``--model-alias`` as name -> concrete models; ValueError naming a malformed one."""
+        aliases: dict[str, tuple[str, ...]] = {}
+        for spec in self.aliases:
+            name, _, targets = spec.partition("=")
+            models = tuple(m.strip() for m in targets.split("|") if m.strip())
+            if not name.strip() or not models:
+                raise ValueError(f"--model-alias {spec!r}: expected NAME=MODEL[|MODEL...]")
+            aliases[name.strip()] = models
+        return aliases
 
     def _validate_connection_limits(self) -> None:
         if min(self.header_timeout, self.body_timeout, self.keepalive_timeout) <= 0:

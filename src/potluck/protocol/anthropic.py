@@ -19,6 +19,8 @@ class Role(enum.StrEnum):
 
     USER = "user"
     ASSISTANT = "assistant"
+    SYSTEM = "system"
+    """Not in Anthropic's documented API, but Claude Code sends system text inside ``messages`` too."""
 
 
 # -- content blocks (requests and answers) --------------------------------------------------------

@@ -42,6 +42,12 @@ class UsageRecord:
     """What the consumer paid, in micro-credits (0 in a mutual group)."""
     earned: int = 0
     """What the agent's owner earned, in micro-credits."""
+    cache_read_tokens: int = 0
+    """The part of ``prompt_tokens`` the backend read from its prompt cache (when it said)."""
+    cache_write_tokens: int = 0
+    """The part of ``prompt_tokens`` the backend wrote to its prompt cache (when it said)."""
+    reasoning_tokens: int = 0
+    """The part of ``completion_tokens`` spent reasoning (when the backend said)."""
 
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))

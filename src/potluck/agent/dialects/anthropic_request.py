@@ -226,10 +226,16 @@ def chat_messages(req: MessagesRequest) -> list[dict[str, Any]]:
     role are merged, as Anthropic does, since many chat templates insist on alternation.
     """
     out: list[dict[str, Any]] = []
-    system = system_text(req.system)
+    # System text inside `messages` (Claude Code sends some) joins the top-level system prompt: many chat
+    # templates accept one system message, and only first.
+    texts = [system_text(req.system)]
+    texts += [_system_message_text(m.content) for m in req.messages if m.role is Role.SYSTEM]
+    system = "\n\n".join(t for t in texts if t)
     if system:
         out.append({"role": "system", "content": system})
     for message in req.messages:
+        if message.role is Role.SYSTEM:
+            continue
         if isinstance(message.content, str):
             _append(out, {"role": message.role.value, "content": message.content})
         elif message.role is Role.USER:
@@ -237,6 +243,18 @@ def chat_messages(req: MessagesRequest) -> list[dict[str, Any]]:
         else:
             _assistant_turn(message.content, out)
     return out
+
+
+def _system_message_text(content: str | list[ContentBlock]) -> str:
+    """A system message's text (billing header dropped, as in the system prompt); text blocks only."""
+    if isinstance(content, str):
+        return system_text(content)
+    texts: list[TextBlock] = []
+    for block in content:
+        if not isinstance(block, TextBlock):
+            raise MessagesRequestError(f"a system message can hold text only, not a `{_tag(block)}` block")
+        texts.append(block)
+    return system_text(texts)
 
 
 def _user_turn(blocks: list[ContentBlock], out: list[dict[str, Any]]) -> None:

@@ -180,6 +180,12 @@ class UsageRecord(Reply):
     """Micro-credits the consumer paid (0 in a mutual group)."""
     earned: int
     """Micro-credits the agent's owner earned."""
+    cache_read_tokens: int = 0
+    """The part of ``prompt_tokens`` read from the backend's prompt cache (when it said)."""
+    cache_write_tokens: int = 0
+    """The part of ``prompt_tokens`` written to the backend's prompt cache (when it said)."""
+    reasoning_tokens: int = 0
+    """The part of ``completion_tokens`` spent reasoning (when the backend said)."""
 
 
 class UsageList(Reply):
