@@ -437,6 +437,24 @@ async def scenario(
         "POST", "/v1/completions", 200, token=key["key"], body={"model": MODEL, "prompt": "hi", "stream": True}
     )
     await api.call("POST", "/v1/embeddings", 200, token=key["key"], body={"model": MODEL, "input": "hi"})
+    # The other dialects, translated by the agent (the fake speaks chat completions only).
+    message = {"model": MODEL, "max_tokens": 16, "messages": hello}
+    answer = await api.call("POST", "/v1/messages", 200, token=key["key"], body=message)
+    assert answer["type"] == "message"
+    events = await api.call("POST", "/v1/messages", 200, token=key["key"], body={**message, "stream": True})
+    assert events.rstrip().endswith('{"type":"message_stop"}')
+    counted = await api.call(
+        "POST", "/v1/messages/count_tokens", 200, token=key["key"], body={"model": MODEL, "messages": hello}
+    )
+    assert counted["input_tokens"] > 0
+    missing = await api.call("POST", "/v1/messages", 404, token=key["key"], body={**message, "model": "absent"})
+    assert missing["error"]["type"] == "not_found_error"
+    reply = await api.call("POST", "/v1/responses", 200, token=key["key"], body={"model": MODEL, "input": "hi"})
+    assert reply["status"] == "completed"
+    events = await api.call(
+        "POST", "/v1/responses", 200, token=key["key"], body={"model": MODEL, "input": "hi", "stream": True}
+    )
+    assert "response.completed" in events
     await api.call("POST", "/v1/chat/completions", 404, token=key["key"], body={"model": "absent", "messages": hello})
     await api.call("POST", "/v1/chat/completions", 400, token=key["key"], data=b"[")
     rejected = {"model": MODEL, "messages": hello, "fake": {"status": 422}}

@@ -81,6 +81,10 @@ class Fleet:
         kwargs.setdefault("timeout", 20)
         return openai.AsyncOpenAI(base_url=self.hub.url + "/v1", api_key=self.key, **kwargs)
 
+    def closing(self, client: Any) -> None:
+        """Close this (sync) SDK client with the fleet, so no socket outlives the test."""
+        self._stack.callback(client.close)
+
     def close(self) -> None:
         for agent in self.agents:
             agent.stop()

@@ -48,9 +48,7 @@ def hub_routes() -> frozenset[str]:
 
 def require(route: str, tool: str) -> Path:
     """The tool's executable; a skip while the hub lacks `route`, and a failure in CI when the tool is missing."""
-    # TEMPORARY GUARD, to be removed when the hub serves /v1/messages and /v1/responses (issue 11).
-    if route not in hub_routes():
-        pytest.skip(f"the hub does not register {route} yet")
+    assert route in hub_routes(), f"the hub does not register {route}"
     path = TOOLS_BIN / tool
     if not os.access(path, os.X_OK):
         reason = f"{path} is missing: run scripts/install-tools"
