@@ -154,3 +154,22 @@ def test_responses_answer_and_stream(fleet: Fleet) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.create(model=model, input="again", previous_response_id=response.id)
     assert "previous_response_id" in str(refused.value)
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["translated", "passed-through"])
+def test_a_client_that_leaves_a_messages_stream_cancels_it_on_the_backend(fleet: Fleet, native: bool) -> None:
+    model = fleet.model("claude-cancel")
+    backend, url = fleet.backend(model, chunks=200, delay=0.05, messages=native)
+    fleet.agent(url)
+    client = claude(fleet)
+    with client.messages.with_streaming_response.create(
+        model=model, max_tokens=500, stream=True, messages=[{"role": "user", "content": "talk"}]
+    ) as response:
+        request_id = response.headers["request-id"]
+        for line in response.iter_lines():
+            if line.startswith("event: content_block_delta"):
+                break  # one token in: hang up
+    assert backend.wait_for(lambda: backend.records[-1].disconnected, timeout=5), "the backend never saw the cancel"
+    record = fleet.hub.usage_of(request_id)
+    assert record["outcome"] == "client_cancelled"
+    assert record["completion_tokens"] < 200

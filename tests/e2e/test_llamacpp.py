@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anthropic
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -90,3 +92,33 @@ def test_real_llamacpp_is_auto_detected_with_its_slots(fleet: Fleet, llama_url: 
     assert host is not None
     assert host["ram_total_bytes"] > 0
     assert host["source"] in ("none", "nvml", "nvidia-smi", "rocm-smi")
+
+
+@pytest.mark.parametrize("kind", ["llamacpp", "openai"], ids=["native-messages", "translated-through-chat"])
+def test_real_llamacpp_answers_the_anthropic_sdk(fleet: Fleet, llama_url: str, kind: str) -> None:
+    """llama.cpp speaks Messages itself: its agent passes them through; named a generic OpenAI server
+    (`kind=openai`), the agent translates them through its chat endpoint. The SDK sees the same answer."""
+    agent = fleet.agent(f"{llama_url},kind={kind}")
+    fleet.hub.wait_agent(agent.name, models={"tiny-llama"})
+    with anthropic.Anthropic(base_url=fleet.hub.url, api_key=fleet.key, max_retries=0, timeout=60) as client:
+        asked: Any = [{"role": "user", "content": "Say hello"}]
+        raw = client.messages.with_raw_response.create(
+            model="tiny-llama", max_tokens=8, messages=asked, extra_body={"temperature": 0}
+        )
+        message = raw.parse()
+        assert message.stop_reason == "max_tokens"
+        assert message.usage.output_tokens == 8
+        assert message.content[0].type == "text"
+        assert message.content[0].text
+        with client.messages.stream(
+            model="tiny-llama", max_tokens=8, messages=asked, extra_body={"temperature": 0}
+        ) as stream:
+            streamed = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert streamed == message.content[0].text  # greedy decoding: the same text either way
+        assert final.usage.output_tokens == 8
+        counted = client.messages.count_tokens(model="tiny-llama", messages=asked)
+        assert counted.input_tokens > 0
+    record = fleet.hub.usage_of(raw.headers["request-id"])
+    assert (record["path"], record["outcome"], record["completion_tokens"]) == ("/v1/messages", "ok", 8)
+    assert record["prompt_tokens"] == message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0)
