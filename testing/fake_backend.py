@@ -702,6 +702,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds between content chunks")
     parser.add_argument("--first-delay", type=float, default=0.0, help="seconds before the response headers")
     parser.add_argument("--record", action="store_true", help="keep a record of every request (memory grows)")
+    parser.add_argument("--messages", action="store_true", help="speak Anthropic's /v1/messages natively too")
     args = parser.parse_args(argv)
     backend = FakeBackend(
         [m for m in args.models.split(",") if m],
@@ -709,6 +710,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         delay=args.delay,
         first_delay=args.first_delay,
         record=args.record,
+        messages=args.messages,
     )
     serve_forever(backend.make_app, args.host, args.port)
 

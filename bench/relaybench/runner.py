@@ -75,7 +75,9 @@ class Bench:
 
 
 async def start_bench(opts: Options, tmp: Path, pool: ProcessPoolExecutor, stack: contextlib.AsyncExitStack) -> Bench:
-    argv = [sys.executable, "-m", "testing.fake_backend", "--port", "0", "--chunks", str(BURST_CHUNKS)]
+    # `--messages`: `direct` gets Anthropic's Messages from the backend itself; the agent, which takes the
+    # backend for a generic OpenAI server, translates them through chat completions.
+    argv = [sys.executable, "-m", "testing.fake_backend", "--port", "0", "--chunks", str(BURST_CHUNKS), "--messages"]
     backend = spawn("backend", argv, tmp)
     stack.callback(backend.stop)
     await wait_listening(backend)

@@ -53,6 +53,14 @@ OPENAI_CHAT = Api(
 )
 
 
+ANTHROPIC_MESSAGES = Api(
+    "/v1/messages",
+    {"model": MODEL, "max_tokens": 1024, "messages": [{"role": "user", "content": "Say something short."}]},
+    b"message_stop",
+)
+"""Anthropic's Messages: through Potluck the agent translates them (the backend is a generic OpenAI server)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
@@ -83,6 +91,8 @@ def scenario_table(quick: bool) -> dict[str, Scenario]:
             Scenario("nonstream-c256", Kind.NONSTREAM, 256),
             Scenario("stream-c32", Kind.STREAM, 32),
             Scenario("stream-c256", Kind.STREAM, 256),
+            Scenario("messages-stream-c32", Kind.STREAM, 32, api=ANTHROPIC_MESSAGES),
+            Scenario("messages-stream-c256", Kind.STREAM, 256, api=ANTHROPIC_MESSAGES),
             Scenario("paced-c1000", Kind.PACED, 200 if quick else 1000, chunks=10 if quick else 40, delay=0.05),
             Scenario("idle-agents", Kind.IDLE, 300 if quick else 10_000),
         )
