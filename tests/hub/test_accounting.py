@@ -262,3 +262,23 @@ def test_the_hold_follows_price_changes_at_once_and_new_agents_within_a_second()
     third = accounting.admit("r4", alice(frozenset({"paid"})), b"{}")[1]
     assert third is not None
     assert third.amount - second.amount == 100 * 7000
+
+
+async def test_a_receipt_keeps_the_cache_and_reasoning_parts_the_backend_reported() -> None:
+    receipts: list[StoredReceipt] = []
+
+    async def keep(txns: list[LedgerTxn], batch: list[StoredReceipt]) -> None:
+        receipts.extend(batch)
+
+    accounting = make()
+    accounting.ledger = Ledger(keep)  # type: ignore[arg-type]
+    accounting.ledger.grant("alice", 1_000_000, "test")
+    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    usage = Usage(10, 5, 15, cache_read_tokens=8, reasoning_tokens=3)
+    bill = accounting.settle(hold, served(usage=usage))
+    assert (bill.prompt_tokens, bill.completion_tokens) == (10, 5)  # the parts are inside, not added
+    await accounting.ledger.flush()
+    (stored,) = receipts
+    receipt = verify_receipt(signed_document(stored.payload.encode(), stored.signature), accounting.signer.public_key)
+    assert (receipt.prompt_tokens, receipt.cache_read_tokens, receipt.cache_write_tokens) == (10, 8, 0)
+    assert (receipt.completion_tokens, receipt.reasoning_tokens) == (5, 3)

@@ -141,6 +141,17 @@ class Served:
         return self.agent_id is not None and self.delivered_bytes > 0 and self.status < 400
 
 
+def usage_parts(usage: Usage | None, estimated: bool) -> dict[str, int]:
+    """The cache and reasoning parts of the billed tokens, as the backend reported them (none on an estimate)."""
+    if usage is None or estimated:
+        return {}
+    return {
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
 @dataclass(slots=True)
 class Quote:
     price: Price
@@ -334,6 +345,7 @@ class Accounting:
             earned=earned,
             outcome=served.outcome,
             tokens_estimated=estimated,
+            **usage_parts(served.usage, estimated),
         )
         payload, signature = self.signer.sign_canonical(receipt)
         stored = StoredReceipt(

@@ -90,6 +90,12 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     """How the request ended, e.g. ``ok``, ``cancelled``, ``error``."""
     tokens_estimated: bool
     """True when the hub estimated the token counts instead of using the agent's report."""
+    cache_read_tokens: int = 0
+    """The part of ``prompt_tokens`` the backend read from its prompt cache (as it reported)."""
+    cache_write_tokens: int = 0
+    """The part of ``prompt_tokens`` the backend wrote to its prompt cache (as it reported)."""
+    reasoning_tokens: int = 0
+    """The part of ``completion_tokens`` spent reasoning (as the backend reported)."""
 
 
 class SignedReceipt(msgspec.Struct, frozen=True):

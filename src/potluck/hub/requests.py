@@ -22,7 +22,7 @@ from types import TracebackType
 
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
-from potluck.hub.accounting import Accounting, Served
+from potluck.hub.accounting import Accounting, Served, usage_parts
 from potluck.hub.dispatch import Dispatcher, Exchange, RelayRequest
 from potluck.hub.errors import (
     HubError,
@@ -263,20 +263,9 @@ class RequestOwner:
                 flagged=bill.flagged,
                 charged=bill.charged,
                 earned=bill.earned,
-                **_parts(usage, bill.estimated),
+                **usage_parts(usage, bill.estimated),
             )
         )
-
-
-def _parts(usage: Usage | None, estimated: bool) -> dict[str, int]:
-    """The cache and reasoning parts of the recorded tokens, as the backend reported them (none on an estimate)."""
-    if usage is None or estimated:
-        return {}
-    return {
-        "cache_read_tokens": usage.cache_read_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-    }
 
 
 class Serving:
