@@ -92,9 +92,22 @@ async def test_usage_counts_requests_that_never_reached_an_agent_apart(store: St
     )
     (row,) = await store.reports.usage(user_id="alice")
     assert (row.requests, row.not_served) == (1, 2)
+    assert (row.cache_read_tokens, row.cache_write_tokens, row.reasoning_tokens) == (0, 0, 0)
     assert (row.prompt_tokens, row.completion_tokens, row.spend) == (10, 5, 100)
     (earned,) = await store.reports.earnings("olga")
     assert earned.requests == row.requests  # the consumer's served requests are the owner's
+
+
+async def test_usage_sums_the_cache_and_reasoning_parts(store: Store) -> None:
+    await store.usage.append(
+        [
+            record(1, DAY1, prompt_tokens=100, cache_read_tokens=80, completion_tokens=20, reasoning_tokens=5),
+            record(2, DAY1, prompt_tokens=50, cache_write_tokens=50, completion_tokens=10),
+        ]
+    )
+    (row,) = await store.reports.usage(user_id="alice")
+    assert (row.prompt_tokens, row.cache_read_tokens, row.cache_write_tokens) == (150, 80, 50)
+    assert (row.completion_tokens, row.reasoning_tokens) == (30, 5)
 
 
 async def test_usage_filters_by_group_and_time_half_open(filled: Store) -> None:

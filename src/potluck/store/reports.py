@@ -33,6 +33,12 @@ class UsageRow:
     """Micro-credits charged."""
     not_served: int = 0
     """Requests that never reached an agent (no agent for the model, all busy, shutting down): 0 tokens, free."""
+    cache_read_tokens: int = 0
+    """Of ``prompt_tokens``, those the backends read from their prompt caches (as they reported)."""
+    cache_write_tokens: int = 0
+    """Of ``prompt_tokens``, those the backends wrote to their prompt caches (as they reported)."""
+    reasoning_tokens: int = 0
+    """Of ``completion_tokens``, those spent reasoning (as the backends reported)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,9 @@ class ReportRepository:
             _c.completion_tokens,
             _c.charged,
             case((_c.agent_id.is_(None), 1), else_=0),
+            _c.cache_read_tokens,
+            _c.cache_write_tokens,
+            _c.reasoning_tokens,
             count=func.count(_c.agent_id),
             since=since,
             until=until,

@@ -136,6 +136,12 @@ class UsageRow(Reply):
     """``spend`` in micro-credits."""
     not_served: int
     """Requests that never reached an agent (no agent served the model, all busy, shutting down): free, 0 tokens."""
+    cache_read_tokens: int
+    """Of ``prompt_tokens``, those the backends read from their prompt caches (as they reported)."""
+    cache_write_tokens: int
+    """Of ``prompt_tokens``, those the backends wrote to their prompt caches (as they reported)."""
+    reasoning_tokens: int
+    """Of ``completion_tokens``, those spent reasoning (as the backends reported)."""
 
 
 class UsageReport(Reply):
