@@ -122,3 +122,25 @@ def test_real_llamacpp_answers_the_anthropic_sdk(fleet: Fleet, llama_url: str, k
     record = fleet.hub.usage_of(raw.headers["request-id"])
     assert (record["path"], record["outcome"], record["completion_tokens"]) == ("/v1/messages", "ok", 8)
     assert record["prompt_tokens"] == message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0)
+
+
+def test_real_llamacpp_answers_the_openai_responses_client(fleet: Fleet, llama_url: str) -> None:
+    """llama.cpp's Responses support is not relied on: the agent translates through its chat endpoint."""
+    agent = fleet.agent(llama_url)
+    fleet.hub.wait_agent(agent.name, models={"tiny-llama"})
+    client = fleet.client(timeout=60)
+    raw = client.responses.with_raw_response.create(
+        model="tiny-llama", input="Say hello", max_output_tokens=8, temperature=0
+    )
+    response = raw.parse()
+    assert response.status == "incomplete"  # the tiny model never stops by itself within 8 tokens
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output_text
+    assert response.usage is not None
+    assert response.usage.output_tokens == 8
+    with client.responses.stream(model="tiny-llama", input="Say hello", max_output_tokens=8, temperature=0) as stream:
+        streamed = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+    assert streamed == response.output_text
+    record = fleet.hub.usage_of(raw.headers["x-request-id"])
+    assert (record["path"], record["completion_tokens"]) == ("/v1/responses", 8)
