@@ -10,10 +10,11 @@ import anthropic
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from potluck.api.dialects import Dialect
+from potluck.api.dialects import error_status, stream_error, upstream_error
 from potluck.app import create_app
 from potluck.hub.auth import AdminAuth
 from potluck.hub.settings import HubSettings
+from potluck.protocol.openai import Dialect
 from tests.api.test_client_api import ADMIN, assert_error
 
 MAX_BODY = 4096
@@ -110,20 +111,20 @@ async def test_the_anthropic_sdk_reads_the_hubs_errors(client: TestClient[Any, A
     ],
 )
 def test_anthropic_overloaded_is_529(code: str, status: int, expected: int) -> None:
-    assert Dialect.ANTHROPIC.status(code, status) == expected
-    assert Dialect.OPENAI.status(code, status) == status
+    assert error_status(Dialect.ANTHROPIC, code, status) == expected
+    assert error_status(Dialect.OPENAI, code, status) == status
 
 
 def test_an_agents_error_body_takes_the_dialects_shape() -> None:
     anthropic_error = b'{"type":"error","error":{"type":"invalid_request_error","message":"too long"}}'
-    assert Dialect.ANTHROPIC.upstream_error(400, anthropic_error, "req_1") == anthropic_error
-    wrapped = Dialect.ANTHROPIC.upstream_error(500, b"segfault", "req_1")
+    assert upstream_error(Dialect.ANTHROPIC, 400, anthropic_error) == anthropic_error
+    wrapped = upstream_error(Dialect.ANTHROPIC, 500, b"segfault")
     assert wrapped == b'{"type":"error","error":{"type":"api_error","message":"segfault"}}'
-    assert b'"invalid_request_error"' in Dialect.ANTHROPIC.upstream_error(422, b"", "req_1")
-    assert b'"upstream_error"' in Dialect.OPENAI.upstream_error(500, b"segfault", "req_1")
+    assert b'"invalid_request_error"' in upstream_error(Dialect.ANTHROPIC, 422, b"")
+    assert b'"upstream_error"' in upstream_error(Dialect.OPENAI, 500, b"segfault")
 
 
 def test_a_failure_mid_stream_ends_it_with_the_dialects_error_event() -> None:
-    assert Dialect.ANTHROPIC.stream_error("upstream_error", "lost").startswith(b'event: error\ndata: {"type":"error"')
-    assert Dialect.RESPONSES.stream_error("upstream_error", "lost").startswith(b'event: error\ndata: {"type":"error"')
-    assert Dialect.OPENAI.stream_error("upstream_error", "lost").startswith(b'data: {"error":')
+    assert stream_error(Dialect.ANTHROPIC, "upstream_error", "lost").startswith(b'event: error\ndata: {"type":"error"')
+    assert stream_error(Dialect.RESPONSES, "upstream_error", "lost").startswith(b'event: error\ndata: {"type":"error"')
+    assert stream_error(Dialect.OPENAI, "upstream_error", "lost").startswith(b'data: {"error":')

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from potluck.api.dialects import Dialect
 from potluck.api.relay import relay
+from potluck.protocol.openai import Dialect
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,4 @@
-"""The client API's dialects: how each one shapes errors, before and after a response has started.
+"""The client API's dialects (`protocol.openai.Dialect`): how each one shapes the hub's own errors.
 
 OpenAI's chat/completions/embeddings and Responses share OpenAI's error envelope; Anthropic's Messages
 API (``/v1/messages...``) has its own, with ``request-id`` and 529 for an overloaded service. Bodies
@@ -7,61 +7,59 @@ are never translated here: the agent relays or translates them; the hub only fra
 
 from __future__ import annotations
 
-import enum
-
 import msgspec
 
 from potluck.hub.dispatch import normalize_error_body
 from potluck.protocol.anthropic_answer import ErrorDetail, ErrorEvent, ErrorType
 from potluck.protocol.errors import ErrorCode, code_for_status, error_envelope
+from potluck.protocol.json_depth import nested_deeper_than
+from potluck.protocol.openai import DIALECT_PATHS, Dialect
 
 
-class Dialect(enum.Enum):
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
-    RESPONSES = "responses"
+def dialect_of(path: str) -> Dialect:
+    """The dialect of a route (by its path, without the query)."""
+    return DIALECT_PATHS.get(path, Dialect.OPENAI)
 
-    @classmethod
-    def of_path(cls, path: str) -> Dialect:
-        if path.startswith("/v1/messages"):
-            return cls.ANTHROPIC
-        if path.startswith("/v1/responses"):
-            return cls.RESPONSES
-        return cls.OPENAI
 
-    def status(self, code: str, status: int) -> int:
-        """The HTTP status this dialect answers for an error code (Anthropic says 529 when overloaded)."""
-        if self is Dialect.ANTHROPIC and _anthropic_type(code) is ErrorType.OVERLOADED:
-            return 529
-        return status
+def error_status(dialect: Dialect, code: str, status: int) -> int:
+    """The HTTP status this dialect answers for an error code (Anthropic says 529 when overloaded)."""
+    if dialect is Dialect.ANTHROPIC and _anthropic_type(code) is ErrorType.OVERLOADED:
+        return 529
+    return status
 
-    def error_body(self, code: str, message: str, request_id: str, *, param: str | None = None) -> bytes:
-        if self is Dialect.ANTHROPIC:
-            return msgspec.json.encode(ErrorEvent(ErrorDetail(_anthropic_type(code), message)))
-        return error_envelope(code, message, param=param)
 
-    def stream_error(self, code: str, message: str) -> bytes:
-        """The terminal event of a stream that failed after it started (never a silent end)."""
-        if self is Dialect.ANTHROPIC:
-            event = ErrorEvent(ErrorDetail(_anthropic_type(code), message))
-            return b"event: error\ndata: " + msgspec.json.encode(event) + b"\n\n"
-        if self is Dialect.RESPONSES:
-            # The hub cannot know the stream's last sequence number: the agent's own `response.failed`
-            # covers failures it sees; this one covers the agent lost mid-stream.
-            failed = _ResponsesStreamError(code=code, message=message)
-            return b"event: error\ndata: " + msgspec.json.encode(failed) + b"\n\n"
-        return b"data: " + error_envelope(code, message) + b"\n\n"
+def error_body(dialect: Dialect, code: str, message: str, *, param: str | None = None) -> bytes:
+    """The body of an error the hub answers itself, in the dialect's shape."""
+    if dialect is Dialect.ANTHROPIC:
+        return msgspec.json.encode(ErrorEvent(ErrorDetail(_anthropic_type(code), message)))
+    return error_envelope(code, message, param=param)
 
-    def upstream_error(self, status: int, body: bytes, request_id: str) -> bytes:
-        """An agent's error body in this dialect's shape: kept when it already is, wrapped otherwise."""
-        if self is Dialect.ANTHROPIC:
-            try:
-                msgspec.json.decode(body, type=ErrorEvent)
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-                text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream answered HTTP {status}"
-                return self.error_body(_code_for_upstream(status), text, request_id)
-            return body
-        return normalize_error_body(status, body)
+
+def stream_error(dialect: Dialect, code: str, message: str) -> bytes:
+    """The terminal event of a stream that failed after it started (never a silent end)."""
+    if dialect is Dialect.ANTHROPIC:
+        event = ErrorEvent(ErrorDetail(_anthropic_type(code), message))
+        return b"event: error\ndata: " + msgspec.json.encode(event) + b"\n\n"
+    if dialect is Dialect.RESPONSES:
+        # The hub cannot know the stream's last sequence number: the agent's own `response.failed`
+        # covers failures it sees; this one covers the agent lost mid-stream.
+        failed = _ResponsesStreamError(code=code, message=message)
+        return b"event: error\ndata: " + msgspec.json.encode(failed) + b"\n\n"
+    return b"data: " + error_envelope(code, message) + b"\n\n"
+
+
+def upstream_error(dialect: Dialect, status: int, body: bytes) -> bytes:
+    """An agent's error body in the dialect's shape: kept when it already is, wrapped otherwise."""
+    if dialect is Dialect.ANTHROPIC:
+        try:
+            if nested_deeper_than(body):
+                raise msgspec.DecodeError("nested too deeply")
+            msgspec.json.decode(body, type=ErrorEvent)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream answered HTTP {status}"
+            return error_body(dialect, _code_for_upstream(status), text)
+        return body
+    return normalize_error_body(status, body)
 
 
 def _anthropic_type(code: str) -> ErrorType:

@@ -9,8 +9,9 @@ from aiohttp import web
 
 from potluck._shared.ids import new_request_id
 from potluck.api.context import REQUEST_ID
-from potluck.api.dialects import Dialect
+from potluck.api.dialects import dialect_of, error_body, error_status
 from potluck.protocol.errors import PotluckError, code_for_status
+from potluck.protocol.openai import Dialect
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ def error_response(
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return web.Response(
-        status=dialect.status(code, status),
-        body=dialect.error_body(code, message, request_id, param=param),
+        status=error_status(dialect, code, status),
+        body=error_body(dialect, code, message, param=param),
         content_type="application/json",
         headers=headers,
     )
@@ -71,17 +72,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except PotluckError as exc:
-        return render(exc, rid, Dialect.of_path(request.path))
+        return render(exc, rid, dialect_of(request.path))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = code_for_status(exc.status)
         message = exc.reason if exc.status != 413 else f"Request body too large ({exc.text})"
-        return error_response(exc.status, code, message, rid, dialect=Dialect.of_path(request.path))
+        return error_response(exc.status, code, message, rid, dialect=dialect_of(request.path))
     except Exception:
         log.exception("unhandled error (request %s)", rid)
         message = "Internal error; the request id identifies it in the hub log"
-        return error_response(500, "internal_error", message, rid, dialect=Dialect.of_path(request.path))
+        return error_response(500, "internal_error", message, rid, dialect=dialect_of(request.path))
     if not response.prepared:
         response.headers["x-request-id"] = rid
     return response

@@ -8,11 +8,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from potluck.api.context import HUB
-from potluck.api.dialects import Dialect
 from potluck.api.payloads import json_response
 from potluck.api.relay import authenticate, relay
 from potluck.api.schemas.service import Model, ModelList
 from potluck.hub.errors import ModelNotFoundError
+from potluck.protocol.openai import Dialect
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

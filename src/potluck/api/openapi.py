@@ -21,10 +21,11 @@ import msgspec.inspect as mi
 from aiohttp import web
 
 from potluck import __version__
-from potluck.api.dialects import Dialect
+from potluck.api.dialects import error_status
 from potluck.api.operations import OPERATIONS, Answer, Auth, Operation, Schema
 from potluck.protocol.anthropic_answer import ErrorEvent as AnthropicError
 from potluck.protocol.errors import ERROR_CODES, ErrorEnvelope
+from potluck.protocol.openai import Dialect
 
 SCHEMA_REF = "#/components/schemas/{name}"
 ERROR_SCHEMA = ErrorEnvelope.__name__
@@ -172,7 +173,7 @@ def _response(description: str, content: Schema, *, retry_after: bool = False, r
 def _error_responses(codes: list[str], dialect: Dialect) -> dict[str, Schema]:
     by_status: dict[int, list[str]] = {}
     for code in codes:
-        by_status.setdefault(dialect.status(code, ERROR_CODES[code][0]), []).append(code)
+        by_status.setdefault(error_status(dialect, code, ERROR_CODES[code][0]), []).append(code)
     envelope = {"application/json": {"$ref": SCHEMA_REF.format(name=_error_schema(dialect))}}
     return {
         str(status): _response(

@@ -16,11 +16,10 @@ from typing import Annotated, Any
 
 import msgspec
 
-from potluck.api.dialects import Dialect
 from potluck.api.schemas import accounts, admin, agents, billing, groups, requests, scheduling, service
 from potluck.api.schemas.common import KeyList, Named, Revoked, RevokedKey
 from potluck.hub.receipts import SignedReceipt
-from potluck.protocol.openai import RoutingFields
+from potluck.protocol.openai import Dialect, RoutingFields
 
 Schema = dict[str, Any]
 

@@ -14,12 +14,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from potluck.api.context import HUB, request_id
-from potluck.api.dialects import Dialect
+from potluck.api.dialects import stream_error, upstream_error
 from potluck.hub.auth import ApiKey
 from potluck.hub.dispatch import Exchange
 from potluck.hub.errors import AuthError, HubError, InvalidRequestError, ShuttingDownError
 from potluck.hub.requests import ClientRequest
-from potluck.protocol.openai import RoutingFields
+from potluck.protocol.openai import Dialect, RoutingFields
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ async def _respond(
 
 async def _relay_error(exchange: Exchange, rid: str, dialect: Dialect) -> web.Response:
     """An upstream error: its status and body (wrapped in the dialect's shape if it was not), and its Retry-After."""
-    body = dialect.upstream_error(exchange.status, await exchange.read_all(_ERROR_BODY_LIMIT), rid)
+    body = upstream_error(dialect, exchange.status, await exchange.read_all(_ERROR_BODY_LIMIT))
     headers = {"x-request-id": rid}
     if dialect is Dialect.ANTHROPIC:
         headers["request-id"] = rid
@@ -186,7 +186,7 @@ async def _stream_body(
         log.warning("request %s failed mid-response: %s", exchange.request.request_id, exc.message)
         if events is not None:
             if not getattr(exc, "terminal_sent", False):  # the agent's translator may have ended it already
-                await response.write(events.stream_error(exc.code, exc.message))
+                await response.write(stream_error(events, exc.code, exc.message))
             await response.write_eof()
         elif request.transport is not None:
             request.transport.close()
