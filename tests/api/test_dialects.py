@@ -91,14 +91,15 @@ async def test_responses_errors_keep_openais_envelope(client: TestClient[Any, An
 
 
 async def test_the_anthropic_sdk_reads_the_hubs_errors(client: TestClient[Any, Any], key: str) -> None:
-    sdk = anthropic.AsyncAnthropic(base_url=str(client.make_url("")), api_key=key, max_retries=0)
-    with pytest.raises(anthropic.NotFoundError) as caught:
-        await sdk.messages.create(**MESSAGE)  # type: ignore[call-overload]
+    url = str(client.make_url(""))
+    async with anthropic.AsyncAnthropic(base_url=url, api_key=key, max_retries=0) as sdk:
+        with pytest.raises(anthropic.NotFoundError) as caught:
+            await sdk.messages.create(**MESSAGE)  # type: ignore[call-overload]
     assert caught.value.request_id is not None
     assert caught.value.request_id.startswith("req_")
-    sdk = anthropic.AsyncAnthropic(base_url=str(client.make_url("")), api_key="pk-wrong", max_retries=0)
-    with pytest.raises(anthropic.AuthenticationError):
-        await sdk.messages.count_tokens(model="m", messages=[{"role": "user", "content": "hi"}])
+    async with anthropic.AsyncAnthropic(base_url=url, api_key="pk-wrong", max_retries=0) as sdk:
+        with pytest.raises(anthropic.AuthenticationError):
+            await sdk.messages.count_tokens(model="m", messages=[{"role": "user", "content": "hi"}])
 
 
 @pytest.mark.parametrize(
