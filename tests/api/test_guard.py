@@ -52,6 +52,9 @@ def test_complete_headers_waiting_for_a_busy_hub_are_neither_slow_nor_capped() -
         protocol.data_received(b"POST /v1/chat/completions HTTP/1.1\r")
     clock.advance(guard.interval)
     guard.sweep()
+    assert not any(transport.aborted for _, transport in trickling)  # a second pending is not yet slow
+    clock.advance(guard.slow_after - guard.interval)
+    guard.sweep()
     assert not any(transport.aborted for _, transport in waiting)
     # Of the four trickling connections, two are over the cap of two: closed.
     assert sum(transport.aborted for _, transport in trickling) == 2

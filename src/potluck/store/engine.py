@@ -28,6 +28,9 @@ def create_engine(url: str) -> AsyncEngine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA cache_size=-16384")
+            # Checkpoint the WAL every 10,000 pages (40 MiB) rather than 1,000: at thousands of usage records a
+            # second, the default checkpoints cost the hub about a tenth of its CPU (measured with bench/relay.py).
+            cur.execute("PRAGMA wal_autocheckpoint=10000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
