@@ -166,9 +166,14 @@ def test_a_client_that_leaves_a_messages_stream_cancels_it_on_the_backend(fleet:
         model=model, max_tokens=500, stream=True, messages=[{"role": "user", "content": "talk"}]
     ) as response:
         request_id = response.headers["request-id"]
+        events = []
         for line in response.iter_lines():
-            if line.startswith("event: content_block_delta"):
+            if line.startswith("event: "):
+                events.append(line.removeprefix("event: "))
+            if events[-1:] == ["content_block_delta"]:
                 break  # one token in: hang up
+    # What reached the client before it left is a well-formed beginning of Anthropic's event grammar.
+    assert [e for e in events if e != "ping"] == ["message_start", "content_block_start", "content_block_delta"]
     assert backend.wait_for(lambda: backend.records[-1].disconnected, timeout=5), "the backend never saw the cancel"
     record = fleet.hub.usage_of(request_id)
     assert record["outcome"] == "client_cancelled"
