@@ -125,6 +125,14 @@ def test_an_agents_error_body_takes_the_dialects_shape() -> None:
     assert b'"upstream_error"' in upstream_error(Dialect.OPENAI, 500, b"segfault")
 
 
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_a_deeply_nested_upstream_error_body_is_wrapped_not_decoded(dialect: Dialect) -> None:
+    body = b'{"error":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    wrapped = upstream_error(dialect, 400, body)
+    assert wrapped.startswith(b'{"type":"error"' if dialect is Dialect.ANTHROPIC else b'{"error":')
+    assert len(wrapped) < 2000  # the text is cut, not relayed whole
+
+
 def test_a_failure_mid_stream_ends_it_with_the_dialects_error_event() -> None:
     assert stream_error(Dialect.ANTHROPIC, "upstream_error", "lost").startswith(b'event: error\ndata: {"type":"error"')
     assert stream_error(Dialect.RESPONSES, "upstream_error", "lost").startswith(b'event: error\ndata: {"type":"error"')

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import msgspec
 
-from potluck.hub.dispatch import normalize_error_body
 from potluck.protocol.anthropic_answer import ErrorDetail, ErrorEvent, ErrorType
 from potluck.protocol.errors import ErrorCode, code_for_status, error_envelope
 from potluck.protocol.json_depth import nested_deeper_than
@@ -19,6 +18,14 @@ from potluck.protocol.openai import DIALECT_PATHS, Dialect
 def dialect_of(path: str) -> Dialect:
     """The dialect of a route (by its path, without the query)."""
     return DIALECT_PATHS.get(path, Dialect.OPENAI)
+
+
+def id_headers(dialect: Dialect, request_id: str) -> dict[str, str]:
+    """The request id headers of every answer: ``x-request-id``, and Anthropic's ``request-id`` where its SDKs
+    look for it."""
+    if dialect is Dialect.ANTHROPIC:
+        return {"x-request-id": request_id, "request-id": request_id}
+    return {"x-request-id": request_id}
 
 
 def error_status(dialect: Dialect, code: str, status: int) -> int:
@@ -49,17 +56,21 @@ def stream_error(dialect: Dialect, code: str, message: str) -> bytes:
 
 
 def upstream_error(dialect: Dialect, status: int, body: bytes) -> bytes:
-    """An agent's error body in the dialect's shape: kept when it already is, wrapped otherwise."""
-    if dialect is Dialect.ANTHROPIC:
-        try:
-            if nested_deeper_than(body):
-                raise msgspec.DecodeError("nested too deeply")
-            msgspec.json.decode(body, type=ErrorEvent)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream answered HTTP {status}"
-            return error_body(dialect, _code_for_upstream(status), text)
-        return body
-    return normalize_error_body(status, body)
+    """An agent's error body in the dialect's shape: kept when it already is, wrapped otherwise.
+
+    OpenAI's shape is an object whose ``error`` is an object with a string ``message``; a wrapped body is
+    an ``upstream_error``. Anthropic's is its error event; a wrapped body takes the status's error type.
+    """
+    shape: type[msgspec.Struct] = ErrorEvent if dialect is Dialect.ANTHROPIC else _OpenAIErrorShape
+    try:
+        if nested_deeper_than(body):
+            raise msgspec.DecodeError("nested too deeply")  # a decoder would recurse without bound
+        msgspec.json.decode(body, type=shape)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream answered HTTP {status}"
+        code = _code_for_upstream(status) if dialect is Dialect.ANTHROPIC else ErrorCode.UPSTREAM_ERROR
+        return error_body(dialect, code, text)
+    return body
 
 
 def _anthropic_type(code: str) -> ErrorType:
@@ -75,6 +86,14 @@ def _code_for_upstream(status: int) -> str:
     if code is ErrorCode.INTERNAL_ERROR:
         return ErrorCode.INVALID_REQUEST if status < 500 else ErrorCode.UPSTREAM_ERROR
     return code
+
+
+class _OpenAIErrorMessage(msgspec.Struct):
+    message: str
+
+
+class _OpenAIErrorShape(msgspec.Struct):
+    error: _OpenAIErrorMessage
 
 
 class _ResponsesStreamError(msgspec.Struct, tag_field="type", tag="error"):

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from potluck._shared.ids import new_request_id
 from potluck.api.context import REQUEST_ID
-from potluck.api.dialects import dialect_of, error_body, error_status
+from potluck.api.dialects import dialect_of, error_body, error_status, id_headers
 from potluck.protocol.errors import PotluckError, code_for_status
 from potluck.protocol.openai import Dialect
 
@@ -26,9 +26,7 @@ def error_response(
     retry_after: int | None = None,
     dialect: Dialect = Dialect.OPENAI,
 ) -> web.Response:
-    headers = {"x-request-id": request_id}
-    if dialect is Dialect.ANTHROPIC:
-        headers["request-id"] = request_id  # where Anthropic's SDKs look for it
+    headers = id_headers(dialect, request_id)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return web.Response(

@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from potluck.api.context import HUB, request_id
-from potluck.api.dialects import stream_error, upstream_error
+from potluck.api.dialects import id_headers, stream_error, upstream_error
 from potluck.hub.auth import ApiKey
 from potluck.hub.dispatch import Exchange
 from potluck.hub.errors import AuthError, HubError, InvalidRequestError, ShuttingDownError
@@ -84,9 +84,7 @@ async def relay(
     serving = hub.requests.serve(client_request)
     async with serving as exchange:
         try:
-            headers = _routing_headers(exchange, serving.admission_headers)
-            if dialect is Dialect.ANTHROPIC:
-                headers = {**headers, "request-id": rid}  # where Anthropic's SDKs look for it
+            headers = {**_routing_headers(exchange, serving.admission_headers), **id_headers(dialect, rid)}
             return await _respond(request, exchange, rid, headers, dialect)
         except (ConnectionError, RuntimeError) as exc:
             # The client went away while we wrote (aiohttp raises ConnectionResetError or, on a closing
@@ -143,9 +141,7 @@ async def _respond(
 async def _relay_error(exchange: Exchange, rid: str, dialect: Dialect) -> web.Response:
     """An upstream error: its status and body (wrapped in the dialect's shape if it was not), and its Retry-After."""
     body = upstream_error(dialect, exchange.status, await exchange.read_all(_ERROR_BODY_LIMIT))
-    headers = {"x-request-id": rid}
-    if dialect is Dialect.ANTHROPIC:
-        headers["request-id"] = rid
+    headers = id_headers(dialect, rid)
     headers.update((name, value) for name, value in exchange.head.headers if name.lower() == "retry-after")
     return web.Response(status=exchange.status, body=body, content_type="application/json", headers=headers)
 

@@ -25,8 +25,6 @@ from potluck.hub.registry import Registry, Slot
 from potluck.hub.scheduler import Explanation, Want
 from potluck.hub.session import AgentSession, Stream
 from potluck.protocol.agent import CancelReason, EndMessage, HeadMessage, RequestMessage
-from potluck.protocol.errors import error_envelope
-from potluck.protocol.json_depth import nested_deeper_than
 
 
 @dataclass(slots=True)
@@ -354,26 +352,6 @@ def stream_failure_before_bytes(stream: Stream) -> None:
         failure = stream.failure
         if failure is not None:
             raise failure
-
-
-class _ErrorObject(msgspec.Struct):
-    message: str
-
-
-class _ErrorShape(msgspec.Struct):
-    error: _ErrorObject
-
-
-def normalize_error_body(status: int, body: bytes) -> bytes:
-    """An upstream error body in OpenAI's shape: kept as is when it already is, wrapped otherwise."""
-    try:
-        if nested_deeper_than(body):
-            raise msgspec.DecodeError("nested too deeply")  # a decoder would recurse without bound
-        msgspec.json.decode(body, type=_ErrorShape)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream answered HTTP {status}"
-        return error_envelope("upstream_error", text)
-    return body
 
 
 def with_model(body: bytes, model: str) -> bytes:
