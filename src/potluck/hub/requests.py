@@ -155,8 +155,8 @@ class RequestOwner:
             except ModelNotFoundError as exc:
                 raise self._unavailable_after_restart(relay) or exc from None
         except BaseException as exc:
-            self.accounting.release(relay.hold)
             status = exc.status if isinstance(exc, HubError) else 499
+            # Settling a request that reached no agent releases its hold.
             self._record(relay, outcome_of_failure(exc), status=status, agent_id=None, model=relay.model)
             raise
         exchange.on_finish = self._finished
