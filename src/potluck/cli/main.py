@@ -116,6 +116,7 @@ def agent(ctx: click.Context, /, **options: object) -> None:
     settings = build(AgentSettings, options)
     try:
         settings.validate()
+        settings = settings.with_token_from_file()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     from potluck._shared.logging import configure_logging
