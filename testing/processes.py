@@ -111,7 +111,14 @@ class _Process:
 
 
 class HubProcess(_Process):
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        command: tuple[str, ...] = (sys.executable, "-m", "potluck"),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``command`` and ``env`` run another installation's hub (a fresh venv's ``bin/potluck``)."""
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "hub.log"
@@ -119,9 +126,7 @@ class HubProcess(_Process):
         self.args = args
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "potluck",
+                *command,
                 "hub",
                 "--port",
                 "0",
@@ -136,7 +141,7 @@ class HubProcess(_Process):
             stdout=subprocess.PIPE,
             stderr=self._log_file,
             text=True,
-            env=_env(),
+            env=_env() if env is None else env,
         )
         self.url = _read_listening_line(self.proc, 30, "the hub")
 

@@ -55,7 +55,8 @@ class Wheel:
 
 
 def read_wheel(path: Path) -> Wheel:
-    """A wheel file given by the operator; its name must be potluck's pure-Python wheel name."""
+    """A wheel file given by the operator; its name (a link's target's) must be potluck's pure-Python wheel's."""
+    path = path.resolve()
     if not WHEEL_FILENAME.match(path.name):
         raise WheelError(f"--agent-wheel {path}: expected a file named potluck-<version>-py3-none-any.whl")
     try:
