@@ -231,6 +231,8 @@ class AgentProcess(_Process):
         max_concurrency: int = 8,
         extra: tuple[str, ...] = (),
         pass_name: bool = True,
+        command: tuple[str, ...] = (sys.executable, "-m", "potluck"),
+        env: dict[str, str] | None = None,
     ) -> None:
         """``pass_name=False`` starts it without ``--name``: the hub names it after its enrolment token,
         so ``name`` should then be the token's name."""
@@ -241,9 +243,7 @@ class AgentProcess(_Process):
         self.log_path = data_dir / "agent.log"
         self._log_file = self.log_path.open("a")
         args = [
-            sys.executable,
-            "-m",
-            "potluck",
+            *command,
             "agent",
             "--hub",
             hub.url,
@@ -261,7 +261,9 @@ class AgentProcess(_Process):
             args += ["--token", token]
         for backend in backends:
             args += ["--backend", backend]
-        self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, text=True, env=_env())
+        self.proc = subprocess.Popen(
+            args, stdout=self._log_file, stderr=subprocess.STDOUT, text=True, env=_env() if env is None else env
+        )
 
     def stop(self) -> None:
         super().stop()

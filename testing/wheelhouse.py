@@ -61,10 +61,14 @@ def _files(dist: importlib.metadata.Distribution) -> list[tuple[str, Path]]:
     return listed
 
 
-def build_wheelhouse(directory: Path, wheel: bytes, extras: tuple[str, ...] = ()) -> Path:
-    """Write into ``directory`` a wheel of every dependency of ``wheel`` (with ``extras``); returns it."""
+def build_wheelhouse(
+    directory: Path, *, wheel: bytes | None = None, requirements: tuple[str, ...] = (), extras: tuple[str, ...] = ()
+) -> Path:
+    """Write into ``directory`` a wheel of every distribution that ``wheel`` (with ``extras``) and
+    ``requirements`` need, packed from this environment; returns ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    for dist in closure(requirements_of(wheel), extras).values():
+    wanted = [*(requirements_of(wheel) if wheel is not None else ()), *requirements]
+    for dist in closure(wanted, extras).values():
         wheel_tag(dist)  # refuse a distribution without wheel metadata before reading its files
         packed = pack(dist, _files(dist))
         (directory / packed.filename).write_bytes(packed.data)

@@ -177,7 +177,7 @@ def test_dockerfile_builds_in_one_stage_and_runs_as_a_user_in_another() -> None:
     stages = [args for instruction, args in steps if instruction == "FROM"]
     assert stages == ["python:3.11-slim AS builder", "python:3.11-slim"]
     runtime = steps[[i for i, (instruction, _) in enumerate(steps) if instruction == "FROM"][1] :]
-    by = {instruction: args for instruction, args in runtime}
+    by = dict(runtime)
     assert by["USER"] == "10001:10001"
     assert by["HEALTHCHECK"].endswith('CMD ["docker-steps", "health"]')
     assert json.loads(by["VOLUME"]) == ["/var/lib/potluck"]

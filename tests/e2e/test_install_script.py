@@ -223,7 +223,7 @@ def test_curl_pipe_sh_installs_an_agent_that_connects_and_a_second_run_upgrades_
     if shutil.which("curl") is None:
         pytest.fail("curl is missing: the documented join command needs it")
     wheel_name, wheel = served_wheel(hub)
-    wheelhouse = build_wheelhouse(tmp_path / "wheelhouse", wheel)
+    wheelhouse = build_wheelhouse(tmp_path / "wheelhouse", wheel=wheel)
     prefix = tmp_path / "prefix"
     home = tmp_path / "home"
     home.mkdir()
