@@ -1,7 +1,7 @@
 # Potluck: one image for the hub and the agent.
-#   docker build -t potluck .
-#   docker run -p 127.0.0.1:8642:8642 -v potluck:/var/lib/potluck potluck hub --host 0.0.0.0 --allow-insecure-http
-#   docker run -v potluck-agent:/var/lib/potluck potluck agent --hub https://hub.example --token-file /run/secrets/token
+#   docker build -t potluck:latest .
+#   docker run -p 127.0.0.1:8642:8642 -v potluck:/var/lib/potluck potluck:latest hub --host 0.0.0.0 --allow-insecure-http
+#   docker run -v potluck-agent:/var/lib/potluck potluck:latest agent --hub https://hub.example --token-file /run/secrets/token
 # Off loopback the hub wants TLS (POTLUCK_HUB_TLS_CERT/KEY, mounted) or --allow-insecure-http behind a
 # TLS-terminating proxy. The build and install steps live in deploy/docker-steps.sh, which tests/deploy runs in a clean venv.
 
