@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def test_an_agent_wheel_file_is_served_under_its_own_or_its_links_target_name(tm
 def test_a_misnamed_or_missing_agent_wheel_is_refused(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_bytes(b"x")
-    with pytest.raises(WheelError, match="expected a file named potluck-<version>-py3-none-any.whl"):
+    with pytest.raises(WheelError, match=re.escape("expected a file named potluck-<version>-py3-none-any.whl")):
         read_wheel(path)
     with pytest.raises(WheelError, match="No such file"):
         read_wheel(tmp_path / "potluck-1.0-py3-none-any.whl")
