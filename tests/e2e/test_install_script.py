@@ -1,15 +1,16 @@
 """The hub hands out its own agent: GET /install.sh run for real, as `curl … | sh -s -- …`, on this machine.
 
-What the install test covers: the script as the hub serves it (its URL and wheel name baked in),
-downloading the wheel and its .sha256 from the hub with curl, the hash check, a fresh virtual environment
-made with `python3 -m venv` (uv is not installed here, so its branch is not run), pip installing the wheel
-and resolving its real dependencies, the token file (0600, never on the agent's command line or in its
-environment), the environment file, the agent started in the foreground (`--no-service`) from the new
-environment connecting and serving a request, and a second run upgrading in place. What it does not
-cover: the dependencies come from a local wheelhouse (``POTLUCK_INSTALL_PIP_ARGS="--no-index
---find-links DIR"``, packed from this test environment by testing/wheelhouse.py) instead of PyPI, and the
-systemd and launchd branches are not started (a test here has no user service manager; the unit the
-script writes is the one checked in deploy/systemd by tests/deploy).
+What the install tests cover: the script as the hub serves it (its URL and wheel name baked in),
+downloading the wheel and its .sha256 from the hub with curl, the hash check, a fresh virtual
+environment made with `python3 -m venv`, pip installing the wheel and resolving its real
+dependencies, the token file (0600, never on the agent's command line or in its environment), the
+environment file, the agent started in the foreground (`--no-service`) from the new environment
+connecting and serving a request, and a second run upgrading in place; a second test takes the uv
+branch (uv from the dev extra, alone on an extra PATH entry). What they do not cover: the
+dependencies come from a local wheelhouse (``POTLUCK_INSTALL_PIP_ARGS="--no-index --find-links DIR"``,
+packed from this test environment by testing/wheelhouse.py) instead of PyPI, and the systemd and
+launchd branches are not started (a test here has no user service manager; the units checked in
+deploy/systemd are checked by tests/deploy).
 """
 
 from __future__ import annotations
@@ -271,3 +272,40 @@ def test_curl_pipe_sh_installs_an_agent_that_connects_and_a_second_run_upgrades_
     assert (prefix / "token").stat().st_mode & 0o777 == 0o600
     assert second.proc.returncode == 0, second.log.read_text()
     assert f"downloading {wheel_name}" in second.log.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_with_uv_on_the_path_the_script_installs_with_uv(hub: HubProcess, backend_url: str, tmp_path: Path) -> None:
+    uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
+    if uv is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("uv is missing: it is in the dev extra")
+        pytest.skip("uv is not installed (pip install -e '.[dev]')")
+    _, wheel = served_wheel(hub)
+    wheelhouse = build_wheelhouse(tmp_path / "wheelhouse", wheel=wheel)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "uv").symlink_to(uv)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = clean_env(home, wheelhouse, backend_url)
+    env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
+    env["UV_PYTHON_DOWNLOADS"] = "never"  # offline: a Python already here, never one fetched
+    prefix = tmp_path / "prefix"
+    install = Install(
+        hub,
+        env,
+        tmp_path / "uv.log",
+        f"--token={hub.create_agent_token('uv-token')}",
+        f"--prefix={prefix}",
+        "--name=installed-by-uv",
+        "--no-service",
+    )
+    try:
+        install.wait_agent(hub, "installed-by-uv", timeout=180)
+    finally:
+        install.stop(prefix)
+    assert install.proc.returncode == 0, install.log.read_text()
+    assert f"installing into {prefix}/venv with uv" in install.log.read_text()
+    assert "uv = " in (prefix / "venv" / "pyvenv.cfg").read_text()
