@@ -204,6 +204,12 @@ def test_dockerignore_lets_in_only_what_the_build_copies() -> None:
     assert sources == {"deploy/docker-steps.sh", "pyproject.toml", "README.md", "src"}
 
 
+def test_docker_steps_is_executable_as_the_dockerfile_calls_it() -> None:
+    assert os.access(DEPLOY / "docker-steps.sh", os.X_OK), "RUN docker-steps … and the HEALTHCHECK exec it"
+    copy = next(args for instruction, args in dockerfile() if instruction == "COPY")
+    assert copy == "deploy/docker-steps.sh /usr/local/bin/docker-steps"
+
+
 def test_docker_steps_script_is_shellcheck_clean() -> None:
     shellcheck = program("shellcheck")
     result = subprocess.run(
