@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import potluck
-from potluck.hub.wheel import WheelError, pack_running, read_wheel
+from potluck.hub.wheel import WheelError, pack_running, read_wheel, running_wheel, source_tree
 
 PACKAGE = Path(potluck.__file__).resolve().parent
 
@@ -60,3 +60,22 @@ def test_a_misnamed_or_missing_agent_wheel_is_refused(tmp_path: Path, name: str)
         read_wheel(path)
     with pytest.raises(WheelError, match="No such file"):
         read_wheel(tmp_path / "potluck-1.0-py3-none-any.whl")
+
+
+def test_from_a_source_checkout_the_wheel_is_built_from_the_tree() -> None:
+    tree = source_tree()
+    if tree is None:
+        pytest.skip("potluck is installed, not run from a checkout: pack_running is the path, tested above")
+    try:
+        import hatchling  # noqa: F401
+    except ImportError:
+        pytest.fail("hatchling is in the dev extra: pip install -e '.[dev]'")
+    built = zipfile.ZipFile(io.BytesIO(running_wheel().data))
+    packed = zipfile.ZipFile(io.BytesIO(pack_running().data))
+    package = {n for n in packed.namelist() if n.startswith("potluck/")}
+    assert {n for n in built.namelist() if n.startswith("potluck/")} == package
+    for name in package:
+        assert built.read(name) == packed.read(name), name
+    metadata = built.read(f"potluck-{potluck.__version__}.dist-info/METADATA").decode()
+    assert f"Version: {potluck.__version__}" in metadata
+    assert (tree / "pyproject.toml").is_file()
