@@ -141,6 +141,55 @@ def test_the_served_script_is_shellcheck_clean(hub: HubProcess, tmp_path: Path) 
         assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--token", "pat-x", "--hub", "http://hub.example:8642"], "over https:// (or --allow-insecure)"),
+        (["--token", "pat-x", "--hub", "ftp://hub.example"], "--hub must be an http:// or https:// URL"),
+        (["--token", "pat-x", "--hub", "https://hub.example/$(id)"], "--hub has characters"),
+        (["--token", "pat-$(id)"], "--token is not an enrolment token"),
+        (["--token", "pat-x", "--name", "a'b"], "--name may use letters, digits, spaces"),
+        (["--token", "pat-x", "--prefix", "/srv/a b"], "--prefix may use letters"),
+        (["--token"], "--token needs a value"),
+        (["--bogus"], "unknown option: --bogus"),
+        ([], "--token is needed on the first install"),
+    ],
+)
+def test_the_script_refuses_bad_arguments_before_touching_anything(
+    hub: HubProcess, tmp_path: Path, args: list[str], message: str
+) -> None:
+    status, script, _ = get(hub.url, "/install.sh")
+    assert status == 200
+    (tmp_path / "install.sh").write_bytes(script)
+    home = tmp_path / "home"
+    home.mkdir()
+    result = subprocess.run(
+        ["sh", str(tmp_path / "install.sh"), *args],
+        env={"PATH": os.environ["PATH"], "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
+    assert list(home.iterdir()) == [], "nothing written, nothing downloaded"
+
+
+def test_the_unfilled_template_says_where_to_get_the_script(tmp_path: Path) -> None:
+    template = Path(potluck.api.__file__).parent / "install.sh"
+    result = subprocess.run(
+        ["sh", str(template), "--token", "pat-x"],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "unfilled template: download the script from your hub" in result.stderr
+
+
 # -- the script, run for real ---------------------------------------------------------------------
 
 

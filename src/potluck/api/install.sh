@@ -22,6 +22,7 @@ die() {
 usage() {
 	cat <<'EOF'
 Usage: sh install.sh [--token pat-...] [--hub URL] [--name NAME] [--prefix DIR] [--no-service]
+                     [--allow-insecure]
 
   --token TOKEN  the one-time enrolment token (pat-...); kept in PREFIX/token with mode 0600.
                  Needed on the first install; later runs keep the file unless given a new one.
@@ -30,6 +31,8 @@ Usage: sh install.sh [--token pat-...] [--hub URL] [--name NAME] [--prefix DIR] 
   --prefix DIR   where the agent's environment, token and key live
                  (default: $XDG_DATA_HOME/potluck-agent, or ~/.local/share/potluck-agent).
   --no-service   run the agent in the foreground instead of as a user service.
+  --allow-insecure
+                 let the agent reach a hub on another machine over plain http:// (a trusted LAN only).
 
 Environment: POTLUCK_INSTALL_PIP_ARGS, extra arguments for pip or uv (a mirror, or --no-index
 --find-links DIR for an offline install).
@@ -41,6 +44,7 @@ token=
 name=
 prefix=${XDG_DATA_HOME:-$HOME/.local/share}/potluck-agent
 service=1
+insecure=0
 
 while [ "$#" -gt 0 ]; do
 	case $1 in
@@ -59,6 +63,7 @@ while [ "$#" -gt 0 ]; do
 	--name=*) name=${1#*=} && shift ;;
 	--prefix=*) prefix=${1#*=} && shift ;;
 	--no-service) service=0 && shift ;;
+	--allow-insecure) insecure=1 && shift ;;
 	-h | --help)
 		usage
 		exit 0
@@ -82,6 +87,10 @@ esac
 case $hub in
 *[!][A-Za-z0-9.:/_~-]*) die "--hub has characters a URL of a hub does not need: '$hub'" ;;
 esac
+case $hub in
+http://127.* | http://localhost | http://localhost[:/]* | http://\[::1\]*) ;;
+http://*) [ "$insecure" = 1 ] || die "the agent reaches a hub on another machine over https:// (or --allow-insecure), not $hub" ;;
+esac
 case $token in
 *[!A-Za-z0-9_.-]*) die "--token is not an enrolment token (pat-...)" ;;
 esac
@@ -99,6 +108,9 @@ esac
 venv=$prefix/venv
 token_file=$prefix/token
 env_file=$prefix/agent.env
+if [ -z "$token" ] && [ ! -s "$token_file" ]; then
+	die "--token is needed on the first install (make one on the hub: Add a GPU, or potluck agent-token create NAME)"
+fi
 
 mkdir -p "$prefix"
 chmod 700 "$prefix"
@@ -175,8 +187,6 @@ if [ -n "$token" ]; then
 		printf '%s\n' "$token" >"$token_file.new"
 	)
 	mv -f "$token_file.new" "$token_file"
-elif [ ! -s "$token_file" ]; then
-	die "--token is needed on the first install (create one on the hub: Add a GPU, or potluck agent-token create)"
 fi
 chmod 600 "$token_file"
 
@@ -187,6 +197,7 @@ chmod 600 "$token_file"
 		printf 'POTLUCK_AGENT_TOKEN_FILE="%s"\n' "$token_file"
 		printf 'POTLUCK_AGENT_DATA_DIR="%s"\n' "$prefix/data"
 		[ -z "$name" ] || printf 'POTLUCK_AGENT_NAME="%s"\n' "$name"
+		[ "$insecure" = 0 ] || printf 'POTLUCK_AGENT_ALLOW_INSECURE="true"\n'
 	} >"$env_file"
 )
 say "installed $("$venv/bin/potluck" --version)"
@@ -255,6 +266,7 @@ Darwin)
     <key>POTLUCK_AGENT_DATA_DIR</key><string>$prefix/data</string>
 EOF
 		[ -z "$name" ] || printf '    <key>POTLUCK_AGENT_NAME</key><string>%s</string>\n' "$name"
+		[ "$insecure" = 0 ] || printf '    <key>POTLUCK_AGENT_ALLOW_INSECURE</key><string>true</string>\n'
 		cat <<EOF
   </dict>
   <key>RunAtLoad</key><true/>
