@@ -23,24 +23,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
-from potluck.api import (
-    admin,
-    agent_ws,
-    billing,
-    dialect_routes,
-    health,
-    install,
-    openai,
-    openapi,
-    requests,
-    scheduling,
-    users,
-)
+from potluck.api import admin, agent_ws, billing, dialect_routes, health, openai, openapi, requests, scheduling, users
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.cors import add_cors
 from potluck.api.errors import error_middleware
 from potluck.api.guard import CONNECTION_GUARD, ConnectionGuard, GuardedSite, guard_requests
+from potluck.api.install import add_routes as add_install_routes
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.accounts import Accounts
@@ -265,7 +254,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     billing.add_routes(app)
     requests.add_routes(app)
     openapi.add_routes(app)
-    install.add_routes(app, settings)
+    add_install_routes(app, settings)
     add_cors(app, settings)
     return app
 
