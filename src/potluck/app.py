@@ -29,6 +29,7 @@ from potluck.api.context import HUB
 from potluck.api.cors import add_cors
 from potluck.api.errors import error_middleware
 from potluck.api.guard import CONNECTION_GUARD, ConnectionGuard, GuardedSite, guard_requests
+from potluck.api.install import add_routes as add_install_routes
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.accounts import Accounts
@@ -253,6 +254,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     billing.add_routes(app)
     requests.add_routes(app)
     openapi.add_routes(app)
+    add_install_routes(app, settings)
     add_cors(app, settings)
     return app
 

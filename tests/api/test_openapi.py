@@ -80,6 +80,8 @@ def check_answer(
     assert response is not None, f"{method} {route} does not document {status}"
     assert re.fullmatch(r"req_[0-9a-f]{24}", headers["x-request-id"])
     assert media in response["content"], f"{method} {route} {status} does not document {media}"
+    if media == "application/octet-stream":
+        return raw  # binary (the agent wheel): no JSON Schema to check it against
     body = json.loads(raw) if media == JSON else raw.decode()
     validator(document, response["content"][media]["schema"]).validate(body)
     return body
@@ -491,6 +493,11 @@ async def scenario(
     await api.call("POST", f"/admin/agents/{agent_id}/drain", 202, token=ADMIN_TOKEN)
     await api.call("POST", f"/admin/agents/{agent_id}/resume", 200, token=ADMIN_TOKEN)
     await api.call("GET", "/metrics", 200)
+    script = await api.call("GET", "/install.sh", 200)
+    wheel = re.search(r"^WHEEL='(.+)'$", script, re.MULTILINE)
+    assert wheel is not None, script
+    await api.call("GET", f"/download/{wheel[1]}", 200)
+    await api.call("GET", f"/download/{wheel[1]}.sha256", 200)
     # An agent that enrolled and went away is listed offline, with fewer fields.
     spare = await api.call("POST", "/admin/agent-tokens", 201, token=ADMIN_TOKEN, body={"name": "spare"})
     agents.append(AgentProcess(hub, root / "spare", [backend_url], name="spare", token=spare["token"]))

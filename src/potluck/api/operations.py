@@ -63,6 +63,13 @@ class Operation:
     """Whose error shape (and statuses) its errors take."""
 
 
+SHELL_SCRIPT: Mapping[str, Schema] = {"text/x-shellscript": {"type": "string"}}
+DOWNLOAD: Mapping[str, Schema] = {
+    "application/octet-stream": {"type": "string", "contentMediaType": "application/zip"},
+    "text/plain": {"type": "string", "pattern": "^[0-9a-f]{64}  potluck-.+\\.whl\n$"},
+}
+
+
 def ok(body: Any, description: str, status: int = 200) -> dict[int, Answer]:
     return {status: Answer(description, body)}
 
@@ -410,6 +417,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Prometheus metrics",
         Auth.NONE,
         {200: Answer("Prometheus text format; see docs/operations.md", media={"text/plain": {"type": "string"}})},
+    ),
+    # The hub hands out its agent (api/install.py)
+    ("GET", "/install.sh"): Operation(
+        "The agent install script, with this hub's URL and wheel name baked in",
+        Auth.NONE,
+        {200: Answer("POSIX sh; `curl -fsSL HUB/install.sh | sh -s -- --token pat-…`", media=SHELL_SCRIPT)},
+        ("invalid_request_error",),
+        description="The URL is `--public-url` when set, else this request's scheme and `Host` (a plain host[:port], "
+        "else 400). Never cached.",
+    ),
+    ("GET", "/download/{filename}"): Operation(
+        "The agent wheel of the running version, `potluck-<version>-py3-none-any.whl`, or its `.sha256`",
+        Auth.NONE,
+        {200: Answer("The wheel, or `<hex>  <filename>` as sha256sum writes it", media=DOWNLOAD)},
+        ("not_found",),
     ),
     # The agent WebSocket (api/agent_ws.py)
     ("GET", "/agent/connect"): Operation(

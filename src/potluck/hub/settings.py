@@ -6,6 +6,7 @@ options and the table in docs/configuration.md are generated from them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -14,6 +15,9 @@ from potluck._shared.logging import LOG_LEVELS
 from potluck._shared.paths import default_data_dir, is_loopback
 from potluck._shared.setting import setting
 from potluck.hub.scoring import Policy, ScoreWeights
+
+# What GET /install.sh may bake into a shell script: no quotes, spaces, `$` or backslashes can pass.
+PUBLIC_URL = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +210,23 @@ class HubSettings:
         False, help="Serve plain HTTP on a non-loopback address: only behind a TLS-terminating proxy."
     )
     log_level: str = setting("info", choices=LOG_LEVELS, help="Logging level, to standard error.")
+    public_url: str | None = setting(
+        None,
+        metavar="URL",
+        default_text="the scheme and Host of each request",
+        help="The hub's URL as agents reach it (https://hub.example); baked into GET /install.sh.",
+        details="Without it the script names the URL the request came to (its scheme and `Host` header, which "
+        "must be a plain host and port). Behind a TLS-terminating proxy set it: the hub does not read "
+        "`X-Forwarded-*`. Only `http(s)://host[:port][/path]` is accepted.",
+    )
+    agent_wheel: Path | None = setting(
+        None,
+        metavar="PATH",
+        default_text="packed from the running installation",
+        help="The potluck-<version>-py3-none-any.whl file to serve at /download/ for GET /install.sh.",
+        details="Without it the hub packs the installed potluck package and its metadata into a wheel on the "
+        "first download and keeps it in memory. The Docker image serves the wheel it was built from.",
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -225,6 +246,8 @@ class HubSettings:
             raise ValueError("--platform-fee-percent must be in 0..100")
         if self.reprice_interval <= 0:
             raise ValueError("--reprice-interval must be positive")
+        if self.public_url is not None and not PUBLIC_URL.fullmatch(self.public_url):
+            raise ValueError(f"--public-url must be http(s)://host[:port][/path], not {self.public_url!r}")
 
     def _validate_network(self) -> None:
         if not 0 <= self.port <= 65535:
