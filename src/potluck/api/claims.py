@@ -29,7 +29,7 @@ from potluck.api.schemas.claims import (
     SpotCheckReport,
 )
 from potluck.api.users import current_user
-from potluck.hub.claims import Approval, Hold, ModelRule
+from potluck.hub.claims import Approval, ModelRule
 from potluck.hub.errors import InvalidRequestError
 
 
@@ -39,17 +39,6 @@ def approval_view(approval: Approval) -> ApprovalView:
         model=approval.model,
         approved_by=approval.approved_by,
         approved_at=iso(approval.approved_at),
-    )
-
-
-def hold_view(hold: Hold) -> HoldView:
-    return HoldView(
-        group_id=hold.group_id,
-        agent_id=hold.agent_id,
-        model=hold.model,
-        kind=hold.kind,
-        reason=hold.reason,
-        since=iso(hold.since),
     )
 
 
@@ -69,7 +58,7 @@ async def get_claims(request: web.Request) -> web.Response:
         GroupClaimsView(
             policy=claims.policy,
             approvals=[approval_view(a) for a in claims.approvals],
-            holds=[hold_view(h) for h in claims.holds],
+            holds=[HoldView.of(h) for h in claims.holds],
             rules=[_rule_view(r) for r in claims.rules],
         )
     )

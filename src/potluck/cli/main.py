@@ -27,7 +27,7 @@ import click
 
 from potluck import __version__
 from potluck.agent.settings import AgentSettings
-from potluck.cli import accounts, billing, fleet, groups, tools
+from potluck.cli import accounts, billing, claims, fleet, groups, tools
 from potluck.cli.options import build, settings_options
 from potluck.hub.settings import HubSettings
 
@@ -163,6 +163,8 @@ for command in (*accounts.COMMANDS, *groups.COMMANDS, *billing.COMMANDS, *tools.
     cli.add_command(command)
 for command in fleet.COMMANDS:
     agent.add_command(command)
+for command in claims.COMMANDS:
+    groups.group_cmd.add_command(command)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import msgspec
 
 from potluck.api.schemas.common import Reply, Timestamp
 from potluck.hub.bounds import ReferenceText, SpotCheckRounds, TokensPerSecond
+from potluck.hub.claims import Hold
 from potluck.hub.spotcheck import Mode
 from potluck.protocol.accounts import ClaimPolicy, HoldKind
 
@@ -72,6 +73,17 @@ class HoldView(Reply):
     """Why, in words."""
     since: Timestamp
     """When it was taken out."""
+
+    @classmethod
+    def of(cls, hold: Hold) -> HoldView:
+        return cls(
+            group_id=hold.group_id,
+            agent_id=hold.agent_id,
+            model=hold.model,
+            kind=hold.kind,
+            reason=hold.reason,
+            since=hold.since.isoformat(),
+        )
 
 
 class RuleView(Reply):
