@@ -59,6 +59,11 @@ def _served_by(hub: HubProcess, request_id: str) -> str:
     return str(hub.usage_of(request_id)["agent_id"])
 
 
+def _listed(client: openai.OpenAI) -> dict[str, tuple[int, int]]:
+    """Model -> (agents serving it, agents withheld) as `/v1/models` says."""
+    return {m.id: ((m.model_extra or {})["agents"], (m.model_extra or {})["withheld"]) for m in client.models.list()}
+
+
 def _chat(client: openai.OpenAI, model: str) -> str:
     raw = client.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=8
@@ -81,9 +86,7 @@ def test_an_approved_group_routes_a_name_only_to_approved_agents(fleet: Fleet) -
     client = olga.client(group)
 
     # Open (the default): both claim the name and both are routed to.
-    models = {m.id: m for m in client.models.list()}
-    assert models[model].model_extra is not None
-    assert (models[model].model_extra["agents"], models[model].model_extra["withheld"]) == (2, 0)
+    assert _listed(client)[model] == (2, 0)
     served = {_served_by(fleet.hub, _chat(client, model)) for _ in range(6)}
     assert served == {honest, rogue}
 
@@ -93,9 +96,7 @@ def test_an_approved_group_routes_a_name_only_to_approved_agents(fleet: Fleet) -
     mallory.call("PUT", f"/api/groups/{group}/approvals/{rogue}/{model}", expect=403)
     served = {_served_by(fleet.hub, _chat(client, model)) for _ in range(6)}
     assert served == {honest}
-    listed = {m.id: m.model_extra for m in client.models.list()}
-    assert listed[model] is not None
-    assert (listed[model]["agents"], listed[model]["withheld"]) == (1, 1)
+    assert _listed(client)[model] == (1, 1)
     status, explained = fleet.hub.admin("GET", f"/admin/route-explain?model={model}&key_id={olga.key_id}")
     assert status == 200
     reasons = {c["agent_id"]: c.get("reason") for c in explained["candidates"]}
@@ -141,6 +142,7 @@ def test_spot_checks_catch_an_impostor_and_never_flag_honest_agents(hub_factory:
 
     rounds = report["rounds"]
     assert len(rounds) == 100
+    assert elapsed < 60  # lean: 0.7 s here
     assert report["flagged"] == [impostor]
     caught = next(n for n, r in enumerate(rounds, 1) if impostor in r["flagged"])
     assert caught <= 3  # three disagreements flag it (--spot-check-strikes)
@@ -160,9 +162,7 @@ def test_spot_checks_catch_an_impostor_and_never_flag_honest_agents(hub_factory:
     assert mine[honest]["holds"] == []
     assert {_served_by(fleet.hub, _chat(client, "tiny")) for _ in range(4)} <= {honest, twin}
     assert fleet.hub.usage()[4:] == usage_before
-    listed = {m.id: m.model_extra for m in client.models.list()}
-    assert listed["tiny"] is not None
-    assert (listed["tiny"]["agents"], listed["tiny"]["withheld"]) == (2, 1)
+    assert _listed(client)["tiny"] == (2, 1)
 
     # A group admin lifts the flag: it is routed to again (and checked again).
     olga.call("DELETE", f"/api/groups/{group}/holds/{impostor}/tiny")

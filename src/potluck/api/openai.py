@@ -12,6 +12,7 @@ from potluck.api.payloads import json_response
 from potluck.api.relay import authenticate, relay
 from potluck.api.schemas.service import Model, ModelList
 from potluck.hub.errors import ModelNotFoundError
+from potluck.hub.keys import ApiKey
 from potluck.protocol.openai import Dialect
 
 
@@ -84,7 +85,21 @@ def _models_of(request: web.Request) -> list[Model]:
         )
         for model, count in sorted(agents.items())
     ]
-    for alias, targets in access.aliases_for(groups).items():
+    data.extend(_aliases(key, access.aliases_for(groups), agents, hot, owners, withheld))
+    return data
+
+
+def _aliases(
+    key: ApiKey,
+    aliases: dict[str, tuple[str, ...]],
+    agents: dict[str, int],
+    hot: dict[str, bool],
+    owners: dict[str, set[str]],
+    withheld: dict[str, int],
+) -> list[Model]:
+    """The aliases the key reaches, as models: those standing for at least one served model."""
+    data: list[Model] = []
+    for alias, targets in aliases.items():
         if key.models is not None and alias not in key.models:
             continue
         served = [m for m in targets if m in agents]
