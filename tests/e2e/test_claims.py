@@ -251,3 +251,27 @@ def test_holds_survive_a_hub_restart(tmp_path: Path) -> None:
         assert claims["rules"][0]["reference_answer"] == "not what the fake says"
     finally:
         hub.stop()
+
+
+def test_the_hub_spot_checks_on_its_own_within_its_share_of_the_traffic(hub_factory: Any) -> None:
+    fleet: Fleet = hub_factory("--spot-check-percent", "50", "--spot-check-interval-s", "0.1")
+    model = fleet.model("m")
+    backend_a, url_a = fleet.backend(model)
+    backend_b, url_b = fleet.backend(model)
+    olga = Member(fleet, "olga")
+    group = olga.call("POST", "/api/groups", {"name": "lab"}, expect=201)["id"]
+    olga.agent(url_a, "a", group)
+    olga.agent(url_b, "b", group)
+    client = olga.client(group)
+
+    def checks() -> int:
+        records = [*backend_a.records, *backend_b.records]
+        return sum(1 for r in records if r.path == "/v1/chat/completions" and "seed" in (r.json or {}))
+
+    for _ in range(8):
+        _served_by(fleet.hub, _chat(client, model))
+    # 8 requests at 50 %: room for 4 check requests, two checks of both agents, and no more.
+    assert fleet.hub.wait_for(lambda: checks() == 4, timeout=10)
+    assert len(fleet.hub.usage(limit=100)) == 8  # checks are recorded nowhere
+    _served_by(fleet.hub, _chat(client, model))
+    assert checks() == 4  # 9 requests: 4.5 check requests' worth, not enough for another check of both

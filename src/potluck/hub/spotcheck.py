@@ -92,8 +92,15 @@ class SpotCheckSettings:
     """Flag after ``strikes`` disagreements among the last ``window`` judged checks."""
     timeout_s: float = 60.0
     """A check's answers must all come within this long (a slow agent is not judged)."""
-    tick_s: float = 10.0
-    """How often the hub looks for a (group, model) due for a check."""
+
+    @property
+    def tick_s(self) -> float:
+        """How often the hub looks for a (group, model) due for a check: every 10 s, or each interval if shorter."""
+        return min(10.0, max(0.05, self.interval_s))
+
+    def affordable(self, served: int, spent: int, needed: int) -> bool:
+        """Whether ``needed`` more check requests keep the checks within ``percent`` of ``served`` requests."""
+        return (spent + needed) * 100 <= served * self.percent
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +169,7 @@ class SpotChecker:
             targets = self.targets(group_id, model)
             if len(targets) < (1 if self._reference(group_id, model) else 2):
                 continue
-            if served * settings.percent / 100 - self._spent.get(key, 0) < len(targets):
+            if not settings.affordable(served, self._spent.get(key, 0), len(targets)):
                 continue
             self._last[key] = now
             self._spent[key] = self._spent.get(key, 0) + len(targets)
