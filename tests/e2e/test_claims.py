@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import openai
 import pytest
@@ -73,7 +74,7 @@ def _chat(client: openai.OpenAI, model: str) -> str:
 
 
 def test_an_approved_group_routes_a_name_only_to_approved_agents(fleet: Fleet) -> None:
-    model = fleet.model("llama-70b")
+    model = fleet.model("org/llama-70b")  # a name with a slash, as the CLI sends it: quoted
     _honest, honest_url = fleet.backend(model)
     _rogue, rogue_url = fleet.backend(model)
     olga, mallory = Member(fleet, "olga-claims"), Member(fleet, "mallory-claims")
@@ -104,7 +105,7 @@ def test_an_approved_group_routes_a_name_only_to_approved_agents(fleet: Fleet) -
     assert reasons[honest] is None
 
     # No approved agent left: the name is not served in the group (404 at once, and not listed).
-    olga.call("DELETE", f"/api/groups/{group}/approvals/{honest}/{model}")
+    olga.call("DELETE", f"/api/groups/{group}/approvals/{honest}/{quote(model, safe='')}")
     with pytest.raises(openai.NotFoundError):
         _chat(client, model)
     assert model not in {m.id for m in client.models.list()}

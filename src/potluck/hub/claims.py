@@ -59,13 +59,16 @@ class ClaimView:
         if agent_groups is None or groups is None:
             return ""  # no isolation (single-tenant tests and simulators)
         why = ""
-        for group_id in agent_groups & groups if len(agent_groups) <= len(groups) else groups & agent_groups:
+        few, many = (groups, agent_groups) if len(groups) <= len(agent_groups) else (agent_groups, groups)
+        for group_id in few:  # no set built: this runs for every candidate of every request
+            if group_id not in many:
+                continue
             if self.policies.get(group_id) is ClaimPolicy.APPROVED and (agent_id, model) not in self.approved.get(
                 group_id, ()
             ):
                 why = NOT_APPROVED
                 continue
-            held = self.holds.get((group_id, agent_id, model))
+            held = self.holds.get((group_id, agent_id, model)) if self.holds else None
             if held:
                 why = next(iter(held.values())).reason
                 continue

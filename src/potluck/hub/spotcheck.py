@@ -173,7 +173,10 @@ class SpotChecker:
                 continue
             self._last[key] = now
             self._spent[key] = self._spent.get(key, 0) + len(targets)
-            await self.check(group_id, model)
+            try:
+                await self.check(group_id, model)
+            except Exception:  # a failed check must not stop the hub; it is logged loudly
+                log.exception("a spot check of %s in group %s failed", model, group_id)
 
     def targets(self, group_id: str, model: str) -> list[str]:
         """The agents that may serve ``model`` in the group now (connected, taking work, not held)."""
