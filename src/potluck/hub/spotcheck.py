@@ -18,6 +18,10 @@ nobody is blamed. An agent that fails to answer is not judged (failures have the
 ``strikes`` of its last ``window`` judged checks disagreed; one odd answer never flags anyone. Its
 owner sees why in their agent listing and in the hub's log; a group owner or admin lifts the flag.
 
+Only agents with the model hot are checked: a check never makes an agent load a model (10-60 s, and
+an eviction). An agent that reports the model cold is checked once it reports it hot; until then the
+scheduler sends it a request only when every agent with the model hot is busy.
+
 **Cost.** On its own clock (`run`), the hub checks a (group, model) at most once every
 ``interval_s``, and only while the checks sent stay within ``percent`` of the requests the group's
 keys made for that model. `check` runs one at once (the admin API's ``POST .../spot-checks``).
@@ -179,15 +183,15 @@ class SpotChecker:
                 log.exception("a spot check of %s in group %s failed", model, group_id)
 
     def targets(self, group_id: str, model: str) -> list[str]:
-        """The agents that may serve ``model`` in the group now (connected, taking work, not held)."""
+        """The agents that may serve ``model`` in the group now (connected, taking work, not held) and have it hot."""
         access = self._claims.view
         groups = frozenset({group_id})
         scheduler = self._registry.scheduler
         found = []
         for agent_id in sorted(self._registry.sessions):
             slots = scheduler.agent(agent_id)
-            if slots is None or model not in slots.models or not slots.available or slots.draining or slots.own_only:
-                continue
+            if slots is None or model not in slots.hot or not slots.available or slots.draining or slots.own_only:
+                continue  # a cold model is not loaded for a check: that would cost a load and evict others
             if slots.groups is not None and group_id not in slots.groups:
                 continue
             if access.refusal(agent_id, slots.groups, model, groups):
