@@ -276,3 +276,25 @@ def test_the_hub_spot_checks_on_its_own_within_its_share_of_the_traffic(hub_fact
     assert len(fleet.hub.usage(limit=100)) == 8  # checks are recorded nowhere
     _served_by(fleet.hub, _chat(client, model))
     assert checks() == 4  # 9 requests: 4.5 check requests' worth, not enough for another check of both
+
+
+def test_a_parked_agent_is_back_after_its_cool_down(hub_factory: Any) -> None:
+    fleet: Fleet = hub_factory(
+        "--throughput-min-tokens", "8", "--throughput-strikes", "1", "--throughput-window", "1",
+        "--throughput-cool-down-s", "2",
+    )  # fmt: skip
+    model = fleet.model("m")
+    _slow, slow_url = fleet.backend(model, chunks=16, delay=0.02)
+    olga = Member(fleet, "olga")
+    group = olga.call("POST", "/api/groups", {"name": "lab"}, expect=201)["id"]
+    slow = olga.agent(slow_url, "slow", group)
+    olga.call("PUT", f"/api/groups/{group}/model-rules/{model}", {"min_tokens_per_s": 200})
+    client = olga.client(group)
+
+    def kinds() -> list[str]:
+        return [h["kind"] for h in olga.call("GET", "/api/agents")["agents"][0]["holds"]]
+
+    _chat(client, model)
+    assert fleet.hub.wait_for(lambda: kinds() == ["parked"], timeout=2)  # lifted 2 to 3 s later, not before
+    assert fleet.hub.wait_for(lambda: kinds() == [], timeout=10)
+    assert _served_by(fleet.hub, _chat(client, model)) == slow
