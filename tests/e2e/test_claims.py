@@ -115,23 +115,27 @@ def test_an_approved_group_routes_a_name_only_to_approved_agents(fleet: Fleet) -
 
 
 @pytest.fixture(scope="module")
-def llamas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """Two real llama.cpp servers on different random weights (seeds 0 and 1), both calling it `tiny`."""
+def llamas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """Three real llama.cpp servers all calling their model `tiny`: two on the same random weights (seed 0),
+    one on other weights (seed 1)."""
     root = tmp_path_factory.mktemp("llamas")
     with (
         start_llama_server(root, alias="tiny", parallel=2) as honest,
+        start_llama_server(root, alias="tiny", parallel=2) as twin,
         start_llama_server(root, alias="tiny", parallel=2, seed=1) as impostor,
     ):
-        yield honest, impostor
+        yield honest, twin, impostor
 
 
-def test_spot_checks_catch_an_impostor_and_never_flag_honest_agents(hub_factory: Any, llamas: tuple[str, str]) -> None:
+def test_spot_checks_catch_an_impostor_and_never_flag_honest_agents(
+    hub_factory: Any, llamas: tuple[str, str, str]
+) -> None:
     fleet: Fleet = hub_factory("--spot-check-percent", "0")  # only the checks this test asks for
-    honest_url, impostor_url = llamas
+    honest_url, twin_url, impostor_url = llamas
     olga = Member(fleet, "olga")
     group = olga.call("POST", "/api/groups", {"name": "market"}, expect=201)["id"]
     honest = olga.agent(honest_url, "honest", group)
-    twin = olga.agent(honest_url, "twin", group)  # the same weights behind another agent
+    twin = olga.agent(twin_url, "twin", group)  # the same weights, another server and agent
     impostor = olga.agent(impostor_url, "impostor", group)
     client = olga.client(group)
     _served_by(fleet.hub, _chat(client, "tiny"))
@@ -143,7 +147,7 @@ def test_spot_checks_catch_an_impostor_and_never_flag_honest_agents(hub_factory:
 
     rounds = report["rounds"]
     assert len(rounds) == 100
-    assert elapsed < 60  # lean: 0.7 s here
+    assert elapsed < 60  # lean: 0.35-0.7 s here
     assert report["flagged"] == [impostor]
     caught = next(n for n, r in enumerate(rounds, 1) if impostor in r["flagged"])
     assert caught <= 3  # three disagreements flag it (--spot-check-strikes)
