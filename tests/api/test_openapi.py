@@ -440,6 +440,9 @@ async def scenario(
     assert claims["policy"] == "approved"
     assert claims["holds"][0]["kind"] == "flagged"
     await api.call("DELETE", f"/api/groups/{group}/holds/{agent_id}/{MODEL}", 200, token=olga)
+    events = await api.call("GET", "/api/claim-events", 200, token=olga)
+    assert [(e["change"], e["kind"]) for e in events["events"]] == [("lifted", "flagged"), ("held", "flagged")]
+    assert (await api.call("GET", "/api/claim-events", 200, token=carl))["events"] == []
     await api.call("DELETE", f"/api/groups/{group}/holds/{agent_id}/{MODEL}", 404, token=olga)
     await api.call("PUT", f"/api/groups/{group}/model-rules/{MODEL}", 200, token=olga, body={})
     await api.call("PUT", f"/api/groups/{group}/claims/policy", 200, token=olga, body={"policy": "open"})

@@ -164,6 +164,13 @@ def test_spot_checks_catch_an_impostor_and_never_flag_honest_agents(
     assert hold["kind"] == "flagged"
     assert hold["group_id"] == group
     assert "differed from the other agents serving it" in hold["reason"]
+    (event,) = olga.call("GET", "/api/claim-events")["events"]
+    assert (event["change"], event["kind"], event["agent_id"], event["reason"]) == (
+        "held",
+        "flagged",
+        impostor,
+        hold["reason"],
+    )
     assert mine[honest]["holds"] == []
     assert {_served_by(fleet.hub, _chat(client, "tiny")) for _ in range(4)} <= {honest, twin}
     assert fleet.hub.usage()[4:] == usage_before

@@ -6,6 +6,7 @@
 - ``DELETE /api/groups/{group_id}/holds/{agent_id}/{model}``: lift a flag or a park (owner, admin).
 - ``PUT /api/groups/{group_id}/model-rules/{model}``: throughput floor and pinned reference (owner, admin).
 - ``POST /api/groups/{group_id}/spot-checks``: run spot checks now (owner, admin).
+- ``GET /api/claim-events``: your agents taken out of routing or put back, newest first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from potluck.api.schemas.claims import (
     ApprovalView,
     CheckAnswer,
     CheckRoundView,
+    ClaimEventList,
+    ClaimEventView,
     GroupClaimsView,
     HoldView,
     PolicyBody,
@@ -136,6 +139,12 @@ async def spot_check(request: web.Request) -> web.Response:
     )
 
 
+async def claim_events(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    events = request.app[HUB].claims.events_of(user)
+    return json_response(ClaimEventList(events=[ClaimEventView.of(e) for e in events]))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/groups/{group_id}/claims", get_claims)
     app.router.add_put("/api/groups/{group_id}/claims/policy", set_policy)
@@ -144,3 +153,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/groups/{group_id}/holds/{agent_id}/{model:.+}", lift)
     app.router.add_put("/api/groups/{group_id}/model-rules/{model:.+}", put_rule)
     app.router.add_post("/api/groups/{group_id}/spot-checks", spot_check)
+    app.router.add_get("/api/claim-events", claim_events)

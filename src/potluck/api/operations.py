@@ -342,6 +342,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         _GROUP_ADMIN,
         body=claims.SpotCheckBody,
     ),
+    ("GET", "/api/claim-events"): Operation(
+        "Your agents taken out of routing for a model (flagged, parked) or put back, newest first",
+        Auth.USER,
+        ok(claims.ClaimEventList, "The latest events"),
+    ),
     # Keys and agents (api/users.py)
     ("POST", "/api/keys"): Operation(
         "Create an API key for some or all of your groups",

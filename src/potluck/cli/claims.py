@@ -1,5 +1,6 @@
-"""`potluck group policy|approve|revoke|claims|floor|reference|lift|spot-check`: who may serve which model
-name in a group, who is held out of routing for one, and spot checks, through the hub's user API."""
+"""`potluck group policy|approve|revoke|claims|rule|lift|spot-check` and `potluck agent events`: who may serve
+which model name in a group, who is held out of routing for one and why, and spot checks, through the hub's
+user API."""
 
 from __future__ import annotations
 
@@ -142,6 +143,32 @@ def group_spot_check(hub_url: str | None, group_id: str, model: str, rounds: int
     flagged = report.get("flagged") or []
     click.echo(f"flagged: {', '.join(flagged)}" if flagged else "nobody flagged")
 
+
+@click.command("events")
+@hub_option
+def agent_events(hub_url: str | None) -> None:
+    """Your agents taken out of routing for a model (flagged by spot checks, parked below a floor) or put back."""
+    hub, token = logged_in(hub_url)
+    events = call("GET", hub, "/api/claim-events", token).get("events", [])
+    rows = [
+        (
+            format_time(e.get("at")),
+            str(e.get("change")),
+            str(e.get("kind")),
+            str(e.get("agent_id")),
+            str(e.get("model")),
+            str(e.get("group_id")),
+            str(e.get("reason")),
+        )
+        for e in events
+    ]
+    print_table("Your agents' holds", ("when", "change", "kind", ids("agent"), "model", ids("group"), "why"), rows)
+    if not rows:
+        click.echo("none of your agents was flagged or parked since the hub started")
+
+
+AGENT_COMMANDS: tuple[click.Command, ...] = (agent_events,)
+"""Subcommands of `potluck agent`."""
 
 COMMANDS: tuple[click.Command, ...] = (
     group_policy,

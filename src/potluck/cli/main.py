@@ -165,6 +165,8 @@ for command in fleet.COMMANDS:
     agent.add_command(command)
 for command in claims.COMMANDS:
     groups.group_cmd.add_command(command)
+for command in claims.AGENT_COMMANDS:
+    agent.add_command(command)
 
 
 def main() -> None:

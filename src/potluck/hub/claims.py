@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
@@ -30,11 +32,35 @@ from potluck.store.claims import ALL_MODELS, Approval, Hold, ModelRule
 from potluck.store.database import Store
 from potluck.store.users import User
 
-__all__ = ["ALL_MODELS", "Approval", "ClaimView", "Claims", "Hold", "ModelRule"]
+__all__ = ["ALL_MODELS", "Approval", "Change", "ClaimEvent", "ClaimView", "Claims", "Hold", "ModelRule"]
 
 log = logging.getLogger(__name__)
 
 NOT_APPROVED = "not approved for this model in the request's groups"
+EVENTS_KEPT = 1000
+"""Hold events kept in memory for owners to read (the oldest go first)."""
+
+
+class Change(StrEnum):
+    """What happened to an agent's standing for a model in a group."""
+
+    HELD = "held"
+    """Taken out of routing (flagged or parked)."""
+    LIFTED = "lifted"
+    """Back in routing (a group admin lifted it, or a park's cool-down ended)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimEvent:
+    """An agent taken out of routing for a model in a group, or put back: what its owner is told."""
+
+    at: datetime
+    change: Change
+    group_id: str
+    agent_id: str
+    model: str
+    kind: HoldKind
+    reason: str
 
 
 @dataclass(slots=True)
@@ -158,6 +184,8 @@ class Claims:
         self._registry = registry
         self._groups = groups
         self._unsaved: asyncio.Queue[Hold | tuple[str, str, str, HoldKind | None]] = asyncio.Queue()
+        self.events: deque[ClaimEvent] = deque(maxlen=EVENTS_KEPT)
+        """The latest holds taken and lifted, oldest first (in memory: a restart forgets them; holds stay)."""
 
     async def run(self) -> None:
         """Write holds taken on the hot path (`hold`) to the store, in order (a lifecycle loop)."""
@@ -277,6 +305,7 @@ class Claims:
         hold = Hold(group_id, agent_id, model, kind, reason, self._clock.wall())
         self.view.holds.setdefault((group_id, agent_id, model), {})[kind] = hold
         self._unsaved.put_nowait(hold)
+        self.events.append(ClaimEvent(hold.since, Change.HELD, group_id, agent_id, model, kind, reason))
         owner = self._access.agent_owner.get(agent_id)
         log.warning(
             "agent %s (owner %s) %s for %s in group %s: %s",
@@ -294,7 +323,8 @@ class Claims:
         held = self.view.holds.get((group_id, agent_id, model), {})
         lifted = [k for k in held if kind is None or k is kind]
         for k in lifted:
-            del held[k]
+            gone = held.pop(k)
+            self.events.append(ClaimEvent(self._clock.wall(), Change.LIFTED, group_id, agent_id, model, k, gone.reason))
             log.info("agent %s back in routing for %s in group %s (%s lifted)", agent_id, model, group_id, k)
         if not held:
             self.view.holds.pop((group_id, agent_id, model), None)
@@ -302,6 +332,11 @@ class Claims:
             self._unsaved.put_nowait((group_id, agent_id, model, kind))
             self._registry.resync([agent_id])
         return len(lifted)
+
+    def events_of(self, user: User) -> list[ClaimEvent]:
+        """The latest hold events of the user's agents, newest first."""
+        owners = self._access.agent_owner
+        return [e for e in reversed(self.events) if owners.get(e.agent_id) == user.id]
 
     def held(self, group_id: str, agent_id: str, model: str, kind: HoldKind) -> Hold | None:
         return self.view.holds.get((group_id, agent_id, model), {}).get(kind)

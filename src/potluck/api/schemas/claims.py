@@ -8,7 +8,7 @@ import msgspec
 
 from potluck.api.schemas.common import Reply, Timestamp
 from potluck.hub.bounds import ReferenceText, SpotCheckRounds, TokensPerSecond
-from potluck.hub.claims import Hold
+from potluck.hub.claims import Change, ClaimEvent, Hold
 from potluck.hub.spotcheck import Mode
 from potluck.protocol.accounts import ClaimPolicy, HoldKind
 
@@ -165,3 +165,41 @@ class SpotCheckReport(Reply):
     """The checks, in order."""
     flagged: list[str]
     """Every agent they flagged."""
+
+
+class ClaimEventView(Reply):
+    """One of your agents taken out of routing for a model in a group, or put back."""
+
+    at: Timestamp
+    """When."""
+    change: Change
+    """``held`` or ``lifted``."""
+    group_id: str
+    """The group."""
+    agent_id: str
+    """Your agent."""
+    model: str
+    """The model."""
+    kind: HoldKind
+    """``flagged`` (spot checks) or ``parked`` (throughput floor)."""
+    reason: str
+    """Why it was held."""
+
+    @classmethod
+    def of(cls, event: ClaimEvent) -> ClaimEventView:
+        return cls(
+            at=event.at.isoformat(),
+            change=event.change,
+            group_id=event.group_id,
+            agent_id=event.agent_id,
+            model=event.model,
+            kind=event.kind,
+            reason=event.reason,
+        )
+
+
+class ClaimEventList(Reply):
+    """The latest hold events of your agents (kept in memory, the hub's last 1,000)."""
+
+    events: list[ClaimEventView]
+    """Newest first."""
