@@ -426,6 +426,29 @@ async def scenario(
     assert {m["id"]: m.get("alias_of") for m in models["data"]} == {MODEL: None, "fast": [MODEL]}
     assert (await api.call("GET", f"/v1/models/{MODEL}", 200, token=key["key"]))["id"] == MODEL
     await api.call("DELETE", f"/api/groups/{group}/aliases/fast", 200, token=olga)
+    # Model claims: Olga approves her agent under the `approved` policy; a pinned reference it does not
+    # give flags it after three spot checks; she lifts the flag and opens the group again.
+    await api.call("PUT", f"/api/groups/{group}/claims/policy", 200, token=olga, body={"policy": "approved"})
+    await api.call("PUT", f"/api/groups/{group}/claims/policy", 403, token=carl, body={"policy": "open"})
+    await api.call("PUT", f"/api/groups/{group}/approvals/{agent_id}/{MODEL}", 200, token=olga)
+    pinned = {"reference_prompt": "Say ok", "reference_answer": "certainly not what the fake says"}
+    await api.call("PUT", f"/api/groups/{group}/model-rules/{MODEL}", 200, token=olga, body=pinned)
+    await api.call("PUT", f"/api/groups/{group}/model-rules/*", 400, token=olga, body=pinned)
+    checked = await api.call(
+        "POST", f"/api/groups/{group}/spot-checks", 200, token=olga, body={"model": MODEL, "rounds": 3}
+    )
+    assert checked["flagged"] == [agent_id]
+    claims = await api.call("GET", f"/api/groups/{group}/claims", 200, token=carl)
+    assert claims["policy"] == "approved"
+    assert claims["holds"][0]["kind"] == "flagged"
+    await api.call("DELETE", f"/api/groups/{group}/holds/{agent_id}/{MODEL}", 200, token=olga)
+    events = await api.call("GET", "/api/claim-events", 200, token=olga)
+    assert [(e["change"], e["kind"]) for e in events["events"]] == [("lifted", "flagged"), ("held", "flagged")]
+    assert (await api.call("GET", "/api/claim-events", 200, token=carl))["events"] == []
+    await api.call("DELETE", f"/api/groups/{group}/holds/{agent_id}/{MODEL}", 404, token=olga)
+    await api.call("PUT", f"/api/groups/{group}/model-rules/{MODEL}", 200, token=olga, body={})
+    await api.call("PUT", f"/api/groups/{group}/claims/policy", 200, token=olga, body={"policy": "open"})
+    await api.call("DELETE", f"/api/groups/{group}/approvals/{agent_id}/{MODEL}", 200, token=olga)
     await api.call("GET", f"/api/groups/{group}/prices", 200, token=carl)
     hello = [{"role": "user", "content": "hello"}]
     await api.call("POST", "/v1/chat/completions", 200, token=key["key"], body={"model": MODEL, "messages": hello})

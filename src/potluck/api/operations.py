@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from potluck.api.schemas import accounts, admin, agents, billing, groups, requests, scheduling, service
+from potluck.api.schemas import accounts, admin, agents, billing, claims, groups, requests, scheduling, service
 from potluck.api.schemas.common import KeyList, Named, Revoked, RevokedKey
 from potluck.hub.receipts import SignedReceipt
 from potluck.protocol.openai import Dialect, RoutingFields
@@ -305,6 +305,54 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("DELETE", "/api/groups/{group_id}/aliases/{alias}"): Operation(
         "Remove an alias (owner, admin)", Auth.USER, ok(scheduling.AliasDeleted, "Removed"), _GROUP_ADMIN
+    ),
+    # Model claims (api/claims.py)
+    ("GET", "/api/groups/{group_id}/claims"): Operation(
+        "Who may serve which model name in the group, and who is held out (members)",
+        Auth.USER,
+        ok(claims.GroupClaimsView, "Policy, approvals, holds and rules"),
+        _IN_GROUP,
+    ),
+    ("PUT", "/api/groups/{group_id}/claims/policy"): Operation(
+        "Set who may serve which model name: `open` or `approved` (owner)",
+        Auth.USER,
+        ok(claims.PolicyView, "The policy now"),
+        _GROUP_ADMIN,
+        body=claims.PolicyBody,
+    ),
+    ("PUT", "/api/groups/{group_id}/approvals/{agent_id}/{model}"): Operation(
+        "Approve an agent to serve a model name in the group (owner, admin)",
+        Auth.USER,
+        ok(claims.ApprovalView, "The approval"),
+        _GROUP_ADMIN,
+    ),
+    ("DELETE", "/api/groups/{group_id}/approvals/{agent_id}/{model}"): Operation(
+        "Withdraw an approval (owner, admin)", Auth.USER, ok(claims.Revocation, "Withdrawn"), _GROUP_ADMIN
+    ),
+    ("DELETE", "/api/groups/{group_id}/holds/{agent_id}/{model}"): Operation(
+        "Put a flagged or parked agent back in routing for the model (owner, admin)",
+        Auth.USER,
+        ok(claims.Revocation, "Lifted"),
+        _GROUP_ADMIN,
+    ),
+    ("PUT", "/api/groups/{group_id}/model-rules/{model}"): Operation(
+        "A model's throughput floor and pinned spot-check reference; model `*`: every model (owner, admin)",
+        Auth.USER,
+        ok(claims.RuleView, "The rule now"),
+        _GROUP_ADMIN,
+        body=claims.RuleBody,
+    ),
+    ("POST", "/api/groups/{group_id}/spot-checks"): Operation(
+        "Run spot checks of a model now (owner, admin); never billed",
+        Auth.USER,
+        ok(claims.SpotCheckReport, "Each check's answers and verdicts"),
+        _GROUP_ADMIN,
+        body=claims.SpotCheckBody,
+    ),
+    ("GET", "/api/claim-events"): Operation(
+        "Your agents taken out of routing for a model (flagged, parked) or put back, newest first",
+        Auth.USER,
+        ok(claims.ClaimEventList, "The latest events"),
     ),
     # Keys and agents (api/users.py)
     ("POST", "/api/keys"): Operation(

@@ -34,6 +34,7 @@ from potluck.api.schemas.agents import (
     OwnAgentList,
     Sharing,
 )
+from potluck.api.schemas.claims import HoldView
 from potluck.api.schemas.common import AgentState, Named, Revoked, RevokedKey
 from potluck.api.schemas.groups import (
     CreatedInvite,
@@ -269,6 +270,7 @@ async def list_agents(request: web.Request) -> web.Response:
                 state=_state(hub, agent.id),
                 groups=sorted(hub.access.groups_of_agent(agent.id)),
                 models=[] if session is None else [ModelState(id=m.id, hot=m.hot) for m in session.models],
+                holds=[HoldView.of(h) for h in hub.claims.view.holds_of(agent.id)],
             )
         )
     return json_response(OwnAgentList(agents=agents))

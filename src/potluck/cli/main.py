@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from potluck.agent.settings import AgentSettings
-from potluck.cli import accounts, billing, completion, fleet, groups, tools
+from potluck.cli import accounts, billing, claims, completion, fleet, groups, tools
 from potluck.cli.options import build, settings_options
 from potluck.hub.settings import HubSettings
 
@@ -162,6 +162,10 @@ def agent_scan(settings: AgentSettings) -> None:
 for command in (*accounts.COMMANDS, *groups.COMMANDS, *billing.COMMANDS, *tools.COMMANDS, *completion.COMMANDS):
     cli.add_command(command)
 for command in fleet.COMMANDS:
+    agent.add_command(command)
+for command in claims.COMMANDS:
+    groups.group_cmd.add_command(command)
+for command in claims.AGENT_COMMANDS:
     agent.add_command(command)
 
 

@@ -227,6 +227,36 @@ class HubSettings:
         details="Without it the hub packs the installed potluck package and its metadata into a wheel on the "
         "first download and keeps it in memory. The Docker image serves the wheel it was built from.",
     )
+    spot_check_percent: float = setting(
+        1.0,
+        help="Spot checks may use at most this share (%) of a group's requests for a model; 0 turns them off.",
+        details="Each check sends one short greedy request to every agent serving the model in the group; "
+        "none is billed.",
+    )
+    spot_check_interval_s: float = setting(
+        300.0, help="At least this many seconds between two spot checks of the same model in the same group."
+    )
+    spot_check_strikes: int = setting(
+        3,
+        help="Flag an agent for a model once this many of its last `--spot-check-window` checks disagreed.",
+    )
+    spot_check_window: int = setting(5, help="Judged spot checks remembered per agent, model and group.")
+    spot_check_similarity: float = setting(
+        0.8,
+        help="Two answers' first words agree at this similarity (0..1, difflib's ratio) or above.",
+    )
+    throughput_strikes: int = setting(
+        5,
+        help="Park an agent for a model once this many of its last `--throughput-window` measured requests "
+        "ran below the group's minimum tokens/s.",
+    )
+    throughput_window: int = setting(10, help="Measured requests remembered per agent, model and group.")
+    throughput_min_tokens: int = setting(
+        32, help="A request with fewer completion tokens says too little about speed to be measured."
+    )
+    throughput_cool_down_s: float = setting(
+        600.0, help="A parked agent is back in routing for the model after this many seconds."
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -242,6 +272,7 @@ class HubSettings:
         self._validate_connection_limits()
         self.parsed_model_aliases()
         self._validate_scheduling()
+        self._validate_claims()
         if not 0 <= self.platform_fee_percent <= 100:
             raise ValueError("--platform-fee-percent must be in 0..100")
         if self.reprice_interval <= 0:
@@ -274,6 +305,18 @@ class HubSettings:
             raise ValueError("--eject-failures >= 1, --eject-base-s > 0 and --eject-max-percent in 0..100")
         if not 0 <= self.retry_budget_percent <= 100:
             raise ValueError("--retry-budget-percent must be in 0..100")
+
+    def _validate_claims(self) -> None:
+        if not 0 <= self.spot_check_percent <= 100 or self.spot_check_interval_s < 0:
+            raise ValueError("--spot-check-percent must be in 0..100 and --spot-check-interval-s >= 0")
+        if not 1 <= self.spot_check_strikes <= self.spot_check_window:
+            raise ValueError("--spot-check-strikes must be in 1..--spot-check-window")
+        if not 0 < self.spot_check_similarity <= 1:
+            raise ValueError("--spot-check-similarity must be in (0, 1]")
+        if not 1 <= self.throughput_strikes <= self.throughput_window:
+            raise ValueError("--throughput-strikes must be in 1..--throughput-window")
+        if self.throughput_min_tokens < 1 or self.throughput_cool_down_s <= 0:
+            raise ValueError("--throughput-min-tokens >= 1 and --throughput-cool-down-s > 0")
 
     def parsed_model_aliases(self) -> dict[str, tuple[str, ...]]:
         """``--model-alias`` as name -> concrete models; ValueError naming a malformed one."""

@@ -269,3 +269,45 @@ agent_prices = Table(
     Column("output_per_mtok", Float, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+# -- model claims: who may serve which name in a group, and who is out of routing for one ------------
+
+claim_policies = Table(
+    "claim_policies",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy", String(16), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+claim_approvals = Table(
+    "claim_approvals",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("approved_by", String(40), nullable=False),
+    Column("approved_at", UTCDateTime(), nullable=False),
+)
+
+claim_holds = Table(
+    "claim_holds",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("since", UTCDateTime(), nullable=False),
+)
+
+claim_rules = Table(
+    "claim_rules",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("min_tokens_per_s", Float, nullable=True),
+    Column("reference_prompt", Text, nullable=True),
+    Column("reference_answer", Text, nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
