@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
 from potluck.api import admin, agent_ws, billing, dialect_routes, health, openai, openapi, requests, scheduling, users
+from potluck.api import web as pages
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.cors import add_cors
@@ -253,6 +254,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     billing.add_routes(app)
     requests.add_routes(app)
     openapi.add_routes(app)
+    pages.add_routes(app)
     add_cors(app, settings)
     return app
 

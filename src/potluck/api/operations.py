@@ -126,6 +126,27 @@ def _report(kind: type[msgspec.Struct], description: str) -> dict[int, Answer]:
     return {200: Answer(description, kind, {"text/csv": CSV})}
 
 
+def _page(summary: str, status: int = 303) -> Operation:
+    """A page for browsers: HTML (or a redirect to the sign-in page), not part of the JSON API."""
+    return Operation(
+        summary,
+        Auth.NONE,
+        {status: Answer("HTML for a browser, or a redirect (see docs/dashboard.md)")},
+        description="Pages authenticate with the browser session cookie; see docs/dashboard.md.",
+    )
+
+
+def _form(summary: str) -> Operation:
+    """A form post from a page: checked for its origin and CSRF token, answered with a redirect or the form again."""
+    return Operation(
+        summary,
+        Auth.NONE,
+        {303: Answer("Done: on to the next page"), 200: Answer("The form again, with what was wrong")},
+        ("permission_denied",),
+        description="Form posts need this hub's Origin and the form's CSRF token (403 otherwise): docs/dashboard.md.",
+    )
+
+
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # OpenAI-compatible client API (api/openai.py)
     ("POST", "/v1/chat/completions"): _relay("OpenAI chat completions, streaming or not", streams=True),
@@ -423,6 +444,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "see docs/protocol.md."
         ),
     ),
+    # The dashboard's pages and forms (api/web/): HTML for browsers, described in docs/dashboard.md
+    **{("GET", path): _page("The dashboard (redirects to /ui/now)") for path in ("/", "/dashboard", "/ui")},
+    ("GET", "/ui/{page}"): _page(
+        "A dashboard page: now, models, machines, requests, usage, keys, groups, add-gpu, admin"
+    ),
+    ("GET", "/static/{name}"): _page("A script or style sheet of the pages", status=200),
+    ("GET", "/login"): _page("The sign-in form", status=200),
+    ("POST", "/login"): _form("Sign in: sets the session cookie and redirects"),
+    ("POST", "/logout"): _form("Sign out: ends the session and redirects to /login"),
+    ("GET", "/join/{code}"): _page("An invite link: sign up (or sign in) and join the group", status=200),
+    ("POST", "/join/{code}"): _form("Create an account and join the invite's group, or join it as the signed-in user"),
+    ("GET", "/signup"): _page("The sign-up form (--signup open)", status=200),
+    ("POST", "/signup"): _form("Create an account without an invite (--signup open)"),
+    ("GET", "/password"): _page("The password form", status=200),
+    ("POST", "/password"): _form("Change your password; your other sessions end"),
     # This document (api/openapi.py)
     ("GET", "/openapi.json"): Operation(
         "This OpenAPI document",

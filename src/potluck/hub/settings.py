@@ -7,6 +7,7 @@ options and the table in docs/configuration.md are generated from them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
@@ -14,6 +15,17 @@ from potluck._shared.logging import LOG_LEVELS
 from potluck._shared.paths import default_data_dir, is_loopback
 from potluck._shared.setting import setting
 from potluck.hub.scoring import Policy, ScoreWeights
+
+
+class SignupMode(StrEnum):
+    """Who may create an account from a browser (``--signup``)."""
+
+    INVITE = "invite"
+    """Only with a group's invite link (``/join/<code>``), joining that group."""
+    OPEN = "open"
+    """Anyone who reaches the hub, at ``/signup``; invite links work as well."""
+    CLOSED = "closed"
+    """Nobody: admins create accounts; invite links only add signed-in users to a group."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +218,14 @@ class HubSettings:
         False, help="Serve plain HTTP on a non-loopback address: only behind a TLS-terminating proxy."
     )
     log_level: str = setting("info", choices=LOG_LEVELS, help="Logging level, to standard error.")
+    signup: str = setting(
+        SignupMode.INVITE.value,
+        choices=tuple(m.value for m in SignupMode),
+        help="Who may create an account in a browser: `invite`, `open` or `closed`.",
+        details="`invite`: a group's invite link (`/join/<code>`) creates an account and joins the group in one "
+        "step. `open`: anyone who reaches the hub may also sign up at `/signup` (joining no group). `closed`: "
+        "only admins create accounts (`POST /admin/users`); invite links then only add signed-in users.",
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -225,6 +245,8 @@ class HubSettings:
             raise ValueError("--platform-fee-percent must be in 0..100")
         if self.reprice_interval <= 0:
             raise ValueError("--reprice-interval must be positive")
+        if self.signup not in {m.value for m in SignupMode}:
+            raise ValueError(f"unknown --signup {self.signup}")
 
     def _validate_network(self) -> None:
         if not 0 <= self.port <= 65535:

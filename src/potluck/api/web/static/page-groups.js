@@ -1,0 +1,97 @@
+import { api, button, el, hubUrl, showError, table, when } from "/static/core.js";
+
+const MANAGERS = new Set(["owner", "admin"]);
+let current = null;
+
+async function guarded(call) {
+  try {
+    await call();
+    showError("groups-error", null);
+  } catch (error) {
+    showError("groups-error", error);
+  }
+}
+
+async function listGroups() {
+  const { groups } = await api("/api/groups");
+  table(
+    "groups",
+    [
+      ["Group", (g) => el("a", { href: `#${g.id}`, class: "group-link", onclick: () => open(g) }, g.name)],
+      ["Your role", (g) => g.role],
+    ],
+    groups,
+    { empty: "You are in no group yet: ask for an invite link, or create one." },
+  );
+  const wanted = location.hash.slice(1);
+  const chosen = groups.find((g) => g.id === wanted) ?? (current ? groups.find((g) => g.id === current.id) : null);
+  if (chosen) await open(chosen);
+  // A link to a group the viewer is not in: ask anyway, and show the hub's refusal.
+  else if (wanted) await open({ id: wanted, name: wanted, role: "member" });
+}
+
+async function open(group) {
+  current = group;
+  const detail = document.getElementById("group-detail");
+  detail.hidden = false;
+  document.getElementById("group-title").textContent = group.name;
+  const info = await api(`/api/groups/${encodeURIComponent(group.id)}`);
+  document.getElementById("group-billing").textContent =
+    info.billing === "credits"
+      ? `Billing: credits (consumers pay, GPU owners earn); default price ${info.default_input_per_mtok} in / ${info.default_output_per_mtok} out per million tokens.`
+      : "Billing: mutual (usage is tracked, nothing is charged).";
+  const { members } = await api(`/api/groups/${encodeURIComponent(group.id)}/members`);
+  table("members", [["Member", (m) => m.username], ["Role", (m) => m.role]], members);
+  const manager = MANAGERS.has(group.role);
+  document.getElementById("invites-section").hidden = !manager;
+  if (manager) await listInvites();
+  const { data: aliases } = await api(`/api/groups/${encodeURIComponent(group.id)}/aliases`);
+  table("aliases", [["Alias", (a) => a.alias], ["Models", (a) => a.models.join(" | ")]], aliases, { empty: "No aliases." });
+}
+
+async function listInvites() {
+  const { invites } = await api(`/api/groups/${encodeURIComponent(current.id)}/invites`);
+  table(
+    "invites",
+    [
+      ["Invite", (i) => i.id],
+      ["Uses", (i) => `${i.uses} / ${i.max_uses}`],
+      ["Expires", (i) => when(i.expires_at)],
+      ["", (i) => (i.revoked ? "revoked" : button("Revoke", () => guarded(() => revokeInvite(i))))],
+    ],
+    invites,
+    { empty: "No invite links." },
+  );
+}
+
+async function revokeInvite(invite) {
+  await api(`/api/groups/${encodeURIComponent(current.id)}/invites/${encodeURIComponent(invite.id)}`, { method: "DELETE" });
+  await listInvites();
+}
+
+async function createInvite(event) {
+  event.preventDefault();
+  const max_uses = Number(document.getElementById("invite-uses").value || 1);
+  const expires_in_s = Math.round(Number(document.getElementById("invite-days").value || 7) * 86400);
+  const created = await api(`/api/groups/${encodeURIComponent(current.id)}/invites`, {
+    method: "POST",
+    body: { max_uses, expires_in_s },
+  });
+  document.getElementById("invite-link").textContent = `${hubUrl()}/join/${created.code}`;
+  document.getElementById("invite-link-box").hidden = false;
+  await listInvites();
+}
+
+async function createGroup(event) {
+  event.preventDefault();
+  const name = document.getElementById("group-name").value.trim();
+  await api("/api/groups", { method: "POST", body: { name } });
+  event.target.reset();
+  await listGroups();
+}
+
+export function start() {
+  document.getElementById("new-invite").addEventListener("submit", (e) => guarded(() => createInvite(e)));
+  document.getElementById("new-group").addEventListener("submit", (e) => guarded(() => createGroup(e)));
+  guarded(listGroups);
+}

@@ -1,0 +1,90 @@
+import { api, badge, button, el, every, isAdmin, showError, table, when } from "/static/core.js";
+import { machines } from "/static/fleet.js";
+
+const gib = (bytes) => (bytes / 2 ** 30).toFixed(1);
+
+function state(m) {
+  if (m.state !== "online") return m.state;
+  if (m.admin_drained) return "draining";
+  return m.paused ? "paused" : "online";
+}
+
+function gpus(m) {
+  if (!m.gpus?.length) return "—";
+  return el(
+    "ul",
+    { class: "plain" },
+    m.gpus.map((g) =>
+      el(
+        "li",
+        {},
+        `${g.name}: ${Math.round(g.utilization_pct)}%, ${gib(g.memory_used_bytes)}/${gib(g.memory_total_bytes)} GiB`,
+        g.temperature_c == null ? "" : `, ${Math.round(g.temperature_c)} °C`,
+        g.power_w == null ? "" : `, ${Math.round(g.power_w)} W`,
+      ),
+    ),
+  );
+}
+
+function models(m) {
+  return el(
+    "ul",
+    { class: "plain" },
+    (m.models ?? []).map((model) => el("li", {}, el("span", { class: "model-name", text: model.id }), " ", badge(model.hot ? "hot" : "cold"))),
+  );
+}
+
+async function act(call) {
+  try {
+    await call();
+    showError("machines-error", null);
+    await refresh();
+  } catch (error) {
+    showError("machines-error", error);
+  }
+}
+
+function actions(m) {
+  const out = [];
+  const mine = m.owner_id === undefined || m.owner_id === document.body.dataset.user || !isAdmin();
+  if (mine && m.state !== "offline") {
+    out.push(
+      m.paused
+        ? button("Resume", () => act(() => api(`/api/agents/${encodeURIComponent(m.id)}`, { method: "PATCH", body: { paused: false } })))
+        : button("Pause", () => act(() => api(`/api/agents/${encodeURIComponent(m.id)}`, { method: "PATCH", body: { paused: true } }))),
+    );
+  }
+  if (isAdmin() && m.state !== "offline") {
+    out.push(
+      m.admin_drained
+        ? button("Undrain", () => act(() => api(`/admin/agents/${encodeURIComponent(m.id)}/resume`, { method: "POST" })), { class: "drain" })
+        : button("Drain", () => act(() => api(`/admin/agents/${encodeURIComponent(m.id)}/drain`, { method: "POST" })), { class: "drain" }),
+    );
+  }
+  return el("div", { class: "actions" }, out);
+}
+
+async function refresh() {
+  const rows = await machines();
+  table(
+    "machines",
+    [
+      ["Agent", (m) => el("span", { class: "agent-name", text: m.name })],
+      ["Status", (m) => badge(state(m))],
+      ["Last seen", (m) => when(m.last_seen)],
+      ["Backends", (m) => (m.backends ?? []).map((b) => `${b.kind}${b.version ? " " + b.version : ""}`).join(", ") || "—"],
+      ["GPUs", gpus],
+      ["Models", models],
+      ["Slots", (m) => (m.slots == null ? "—" : `${m.in_flight ?? 0} / ${m.slots}`)],
+      ["Reconnects / ejections", (m) => (m.reconnects == null ? "—" : `${m.reconnects} / ${m.ejections}`)],
+      ["Groups", (m) => (m.groups ?? []).join(", ") || "—"],
+      ["", actions],
+    ],
+    rows,
+    { empty: "No agents yet: add a GPU.", rowKey: (m) => m.id },
+  );
+}
+
+export function start() {
+  every(1000, refresh, (error) => showError("machines-error", error));
+}
