@@ -25,6 +25,8 @@ from potluck._shared.clock import Clock
 from potluck.hub.outcome import Outcome
 from potluck.store.usage import UsageRecord
 
+__all__ = ["Observer", "UsageRecord", "Window", "WindowKey"]
+
 BUCKET_S = 60
 BUCKETS = 15
 WINDOW_S = BUCKET_S * BUCKETS
@@ -196,37 +198,35 @@ class Observer:
 
     def window(self, visible: Callable[[WindowKey], bool]) -> Window:
         """Sums over the keys ``visible`` accepts, one entry per minute bucket, oldest first."""
-        now = self._clock.now()
-        minute = int(now // BUCKET_S)
-        first = minute - BUCKETS + 1
-        requests = [0] * BUCKETS
-        errors = [0] * BUCKETS
-        tokens = [0] * BUCKETS
-        ttft = [[0] * _BINS for _ in range(BUCKETS)]
-        decode_tokens = decode_ms = 0
+        first, covered = self._frame()
+        window = _empty(covered)
         for key, ring in self._rings.items():
-            if not visible(key):
-                continue
-            for bucket in ring:
-                if bucket is None or bucket.minute < first:
-                    continue
-                i = bucket.minute - first
-                requests[i] += bucket.requests
-                errors[i] += bucket.errors
-                tokens[i] += bucket.completion_tokens
-                decode_tokens += bucket.decode_tokens
-                decode_ms += bucket.decode_ms
-                if bucket.ttft is not None:
-                    row = ttft[i]
-                    for b, count in enumerate(bucket.ttft):
-                        if count:
-                            row[b] += count
+            if visible(key):
+                _accumulate(window, ring, first)
+        return window
+
+    def by_model(self, visible: Callable[[WindowKey], bool]) -> dict[str, Window]:
+        """`window` per model, in one pass over the keys."""
+        first, covered = self._frame()
+        windows: dict[str, Window] = {}
+        for key, ring in self._rings.items():
+            if visible(key):
+                window = windows.get(key[2])
+                if window is None:
+                    window = windows[key[2]] = _empty(covered)
+                _accumulate(window, ring, first)
+        return windows
+
+    def _frame(self) -> tuple[int, list[float]]:
+        """The first bucket's minute, and the seconds each bucket of the window covers."""
+        now = self._clock.now()
+        first = int(now // BUCKET_S) - BUCKETS + 1
         covered = []
         for i in range(BUCKETS):
             start = max((first + i) * BUCKET_S, self._started)
             end = min((first + i + 1) * BUCKET_S, now)
             covered.append(max(0.0, end - start))
-        return Window(requests, errors, tokens, decode_tokens, decode_ms, ttft, covered)
+        return first, covered
 
     def keys(self) -> Iterable[WindowKey]:
         return self._rings.keys()
@@ -255,6 +255,29 @@ class Observer:
                 _add(self._spent, user_id, hour, charged)
             if earned and owner_id is not None:
                 _add(self._earned, owner_id, hour, earned)
+
+
+def _empty(covered: list[float]) -> Window:
+    return Window(
+        [0] * BUCKETS, [0] * BUCKETS, [0] * BUCKETS, 0, 0, [[0] * _BINS for _ in range(BUCKETS)], list(covered)
+    )
+
+
+def _accumulate(window: Window, ring: list[_Bucket | None], first: int) -> None:
+    for bucket in ring:
+        if bucket is None or bucket.minute < first:
+            continue
+        i = bucket.minute - first
+        window.requests[i] += bucket.requests
+        window.errors[i] += bucket.errors
+        window.completion_tokens[i] += bucket.completion_tokens
+        window.decode_tokens += bucket.decode_tokens
+        window.decode_ms += bucket.decode_ms
+        if bucket.ttft is not None:
+            row = window.ttft[i]
+            for b, count in enumerate(bucket.ttft):
+                if count:
+                    row[b] += count
 
 
 def _add(table: dict[str, dict[int, int]], who: str, hour: int, amount: int) -> None:

@@ -21,6 +21,9 @@ from potluck._shared.clock import Clock
 from potluck.hub.registry import Registry
 from potluck.hub.session import AgentSession
 from potluck.protocol.metrics import HostMetrics
+from potluck.store.agents import Agent
+
+__all__ = ["Agent", "AgentTrack", "EventKind", "FleetEvent", "FleetWatch"]
 
 FEED = 200
 """Feed events kept."""

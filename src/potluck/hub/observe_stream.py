@@ -15,6 +15,7 @@ older one. A slow page therefore costs a bounded amount of memory, and nothing h
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,17 @@ MAX_ITEMS = 256
 """Tail rows and feed items a subscriber may have waiting."""
 MAX_ROWS_PER_TICK = 50
 """Tail rows given to one subscriber per tick; more finished in a quarter second count as dropped."""
+
+
+class RowView(enum.Enum):
+    """How a viewer sees a finished request in the live tail."""
+
+    MINE = "mine"
+    """They made it: in full."""
+    ANY = "any"
+    """An admin, someone else's request: in full."""
+    SERVED = "served"
+    """One of their agents served someone else's request: no key, and the credits are their earnings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +77,15 @@ class Scope:
             return agent_id in self.agents
         return group_id is not None and group_id in self.groups
 
-    def sees_record(self, record: UsageRecord) -> bool | None:
-        """None: not theirs to see; True: shown in full (theirs, or any to an admin); False: served by one
-        of their agents for someone else (no key, and the credits are their earnings)."""
+    def sees_record(self, record: UsageRecord) -> RowView | None:
+        """How the viewer sees a finished request; None: not at all."""
         user_id = self.viewer.user_id
-        if record.user_id == user_id or self.viewer.admin:
-            return True
+        if record.user_id == user_id:
+            return RowView.MINE
+        if self.viewer.admin:
+            return RowView.ANY
         if record.owner_id == user_id:
-            return False
+            return RowView.SERVED
         return None
 
 
@@ -91,7 +104,7 @@ class Renderer(Protocol):
 
     def now(self, scope: Scope) -> bytes: ...
 
-    def request(self, record: UsageRecord, full: bool) -> bytes: ...
+    def request(self, record: UsageRecord, view: RowView) -> bytes: ...
 
     def event(self, event: FleetEvent) -> bytes: ...
 
@@ -253,16 +266,16 @@ class Dashboards:
         return [record for seq, record in observer.recent if seq > seen]
 
     def _rows_to(self, subscriber: Subscriber, scope: Scope, rows: list[UsageRecord], renderer: Renderer) -> None:
-        shown = [(record, full) for record in rows if (full := scope.sees_record(record)) is not None]
+        shown = [(record, view) for record in rows if (view := scope.sees_record(record)) is not None]
         if len(shown) > MAX_ROWS_PER_TICK:
             subscriber.skip(len(shown) - MAX_ROWS_PER_TICK)
             shown = shown[-MAX_ROWS_PER_TICK:]
         cache = self._cache
-        for record, full in shown:
-            key = ("request", record.request_id, full)
+        for record, view in shown:
+            key = ("request", record.request_id, view)
             item = cache.get(key)
             if item is None:
-                item = cache[key] = renderer.request(record, full)
+                item = cache[key] = renderer.request(record, view)
             subscriber.push(item)
 
     def _render(self, key: tuple[str, object], render: Callable[[], bytes]) -> bytes:

@@ -17,7 +17,7 @@ from sqlalchemy import Select, delete, func, insert, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from potluck.store.tables import ROLLUP_DIMENSIONS, ROLLUP_SUMS, usage_daily, usage_records
+from potluck.store.tables import ROLLUP_DIMENSIONS, ROLLUP_SUMS, memberships, usage_daily, usage_records, users
 
 _d = usage_daily.c
 _KEY = ("day", *ROLLUP_DIMENSIONS, "model")
@@ -162,6 +162,19 @@ class RollupRepository:
             [Share(g, u, int(n), int(t), int(a)) for g, u, n, t, a in await self._rows(consumed)],
             [Share(g, u, int(n), int(t), int(a)) for g, u, n, t, a in await self._rows(contributed)],
         )
+
+    async def members_of(self, group_ids: list[str]) -> dict[str, list[tuple[str, str, str]]]:
+        """Group -> (user id, username, role) of its members, for several groups in one query."""
+        m = memberships.c
+        query = (
+            select(m.group_id, m.user_id, users.c.username, m.role)
+            .join(users, users.c.id == m.user_id)
+            .where(m.group_id.in_(group_ids))
+        )
+        members: dict[str, list[tuple[str, str, str]]] = {}
+        for group_id, user_id, username, role in await self._rows(query):
+            members.setdefault(str(group_id), []).append((str(user_id), str(username), str(role)))
+        return members
 
     async def last_day(self, since: datetime) -> list[tuple[datetime, str | None, str | None, int, int]]:
         """Charged and earned amounts of the usage records since ``since`` (for the 24-hour sums at start):

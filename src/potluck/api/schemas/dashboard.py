@@ -164,7 +164,7 @@ class ModelRow(Reply):
     queue: int
     """Requests waiting for it."""
     in_flight: int
-    """Slots in use on agents taking new work for it."""
+    """Slots in use on the agents listing it (an agent's slots are shared by all its models)."""
     slots: int
     """Slots in all on those agents."""
     requests_15m: int

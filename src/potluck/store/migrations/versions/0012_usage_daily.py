@@ -44,7 +44,11 @@ def upgrade() -> None:
     op.create_index("ix_usage_daily_owner_day", "usage_daily", ["owner_id", "day"])
     op.create_index("ix_usage_daily_group_day", "usage_daily", ["group_id", "day"])
     bind = op.get_bind()
-    day = "to_char(timezone('UTC', created_at), 'YYYY-MM-DD')" if bind.dialect.name == "postgresql" else "date(created_at)"
+    day = (
+        "to_char(timezone('UTC', created_at), 'YYYY-MM-DD')"
+        if bind.dialect.name == "postgresql"
+        else "date(created_at)"
+    )
     dims = ", ".join(f"coalesce({name}, '')" for name in _DIMENSIONS)
     op.execute(
         f"INSERT INTO usage_daily (day, {', '.join(_DIMENSIONS)}, model, {', '.join(_SUMS)}) "  # noqa: S608 - constants
