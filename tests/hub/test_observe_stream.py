@@ -132,7 +132,7 @@ def test_a_page_that_never_reads_holds_a_bounded_queue() -> None:
 
     assert len(page.items) == 10
     assert page.dropped == 20
-    now, _agents, kept, dropped = page.take()
+    _now, _agents, kept, dropped = page.take()
     assert [k.decode() for k in kept][-1] == "request req_29 mine"  # the newest are kept
     assert dropped == 20
     assert page.take()[3] == 0  # counted once
