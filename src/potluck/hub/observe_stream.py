@@ -3,7 +3,7 @@
 A `Scope` is one viewer's visibility: an admin sees everything; anyone else the agents they own and the
 agents shared into their groups, their own requests and the requests their agents served.
 
-`Dashboards.tick` runs four times a second in the hub's TaskGroup, never on the request path. It takes
+`Dashboards.tick` runs twice a second in the hub's TaskGroup, never on the request path. It takes
 the requests finished since the last tick from the `Observer`'s ring, the feed events and badge changes
 of a `FleetWatch` scan, and once a second a `now` snapshot per viewer, renders each item once (the
 `Renderer`, which the API layer provides, turns them into Server-Sent Events) and hands the bytes to the
@@ -27,15 +27,16 @@ from potluck.hub.observe import Observer, WindowKey
 from potluck.hub.observe_fleet import FleetEvent, FleetWatch
 from potluck.store.usage import UsageRecord
 
-TICK_S = 0.25
-SCAN_EVERY = 2
+TICK_S = 0.5
+SCAN_EVERY = 1
 """Ticks between fleet scans (0.5 s)."""
-NOW_EVERY = 4
+NOW_EVERY = 2
 """Ticks between ``now`` snapshots (1 s)."""
 MAX_ITEMS = 256
 """Tail rows and feed items a subscriber may have waiting."""
-MAX_ROWS_PER_TICK = 50
-"""Tail rows given to one subscriber per tick; more finished in a quarter second count as dropped."""
+MAX_ROWS_PER_TICK = 10
+"""Tail rows given to a page per tick (20 a second: more than anyone reads); the rest count as dropped. A
+busy hub's fan-out thus costs at most this many rows per page per tick, whatever its request rate."""
 
 
 class RowView(enum.Enum):
@@ -228,58 +229,75 @@ class Dashboards:
         if renderer is None or not self.subscribers:
             return
         scopes: dict[Viewer, Scope] = {}
+        deliveries: dict[Viewer, _Delivery] = {}
         for subscriber in self.subscribers:
             viewer = subscriber.viewer
-            scope = scopes.get(viewer)
-            if scope is None:
+            delivery = deliveries.get(viewer)
+            if delivery is None:
                 scope = scopes[viewer] = scope_of(viewer, self._access)
-            self._rows_to(subscriber, scope, rows, renderer)
-            self._fleet_to(subscriber, scope, events, changed, renderer)
+                delivery = deliveries[viewer] = self._delivery(scope, rows, events, changed, renderer)
+            if delivery.skipped:
+                subscriber.skip(delivery.skipped)
+            for item in delivery.items:
+                subscriber.push(item)
+            for agent_id, change in delivery.agents:
+                subscriber.offer_agent(agent_id, change)
         self._cache.clear()
         if self._ticks % NOW_EVERY == 0:
-            self._now_to_all(scopes, renderer)
+            self._now_to_all(deliveries, scopes, renderer)
 
-    def _fleet_to(
-        self, subscriber: Subscriber, scope: Scope, events: list[FleetEvent], changed: list[str], renderer: Renderer
-    ) -> None:
-        for event in events:
-            if scope.sees_agent(event.agent_id):
-                subscriber.push(self._render(("event", event.id), partial(renderer.event, event)))
-        for agent_id in changed:
-            if scope.sees_agent(agent_id):
-                subscriber.offer_agent(agent_id, self._render(("agent", agent_id), partial(renderer.agent, agent_id)))
-
-    def _now_to_all(self, scopes: dict[Viewer, Scope], renderer: Renderer) -> None:
-        snapshots: dict[Viewer, bytes] = {}
+    def _now_to_all(self, deliveries: dict[Viewer, _Delivery], scopes: dict[Viewer, Scope], renderer: Renderer) -> None:
         for subscriber in self.subscribers:
-            viewer = subscriber.viewer
-            snapshot = snapshots.get(viewer)
-            if snapshot is None:
-                snapshot = snapshots[viewer] = renderer.now(scopes[viewer])
-            subscriber.offer_now(snapshot)
+            delivery = deliveries[subscriber.viewer]
+            if delivery.now is None:
+                delivery.now = renderer.now(scopes[subscriber.viewer])
+            subscriber.offer_now(delivery.now)
+
+    def _delivery(
+        self, scope: Scope, rows: list[UsageRecord], events: list[FleetEvent], changed: list[str], renderer: Renderer
+    ) -> _Delivery:
+        """What every page of one viewer gets this tick (computed once per viewer, whatever their pages)."""
+        shown = [(record, view) for record in rows if (view := scope.sees_record(record)) is not None]
+        skipped = max(0, len(shown) - MAX_ROWS_PER_TICK)
+        items = [
+            self._render(("request", record.request_id, view), partial(renderer.request, record, view))
+            for record, view in shown[skipped:]
+        ]
+        items.extend(
+            self._render(("event", event.id), partial(renderer.event, event))
+            for event in events
+            if scope.sees_agent(event.agent_id)
+        )
+        agents = [
+            (agent_id, self._render(("agent", agent_id), partial(renderer.agent, agent_id)))
+            for agent_id in changed
+            if scope.sees_agent(agent_id)
+        ]
+        return _Delivery(items, skipped, agents)
 
     def _new_rows(self) -> list[UsageRecord]:
-        observer = self.observer
-        seen, self._seen = self._seen, observer.seq
-        if observer.seq == seen:
-            return []
-        return [record for seq, record in observer.recent if seq > seen]
+        """The records finished since the last tick, oldest first (reading only those from the ring's end)."""
+        seen, self._seen = self._seen, self.observer.seq
+        rows = []
+        for seq, record in reversed(self.observer.recent):
+            if seq <= seen:
+                break
+            rows.append(record)
+        rows.reverse()
+        return rows
 
-    def _rows_to(self, subscriber: Subscriber, scope: Scope, rows: list[UsageRecord], renderer: Renderer) -> None:
-        shown = [(record, view) for record in rows if (view := scope.sees_record(record)) is not None]
-        if len(shown) > MAX_ROWS_PER_TICK:
-            subscriber.skip(len(shown) - MAX_ROWS_PER_TICK)
-            shown = shown[-MAX_ROWS_PER_TICK:]
-        cache = self._cache
-        for record, view in shown:
-            key = ("request", record.request_id, view)
-            item = cache.get(key)
-            if item is None:
-                item = cache[key] = renderer.request(record, view)
-            subscriber.push(item)
-
-    def _render(self, key: tuple[str, object], render: Callable[[], bytes]) -> bytes:
+    def _render(self, key: tuple[object, ...], render: Callable[[], bytes]) -> bytes:
         item = self._cache.get(key)
         if item is None:
             item = self._cache[key] = render()
         return item
+
+
+@dataclass(slots=True)
+class _Delivery:
+    items: list[bytes]
+    """Tail rows, then feed events."""
+    skipped: int
+    """Tail rows beyond `MAX_ROWS_PER_TICK`."""
+    agents: list[tuple[str, bytes]]
+    now: bytes | None = None
