@@ -16,6 +16,7 @@ import secrets
 import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -23,11 +24,24 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
-from potluck.api import admin, agent_ws, billing, dialect_routes, health, openai, openapi, requests, scheduling, users
+from potluck.api import (
+    admin,
+    agent_ws,
+    billing,
+    dashboard,
+    dialect_routes,
+    health,
+    openai,
+    openapi,
+    requests,
+    scheduling,
+    users,
+)
 from potluck.api import web as pages
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.cors import add_cors
+from potluck.api.dashboard_stream import StreamRenderer
 from potluck.api.errors import error_middleware
 from potluck.api.guard import CONNECTION_GUARD, ConnectionGuard, GuardedSite, guard_requests
 from potluck.hub.access import AccessMap
@@ -49,6 +63,10 @@ from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import Limits, MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
+from potluck.hub.observe import Observer
+from potluck.hub.observe_fleet import FleetWatch
+from potluck.hub.observe_stream import Dashboards
+from potluck.hub.observe_usage import UsageCharts
 from potluck.hub.receipts import HubSigner
 from potluck.hub.registry import Registry
 from potluck.hub.reports import Reports
@@ -178,6 +196,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         limiter = MemoryRateLimiter(clock)
         lifecycle = Lifecycle()
         returning = Returning(clock, await store.agents.serving(), settings.restart_grace_s)
+        observer = Observer(clock)
+        observer.seed_day(await store.rollups.last_day(clock.wall() - timedelta(hours=24)))
         requests = RequestOwner(
             access=access,
             limiter=limiter,
@@ -188,6 +208,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             clock=clock,
             lifecycle=lifecycle,
             returning=returning,
+            observer=observer,
         )
         groups = Groups(store, access, registry, accounting)
         agents = Agents(store, access, registry, accounting, groups)
@@ -222,7 +243,10 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             access=access,
             limiter=limiter,
             accounting=accounting,
+            dashboards=Dashboards(observer, FleetWatch(registry, clock), access, admin=lambda u: u in access.admins),
+            charts=UsageCharts(store, journal),
         )
+        app[HUB].dashboards.renderer = StreamRenderer(app[HUB])
         lifecycle.start(
             {
                 "heartbeat": partial(_run_periodic, settings.heartbeat_interval, registry.heartbeat),
@@ -233,6 +257,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "ledger": ledger.run,
                 "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
                 "connection-guard": guard.run,
+                "dashboards": app[HUB].dashboards.run,
             }
         )
         try:
@@ -253,6 +278,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     scheduling.add_routes(app)
     billing.add_routes(app)
     requests.add_routes(app)
+    dashboard.add_routes(app)
     openapi.add_routes(app)
     pages.add_routes(app)
     add_cors(app, settings)

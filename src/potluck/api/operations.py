@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from potluck.api.schemas import accounts, admin, agents, billing, groups, requests, scheduling, service
+from potluck.api.schemas import accounts, admin, agents, billing, dashboard, groups, requests, scheduling, service
 from potluck.api.schemas.common import KeyList, Named, Revoked, RevokedKey
 from potluck.hub.receipts import SignedReceipt
 from potluck.protocol.openai import Dialect, RoutingFields
@@ -94,6 +94,10 @@ EVENT_STREAM: Schema = {
     "type": "string",
     "description": "Server-sent events relayed as the backend wrote them; a failure after the start ends the "
     'stream with one `data: {"error": {...}}` event and no `[DONE]`',
+}
+DASHBOARD_EVENTS: Schema = {
+    "type": "string",
+    "description": "Server-sent events; see the operation's description for each event's body",
 }
 CSV: Schema = {"type": "string", "description": "The same rows as CSV, with a header line"}
 
@@ -414,6 +418,58 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/.well-known/potluck-hub-key"): Operation(
         "The hub's Ed25519 public key, which signs receipts", Auth.NONE, ok(billing.HubKey, "The key")
+    ),
+    # The dashboard's numbers (api/dashboard.py, api/dashboard_stream.py)
+    ("GET", "/api/dashboard/now"): Operation(
+        "The fleet you can see now, with 15-minute sparklines, your credits and the event feed",
+        Auth.USER,
+        ok(dashboard.NowView, "Now"),
+    ),
+    ("GET", "/api/dashboard/models"): Operation(
+        "Per model: hot and cold agents, queue, TTFT, speed, price and capability badges",
+        Auth.USER,
+        ok(dashboard.ModelsView, "Models"),
+    ),
+    ("GET", "/api/dashboard/machines"): Operation(
+        "Your agents (every agent for admins), with live GPU figures from their LOAD frames",
+        Auth.USER,
+        ok(dashboard.MachinesView, "Machines"),
+    ),
+    ("GET", "/api/dashboard/usage"): Operation(
+        "Daily spend and earnings by model from the rollups, and the members' shares of the groups you manage",
+        Auth.USER,
+        ok(dashboard.UsageView, "Usage"),
+        query=dashboard.UsageQuery,
+    ),
+    ("GET", "/api/dashboard/usage.csv"): Operation(
+        "The daily series of `/api/dashboard/usage` as CSV",
+        Auth.USER,
+        {200: Answer("CSV", media={"text/csv": CSV})},
+        query=dashboard.UsageQuery,
+    ),
+    ("GET", "/api/dashboard/holds"): Operation(
+        "Your open credit holds (requests in flight)", Auth.USER, ok(dashboard.HoldsView, "Holds")
+    ),
+    ("GET", "/api/dashboard/explain"): Operation(
+        "Why the scheduler would pick an agent for a model now (admin users)",
+        Auth.USER,
+        ok(scheduling.RouteExplanation, "Explanation"),
+        ("permission_denied",),
+        query=dashboard.ModelQuery,
+    ),
+    ("GET", "/api/dashboard/stream"): Operation(
+        "One Server-Sent Events stream per dashboard page",
+        Auth.USER,
+        {
+            200: Answer(
+                "Events `now`, `request`, `event`, `agent` and `dropped`", media={"text/event-stream": DASHBOARD_EVENTS}
+            )
+        },
+        description=(
+            "Each event's `data` is one JSON object: `now` a NowView (at most once a second, only when it "
+            "changed), `request` a RequestRow, `event` a FeedEvent, `agent` an AgentChange, `dropped` a Dropped. "
+            "A `: ping` comment comes every 15 s while nothing else does."
+        ),
     ),
     # Health and metrics (api/health.py)
     ("GET", "/healthz"): Operation("Liveness", Auth.NONE, ok(service.Alive, "The process serves HTTP")),

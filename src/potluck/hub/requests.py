@@ -35,6 +35,7 @@ from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import NO_LIMITS, Admission, Limits, RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
+from potluck.hub.observe import Observer
 from potluck.hub.outcome import Outcome, outcome_of_failure, outcome_of_response
 from potluck.hub.returning import Returning
 from potluck.protocol.agent import EndMessage, Usage
@@ -79,7 +80,10 @@ class RequestOwner:
         clock: Clock,
         lifecycle: Lifecycle,
         returning: Returning | None = None,
+        observer: Observer | None = None,
     ) -> None:
+        self.observer = observer
+        """The dashboard's live numbers: told of every finished request (one O(1) call)."""
         self.lifecycle = lifecycle
         self.returning = returning
         self.access = access
@@ -242,7 +246,7 @@ class RequestOwner:
             metrics.ttft.observe(first_byte_at - req.received_at)
             ttft_ms = round((first_byte_at - req.received_at) * 1000)
         self.journal.record(
-            UsageRecord(
+            record := UsageRecord(
                 request_id=req.request_id,
                 key_id=req.key_id,
                 agent_id=agent_id,
@@ -266,6 +270,8 @@ class RequestOwner:
                 **usage_parts(usage, bill.estimated),
             )
         )
+        if self.observer is not None:
+            self.observer.finished(record, now)
 
 
 class Serving:

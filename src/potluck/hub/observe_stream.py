@@ -1,0 +1,303 @@
+"""Who sees what on the dashboard, and the fan-out of its live stream to every open page.
+
+A `Scope` is one viewer's visibility: an admin sees everything; anyone else the agents they own and the
+agents shared into their groups, their own requests and the requests their agents served.
+
+`Dashboards.tick` runs twice a second in the hub's TaskGroup, never on the request path. It takes
+the requests finished since the last tick from the `Observer`'s ring, the feed events and badge changes
+of a `FleetWatch` scan, and once a second a `now` snapshot per viewer, renders each item once (the
+`Renderer`, which the API layer provides, turns them into Server-Sent Events) and hands the bytes to the
+subscribers that may see them. A subscriber's queue is bounded: tail rows and feed items beyond
+`MAX_ITEMS` are dropped and counted, a newer ``now`` replaces an older one, an agent's newer badge its
+older one. A slow page therefore costs a bounded amount of memory, and nothing here ever waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+from potluck.hub.access import AccessMap
+from potluck.hub.observe import Observer, WindowKey
+from potluck.hub.observe_fleet import FleetEvent, FleetWatch
+from potluck.store.usage import UsageRecord
+
+TICK_S = 0.5
+SCAN_EVERY = 1
+"""Ticks between fleet scans (0.5 s)."""
+NOW_EVERY = 2
+"""Ticks between ``now`` snapshots (1 s)."""
+MAX_ITEMS = 256
+"""Tail rows and feed items a subscriber may have waiting."""
+MAX_ROWS_PER_TICK = 10
+"""Tail rows given to a page per tick (20 a second: more than anyone reads); the rest count as dropped. A
+busy hub's fan-out thus costs at most this many rows per page per tick, whatever its request rate."""
+
+
+class RowView(enum.Enum):
+    """How a viewer sees a finished request in the live tail."""
+
+    MINE = "mine"
+    """They made it: in full."""
+    ANY = "any"
+    """An admin, someone else's request: in full."""
+    SERVED = "served"
+    """One of their agents served someone else's request: no key, and the credits are their earnings."""
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    user_id: str
+    admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one viewer may see now."""
+
+    viewer: Viewer
+    agents: frozenset[str] | None
+    """Agents they may see; None: all (an admin)."""
+    groups: frozenset[str]
+    """Their groups."""
+
+    def sees_agent(self, agent_id: str) -> bool:
+        return self.agents is None or agent_id in self.agents
+
+    def sees_key(self, key: WindowKey) -> bool:
+        """A window key: an agent they see, or a request that reached no agent through one of their groups."""
+        if self.agents is None:
+            return True
+        agent_id, group_id = key[0], key[1]
+        if agent_id is not None:
+            return agent_id in self.agents
+        return group_id is not None and group_id in self.groups
+
+    def sees_record(self, record: UsageRecord) -> RowView | None:
+        """How the viewer sees a finished request; None: not at all."""
+        user_id = self.viewer.user_id
+        if record.user_id == user_id:
+            return RowView.MINE
+        if self.viewer.admin:
+            return RowView.ANY
+        if record.owner_id == user_id:
+            return RowView.SERVED
+        return None
+
+
+def scope_of(viewer: Viewer, access: AccessMap) -> Scope:
+    """The viewer's scope from the in-memory access map (no database)."""
+    groups = frozenset(access.user_groups.get(viewer.user_id, ()))
+    if viewer.admin:
+        return Scope(viewer, None, groups)
+    agents = {a for a, owner in access.agent_owner.items() if owner == viewer.user_id}
+    agents.update(a for a, shared in access.agent_groups.items() if not shared.isdisjoint(groups))
+    return Scope(viewer, frozenset(agents), groups)
+
+
+class Renderer(Protocol):
+    """Turns the hub's items into the stream's bytes (one Server-Sent Event each)."""
+
+    def now(self, scope: Scope) -> bytes: ...
+
+    def request(self, record: UsageRecord, view: RowView) -> bytes: ...
+
+    def event(self, event: FleetEvent) -> bytes: ...
+
+    def agent(self, agent_id: str) -> bytes: ...
+
+
+class Subscriber:
+    """One open dashboard stream: what it has not read yet, bounded."""
+
+    def __init__(self, viewer: Viewer, max_items: int = MAX_ITEMS) -> None:
+        self.viewer = viewer
+        self.max_items = max_items
+        self.items: deque[bytes] = deque()
+        self.now: bytes | None = None
+        self.agents: dict[str, bytes] = {}
+        self.dropped = 0
+        """Items dropped since the page last read."""
+        self.dropped_total = 0
+        self._last_now: bytes | None = None
+        self._ready = asyncio.Event()
+
+    def push(self, item: bytes) -> None:
+        if len(self.items) >= self.max_items:
+            self.items.popleft()
+            self.dropped += 1
+            self.dropped_total += 1
+        self.items.append(item)
+        self._ready.set()
+
+    def skip(self, count: int) -> None:
+        self.dropped += count
+        self.dropped_total += count
+        self._ready.set()
+
+    def offer_now(self, snapshot: bytes) -> None:
+        """A ``now`` snapshot: kept only when it differs from the one last given."""
+        if snapshot != self._last_now:
+            self._last_now = self.now = snapshot
+            self._ready.set()
+
+    def offer_agent(self, agent_id: str, change: bytes) -> None:
+        self.agents[agent_id] = change
+        self._ready.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until something is ready; False when ``timeout`` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def take(self) -> tuple[bytes | None, list[bytes], list[bytes], int]:
+        """Everything ready: the latest ``now``, the agents' badges, the items, and how many were dropped."""
+        now, self.now = self.now, None
+        agents = list(self.agents.values())
+        self.agents.clear()
+        items = list(self.items)
+        self.items.clear()
+        dropped, self.dropped = self.dropped, 0
+        self._ready.clear()
+        return now, agents, items, dropped
+
+
+class Dashboards:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        observer: Observer,
+        fleet: FleetWatch,
+        access: AccessMap,
+        *,
+        admin: Callable[[str], bool],
+        tick_s: float = TICK_S,
+    ) -> None:
+        self.observer = observer
+        self.fleet = fleet
+        self._access = access
+        self._is_admin = admin
+        self._tick_s = tick_s
+        self.renderer: Renderer | None = None
+        self.subscribers: set[Subscriber] = set()
+        self._ticks = 0
+        self._seen = observer.seq
+        self._cache: dict[tuple[object, ...], bytes] = {}
+        """Items rendered this tick, so that 200 pages showing the same request cost one encoding."""
+
+    def viewer(self, user_id: str) -> Viewer:
+        return Viewer(user_id, self._is_admin(user_id))
+
+    def scope(self, user_id: str) -> Scope:
+        return scope_of(self.viewer(user_id), self._access)
+
+    def subscribe(self, user_id: str, max_items: int = MAX_ITEMS) -> Subscriber:
+        subscriber = Subscriber(self.viewer(user_id), max_items)
+        self.subscribers.add(subscriber)
+        renderer = self.renderer
+        if renderer is not None:
+            subscriber.offer_now(renderer.now(self.scope(user_id)))
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        while True:
+            await asyncio.sleep(self._tick_s)
+            self.tick()
+
+    def tick(self) -> None:
+        self._ticks += 1
+        events: list[FleetEvent] = []
+        changed: list[str] = []
+        if self._ticks % SCAN_EVERY == 0:
+            events, changed = self.fleet.scan()
+        rows = self._new_rows()
+        renderer = self.renderer
+        if renderer is None or not self.subscribers:
+            return
+        scopes: dict[Viewer, Scope] = {}
+        deliveries: dict[Viewer, _Delivery] = {}
+        for subscriber in self.subscribers:
+            viewer = subscriber.viewer
+            delivery = deliveries.get(viewer)
+            if delivery is None:
+                scope = scopes[viewer] = scope_of(viewer, self._access)
+                delivery = deliveries[viewer] = self._delivery(scope, rows, events, changed, renderer)
+            if delivery.skipped:
+                subscriber.skip(delivery.skipped)
+            for item in delivery.items:
+                subscriber.push(item)
+            for agent_id, change in delivery.agents:
+                subscriber.offer_agent(agent_id, change)
+        self._cache.clear()
+        if self._ticks % NOW_EVERY == 0:
+            self._now_to_all(deliveries, scopes, renderer)
+
+    def _now_to_all(self, deliveries: dict[Viewer, _Delivery], scopes: dict[Viewer, Scope], renderer: Renderer) -> None:
+        for subscriber in self.subscribers:
+            delivery = deliveries[subscriber.viewer]
+            if delivery.now is None:
+                delivery.now = renderer.now(scopes[subscriber.viewer])
+            subscriber.offer_now(delivery.now)
+
+    def _delivery(
+        self, scope: Scope, rows: list[UsageRecord], events: list[FleetEvent], changed: list[str], renderer: Renderer
+    ) -> _Delivery:
+        """What every page of one viewer gets this tick (computed once per viewer, whatever their pages)."""
+        shown = [(record, view) for record in rows if (view := scope.sees_record(record)) is not None]
+        skipped = max(0, len(shown) - MAX_ROWS_PER_TICK)
+        items = [
+            self._render(("request", record.request_id, view), partial(renderer.request, record, view))
+            for record, view in shown[skipped:]
+        ]
+        items.extend(
+            self._render(("event", event.id), partial(renderer.event, event))
+            for event in events
+            if scope.sees_agent(event.agent_id)
+        )
+        agents = [
+            (agent_id, self._render(("agent", agent_id), partial(renderer.agent, agent_id)))
+            for agent_id in changed
+            if scope.sees_agent(agent_id)
+        ]
+        return _Delivery(items, skipped, agents)
+
+    def _new_rows(self) -> list[UsageRecord]:
+        """The records finished since the last tick, oldest first (reading only those from the ring's end)."""
+        seen, self._seen = self._seen, self.observer.seq
+        rows = []
+        for seq, record in reversed(self.observer.recent):
+            if seq <= seen:
+                break
+            rows.append(record)
+        rows.reverse()
+        return rows
+
+    def _render(self, key: tuple[object, ...], render: Callable[[], bytes]) -> bytes:
+        item = self._cache.get(key)
+        if item is None:
+            item = self._cache[key] = render()
+        return item
+
+
+@dataclass(slots=True)
+class _Delivery:
+    items: list[bytes]
+    """Tail rows, then feed events."""
+    skipped: int
+    """Tail rows beyond `MAX_ROWS_PER_TICK`."""
+    agents: list[tuple[str, bytes]]
+    now: bytes | None = None
