@@ -65,7 +65,10 @@ def test_a_key_made_on_the_page_calls_the_model_shows_in_the_live_tail_and_stops
     expect(secret).to_contain_text("pk")
     key = secret.text_content() or ""
     tail = alice.open("/ui/requests")
+    polls: list[str] = []
+    tail.on("request", lambda r: polls.append(r.url) if "/api/requests" in r.url else None)
     expect(tail.locator("#requests")).to_be_visible()
+    tail.wait_for_load_state("networkidle")
 
     client = openai.OpenAI(base_url=hub.url + "/v1", api_key=key, max_retries=0, timeout=20)
     try:
@@ -74,7 +77,8 @@ def test_a_key_made_on_the_page_calls_the_model_shows_in_the_live_tail_and_stops
         )
         assert raw.parse().choices[0].message.content
         request_id = raw.headers["x-request-id"]
-        expect(tail.locator(f"tr[data-request='{request_id}']")).to_contain_text(CHAT_MODEL, timeout=5000)
+        expect(tail.locator(f"tr[data-request='{request_id}']")).to_contain_text(CHAT_MODEL, timeout=2000)
+        assert len(polls) <= 1, f"the tail should come over the stream, not by polling: {polls}"
 
         row = keys.locator("#keys tr[data-key='laptop']")
         row.locator("button", has_text="Revoke").click()
@@ -125,9 +129,12 @@ def test_draining_an_agent_changes_its_badge(hub: Hub, alice: Pages) -> None:
     row = page.locator("#machines tr", has_text=hub.agent_name)
     expect(row.locator(".badge").first).to_have_text("online")
     row.locator("button.drain", has_text="Drain").click()
-    expect(row.locator(".badge").first).to_have_text("draining")
+    expect(row.locator(".badge").first).to_have_text("draining", timeout=2000)
+    status, listed = hub.api("GET", "/admin/agents")
+    assert status == 200
+    assert {a["name"]: a["drained_by_admin"] for a in listed["agents"]}[hub.agent_name] is True
     row.locator("button.drain", has_text="Undrain").click()
-    expect(row.locator(".badge").first).to_have_text("online")
+    expect(row.locator(".badge").first).to_have_text("online", timeout=2000)
 
 
 def test_state_changes_without_the_csrf_token_or_from_another_origin_are_refused(

@@ -1,5 +1,6 @@
 import { api, badge, button, el, every, isAdmin, showError, table, when } from "/static/core.js";
 import { machines } from "/static/fleet.js";
+import * as live from "/static/live.js";
 
 const gib = (bytes) => (bytes / 2 ** 30).toFixed(1);
 
@@ -86,5 +87,10 @@ async function refresh() {
 }
 
 export function start() {
-  every(1000, refresh, (error) => showError("machines-error", error));
+  const report = (error) => showError("machines-error", error);
+  // Badges change on the stream's `agent` events; the slower poll refreshes GPU figures and last-seen times.
+  live.on("agent", () => refresh().catch(report));
+  live.otherwise(() => every(1000, refresh, report));
+  live.connect();
+  every(5000, refresh, report);
 }

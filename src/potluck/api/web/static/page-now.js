@@ -1,5 +1,6 @@
 import { api, badge, credits, el, every, setText, table, when } from "/static/core.js";
 import { machines, optional } from "/static/fleet.js";
+import * as live from "/static/live.js";
 
 const LABELS = {
   requests_per_min: ["Requests / min", (v) => v.toFixed(1)],
@@ -58,25 +59,39 @@ async function fromAgents() {
   setText("held", `held ${credits(balance.held)}`);
 }
 
-async function refresh() {
-  const now = await optional("/api/dashboard/now");
-  if (now) await fromDashboard(now);
-  else await fromAgents();
-  const recent = await api("/api/requests?limit=10");
+let recent = [];
+
+function showRecent() {
   table(
     "recent",
     [
-      ["Time", (r) => when(r.created_at)],
+      ["Time", (r) => when(r.at ?? r.created_at)],
       ["Model", (r) => el("span", { class: "model-name", text: r.model })],
       ["Outcome", (r) => badge(r.outcome)],
       ["Tokens", (r) => `${r.prompt_tokens} + ${r.completion_tokens}`],
-      ["Credits", (r) => credits(r.charged)],
+      ["Credits", (r) => credits(r.credits ?? r.charged)],
     ],
-    recent.data,
+    recent,
     { empty: "No requests yet." },
   );
 }
 
+async function poll() {
+  const now = await optional("/api/dashboard/now");
+  if (now) await fromDashboard(now);
+  else await fromAgents();
+  recent = (await api("/api/requests?limit=10")).data;
+  showRecent();
+}
+
 export function start() {
-  every(2000, refresh);
+  live.on("now", (now) => fromDashboard(now));
+  live.on("request", (row) => {
+    if (!row.mine) return;
+    recent = [row, ...recent.filter((r) => r.request_id !== row.request_id)].slice(0, 10);
+    showRecent();
+  });
+  live.otherwise(() => every(2000, poll));
+  live.connect();
+  poll().catch(console.error);
 }

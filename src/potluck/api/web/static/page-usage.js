@@ -1,6 +1,86 @@
 import { api, credits, el, setText, showError, table } from "/static/core.js";
 import { optional } from "/static/fleet.js";
 
+// One row per day: two bars whose widths are classes (w0..w20), as inline styles are barred by the CSP.
+function chart(series) {
+  const days = new Map();
+  for (const r of series) {
+    const day = days.get(r.day) ?? { spent: 0, earned: 0 };
+    day.spent += r.spent;
+    day.earned += r.earned;
+    days.set(r.day, day);
+  }
+  const top = Math.max(0, ...[...days.values()].flatMap((d) => [d.spent, d.earned]));
+  const width = (v) => `w${top > 0 ? Math.round((v / top) * 20) : 0}`;
+  const target = document.getElementById("chart");
+  if (!days.size) {
+    target.replaceChildren(el("p", { class: "muted", text: "Nothing spent or earned yet." }));
+    return;
+  }
+  target.replaceChildren(
+    ...[...days.entries()].map(([day, d]) =>
+      el(
+        "div",
+        { class: "day" },
+        el("span", { class: "label", text: day }),
+        el("span", { class: "bars" }, el("span", { class: `bar spent ${width(d.spent)}` }), el("span", { class: `bar earned ${width(d.earned)}` })),
+        el("span", { class: "amount", text: `${credits(d.spent)} / ${credits(d.earned)}` }),
+      ),
+    ),
+  );
+}
+
+async function fromDashboard(view) {
+  chart(view.series);
+  table(
+    "series",
+    [
+      ["Day", (r) => r.day],
+      ["Model", (r) => el("span", { class: "model-name", text: r.model })],
+      ["Requests", (r) => `${r.requests}${r.not_served ? ` (+${r.not_served} not served)` : ""}`],
+      ["Tokens", (r) => `${r.prompt_tokens} + ${r.completion_tokens}`],
+      ["Spent", (r) => credits(r.spent)],
+      ["Served", (r) => String(r.served)],
+      ["Earned", (r) => credits(r.earned)],
+    ],
+    view.series,
+    { empty: "No usage in these days." },
+  );
+  const shares = view.groups.flatMap((g) => g.members.map((m) => ({ group: g.name, ...m })));
+  document.getElementById("shares-section").hidden = shares.length === 0;
+  table(
+    "shares",
+    [
+      ["Group", (m) => m.group],
+      ["Member", (m) => m.username],
+      ["Role", (m) => m.role],
+      ["Consumed", (m) => `${m.consumed_requests} requests, ${m.consumed_tokens} tokens, ${credits(m.consumed)} credits`],
+      ["Contributed", (m) => `${m.contributed_requests} requests, ${m.contributed_tokens} tokens, ${credits(m.contributed)} credits`],
+    ],
+    shares,
+  );
+  const holds = await api("/api/dashboard/holds");
+  table("holds", [["Request", (h) => el("code", { text: h.request_id })], ["Held", (h) => credits(h.amount)]], holds.holds, {
+    empty: "No credits held now.",
+  });
+}
+
+async function fromReports() {
+  const usage = await api("/api/usage");
+  table(
+    "series",
+    [
+      ["Day", (r) => r.day],
+      ["Model", (r) => el("span", { class: "model-name", text: r.model })],
+      ["Requests", (r) => String(r.requests)],
+      ["Tokens", (r) => `${r.prompt_tokens} + ${r.completion_tokens}`],
+      ["Spent", (r) => credits(r.spend)],
+    ],
+    usage.data,
+    { empty: "Nothing spent yet." },
+  );
+}
+
 async function load() {
   const now = await optional("/api/dashboard/now");
   if (now) {
@@ -13,32 +93,9 @@ async function load() {
     setText("balance", credits(balance.balance));
     setText("held", credits(balance.held));
   }
-  const usage = await api("/api/usage");
-  table(
-    "usage",
-    [
-      ["Day", (r) => r.day],
-      ["Model", (r) => el("span", { class: "model-name", text: r.model })],
-      ["Requests", (r) => `${r.requests}${r.not_served ? ` (+${r.not_served} not served)` : ""}`],
-      ["Tokens", (r) => `${r.prompt_tokens} + ${r.completion_tokens}`],
-      ["Spent", (r) => credits(r.spend)],
-    ],
-    usage.data,
-    { empty: "Nothing spent yet." },
-  );
-  const earnings = await api("/api/earnings");
-  table(
-    "earnings",
-    [
-      ["Day", (r) => r.day],
-      ["Model", (r) => el("span", { class: "model-name", text: r.model })],
-      ["Requests", (r) => String(r.requests)],
-      ["Tokens", (r) => `${r.prompt_tokens} + ${r.completion_tokens}`],
-      ["Earned", (r) => credits(r.earned)],
-    ],
-    earnings.data,
-    { empty: "Your machines have earned nothing yet." },
-  );
+  const view = await optional("/api/dashboard/usage?days=30");
+  if (view) await fromDashboard(view);
+  else await fromReports();
 }
 
 const PREFIX = '{"receipt":';
