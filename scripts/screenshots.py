@@ -56,6 +56,10 @@ def main() -> None:
                 agents.append(AgentProcess(hub, root / name, [server.url], name=name, token=enrolment["token"]))
                 listed = hub.wait_agent(name)
                 http_json("POST", f"{hub.url}/api/agents/{listed['id']}/groups", {"group_id": circle["id"]}, token)
+            billing = {"billing": "credits", "default_input_per_mtok": 200, "default_output_per_mtok": 600}
+            http_json("PATCH", f"{hub.url}/api/groups/{circle['id']}", billing, token)
+            _, me, _ = http_json("GET", hub.url + "/api/me", None, token)
+            hub.admin("POST", "/admin/credits", {"user_id": me["id"], "amount": 25, "reason": "welcome"})
             _, key, _ = http_json("POST", hub.url + "/api/keys", {"name": "laptop"}, token)
             client = openai.OpenAI(base_url=hub.url + "/v1", api_key=key["key"], max_retries=0)
             for model in ("llama3.1:8b", "qwen2.5-coder:7b", "llama3.1:8b"):
