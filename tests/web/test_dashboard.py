@@ -128,6 +128,7 @@ def test_draining_an_agent_changes_its_badge(hub: Hub, alice: Pages) -> None:
     page = alice.open("/ui/machines")
     row = page.locator("#machines tr", has_text=hub.agent_name)
     expect(row.locator(".badge").first).to_have_text("online")
+    expect(row.locator(".chip")).to_contain_text("circle")
     row.locator("button.drain", has_text="Drain").click()
     expect(row.locator(".badge").first).to_have_text("draining", timeout=2000)
     status, listed = hub.api("GET", "/admin/agents")

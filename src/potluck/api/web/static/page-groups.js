@@ -38,7 +38,8 @@ async function open(group) {
   const info = await api(`/api/groups/${encodeURIComponent(group.id)}`);
   document.getElementById("group-billing").textContent =
     info.billing === "credits"
-      ? `Billing: credits (consumers pay, GPU owners earn); default price ${info.default_input_per_mtok} in / ${info.default_output_per_mtok} out per million tokens.`
+      ? `Billing: credits (consumers pay, GPU owners earn); default price ${info.default_input_per_mtok} in / ${info.default_output_per_mtok} out per million tokens` +
+        (info.dynamic_pricing ? `; owners set prices between ${info.min_price_per_mtok ?? "0"} and ${info.max_price_per_mtok ?? "any"}.` : ".")
       : "Billing: mutual (usage is tracked, nothing is charged).";
   const { members } = await api(`/api/groups/${encodeURIComponent(group.id)}/members`);
   table("members", [["Member", (m) => m.username], ["Role", (m) => m.role]], members);

@@ -45,10 +45,49 @@ async function act(call) {
   }
 }
 
+let myGroups = [];
+const groupName = (id) => myGroups.find((g) => g.id === id)?.name ?? id;
+
+// The groups a machine serves, with unshare buttons for its owner, and a picker to share it into another.
+function sharing(m) {
+  const shared = m.groups ?? [];
+  if (!ownedByViewer(m)) return shared.map(groupName).join(", ") || "—";
+  const picker = el(
+    "select",
+    { class: "share-into", "aria-label": "Share into a group" },
+    el("option", { value: "", text: "share into…" }),
+    myGroups.filter((g) => !shared.includes(g.id)).map((g) => el("option", { value: g.id, text: g.name })),
+  );
+  picker.addEventListener("change", () => {
+    if (picker.value) {
+      act(() => api(`/api/agents/${encodeURIComponent(m.id)}/groups`, { method: "POST", body: { group_id: picker.value } }));
+    }
+  });
+  return el(
+    "div",
+    {},
+    shared.map((id) =>
+      el(
+        "span",
+        { class: "chip" },
+        groupName(id),
+        button("×", () => act(() => api(`/api/agents/${encodeURIComponent(m.id)}/groups/${encodeURIComponent(id)}`, { method: "DELETE" })), {
+          class: "unshare",
+          "aria-label": `Stop sharing into ${groupName(id)}`,
+        }),
+      ),
+    ),
+    picker,
+  );
+}
+
+function ownedByViewer(m) {
+  return m.owner_id === undefined ? !isAdmin() : m.owner_id === document.body.dataset.user;
+}
+
 function actions(m) {
   const out = [];
-  const mine = m.owner_id === undefined || m.owner_id === document.body.dataset.user || !isAdmin();
-  if (mine && m.state !== "offline") {
+  if (ownedByViewer(m) && m.state !== "offline") {
     out.push(
       m.paused
         ? button("Resume", () => act(() => api(`/api/agents/${encodeURIComponent(m.id)}`, { method: "PATCH", body: { paused: false } })))
@@ -78,7 +117,7 @@ async function refresh() {
       ["Models", models],
       ["Slots", (m) => (m.slots == null ? "—" : `${m.in_flight ?? 0} / ${m.slots}`)],
       ["Reconnects / ejections", (m) => (m.reconnects == null ? "—" : `${m.reconnects} / ${m.ejections}`)],
-      ["Groups", (m) => (m.groups ?? []).join(", ") || "—"],
+      ["Groups", sharing],
       ["", actions],
     ],
     rows,
@@ -86,7 +125,12 @@ async function refresh() {
   );
 }
 
-export function start() {
+export async function start() {
+  try {
+    myGroups = (await api("/api/groups")).groups;
+  } catch (error) {
+    showError("machines-error", error);
+  }
   const report = (error) => showError("machines-error", error);
   // Badges change on the stream's `agent` events; the slower poll refreshes GPU figures and last-seen times.
   live.on("agent", () => refresh().catch(report));
