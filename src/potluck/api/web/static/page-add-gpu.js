@@ -1,4 +1,5 @@
-import { api, el, hubUrl, setText } from "/static/core.js";
+import { api, el, every, hubUrl, setText } from "/static/core.js";
+import * as live from "/static/live.js";
 
 let known = null;
 let found = null;
@@ -21,33 +22,39 @@ async function enrol(event) {
   setText("waiting", "Waiting for your machine…");
   document.getElementById("waiting").className = "waiting";
   document.getElementById("test-request").disabled = true;
-  watch();
 }
 
-async function watch() {
-  while (!found) {
+let checking = false;
+
+// Called on the stream's `agent` events (an agent connected) and, as a safety net, every few seconds.
+async function check() {
+  if (!known || found || checking) return;
+  checking = true;
+  try {
     const { agents } = await api("/api/agents");
     const fresh = agents.find((a) => !known.has(a.id) && a.state !== "offline");
-    if (fresh) {
-      found = fresh;
-      const group = document.getElementById("share-group").value;
-      if (group) {
-        await api(`/api/agents/${encodeURIComponent(fresh.id)}/groups`, { method: "POST", body: { group_id: group } });
-      }
-      const hot = fresh.models.filter((m) => m.hot).length;
-      const waiting = document.getElementById("waiting");
-      waiting.className = "ok";
-      waiting.replaceChildren(
-        "Connected: ",
-        el("strong", { class: "agent-name", text: fresh.name }),
-        ` with ${fresh.models.length} model${fresh.models.length === 1 ? "" : "s"} (${hot} loaded): `,
-        el("span", { class: "model-name", text: fresh.models.map((m) => m.id).join(", ") || "none yet" }),
-      );
-      document.getElementById("test-request").disabled = fresh.models.length === 0;
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    if (fresh) await connected(fresh);
+  } finally {
+    checking = false;
   }
+}
+
+async function connected(fresh) {
+  found = fresh;
+  const group = document.getElementById("share-group").value;
+  if (group) {
+    await api(`/api/agents/${encodeURIComponent(fresh.id)}/groups`, { method: "POST", body: { group_id: group } });
+  }
+  const hot = fresh.models.filter((m) => m.hot).length;
+  const waiting = document.getElementById("waiting");
+  waiting.className = "ok";
+  waiting.replaceChildren(
+    "Connected: ",
+    el("strong", { class: "agent-name", text: fresh.name }),
+    ` with ${fresh.models.length} model${fresh.models.length === 1 ? "" : "s"} (${hot} loaded): `,
+    el("span", { class: "model-name", text: fresh.models.map((m) => m.id).join(", ") || "none yet" }),
+  );
+  document.getElementById("test-request").disabled = fresh.models.length === 0;
 }
 
 async function testRequest() {
@@ -82,6 +89,9 @@ async function listGroups() {
 
 export function start() {
   listGroups();
+  live.on("agent", () => check().catch(console.error));
+  live.connect();
+  every(3000, check);
   document.getElementById("enrol").addEventListener("submit", (event) =>
     enrol(event).catch((error) => setText("waiting", `Could not make a command: ${error.message}`)),
   );
