@@ -24,10 +24,12 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.now_text = "0"
+        self.taken = 0
 
-    def now(self, scope: Scope) -> bytes:
+    def now(self, scope: Scope) -> tuple[bytes, bytes]:
         self.calls["now"] += 1
-        return f"now {scope.viewer.user_id} {self.now_text}".encode()
+        self.taken += 1  # the time a snapshot was taken is not one of its figures
+        return self.now_text.encode(), f"now {scope.viewer.user_id} {self.now_text} at {self.taken}".encode()
 
     def request(self, record: UsageRecord, view: RowView) -> bytes:
         self.calls["request"] += 1
@@ -114,12 +116,12 @@ def test_a_hundred_pages_cost_one_rendering_per_item() -> None:
 def test_now_is_sent_only_when_it_changed() -> None:
     _core, _observer, dashboards, recorder = setup()
     page = dashboards.subscribe("alice")
-    assert page.take()[0] == b"now alice 0"  # the first one right away
+    assert page.take()[0] == b"now alice 0 at 1"  # the first one right away
     tick_all(dashboards)
-    assert page.take()[0] is None
+    assert page.take()[0] is None  # taken again, but the same figures
     recorder.now_text = "1"
     tick_all(dashboards)
-    assert page.take()[0] == b"now alice 1"
+    assert page.take()[0] == b"now alice 1 at 3"
 
 
 def test_a_page_that_never_reads_holds_a_bounded_queue() -> None:
