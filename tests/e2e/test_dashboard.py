@@ -21,7 +21,7 @@ import pytest
 
 from testing.processes import AgentProcess, http_json
 from tests.e2e.conftest import Fleet
-from tests.e2e.test_accounting import FEE_PERCENT, Market
+from tests.e2e.test_accounting import FEE_PERCENT, PRICE, Market
 from tests.e2e.test_billing_mix import Mix
 from tests.e2e.test_isolation import Member
 
@@ -83,6 +83,14 @@ def test_dashboard_totals_equal_the_ledger_and_the_usage_reports(hub_factory: An
     assert now["balance_micro"] == 10_000_000 - spend
     assert dashboard(market.bob, "now")["account"]["earned_24h_micro"] == earned
     assert dashboard(market.alice, "holds") == {"held": 0.0, "held_micro": 0, "holds": []}
+    [model] = dashboard(market.alice, "models")["models"]
+    assert model["price"] == {
+        "input_min": PRICE.input_per_mtok,
+        "input_max": PRICE.input_per_mtok,
+        "output_min": PRICE.output_per_mtok,
+        "output_max": PRICE.output_per_mtok,
+    }
+    assert model["requests_15m"] == len(plan) - mix.unknown
 
     request = urllib.request.Request(fleet.hub.url + "/api/dashboard/usage.csv?days=2")
     request.add_header("Authorization", f"Bearer {market.alice.token}")
