@@ -200,11 +200,17 @@ async def test_scoping_verbatim_names_and_the_live_stream(
     assert time.monotonic() - started < 2.0
     await stream.next(lambda name, body: name == "event" and body["kind"] == "agent_draining")
 
+    # A machine Olga adds shows up on her open page within 2 s of connecting.
+    _, second = olga.agent(olga_url, f"olga-second-{sfx}")  # returns once the hub lists it online
+    listed = time.monotonic()
+    await stream.next(lambda name, body: name == "agent" and body["agent_id"] == second and body["state"] == "online")
+    assert time.monotonic() - listed < 2.0
+
     # Olga never saw Mallory's agent, model or request, in the stream or in any answer.
     for leak in (mallory_agent, json.dumps(hers)[1:-1], json.dumps(hostile_name)[1:-1], "mallory"):
         assert leak.encode() not in stream.raw, leak
     assert secret.encode() not in stream.raw
-    assert [m["id"] for m in dashboard(olga, "machines")["machines"]] == [olga_agent]
+    assert {m["id"] for m in dashboard(olga, "machines")["machines"]} == {olga_agent, second}
     assert [m["id"] for m in dashboard(olga, "models")["models"]] == [mine]
     assert mallory_agent not in json.dumps(dashboard(olga, "now"))
     status, _ = olga.call("GET", f"/api/dashboard/explain?model={mine}")
