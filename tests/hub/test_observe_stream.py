@@ -10,7 +10,16 @@ from potluck._shared.clock import ManualClock
 from potluck.hub.access import AccessMap
 from potluck.hub.observe import Observer
 from potluck.hub.observe_fleet import FleetEvent, FleetWatch
-from potluck.hub.observe_stream import MAX_ROWS_PER_TICK, NOW_EVERY, Dashboards, RowView, Scope, Subscriber
+from potluck.hub.observe_stream import (
+    MAX_ROWS_PER_TICK,
+    NOW_EVERY,
+    Dashboards,
+    RowView,
+    Scope,
+    Subscriber,
+    Viewer,
+    scope_of,
+)
 from potluck.store.usage import UsageRecord
 from testing.memory_channel import HubCore
 from tests.hub.test_observe import record
@@ -162,3 +171,16 @@ def test_a_closed_page_is_forgotten() -> None:
     recorder.calls.clear()
     tick_all(dashboards)
     assert recorder.calls == Counter()
+
+
+def test_traffic_of_another_group_on_a_shared_agent_is_not_a_members_to_see() -> None:
+    shared = access()
+    shared.agent_groups["a"] = {"grp_1", "grp_2"}  # Olga's agent serves Mallory's group too
+    scope = scope_of(Viewer("alice", admin=False), shared)
+    assert scope.sees_agent("a")
+    assert scope.sees_key(("a", "grp_1", "m"))
+    assert not scope.sees_key(("a", "grp_2", "m"))
+    assert not scope.sees_key(("b", "grp_2", "m"))
+    assert scope.sees_key((None, "grp_1", "m"))  # refused before reaching an agent, through her group
+    owner = scope_of(Viewer("olga", admin=False), shared)
+    assert owner.sees_key(("a", "grp_2", "m"))  # all the traffic on her own machine

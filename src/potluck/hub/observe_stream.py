@@ -67,18 +67,23 @@ class Scope:
     """Agents they may see; None: all (an admin)."""
     groups: frozenset[str]
     """Their groups."""
+    owned: frozenset[str] = frozenset()
+    """Agents they own."""
 
     def sees_agent(self, agent_id: str) -> bool:
         return self.agents is None or agent_id in self.agents
 
     def sees_key(self, key: WindowKey) -> bool:
-        """A window key: an agent they see, or a request that reached no agent through one of their groups."""
+        """A window key: traffic through one of their groups (on an agent they see, or on none), or any
+        traffic on an agent they own. Traffic of another group on an agent shared with theirs is not theirs."""
         if self.agents is None:
             return True
         agent_id, group_id = key[0], key[1]
-        if agent_id is not None:
-            return agent_id in self.agents
-        return group_id is not None and group_id in self.groups
+        if agent_id is not None and agent_id in self.owned:
+            return True
+        if group_id is None or group_id not in self.groups:
+            return False
+        return agent_id is None or agent_id in self.agents
 
     def sees_record(self, record: UsageRecord) -> RowView | None:
         """How the viewer sees a finished request; None: not at all."""
@@ -97,9 +102,9 @@ def scope_of(viewer: Viewer, access: AccessMap) -> Scope:
     groups = frozenset(access.user_groups.get(viewer.user_id, ()))
     if viewer.admin:
         return Scope(viewer, None, groups)
-    agents = {a for a, owner in access.agent_owner.items() if owner == viewer.user_id}
-    agents.update(a for a, shared in access.agent_groups.items() if not shared.isdisjoint(groups))
-    return Scope(viewer, frozenset(agents), groups)
+    owned = frozenset(a for a, owner in access.agent_owner.items() if owner == viewer.user_id)
+    shared = {a for a, into in access.agent_groups.items() if not into.isdisjoint(groups)}
+    return Scope(viewer, owned | shared, groups, owned)
 
 
 class Renderer(Protocol):
