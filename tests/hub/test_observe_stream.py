@@ -3,8 +3,11 @@ whatever the number of pages; and a page that never reads costs a bounded queue,
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime
+
+import pytest
 
 from potluck._shared.clock import ManualClock
 from potluck.hub.access import AccessMap
@@ -184,3 +187,35 @@ def test_traffic_of_another_group_on_a_shared_agent_is_not_a_members_to_see() ->
     assert scope.sees_key((None, "grp_1", "m"))  # refused before reaching an agent, through her group
     owner = scope_of(Viewer("olga", admin=False), shared)
     assert owner.sees_key(("a", "grp_2", "m"))  # all the traffic on her own machine
+
+
+class Failing(Recorder):
+    """Fails to render its first request."""
+
+    def request(self, record: UsageRecord, view: RowView) -> bytes:
+        if not self.calls["request"]:
+            self.calls["request"] += 1
+            raise ValueError("a bug")
+        return super().request(record, view)
+
+
+async def test_a_failing_tick_is_logged_and_the_hub_keeps_ticking(caplog: pytest.LogCaptureFixture) -> None:
+    core = HubCore()
+    observer = Observer(core.clock)
+    dashboards = Dashboards(observer, FleetWatch(core.registry, core.clock), access(), admin=bool, tick_s=0.001)
+    dashboards.renderer = Failing()
+    page = dashboards.subscribe("alice")
+    page.take()
+    clock = ManualClock(epoch=EPOCH)
+    observer.finished(record(1, clock, user_id="alice"), 0.0)
+    runner = asyncio.create_task(dashboards.run())
+    try:
+        async with asyncio.timeout(2):
+            while "a dashboard tick failed" not in caplog.text:
+                await asyncio.sleep(0.001)
+            observer.finished(record(2, clock, user_id="alice"), 0.0)
+            while not page.items:
+                await page.wait(0.05)
+    finally:
+        runner.cancel()
+    assert page.take()[2] == [b"request req_2 mine"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from potluck.hub.access import AccessMap
 from potluck.hub.observe import Observer, WindowKey
 from potluck.hub.observe_fleet import FleetEvent, FleetWatch
 from potluck.store.usage import UsageRecord
+
+log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 """One write per open page per second at most: a page's figures and tail move once a second, and a drain or
@@ -224,10 +227,15 @@ class Dashboards:
         self.subscribers.discard(subscriber)
 
     async def run(self) -> None:
-        """Tick until cancelled."""
+        """Tick until cancelled. A failing tick is logged and the next one runs: the dashboard is a view of
+        the hub, and a fault in it must not stop the hub (which a crashed background loop does)."""
         while True:
             await asyncio.sleep(self._tick_s)
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # logged; the next tick starts afresh
+                log.exception("a dashboard tick failed")
+                self._cache.clear()
 
     def tick(self) -> None:
         self._ticks += 1
