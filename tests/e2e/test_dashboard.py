@@ -21,7 +21,7 @@ import pytest
 
 from testing.processes import AgentProcess, http_json
 from tests.e2e.conftest import Fleet
-from tests.e2e.test_accounting import FEE_PERCENT, Market
+from tests.e2e.test_accounting import FEE_PERCENT, PRICE, Market
 from tests.e2e.test_billing_mix import Mix
 from tests.e2e.test_isolation import Member
 
@@ -83,6 +83,14 @@ def test_dashboard_totals_equal_the_ledger_and_the_usage_reports(hub_factory: An
     assert now["balance_micro"] == 10_000_000 - spend
     assert dashboard(market.bob, "now")["account"]["earned_24h_micro"] == earned
     assert dashboard(market.alice, "holds") == {"held": 0.0, "held_micro": 0, "holds": []}
+    [model] = dashboard(market.alice, "models")["models"]
+    assert model["price"] == {
+        "input_min": PRICE.input_per_mtok,
+        "input_max": PRICE.input_per_mtok,
+        "output_min": PRICE.output_per_mtok,
+        "output_max": PRICE.output_per_mtok,
+    }
+    assert model["requests_15m"] == len(plan) - mix.unknown
 
     request = urllib.request.Request(fleet.hub.url + "/api/dashboard/usage.csv?days=2")
     request.add_header("Authorization", f"Bearer {market.alice.token}")
@@ -192,11 +200,17 @@ async def test_scoping_verbatim_names_and_the_live_stream(
     assert time.monotonic() - started < 2.0
     await stream.next(lambda name, body: name == "event" and body["kind"] == "agent_draining")
 
+    # A machine Olga adds shows up on her open page within 2 s of connecting.
+    _, second = olga.agent(olga_url, f"olga-second-{sfx}")  # returns once the hub lists it online
+    listed = time.monotonic()
+    await stream.next(lambda name, body: name == "agent" and body["agent_id"] == second and body["state"] == "online")
+    assert time.monotonic() - listed < 2.0
+
     # Olga never saw Mallory's agent, model or request, in the stream or in any answer.
     for leak in (mallory_agent, json.dumps(hers)[1:-1], json.dumps(hostile_name)[1:-1], "mallory"):
         assert leak.encode() not in stream.raw, leak
     assert secret.encode() not in stream.raw
-    assert [m["id"] for m in dashboard(olga, "machines")["machines"]] == [olga_agent]
+    assert {m["id"] for m in dashboard(olga, "machines")["machines"]} == {olga_agent, second}
     assert [m["id"] for m in dashboard(olga, "models")["models"]] == [mine]
     assert mallory_agent not in json.dumps(dashboard(olga, "now"))
     status, _ = olga.call("GET", f"/api/dashboard/explain?model={mine}")

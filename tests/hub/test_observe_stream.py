@@ -3,14 +3,26 @@ whatever the number of pages; and a page that never reads costs a bounded queue,
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime
+
+import pytest
 
 from potluck._shared.clock import ManualClock
 from potluck.hub.access import AccessMap
 from potluck.hub.observe import Observer
 from potluck.hub.observe_fleet import FleetEvent, FleetWatch
-from potluck.hub.observe_stream import MAX_ROWS_PER_TICK, NOW_EVERY, Dashboards, RowView, Scope, Subscriber
+from potluck.hub.observe_stream import (
+    MAX_ROWS_PER_TICK,
+    NOW_EVERY,
+    Dashboards,
+    RowView,
+    Scope,
+    Subscriber,
+    Viewer,
+    scope_of,
+)
 from potluck.store.usage import UsageRecord
 from testing.memory_channel import HubCore
 from tests.hub.test_observe import record
@@ -24,10 +36,12 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.now_text = "0"
+        self.taken = 0
 
-    def now(self, scope: Scope) -> bytes:
+    def now(self, scope: Scope) -> tuple[bytes, bytes]:
         self.calls["now"] += 1
-        return f"now {scope.viewer.user_id} {self.now_text}".encode()
+        self.taken += 1  # the time a snapshot was taken is not one of its figures
+        return self.now_text.encode(), f"now {scope.viewer.user_id} {self.now_text} at {self.taken}".encode()
 
     def request(self, record: UsageRecord, view: RowView) -> bytes:
         self.calls["request"] += 1
@@ -114,12 +128,12 @@ def test_a_hundred_pages_cost_one_rendering_per_item() -> None:
 def test_now_is_sent_only_when_it_changed() -> None:
     _core, _observer, dashboards, recorder = setup()
     page = dashboards.subscribe("alice")
-    assert page.take()[0] == b"now alice 0"  # the first one right away
+    assert page.take()[0] == b"now alice 0 at 1"  # the first one right away
     tick_all(dashboards)
-    assert page.take()[0] is None
+    assert page.take()[0] is None  # taken again, but the same figures
     recorder.now_text = "1"
     tick_all(dashboards)
-    assert page.take()[0] == b"now alice 1"
+    assert page.take()[0] == b"now alice 1 at 3"
 
 
 def test_a_page_that_never_reads_holds_a_bounded_queue() -> None:
@@ -160,3 +174,48 @@ def test_a_closed_page_is_forgotten() -> None:
     recorder.calls.clear()
     tick_all(dashboards)
     assert recorder.calls == Counter()
+
+
+def test_traffic_of_another_group_on_a_shared_agent_is_not_a_members_to_see() -> None:
+    shared = access()
+    shared.agent_groups["a"] = {"grp_1", "grp_2"}  # Olga's agent serves Mallory's group too
+    scope = scope_of(Viewer("alice", admin=False), shared)
+    assert scope.sees_agent("a")
+    assert scope.sees_key(("a", "grp_1", "m"))
+    assert not scope.sees_key(("a", "grp_2", "m"))
+    assert not scope.sees_key(("b", "grp_2", "m"))
+    assert scope.sees_key((None, "grp_1", "m"))  # refused before reaching an agent, through her group
+    owner = scope_of(Viewer("olga", admin=False), shared)
+    assert owner.sees_key(("a", "grp_2", "m"))  # all the traffic on her own machine
+
+
+class Failing(Recorder):
+    """Fails to render its first request."""
+
+    def request(self, record: UsageRecord, view: RowView) -> bytes:
+        if not self.calls["request"]:
+            self.calls["request"] += 1
+            raise ValueError("a bug")
+        return super().request(record, view)
+
+
+async def test_a_failing_tick_is_logged_and_the_hub_keeps_ticking(caplog: pytest.LogCaptureFixture) -> None:
+    core = HubCore()
+    observer = Observer(core.clock)
+    dashboards = Dashboards(observer, FleetWatch(core.registry, core.clock), access(), admin=bool, tick_s=0.001)
+    dashboards.renderer = Failing()
+    page = dashboards.subscribe("alice")
+    page.take()
+    clock = ManualClock(epoch=EPOCH)
+    observer.finished(record(1, clock, user_id="alice"), 0.0)
+    runner = asyncio.create_task(dashboards.run())
+    try:
+        async with asyncio.timeout(2):
+            while "a dashboard tick failed" not in caplog.text:
+                await asyncio.sleep(0.001)
+            observer.finished(record(2, clock, user_id="alice"), 0.0)
+            while not page.items:
+                await page.wait(0.05)
+    finally:
+        runner.cancel()
+    assert page.take()[2] == [b"request req_2 mine"]

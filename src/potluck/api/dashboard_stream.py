@@ -38,8 +38,9 @@ class StreamRenderer:
     def __init__(self, hub: HubServices) -> None:
         self._hub = hub
 
-    def now(self, scope: Scope) -> bytes:
-        return sse("now", now_view(self._hub, scope))
+    def now(self, scope: Scope) -> tuple[bytes, bytes]:
+        view = now_view(self._hub, scope)
+        return _encode(msgspec.structs.replace(view, generated_at="")), sse("now", view)
 
     def request(self, record: UsageRecord, view: RowView) -> bytes:
         return sse("request", request_row(self._hub, record, view))

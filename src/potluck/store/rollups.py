@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, literal_column, select
+from sqlalchemy import Select, case, delete, func, insert, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -96,9 +96,10 @@ async def rebuild(conn: AsyncConnection) -> None:
         day = func.to_char(func.timezone(literal_column("'UTC'"), r.created_at), literal_column("'YYYY-MM-DD'"))
     else:
         day = func.date(r.created_at)
-    dims = [func.coalesce(r[name], "") for name in ROLLUP_DIMENSIONS]
+    # Literal '' rather than a bound parameter: PostgreSQL needs the SELECT and GROUP BY expressions alike.
+    dims = [func.coalesce(r[name], literal_column("''")) for name in ROLLUP_DIMENSIONS]
     sums = [func.sum(r[name]) for name in ROLLUP_SUMS[2:]]
-    not_served = func.sum((r.agent_id.is_(None)).cast(usage_daily.c.requests.type))
+    not_served = func.sum(case((r.agent_id.is_(None), 1), else_=0))
     query = select(day, *dims, r.model, func.count(r.agent_id), not_served, *sums).group_by(day, *dims, r.model)
     await conn.execute(insert(usage_daily).from_select(list(_KEY) + list(ROLLUP_SUMS), query))
 

@@ -72,11 +72,11 @@ class AccountNow(Reply):
     held_micro: int
     """``held`` in micro-credits."""
     spent_24h: float
-    """Credits the viewer's requests were charged over the last 24 hours (finished requests)."""
+    """Credits the viewer's finished requests were charged in the current UTC hour and the 23 before it."""
     spent_24h_micro: int
     """``spent_24h`` in micro-credits."""
     earned_24h: float
-    """Credits the viewer's agents earned over the last 24 hours."""
+    """Credits the viewer's agents earned over the same hours."""
     earned_24h_micro: int
     """``earned_24h`` in micro-credits."""
 
