@@ -1,5 +1,16 @@
 import { api, badge, credits, el, every, when } from "/static/core.js";
+import { machines } from "/static/fleet.js";
 import * as live from "/static/live.js";
+
+// The history names keys and agents by id: name them as the live rows do, from two requests made once.
+const keyNames = new Map();
+const agentNames = new Map();
+
+async function loadNames() {
+  const [{ keys }, agents] = await Promise.all([api("/api/keys"), machines()]);
+  for (const k of keys) keyNames.set(k.id, k.name);
+  for (const a of agents) agentNames.set(a.id, a.name);
+}
 
 const seen = new Set();
 let body = null;
@@ -17,7 +28,8 @@ function normal(r) {
     };
   }
   return {
-    id: r.request_id, at: r.created_at, key: r.key_id, model: r.model, agent: r.agent_id, outcome: r.outcome,
+    id: r.request_id, at: r.created_at, key: keyNames.get(r.key_id) ?? r.key_id, model: r.model,
+    agent: agentNames.get(r.agent_id) ?? r.agent_id, outcome: r.outcome,
     status: r.status, ttft: null, duration: null, prompt: r.prompt_tokens, completion: r.completion_tokens,
     estimated: r.tokens_estimated, credits: r.charged, earned: false,
   };
@@ -79,5 +91,8 @@ export function start() {
   live.on("request", (r) => add([normal(r)], { top: true }));
   live.otherwise(() => every(2000, newest));
   live.connect();
-  newest().catch(console.error);
+  loadNames()
+    .catch(console.error)
+    .then(newest)
+    .catch(console.error);
 }
