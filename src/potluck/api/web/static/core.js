@@ -26,6 +26,10 @@ export async function api(path, { method = "GET", body, headers = {} } = {}) {
   } catch {
     data = null;
   }
+  if (response.status === 401 && !init.headers.Authorization) {
+    // The session ended (signed out elsewhere, expired, password changed): sign in again, then come back.
+    location.assign(`/login?next=${encodeURIComponent(location.pathname)}`);
+  }
   if (!response.ok) {
     const message = data?.error?.message ?? data?.message ?? `${response.status} ${response.statusText}`;
     throw new ApiError(response.status, message);
