@@ -284,4 +284,8 @@ def _add(table: dict[str, dict[int, int]], who: str, hour: int, amount: int) -> 
     hours = table.get(who)
     if hours is None:
         hours = table[who] = {}
+    if hour not in hours:
+        # A new hour: forget those older than a day, so a user nobody looks at keeps 25 numbers, not a history.
+        for old in [h for h in hours if h <= hour - DAY_HOURS]:
+            del hours[old]
     hours[hour] = hours.get(hour, 0) + amount
