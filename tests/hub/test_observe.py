@@ -181,3 +181,23 @@ def test_a_connection_replaced_between_scans_is_a_reconnect() -> None:
     assert [e.kind for e in events] == [EventKind.AGENT_RECONNECTED]
     assert changed == ["a"]
     assert dataclasses.replace(watch.tracks["a"]).reconnects == 1
+
+
+def test_a_user_nobody_looks_at_keeps_only_a_days_hours() -> None:
+    clock = ManualClock(epoch=EPOCH)
+    observer = Observer(clock)
+    for n in range(24 * 10):
+        observer.finished(record(n, clock, charged=1, earned=1), clock.now())
+        clock.advance(3600)
+    assert len(observer._spent["alice"]) <= 24
+    assert observer.spent_24h("alice") == 23  # the current hour (none yet) and the 23 before it
+
+
+def test_keys_with_nothing_in_the_window_make_room_for_new_ones() -> None:
+    clock = ManualClock(epoch=EPOCH)
+    observer = Observer(clock)
+    for n in range(MAX_KEYS):
+        observer.finished(record(n, clock, agent_id=None, model=f"no-such-{n}"), clock.now())
+    clock.advance(60 * BUCKETS)
+    observer.finished(record(0, clock, agent_id="agt_new", model="m"), clock.now())
+    assert list(observer.keys()) == [("agt_new", "grp_1", "m")]

@@ -23,6 +23,7 @@ from potluck.hub.observe_stream import (
     Viewer,
     scope_of,
 )
+from potluck.hub.scoring import Want
 from potluck.store.usage import UsageRecord
 from testing.memory_channel import HubCore
 from tests.hub.test_observe import record
@@ -219,3 +220,11 @@ async def test_a_failing_tick_is_logged_and_the_hub_keeps_ticking(caplog: pytest
     finally:
         runner.cancel()
     assert page.take()[2] == [b"request req_2 mine"]
+
+
+def test_a_member_sees_the_waiting_requests_of_their_groups_and_their_own() -> None:
+    scope = scope_of(Viewer("alice", admin=False), access())
+    assert scope.sees_want(Want(("m",), groups=frozenset({"grp_1"}), requester="olga"))
+    assert scope.sees_want(Want(("m",), groups=frozenset(), requester="alice"))
+    assert not scope.sees_want(Want(("m",), groups=frozenset({"grp_2"}), requester="mallory"))
+    assert scope_of(Viewer("root", admin=True), access()).sees_want(Want(("m",), requester="mallory"))

@@ -35,7 +35,7 @@ from potluck.api.schemas.scheduling import RouteExplanation
 from potluck.api.users import current_user
 from potluck.hub.errors import InvalidRequestError, PermissionDeniedError
 from potluck.hub.observe_stream import Scope
-from potluck.hub.observe_usage import DailyModel, Share
+from potluck.hub.observe_usage import DailyModel, Share, User
 from potluck.hub.scoring import Want
 from potluck.hub.services import HubServices
 
@@ -101,21 +101,20 @@ def _share(user_id: str, username: str, role: str, consumed: Share | None, contr
     )
 
 
-async def _series(request: web.Request) -> tuple[HubServices, Scope, str, str, list[UsageDay]]:
+async def _series(request: web.Request) -> tuple[HubServices, User, str, str, list[UsageDay]]:
     user = await current_user(request)
     hub = request.app[HUB]
     query = query_as(request, UsageQuery)
     since, until = hub.charts.days(hub.clock.wall().date(), query.days)
     rows = await hub.charts.daily(user, since, until)
-    return hub, hub.dashboards.scope(user.id), since, until, [_day(r) for r in rows]
+    return hub, user, since, until, [_day(r) for r in rows]
 
 
 async def usage(request: web.Request) -> web.Response:
     """Daily series from the rollups, and the members' shares of the groups the viewer manages: four
     queries at most, whatever the days, models, groups or members."""
-    hub, scope, since, until, series = await _series(request)
-    user = await current_user(request)
-    groups = await hub.charts.shares(user, scope.viewer.admin, since, until)
+    hub, user, since, until, series = await _series(request)
+    groups = await hub.charts.shares(user, hub.dashboards.viewer(user.id).admin, since, until)
     spent = sum(d.spent_micro for d in series)
     earned = sum(d.earned_micro for d in series)
     return json_response(
@@ -147,7 +146,7 @@ async def usage(request: web.Request) -> web.Response:
 
 
 async def usage_csv(request: web.Request) -> web.Response:
-    _hub, _scope, since, until, series = await _series(request)
+    _hub, _user, since, until, series = await _series(request)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=UsageDay.__struct_encode_fields__, lineterminator="\n")
     writer.writeheader()

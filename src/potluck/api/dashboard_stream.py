@@ -15,12 +15,15 @@ from potluck.api.context import HUB
 from potluck.api.dashboard_views import agent_change, feed_event, now_view, request_row
 from potluck.api.schemas.dashboard import Dropped
 from potluck.api.users import current_user
+from potluck.hub.errors import AuthError
 from potluck.hub.observe import UsageRecord
 from potluck.hub.observe_fleet import FleetEvent
 from potluck.hub.observe_stream import RowView, Scope
 from potluck.hub.services import HubServices
 
 KEEPALIVE_S = 15.0
+RECHECK_S = 60.0
+"""How often an open stream checks that its session still holds: a logout or a revoked token ends it."""
 WAKE_S = 1.0
 """The handler looks at the hub's shutdown flag at least this often."""
 _PING = b": ping\n\n"
@@ -62,8 +65,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     subscriber = dashboards.subscribe(user.id)
     idle = 0.0
+    recheck_at = hub.clock.now() + RECHECK_S
     try:
         while not hub.lifecycle.closing:
+            if hub.clock.now() >= recheck_at:
+                recheck_at = hub.clock.now() + RECHECK_S
+                try:
+                    await current_user(request)
+                except AuthError:
+                    break  # logged out, or the token was revoked: the page gets no more
             if not await subscriber.wait(WAKE_S):
                 idle += WAKE_S
                 if idle >= KEEPALIVE_S:
@@ -78,7 +88,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             if dropped:
                 chunks.append(sse("dropped", Dropped(count=dropped)))
             await response.write(b"".join(chunks))
-    except (ConnectionResetError, ConnectionError):
+    except ConnectionError:
         pass  # the page went away
     finally:
         dashboards.unsubscribe(subscriber)

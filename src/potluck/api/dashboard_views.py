@@ -6,6 +6,7 @@ figure on a page and in its stream are the same figure. Nothing here touches the
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -66,17 +67,32 @@ def _known_agents(hub: HubServices, scope: Scope) -> int:
     return len(known)
 
 
+def _waiting(hub: HubServices, scope: Scope) -> Counter[str]:
+    """Requests in the wait queue the viewer may see (theirs, or through one of their groups), by each model that
+    could serve them; ``""`` counts each such request once."""
+    counts: Counter[str] = Counter()
+    for ticket in hub.registry.scheduler.waiting():
+        want = ticket.want
+        if (
+            scope.agents is None
+            or want.requester == scope.viewer.user_id
+            or (want.groups is not None and not want.groups.isdisjoint(scope.groups))
+        ):
+            counts.update(want.models)
+            counts[""] += 1
+    return counts
+
+
 def now_view(hub: HubServices, scope: Scope) -> NowView:
     dashboards = hub.dashboards
     window = dashboards.observer.window(scope.sees_key)
     sessions = _visible_sessions(hub, scope)
     scheduler = hub.registry.scheduler
-    models = {m.id for s in sessions for m in s.models}
     in_flight = 0
     for session in sessions:
         slots = scheduler.agent(session.agent_id)
         in_flight += slots.in_flight if slots is not None else 0
-    queue = scheduler.queue_depth if scope.agents is None else sum(scheduler.queued(m) for m in models)
+    queue = _waiting(hub, scope)[""] if scope.agents is not None else scheduler.queue_depth
     user_id = scope.viewer.user_id
     ledger = hub.accounting.ledger
     balance, held = ledger.balance(user_id), ledger.held(user_id)
@@ -178,6 +194,7 @@ class _Tally:
 def model_rows(hub: HubServices, scope: Scope) -> list[ModelRow]:
     scheduler = hub.registry.scheduler
     windows = hub.dashboards.observer.by_model(scope.sees_key)
+    waiting = _waiting(hub, scope)
     tallies: dict[str, _Tally] = {}
     for session in _visible_sessions(hub, scope):
         slots = scheduler.agent(session.agent_id)
@@ -200,16 +217,21 @@ def model_rows(hub: HubServices, scope: Scope) -> list[ModelRow]:
             if backend is not None:
                 tally.badges.add(backend.kind)
                 tally.badges.update(_DIALECT_BADGES[p] for p in backend.native_paths if p in _DIALECT_BADGES)
-    return [_model_row(hub, scope, model_id, tallies[model_id], windows.get(model_id)) for model_id in sorted(tallies)]
+    return [
+        _model_row(hub, scope, model_id, tallies[model_id], windows.get(model_id), waiting[model_id])
+        for model_id in sorted(tallies)
+    ]
 
 
-def _model_row(hub: HubServices, scope: Scope, model_id: str, tally: _Tally, window: Window | None) -> ModelRow:
+def _model_row(
+    hub: HubServices, scope: Scope, model_id: str, tally: _Tally, window: Window | None, queue: int
+) -> ModelRow:
     return ModelRow(
         id=model_id,
         hot_agents=tally.hot,
         cold_agents=tally.cold,
         loading_agents=tally.loading,
-        queue=hub.registry.scheduler.queued(model_id),
+        queue=queue,
         in_flight=tally.in_flight,
         slots=tally.slots,
         requests_15m=window.total_requests if window is not None else 0,

@@ -35,8 +35,9 @@ DAY_HOURS = 24
 RECENT = 1024
 """Finished requests kept for the live tail (a dashboard behind by more loses the oldest)."""
 MAX_KEYS = 4096
-"""Window keys (agent, group, model) kept; a request beyond them is counted under a catch-all key, so a
-client naming endless unknown models cannot grow the hub's memory."""
+"""Window keys (agent, group, model) kept. When they are full, keys with nothing in the window are forgotten
+(once a minute at most); a request beyond them is counted under a catch-all key, so a client naming endless
+unknown models cannot grow the hub's memory."""
 _RATIO = 1.2
 """Histogram bins grow by 20 %: a percentile read from the bin's middle is within 10 % of the truth."""
 _LOG_RATIO = math.log(_RATIO)
@@ -149,6 +150,8 @@ class Observer:
         """(sequence number, record) of the latest finished requests."""
         self.seq = 0
         """Sequence number of the latest record."""
+        self._swept = -1
+        """The minute of the last sweep of stale keys."""
 
     # -- the hot path ---------------------------------------------------------------------------------
 
@@ -177,6 +180,8 @@ class Observer:
     def _bucket(self, key: WindowKey, minute: int) -> _Bucket:
         ring = self._rings.get(key)
         if ring is None:
+            if len(self._rings) >= MAX_KEYS and minute != self._swept:
+                self._sweep(minute)
             if len(self._rings) >= MAX_KEYS:
                 key = _OVERFLOW
                 ring = self._rings.get(key)
@@ -186,6 +191,13 @@ class Observer:
         if bucket is None or bucket.minute != minute:
             bucket = ring[minute % BUCKETS] = _Bucket(minute)
         return bucket
+
+    def _sweep(self, minute: int) -> None:
+        """Forget keys with nothing in the window (at most once a minute, and only when the keys are full)."""
+        self._swept = minute
+        first = minute - BUCKETS + 1
+        for key in [k for k, ring in self._rings.items() if all(b is None or b.minute < first for b in ring)]:
+            del self._rings[key]
 
     def _money(self, record: UsageRecord) -> None:
         hour = int(record.created_at.timestamp() // HOUR_S)
@@ -284,4 +296,8 @@ def _add(table: dict[str, dict[int, int]], who: str, hour: int, amount: int) -> 
     hours = table.get(who)
     if hours is None:
         hours = table[who] = {}
+    if hour not in hours:
+        # A new hour: forget those older than a day, so a user nobody looks at keeps 25 numbers, not a history.
+        for old in [h for h in hours if h <= hour - DAY_HOURS]:
+            del hours[old]
     hours[hour] = hours.get(hour, 0) + amount

@@ -26,6 +26,7 @@ from typing import Protocol
 from potluck.hub.access import AccessMap
 from potluck.hub.observe import Observer, WindowKey
 from potluck.hub.observe_fleet import FleetEvent, FleetWatch
+from potluck.hub.scoring import Want
 from potluck.store.usage import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,12 @@ class Scope:
         if group_id is None or group_id not in self.groups:
             return False
         return agent_id is None or agent_id in self.agents
+
+    def sees_want(self, want: Want) -> bool:
+        """A request waiting in the queue: theirs, or one through one of their groups."""
+        if self.agents is None or want.requester == self.viewer.user_id:
+            return True
+        return want.groups is not None and not want.groups.isdisjoint(self.groups)
 
     def sees_record(self, record: UsageRecord) -> RowView | None:
         """How the viewer sees a finished request; None: not at all."""

@@ -18,7 +18,7 @@ from potluck.store.users import User
 
 MAX_DAYS = 366
 
-__all__ = ["DailyModel", "GroupShares", "Share", "UsageCharts"]
+__all__ = ["DailyModel", "GroupShares", "Share", "UsageCharts", "User"]
 
 
 @dataclass(frozen=True, slots=True)

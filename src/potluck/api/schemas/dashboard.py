@@ -116,7 +116,7 @@ class NowView(Reply):
     hot_models: int
     """Distinct models loaded on some connected agent."""
     queue_depth: int
-    """Requests waiting for a slot on a model the viewer's agents serve."""
+    """Requests waiting for a slot that the viewer may see: their own, and those through their groups."""
     in_flight: int
     """Requests running on the connected agents now."""
     requests_per_min: Metric
@@ -162,7 +162,7 @@ class ModelRow(Reply):
     loading_agents: int
     """Of ``cold_agents``, those loading it now for a request."""
     queue: int
-    """Requests waiting for it."""
+    """Requests waiting for it that the viewer may see (their own, and those through their groups)."""
     in_flight: int
     """Slots in use on the agents listing it (an agent's slots are shared by all its models)."""
     slots: int
