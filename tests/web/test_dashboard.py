@@ -211,3 +211,21 @@ def test_a_session_cookie_is_httponly_strict_and_sign_out_ends_it(browser: Brows
         assert pages.errors == []
     finally:
         pages.context.close()
+
+
+def test_an_owner_sets_prices_and_hours_of_a_machine(hub: Hub, alice: Pages) -> None:
+    _, listed = hub.api("GET", "/api/agents")
+    agent_id = next(a["id"] for a in listed["agents"] if a["name"] == hub.agent_name)
+    page = alice.open("/ui/machines")
+    expect(page.locator("#settings")).to_be_visible()
+    page.select_option("#settings-agent", label=hub.agent_name)
+    expect(page.locator("#prices")).to_have_attribute("data-agent", agent_id)
+    row = page.locator(f"#prices .price-row[data-model='{CHAT_MODEL}']")
+    row.locator(".price-in").fill("120")
+    row.locator(".price-out").fill("360")
+    page.check("input[name=hours][value=always]")
+    page.click("#settings-form button[type=submit]")
+    expect(page.locator("#settings-status")).to_have_text("Saved.")
+    status, prices = hub.api("GET", f"/api/agents/{agent_id}/prices")
+    assert status == 200
+    assert prices["prices"][CHAT_MODEL] == {"input_per_mtok": 120, "output_per_mtok": 360}

@@ -1,4 +1,4 @@
-import { api, badge, button, el, every, isAdmin, showError, table, when } from "/static/core.js";
+import { api, badge, button, el, every, isAdmin, setText, showError, table, when } from "/static/core.js";
 import { machines } from "/static/fleet.js";
 import * as live from "/static/live.js";
 
@@ -106,6 +106,7 @@ function actions(m) {
 
 async function refresh() {
   const rows = await machines();
+  await showSettings(rows);
   table(
     "machines",
     [
@@ -125,7 +126,92 @@ async function refresh() {
   );
 }
 
+const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+let settingsFor = null;
+const touched = new Set();
+
+function ownMachines(rows) {
+  return rows.filter(ownedByViewer);
+}
+
+// One form below the table (the table re-renders as figures change; a form inside it would lose input).
+async function showSettings(rows) {
+  const mine = ownMachines(rows);
+  const section = document.getElementById("settings");
+  section.hidden = mine.length === 0;
+  const select = document.getElementById("settings-agent");
+  const chosen = select.value;
+  const ids = mine.map((m) => m.id).join(",");
+  if (select.dataset.ids !== ids) {
+    select.dataset.ids = ids;
+    select.replaceChildren(...mine.map((m) => el("option", { value: m.id, text: m.name })));
+    if (mine.some((m) => m.id === chosen)) select.value = chosen;
+  }
+  const machine = mine.find((m) => m.id === select.value);
+  if (machine && settingsFor !== machine.id) await fillSettings(machine);
+}
+
+async function fillSettings(machine) {
+  settingsFor = machine.id;
+  touched.clear();
+  delete document.getElementById("prices").dataset.agent;
+  const { prices } = await api(`/api/agents/${encodeURIComponent(machine.id)}/prices`);
+  document.getElementById("prices").replaceChildren(
+    ...(machine.models ?? []).map((model) =>
+      el(
+        "div",
+        { class: "price-row", dataset: { model: model.id } },
+        el("span", { class: "model-name", text: model.id }),
+        el("input", { type: "number", min: "0", step: "any", class: "price-in", "aria-label": "input price", value: prices[model.id]?.input_per_mtok ?? "" }),
+        el("input", { type: "number", min: "0", step: "any", class: "price-out", "aria-label": "output price", value: prices[model.id]?.output_per_mtok ?? "" }),
+      ),
+    ),
+  );
+  document.getElementById("prices").dataset.agent = machine.id;
+  setText("settings-status", "");
+}
+
+async function saveSettings(event) {
+  event.preventDefault();
+  const id = document.getElementById("settings-agent").value;
+  const window = document.querySelector("input[name=hours]:checked").value === "window";
+  const schedule = window
+    ? {
+        timezone: zone,
+        windows: [{ days: [0, 1, 2, 3, 4, 5, 6], start: document.getElementById("hours-start").value, end: document.getElementById("hours-end").value }],
+      }
+    : null;
+  const prices = {};
+  for (const row of document.querySelectorAll("#prices .price-row")) {
+    const input = row.querySelector(".price-in").value;
+    const output = row.querySelector(".price-out").value;
+    if (input !== "" || output !== "") prices[row.dataset.model] = { input_per_mtok: Number(input || 0), output_per_mtok: Number(output || 0) };
+  }
+  // Only what was changed here: the page does not know the current hours or the own-requests setting.
+  const controls = {};
+  if (touched.has("hours")) controls.schedule = schedule;
+  if (touched.has("own")) controls.own_requests_only = document.getElementById("own-only").checked;
+  try {
+    if (Object.keys(controls).length) await api(`/api/agents/${encodeURIComponent(id)}`, { method: "PATCH", body: controls });
+    if (Object.keys(prices).length) await api(`/api/agents/${encodeURIComponent(id)}/prices`, { method: "PUT", body: prices });
+    touched.clear();
+    setText("settings-status", "Saved.");
+  } catch (error) {
+    setText("settings-status", `Not saved: ${error.message}`);
+  }
+}
+
 export async function start() {
+  setText("hours-zone", zone);
+  document.getElementById("settings-form").addEventListener("submit", saveSettings);
+  for (const id of ["hours-start", "hours-end"]) document.getElementById(id).addEventListener("change", () => touched.add("hours"));
+  for (const radio of document.querySelectorAll("input[name=hours]")) radio.addEventListener("change", () => touched.add("hours"));
+  document.getElementById("own-only").addEventListener("change", () => touched.add("own"));
+  document.getElementById("settings-agent").addEventListener("change", () => {
+    settingsFor = null;
+    delete document.getElementById("prices").dataset.agent;
+    refresh().catch((error) => showError("machines-error", error));
+  });
   try {
     myGroups = (await api("/api/groups")).groups;
   } catch (error) {
