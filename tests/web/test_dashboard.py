@@ -229,3 +229,24 @@ def test_an_owner_sets_prices_and_hours_of_a_machine(hub: Hub, alice: Pages) -> 
     status, prices = hub.api("GET", f"/api/agents/{agent_id}/prices")
     assert status == 200
     assert prices["prices"][CHAT_MODEL] == {"input_per_mtok": 120, "output_per_mtok": 360}
+
+
+def test_every_page_renders_its_data_without_script_errors(hub: Hub, alice: Pages) -> None:
+    # Each page's container once its script has rendered into it (a table, or a line saying it is empty).
+    filled = {
+        "now": "#recent > *",
+        "models": "#models > *",
+        "machines": "#machines > *",
+        "requests": "#requests table",
+        "usage": "#series > *",
+        "keys": "#keys > *",
+        "groups": "#groups > *",
+        "add-gpu": "#share-group option >> nth=1",
+        "admin": "#agents > *",
+    }
+    for slug, selector in filled.items():
+        page = alice.open(f"/ui/{slug}")
+        expect(page.locator(selector)).to_be_attached()
+        expect(page.locator("footer.trust")).to_contain_text("not an encryption boundary")
+        page.close()
+    # alice's fixture fails the test on any page error or console error seen above.

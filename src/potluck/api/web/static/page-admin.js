@@ -41,5 +41,5 @@ async function explain(event) {
 
 export function start() {
   document.getElementById("explain-form").addEventListener("submit", explain);
-  every(3000, refresh);
+  every(10000, refresh);
 }

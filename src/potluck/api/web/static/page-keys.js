@@ -1,4 +1,4 @@
-import { api, button, el, every, showError, table, when } from "/static/core.js";
+import { api, button, el, showError, table, when } from "/static/core.js";
 
 async function refresh() {
   const { keys } = await api("/api/keys");
@@ -62,5 +62,5 @@ async function listGroups() {
 export function start() {
   listGroups().catch((error) => showError("key-error", error));
   document.getElementById("new-key").addEventListener("submit", create);
-  every(5000, refresh, (error) => showError("key-error", error));
+  refresh().catch((error) => showError("key-error", error));
 }

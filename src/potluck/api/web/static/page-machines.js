@@ -162,8 +162,8 @@ async function fillSettings(machine) {
         "div",
         { class: "price-row", dataset: { model: model.id } },
         el("span", { class: "model-name", text: model.id }),
-        el("input", { type: "number", min: "0", step: "any", class: "price-in", "aria-label": "input price", value: prices[model.id]?.input_per_mtok ?? "" }),
-        el("input", { type: "number", min: "0", step: "any", class: "price-out", "aria-label": "output price", value: prices[model.id]?.output_per_mtok ?? "" }),
+        el("input", { type: "number", min: "0", step: "any", class: "price-in", placeholder: "in", "aria-label": "input price", value: prices[model.id]?.input_per_mtok ?? "" }),
+        el("input", { type: "number", min: "0", step: "any", class: "price-out", placeholder: "out", "aria-label": "output price", value: prices[model.id]?.output_per_mtok ?? "" }),
       ),
     ),
   );
