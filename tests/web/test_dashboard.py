@@ -47,6 +47,14 @@ def test_sign_up_through_an_invite_link_then_be_refused_another_groups_pages(
     expect(refused.locator("#members")).not_to_contain_text("alice")
     answer = refused.evaluate("id => fetch(`/api/groups/${id}/members`).then(r => r.status)", other["id"])
     assert answer in (403, 404)
+    # alice, the owner, sees bob in circle and may make him an admin.
+    circle = alice.open(f"/ui/groups#{hub.circle_id}")
+    with circle.expect_response(lambda r: r.request.method == "PATCH" and "/members/" in r.url) as changed:
+        circle.get_by_label("Role of bob").select_option("admin")
+    assert changed.value.status == 200
+    status, members = hub.api("GET", f"/api/groups/{hub.circle_id}/members")
+    assert status == 200
+    assert {m["username"]: m["role"] for m in members["members"]}["bob"] == "admin"
     admin_page = bob.open("/ui/admin")
     expect(admin_page.locator("main")).to_contain_text("There is no such page")
     assert bob.errors == []

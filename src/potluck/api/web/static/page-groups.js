@@ -42,12 +42,42 @@ async function open(group) {
         (info.dynamic_pricing ? `; owners set prices between ${info.min_price_per_mtok ?? "0"} and ${info.max_price_per_mtok ?? "any"}.` : ".")
       : "Billing: mutual (usage is tracked, nothing is charged).";
   const { members } = await api(`/api/groups/${encodeURIComponent(group.id)}/members`);
-  table("members", [["Member", (m) => m.username], ["Role", (m) => m.role]], members);
+  table("members", [["Member", (m) => m.username], ["Role", (m) => role(group, m)], ["", (m) => removal(group, m)]], members);
   const manager = MANAGERS.has(group.role);
   document.getElementById("invites-section").hidden = !manager;
   if (manager) await listInvites();
   const { data: aliases } = await api(`/api/groups/${encodeURIComponent(group.id)}/aliases`);
   table("aliases", [["Alias", (a) => a.alias], ["Models", (a) => a.models.join(" | ")]], aliases, { empty: "No aliases." });
+}
+
+// The owner changes roles; owners and admins remove members. The hub decides; the page only offers.
+function role(group, member) {
+  if (group.role !== "owner" || member.role === "owner") return member.role;
+  const select = el(
+    "select",
+    { class: "member-role", "aria-label": `Role of ${member.username}` },
+    ["member", "admin"].map((r) => el("option", { value: r, text: r, selected: r === member.role })),
+  );
+  select.addEventListener("change", () =>
+    guarded(async () => {
+      await api(`/api/groups/${encodeURIComponent(group.id)}/members/${encodeURIComponent(member.user_id)}`, {
+        method: "PATCH",
+        body: { role: select.value },
+      });
+      await open(group);
+    }),
+  );
+  return select;
+}
+
+function removal(group, member) {
+  if (!MANAGERS.has(group.role) || member.role === "owner" || member.user_id === document.body.dataset.user) return "";
+  return button("Remove", () =>
+    guarded(async () => {
+      await api(`/api/groups/${encodeURIComponent(group.id)}/members/${encodeURIComponent(member.user_id)}`, { method: "DELETE" });
+      await open(group);
+    }),
+  );
 }
 
 async function listInvites() {

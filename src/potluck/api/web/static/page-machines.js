@@ -151,11 +151,16 @@ async function showSettings(rows) {
   if (machine && settingsFor !== machine.id) await fillSettings(machine);
 }
 
+let generation = 0;
+
 async function fillSettings(machine) {
   settingsFor = machine.id;
   touched.clear();
   delete document.getElementById("prices").dataset.agent;
+  const mine = ++generation;
   const { prices } = await api(`/api/agents/${encodeURIComponent(machine.id)}/prices`);
+  // Another fill started while this one waited (the machine was switched): only the latest may write.
+  if (mine !== generation) return;
   document.getElementById("prices").replaceChildren(
     ...(machine.models ?? []).map((model) =>
       el(
@@ -209,6 +214,7 @@ export async function start() {
   document.getElementById("own-only").addEventListener("change", () => touched.add("own"));
   document.getElementById("settings-agent").addEventListener("change", () => {
     settingsFor = null;
+    generation += 1;
     delete document.getElementById("prices").dataset.agent;
     refresh().catch((error) => showError("machines-error", error));
   });
