@@ -172,6 +172,10 @@ class Subscriber:
         self.agents[agent_id] = change
         self._ready.set()
 
+    def wake(self) -> None:
+        """Wake the page's handler with nothing new (it looks at the hub's state)."""
+        self._ready.set()
+
     async def wait(self, timeout: float) -> bool:
         """Wait until something is ready; False when ``timeout`` passed first."""
         try:
@@ -203,8 +207,10 @@ class Dashboards:
         access: AccessMap,
         *,
         admin: Callable[[str], bool],
+        closing: Callable[[], bool] = lambda: False,
         tick_s: float = TICK_S,
     ) -> None:
+        self._closing = closing
         self.observer = observer
         self.fleet = fleet
         self._access = access
@@ -246,6 +252,9 @@ class Dashboards:
                 self._cache.clear()
 
     def tick(self) -> None:
+        if self._closing():
+            self._wake_all()
+            return
         self._ticks += 1
         events: list[FleetEvent] = []
         changed: list[str] = []
@@ -273,6 +282,14 @@ class Dashboards:
         self._cache.clear()
         if stream:
             self._now_to_all(deliveries, scopes, renderer)
+
+    def close(self) -> None:
+        """The hub is shutting down: wake every page's handler, which sees it and ends its stream."""
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for subscriber in self.subscribers:
+            subscriber.wake()
 
     def _now_to_all(self, deliveries: dict[Viewer, _Delivery], scopes: dict[Viewer, Scope], renderer: Renderer) -> None:
         for subscriber in self.subscribers:
