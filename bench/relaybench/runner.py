@@ -172,7 +172,7 @@ async def _measure(bench: Bench, scenario: Scenario, target: str) -> RunResult:
     await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
     cpu_before = {s.name: s.cpu_s() for s in everyone}
     ticks_before = machine_ticks()
-    profilers = start_profilers(bench.opts, scenario, bench.profiled(target), measure_to - measure_from)
+    profilers = start_profilers(bench.opts, scenario, bench.profiled(target), measure_to - measure_from, target)
     await asyncio.sleep(max(0.0, measure_to - time.monotonic()))
     cpu_used = {s.name: s.cpu_s() - cpu_before[s.name] for s in everyone}
     ticks_after = machine_ticks()

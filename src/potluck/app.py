@@ -243,7 +243,13 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             access=access,
             limiter=limiter,
             accounting=accounting,
-            dashboards=Dashboards(observer, FleetWatch(registry, clock), access, admin=lambda u: u in access.admins),
+            dashboards=Dashboards(
+                observer,
+                FleetWatch(registry, clock),
+                access,
+                admin=lambda u: u in access.admins,
+                closing=lambda: lifecycle.closing,
+            ),
             charts=UsageCharts(store, journal),
         )
         app[HUB].dashboards.renderer = StreamRenderer(app[HUB])
@@ -373,6 +379,7 @@ async def _graceful_shutdown(app: web.Application, settings: HubSettings) -> Non
     hub = app[HUB]
     log.info("shutting down: refusing new requests, draining %d in flight", hub.requests.in_flight)
     hub.lifecycle.closing = True
+    hub.dashboards.close()
     hub.registry.drain_all(settings.shutdown_timeout)
     if not await hub.requests.wait_idle(settings.shutdown_timeout):
         log.warning("shutdown deadline reached with %d requests in flight", hub.requests.in_flight)

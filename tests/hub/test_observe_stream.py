@@ -91,7 +91,7 @@ def test_each_viewer_gets_only_the_requests_it_may_see() -> None:
     observer.finished(record(1, clock, user_id="alice", owner_id="olga", agent_id="a"), 0.0)
     observer.finished(record(2, clock, user_id="mallory", owner_id="mallory", agent_id="b"), 0.0)
 
-    dashboards.tick()
+    tick_all(dashboards)
 
     assert items(alice) == ["request req_1 mine"]
     assert items(olga) == ["request req_1 served"]
@@ -160,7 +160,7 @@ def test_more_rows_in_one_tick_than_a_page_takes_are_counted_as_dropped() -> Non
     for n in range(MAX_ROWS_PER_TICK + 7):
         observer.finished(record(n, clock, user_id="alice"), 0.0)
 
-    dashboards.tick()
+    tick_all(dashboards)
 
     _now, _agents, kept, dropped = page.take()
     assert len(kept) == MAX_ROWS_PER_TICK
