@@ -58,7 +58,7 @@ async def run(opts: Options, scenarios: Sequence[Scenario], console: Console) ->
         if idle_scenario is not None:
             with console.status(f"{idle_scenario.name}: {idle_scenario.concurrency:,} agent WebSockets"):
                 idle = await run_idle(opts, tmp, idle_scenario)
-    items = print_report(console, scenarios, runs, peaks, idle, notes)
+    items = print_report(console, scenarios, runs, peaks, idle, notes, opts.dashboards)
     profiles = print_profiles(console, opts.json_out.parent) if opts.profile else {}
     env["loadavg_at_end"] = os.getloadavg()
     write_json(opts, env, runs, peaks, idle, items, notes, profiles)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.relaybench.dashboards import DASH_TARGET
 from bench.relaybench.scenarios import Scenario, scenario_table, select
 from bench.relaybench.services import REPO
 
@@ -30,6 +31,8 @@ class Options:
     json_out: Path
     profile: bool
     py_spy: str | None
+    dashboards: int = 0
+    """Dashboard streams open during the extra `DASH_TARGET` runs (0: no such runs)."""
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Options, list[Scenario]]:
@@ -43,6 +46,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, list[Scenario]]:
     parser.add_argument("--litellm-python", help="a Python with `litellm[proxy]` installed [this one]")
     parser.add_argument("--json-out", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--profile", action="store_true", help="py-spy the hub and agent during Potluck's runs")
+    parser.add_argument(
+        "--dashboards", type=int, default=0, help="also run Potluck with N dashboard streams open, side by side [0]"
+    )
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="path to py-spy [from PATH]")
     args = parser.parse_args(argv)
     everything = list(scenario_table(args.quick))
@@ -56,16 +62,20 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, list[Scenario]]:
         targets.insert(0, "direct")  # every comparison is against it
     if args.profile and not args.py_spy:
         parser.error("--profile needs py-spy (pip install py-spy; or give --py-spy PATH)")
+    selected = [t for t in ALL_TARGETS if t in targets]
+    if args.dashboards > 0 and "potluck" in selected:
+        selected.insert(selected.index("potluck") + 1, DASH_TARGET)
     opts = Options(
         quick=args.quick,
         duration=args.duration or (1.0 if args.quick else 8.0),
         warmup=args.warmup if args.warmup is not None else (0.4 if args.quick else 2.0),
         scenarios=names,
-        targets=[t for t in ALL_TARGETS if t in targets],
+        targets=selected,
         loadgen_procs=max(1, args.loadgen_procs),
         litellm_python=args.litellm_python,
         json_out=args.json_out.resolve(),
         profile=args.profile,
         py_spy=args.py_spy,
+        dashboards=max(0, args.dashboards),
     )
     return opts, select(names, args.quick)

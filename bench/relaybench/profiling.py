@@ -24,7 +24,7 @@ class Profiler:
 
 
 def start_profilers(
-    opts: Options, scenario: Scenario, services: Sequence[Service], seconds: float
+    opts: Options, scenario: Scenario, services: Sequence[Service], seconds: float, target: str = "potluck"
 ) -> list[asyncio.Task[Profiler]]:
     """Record ``services`` with py-spy for ``seconds`` when ``--profile`` asked for it."""
     if not opts.profile or opts.py_spy is None or not services:
@@ -33,7 +33,9 @@ def start_profilers(
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = []
     for service in services:
-        output = out_dir / f"{scenario.name}-{service.name}.txt"
+        # Potluck's own runs keep their old names; another target's (e.g. with dashboards open) is told apart.
+        suffix = "" if target == "potluck" else f"-{target}"
+        output = out_dir / f"{scenario.name}-{service.name}{suffix}.txt"
         argv = [opts.py_spy, "record", "--pid", str(service.proc.pid), "--duration", str(max(1, int(seconds)))]
         argv += ["--rate", "200", "--format", "raw", "--nonblocking", "--output", str(output)]
         tasks.append(asyncio.create_task(_spawn_profiler(service.name, argv, output)))

@@ -9,6 +9,7 @@ from typing import Literal
 from rich.console import Console
 from rich.table import Table
 
+from bench.relaybench.dashboards import DASH_TARGET
 from bench.relaybench.idle import IdleResult
 from bench.relaybench.machine import CPUS
 from bench.relaybench.results import RunResult
@@ -67,10 +68,48 @@ def checks(runs: Sequence[RunResult], idle: IdleResult | None) -> list[Check]:
         worst = _worst([_cpu_chunk(run, process) for run in bursts])
         result.append(Check(f"{process} CPU per chunk, burst streams (worst)", worst, 10, "µs"))
         result.append(Check(f"{process} CPU per chunk, paced streams", _cpu_chunk(paced, process), 25, "µs"))
+    plain, dash = c1p, _find(runs, "nonstream-c1", DASH_TARGET)
+    if plain is not None and dash is not None:
+        result.append(Check("open dashboards: c=1 p50 latency change", _change(dash, plain, "latency"), 5, "%"))
+        result.append(Check("open dashboards: c=1 RPS drop", _change(dash, plain, "rps"), 5, "%"))
     if idle is not None:
         note = "" if idle.online_at_measurement >= 10_000 else f"extrapolated from {idle.online_at_measurement} agents"
         result.append(Check("hub RSS with 10,000 idle agents", idle.hub_rss_at_10k_mb, 300, "MB", note=note))
     return result
+
+
+def _change(dash: RunResult, plain: RunResult, what: Literal["latency", "rps", "ttft"]) -> float | None:
+    """How much worse, in %, the run with dashboards open is than the one without (negative: better)."""
+    if what == "rps":
+        return None if not dash.rps else (plain.rps / dash.rps - 1) * 100
+    a, b = (dash.latency_p50_ms, plain.latency_p50_ms) if what == "latency" else (dash.ttft_p50_ms, plain.ttft_p50_ms)
+    return None if a is None or not b else (a / b - 1) * 100
+
+
+def dashboards_table(runs: Sequence[RunResult], scenarios: Mapping[str, Scenario], count: int) -> Table:
+    table = Table(title=f"Potluck with {count} dashboard streams open vs none (same run; + is worse)")
+    headers = ("scenario", "RPS none", f"RPS {count}", "RPS drop %", "p50 none", f"p50 {count}", "p50 change %")
+    for header in headers:
+        table.add_column(header, justify="left" if header == "scenario" else "right")
+    for dash in (r for r in runs if r.target == DASH_TARGET):
+        plain = _find(runs, dash.scenario, "potluck")
+        if plain is None:
+            continue
+        streaming = scenarios[dash.scenario].streaming
+
+        def p50(run: RunResult, streaming: bool = streaming) -> float | None:
+            return run.ttft_p50_ms if streaming else run.latency_p50_ms
+
+        table.add_row(
+            dash.scenario + (" (TTFT)" if streaming else ""),
+            fmt(plain.rps, 0),
+            fmt(dash.rps, 0),
+            fmt(_change(dash, plain, "rps")),
+            fmt(p50(plain), 2),
+            fmt(p50(dash), 2),
+            fmt(_change(dash, plain, "ttft" if streaming else "latency")),
+        )
+    return table
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -199,12 +238,15 @@ def print_report(
     peaks: dict[str, float],
     idle: IdleResult | None,
     bench_notes: list[str],
+    dashboards: int = 0,
 ) -> list[Check]:
     by_name = {scenario.name: scenario for scenario in scenarios}
     if any(not by_name[r.scenario].streaming for r in runs):
         console.print(nonstream_table(runs, by_name))
     if any(by_name[r.scenario].streaming for r in runs):
         console.print(stream_table(runs, by_name))
+    if dashboards:
+        console.print(dashboards_table(runs, by_name, dashboards))
     console.print(memory_table(peaks, idle))
     items = checks(runs, idle)
     console.print(checks_table(items))

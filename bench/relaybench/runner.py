@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 
+from bench.relaybench.dashboards import DASH_TARGET, open_dashboards, viewer_token
 from bench.relaybench.loadgen import LoadResult, LoadSpec, run_load
 from bench.relaybench.machine import CLK_TCK, machine_ticks, raise_nofile
 from bench.relaybench.options import Options
@@ -46,19 +47,21 @@ class Bench:
     agent: Service | None = None
     litellm: Service | None = None
     api_key: str = ""
+    viewer_token: str = ""
+    """An admin user's session, for the dashboards of `DASH_TARGET` runs."""
     notes: list[str] = field(default_factory=list)
 
     def endpoint(self, target: str) -> tuple[str, str | None]:
         if target == "direct":
             return self.backend.url, None
-        if target == "potluck" and self.hub is not None:
+        if target in ("potluck", DASH_TARGET) and self.hub is not None:
             return self.hub.url, self.api_key
         if target == "litellm" and self.litellm is not None:
             return self.litellm.url, LITELLM_KEY
         raise ValueError(target)
 
     def services(self, target: str) -> list[Service]:
-        if target == "potluck":
+        if target in ("potluck", DASH_TARGET):
             return [s for s in (self.hub, self.agent, self.backend) if s is not None]
         if target == "litellm":
             return [s for s in (self.litellm, self.backend) if s is not None]
@@ -69,7 +72,7 @@ class Bench:
 
     def profiled(self, target: str) -> list[Service]:
         """The services ``--profile`` records: the hub and the agent, during Potluck's runs."""
-        if target != "potluck":
+        if target not in ("potluck", DASH_TARGET):
             return []
         return [s for s in (self.hub, self.agent) if s is not None]
 
@@ -103,6 +106,8 @@ async def start_potluck(bench: Bench, stack: contextlib.AsyncExitStack) -> None:
         stack.callback(agent.stop)
         bench.agent = agent
         await wait_model(http, hub.url, bench.api_key)
+        if bench.opts.dashboards:
+            bench.viewer_token = await viewer_token(http, hub.url)
 
 
 async def start_litellm_target(bench: Bench, stack: contextlib.AsyncExitStack) -> None:
@@ -140,6 +145,16 @@ def plan_times(opts: Options, scenario: Scenario, target: str) -> tuple[float, f
 
 
 async def run_one(bench: Bench, scenario: Scenario, target: str) -> RunResult:
+    if target != DASH_TARGET or bench.hub is None:
+        return await _measure(bench, scenario, target)
+    pages = await open_dashboards(bench.hub.url, bench.viewer_token, bench.opts.dashboards, bench.tmp)
+    try:
+        return await _measure(bench, scenario, target)
+    finally:
+        await asyncio.to_thread(pages.stop)
+
+
+async def _measure(bench: Bench, scenario: Scenario, target: str) -> RunResult:
     services = bench.services(target)
     await wait_quiet(bench.all_services())
     url, token = bench.endpoint(target)
@@ -157,7 +172,7 @@ async def run_one(bench: Bench, scenario: Scenario, target: str) -> RunResult:
     await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
     cpu_before = {s.name: s.cpu_s() for s in everyone}
     ticks_before = machine_ticks()
-    profilers = start_profilers(bench.opts, scenario, bench.profiled(target), measure_to - measure_from)
+    profilers = start_profilers(bench.opts, scenario, bench.profiled(target), measure_to - measure_from, target)
     await asyncio.sleep(max(0.0, measure_to - time.monotonic()))
     cpu_used = {s.name: s.cpu_s() - cpu_before[s.name] for s in everyone}
     ticks_after = machine_ticks()

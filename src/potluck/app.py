@@ -16,6 +16,7 @@ import secrets
 import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from potluck.api import (
     admin,
     agent_ws,
     billing,
+    dashboard,
     dialect_routes,
     health,
     openai,
@@ -38,9 +40,11 @@ from potluck.api import (
 from potluck.api import (
     claims as claims_api,
 )
+from potluck.api import web as pages
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.cors import add_cors
+from potluck.api.dashboard_stream import StreamRenderer
 from potluck.api.errors import error_middleware
 from potluck.api.guard import CONNECTION_GUARD, ConnectionGuard, GuardedSite, guard_requests
 from potluck.api.install import add_routes as add_install_routes
@@ -64,6 +68,10 @@ from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import Limits, MemoryRateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
+from potluck.hub.observe import Observer
+from potluck.hub.observe_fleet import FleetWatch
+from potluck.hub.observe_stream import Dashboards
+from potluck.hub.observe_usage import UsageCharts
 from potluck.hub.receipts import HubSigner
 from potluck.hub.registry import Registry
 from potluck.hub.reports import Reports
@@ -197,6 +205,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         limiter = MemoryRateLimiter(clock)
         lifecycle = Lifecycle()
         returning = Returning(clock, await store.agents.serving(), settings.restart_grace_s)
+        observer = Observer(clock)
+        observer.seed_day(await store.rollups.last_day(clock.wall() - timedelta(hours=24)))
         requests = RequestOwner(
             access=access,
             limiter=limiter,
@@ -207,6 +217,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             clock=clock,
             lifecycle=lifecycle,
             returning=returning,
+            observer=observer,
         )
         groups = Groups(store, access, registry, accounting)
         agents = Agents(store, access, registry, accounting, groups)
@@ -272,7 +283,16 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             accounting=accounting,
             claims=claims,
             spot_checks=spot_checks,
+            dashboards=Dashboards(
+                observer,
+                FleetWatch(registry, clock),
+                access,
+                admin=lambda u: u in access.admins,
+                closing=lambda: lifecycle.closing,
+            ),
+            charts=UsageCharts(store, journal),
         )
+        app[HUB].dashboards.renderer = StreamRenderer(app[HUB])
         lifecycle.start(
             {
                 "heartbeat": partial(_run_periodic, settings.heartbeat_interval, registry.heartbeat),
@@ -286,6 +306,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "claims": claims.run,
                 "parked-cool-down": partial(_run_periodic, 1.0, floor.expire),
                 **({"spot-checks": spot_checks.run} if settings.spot_check_percent > 0 else {}),
+                "dashboards": app[HUB].dashboards.run,
             }
         )
         try:
@@ -308,8 +329,10 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     billing.add_routes(app)
     claims_api.add_routes(app)
     requests.add_routes(app)
+    dashboard.add_routes(app)
     openapi.add_routes(app)
     add_install_routes(app, settings)
+    pages.add_routes(app)
     add_cors(app, settings)
     return app
 
@@ -402,6 +425,7 @@ async def _graceful_shutdown(app: web.Application, settings: HubSettings) -> Non
     hub = app[HUB]
     log.info("shutting down: refusing new requests, draining %d in flight", hub.requests.in_flight)
     hub.lifecycle.closing = True
+    hub.dashboards.close()
     hub.registry.drain_all(settings.shutdown_timeout)
     if not await hub.requests.wait_idle(settings.shutdown_timeout):
         log.warning("shutdown deadline reached with %d requests in flight", hub.requests.in_flight)

@@ -303,6 +303,16 @@ class Conformance:
         self.request_id = resp.headers["x-request-id"]
         return answer
 
+    async def first_event(self, path: str, token: str) -> tuple[str, Any]:
+        """Open an event stream that never ends by itself; its first event (name, JSON body), then hang up."""
+        async with self.session.get(self.url + path, headers=bearer(token)) as resp:
+            assert resp.status == 200, f"GET {path}: {resp.status}"
+            async with asyncio.timeout(WAIT_S):
+                raw = await resp.content.readuntil(b"\n\n")
+        self.seen.add(("GET", self.route(path), "200", resp.content_type))
+        name, data = raw.decode().strip().split("\n")
+        return name.removeprefix("event: "), json.loads(data.removeprefix("data: "))
+
     def unseen(self) -> set[tuple[str, str, str, str]]:
         """Documented answers other than errors (and than the WebSocket upgrade) that no call got."""
         documented = {
@@ -499,6 +509,22 @@ async def scenario(
         assert (await api.call("GET", path + "?since=2020-01-01", 200, token=token))["data"]
         assert csv_header(await api.call("GET", path + "?format=csv", 200, token=token)) == rows[row]
     await api.call("GET", "/api/usage?format=xml", 400, token=carl)
+    # The dashboard's numbers, as Carl (a member who spent) and Olga (who earned).
+    for path in ("now", "models", "machines", "usage?days=7", "holds"):
+        await api.call("GET", f"/api/dashboard/{path}", 200, token=carl)
+    shares = await api.call("GET", "/api/dashboard/usage", 200, token=olga)
+    assert shares["totals"]["earned_micro"] > 0
+    assert {m["username"] for m in shares["groups"][0]["members"]} == {"olga", "carl"}
+    assert csv_header(await api.call("GET", "/api/dashboard/usage.csv", 200, token=carl)) == rows["UsageDay"]
+    await api.call("GET", "/api/dashboard/usage?days=0", 400, token=carl)
+    await api.call("GET", f"/api/dashboard/explain?model={MODEL}", 403, token=carl)
+    boss = {"username": "boss", "password": PASSWORD, "role": "admin"}
+    await api.call("POST", "/admin/users", 201, token=ADMIN_TOKEN, body=boss)
+    boss_token = (await api.call("POST", "/api/login", 200, body={"username": "boss", "password": PASSWORD}))["token"]
+    await api.call("GET", f"/api/dashboard/explain?model={MODEL}", 200, token=boss_token)
+    name, now = await api.first_event("/api/dashboard/stream", carl)
+    assert name == "now"
+    validator(api.document, {"$ref": "#/components/schemas/NowView"}).validate(now)
     mine = await api.call("GET", "/api/requests?limit=500", 200, token=carl)
     assert paid in [r["request_id"] for r in mine["data"]]
     await api.call("GET", "/api/requests?limit=0", 400, token=carl)
@@ -578,4 +604,6 @@ async def scenario(
 def document_rows(document: dict[str, Any]) -> dict[str, list[str]]:
     """The documented columns of each report row, in order."""
     schemas = document["components"]["schemas"]
-    return {name: list(schemas[name]["properties"]) for name in ("UsageRow", "EarningsRow", "GroupUsageRow")}
+    return {
+        name: list(schemas[name]["properties"]) for name in ("UsageRow", "EarningsRow", "GroupUsageRow", "UsageDay")
+    }

@@ -16,7 +16,18 @@ from typing import Annotated, Any
 
 import msgspec
 
-from potluck.api.schemas import accounts, admin, agents, billing, claims, groups, requests, scheduling, service
+from potluck.api.schemas import (
+    accounts,
+    admin,
+    agents,
+    billing,
+    claims,
+    dashboard,
+    groups,
+    requests,
+    scheduling,
+    service,
+)
 from potluck.api.schemas.common import KeyList, Named, Revoked, RevokedKey
 from potluck.hub.receipts import SignedReceipt
 from potluck.protocol.openai import Dialect, RoutingFields
@@ -102,6 +113,10 @@ EVENT_STREAM: Schema = {
     "description": "Server-sent events relayed as the backend wrote them; a failure after the start ends the "
     'stream with one `data: {"error": {...}}` event and no `[DONE]`',
 }
+DASHBOARD_EVENTS: Schema = {
+    "type": "string",
+    "description": "Server-sent events; see the operation's description for each event's body",
+}
 CSV: Schema = {"type": "string", "description": "The same rows as CSV, with a header line"}
 
 _RELAY_ERRORS = (
@@ -131,6 +146,27 @@ def _relay(summary: str, *, streams: bool, dialect: Dialect = Dialect.OPENAI) ->
 
 def _report(kind: type[msgspec.Struct], description: str) -> dict[int, Answer]:
     return {200: Answer(description, kind, {"text/csv": CSV})}
+
+
+def _page(summary: str, status: int = 303) -> Operation:
+    """A page for browsers: HTML (or a redirect to the sign-in page), not part of the JSON API."""
+    return Operation(
+        summary,
+        Auth.NONE,
+        {status: Answer("HTML for a browser, or a redirect (see docs/dashboard.md)")},
+        description="Pages authenticate with the browser session cookie; see docs/dashboard.md.",
+    )
+
+
+def _form(summary: str) -> Operation:
+    """A form post from a page: checked for its origin and CSRF token, answered with a redirect or the form again."""
+    return Operation(
+        summary,
+        Auth.NONE,
+        {303: Answer("Done: on to the next page"), 200: Answer("The form again, with what was wrong")},
+        ("permission_denied",),
+        description="Form posts need this hub's Origin and the form's CSRF token (403 otherwise): docs/dashboard.md.",
+    )
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -449,6 +485,58 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/.well-known/potluck-hub-key"): Operation(
         "The hub's Ed25519 public key, which signs receipts", Auth.NONE, ok(billing.HubKey, "The key")
     ),
+    # The dashboard's numbers (api/dashboard.py, api/dashboard_stream.py)
+    ("GET", "/api/dashboard/now"): Operation(
+        "The fleet you can see now, with 15-minute sparklines, your credits and the event feed",
+        Auth.USER,
+        ok(dashboard.NowView, "Now"),
+    ),
+    ("GET", "/api/dashboard/models"): Operation(
+        "Per model: hot and cold agents, queue, TTFT, speed, price and capability badges",
+        Auth.USER,
+        ok(dashboard.ModelsView, "Models"),
+    ),
+    ("GET", "/api/dashboard/machines"): Operation(
+        "Your agents (every agent for admins), with live GPU figures from their LOAD frames",
+        Auth.USER,
+        ok(dashboard.MachinesView, "Machines"),
+    ),
+    ("GET", "/api/dashboard/usage"): Operation(
+        "Daily spend and earnings by model from the rollups, and the members' shares of the groups you manage",
+        Auth.USER,
+        ok(dashboard.UsageView, "Usage"),
+        query=dashboard.UsageQuery,
+    ),
+    ("GET", "/api/dashboard/usage.csv"): Operation(
+        "The daily series of `/api/dashboard/usage` as CSV",
+        Auth.USER,
+        {200: Answer("CSV", media={"text/csv": CSV})},
+        query=dashboard.UsageQuery,
+    ),
+    ("GET", "/api/dashboard/holds"): Operation(
+        "Your open credit holds (requests in flight)", Auth.USER, ok(dashboard.HoldsView, "Holds")
+    ),
+    ("GET", "/api/dashboard/explain"): Operation(
+        "Why the scheduler would pick an agent for a model now (admin users)",
+        Auth.USER,
+        ok(scheduling.RouteExplanation, "Explanation"),
+        ("permission_denied",),
+        query=dashboard.ModelQuery,
+    ),
+    ("GET", "/api/dashboard/stream"): Operation(
+        "One Server-Sent Events stream per dashboard page",
+        Auth.USER,
+        {
+            200: Answer(
+                "Events `now`, `request`, `event`, `agent` and `dropped`", media={"text/event-stream": DASHBOARD_EVENTS}
+            )
+        },
+        description=(
+            "Each event's `data` is one JSON object: `now` a NowView (every 2 s, only when its figures "
+            "changed), `request` a RequestRow, `event` a FeedEvent, `agent` an AgentChange, `dropped` a Dropped. "
+            "A `: ping` comment comes every 15 s while nothing else does."
+        ),
+    ),
     # Health and metrics (api/health.py)
     ("GET", "/healthz"): Operation("Liveness", Auth.NONE, ok(service.Alive, "The process serves HTTP")),
     ("GET", "/readyz"): Operation(
@@ -493,6 +581,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "see docs/protocol.md."
         ),
     ),
+    # The dashboard's pages and forms (api/web/): HTML for browsers, described in docs/dashboard.md
+    **{("GET", path): _page("The dashboard (redirects to /ui/now)") for path in ("/", "/dashboard", "/ui")},
+    ("GET", "/ui/{page}"): _page(
+        "A dashboard page: now, models, machines, requests, usage, keys, groups, add-gpu, admin"
+    ),
+    ("GET", "/static/{name}"): _page("A script or style sheet of the pages", status=200),
+    ("GET", "/login"): _page("The sign-in form", status=200),
+    ("POST", "/login"): _form("Sign in: sets the session cookie and redirects"),
+    ("POST", "/logout"): _form("Sign out: ends the session and redirects to /login"),
+    ("GET", "/join/{code}"): _page("An invite link: sign up (or sign in) and join the group", status=200),
+    ("POST", "/join/{code}"): _form("Create an account and join the invite's group, or join it as the signed-in user"),
+    ("GET", "/signup"): _page("The sign-up form (--signup open)", status=200),
+    ("POST", "/signup"): _form("Create an account without an invite (--signup open)"),
+    ("GET", "/password"): _page("The password form", status=200),
+    ("POST", "/password"): _form("Change your password; your other sessions end"),
     # This document (api/openapi.py)
     ("GET", "/openapi.json"): Operation(
         "This OpenAPI document",

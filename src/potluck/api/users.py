@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from potluck.api.admin import require_admin
+from potluck.api.browser import credential
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response
 from potluck.api.schemas.accounts import (
@@ -64,7 +65,8 @@ from potluck.hub.services import HubServices
 
 
 async def current_user(request: web.Request) -> User:
-    return await request.app[HUB].accounts.authenticate(bearer(request))
+    """The signed-in user: by bearer token, or by browser session cookie (with CSRF checks on state changes)."""
+    return await request.app[HUB].accounts.authenticate(credential(request))
 
 
 async def create_user(request: web.Request) -> web.Response:

@@ -159,6 +159,10 @@ class Ledger:
         """A copy of every account's balance."""
         return dict(self._balances)
 
+    def holds_of(self, user_id: str) -> list[tuple[str, int]]:
+        """(request id, micro-credits) of the user's open holds; they sum to `held`. O(open holds)."""
+        return [(request_id, amount) for request_id, (user, amount) in self._holds.items() if user == user_id]
+
     @property
     def open_holds(self) -> int:
         return len(self._holds)

@@ -38,6 +38,7 @@ from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import NO_LIMITS, Admission, Limits, RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
+from potluck.hub.observe import Observer
 from potluck.hub.outcome import Outcome, outcome_of_failure, outcome_of_response
 from potluck.hub.returning import Returning
 from potluck.hub.scheduler import Want
@@ -84,9 +85,12 @@ class RequestOwner:
         lifecycle: Lifecycle,
         returning: Returning | None = None,
         on_served: Callable[[Sample], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.on_served = on_served
         """Told of every request an agent served in full (the throughput floor, the spot checks' budget)."""
+        self.observer = observer
+        """The dashboard's live numbers: told of every finished request (one O(1) call)."""
         self.lifecycle = lifecycle
         self.returning = returning
         self.access = access
@@ -284,7 +288,7 @@ class RequestOwner:
             metrics.ttft.observe(first_byte_at - req.received_at)
             ttft_ms = round((first_byte_at - req.received_at) * 1000)
         self.journal.record(
-            UsageRecord(
+            record := UsageRecord(
                 request_id=req.request_id,
                 key_id=req.key_id,
                 agent_id=agent_id,
@@ -308,6 +312,8 @@ class RequestOwner:
                 **usage_parts(usage, bill.estimated),
             )
         )
+        if self.observer is not None:
+            self.observer.finished(record, now)
 
 
 class Serving:

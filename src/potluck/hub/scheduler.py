@@ -37,7 +37,7 @@ starts in the same loop turn. Outlier ejection is in `potluck.hub.learning`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 
 from potluck._shared.clock import Clock
@@ -225,6 +225,10 @@ class Scheduler:
     def queued(self, model: str) -> int:
         """Requests waiting that ``model`` could serve."""
         return self._queue.queued(model)
+
+    def waiting(self) -> Iterator[Ticket]:
+        """Every request in the wait queue (the dashboard counts those a viewer may see)."""
+        return self._queue.tickets()
 
     # -- layer 2 ------------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from potluck.hub.lifecycle import Lifecycle
 from potluck.hub.limits import RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
+from potluck.hub.observe_stream import Dashboards
+from potluck.hub.observe_usage import UsageCharts
 from potluck.hub.registry import Registry
 from potluck.hub.reports import Reports
 from potluck.hub.requests import RequestOwner
@@ -54,3 +56,5 @@ class HubServices:
     accounting: Accounting
     claims: Claims
     spot_checks: SpotChecker
+    dashboards: Dashboards
+    charts: UsageCharts

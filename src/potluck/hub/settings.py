@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,6 +19,17 @@ from potluck.hub.scoring import Policy, ScoreWeights
 
 # What GET /install.sh may bake into a shell script: no quotes, spaces, `$` or backslashes can pass.
 PUBLIC_URL = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+
+
+class SignupMode(StrEnum):
+    """Who may create an account from a browser (``--signup``)."""
+
+    INVITE = "invite"
+    """Only with a group's invite link (``/join/<code>``), joining that group."""
+    OPEN = "open"
+    """Anyone who reaches the hub, at ``/signup``; invite links work as well."""
+    CLOSED = "closed"
+    """Nobody: admins create accounts; invite links only add signed-in users to a group."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +269,14 @@ class HubSettings:
     throughput_cool_down_s: float = setting(
         600.0, help="A parked agent is back in routing for the model after this many seconds."
     )
+    signup: str = setting(
+        SignupMode.INVITE.value,
+        choices=tuple(m.value for m in SignupMode),
+        help="Who may create an account in a browser: `invite`, `open` or `closed`.",
+        details="`invite`: a group's invite link (`/join/<code>`) creates an account and joins the group in one "
+        "step. `open`: anyone who reaches the hub may also sign up at `/signup` (joining no group). `closed`: "
+        "only admins create accounts (`POST /admin/users`); invite links then only add signed-in users.",
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -279,6 +299,8 @@ class HubSettings:
             raise ValueError("--reprice-interval must be positive")
         if self.public_url is not None and not PUBLIC_URL.fullmatch(self.public_url):
             raise ValueError(f"--public-url must be http(s)://host[:port][/path], not {self.public_url!r}")
+        if self.signup not in {m.value for m in SignupMode}:
+            raise ValueError(f"unknown --signup {self.signup}")
 
     def _validate_network(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -15,6 +15,7 @@ from potluck.store.history import RequestHistoryRepository
 from potluck.store.keys import KeyRepository
 from potluck.store.ledger import LedgerRepository
 from potluck.store.reports import ReportRepository
+from potluck.store.rollups import RollupRepository
 from potluck.store.usage import UsageRepository
 from potluck.store.users import UserRepository
 
@@ -34,6 +35,7 @@ class Store:
         self.ledger = LedgerRepository(self._engine)
         self.billing = BillingRepository(self._engine)
         self.reports = ReportRepository(self._engine)
+        self.rollups = RollupRepository(self._engine)
         self.history = RequestHistoryRepository(self._engine)
         self.claims = ClaimRepository(self._engine)
 

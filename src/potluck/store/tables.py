@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -310,4 +311,31 @@ claim_rules = Table(
     Column("reference_prompt", Text, nullable=True),
     Column("reference_answer", Text, nullable=True),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+ROLLUP_DIMENSIONS = ("user_id", "key_id", "group_id", "owner_id", "agent_id")
+"""The nullable ids of a usage record, kept as ``''`` for None in ``usage_daily`` (NULLs would defeat its key)."""
+ROLLUP_SUMS = (
+    "requests",
+    "not_served",
+    "prompt_tokens",
+    "completion_tokens",
+    "charged",
+    "earned",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", String(10), nullable=False),
+    *(Column(name, String(40), nullable=False) for name in ROLLUP_DIMENSIONS),
+    Column("model", String(200), nullable=False),
+    *(Column(name, BigInteger, nullable=False, server_default="0") for name in ROLLUP_SUMS),
+    PrimaryKeyConstraint("day", *ROLLUP_DIMENSIONS, "model", name="pk_usage_daily"),
+    Index("ix_usage_daily_user_day", "user_id", "day"),
+    Index("ix_usage_daily_owner_day", "owner_id", "day"),
+    Index("ix_usage_daily_group_day", "group_id", "day"),
 )

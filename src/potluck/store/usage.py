@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from potluck.store import rollups
 from potluck.store.tables import receipts, usage_records
 
 
@@ -65,6 +66,7 @@ class UsageRepository:
         rows = [{name: getattr(r, name) for name in _FIELDS} for r in records]
         async with self._engine.begin() as conn:
             await conn.execute(insert(usage_records), rows)
+            await rollups.add_batch(conn, rows)
 
     async def recent(self, limit: int = 100) -> list[UsageRecord]:
         query = select(*(usage_records.c[name] for name in _FIELDS)).order_by(usage_records.c.created_at.desc())
@@ -103,6 +105,8 @@ class UsageRepository:
             rows = [_record_from_receipt(json.loads(payload), created_at) for payload, created_at in orphans]
             if rows:
                 await conn.execute(insert(usage_records), rows)
+            if zeroed or rows:
+                await rollups.rebuild(conn)
         return int(zeroed or 0), len(rows)
 
 

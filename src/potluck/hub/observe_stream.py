@@ -1,0 +1,348 @@
+"""Who sees what on the dashboard, and the fan-out of its live stream to every open page.
+
+A `Scope` is one viewer's visibility: an admin sees everything; anyone else the agents they own and the
+agents shared into their groups, their own requests and the requests their agents served.
+
+`Dashboards.tick` runs once a second in the hub's TaskGroup, never on the request path. It takes the feed
+events and badge changes of a `FleetWatch` scan, and every other second the requests finished since then
+(from the `Observer`'s ring) and a `now` snapshot per viewer, renders each item once (the
+`Renderer`, which the API layer provides, turns them into Server-Sent Events) and hands the bytes to the
+subscribers that may see them. A subscriber's queue is bounded: tail rows and feed items beyond
+`MAX_ITEMS` are dropped and counted, a newer ``now`` replaces an older one, an agent's newer badge its
+older one. A slow page therefore costs a bounded amount of memory, and nothing here ever waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+from potluck.hub.access import AccessMap
+from potluck.hub.observe import Observer, WindowKey
+from potluck.hub.observe_fleet import FleetEvent, FleetWatch
+from potluck.hub.scoring import Want
+from potluck.store.usage import UsageRecord
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+"""The fleet is scanned every tick: a drain or a new agent shows within about a second (the issue asks for 2)."""
+SCAN_EVERY = 1
+"""Ticks between fleet scans."""
+NOW_EVERY = 2
+"""Ticks between ``now`` snapshots and tail rows (2 s): on a busy hub every open page gets a write then, and
+that write, not the rendering, is what a page costs the hub; agent changes and feed events, which are rare,
+go out at every tick."""
+MAX_ITEMS = 256
+"""Tail rows and feed items a subscriber may have waiting."""
+MAX_ROWS_PER_TICK = 20
+"""Tail rows given to a page per delivery (10 a second: more than anyone reads); the rest count as dropped. A
+busy hub's fan-out thus costs at most this many rows per page per delivery, whatever its request rate."""
+
+
+class RowView(enum.Enum):
+    """How a viewer sees a finished request in the live tail."""
+
+    MINE = "mine"
+    """They made it: in full."""
+    ANY = "any"
+    """An admin, someone else's request: in full."""
+    SERVED = "served"
+    """One of their agents served someone else's request: no key, and the credits are their earnings."""
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    user_id: str
+    admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one viewer may see now."""
+
+    viewer: Viewer
+    agents: frozenset[str] | None
+    """Agents they may see; None: all (an admin)."""
+    groups: frozenset[str]
+    """Their groups."""
+    owned: frozenset[str] = frozenset()
+    """Agents they own."""
+
+    def sees_agent(self, agent_id: str) -> bool:
+        return self.agents is None or agent_id in self.agents
+
+    def sees_key(self, key: WindowKey) -> bool:
+        """A window key: traffic through one of their groups (on an agent they see, or on none), or any
+        traffic on an agent they own. Traffic of another group on an agent shared with theirs is not theirs."""
+        if self.agents is None:
+            return True
+        agent_id, group_id = key[0], key[1]
+        if agent_id is not None and agent_id in self.owned:
+            return True
+        if group_id is None or group_id not in self.groups:
+            return False
+        return agent_id is None or agent_id in self.agents
+
+    def sees_want(self, want: Want) -> bool:
+        """A request waiting in the queue: theirs, or one through one of their groups."""
+        if self.agents is None or want.requester == self.viewer.user_id:
+            return True
+        return want.groups is not None and not want.groups.isdisjoint(self.groups)
+
+    def sees_record(self, record: UsageRecord) -> RowView | None:
+        """How the viewer sees a finished request; None: not at all."""
+        user_id = self.viewer.user_id
+        if record.user_id == user_id:
+            return RowView.MINE
+        if self.viewer.admin:
+            return RowView.ANY
+        if record.owner_id == user_id:
+            return RowView.SERVED
+        return None
+
+
+def scope_of(viewer: Viewer, access: AccessMap) -> Scope:
+    """The viewer's scope from the in-memory access map (no database)."""
+    groups = frozenset(access.user_groups.get(viewer.user_id, ()))
+    if viewer.admin:
+        return Scope(viewer, None, groups)
+    owned = frozenset(a for a, owner in access.agent_owner.items() if owner == viewer.user_id)
+    shared = {a for a, into in access.agent_groups.items() if not into.isdisjoint(groups)}
+    return Scope(viewer, owned | shared, groups, owned)
+
+
+class Renderer(Protocol):
+    """Turns the hub's items into the stream's bytes (one Server-Sent Event each)."""
+
+    def now(self, scope: Scope) -> tuple[bytes, bytes]:
+        """The viewer's ``now`` snapshot: (what identifies its figures, leaving out when it was taken; the event)."""
+        ...
+
+    def request(self, record: UsageRecord, view: RowView) -> bytes: ...
+
+    def event(self, event: FleetEvent) -> bytes: ...
+
+    def agent(self, agent_id: str) -> bytes: ...
+
+
+class Subscriber:
+    """One open dashboard stream: what it has not read yet, bounded."""
+
+    def __init__(self, viewer: Viewer, max_items: int = MAX_ITEMS) -> None:
+        self.viewer = viewer
+        self.max_items = max_items
+        self.items: deque[bytes] = deque()
+        self.now: bytes | None = None
+        self.agents: dict[str, bytes] = {}
+        self.dropped = 0
+        """Items dropped since the page last read."""
+        self.dropped_total = 0
+        self._last_now: bytes | None = None
+        """The figures of the ``now`` last given (without its time)."""
+        self._ready = asyncio.Event()
+
+    def push(self, item: bytes) -> None:
+        if len(self.items) >= self.max_items:
+            self.items.popleft()
+            self.dropped += 1
+            self.dropped_total += 1
+        self.items.append(item)
+        self._ready.set()
+
+    def skip(self, count: int) -> None:
+        self.dropped += count
+        self.dropped_total += count
+        self._ready.set()
+
+    def offer_now(self, snapshot: tuple[bytes, bytes]) -> None:
+        """A ``now`` snapshot: kept only when its figures differ from those last given."""
+        figures, event = snapshot
+        if figures != self._last_now:
+            self._last_now, self.now = figures, event
+            self._ready.set()
+
+    def offer_agent(self, agent_id: str, change: bytes) -> None:
+        self.agents[agent_id] = change
+        self._ready.set()
+
+    def wake(self) -> None:
+        """Wake the page's handler with nothing new (it looks at the hub's state)."""
+        self._ready.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until something is ready; False when ``timeout`` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def take(self) -> tuple[bytes | None, list[bytes], list[bytes], int]:
+        """Everything ready: the latest ``now``, the agents' badges, the items, and how many were dropped."""
+        now, self.now = self.now, None
+        agents = list(self.agents.values())
+        self.agents.clear()
+        items = list(self.items)
+        self.items.clear()
+        dropped, self.dropped = self.dropped, 0
+        self._ready.clear()
+        return now, agents, items, dropped
+
+
+class Dashboards:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        observer: Observer,
+        fleet: FleetWatch,
+        access: AccessMap,
+        *,
+        admin: Callable[[str], bool],
+        closing: Callable[[], bool] = lambda: False,
+        tick_s: float = TICK_S,
+    ) -> None:
+        self._closing = closing
+        self.observer = observer
+        self.fleet = fleet
+        self._access = access
+        self._is_admin = admin
+        self._tick_s = tick_s
+        self.renderer: Renderer | None = None
+        self.subscribers: set[Subscriber] = set()
+        self._ticks = 0
+        self._seen = observer.seq
+        self._cache: dict[tuple[object, ...], bytes] = {}
+        """Items rendered this tick, so that 200 pages showing the same request cost one encoding."""
+
+    def viewer(self, user_id: str) -> Viewer:
+        return Viewer(user_id, self._is_admin(user_id))
+
+    def scope(self, user_id: str) -> Scope:
+        return scope_of(self.viewer(user_id), self._access)
+
+    def subscribe(self, user_id: str, max_items: int = MAX_ITEMS) -> Subscriber:
+        subscriber = Subscriber(self.viewer(user_id), max_items)
+        self.subscribers.add(subscriber)
+        renderer = self.renderer
+        if renderer is not None:
+            subscriber.offer_now(renderer.now(self.scope(user_id)))
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+    async def run(self) -> None:
+        """Tick until cancelled. A failing tick is logged and the next one runs: the dashboard is a view of
+        the hub, and a fault in it must not stop the hub (which a crashed background loop does)."""
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                self.tick()
+            except Exception:  # logged; the next tick starts afresh
+                log.exception("a dashboard tick failed")
+                self._cache.clear()
+
+    def tick(self) -> None:
+        if self._closing():
+            self._wake_all()
+            return
+        self._ticks += 1
+        events: list[FleetEvent] = []
+        changed: list[str] = []
+        if self._ticks % SCAN_EVERY == 0:
+            events, changed = self.fleet.scan()
+        stream = self._ticks % NOW_EVERY == 0
+        rows = self._new_rows() if stream else []
+        renderer = self.renderer
+        if renderer is None or not self.subscribers:
+            return
+        scopes: dict[Viewer, Scope] = {}
+        deliveries: dict[Viewer, _Delivery] = {}
+        for subscriber in self.subscribers:
+            viewer = subscriber.viewer
+            delivery = deliveries.get(viewer)
+            if delivery is None:
+                scope = scopes[viewer] = scope_of(viewer, self._access)
+                delivery = deliveries[viewer] = self._delivery(scope, rows, events, changed, renderer)
+            if delivery.skipped:
+                subscriber.skip(delivery.skipped)
+            for item in delivery.items:
+                subscriber.push(item)
+            for agent_id, change in delivery.agents:
+                subscriber.offer_agent(agent_id, change)
+        self._cache.clear()
+        if stream:
+            self._now_to_all(deliveries, scopes, renderer)
+
+    def close(self) -> None:
+        """The hub is shutting down: wake every page's handler, which sees it and ends its stream."""
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for subscriber in self.subscribers:
+            subscriber.wake()
+
+    def _now_to_all(self, deliveries: dict[Viewer, _Delivery], scopes: dict[Viewer, Scope], renderer: Renderer) -> None:
+        for subscriber in self.subscribers:
+            delivery = deliveries[subscriber.viewer]
+            if delivery.now is None:
+                delivery.now = renderer.now(scopes[subscriber.viewer])
+            subscriber.offer_now(delivery.now)
+
+    def _delivery(
+        self, scope: Scope, rows: list[UsageRecord], events: list[FleetEvent], changed: list[str], renderer: Renderer
+    ) -> _Delivery:
+        """What every page of one viewer gets this tick (computed once per viewer, whatever their pages)."""
+        shown = [(record, view) for record in rows if (view := scope.sees_record(record)) is not None]
+        skipped = max(0, len(shown) - MAX_ROWS_PER_TICK)
+        items = [
+            self._render(("request", record.request_id, view), partial(renderer.request, record, view))
+            for record, view in shown[skipped:]
+        ]
+        items.extend(
+            self._render(("event", event.id), partial(renderer.event, event))
+            for event in events
+            if scope.sees_agent(event.agent_id)
+        )
+        agents = [
+            (agent_id, self._render(("agent", agent_id), partial(renderer.agent, agent_id)))
+            for agent_id in changed
+            if scope.sees_agent(agent_id)
+        ]
+        return _Delivery(items, skipped, agents)
+
+    def _new_rows(self) -> list[UsageRecord]:
+        """The records finished since the last tick, oldest first (reading only those from the ring's end)."""
+        seen, self._seen = self._seen, self.observer.seq
+        rows = []
+        for seq, record in reversed(self.observer.recent):
+            if seq <= seen:
+                break
+            rows.append(record)
+        rows.reverse()
+        return rows
+
+    def _render(self, key: tuple[object, ...], render: Callable[[], bytes]) -> bytes:
+        item = self._cache.get(key)
+        if item is None:
+            item = self._cache[key] = render()
+        return item
+
+
+@dataclass(slots=True)
+class _Delivery:
+    items: list[bytes]
+    """Tail rows, then feed events."""
+    skipped: int
+    """Tail rows beyond `MAX_ROWS_PER_TICK`."""
+    agents: list[tuple[str, bytes]]
+    now: tuple[bytes, bytes] | None = None
