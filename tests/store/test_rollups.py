@@ -3,6 +3,7 @@ earnings and group reports (which scan the records) say; recovery rebuilds them;
 
 from __future__ import annotations
 
+import runpy
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,8 @@ from potluck.store.database import Store
 from potluck.store.engine import sqlite_url
 from potluck.store.rollups import DailyModel, Share
 from tests.store.test_reports import DAY1, DAY2, record
+
+ROLLUP_MIGRATION = Path(__file__).resolve().parents[2] / "src/potluck/store/migrations/versions/0012_usage_daily.py"
 
 
 @pytest.fixture
@@ -92,7 +95,8 @@ async def test_the_migration_fills_the_rollups_from_records_kept_before_it(tmp_p
     await store.close()
     with sqlite3.connect(path) as db:  # back to before the rollups existed, with the records kept
         db.execute("DROP TABLE usage_daily")
-        db.execute("UPDATE alembic_version SET version_num = '0009'")
+        before = runpy.run_path(str(ROLLUP_MIGRATION))["down_revision"]
+        db.execute("UPDATE alembic_version SET version_num = ?", (before,))
     store = await Store.open(sqlite_url(path))
     try:
         assert await store.rollups.daily("alice", "2030-03-02", "2030-03-02") == [
