@@ -206,6 +206,27 @@ class HubSettings:
         False, help="Serve plain HTTP on a non-loopback address: only behind a TLS-terminating proxy."
     )
     log_level: str = setting("info", choices=LOG_LEVELS, help="Logging level, to standard error.")
+    agent_max_pending_handshakes_per_ip: int = setting(
+        4,
+        help="Agent connections one address may have in their handshake at once; more are rejected.",
+        details="Rejected with `REJECT too_many_handshakes` (retry) and WebSocket close code 1008.",
+    )
+    agent_max_models: int = setting(
+        1024,
+        help="Models one agent may list; a longer catalog is rejected.",
+        details="In the `HELLO` (`REJECT catalog_too_large`) or a later `MODELS` (close code 1008).",
+    )
+    agent_max_string_length: int = setting(
+        256,
+        help="Longest model name, backend URL or other string in an agent's catalog, in characters.",
+        details="A longer one rejects the catalog like `--agent-max-models`.",
+    )
+    agent_max_control_frames_per_s: float = setting(
+        20.0,
+        help="Connection-level frames (MODELS, STATE, LOAD, PING) an agent may send per second, on average.",
+        details="Bursts of ten seconds' worth pass; beyond, the hub closes the connection "
+        "(`REJECT rate_limited`, close code 1008).",
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -268,3 +289,7 @@ class HubSettings:
             raise ValueError("--header-timeout, --body-timeout and --keepalive-timeout must be positive")
         if self.max_pending_connections_per_ip < 0:
             raise ValueError("--max-pending-connections-per-ip must be 0 (no cap) or more")
+        if self.agent_max_pending_handshakes_per_ip < 1 or self.agent_max_models < 1:
+            raise ValueError("--agent-max-pending-handshakes-per-ip and --agent-max-models must be at least 1")
+        if self.agent_max_string_length < 16 or self.agent_max_control_frames_per_s <= 0:
+            raise ValueError("--agent-max-string-length must be 16 or more, --agent-max-control-frames-per-s positive")
