@@ -164,7 +164,9 @@ class Stream:
     def on_reset(self, error: UpstreamError) -> None:
         """The session reset this stream: what it buffered is dropped, and the request fails with ``error``."""
         self.cancelled = True
-        self._chunks.clear()
+        chunks = self._chunks
+        self.bytes_received -= sum(map(len, chunks))  # dropped: they never reach the client
+        chunks.clear()
         self._fail(error)
         self._wake()
 
