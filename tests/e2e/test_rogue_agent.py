@@ -172,7 +172,7 @@ async def test_an_answer_of_a_content_type_off_the_list_is_refused(
         await agent.data(sid, b"<html><script>alert(1)</script></html>")
         await agent.end(sid, request.request_id)
         answer = await asyncio.wait_for(asking, 10)
-    assert answer.status in (500, 502)
+    assert answer.status == 502
     assert b"<script>" not in answer.body
     assert answer.headers["Content-Type"].startswith("application/json")
     assert answer.headers["x-request-id"] == request.request_id

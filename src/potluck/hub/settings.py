@@ -68,7 +68,7 @@ class HubSettings:
     max_body_bytes: int = setting(
         32 * 1024 * 1024,
         help="Largest client request body in bytes (32 MiB); larger ones get 413 request_too_large.",
-        details="The agent WebSocket accepts messages up to this plus 1 MiB.",
+        details="Agents never send bodies: their WebSocket messages are bounded by `--credit-window` plus 1.06 MiB.",
     )
     heartbeat_interval: float = setting(
         5.0,
