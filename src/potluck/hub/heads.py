@@ -27,11 +27,16 @@ RELAYED_CONTENT_TYPES = frozenset({"application/json", "text/event-stream"})
 
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 8192
-"""Per header, name and value together."""
+"""Per header name, and per value."""
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _LENGTH = re.compile(r"[0-9]{1,15}")
+_COMMON = {
+    spelling: name
+    for name in ("content-type", "content-length", "retry-after", "cache-control", "x-request-id")
+    for spelling in (name, name.title())
+}
 
 
 class MalformedHeadError(UpstreamError):
@@ -51,9 +56,13 @@ def checked_head(head: HeadMessage) -> HeadMessage:
         raise MalformedHeadError(f"{len(headers)} headers")
     kept: dict[str, str] = {}
     for name, value in headers:
-        if len(name) + len(value) > MAX_HEADER_BYTES or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+        lower = _COMMON.get(name)  # the names every head carries skip the token check
+        if lower is None:
+            if len(name) > MAX_HEADER_BYTES or not _TOKEN.fullmatch(name):
+                raise MalformedHeadError(f"header {name[:64]!r}")
+            lower = name.lower()
+        if len(value) > MAX_HEADER_BYTES or not _VALUE.fullmatch(value):
             raise MalformedHeadError(f"header {name[:64]!r}")
-        lower = name.lower()
         if lower in RELAYED_HEADERS:
             _keep(kept, lower, value.strip(" \t"))
     if status < 400:
