@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -48,6 +49,19 @@ class WebSocketChannel:
             self._closing = asyncio.get_running_loop().create_task(self._ws.close())
 
 
+def _address_key(remote: str | None) -> str:
+    """Whose handshakes count together: one IPv4 address, or one IPv6 /64 (a single host often holds a whole one)."""
+    try:
+        ip = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or ""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def message_limit(credit_window: int) -> int:
     """The largest WebSocket message the hub reads from an agent: a coalesced batch (`MAX_MESSAGE_BYTES`) plus one
     DATA frame of a whole window, or a HELLO with the largest catalog the caps allow."""
@@ -66,7 +80,7 @@ async def _reject(ws: web.WebSocketResponse, rejection: Rejection, peer: str) ->
 async def agent_connect(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     gate = hub.gate
-    peer = request.remote or ""
+    peer = _address_key(request.remote)
     ws = web.WebSocketResponse(max_msg_size=message_limit(hub.settings.credit_window), compress=False, autoping=True)
     await ws.prepare(request)
     refused = gate.handshake_started(peer)

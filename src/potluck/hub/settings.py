@@ -209,7 +209,9 @@ class HubSettings:
     agent_max_pending_handshakes_per_ip: int = setting(
         4,
         help="Agent connections one address may have in their handshake at once; more are rejected.",
-        details="Rejected with `REJECT too_many_handshakes` (retry) and WebSocket close code 1008.",
+        details="An IPv6 /64 counts as one address. Rejected with `REJECT too_many_handshakes` (the agent retries "
+        "with backoff) and WebSocket close code 1008. Behind a reverse proxy every agent has the proxy's address: "
+        "raise it there.",
     )
     agent_max_models: int = setting(
         1024,
