@@ -66,12 +66,18 @@ async def ask(
     *,
     stream: bool,
     path: str = "/v1/chat/completions",
+    first_event: asyncio.Event | None = None,
 ) -> Answer:
+    """The whole answer; ``first_event`` is set once the first event of a stream has reached the client."""
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     if path == "/v1/messages":
         body["max_tokens"] = 16
     async with http.post(hub.url + path, json=body, headers={"Authorization": f"Bearer {key}"}) as resp:
-        return Answer(resp.status, resp.headers, await resp.read())
+        first = b""
+        if first_event is not None:
+            first = await resp.content.readuntil(b"\n\n")
+            first_event.set()
+        return Answer(resp.status, resp.headers, first + await resp.read())
 
 
 def model_name() -> str:
@@ -85,11 +91,14 @@ async def test_stream_pushed_past_its_window_is_reset_and_the_client_gets_an_err
     hub: HubProcess, key: str
 ) -> None:
     model = model_name()
+    started = asyncio.Event()
     async with aiohttp.ClientSession() as http, rogue(hub, http, model) as agent:
-        asking = asyncio.create_task(ask(http, hub, key, model, stream=True))
+        asking = asyncio.create_task(ask(http, hub, key, model, stream=True, first_event=started))
         sid, request, _ = await agent.next_request()
         await agent.head(sid, 200, SSE)
         await agent.data(sid, EVENT)
+        async with asyncio.timeout(10):
+            await started.wait()  # the response has started: the reset must end it with an error event
         window = agent.welcome.credit_window if agent.welcome else 0
         await agent.flood(sid, 4 * window)
         cancel = await agent.wait_cancel(sid)

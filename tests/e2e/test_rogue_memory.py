@@ -99,7 +99,8 @@ async def test_hub_memory_stays_bounded_under_ten_rogue_agents_pushing_100_mib_e
     assert all(cancel.reason == CancelReason.PROTOCOL_ERROR for cancel in cancels)
     assert peak - before < BOUND
     for answer in answers:
-        assert answer.startswith(b"HTTP/1.1 200")
+        # A 200 stream ended by an error event, or a 502 when the reset came before the hub took the first event.
+        assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 502"))
         assert b'"code":"upstream_error"' in answer
         assert b"[DONE]" not in answer
         assert len(answer) < 1 << 20
