@@ -7,6 +7,10 @@ later message to `AgentGate.receive`, and calls `AgentGate.leave` when the socke
 Handshake: the hub sends a challenge nonce; the agent answers with `HelloMessage`, signed with its
 Ed25519 key (and, on first contact, a one-time enrolment token); the hub answers `WelcomeMessage`
 or `RejectMessage`. After that every message carries one or more frames (protocol/agent.py).
+
+No agent is trusted, and an unauthenticated peer least of all: the gate decodes only the hello's small
+envelope before the signature verifies, and the catalog (the hello's payload) after; it caps catalogs
+(`catalog_problem`), handshakes in progress per address and a connection's rate of connection-level frames.
 """
 
 from __future__ import annotations
