@@ -18,9 +18,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from potluck.protocol.agent import CancelReason, ModelInfo, ModelsMessage, PingMessage, Usage, encode_frame
+from potluck.protocol.agent import (
+    CancelReason,
+    FrameType,
+    ModelInfo,
+    ModelsMessage,
+    PingMessage,
+    Usage,
+    encode_frame,
+)
 from testing.processes import HubProcess
-from testing.rogue_agent import RogueAgent
+from testing.rogue_agent import RogueAgent, nested_msgpack, raw_frame
 from tests.e2e.conftest import FAST_HUB_ARGS
 
 SSE = [("Content-Type", "text/event-stream")]
@@ -308,3 +316,14 @@ async def test_a_catalog_over_the_cap_after_the_hello_is_rejected(hub: HubProces
     assert reject is not None
     assert reject.code == "catalog_too_large"
     assert agent.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+
+
+async def test_a_deeply_nested_frame_from_a_connected_agent_is_a_clean_reject(hub: HubProcess) -> None:
+    meta = b"\x81\xa4type\xa6models" + nested_msgpack(100_000)
+    async with aiohttp.ClientSession() as http, rogue(hub, http, model_name()) as agent:
+        await agent.send_now(raw_frame(FrameType.MODELS, meta))
+        reject = await agent.wait_closed()
+    assert reject is not None
+    assert reject.code == "protocol_error"
+    assert agent.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+    assert "Traceback" not in hub.log()
