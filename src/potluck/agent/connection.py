@@ -23,6 +23,7 @@ from potluck.agent.settings import AgentSettings
 from potluck.protocol.agent import (
     PROTOCOL_VERSION,
     CancelMessage,
+    CancelReason,
     ChallengeMessage,
     CreditMessage,
     DrainMessage,
@@ -44,6 +45,7 @@ from potluck.protocol.agent import (
     WelcomeMessage,
     encode_data,
     encode_frame,
+    encode_hello,
     iter_frames,
 )
 
@@ -79,14 +81,23 @@ class _Outgoing(StreamSink):
         self._conn.send(encode_frame(head, self.stream_id))
 
     async def data(self, payload: bytes) -> None:
-        while self._credit <= 0:
-            event = self._credit_event
-            if event is None:
-                event = self._credit_event = asyncio.Event()
-            event.clear()
-            await event.wait()
-        self._credit -= len(payload)
-        self._conn.send(encode_data(self.stream_id, payload))
+        # The hub resets a stream that sends past its window, so a chunk bigger than the credit left is
+        # split at the window's edge (rare: a window is far bigger than what a backend writes at once).
+        while True:
+            while self._credit <= 0:
+                event = self._credit_event
+                if event is None:
+                    event = self._credit_event = asyncio.Event()
+                event.clear()
+                await event.wait()
+            credit = self._credit
+            if len(payload) <= credit:
+                self._credit = credit - len(payload)
+                self._conn.send(encode_data(self.stream_id, payload))
+                return
+            self._credit = 0
+            self._conn.send(encode_data(self.stream_id, payload[:credit]))
+            payload = payload[credit:]
 
     def grant(self, nbytes: int) -> None:
         self._credit += nbytes
@@ -148,12 +159,11 @@ class HubConnection:
             signature=self.identity.sign_challenge(challenge.nonce),
             name=settings.name or "",
             max_concurrency=settings.max_concurrency,
-            models=self.catalog.models(),
-            backends=self.catalog.infos(),
             enrol_token=None if enrolled else settings.token,
             draining=draining,
         )
-        await self.ws.send_bytes(encode_frame(hello))
+        # The catalog rides as the HELLO's payload: the hub decodes it only once the signature verifies.
+        await self.ws.send_bytes(encode_hello(hello, ModelsMessage(self.catalog.models(), self.catalog.infos())))
         # The hub may send work in the same message as the welcome: keep those frames for serve().
         welcome, self._early_frames = _handshake_frames(await self.ws.receive(timeout=HANDSHAKE_TIMEOUT))
         if isinstance(welcome, RejectMessage):
@@ -212,7 +222,7 @@ class HubConnection:
             if active is not None:
                 active.grant(message.bytes)
         elif ftype == FrameType.CANCEL and isinstance(message, CancelMessage):
-            self._cancel(stream_id, message.reason)
+            self._cancel(stream_id, message)
         elif ftype == FrameType.PING and isinstance(message, PingMessage):
             self.send(encode_frame(PongMessage(message.sent_at)))
         elif ftype == FrameType.PONG:
@@ -221,6 +231,8 @@ class HubConnection:
             log.info("the hub is draining (deadline %.0f s); finishing in-flight requests", message.deadline_s)
         elif ftype == FrameType.REFRESH and isinstance(message, RefreshMessage):
             self.refresh_requested.set()
+        elif ftype == FrameType.REJECT and isinstance(message, RejectMessage):
+            raise RejectedError(message)  # the hub closes the connection after it (e.g. a limit this agent broke)
         else:
             raise ProtocolError(f"unexpected frame type {ftype} from the hub")
 
@@ -261,10 +273,12 @@ class HubConnection:
             if not self.active:
                 self._idle.set()
 
-    def _cancel(self, stream_id: int, reason: str) -> None:
+    def _cancel(self, stream_id: int, cancel: CancelMessage) -> None:
+        if cancel.reason == CancelReason.PROTOCOL_ERROR:
+            log.warning("the hub reset request %s: %s", cancel.request_id, cancel.detail)
         active = self.active.get(stream_id)
         if active is not None and not active.cancelled:
-            log.debug("cancelling stream %d: %s", stream_id, reason)
+            log.debug("cancelling stream %d: %s", stream_id, cancel.reason)
             self._mark_cancelled(active)
 
     def running(self) -> int:

@@ -84,7 +84,7 @@ class HubSettings:
     max_body_bytes: int = setting(
         32 * 1024 * 1024,
         help="Largest client request body in bytes (32 MiB); larger ones get 413 request_too_large.",
-        details="The agent WebSocket accepts messages up to this plus 1 MiB.",
+        details="Agents never send bodies: their WebSocket messages are bounded by `--credit-window` plus 1.06 MiB.",
     )
     heartbeat_interval: float = setting(
         5.0,
@@ -277,6 +277,29 @@ class HubSettings:
         "step. `open`: anyone who reaches the hub may also sign up at `/signup` (joining no group). `closed`: "
         "only admins create accounts (`POST /admin/users`); invite links then only add signed-in users.",
     )
+    agent_max_pending_handshakes_per_ip: int = setting(
+        4,
+        help="Agent connections one address may have in their handshake at once; more are rejected.",
+        details="An IPv6 /64 counts as one address. Rejected with `REJECT too_many_handshakes` (the agent retries "
+        "with backoff) and WebSocket close code 1008. Behind a reverse proxy every agent has the proxy's address: "
+        "raise it there.",
+    )
+    agent_max_models: int = setting(
+        1024,
+        help="Models one agent may list; a longer catalog is rejected.",
+        details="In the `HELLO` (`REJECT catalog_too_large`) or a later `MODELS` (close code 1008).",
+    )
+    agent_max_string_length: int = setting(
+        256,
+        help="Longest model name, backend URL or other string in an agent's catalog, in characters.",
+        details="A longer one rejects the catalog like `--agent-max-models`.",
+    )
+    agent_max_control_frames_per_s: float = setting(
+        20.0,
+        help="Connection-level frames (MODELS, STATE, LOAD, PING) an agent may send per second, on average.",
+        details="Bursts of ten seconds' worth pass; beyond, the hub closes the connection "
+        "(`REJECT rate_limited`, close code 1008).",
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -356,3 +379,7 @@ class HubSettings:
             raise ValueError("--header-timeout, --body-timeout and --keepalive-timeout must be positive")
         if self.max_pending_connections_per_ip < 0:
             raise ValueError("--max-pending-connections-per-ip must be 0 (no cap) or more")
+        if self.agent_max_pending_handshakes_per_ip < 1 or self.agent_max_models < 1:
+            raise ValueError("--agent-max-pending-handshakes-per-ip and --agent-max-models must be at least 1")
+        if self.agent_max_string_length < 16 or self.agent_max_control_frames_per_s <= 0:
+            raise ValueError("--agent-max-string-length must be 16 or more, --agent-max-control-frames-per-s positive")
