@@ -17,7 +17,10 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from potluck.store.errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -107,3 +110,17 @@ async def schema_revision(engine: AsyncEngine) -> str | None:
     """The database's migration revision (None: never migrated)."""
     async with engine.connect() as conn:
         return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
+async def migrate_database(url: str) -> tuple[str | None, str]:
+    """Upgrade the database at ``url`` to the newest migration: (revision before, revision now).
+    StoreError if it cannot be reached or migrated."""
+    engine = create_engine(url)
+    try:
+        before = await schema_revision(engine)
+        await upgrade_schema(engine)
+        return before, head_revision()
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(str(exc)) from exc
+    finally:
+        await engine.dispose()
