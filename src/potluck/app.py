@@ -41,6 +41,7 @@ from potluck.hub.dispatch import Dispatcher, DispatchSettings
 from potluck.hub.gate import AgentGate
 from potluck.hub.groups import Groups
 from potluck.hub.health import Health
+from potluck.hub.holds import HoldBook, LocalHoldBook, SharedHoldBook
 from potluck.hub.invites import Invites
 from potluck.hub.keys import Keys
 from potluck.hub.ledger import Ledger
@@ -142,9 +143,15 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
-        ledger, released = await Ledger.recover(
-            store.ledger, store.ledger.append, on_drop=lambda _txn: metrics.ledger_dropped.inc()
-        )
+        on_drop = lambda _txn: metrics.ledger_dropped.inc()  # noqa: E731
+        if store.is_sqlite:
+            ledger, released = await Ledger.recover(store.ledger, store.ledger.append, on_drop=on_drop)
+            book: HoldBook = LocalHoldBook(ledger)
+        else:
+            # Replicas share the database: it decides every hold, and open holds may be another live
+            # replica's, so nothing is released here (a dead replica's holds are the sweeper's).
+            ledger, released = Ledger(store.ledger.append, on_drop=on_drop), 0
+            book = SharedHoldBook(store.holds)
         zeroed, rebuilt = await store.usage.reconcile_with_receipts()
         if released or zeroed or rebuilt:
             log.warning(
@@ -159,6 +166,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             access,
             scheduler,
             fee_percent=settings.platform_fee_percent,
+            holds=book,
         )
         for group in await store.groups.all():
             accounting.set_billing(group.id, GroupBilling.of(group))
@@ -229,7 +237,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "schedules": partial(_run_periodic, 1.0, registry.apply_schedules),
                 "scheduler-poll": partial(_run_poll, registry, clock),
                 "usage-journal": journal.run,
-                "ledger": ledger.run,
+                "ledger": book.run,
                 "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
                 "connection-guard": guard.run,
             }
@@ -239,7 +247,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         finally:
             await lifecycle.close()
             await journal.close()
-            await ledger.close()
+            await book.close()
             await store.close()
 
     app.cleanup_ctx.append(lifecycle)
