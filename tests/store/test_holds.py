@@ -18,6 +18,7 @@ from potluck.store.engine import MIGRATIONS_DIR, create_engine, head_revision
 from potluck.store.errors import ConflictError, SchemaOutdatedError
 from potluck.store.holds import settlement_entries
 from potluck.store.ledger import LedgerTxn, StoredReceipt
+from testing.postgres import PostgresServer
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -72,7 +73,7 @@ async def test_a_request_settled_by_two_replicas_at_once_is_paid_once_with_one_r
     signed = StoredReceipt("req_1", '{"request_id":"req_1"}', "sig", "alice", "bob", T0)
 
     settled = await asyncio.gather(
-        a.holds.settle("txn_s1", "req_1", 200, [("user:bob", 180), ("platform", 20)], T0, signed),
+        a.holds.settle("txn_s1", "req_1", 200, [("user:bob", 180), ("platform", 20)], T0, signed, held=("alice", 500)),
         b.holds.settle("txn_s2", "req_1", 200, [("user:bob", 180), ("platform", 20)], T0, signed),
         c.holds.release("txn_s3", "req_1", T0),
     )
@@ -115,6 +116,18 @@ def test_settlement_entries_cap_the_charge_and_return_the_rest_to_the_user() -> 
     assert charged == 10
     assert dict(entries) == {"hold:alice": -10, "user:bob": 7, "platform": 3}
     assert settlement_entries("alice", 0, 0, []) == ((("hold:alice", 0),), 0)
+
+
+async def test_a_settler_that_names_the_wrong_hold_changes_nothing(store: Store) -> None:
+    await store.holds.record(grant("txn_g", "alice", 1000))
+    assert await store.holds.hold("txn_h", "req_1", "alice", 100, T0)
+
+    assert not await store.holds.settle("txn_s1", "req_1", 50, [("platform", 50)], T0, held=("alice", 99))
+    assert not await store.holds.settle("txn_s2", "req_1", 50, [("platform", 50)], T0, held=("bob", 100))
+    assert await store.holds.balance("alice") == (900, 100)
+    assert await store.holds.settle("txn_s3", "req_1", 50, [("platform", 50)], T0, held=("alice", 100))
+    assert await store.holds.balance("alice") == (950, 0)
+    assert await store.audit.problems(allow_open_holds=False) == []
 
 
 async def test_a_second_hold_for_one_request_is_a_conflict_and_changes_nothing(store: Store) -> None:
@@ -232,3 +245,20 @@ async def test_postgresql_is_migrated_only_on_request_and_sqlite_on_open(empty_u
     store = await Store.open(empty_url)
     assert await store.ping()
     await store.close()
+
+
+async def test_holds_and_settlements_go_on_after_a_postgresql_restart(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    store = await Store.open(postgres_url)
+    try:
+        await store.holds.record(grant("txn_g", "alice", 1000))
+        assert await store.holds.hold("txn_1", "req_1", "alice", 100, T0)  # the pools now hold live connections
+
+        postgres.restart()
+
+        assert await store.holds.hold("txn_2", "req_2", "alice", 100, T0)
+        assert await store.holds.settle("txn_3", "req_1", 10, [("platform", 10)], T0, held=("alice", 100))
+        assert await store.holds.balance("alice") == (890, 100)
+    finally:
+        await store.close()

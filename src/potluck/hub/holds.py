@@ -111,6 +111,8 @@ class _Settlement:
     payouts: tuple[tuple[str, int], ...]
     receipt: StoredReceipt | None
     at: datetime
+    held: tuple[str, int] | None
+    """(user_id, amount) of the hold when this replica placed it (lets the database settle in one statement)."""
 
 
 def _utc_now() -> datetime:
@@ -134,6 +136,8 @@ class SharedHoldBook:
         self._new_txn_id = new_txn_id
         self._now = now
         self._remember = remember_settled
+        self._placed: dict[str, tuple[str, int]] = {}
+        """request_id -> (user_id, amount) of the holds this replica placed and has not settled."""
         self._pending: deque[_Settlement] = deque()
         self._pending_ids: set[str] = set()
         self._settled: dict[str, None] = {}
@@ -149,9 +153,12 @@ class SharedHoldBook:
 
     async def hold(self, request_id: str, user_id: str, amount: int) -> bool:
         try:
-            return await self._holds.hold(self._new_txn_id(), request_id, user_id, amount, self._now())
+            placed = await self._holds.hold(self._new_txn_id(), request_id, user_id, amount, self._now())
         except ConflictError as exc:
             raise ValueError(f"request {request_id} already has a hold") from exc
+        if placed:
+            self._placed[request_id] = (user_id, amount)
+        return placed
 
     def settle(
         self, request_id: str, charge: int, payouts: Sequence[tuple[str, int]], receipt: StoredReceipt | None = None
@@ -159,7 +166,10 @@ class SharedHoldBook:
         if request_id in self._pending_ids:
             log.debug("settle of %s ignored: already settling", request_id)
             return
-        self._pending.append(_Settlement(self._new_txn_id(), request_id, charge, tuple(payouts), receipt, self._now()))
+        held = self._placed.pop(request_id, None)
+        self._pending.append(
+            _Settlement(self._new_txn_id(), request_id, charge, tuple(payouts), receipt, self._now(), held)
+        )
         self._pending_ids.add(request_id)
         self._wake.set()
 
@@ -193,7 +203,13 @@ class SharedHoldBook:
                     item = self._pending[0]
                     try:
                         settled = await self._holds.settle(
-                            item.txn_id, item.request_id, item.charge, item.payouts, item.at, item.receipt
+                            item.txn_id,
+                            item.request_id,
+                            item.charge,
+                            item.payouts,
+                            item.at,
+                            item.receipt,
+                            held=item.held,
                         )
                     except ValueError:  # UnwritableError too: the same write would fail forever
                         log.exception("dropped the settlement of %s: it can never be written", item.request_id)
