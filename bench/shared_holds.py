@@ -4,7 +4,8 @@ in-memory hold, on a throwaway PostgreSQL server started here (testing/postgres.
     .venv/bin/python bench/shared_holds.py [--holds 2000] [--replicas 3] [--concurrency 32] [--json]
 
 It prints the latency of one hold and of one settlement by the replica that placed the hold at c=1
-(p50, p99; both one statement, one round trip), the holds per second that
+(p50, p99; both one statement, one round trip), the CPU this process (the hub's side) spends on the
+pair (less sensitive to a loaded machine than the latencies), the holds per second that
 ``--replicas`` stores (engines) sustain together at ``--concurrency``, and the in-memory hold for scale.
 The server runs with fsync off, as in the tests: a durable server adds its commit latency to each hold.
 """
@@ -48,6 +49,7 @@ async def run(holds: int, replicas: int, concurrency: int) -> dict[str, Any]:
 
             hold_s: list[float] = []
             settle_s: list[float] = []
+            cpu_start = time.process_time()
             for _ in range(holds):
                 n = next(ids)
                 start = time.perf_counter()
@@ -58,6 +60,7 @@ async def run(holds: int, replicas: int, concurrency: int) -> dict[str, Any]:
                     f"s{n}", f"r{n}", 600, [("user:o", 540), ("platform", 60)], T0, held=("u", 1000)
                 )
                 settle_s.append(time.perf_counter() - start)
+            cpu_s = time.process_time() - cpu_start
 
             queue = asyncio.Queue[int]()
             for _ in range(holds):
@@ -92,6 +95,7 @@ async def run(holds: int, replicas: int, concurrency: int) -> dict[str, Any]:
         "shared_hold_p99_us": _us(hold_s, 99),
         "shared_settle_p50_us": _us(settle_s, 50),
         "shared_settle_p99_us": _us(settle_s, 99),
+        "hub_cpu_per_hold_and_settle_us": round(cpu_s / holds * 1e6, 1),
         "shared_holds_per_s_one_account": round(holds / concurrent_s),
         "local_hold_us": round(local_s / holds * 1e6, 2),
         "audit_problems": len(problems),
