@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -190,12 +191,12 @@ async def test_the_audit_names_each_broken_invariant(store: Store, store_url: st
 # -- schema -------------------------------------------------------------------------------------
 
 
-def _upgrade_to(revision: str) -> object:
+def _upgrade_to(revision: str, *, down: bool = False) -> object:
     def run(connection: Connection) -> None:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+        (command.downgrade if down else command.upgrade)(cfg, revision)
 
     return run
 
@@ -224,6 +225,17 @@ async def test_migration_0011_gives_existing_accounts_their_balance_rows(empty_u
         assert await store.audit.problems() == []
     finally:
         await store.close()
+
+    engine = create_engine(empty_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade_to("0009", down=True))  # type: ignore[arg-type]
+            tables = await conn.run_sync(lambda sync: sa_inspect(sync).get_table_names())
+            columns = await conn.run_sync(lambda sync: [c["name"] for c in sa_inspect(sync).get_columns("ledger_txns")])
+    finally:
+        await engine.dispose()
+    assert "ledger_accounts" not in tables
+    assert "replica_id" not in columns
 
 
 async def test_postgresql_is_migrated_only_on_request_and_sqlite_on_open(empty_url: str) -> None:
@@ -262,3 +274,26 @@ async def test_holds_and_settlements_go_on_after_a_postgresql_restart(
         assert await store.holds.balance("alice") == (890, 100)
     finally:
         await store.close()
+
+
+async def test_a_sweeper_finds_a_dead_replicas_open_holds_and_releases_each_once(replicas: list[Store]) -> None:
+    alive, dead, sweeper = replicas
+    await alive.holds.record(grant("txn_g", "alice", 1000))
+    assert await dead.holds.hold("txn_1", "req_1", "alice", 100, T0, replica_id="hub-b")
+    assert await dead.holds.hold("txn_2", "req_2", "alice", 200, T0 + timedelta(seconds=1), replica_id="hub-b")
+    assert await alive.holds.hold("txn_3", "req_3", "alice", 300, T0, replica_id="hub-a")
+    assert await dead.holds.settle("txn_4", "req_1", 50, [("platform", 50)], T0)  # finished before it died
+
+    orphans = await sweeper.holds.open_holds(replica_id="hub-b")
+    assert [(h.request_id, h.user_id, h.amount, h.replica_id) for h in orphans] == [("req_2", "alice", 200, "hub-b")]
+    assert [h.request_id for h in await sweeper.holds.open_holds(placed_before=T0 + timedelta(seconds=1))] == ["req_3"]
+
+    # The sweeper and a late settlement from the replica itself race: one of them wins, once.
+    released, late = await asyncio.gather(
+        sweeper.holds.release("txn_5", "req_2", T0, reason="replica hub-b died"),
+        dead.holds.settle("txn_6", "req_2", 200, [("platform", 200)], T0, held=("alice", 200)),
+    )
+    assert released != late
+    assert await sweeper.holds.open_holds(replica_id="hub-b") == []
+    assert await sweeper.audit.problems() == []
+    assert await sweeper.holds.balance("alice") == (650 if released else 450, 300)

@@ -126,12 +126,15 @@ class SharedHoldBook:
         self,
         holds: SharedHolds,
         *,
+        replica_id: str | None = None,
         retry_interval: float = 0.5,
         new_txn_id: Callable[[], str] = lambda: new_id("txn"),
         now: Callable[[], datetime] = _utc_now,
         remember_settled: int = 100_000,
     ) -> None:
         self._holds = holds
+        self.replica_id = replica_id
+        """Stored with each hold, so a sweeper can release this replica's holds if it dies."""
         self._retry_interval = retry_interval
         self._new_txn_id = new_txn_id
         self._now = now
@@ -153,7 +156,9 @@ class SharedHoldBook:
 
     async def hold(self, request_id: str, user_id: str, amount: int) -> bool:
         try:
-            placed = await self._holds.hold(self._new_txn_id(), request_id, user_id, amount, self._now())
+            placed = await self._holds.hold(
+                self._new_txn_id(), request_id, user_id, amount, self._now(), self.replica_id
+            )
         except ConflictError as exc:
             raise ValueError(f"request {request_id} already has a hold") from exc
         if placed:

@@ -20,9 +20,10 @@ account's entries (store/ledger_audit.py checks it).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, insert, select, text, update
+from sqlalchemy import and_, exists, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -49,8 +50,9 @@ WITH debit AS (
     WHERE account = CAST(:user_account AS VARCHAR) AND balance >= CAST(:amount AS BIGINT)
     RETURNING account
 ), txn AS (
-    INSERT INTO ledger_txns (id, kind, request_id, reason, created_at)
-    SELECT CAST(:txn_id AS VARCHAR), 'hold', CAST(:request_id AS VARCHAR), NULL, CAST(:at AS TIMESTAMPTZ)
+    INSERT INTO ledger_txns (id, kind, request_id, reason, created_at, replica_id)
+    SELECT CAST(:txn_id AS VARCHAR), 'hold', CAST(:request_id AS VARCHAR), NULL, CAST(:at AS TIMESTAMPTZ),
+           CAST(:replica_id AS VARCHAR)
     WHERE EXISTS (SELECT 1 FROM debit) OR CAST(:amount AS BIGINT) = 0
     RETURNING id
 ), entries AS (
@@ -109,6 +111,17 @@ SELECT count(*) FROM txn
 _TRIES = 2
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaHold:
+    """An open hold and the replica that placed it (None: a single hub's)."""
+
+    request_id: str
+    user_id: str
+    amount: int
+    created_at: datetime
+    replica_id: str | None
+
+
 def settlement_entries(
     user_id: str, held: int, charge: int, payouts: Sequence[tuple[str, int]]
 ) -> tuple[tuple[tuple[str, int], ...], int]:
@@ -142,18 +155,21 @@ class SharedHolds:
         self._autocommit = self._hot.execution_options(isolation_level="AUTOCOMMIT")
         self._postgres = engine.dialect.name == "postgresql"
 
-    async def hold(self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime) -> bool:
+    async def hold(
+        self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime, replica_id: str | None = None
+    ) -> bool:
         """Move ``amount`` from the user's spendable credits to their hold for the request; False (and no
-        change) if the balance does not cover it. ConflictError if the request already has a hold."""
+        change) if the balance does not cover it. ConflictError if the request already has a hold.
+        ``replica_id`` names the hub replica placing it (see `open_holds`)."""
         if amount < 0:
             raise ValueError(f"a hold cannot be negative ({amount})")
         check_txn(_hold_txn(txn_id, request_id, user_id, amount, at))
         for attempt in range(_TRIES):
             try:
                 if self._postgres:
-                    return await self._hold_in_one_statement(txn_id, request_id, user_id, amount, at)
+                    return await self._hold_in_one_statement(txn_id, request_id, user_id, amount, at, replica_id)
                 async with self._hot.begin() as conn:
-                    return await _hold(conn, txn_id, request_id, user_id, amount, at)
+                    return await _hold(conn, txn_id, request_id, user_id, amount, at, replica_id)
             except IntegrityError as exc:
                 if attempt and await self._stored(txn_id):
                     return True  # the try that lost its connection had placed it after all
@@ -169,7 +185,7 @@ class SharedHolds:
             return found.first() is not None
 
     async def _hold_in_one_statement(
-        self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime
+        self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime, replica_id: str | None
     ) -> bool:
         params = {
             "amount": amount,
@@ -178,6 +194,7 @@ class SharedHolds:
             "txn_id": txn_id,
             "request_id": request_id,
             "at": at,
+            "replica_id": replica_id,
         }
         async with self._autocommit.connect() as conn:
             placed = (await conn.execute(_PG_HOLD, params)).scalar_one()
@@ -308,6 +325,35 @@ class SharedHolds:
             )
             await _write_entries(conn, txn.id, txn.entries)
 
+    async def open_holds(
+        self, replica_id: str | None = None, placed_before: datetime | None = None
+    ) -> list[ReplicaHold]:
+        """Holds with no settlement yet, oldest first: those ``replica_id`` placed, and/or placed before
+        ``placed_before``. A sweeper releases a dead replica's with `release` (exactly once, even if the
+        replica's own settlement races it)."""
+        t, e = ledger_txns.c, ledger_entries.c
+        settled = ledger_txns.alias("settled")
+        query = (
+            select(t.request_id, e.account, e.amount, t.created_at, t.replica_id)
+            .join_from(ledger_txns, ledger_entries, e.txn_id == t.id)
+            .where(
+                t.kind == "hold",
+                e.account.startswith(HOLD_PREFIX),
+                ~exists().where(and_(settled.c.request_id == t.request_id, settled.c.kind == "settle")),
+            )
+            .order_by(t.created_at, t.id)
+        )
+        if replica_id is not None:
+            query = query.where(t.replica_id == replica_id)
+        if placed_before is not None:
+            query = query.where(t.created_at < placed_before)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            ReplicaHold(str(rid), str(acct)[len(HOLD_PREFIX) :], int(amount), at, replica)
+            for rid, acct, amount, at, replica in rows
+        ]
+
     async def balance(self, user_id: str) -> tuple[int, int]:
         """(spendable, held) micro-credits of a user, as the database has them now."""
         wanted = (user_account(user_id), hold_account(user_id))
@@ -325,7 +371,15 @@ def _hold_txn(txn_id: str, request_id: str, user_id: str, amount: int, at: datet
     )
 
 
-async def _hold(conn: AsyncConnection, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime) -> bool:
+async def _hold(
+    conn: AsyncConnection,
+    txn_id: str,
+    request_id: str,
+    user_id: str,
+    amount: int,
+    at: datetime,
+    replica_id: str | None,
+) -> bool:
     """The portable hold: a conditional debit first (it takes the write lock), then the rest."""
     if amount:
         debited = await conn.execute(
@@ -336,7 +390,9 @@ async def _hold(conn: AsyncConnection, txn_id: str, request_id: str, user_id: st
         if debited.rowcount != 1:
             return False
     txn = _hold_txn(txn_id, request_id, user_id, amount, at)
-    await conn.execute(insert(ledger_txns).values(id=txn_id, kind="hold", request_id=request_id, created_at=at))
+    await conn.execute(
+        insert(ledger_txns).values(id=txn_id, kind="hold", request_id=request_id, created_at=at, replica_id=replica_id)
+    )
     await conn.execute(
         insert(ledger_entries), [{"txn_id": txn_id, "account": acct, "amount": amt} for acct, amt in txn.entries]
     )
