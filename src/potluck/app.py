@@ -148,11 +148,14 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             ledger, released = await Ledger.recover(store.ledger, store.ledger.append, on_drop=on_drop)
             book: HoldBook = LocalHoldBook(ledger)
         else:
-            # Replicas share the database: it decides every hold, and open holds may be another live
-            # replica's, so nothing is released here (a dead replica's holds are the sweeper's).
-            ledger, released = Ledger(store.ledger.append, on_drop=on_drop), 0
-            book = SharedHoldBook(store.holds)
-        zeroed, rebuilt = await store.usage.reconcile_with_receipts()
+            # Replicas share the database: it decides every hold. Only this replica's own leftovers are
+            # released (another replica's open holds may be in flight; a dead one's are the sweeper's).
+            ledger = Ledger(store.ledger.append, on_drop=on_drop)
+            shared = SharedHoldBook(store.holds)
+            released, book = await shared.recover(), shared
+        # On PostgreSQL another replica's usage records and receipts may be in flight, so that crash repair
+        # belongs to whoever sweeps a dead replica, not to every start.
+        zeroed, rebuilt = await store.usage.reconcile_with_receipts() if store.is_sqlite else (0, 0)
         if released or zeroed or rebuilt:
             log.warning(
                 "recovered after an unclean stop: %d open holds released, %d usage records unbilled, %d rebuilt",

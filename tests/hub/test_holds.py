@@ -87,3 +87,18 @@ async def test_a_second_hold_for_a_request_is_refused_like_the_local_ledger_refu
 
 async def _discard(_txns: object, _receipts: object) -> None:
     return None
+
+
+async def test_a_restarted_replica_releases_only_the_holds_its_earlier_run_left(stores: list[Store]) -> None:
+    crashed = SharedHoldBook(stores[0].holds, replica_id="hub-a")
+    other = SharedHoldBook(stores[1].holds, replica_id="hub-b")
+    await crashed.grant("alice", 1_000, "welcome")
+    assert await crashed.hold("req_1", "alice", 100)
+    assert await other.hold("req_2", "alice", 200)
+
+    restarted = SharedHoldBook(stores[2].holds, replica_id="hub-a")
+    assert await restarted.recover() == 1
+    assert await restarted.recover() == 0
+
+    assert await restarted.balance("alice") == (800, 200)  # hub-b's request is still in flight
+    assert [h.request_id for h in await stores[2].holds.open_holds()] == ["req_2"]

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from potluck._shared.ids import new_id
-from potluck.hub.ledger import Ledger
+from potluck.hub.ledger import RECOVERED_REASON, Ledger
 from potluck.store.errors import ConflictError
 from potluck.store.holds import SharedHolds
 from potluck.store.ledger import MINT, LedgerTxn, StoredReceipt, user_account
@@ -153,6 +153,14 @@ class SharedHoldBook:
     def pending(self) -> int:
         """Settlements not yet written."""
         return len(self._pending)
+
+    async def recover(self) -> int:
+        """Release the open holds an earlier run of this replica left (a crash); how many. Holds of other
+        replicas are left alone: they may be serving them. Call once, before serving."""
+        released = 0
+        for hold in await self._holds.open_holds(replica_id=self.replica_id):
+            released += await self._holds.release(self._new_txn_id(), hold.request_id, self._now(), RECOVERED_REASON)
+        return released
 
     async def hold(self, request_id: str, user_id: str, amount: int) -> bool:
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 
 from sqlalchemy import and_, exists, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -109,6 +110,12 @@ SELECT count(*) FROM txn
 # A statement on a pooled connection that a server restart broke fails before it reaches the server;
 # the pool is then invalidated, and one more try runs on a fresh connection.
 _TRIES = 2
+
+
+class Replicas(Enum):
+    """Which replicas' holds `SharedHolds.open_holds` lists, beside one replica id (or None: a single hub's)."""
+
+    ANY = "any"
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,11 +333,12 @@ class SharedHolds:
             await _write_entries(conn, txn.id, txn.entries)
 
     async def open_holds(
-        self, replica_id: str | None = None, placed_before: datetime | None = None
+        self, replica_id: str | Replicas | None = Replicas.ANY, placed_before: datetime | None = None
     ) -> list[ReplicaHold]:
-        """Holds with no settlement yet, oldest first: those ``replica_id`` placed, and/or placed before
-        ``placed_before``. A sweeper releases a dead replica's with `release` (exactly once, even if the
-        replica's own settlement races it)."""
+        """Holds with no settlement yet, oldest first: those ``replica_id`` placed (None: a single hub's,
+        placed without a replica id; `Replicas.ANY`: all), and/or placed before ``placed_before``. A
+        sweeper releases a dead replica's with `release` (exactly once, even if the replica's own
+        settlement races it)."""
         t, e = ledger_txns.c, ledger_entries.c
         settled = ledger_txns.alias("settled")
         query = (
@@ -343,7 +351,9 @@ class SharedHolds:
             )
             .order_by(t.created_at, t.id)
         )
-        if replica_id is not None:
+        if replica_id is None:
+            query = query.where(t.replica_id.is_(None))
+        elif isinstance(replica_id, str):
             query = query.where(t.replica_id == replica_id)
         if placed_before is not None:
             query = query.where(t.created_at < placed_before)
