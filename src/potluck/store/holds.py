@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from potluck.store.errors import ConflictError
 from potluck.store.ledger import (
     HOLD_PREFIX,
+    UNTRACKED,
     LedgerTxn,
     StoredReceipt,
     add_to_accounts,
@@ -94,7 +95,8 @@ WITH txn AS (
     SELECT txn.id, moves.account, moves.amount FROM txn, moves ORDER BY moves.n
 ), balances AS (
     INSERT INTO ledger_accounts (account, balance)
-    SELECT moves.account, moves.amount FROM txn, moves WHERE moves.amount <> 0 ORDER BY moves.n
+    SELECT moves.account, moves.amount FROM txn, moves
+    WHERE moves.amount <> 0 AND moves.account <> ALL(CAST(:untracked AS VARCHAR[])) ORDER BY moves.n
     ON CONFLICT (account) DO UPDATE SET balance = ledger_accounts.balance + EXCLUDED.balance
 ), receipt AS (
     INSERT INTO receipts (request_id, payload, signature, consumer_id, owner_id, created_at)
@@ -264,6 +266,7 @@ class SharedHolds:
             "held": amount,
             "accounts": [acct for acct, _ in moves],
             "amounts": [value for _, value in moves],
+            "untracked": sorted(UNTRACKED),
             "has_receipt": receipt is not None,
             "payload": receipt.payload if receipt else None,
             "signature": receipt.signature if receipt else None,
