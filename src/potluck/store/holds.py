@@ -28,7 +28,7 @@ from sqlalchemy import and_, exists, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from potluck.store.errors import ConflictError
+from potluck.store.errors import ConflictError, StoreError
 from potluck.store.ledger import (
     HOLD_PREFIX,
     UNTRACKED,
@@ -168,7 +168,8 @@ class SharedHolds:
         self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime, replica_id: str | None = None
     ) -> bool:
         """Move ``amount`` from the user's spendable credits to their hold for the request; False (and no
-        change) if the balance does not cover it. ConflictError if the request already has a hold.
+        change) if the balance does not cover it. ConflictError if the request already has a hold;
+        StoreError if the database cannot be reached (nothing was held).
         ``replica_id`` names the hub replica placing it (see `open_holds`)."""
         if amount < 0:
             raise ValueError(f"a hold cannot be negative ({amount})")
@@ -185,7 +186,9 @@ class SharedHolds:
                 raise ConflictError(f"request {request_id} already has a hold") from exc
             except DBAPIError as exc:
                 if not exc.connection_invalidated or attempt == _TRIES - 1:
-                    raise
+                    raise StoreError(f"cannot place the hold of {request_id}: {exc}") from exc
+            except OSError as exc:  # the server refused or dropped the connection before SQLAlchemy had one
+                raise StoreError(f"cannot place the hold of {request_id}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stored(self, txn_id: str) -> bool:
