@@ -257,6 +257,8 @@ class AgentDaemon:
             self._refresh.set()
 
     async def _metrics_loop(self) -> None:
+        # The first sample at once: status() has GPUs to show from the start; LOAD reports go out on the cadence.
+        self.host = await self.metrics.sample()
         while True:
             await asyncio.sleep(self.settings.metrics_interval)
             host = self.host = await self.metrics.sample()

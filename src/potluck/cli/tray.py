@@ -1,0 +1,41 @@
+"""`potluck tray`: `potluck agent` with a system-tray icon and a local status page (needs `potluck[tray]`)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from potluck.agent.settings import AgentSettings
+from potluck.cli.options import build, settings_options
+
+
+@click.command("tray")
+@settings_options(AgentSettings)
+@click.option(
+    "--status-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default="a free port",
+    help="Port of the status page on 127.0.0.1.",
+)
+def tray(status_port: int, **options: object) -> None:
+    """Run the agent with a tray icon (connected / serving N / paused / offline) and a status page.
+
+    The icon's menu pauses and resumes the agent, opens the status page, the hub's dashboard and the
+    log, and quits. It takes the options of `potluck agent`.
+    """
+    if not options["hub_url"]:
+        raise click.UsageError("--hub is required to run the agent")
+    settings = build(AgentSettings, options)
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    from potluck.tray import TrayUnavailableError, run_tray
+
+    try:
+        sys.exit(run_tray(settings, page_port=status_port))
+    except TrayUnavailableError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

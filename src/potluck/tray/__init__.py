@@ -1,0 +1,62 @@
+"""`potluck tray`: the agent with a system-tray icon and a local status page (extra ``potluck[tray]``).
+
+The agent is the same daemon `potluck agent` runs (`runner.AgentRunner` runs it on a thread's event
+loop); the icon (`icon.TrayApp`, pystray) and the page (`page.StatusPage`, 127.0.0.1 only) only read
+its `status()` and call its `set_paused()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from potluck.agent.settings import AgentSettings
+
+
+class TrayUnavailableError(Exception):
+    """No tray can be shown here (the extra is not installed, or there is no display)."""
+
+
+def check_tray() -> None:
+    """Import pystray now, so a missing extra or display is reported before the agent starts."""
+    try:
+        import pystray  # noqa: F401
+    except ImportError as exc:
+        raise TrayUnavailableError(
+            f"potluck tray needs its extra (no module {exc.name!r}): pip install 'potluck[tray]'"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - python-xlib (X11 only) raises its own errors without a display
+        raise TrayUnavailableError(
+            f"no system tray: cannot open the display ({type(exc).__name__}: {exc}); run `potluck agent` instead"
+        ) from None
+
+
+def run_tray(settings: AgentSettings, *, page_port: int = 0) -> int:
+    """Run the agent with its icon until Quit, SIGINT or SIGTERM; the exit status."""
+    from potluck._shared.logging import configure_logging
+    from potluck.agent.doctor import http_base
+    from potluck.tray.icon import TrayApp
+    from potluck.tray.runner import AgentRunner
+
+    check_tray()
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "tray.log"
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    dashboard = http_base(settings.hub_url) + "/"
+    runner = AgentRunner(settings, page_port=page_port, dashboard_url=dashboard)
+    page_url = runner.start()
+    print(f"status page {page_url}", flush=True)  # noqa: T201 - the one line a launcher or test reads
+    app = TrayApp(runner, page_url=page_url, dashboard_url=dashboard, log_path=log_path)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: app.quit())
+    try:
+        app.run()
+    finally:
+        runner.stop()
+        if not runner.join(settings.drain_timeout + 5):
+            print("the agent did not stop in time", file=sys.stderr)  # noqa: T201
+    return 2 if runner.error is not None else 0
