@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 import os
 import re
 import shutil
@@ -125,6 +126,22 @@ class Tray:
     opened: Path
     backend: FakeBackend
     name: str
+    owner: str
+    """The agent's owner's session token, stored as `potluck login` stores it."""
+
+
+def owner_login(hub: HubProcess, config_home: Path) -> str:
+    """An account that owns the tray's agent, logged in as `potluck login` leaves it (cli.json, mode 0600)."""
+    password = "pw-" + os.urandom(8).hex()
+    status, _ = hub.admin("POST", "/admin/users", {"username": "trayowner", "password": password})
+    assert status == 201
+    status, session, _ = http_json("POST", hub.url + "/api/login", {"username": "trayowner", "password": password})
+    assert status == 200, session
+    path = config_home / "potluck" / "cli.json"
+    path.parent.mkdir(parents=True, mode=0o700)
+    path.write_text(json.dumps({"hub": hub.url, "token": session["token"]}))
+    path.chmod(0o600)
+    return str(session["token"])
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +153,15 @@ def tray(desktop: Desktop, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     browser = root / "browser"
     browser.write_text(f'#!/bin/sh\necho "$1" >> {opened}\n')
     browser.chmod(0o755)
+    owner = owner_login(hub, root / "config")
+    _, enrol, _ = http_json("POST", hub.url + "/api/agent-tokens", {"name": "tray"}, owner)
     with BackgroundServer(backend.make_app()) as server:
         args = ["--hub", hub.url, "--data-dir", str(root / "agent"), "--backend", server.url, "--name", "tray"]
-        args += ["--token", hub.create_agent_token("tray"), "--metrics-interval", "0.5"]
+        args += ["--token", enrol["token"], "--metrics-interval", "0.5"]
         with (root / "tray.log").open("w") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "potluck", "tray", *args],
-                env={**desktop.env, "BROWSER": str(browser)},
+                env={**desktop.env, "BROWSER": str(browser), "XDG_CONFIG_HOME": str(root / "config")},
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -151,7 +170,12 @@ def tray(desktop: Desktop, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             assert proc.stdout is not None
             line = proc.stdout.readline()
             assert line.startswith("status page http://127.0.0.1:"), (line, (root / "tray.log").read_text())
-            yield Tray(hub, proc, line.split()[2], opened, backend, "tray")
+            # The owner's keys reach the owner's agent through a group it is shared into.
+            agent = hub.wait_agent("tray")
+            _, group, _ = http_json("POST", hub.url + "/api/groups", {"name": "home"}, owner)
+            shared = http_json("POST", f"{hub.url}/api/agents/{agent['id']}/groups", {"group_id": group["id"]}, owner)
+            assert shared[0] == 200, shared
+            yield Tray(hub, proc, line.split()[2], opened, backend, "tray", owner)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -244,7 +268,9 @@ def test_pause_from_the_page_pauses_the_agent_on_the_hub(desktop: Desktop, tray:
 
 
 def test_serving_shows_in_the_icon_and_counts_today(desktop: Desktop, tray: Tray, tmp_path: Path) -> None:
-    key = tray.hub.create_key("tray")
+    status, created, _ = http_json("POST", tray.hub.url + "/api/keys", {"name": "tray"}, tray.owner)
+    assert status == 201, created
+    key = created["key"]
     body = {"model": "tray-model", "messages": [{"role": "user", "content": "hi"}], "fake": {"hang": True}}
     before = status_json(tray)["requests_today"]
     done = threading.Event()
@@ -265,6 +291,13 @@ def test_serving_shows_in_the_icon_and_counts_today(desktop: Desktop, tray: Tray
     counted = wait_until(lambda: (s := status_json(tray))["requests_today"] == before + 2 and s, "today's count")
     assert counted["completion_tokens_today"] >= answer["usage"]["completion_tokens"]
     assert wait_until(lambda: desktop.icon_name() == "Potluck: connected", "the icon back to connected")
+    # Today's earnings come from the hub, for the owner logged in to it: the page shows the hub's exact figure.
+    day = counted["day"]
+    _, report, _ = http_json("GET", f"{tray.hub.url}/api/earnings?since={day}&until={day}", token=tray.owner)
+    earned = sum(r["earned_micro"] for r in report["data"] if r["agent_id"] == counted["agent_id"])
+    with urllib.request.urlopen(tray.page, timeout=5) as resp:
+        text = resp.read().decode()
+    assert f"<td id=earned>{earned // 1_000_000}.{earned % 1_000_000:06d} credits</td>" in text
     page_screenshot(tray, tmp_path)
 
 

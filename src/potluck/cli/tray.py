@@ -23,7 +23,8 @@ def tray(status_port: int, **options: object) -> None:
     """Run the agent with a tray icon (connected / serving N / paused / offline) and a status page.
 
     The icon's menu pauses and resumes the agent, opens the status page, the hub's dashboard and the
-    log, and quits. It takes the options of `potluck agent`.
+    log, and quits. It takes the options of `potluck agent`. After `potluck login` to the same hub the
+    status page shows today's earnings too.
     """
     if not options["hub_url"]:
         raise click.UsageError("--hub is required to run the agent")
@@ -35,7 +36,20 @@ def tray(status_port: int, **options: object) -> None:
     from potluck.tray import TrayUnavailableError, run_tray
 
     try:
-        sys.exit(run_tray(settings, page_port=status_port))
+        sys.exit(run_tray(settings, page_port=status_port, owner_token=_stored_login(settings.hub_url)))
     except TrayUnavailableError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def _stored_login(hub_url: str) -> str | None:
+    """The session token `potluck login` keeps, if it is for the hub this agent serves."""
+    from potluck.agent.doctor import http_base
+    from potluck.cli.client import HubError, load_config, normalize_hub
+
+    stored = load_config()
+    try:
+        same = "hub" in stored and normalize_hub(stored["hub"]) == normalize_hub(http_base(hub_url))
+    except HubError:
+        return None
+    return stored.get("token") if same else None

@@ -32,8 +32,10 @@ def check_tray() -> None:
         ) from None
 
 
-def run_tray(settings: AgentSettings, *, page_port: int = 0) -> int:
-    """Run the agent with its icon until Quit, SIGINT or SIGTERM; the exit status."""
+def run_tray(settings: AgentSettings, *, page_port: int = 0, owner_token: str | None = None) -> int:
+    """Run the agent with its icon until Quit, SIGINT or SIGTERM; the exit status.
+
+    ``owner_token``: the owner's session token for this hub (from `potluck login`), to show today's earnings."""
     from potluck._shared.logging import configure_logging
     from potluck.agent.doctor import http_base
     from potluck.tray.icon import TrayApp
@@ -47,7 +49,7 @@ def run_tray(settings: AgentSettings, *, page_port: int = 0) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.getLogger().addHandler(handler)
     dashboard = http_base(settings.hub_url) + "/"
-    runner = AgentRunner(settings, page_port=page_port, dashboard_url=dashboard)
+    runner = AgentRunner(settings, page_port=page_port, dashboard_url=dashboard, owner_token=owner_token)
     page_url = runner.start()
     print(f"status page {page_url}", flush=True)  # noqa: T201 - the one line a launcher or test reads
     app = TrayApp(runner, page_url=page_url, dashboard_url=dashboard, log_path=log_path)

@@ -21,6 +21,7 @@ import msgspec
 from aiohttp import web
 
 from potluck.agent.status import AgentStatus, Link
+from potluck.tray.earnings import Earnings, credits_text
 
 _STYLE = (
     "body{font:15px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}"
@@ -55,11 +56,13 @@ class StatusPage:
         *,
         dashboard_url: str,
         port: int = 0,
+        earnings: Earnings | None = None,
     ) -> None:
         self._status = status
         self._set_paused = set_paused
         self._dashboard_url = dashboard_url
         self._port = port
+        self._earnings = earnings
         self._token = secrets.token_urlsafe(24)
         self._hosts: frozenset[str] = frozenset()
 
@@ -116,9 +119,11 @@ class StatusPage:
         raise web.HTTPSeeOther("/")
 
     async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.render(self._status()), content_type="text/html")
+        status = self._status()
+        earned = None if self._earnings is None else await self._earnings.today(status.agent_id, status.day)
+        return web.Response(text=self.render(status, earned), content_type="text/html")
 
-    def render(self, status: AgentStatus) -> str:
+    def render(self, status: AgentStatus, earned_micro: int | None = None) -> str:
         e = html.escape
         state = state_line(status)
         control = "resume" if status.paused else "pause"
@@ -137,13 +142,21 @@ class StatusPage:
             f"<tr><th>Requests</th><td>{status.requests_today} ({status.failed_today} failed)</td></tr>",
             "<tr><th>Tokens in / out</th>",
             f"<td>{status.prompt_tokens_today} / {status.completion_tokens_today}</td></tr>",
-            f'<tr><th>Earnings</th><td>on <a href="{e(self._dashboard_url)}">the hub\'s dashboard</a></td></tr>',
+            f"<tr><th>Earned</th><td id=earned>{self._earned(earned_micro)}</td></tr>",
             "</table>",
             *self._backends(status),
             *self._gpus(status),
             "</body></html>",
         ]
         return "".join(parts)
+
+    def _earned(self, micro: int | None) -> str:
+        if micro is not None:
+            return f"{credits_text(micro)} credits"
+        link = f'<a href="{html.escape(self._dashboard_url)}">the hub\'s dashboard</a>'
+        if self._earnings is None:
+            return f"on {link} (or `potluck login` to that hub, and the tray shows it here)"
+        return f"not available from the hub just now; see {link}"
 
     @staticmethod
     def _backends(status: AgentStatus) -> list[str]:

@@ -15,9 +15,12 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from potluck._shared.clock import SystemClock
 from potluck.agent.daemon import AgentDaemon, FatalAgentError
+from potluck.agent.doctor import http_base
 from potluck.agent.settings import AgentSettings
 from potluck.agent.status import AgentStatus
+from potluck.tray.earnings import Earnings
 from potluck.tray.page import StatusPage
 
 log = logging.getLogger(__name__)
@@ -28,8 +31,11 @@ CALL_TIMEOUT_S = 5.0
 
 
 class AgentRunner:
-    def __init__(self, settings: AgentSettings, *, page_port: int = 0, dashboard_url: str) -> None:
+    def __init__(
+        self, settings: AgentSettings, *, page_port: int = 0, dashboard_url: str, owner_token: str | None = None
+    ) -> None:
         self.settings = settings
+        self._owner_token = owner_token
         self._page_port = page_port
         self._dashboard_url = dashboard_url
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,7 +111,12 @@ class AgentRunner:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         daemon = self._daemon = AgentDaemon(self.settings)
-        page = StatusPage(daemon.status, daemon.set_paused, dashboard_url=self._dashboard_url, port=self._page_port)
+        earnings = None
+        if self._owner_token:
+            earnings = Earnings(http_base(self.settings.hub_url), self._owner_token, SystemClock())
+        page = StatusPage(
+            daemon.status, daemon.set_paused, dashboard_url=self._dashboard_url, port=self._page_port, earnings=earnings
+        )
         async with page.serving() as url:
             self.page_url = url
             self._ready.set()
