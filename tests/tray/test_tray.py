@@ -323,15 +323,15 @@ def test_without_a_display_it_says_so(tmp_path: Path) -> None:
 
 
 def screenshot(desktop: Desktop, name: str) -> None:
-    """The tray's corner of the screen, into docs/tray/ when POTLUCK_UPDATE_SCREENSHOTS is set."""
-    if os.environ.get("POTLUCK_UPDATE_SCREENSHOTS"):
+    """The tray's corner of the screen, into docs/tray/ when UPDATE_DOCS_SCREENSHOTS is set."""
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
         DOCS.mkdir(parents=True, exist_ok=True)
         desktop.x("import", "-window", "root", "-crop", "240x40+560+0", str(DOCS / name))
 
 
 def page_screenshot(tray: Tray, tmp_path: Path) -> None:
-    """The status page in Chromium, when POTLUCK_UPDATE_SCREENSHOTS is set (docs only; nothing asserted here)."""
-    if not os.environ.get("POTLUCK_UPDATE_SCREENSHOTS"):
+    """The status page in Chromium, when UPDATE_DOCS_SCREENSHOTS is set (docs only; nothing asserted here)."""
+    if not os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
         return
     from playwright.sync_api import sync_playwright
 
