@@ -311,7 +311,7 @@ def clock_check(date: str | None, sent: float, received: float) -> Check:
         return Check("clock", Level.WARN, f"the hub's Date header {date!r} is not a date: clock skew unknown")
     # Date is truncated to the second: the hub's clock read somewhere in [hub_time, hub_time + 1).
     skew = (sent + received) / 2 - (hub_time + 0.5)
-    ahead = "ahead of" if skew > 0 else "behind"
+    ahead = "ahead of" if skew >= 0 else "behind"
     summary = f"this machine's clock is {abs(skew):.1f} s {ahead} the hub's"
     if abs(skew) > CLOCK_SKEW_WARN_S + (received - sent) / 2:
         return Check(
