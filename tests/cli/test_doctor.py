@@ -209,3 +209,16 @@ def test_tls_hub_untrusted_then_trusted(tmp_path: Path) -> None:
         assert by_name(report, "hub tls")["summary"].startswith("TLSv1.3, certificate not verified")
     finally:
         hub.stop()
+
+
+def test_a_hub_url_without_scheme_fails_with_the_url_to_give(tmp_path: Path) -> None:
+    rc, report = doctor(
+        "agent", "--hub", "hub.example:8642", "--data-dir", str(tmp_path), "--backend", "http://127.0.0.1:9"
+    )
+    assert rc == 1
+    assert by_name(report, "hub") == {
+        "name": "hub",
+        "level": "fail",
+        "summary": "hub.example:8642 has no scheme",
+        "fix": "--hub https://hub.example:8642",
+    }

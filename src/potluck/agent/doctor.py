@@ -21,7 +21,7 @@ import aiohttp
 
 from potluck._shared.checkup import Check, Level, private_file, writable_dir
 from potluck._shared.clock import Clock, SystemClock
-from potluck._shared.paths import is_loopback
+from potluck._shared.paths import is_loopback, suggest_scheme
 from potluck.agent.backends import Backend
 from potluck.agent.gpu import (
     DEFAULT_TIMEOUT_S,
@@ -50,7 +50,11 @@ async def agent_checks(settings: AgentSettings, *, clock: Clock | None = None) -
     checks = files_checks(settings)
     checks += await backend_checks(settings)
     checks.append(await gpu_check())
-    if settings.hub_url:
+    if settings.hub_url and "://" not in settings.hub_url:
+        checks.append(
+            Check("hub", Level.FAIL, f"{settings.hub_url} has no scheme", f"--hub {suggest_scheme(settings.hub_url)}")
+        )
+    elif settings.hub_url:
         checks += await hub_checks(settings.hub_url, clock or SystemClock())
     else:
         checks.append(Check("hub", Level.WARN, "no hub given: its reachability was not checked", "give --hub URL"))

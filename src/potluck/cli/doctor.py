@@ -66,8 +66,16 @@ def doctor_hub(as_json: bool, **options: object) -> None:
     """The hub's: settings, data dir, database file, admin token hash and key modes, TLS, its own address."""
     from potluck._shared.clock import SystemClock
     from potluck.agent.doctor import hub_checks
-    from potluck.app import ADMIN_TOKEN_FILE
-    from potluck.hub.doctor import hub_file_checks
+
+    try:
+        from potluck.app import ADMIN_TOKEN_FILE
+        from potluck.hub.doctor import hub_file_checks
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] == "potluck":
+            raise
+        raise click.ClickException(
+            f"the hub's checks need its extras (no module {exc.name!r}): pip install 'potluck[hub]'"
+        ) from None
 
     settings = build(HubSettings, options)
     clock = SystemClock()
