@@ -175,6 +175,11 @@ def tray(desktop: Desktop, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             shared = http_json("POST", f"{hub.url}/api/agents/{agent['id']}/groups", {"group_id": group["id"]}, owner)
             assert shared[0] == 200, shared
             yield Tray(hub, proc, line.split()[2], opened, backend, "tray", owner)
+            # After the module's tests (in whatever order or worker they ran): SIGTERM drains, exits 0, and the
+            # hub sees the agent leave.
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+            hub.wait_agent("tray", state="offline")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -296,12 +301,6 @@ def test_serving_shows_in_the_icon_and_counts_today(desktop: Desktop, tray: Tray
         text = resp.read().decode()
     assert f"<td id=earned>{earned // 1_000_000}.{earned % 1_000_000:06d} credits</td>" in text
     page_screenshot(tray, tmp_path)
-
-
-def test_sigterm_drains_and_quits(tray: Tray) -> None:
-    tray.proc.send_signal(signal.SIGTERM)
-    assert tray.proc.wait(20) == 0
-    tray.hub.wait_agent(tray.name, state="offline")
 
 
 def test_without_a_display_it_says_so(tmp_path: Path) -> None:
