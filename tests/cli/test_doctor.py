@@ -77,6 +77,7 @@ def test_healthy_agent_setup_passes(hub: HubProcess, backend: str, enrolled: Pat
     assert backend_check["level"] == "ok"
     assert "doctor-model" in backend_check["summary"]
     assert by_name(report, "hub")["summary"].startswith(f"{hub.url}/healthz answered 200")
+    assert by_name(report, "hub ready")["summary"] == "takes requests; 0 agent(s) connected"
     assert by_name(report, "clock")["level"] == "ok"
     # This machine has no GPU, no driver and neither vendor tool: said as such, a warning, not a crash.
     gpu = by_name(report, "gpu")
@@ -135,6 +136,7 @@ def test_hub_doctor_on_a_running_hub(hub: HubProcess) -> None:
     assert rc == 0, report
     assert by_name(report, "database")["summary"].startswith(f"{hub.data_dir / 'potluck.db'} (")
     assert by_name(report, "hub")["level"] == "ok"
+    assert by_name(report, "hub ready")["level"] == "ok"
     # Without the token by option, its hash file is looked for (this hub was given one, so none was stored).
     rc, report = doctor(*args)
     assert by_name(report, "admin token")["level"] == "warn"

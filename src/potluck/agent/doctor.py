@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 
 from potluck._shared.checkup import Check, Level, private_file, writable_dir
 from potluck._shared.clock import Clock, SystemClock
@@ -294,6 +295,7 @@ async def _health(base: str, clock: Clock, *, verify: bool) -> list[Check]:
                 status, date = resp.status, resp.headers.get("Date")
                 await resp.read()
             received = clock.wall().timestamp()
+            ready = await _readiness(http, base) if status == 200 else None
     except aiohttp.ClientConnectorError as exc:
         return [_unreachable(f"{exc.host}:{exc.port}", exc.os_error)]
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -302,7 +304,27 @@ async def _health(base: str, clock: Clock, *, verify: bool) -> list[Check]:
         reach = Check("hub", Level.FAIL, f"{url} answered {status}, not 200", f"is {base} a Potluck hub? {_fix_url()}")
     else:
         reach = Check("hub", Level.OK, f"{url} answered {status} in {(received - sent) * 1000:.0f} ms")
-    return [reach, clock_check(date, sent, received)]
+    return [reach, *([ready] if ready else []), clock_check(date, sent, received)]
+
+
+async def _readiness(http: aiohttp.ClientSession, base: str) -> Check:
+    """``/readyz``: whether the hub takes requests (its database answers, it is not shutting down)."""
+    async with http.get(base + "/readyz", allow_redirects=False) as resp:
+        status = resp.status
+        try:
+            body = msgspec.json.decode(await resp.read(), type=dict[str, object])
+        except msgspec.DecodeError:
+            body = {}
+    if status == 200:
+        agents = body.get("agents")
+        return Check("hub ready", Level.OK, f"takes requests; {agents} agent(s) connected")
+    why = body.get("status", f"status {status}")
+    return Check(
+        "hub ready",
+        Level.WARN if why == "shutting_down" else Level.FAIL,
+        f"the hub answers but is not ready: {why}",
+        "see the hub's log; `potluck doctor hub` on its machine checks its database and files",
+    )
 
 
 def clock_check(date: str | None, sent: float, received: float) -> Check:
