@@ -52,7 +52,8 @@ def doctor() -> None:
 @settings_options(AgentSettings)
 @json_option
 def doctor_agent(as_json: bool, **options: object) -> None:
-    """The agent's: backends and their models, GPUs, the hub (reachability, TLS, clock), key and data dir."""
+    """Check an agent's setup: backends and their models, GPUs, the hub (reachability, TLS, readiness, clock),
+    its key and data dir. Takes the options of `potluck agent`."""
     from potluck.agent.doctor import agent_checks
 
     settings = build(AgentSettings, {**options, "hub_url": options["hub_url"] or ""})
@@ -63,7 +64,8 @@ def doctor_agent(as_json: bool, **options: object) -> None:
 @settings_options(HubSettings)
 @json_option
 def doctor_hub(as_json: bool, **options: object) -> None:
-    """The hub's: settings, data dir, database file, admin token hash and key modes, TLS, its own address."""
+    """Check a hub's setup: settings, data dir, database file, admin token hash and key modes, TLS, and that it
+    answers on its address. Takes the options of `potluck hub`."""
     from potluck._shared.clock import SystemClock
     from potluck.agent.doctor import hub_checks
 
