@@ -50,7 +50,11 @@ def run_tray(settings: AgentSettings, *, page_port: int = 0, owner_token: str | 
     logging.getLogger().addHandler(handler)
     dashboard = http_base(settings.hub_url) + "/"
     runner = AgentRunner(settings, page_port=page_port, dashboard_url=dashboard, owner_token=owner_token)
-    page_url = runner.start()
+    try:
+        page_url = runner.start()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     print(f"status page {page_url}", flush=True)  # noqa: T201 - the one line a launcher or test reads
     app = TrayApp(runner, page_url=page_url, dashboard_url=dashboard, log_path=log_path)
     for sig in (signal.SIGTERM, signal.SIGINT):
