@@ -101,20 +101,26 @@ def desktop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desktop]:
         number = pipe.readline().strip()
     assert number.isdigit(), "Xvfb did not report its display"
     env = {**os.environ, "DISPLAY": f":{number}", "PYSTRAY_BACKEND": "xorg"}
-    tray = subprocess.Popen(
-        ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "160", "--height", "32"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     desktop = Desktop(f":{number}", env)
+    trayer = ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "160", "--height", "32"]
+    tray: subprocess.Popen[bytes] | None = None
+
+    def panel() -> bool:
+        # Xvfb reports its display a moment before it takes every connection: a trayer that could not open
+        # it ("cannot open display") is started again.
+        nonlocal tray
+        if tray is None or tray.poll() is not None:
+            tray = subprocess.Popen(trayer, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return bool(desktop.search("^panel$"))
+
     try:
-        wait_until(lambda: desktop.search("^panel$"), "trayer's panel")
+        wait_until(panel, "trayer's panel")
         yield desktop
     finally:
         for proc in (tray, xvfb):
-            proc.terminate()
-            proc.wait(10)
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
 
 
 @dataclass
@@ -178,6 +184,11 @@ def tray(desktop: Desktop, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             # After the module's tests (in whatever order or worker they ran): SIGTERM drains, exits 0, and the
             # hub sees the agent leave.
             proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                log_tail = (root / "tray.log").read_text()[-3000:]
+                raise AssertionError(f"SIGTERM did not end the tray:\n{stacks(proc.pid)}{log_tail}") from None
             assert proc.wait(20) == 0
             hub.wait_agent("tray", state="offline")
         finally:
@@ -187,6 +198,14 @@ def tray(desktop: Desktop, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             assert proc.stdout is not None
             proc.stdout.close()
             hub.stop()
+
+
+def stacks(pid: int) -> str:
+    """The threads of a stuck process (py-spy is in the dev extra), for the failure message."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if not py_spy.exists():
+        return ""
+    return subprocess.run([str(py_spy), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False).stdout
 
 
 def page_form_token(page: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 
 from potluck.agent.settings import AgentSettings
 
@@ -49,6 +50,8 @@ def run_tray(settings: AgentSettings, *, page_port: int = 0, owner_token: str | 
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.getLogger().addHandler(handler)
     dashboard = http_base(settings.hub_url) + "/"
+    quit_requested = threading.Event()
+    _route_signals(quit_requested)
     runner = AgentRunner(settings, page_port=page_port, dashboard_url=dashboard, owner_token=owner_token)
     try:
         page_url = runner.start()
@@ -56,9 +59,7 @@ def run_tray(settings: AgentSettings, *, page_port: int = 0, owner_token: str | 
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     print(f"status page {page_url}", flush=True)  # noqa: T201 - the one line a launcher or test reads
-    app = TrayApp(runner, page_url=page_url, dashboard_url=dashboard, log_path=log_path)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: app.quit())
+    app = TrayApp(runner, page_url=page_url, dashboard_url=dashboard, log_path=log_path, quitting=quit_requested)
     try:
         app.run()
     finally:
@@ -66,3 +67,16 @@ def run_tray(settings: AgentSettings, *, page_port: int = 0, owner_token: str | 
         if not runner.join(settings.drain_timeout + 5):
             print("the agent did not stop in time", file=sys.stderr)  # noqa: T201
     return 2 if runner.error is not None else 0
+
+
+def _route_signals(quit_requested: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``quit_requested``.
+
+    A Python handler runs only when the main thread runs bytecode, and the icon's loop keeps it asleep in
+    a read on the display's socket, which a signal taken by another thread does not interrupt. So every
+    other thread of the tray blocks them (`runner.keep_signals_off_this_thread`): the kernel hands them
+    to the main thread, whose read they interrupt. Programs the tray starts from the main thread (the
+    browser) inherit its mask, with nothing blocked.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: quit_requested.set())

@@ -12,6 +12,7 @@ and the page has the Pause/Resume button.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import webbrowser
 from pathlib import Path
@@ -21,11 +22,13 @@ from PIL import Image, ImageDraw
 
 from potluck.agent.status import AgentStatus, Link
 from potluck.tray.page import state_line
-from potluck.tray.runner import AgentRunner
+from potluck.tray.runner import AgentRunner, keep_signals_off_this_thread
 
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
+UNSTICK_S = 0.2
+ICON_STOP_S = 3.0
 
 _COLOURS = {
     "connected": (46, 160, 67),
@@ -53,12 +56,22 @@ def colour_of(status: AgentStatus | None) -> str:
 class TrayApp:
     """The icon and its menu over one `AgentRunner`; `run` blocks the calling (main) thread."""
 
-    def __init__(self, runner: AgentRunner, *, page_url: str, dashboard_url: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        runner: AgentRunner,
+        *,
+        page_url: str,
+        dashboard_url: str,
+        log_path: Path,
+        quitting: threading.Event | None = None,
+    ) -> None:
         self.runner = runner
         self.page_url = page_url
         self.dashboard_url = dashboard_url
         self.log_path = log_path
-        self.quitting = threading.Event()
+        self.quitting = quitting or threading.Event()
+        """Set by Quit, or by SIGINT/SIGTERM: the watcher then stops the agent and ends the icon."""
+        self._returned = threading.Event()
         self.status: AgentStatus | None = None
         self._icon: Any = None
 
@@ -75,7 +88,10 @@ class TrayApp:
             pystray.MenuItem("Quit", self._quit),
         )
         self._icon = pystray.Icon("potluck", icon_image("offline"), "Potluck: starting", menu)
-        self._icon.run(setup=self._watch)
+        try:
+            self._icon.run(setup=self._watch)
+        finally:
+            self._returned.set()
 
     @property
     def state(self) -> str:
@@ -86,12 +102,18 @@ class TrayApp:
         return self.status is not None and self.status.paused
 
     def quit(self) -> None:
-        """Safe from any thread and from a signal handler: the watcher ends the icon."""
+        """Safe from any thread: the watcher ends the icon."""
         self.quitting.set()
 
     def _watch(self, icon: Any) -> None:
+        keep_signals_off_this_thread()
         icon.visible = True
         _select_clicks(icon)
+        display = getattr(icon, "_display", None)
+        unstick = None
+        if display is not None and hasattr(display, "pending_events"):
+            unstick = threading.Thread(target=self._unstick, args=(display,), name="potluck-tray-x11", daemon=True)
+            unstick.start()
         shown: tuple[str, str] | None = None
         while not self.quitting.is_set() and not self.runner.finished.is_set():
             self.status = self.runner.status()
@@ -103,7 +125,30 @@ class TrayApp:
                 icon.update_menu()
                 log.info("tray: %s", now[1])
             self.quitting.wait(POLL_S)
+        self.quitting.set()
+        # The agent first, from this thread: its drain must not wait on the icon's loop.
+        self.runner.stop()
+        self.runner.join(self.runner.settings.drain_timeout + 5)
+        if unstick is not None:
+            unstick.join()
         icon.stop()
+        if not self._returned.wait(ICON_STOP_S):
+            # pystray's X11 loop can miss its own window's end (python-xlib reads it on another thread):
+            # the agent has drained and stopped, so nothing is lost by ending the process here.
+            log.warning("the tray icon did not stop within %g s; exiting", ICON_STOP_S)
+            logging.shutdown()
+            os._exit(2 if self.runner.error is not None else 0)
+
+    def _unstick(self, display: Any) -> None:
+        """python-xlib's threaded mode can leave a thread waiting for a reply after another thread's flush
+        (pystray's cross-thread updates flush): the icon then freezes, and Quit never reaches its loop. Any
+        later round trip wakes the waiter, so this makes one now and then while the icon runs."""
+        keep_signals_off_this_thread()
+        while not self.quitting.wait(UNSTICK_S):
+            try:
+                display.pending_events()
+            except Exception:  # noqa: BLE001 - the display went away: the icon is ending
+                return
 
     def _toggle_pause(self, icon: Any, item: Any) -> None:
         self.runner.set_paused(not self.paused)

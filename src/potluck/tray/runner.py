@@ -1,7 +1,8 @@
 """The agent daemon on an event loop of its own thread, with the status page on the same loop.
 
 GUI toolkits want the main thread, so the tray runs `AgentDaemon` (the same daemon `potluck agent`
-runs) here, without its signal handlers; the tray's main thread turns SIGINT/SIGTERM into `stop()`.
+runs) here, without its signal handlers, and with SIGINT/SIGTERM blocked: the tray's main thread takes
+them and turns them into `stop()`.
 Every method is safe to call from any thread: each hops onto the daemon's loop.
 """
 
@@ -11,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -28,6 +30,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CALL_TIMEOUT_S = 5.0
+
+
+def keep_signals_off_this_thread() -> None:
+    """Block SIGINT and SIGTERM in the calling thread (and the threads it starts), so that the main thread
+    gets them (see `potluck.tray._route_signals`); a no-op where there are no signal masks (Windows)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 class AgentRunner:
@@ -89,6 +98,7 @@ class AgentRunner:
             return None
 
     def _main(self) -> None:
+        keep_signals_off_this_thread()
         try:
             import uvloop
 
