@@ -208,6 +208,14 @@ def stacks(pid: int) -> str:
     return subprocess.run([str(py_spy), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False).stdout
 
 
+def wait_icon(desktop: Desktop, tray: Tray, name: str) -> None:
+    """Until trayer's panel holds the icon under this name; a failure shows the tray's threads."""
+    try:
+        wait_until(lambda: desktop.icon_name() == name, f"the icon to say {name!r}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it says {desktop.icon_name()!r}\n{stacks(tray.proc.pid)}") from None
+
+
 def page_form_token(page: str) -> str:
     with urllib.request.urlopen(page, timeout=5) as resp:
         text = resp.read().decode()
@@ -240,7 +248,7 @@ def status_json(tray: Tray) -> dict[str, Any]:
 
 def test_icon_is_embedded_in_the_tray_and_shows_the_state(desktop: Desktop, tray: Tray) -> None:
     tray.hub.wait_agent(tray.name)
-    assert wait_until(lambda: desktop.icon_name() == "Potluck: connected", "the icon in trayer's panel")
+    wait_icon(desktop, tray, "Potluck: connected")
     status = status_json(tray)
     assert status["link"] == "connected"
     assert {m["id"] for m in status["backends"][0]["models"]} == {"tray-model", HOSTILE_MODEL}
@@ -283,11 +291,11 @@ def test_pause_from_the_page_pauses_the_agent_on_the_hub(desktop: Desktop, tray:
     token = page_form_token(tray.page)
     assert post_form(tray.page + "pause", {"token": token}) == 303
     tray.hub.wait_agent(tray.name, state="draining")
-    assert wait_until(lambda: desktop.icon_name() == "Potluck: paused", "the icon to say paused")
+    wait_icon(desktop, tray, "Potluck: paused")
     screenshot(desktop, "tray-paused.png")
     assert post_form(tray.page + "resume", {"token": token}) == 303
     tray.hub.wait_agent(tray.name, state="online")
-    assert wait_until(lambda: desktop.icon_name() == "Potluck: connected", "the icon to say connected")
+    wait_icon(desktop, tray, "Potluck: connected")
 
 
 def test_serving_shows_in_the_icon_and_counts_today(desktop: Desktop, tray: Tray, tmp_path: Path) -> None:
@@ -302,7 +310,7 @@ def test_serving_shows_in_the_icon_and_counts_today(desktop: Desktop, tray: Tray
     try:
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         client.request("POST", "/v1/chat/completions", json.dumps(body), headers)
-        assert wait_until(lambda: desktop.icon_name() == "Potluck: serving 1 request", "the icon to say serving")
+        wait_icon(desktop, tray, "Potluck: serving 1 request")
         screenshot(desktop, "tray-serving.png")
     finally:
         client.close()
@@ -311,7 +319,7 @@ def test_serving_shows_in_the_icon_and_counts_today(desktop: Desktop, tray: Tray
     assert status == 200, answer
     counted = wait_until(lambda: (s := status_json(tray))["requests_today"] == before + 2 and s, "today's count")
     assert counted["completion_tokens_today"] >= answer["usage"]["completion_tokens"]
-    assert wait_until(lambda: desktop.icon_name() == "Potluck: connected", "the icon back to connected")
+    wait_icon(desktop, tray, "Potluck: connected")
     # Today's earnings come from the hub, for the owner logged in to it: the page shows the hub's exact figure.
     day = counted["day"]
     _, report, _ = http_json("GET", f"{tray.hub.url}/api/earnings?since={day}&until={day}", token=tray.owner)
