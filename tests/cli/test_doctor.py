@@ -102,6 +102,15 @@ def test_world_readable_key_fails_with_the_chmod_fix(hub: HubProcess, backend: s
     # Not enrolled and no token: the agent could not join either, and the doctor says how to.
     assert by_name(report, "enrolment")["level"] == "fail"
     assert "potluck agent-token create" in by_name(report, "enrolment")["fix"]
+    # The install script's token file, readable by others, is a FAIL too (the agent would refuse it).
+    token_file = tmp_path / "token"
+    token_file.write_text("pat-not-a-real-one\n")
+    token_file.chmod(0o640)
+    rc, report = doctor(
+        "agent", "--hub", hub.url, "--data-dir", str(data_dir), "--backend", backend, "--token-file", str(token_file)
+    )
+    assert by_name(report, "token file")["fix"] == f"chmod 600 {token_file}"
+    assert by_name(report, "enrolment")["summary"].endswith("--token-file enrols it on connect")
 
 
 def test_unreachable_hub_and_a_backend_down_are_reported(tmp_path: Path) -> None:

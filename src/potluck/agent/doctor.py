@@ -13,7 +13,6 @@ import contextlib
 import email.utils
 import os
 import ssl
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,9 +69,8 @@ def files_checks(settings: AgentSettings) -> list[Check]:
     checks = [writable_dir("data dir", data_dir)]
     absent = Check("agent key", Level.OK, f"no key in {data_dir} yet: the agent creates one (mode 0600) on first start")
     checks.append(private_file("agent key", data_dir / KEY_FILE, missing=absent))
-    token_file: Path | None = getattr(settings, "token_file", None)  # the installer's setting, where it exists
-    if token_file is not None:
-        checks.append(private_file("token file", token_file))
+    if settings.token_file is not None:
+        checks.append(private_file("token file", settings.token_file))
     if settings.hub_url and (data_dir / KEY_FILE).exists():
         checks.append(_enrolment(settings))
     return checks
@@ -82,13 +80,15 @@ def _enrolment(settings: AgentSettings) -> Check:
     enrolled = enrolment(settings.data_dir, settings.hub_url)
     if enrolled is not None:
         return Check("enrolment", Level.OK, f"enrolled with {settings.hub_url} as agent {enrolled}")
-    if settings.token:
-        return Check("enrolment", Level.OK, f"not enrolled with {settings.hub_url} yet; --token enrols it on connect")
+    if settings.token or settings.token_file:
+        given = "--token" if settings.token else "--token-file"
+        return Check("enrolment", Level.OK, f"not enrolled with {settings.hub_url} yet; {given} enrols it on connect")
     return Check(
         "enrolment",
         Level.FAIL,
         f"not enrolled with {settings.hub_url} (no entry in {settings.data_dir / ENROLMENT_FILE}) and no --token",
-        "create a token on the hub (`potluck agent-token create NAME`) and start the agent once with --token",
+        "create a token on the hub (`potluck agent-token create NAME`) and start the agent once with --token "
+        "or --token-file",
     )
 
 

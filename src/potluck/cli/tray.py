@@ -31,6 +31,7 @@ def tray(status_port: int, **options: object) -> None:
     settings = build(AgentSettings, options)
     try:
         settings.validate()
+        settings = settings.with_token_from_file()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     from potluck.tray import TrayUnavailableError, run_tray
