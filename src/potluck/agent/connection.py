@@ -20,6 +20,7 @@ from potluck.agent.catalog import Catalog
 from potluck.agent.identity import Identity
 from potluck.agent.relay import StreamSink, relay
 from potluck.agent.settings import AgentSettings
+from potluck.agent.status import Tally
 from potluck.protocol.agent import (
     PROTOCOL_VERSION,
     CancelMessage,
@@ -116,6 +117,8 @@ class HubConnection:
         client: BackendClient,
         ws: aiohttp.ClientWebSocketResponse,
         refresh_requested: asyncio.Event,
+        *,
+        tally: Tally | None = None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -132,6 +135,7 @@ class HubConnection:
         """Entries of `active` not cancelled (kept as a count: the hot path asks for it per request)."""
         self.last_rx = time.monotonic()
         self.refresh_requested = refresh_requested
+        self.tally = tally if tally is not None else Tally()
         self._outbox = Outbox(ws.send_bytes, self._on_send_error)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -267,6 +271,7 @@ class HubConnection:
             if not sink.cancelled:
                 self._running_count -= 1
             if end is not None:
+                self.tally.record(failed=end.error is not None, usage=end.usage)
                 self.send(encode_frame(end, stream_id))
                 if end.error is not None and end.error.code == "backend_unavailable":
                     self.refresh_requested.set()

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from potluck.agent.settings import AgentSettings
-from potluck.cli import accounts, billing, claims, completion, fleet, groups, tools
+from potluck.cli import accounts, billing, claims, completion, doctor, fleet, groups, tools, tray
 from potluck.cli.options import build, settings_options
 from potluck.hub.settings import HubSettings
 
@@ -186,6 +186,8 @@ def agent_scan(settings: AgentSettings) -> None:
 
 for command in (*accounts.COMMANDS, *groups.COMMANDS, *billing.COMMANDS, *tools.COMMANDS, *completion.COMMANDS):
     cli.add_command(command)
+cli.add_command(doctor.doctor)
+cli.add_command(tray.tray)
 for command in fleet.COMMANDS:
     agent.add_command(command)
 for command in claims.COMMANDS:
