@@ -58,4 +58,7 @@ def test_twenty_requests_over_three_replicas_against_a_balance_for_one_admit_exa
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] + [402] * 19, results
     assert len([r for r in market.backend.records if r.path == "/v1/chat/completions"]) == 1
+    for hub in hubs:  # settlements are written behind the answer: a graceful stop writes what is pending
+        hub.stop()
+        assert hub.proc.returncode == 0, hub.log()
     assert ledger_problems(postgres_url) == []
