@@ -82,6 +82,7 @@ from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
 from potluck.hub.spotcheck import SpotChecker, SpotCheckSettings
+from potluck.hub.throttle import LoginThrottle
 from potluck.hub.throughput import FloorSettings, ThroughputFloor
 from potluck.protocol.accounts import UserRole
 from potluck.store.database import Store
@@ -281,7 +282,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             lifecycle=lifecycle,
             journal=journal,
             metrics=metrics,
-            accounts=Accounts(store, access),
+            accounts=Accounts(store, access, LoginThrottle(clock)),
             groups=groups,
             invites=Invites(store, groups),
             agents=agents,

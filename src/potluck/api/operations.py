@@ -247,7 +247,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "A session token (7 days)",
         Auth.NONE,
         ok(accounts.Session, "The session token"),
-        ("invalid_api_key",),
+        ("invalid_api_key", "rate_limit_exceeded"),
         body=accounts.Login,
     ),
     ("POST", "/api/logout"): Operation(
