@@ -23,7 +23,19 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from potluck._shared.clock import SystemClock
-from potluck.api import admin, agent_ws, billing, dialect_routes, health, openai, openapi, requests, scheduling, users
+from potluck.api import (
+    admin,
+    agent_ws,
+    billing,
+    dialect_routes,
+    health,
+    openai,
+    openapi,
+    peer,
+    requests,
+    scheduling,
+    users,
+)
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.cors import add_cors
@@ -35,6 +47,8 @@ from potluck.hub.accounts import Accounts
 from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
+from potluck.hub.cluster import Cluster
+from potluck.hub.cluster_cache import reload_shared
 from potluck.hub.controls import parse_controls
 from potluck.hub.credits import Credits
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
@@ -113,7 +127,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         max_pending_per_ip=settings.max_pending_connections_per_ip,
     )
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, guard_requests, check_body]
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware, guard_requests, check_body, peer.invalidate_on_change],
     )
     app[CONNECTION_GUARD] = guard
 
@@ -199,6 +214,19 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             lifecycle=lifecycle,
             returning=returning,
         )
+        cluster = None
+        if settings.redis_url is not None:
+            cluster = Cluster(
+                redis_url=settings.redis_url,
+                registry=registry,
+                clock=clock,
+                url=settings.advertise_url or "",
+                lease_s=settings.replica_lease_s,
+                credit_window=settings.credit_window,
+                on_invalidate=partial(reload_shared, store, access, keys, accounting, registry),
+            )
+            cluster.in_flight = lambda: requests.in_flight
+            cluster.knows_agent = lambda agent_id: agent_id in access.agent_owner
         app[HUB] = HubServices(
             settings=settings,
             clock=clock,
@@ -221,6 +249,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             access=access,
             limiter=limiter,
             accounting=accounting,
+            cluster=cluster,
         )
         lifecycle.start(
             {
@@ -232,12 +261,15 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "ledger": ledger.run,
                 "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
                 "connection-guard": guard.run,
+                **peer.cluster_loops(cluster, settings),
             }
         )
         try:
             yield
         finally:
             await lifecycle.close()
+            if cluster is not None:
+                await cluster.close()
             await journal.close()
             await ledger.close()
             await store.close()
@@ -246,6 +278,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     openai.add_routes(app)
     dialect_routes.add_routes(app)
     agent_ws.add_routes(app)
+    peer.add_routes(app)
     admin.add_routes(app)
     users.add_routes(app)
     health.add_routes(app)
@@ -318,6 +351,9 @@ async def serve(
     scheme = "https" if ssl_context else "http"
     url = f"{scheme}://{settings.host}:{port}"
     log.info("hub listening on %s (data dir %s)", url, settings.data_dir)
+    cluster = app[HUB].cluster
+    if cluster is not None:
+        cluster.set_url(settings.advertise_url or url)
     if on_listening is not None:
         on_listening(url)
 

@@ -423,6 +423,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "see docs/protocol.md."
         ),
     ),
+    # The link between hub replicas (api/peer.py)
+    ("GET", "/cluster/peer"): Operation(
+        "A peer link between hub replicas (cluster mode)",
+        Auth.NONE,
+        {101: Answer("Switching to the WebSocket protocol")},
+        ("invalid_api_key",),
+        description=(
+            "Replicas of one cluster (`--redis-url`) link to each other here with a WebSocket upgrade, authenticated "
+            "by a key derived from `--cluster-secret` and named by `x-potluck-replica`. Requests placed on an agent "
+            "tunnelled to another replica travel over it in the agent frame format: see docs/operations.md."
+        ),
+    ),
     # This document (api/openapi.py)
     ("GET", "/openapi.json"): Operation(
         "This OpenAPI document",

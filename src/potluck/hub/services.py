@@ -11,6 +11,7 @@ from potluck.hub.accounts import Accounts
 from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
+from potluck.hub.cluster import Cluster
 from potluck.hub.credits import Credits
 from potluck.hub.gate import AgentGate
 from potluck.hub.groups import Groups
@@ -50,3 +51,5 @@ class HubServices:
     access: AccessMap
     limiter: RateLimiter
     accounting: Accounting
+    cluster: Cluster | None = None
+    """This replica's place in a cluster (``--redis-url``); None on a single hub."""

@@ -206,6 +206,36 @@ class HubSettings:
         False, help="Serve plain HTTP on a non-loopback address: only behind a TLS-terminating proxy."
     )
     log_level: str = setting("info", choices=LOG_LEVELS, help="Logging level, to standard error.")
+    # -- cluster mode (several replicas behind a load balancer; hub/cluster*.py) ------------------------------------
+    redis_url: str | None = setting(
+        None,
+        metavar="URL",
+        help="Redis URL (redis://host:port/db) that makes this hub one replica of a cluster.",
+        details="With it the replicas share their leases, which replica holds which agent's tunnel, a load view, "
+        "cluster-wide rate limits and cache invalidations through Redis; give every replica the same "
+        "`--database-url` (PostgreSQL) and `--cluster-secret`. Token chunks never pass through Redis: a replica "
+        "forwards a request to the replica holding the agent over a peer WebSocket. See docs/operations.md.",
+    )
+    cluster_secret: str | None = setting(
+        None,
+        env="POTLUCK_CLUSTER_SECRET",
+        help="Secret shared by the replicas of a cluster; it authenticates their peer links.",
+        details="Required with `--redis-url`. Only a key derived from it (HMAC-SHA256) is ever sent, compared in "
+        "constant time.",
+    )
+    advertise_url: str | None = setting(
+        None,
+        metavar="URL",
+        default_text="the URL the hub listens on",
+        help="The URL other replicas reach this one at for peer links (cluster mode).",
+        details="Needed when the replica listens on 0.0.0.0 or behind NAT: e.g. `http://hub-1.internal:8642`.",
+    )
+    replica_lease_s: float = setting(
+        5.0,
+        help="Seconds a replica's lease lives in Redis without a heartbeat (cluster mode).",
+        details="A replica renews its lease three times per lease; one silent for longer is dead to the others: "
+        "they stop forwarding to it and sweep its credit holds.",
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -225,6 +255,10 @@ class HubSettings:
             raise ValueError("--platform-fee-percent must be in 0..100")
         if self.reprice_interval <= 0:
             raise ValueError("--reprice-interval must be positive")
+        if self.redis_url is not None and not self.cluster_secret:
+            raise ValueError("--redis-url needs --cluster-secret (the replicas' peer links authenticate with it)")
+        if self.replica_lease_s <= 0:
+            raise ValueError("--replica-lease-s must be positive")
 
     def _validate_network(self) -> None:
         if not 0 <= self.port <= 65535:
