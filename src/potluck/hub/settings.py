@@ -44,7 +44,9 @@ class HubSettings:
         metavar="URL",
         default_text="sqlite+aiosqlite:///<data-dir>/potluck.db",
         help="SQLAlchemy async URL of the database, instead of the SQLite file in --data-dir.",
-        details="The schema is migrated to the newest revision on start.",
+        details="`postgresql://user@host/db` uses asyncpg (`pip install 'potluck[postgres]'`). A SQLite file is "
+        "migrated to the newest schema on start; PostgreSQL, shared by replicas, only by `potluck hub migrate` "
+        "(the hub refuses to start on an older schema).",
     )
     admin_token: str | None = setting(
         None,

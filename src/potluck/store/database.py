@@ -7,10 +7,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from potluck.store.agents import AgentRepository
 from potluck.store.aliases import AliasRepository
 from potluck.store.billing import BillingRepository
-from potluck.store.engine import create_engine, upgrade_schema
-from potluck.store.errors import StoreError
+from potluck.store.engine import (
+    async_url,
+    create_engine,
+    head_revision,
+    is_known_revision,
+    is_sqlite,
+    schema_revision,
+    upgrade_schema,
+)
+from potluck.store.errors import SchemaOutdatedError, StoreError
 from potluck.store.groups import GroupRepository
 from potluck.store.history import RequestHistoryRepository
+from potluck.store.holds import LedgerAudit, SharedHolds
 from potluck.store.keys import KeyRepository
 from potluck.store.ledger import LedgerRepository
 from potluck.store.reports import ReportRepository
@@ -22,8 +31,8 @@ class Store:
     """Owns the database engine. Open with `Store.open(url)`, close with `close()`."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine = create_engine(url)
+        self.url = async_url(url)
+        self._engine = create_engine(self.url)
         self.keys = KeyRepository(self._engine)
         self.aliases = AliasRepository(self._engine)
         self.agents = AgentRepository(self._engine)
@@ -34,15 +43,40 @@ class Store:
         self.billing = BillingRepository(self._engine)
         self.reports = ReportRepository(self._engine)
         self.history = RequestHistoryRepository(self._engine)
+        self.holds = SharedHolds(self._engine)
+        self.audit = LedgerAudit(self._engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.url)
 
     @classmethod
-    async def open(cls, url: str) -> Store:
+    async def open(cls, url: str, *, migrate: bool | None = None) -> Store:
+        """Open the database. ``migrate`` (default: on SQLite only) upgrades the schema to the newest
+        revision first; without it, a schema that is not the newest raises `SchemaOutdatedError`.
+
+        PostgreSQL is shared by hub replicas, so one explicit `potluck hub migrate` upgrades it, never
+        whichever replica starts first while older ones still serve.
+        """
         store = cls(url)
         try:
-            await upgrade_schema(store._engine)
+            if migrate if migrate is not None else store.is_sqlite:
+                await upgrade_schema(store._engine)
+            else:
+                have, want = await schema_revision(store._engine), head_revision()
+                # A revision this code does not know is a newer one (a rolling upgrade migrated ahead of
+                # this replica); migrations only add, so an older replica keeps serving on it.
+                if have != want and (have is None or is_known_revision(have)):
+                    raise SchemaOutdatedError(
+                        f"the database schema is at revision {have or 'none (empty database)'} and this hub "
+                        f"needs {want}: run `potluck hub migrate` against it first"
+                    )
         except SQLAlchemyError as exc:
             await store.close()
             raise StoreError(f"cannot open the database: {exc}") from exc
+        except StoreError:
+            await store.close()
+            raise
         return store
 
     async def ping(self) -> bool:

@@ -247,6 +247,14 @@ ledger_entries = Table(
     Index("ix_ledger_entries_txn_id", "txn_id"),
 )
 
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    # The sum of the account's entries, written in the same transaction as them (see store/holds.py).
+    Column("account", String(80), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+)
+
 receipts = Table(
     "receipts",
     metadata,
