@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from testing.fake_backend import BackgroundServer, FakeBackend
+from testing.postgres import PostgresServer
 from testing.processes import AgentProcess, HubProcess
 from testing.redis import RedisServer, RedisUnavailableError
 from tests.conftest import IN_CI
@@ -131,10 +132,15 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Three replicas sharing one database: started once per module."""
+def cluster(
+    redis_server: RedisServer,
+    postgres: PostgresServer,
+    postgres_template: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Cluster]:
+    """Three replicas sharing one PostgreSQL database and one Redis: started once per module."""
     root = tmp_path_factory.mktemp("cluster")
-    made = Cluster(root, redis_server, f"sqlite+aiosqlite:///{root / 'shared.db'}")
+    made = Cluster(root, redis_server, postgres.create_database(template=postgres_template))
     try:
         for _ in range(3):
             made.replica()
