@@ -32,6 +32,7 @@ from potluck.api import (
     openai,
     openapi,
     peer,
+    peer_admin,
     requests,
     scheduling,
     users,
@@ -279,6 +280,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     dialect_routes.add_routes(app)
     agent_ws.add_routes(app)
     peer.add_routes(app)
+    peer_admin.add_routes(app)
     admin.add_routes(app)
     users.add_routes(app)
     health.add_routes(app)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import pytest
 
 from testing.fake_backend import FakeBackend, RequestRecord
+from testing.processes import HubProcess, http_json
 from tests.cluster.conftest import Cluster
 
 pytestmark = pytest.mark.slow
@@ -86,3 +88,52 @@ def test_failure_after_bytes_ends_the_stream_with_an_error_and_no_done(cluster: 
     assert "tok0" in text
     assert '"error"' in text
     assert "[DONE]" not in text
+
+
+def test_admin_cluster_lists_every_replica_its_agents_and_links(cluster: Cluster) -> None:
+    model = cluster.model()
+    _backend, url = cluster.backend(model)
+    agent = cluster.agent(cluster.hubs[2], url)
+    _routable(cluster, 0, model)
+
+    status, view = cluster.hubs[0].admin("GET", "/admin/cluster")
+    assert status == 200, view
+    replicas = {r["id"]: r for r in view["replicas"]}
+    assert len(replicas) == 3
+    assert all(r["linked"] for r in replicas.values())
+    holders = [r for r in replicas.values() if any(a["name"] == agent.name for a in r["agents"])]
+    assert len(holders) == 1
+    assert holders[0]["url"] == cluster.hubs[2].url
+    assert model in next(a for a in holders[0]["agents"] if a["name"] == agent.name)["models"]
+    status, ready, _ = http_json("GET", cluster.hubs[0].url + "/readyz")
+    assert status == 200
+    assert ready["cluster"] == {"replica": view["replica"], "redis": True, "peers": 2, "linked": 2}
+    with urllib.request.urlopen(cluster.hubs[0].url + "/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    samples = [line for line in metrics.splitlines() if line and not line.startswith("#")]
+    assert samples
+    assert all(f'replica="{view["replica"]}"' in line for line in samples)
+
+
+def test_a_key_revoked_at_one_replica_is_refused_by_the_others_within_a_second(cluster: Cluster) -> None:
+    model = cluster.model()
+    _backend, url = cluster.backend(model)
+    cluster.agent(cluster.hubs[0], url)
+    status, created = cluster.hubs[0].admin("POST", "/admin/keys", {"name": "short-lived"})
+    assert status == 201
+    secret = created["key"]
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    # A key made at replica 0 works at replica 1 once the invalidation reached it.
+    assert HubProcess.wait_for(lambda: _call(cluster.hubs[1], secret, body) == 200, 1.0)
+
+    status, _ = cluster.hubs[0].admin("DELETE", f"/admin/keys/{created['id']}")
+    assert status == 200
+    revoked_at = time.monotonic()
+    assert HubProcess.wait_for(lambda: _call(cluster.hubs[1], secret, body) == 401, 1.0)
+    assert HubProcess.wait_for(lambda: _call(cluster.hubs[2], secret, body) == 401, 1.0)
+    assert time.monotonic() - revoked_at <= 1.0
+
+
+def _call(hub: HubProcess, secret: str, body: dict[str, object]) -> int:
+    status, _data, _headers = http_json("POST", hub.url + "/v1/chat/completions", body, secret)
+    return status

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from potluck.api.schemas import accounts, admin, agents, billing, groups, requests, scheduling, service
+from potluck.api.schemas import accounts, admin, agents, billing, cluster, groups, requests, scheduling, service
 from potluck.api.schemas.common import KeyList, Named, Revoked, RevokedKey
 from potluck.hub.receipts import SignedReceipt
 from potluck.protocol.openai import Dialect, RoutingFields
@@ -165,6 +165,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/admin/agents"): Operation(
         "Enrolled agents, their state and load", Auth.ADMIN, ok(admin.AgentList, "Every enrolled agent")
+    ),
+    ("GET", "/admin/cluster"): Operation(
+        "The replicas of the cluster, their agents, queue depths and versions",
+        Auth.ADMIN,
+        ok(cluster.ClusterView, "The cluster as the answering replica sees it"),
+        ("not_found",),
+        description="Cluster mode only (`--redis-url`); a single hub answers 404 `not_found`.",
     ),
     ("POST", "/admin/agents/{agent_id}/drain"): Operation(
         "Stop routing new requests to an agent",

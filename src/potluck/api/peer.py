@@ -22,8 +22,8 @@ from aiohttp.typedefs import Handler
 from potluck._shared.outbox import Outbox
 from potluck.api.context import HUB
 from potluck.hub.cluster import Cluster
-from potluck.hub.errors import AuthError
 from potluck.hub.cluster_link import InboundLink, OutboundLink
+from potluck.hub.errors import AuthError
 from potluck.hub.lifecycle import Loop
 from potluck.hub.settings import HubSettings
 from potluck.protocol.agent import ProtocolError

@@ -135,6 +135,8 @@ class Cluster:
         if url:
             self._url_known.set()
         self.redis_ok = False
+        self.joined = False
+        """The view was read from Redis at least once (until then remote agents are unknown here)."""
         self.replicas: dict[str, ReplicaInfo] = {}
         """Live replicas (this one included), from their leases."""
         self.agents: dict[str, dict[str, AgentEntry]] = {}
@@ -308,6 +310,7 @@ class Cluster:
             agents[replica_id] = {_text(k): _decode_agent(_raw(v)) for k, v in raw_entries.items()}
         self.replicas = replicas
         self.agents = agents
+        self.joined = True
         self._reconcile()
 
     async def _sweep(self, replica_id: str) -> None:
@@ -364,6 +367,10 @@ class Cluster:
 
     def _local(self) -> dict[str, AgentSession]:
         return {a: s for a, s in self.registry.sessions.items() if not isinstance(s.channel, PeerChannel)}
+
+    def own_entries(self) -> dict[str, AgentEntry]:
+        """This replica's agents, as it publishes them."""
+        return {a: self._entry(s) for a, s in self._local().items()}
 
     def _local_session(self, agent_id: str) -> AgentSession | None:
         session = self.registry.sessions.get(agent_id)
