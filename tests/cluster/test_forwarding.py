@@ -7,8 +7,10 @@ import urllib.request
 
 import pytest
 
+from potluck.api.openapi import build_document
 from testing.fake_backend import FakeBackend, RequestRecord
-from testing.processes import HubProcess, http_json
+from testing.processes import ADMIN_TOKEN, HubProcess, http_json
+from tests.api.test_openapi import JSON, check_answer
 from tests.cluster.conftest import Cluster
 
 pytestmark = pytest.mark.slow
@@ -96,8 +98,13 @@ def test_admin_cluster_lists_every_replica_its_agents_and_links(cluster: Cluster
     agent = cluster.agent(cluster.hubs[2], url)
     _routable(cluster, 0, model)
 
-    status, view = cluster.hubs[0].admin("GET", "/admin/cluster")
-    assert status == 200, view
+    with urllib.request.urlopen(
+        urllib.request.Request(
+            cluster.hubs[0].url + "/admin/cluster", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+    ) as resp:
+        raw = resp.read()
+        view = check_answer(build_document(), "GET", "/admin/cluster", resp.status, resp.headers, JSON, raw)
     replicas = {r["id"]: r for r in view["replicas"]}
     assert len(replicas) == 3
     assert all(r["linked"] for r in replicas.values())
@@ -105,8 +112,8 @@ def test_admin_cluster_lists_every_replica_its_agents_and_links(cluster: Cluster
     assert len(holders) == 1
     assert holders[0]["url"] == cluster.hubs[2].url
     assert model in next(a for a in holders[0]["agents"] if a["name"] == agent.name)["models"]
-    status, ready, _ = http_json("GET", cluster.hubs[0].url + "/readyz")
-    assert status == 200
+    with urllib.request.urlopen(cluster.hubs[0].url + "/readyz") as resp:
+        ready = check_answer(build_document(), "GET", "/readyz", resp.status, resp.headers, JSON, resp.read())
     assert ready["cluster"] == {"replica": view["replica"], "redis": True, "peers": 2, "linked": 2}
     with urllib.request.urlopen(cluster.hubs[0].url + "/metrics", timeout=5) as resp:
         metrics = resp.read().decode()
