@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -141,6 +142,6 @@ def test_a_key_revoked_at_one_replica_is_refused_by_the_others_within_a_second(c
     assert time.monotonic() - revoked_at <= 1.0
 
 
-def _call(hub: HubProcess, secret: str, body: dict[str, object]) -> int:
+def _call(hub: HubProcess, secret: str, body: Any) -> int:
     status, _data, _headers = http_json("POST", hub.url + "/v1/chat/completions", body, secret)
     return status
