@@ -50,6 +50,7 @@ from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
 from potluck.hub.cluster import Cluster
 from potluck.hub.cluster_cache import reload_shared
+from potluck.hub.cluster_limits import ClusterRateLimiter
 from potluck.hub.controls import parse_controls
 from potluck.hub.credits import Credits
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
@@ -60,7 +61,7 @@ from potluck.hub.invites import Invites
 from potluck.hub.keys import Keys
 from potluck.hub.ledger import Ledger
 from potluck.hub.lifecycle import Lifecycle
-from potluck.hub.limits import Limits, MemoryRateLimiter
+from potluck.hub.limits import Limits, MemoryRateLimiter, RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.receipts import HubSigner
@@ -190,7 +191,21 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             ),
             metrics,
         )
-        limiter = MemoryRateLimiter(clock)
+        cluster = None
+        if settings.redis_url is not None:
+            cluster = Cluster(
+                redis_url=settings.redis_url,
+                registry=registry,
+                clock=clock,
+                url=settings.advertise_url or "",
+                lease_s=settings.replica_lease_s,
+                credit_window=settings.credit_window,
+                on_invalidate=partial(reload_shared, store, access, keys, accounting, registry),
+            )
+            cluster.knows_agent = lambda agent_id: agent_id in access.agent_owner
+        limiter: RateLimiter = MemoryRateLimiter(clock)
+        if cluster is not None:
+            limiter = ClusterRateLimiter(cluster.redis, clock, lambda: len(cluster.replicas))
         lifecycle = Lifecycle()
         returning = Returning(clock, await store.agents.serving(), settings.restart_grace_s)
         requests = RequestOwner(
@@ -204,6 +219,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             lifecycle=lifecycle,
             returning=returning,
         )
+        if cluster is not None:
+            cluster.in_flight = lambda: requests.in_flight
         groups = Groups(store, access, registry, accounting)
         agents = Agents(store, access, registry, accounting, groups)
         gate = AgentGate(
@@ -215,19 +232,6 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             lifecycle=lifecycle,
             returning=returning,
         )
-        cluster = None
-        if settings.redis_url is not None:
-            cluster = Cluster(
-                redis_url=settings.redis_url,
-                registry=registry,
-                clock=clock,
-                url=settings.advertise_url or "",
-                lease_s=settings.replica_lease_s,
-                credit_window=settings.credit_window,
-                on_invalidate=partial(reload_shared, store, access, keys, accounting, registry),
-            )
-            cluster.in_flight = lambda: requests.in_flight
-            cluster.knows_agent = lambda agent_id: agent_id in access.agent_owner
         app[HUB] = HubServices(
             settings=settings,
             clock=clock,
@@ -263,6 +267,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
                 "connection-guard": guard.run,
                 **peer.cluster_loops(cluster, settings),
+                **({"cluster-limits": limiter.run} if isinstance(limiter, ClusterRateLimiter) else {}),
             }
         )
         try:

@@ -288,6 +288,12 @@ class Serving:
         owner = self._owner
         relay, self._admission = owner.admit(self._request)
         try:
+            await owner.limiter.confirm(self._admission)  # cluster-wide limits (a no-op on one hub)
+        except BaseException:
+            owner.limiter.finish(self._admission, 0)
+            owner.accounting.release(relay.hold)
+            raise
+        try:
             self.exchange = await owner.relay(relay)
         except BaseException:
             owner.limiter.finish(self._admission, 0)
