@@ -389,8 +389,12 @@ async def _graceful_shutdown(app: web.Application, settings: HubSettings) -> Non
     log.info("shutting down: refusing new requests, draining %d in flight", hub.requests.in_flight)
     hub.lifecycle.closing = True
     hub.registry.drain_all(settings.shutdown_timeout)
+    if hub.cluster is not None:
+        hub.cluster.drain()
     if not await hub.requests.wait_idle(settings.shutdown_timeout):
         log.warning("shutdown deadline reached with %d requests in flight", hub.requests.in_flight)
+    if hub.cluster is not None and not await hub.cluster.wait_forwarded(settings.shutdown_timeout):
+        log.warning("shutdown deadline reached with %d forwarded requests running", hub.cluster.forwarding)
     for session in list(hub.registry.sessions.values()):
         session.channel.close()
     with contextlib.suppress(Exception):

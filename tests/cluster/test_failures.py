@@ -5,6 +5,7 @@ load balancer within 10 s. A Redis restart costs no request."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -163,24 +164,40 @@ async def _kill_and_check(
     print(f"re-homed and serving again {rehome_s:.2f} s after the kill")  # noqa: T201
 
 
-@pytest.mark.timeout(120)  # about 25 s alone (a fourth replica joins after the restart)
-def test_a_redis_restart_costs_no_request(three: tuple[Cluster, Balancer]) -> None:
-    cluster, _balancer = three
+@pytest.mark.timeout(150)  # about 35 s alone (a fourth replica joins after the restart); more on a busy machine
+async def test_a_redis_restart_and_a_draining_replica_cost_no_request(three: tuple[Cluster, Balancer]) -> None:
+    cluster, balancer = three
     a, b, _c = cluster.hubs
+    key = cluster.key
     model = cluster.model("r")
-    _backend, url = cluster.backend(model, chunks=2)
-    cluster.agent(b, url)
-    assert HubProcess.wait_for(lambda: model in _models(a, cluster.key), 5)
+    _backend, url = cluster.backend(model, chunks=30, delay=0.05)
+    _agent_via(cluster, balancer, "mover", url)  # lands on replica 1 (b)
+    b.wait_agent("mover")
+    assert await asyncio.to_thread(HubProcess.wait_for, lambda: model in _models(a, key), 5)
 
     cluster.redis.stop()
-    for _ in range(5):  # forwarded over the peer link it already has; no 500
-        assert _chat(a, cluster.key, model)[0] == 200
+    for _ in range(3):  # forwarded over the peer link a already has; no 500
+        assert (await asyncio.to_thread(_chat, a, key, model))[0] == 200
     cluster.redis.start()
-    # Back in Redis (their registrations re-published): a new replica sees the agent.
-    late = cluster.replica()
-    assert HubProcess.wait_for(lambda: model in _models(late, cluster.key), 10)
-    for hub in cluster.hubs:
-        assert _chat(hub, cluster.key, model)[0] == 200
+    # Back in Redis (registrations re-published): a replica started now sees the agent.
+    late = await asyncio.to_thread(cluster.replica)
+    assert await asyncio.to_thread(HubProcess.wait_for, lambda: model in _models(late, key), 10)
     status, ready, _ = http_json("GET", a.url + "/readyz")
-    assert status == 200
-    assert ready["cluster"]["redis"] is True
+    assert (status, ready["cluster"]["redis"]) == (200, True)
+
+    # b drains: a stream a sent through it finishes whole; then its agent moves on and serves again.
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": model, "messages": [{"role": "user", "content": "x"}], "stream": True}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.post(a.url + "/v1/chat/completions", json=body) as stream,
+    ):
+        first = await stream.content.readuntil(b"tok0")
+        b.signal(signal.SIGTERM)
+        text = (first + await stream.content.read()).decode()
+    assert "tok29" in text
+    assert text.rstrip().endswith("data: [DONE]")
+    assert await asyncio.to_thread(b.wait, 15) == 0
+    assert await asyncio.to_thread(
+        HubProcess.wait_for, lambda: all(_chat(h, key, model)[0] == 200 for h in (a, late)), REHOME_S
+    )

@@ -149,6 +149,7 @@ class Cluster:
         self._wake = asyncio.Event()
         self._invalidate = asyncio.Event()
         self._cache_reload: asyncio.Task[None] | None = None
+        self._forward_idle = asyncio.Event()
         self._cache_again = False
         self._reconciling = False
         self.knows_agent: Callable[[str], bool] = lambda _agent_id: True
@@ -459,7 +460,7 @@ class Cluster:
         self._reconcile()
 
     def inbound_up(self, replica_id: str, transport: PeerTransport) -> InboundLink:
-        link = InboundLink(replica_id, transport, self._local_session)
+        link = InboundLink(replica_id, transport, self._local_session, self._forward_idle.set)
         self.inbound[replica_id] = link
         return link
 
@@ -467,6 +468,28 @@ class Cluster:
         if self.inbound.get(link.replica_id) is link:
             del self.inbound[link.replica_id]
         link.close()
+
+    def drain(self) -> None:
+        """This replica is shutting down: publish its agents as draining, so the others place nothing new on
+        them through it (what they have running here finishes)."""
+        self._dirty.update(self._local())
+        self._wake.set()
+
+    @property
+    def forwarding(self) -> int:
+        """Requests of other replicas running on this replica's agents."""
+        return sum(link.running for link in self.inbound.values())
+
+    async def wait_forwarded(self, timeout: float) -> bool:
+        """Wait until no other replica's request runs here, or the timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.forwarding:
+                    self._forward_idle.clear()
+                    await self._forward_idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def peers(self) -> dict[str, ReplicaInfo]:
         """Live replicas other than this one: those to keep a link to."""

@@ -194,14 +194,25 @@ class InboundLink:
     """Replica B's end of a link from replica A: opens A's requests on B's agent sessions."""
 
     def __init__(
-        self, replica_id: str, transport: PeerTransport, sessions: Callable[[str], AgentSession | None]
+        self,
+        replica_id: str,
+        transport: PeerTransport,
+        sessions: Callable[[str], AgentSession | None],
+        on_idle: Callable[[], None] = lambda: None,
     ) -> None:
+        self.on_idle = on_idle
+        """Called when the last forwarded request ends (a draining replica waits for it)."""
         self.replica_id = replica_id
         self.transport = transport
         self._sessions = sessions
         self._streams: dict[int, ForwardedStream] = {}
         self._routes: dict[int, str] = {}
         self.forwarded_total = 0
+
+    @property
+    def running(self) -> int:
+        """A's requests running on this replica's agents."""
+        return len(self._streams)
 
     def receive(self, data: bytes) -> None:
         """A's frames: route, request, cancel, credit. Raises ProtocolError on garbage."""
@@ -259,6 +270,8 @@ class InboundLink:
         if self._streams.get(stream.link_sid) is stream:
             del self._streams[stream.link_sid]
             self.transport.send(encode_frame(end, stream.link_sid))
+            if not self._streams:
+                self.on_idle()
 
     def _linger_over(self, stream: ForwardedStream) -> None:
         """The agent never ended a cancelled stream: forget it on both sides."""
@@ -276,3 +289,4 @@ class InboundLink:
             if stream.end is None and session.streams.get(stream.stream_id) is stream:
                 session.send(CancelMessage(stream.request_id, "client_disconnect"), stream.stream_id)
                 del session.streams[stream.stream_id]
+        self.on_idle()
