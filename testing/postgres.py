@@ -116,6 +116,11 @@ class PostgresServer:
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed ({init.returncode}): {init.stderr.strip()}")
         self.port = free_port()
+        self._launch(timeout)
+        return self
+
+    def _launch(self, timeout: float) -> None:
+        assert self._root is not None
         self._proc = subprocess.Popen(
             [
                 str(self.bindir / "postgres"),
@@ -143,7 +148,12 @@ class PostgresServer:
             **self._as_user(),  # type: ignore[call-overload]
         )
         self._wait_ready(timeout)
-        return self
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Stop the server (fast shutdown: every client connection is cut) and start it again on the same
+        port with the same data, as an operator's restart or a failover does."""
+        self._shutdown()
+        self._launch(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -203,6 +213,12 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
+        self._shutdown()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+    def _shutdown(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, close clients, exit.
@@ -214,9 +230,6 @@ class PostgresServer:
                 proc.wait()
         if proc is not None and proc.stderr is not None:
             proc.stderr.close()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
 
     def __enter__(self) -> PostgresServer:
         return self.start()

@@ -48,15 +48,17 @@ from potluck.hub.accounts import Accounts
 from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
-from potluck.hub.cluster import Cluster
+from potluck.hub.cluster import Cluster, new_replica_id
 from potluck.hub.cluster_cache import reload_shared
 from potluck.hub.cluster_limits import ClusterRateLimiter
+from potluck.hub.cluster_sweep import sweep_holds
 from potluck.hub.controls import parse_controls
 from potluck.hub.credits import Credits
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
 from potluck.hub.gate import AgentGate
 from potluck.hub.groups import Groups
 from potluck.hub.health import Health
+from potluck.hub.holds import HoldBook, LocalHoldBook, SharedHoldBook
 from potluck.hub.invites import Invites
 from potluck.hub.keys import Keys
 from potluck.hub.ledger import Ledger
@@ -157,12 +159,22 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         access.hub_aliases = settings.parsed_model_aliases()
         keys = await Keys.load(store, access)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
+        replica_id = new_replica_id() if settings.redis_url is not None else None
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
-        ledger, released = await Ledger.recover(
-            store.ledger, store.ledger.append, on_drop=lambda _txn: metrics.ledger_dropped.inc()
-        )
-        zeroed, rebuilt = await store.usage.reconcile_with_receipts()
+        on_drop = lambda _txn: metrics.ledger_dropped.inc()  # noqa: E731
+        if store.is_sqlite:
+            ledger, released = await Ledger.recover(store.ledger, store.ledger.append, on_drop=on_drop)
+            book: HoldBook = LocalHoldBook(ledger)
+        else:
+            # Replicas share the database: it decides every hold. Only this replica's own leftovers are
+            # released (another replica's open holds may be in flight; a dead one's are the sweeper's).
+            ledger = Ledger(store.ledger.append, on_drop=on_drop)
+            shared = SharedHoldBook(store.holds, replica_id=replica_id)
+            released, book = await shared.recover(), shared
+        # On PostgreSQL another replica's usage records and receipts may be in flight, so that crash repair
+        # belongs to whoever sweeps a dead replica, not to every start.
+        zeroed, rebuilt = await store.usage.reconcile_with_receipts() if store.is_sqlite else (0, 0)
         if released or zeroed or rebuilt:
             log.warning(
                 "recovered after an unclean stop: %d open holds released, %d usage records unbilled, %d rebuilt",
@@ -176,6 +188,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             access,
             scheduler,
             fee_percent=settings.platform_fee_percent,
+            holds=book,
         )
         for group in await store.groups.all():
             accounting.set_billing(group.id, GroupBilling.of(group))
@@ -201,7 +214,9 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 lease_s=settings.replica_lease_s,
                 credit_window=settings.credit_window,
                 on_invalidate=partial(reload_shared, store, access, keys, accounting, registry),
+                replica_id=replica_id,
             )
+            cluster.on_replica_dead = partial(sweep_holds, store.holds, clock)
             cluster.knows_agent = lambda agent_id: agent_id in access.agent_owner
         limiter: RateLimiter = MemoryRateLimiter(clock)
         if cluster is not None:
@@ -263,7 +278,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "schedules": partial(_run_periodic, 1.0, registry.apply_schedules),
                 "scheduler-poll": partial(_run_poll, registry, clock),
                 "usage-journal": journal.run,
-                "ledger": ledger.run,
+                "ledger": book.run,
                 "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
                 "connection-guard": guard.run,
                 **peer.cluster_loops(cluster, settings),
@@ -277,7 +292,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             if cluster is not None:
                 await cluster.close()
             await journal.close()
-            await ledger.close()
+            await book.close()
             await store.close()
 
     app.cleanup_ctx.append(lifecycle)

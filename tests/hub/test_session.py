@@ -619,7 +619,7 @@ async def test_shutting_down_dispatcher_refuses_new_requests() -> None:
     hub.attach("a")
     hub.owner.lifecycle.closing = True
     with pytest.raises(ShuttingDownError):
-        hub.owner.admit(hub.client_request())
+        await hub.owner.admit(hub.client_request())
     assert hub.dispatcher.in_flight == 0
 
 

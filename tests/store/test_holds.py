@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -18,6 +19,7 @@ from potluck.store.engine import MIGRATIONS_DIR, create_engine, head_revision
 from potluck.store.errors import ConflictError, SchemaOutdatedError
 from potluck.store.holds import settlement_entries
 from potluck.store.ledger import LedgerTxn, StoredReceipt
+from testing.postgres import PostgresServer
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -72,7 +74,7 @@ async def test_a_request_settled_by_two_replicas_at_once_is_paid_once_with_one_r
     signed = StoredReceipt("req_1", '{"request_id":"req_1"}', "sig", "alice", "bob", T0)
 
     settled = await asyncio.gather(
-        a.holds.settle("txn_s1", "req_1", 200, [("user:bob", 180), ("platform", 20)], T0, signed),
+        a.holds.settle("txn_s1", "req_1", 200, [("user:bob", 180), ("platform", 20)], T0, signed, held=("alice", 500)),
         b.holds.settle("txn_s2", "req_1", 200, [("user:bob", 180), ("platform", 20)], T0, signed),
         c.holds.release("txn_s3", "req_1", T0),
     )
@@ -115,6 +117,18 @@ def test_settlement_entries_cap_the_charge_and_return_the_rest_to_the_user() -> 
     assert charged == 10
     assert dict(entries) == {"hold:alice": -10, "user:bob": 7, "platform": 3}
     assert settlement_entries("alice", 0, 0, []) == ((("hold:alice", 0),), 0)
+
+
+async def test_a_settler_that_names_the_wrong_hold_changes_nothing(store: Store) -> None:
+    await store.holds.record(grant("txn_g", "alice", 1000))
+    assert await store.holds.hold("txn_h", "req_1", "alice", 100, T0)
+
+    assert not await store.holds.settle("txn_s1", "req_1", 50, [("platform", 50)], T0, held=("alice", 99))
+    assert not await store.holds.settle("txn_s2", "req_1", 50, [("platform", 50)], T0, held=("bob", 100))
+    assert await store.holds.balance("alice") == (900, 100)
+    assert await store.holds.settle("txn_s3", "req_1", 50, [("platform", 50)], T0, held=("alice", 100))
+    assert await store.holds.balance("alice") == (950, 0)
+    assert await store.audit.problems(allow_open_holds=False) == []
 
 
 async def test_a_second_hold_for_one_request_is_a_conflict_and_changes_nothing(store: Store) -> None:
@@ -177,12 +191,12 @@ async def test_the_audit_names_each_broken_invariant(store: Store, store_url: st
 # -- schema -------------------------------------------------------------------------------------
 
 
-def _upgrade_to(revision: str) -> object:
+def _upgrade_to(revision: str, *, down: bool = False) -> object:
     def run(connection: Connection) -> None:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+        (command.downgrade if down else command.upgrade)(cfg, revision)
 
     return run
 
@@ -212,6 +226,17 @@ async def test_migration_0011_gives_existing_accounts_their_balance_rows(empty_u
     finally:
         await store.close()
 
+    engine = create_engine(empty_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade_to("0009", down=True))  # type: ignore[arg-type]
+            tables = await conn.run_sync(lambda sync: sa_inspect(sync).get_table_names())
+            columns = await conn.run_sync(lambda sync: [c["name"] for c in sa_inspect(sync).get_columns("ledger_txns")])
+    finally:
+        await engine.dispose()
+    assert "ledger_accounts" not in tables
+    assert "replica_id" not in columns
+
 
 async def test_postgresql_is_migrated_only_on_request_and_sqlite_on_open(empty_url: str) -> None:
     if empty_url.startswith("sqlite"):
@@ -232,3 +257,43 @@ async def test_postgresql_is_migrated_only_on_request_and_sqlite_on_open(empty_u
     store = await Store.open(empty_url)
     assert await store.ping()
     await store.close()
+
+
+async def test_holds_and_settlements_go_on_after_a_postgresql_restart(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    store = await Store.open(postgres_url)
+    try:
+        await store.holds.record(grant("txn_g", "alice", 1000))
+        assert await store.holds.hold("txn_1", "req_1", "alice", 100, T0)  # the pools now hold live connections
+
+        postgres.restart()
+
+        assert await store.holds.hold("txn_2", "req_2", "alice", 100, T0)
+        assert await store.holds.settle("txn_3", "req_1", 10, [("platform", 10)], T0, held=("alice", 100))
+        assert await store.holds.balance("alice") == (890, 100)
+    finally:
+        await store.close()
+
+
+async def test_a_sweeper_finds_a_dead_replicas_open_holds_and_releases_each_once(replicas: list[Store]) -> None:
+    alive, dead, sweeper = replicas
+    await alive.holds.record(grant("txn_g", "alice", 1000))
+    assert await dead.holds.hold("txn_1", "req_1", "alice", 100, T0, replica_id="hub-b")
+    assert await dead.holds.hold("txn_2", "req_2", "alice", 200, T0 + timedelta(seconds=1), replica_id="hub-b")
+    assert await alive.holds.hold("txn_3", "req_3", "alice", 300, T0, replica_id="hub-a")
+    assert await dead.holds.settle("txn_4", "req_1", 50, [("platform", 50)], T0)  # finished before it died
+
+    orphans = await sweeper.holds.open_holds(replica_id="hub-b")
+    assert [(h.request_id, h.user_id, h.amount, h.replica_id) for h in orphans] == [("req_2", "alice", 200, "hub-b")]
+    assert [h.request_id for h in await sweeper.holds.open_holds(placed_before=T0 + timedelta(seconds=1))] == ["req_3"]
+
+    # The sweeper and a late settlement from the replica itself race: one of them wins, once.
+    released, late = await asyncio.gather(
+        sweeper.holds.release("txn_5", "req_2", T0, reason="replica hub-b died"),
+        dead.holds.settle("txn_6", "req_2", 200, [("platform", 200)], T0, held=("alice", 200)),
+    )
+    assert released != late
+    assert await sweeper.holds.open_holds(replica_id="hub-b") == []
+    assert await sweeper.audit.problems() == []
+    assert await sweeper.holds.balance("alice") == (650 if released else 450, 300)

@@ -201,7 +201,10 @@ async def test_the_unique_request_kind_constraint_refuses_a_second_settle_writte
     await sqlite_store.ledger.append([grant("txn_1", "alice", 10), hold("txn_2", "req_1", "alice", 5)])
     await sqlite_store.ledger.append([settle("txn_3", "req_1", "alice", 5, 5)])
     with sqlite3.connect(db_path) as conn, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        conn.execute("INSERT INTO ledger_txns VALUES ('txn_4', 'settle', 'req_1', NULL, '2030-01-01 00:00:00')")
+        conn.execute(
+            "INSERT INTO ledger_txns (id, kind, request_id, reason, created_at) "
+            "VALUES ('txn_4', 'settle', 'req_1', NULL, '2030-01-01 00:00:00')"
+        )
     conn.close()
     # Grants carry no request id and may repeat freely.
     await sqlite_store.ledger.append([grant("txn_5", "alice", 1), grant("txn_6", "alice", 1)])

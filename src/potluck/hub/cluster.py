@@ -100,6 +100,10 @@ def _raw(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
+async def _nothing(_replica_id: str) -> None:
+    return None
+
+
 def new_replica_id() -> str:
     return "r-" + secrets.token_hex(4)
 
@@ -152,6 +156,8 @@ class Cluster:
         self._forward_idle = asyncio.Event()
         self._cache_again = False
         self._reconciling = False
+        self.on_replica_dead: Callable[[str], Coroutine[Any, Any, object]] = _nothing
+        """Called (awaited) once a replica's lease is gone, before it is forgotten: the sweeper."""
         self.knows_agent: Callable[[str], bool] = lambda _agent_id: True
         """Whether the shared caches know an agent (one enrolled at another replica makes them reload)."""
         self.queue_depth: Callable[[], int] = lambda: registry.scheduler.queue_depth
@@ -315,7 +321,12 @@ class Cluster:
         self._reconcile()
 
     async def _sweep(self, replica_id: str) -> None:
-        log.info("replica %s is dead (no lease); removing its registrations", replica_id)
+        log.info("replica %s is dead (no lease); releasing its holds and removing its registrations", replica_id)
+        try:
+            await self.on_replica_dead(replica_id)
+        except Exception:
+            log.exception("sweeping dead replica %s failed; retrying at the next refresh", replica_id)
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
             _ = pipe.srem(PREFIX + "replicas", replica_id)
             _ = pipe.delete(PREFIX + "agents:" + replica_id)

@@ -19,9 +19,10 @@ from potluck.store.engine import (
 from potluck.store.errors import SchemaOutdatedError, StoreError
 from potluck.store.groups import GroupRepository
 from potluck.store.history import RequestHistoryRepository
-from potluck.store.holds import LedgerAudit, SharedHolds
+from potluck.store.holds import SharedHolds
 from potluck.store.keys import KeyRepository
 from potluck.store.ledger import LedgerRepository
+from potluck.store.ledger_audit import LedgerAudit
 from potluck.store.reports import ReportRepository
 from potluck.store.usage import UsageRepository
 from potluck.store.users import UserRepository
@@ -32,6 +33,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = async_url(url)
+        self.is_sqlite = is_sqlite(self.url)
         self._engine = create_engine(self.url)
         self.keys = KeyRepository(self._engine)
         self.aliases = AliasRepository(self._engine)
@@ -43,12 +45,11 @@ class Store:
         self.billing = BillingRepository(self._engine)
         self.reports = ReportRepository(self._engine)
         self.history = RequestHistoryRepository(self._engine)
-        self.holds = SharedHolds(self._engine)
+        # Holds are on the admission path of every credits request: their own pool skips the pre-ping
+        # round trip and retries once on a connection a restart broke instead (store/holds.py).
+        self._holds_engine = self._engine if self.is_sqlite else create_engine(self.url, pre_ping=False)
+        self.holds = SharedHolds(self._engine, self._holds_engine)
         self.audit = LedgerAudit(self._engine)
-
-    @property
-    def is_sqlite(self) -> bool:
-        return is_sqlite(self.url)
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool | None = None) -> Store:
@@ -88,4 +89,6 @@ class Store:
         return True
 
     async def close(self) -> None:
+        if self._holds_engine is not self._engine:
+            await self._holds_engine.dispose()
         await self._engine.dispose()

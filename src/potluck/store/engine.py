@@ -46,7 +46,9 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pre_ping: bool = True) -> AsyncEngine:
+    """An engine for the URL. ``pre_ping`` checks each pooled PostgreSQL connection before use (one round
+    trip), so one that a server restart broke is replaced instead of failing a statement."""
     url = async_url(url)
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -65,7 +67,7 @@ def create_engine(url: str) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(url, pool_pre_ping=pre_ping)
 
 
 def _alembic_config(connection: Connection) -> Config:

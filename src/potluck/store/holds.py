@@ -14,27 +14,29 @@ and the database decides:
   A second settle of the same request (another replica, the sweeper, a retry) changes nothing.
 
 Amounts are micro-credits; accounts as in store/ledger.py. Balance rows are always the sum of the
-account's entries (`LedgerAudit` checks it).
+account's entries (store/ledger_audit.py checks it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 
-from sqlalchemy import and_, exists, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, exists, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck.store.errors import ConflictError
 from potluck.store.ledger import (
     HOLD_PREFIX,
-    USER_PREFIX,
     LedgerTxn,
     StoredReceipt,
     add_to_accounts,
     check_txn,
     hold_account,
+    lock_order,
     upsert,
     user_account,
 )
@@ -49,8 +51,9 @@ WITH debit AS (
     WHERE account = CAST(:user_account AS VARCHAR) AND balance >= CAST(:amount AS BIGINT)
     RETURNING account
 ), txn AS (
-    INSERT INTO ledger_txns (id, kind, request_id, reason, created_at)
-    SELECT CAST(:txn_id AS VARCHAR), 'hold', CAST(:request_id AS VARCHAR), NULL, CAST(:at AS TIMESTAMPTZ)
+    INSERT INTO ledger_txns (id, kind, request_id, reason, created_at, replica_id)
+    SELECT CAST(:txn_id AS VARCHAR), 'hold', CAST(:request_id AS VARCHAR), NULL, CAST(:at AS TIMESTAMPTZ),
+           CAST(:replica_id AS VARCHAR)
     WHERE EXISTS (SELECT 1 FROM debit) OR CAST(:amount AS BIGINT) = 0
     RETURNING id
 ), entries AS (
@@ -65,6 +68,65 @@ WITH debit AS (
 SELECT count(*) FROM txn
 """
 )
+
+# One round trip, for a settler that knows the hold (the replica that placed it): the settle transaction
+# goes in only if that exact hold exists and the request has no settle yet (ON CONFLICT: a concurrent
+# settler waits on the unique index, then inserts nothing); its entries, balance changes and receipt
+# follow only from the row that went in. Balance rows are locked in `lock_order`, as every writer does.
+_PG_SETTLE = text(
+    """
+WITH txn AS (
+    INSERT INTO ledger_txns (id, kind, request_id, reason, created_at)
+    SELECT CAST(:txn_id AS VARCHAR), 'settle', CAST(:request_id AS VARCHAR), CAST(:reason AS TEXT),
+           CAST(:at AS TIMESTAMPTZ)
+    WHERE EXISTS (
+        SELECT 1 FROM ledger_txns h JOIN ledger_entries e ON e.txn_id = h.id
+        WHERE h.request_id = CAST(:request_id AS VARCHAR) AND h.kind = 'hold'
+          AND e.account = CAST(:hold_account AS VARCHAR) AND e.amount = CAST(:held AS BIGINT)
+    )
+    ON CONFLICT (request_id, kind) DO NOTHING
+    RETURNING id
+), moves AS (
+    SELECT v.account, v.amount, v.n
+    FROM unnest(CAST(:accounts AS VARCHAR[]), CAST(:amounts AS BIGINT[])) WITH ORDINALITY AS v(account, amount, n)
+), entries AS (
+    INSERT INTO ledger_entries (txn_id, account, amount)
+    SELECT txn.id, moves.account, moves.amount FROM txn, moves ORDER BY moves.n
+), balances AS (
+    INSERT INTO ledger_accounts (account, balance)
+    SELECT moves.account, moves.amount FROM txn, moves WHERE moves.amount <> 0 ORDER BY moves.n
+    ON CONFLICT (account) DO UPDATE SET balance = ledger_accounts.balance + EXCLUDED.balance
+), receipt AS (
+    INSERT INTO receipts (request_id, payload, signature, consumer_id, owner_id, created_at)
+    SELECT CAST(:request_id AS VARCHAR), CAST(:payload AS TEXT), CAST(:signature AS VARCHAR),
+           CAST(:consumer_id AS VARCHAR), CAST(:owner_id AS VARCHAR), CAST(:receipt_at AS TIMESTAMPTZ)
+    FROM txn WHERE CAST(:has_receipt AS BOOLEAN)
+    ON CONFLICT (request_id) DO NOTHING
+)
+SELECT count(*) FROM txn
+"""
+)
+
+# A statement on a pooled connection that a server restart broke fails before it reaches the server;
+# the pool is then invalidated, and one more try runs on a fresh connection.
+_TRIES = 2
+
+
+class Replicas(Enum):
+    """Which replicas' holds `SharedHolds.open_holds` lists, beside one replica id (or None: a single hub's)."""
+
+    ANY = "any"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaHold:
+    """An open hold and the replica that placed it (None: a single hub's)."""
+
+    request_id: str
+    user_id: str
+    amount: int
+    created_at: datetime
+    replica_id: str | None
 
 
 def settlement_entries(
@@ -92,26 +154,45 @@ def settlement_entries(
 class SharedHolds:
     """Holds, settlements and grants as database transactions; see the module docstring."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, hot: AsyncEngine | None = None) -> None:
+        """``hot`` (default: ``engine``) carries holds and settlements: a pool without the pre-ping round trip
+        (they retry once on a broken connection instead); grants and reads go through ``engine``."""
         self._engine = engine
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._hot = hot or engine
+        self._autocommit = self._hot.execution_options(isolation_level="AUTOCOMMIT")
+        self._postgres = engine.dialect.name == "postgresql"
 
-    async def hold(self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime) -> bool:
+    async def hold(
+        self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime, replica_id: str | None = None
+    ) -> bool:
         """Move ``amount`` from the user's spendable credits to their hold for the request; False (and no
-        change) if the balance does not cover it. ConflictError if the request already has a hold."""
+        change) if the balance does not cover it. ConflictError if the request already has a hold.
+        ``replica_id`` names the hub replica placing it (see `open_holds`)."""
         if amount < 0:
             raise ValueError(f"a hold cannot be negative ({amount})")
         check_txn(_hold_txn(txn_id, request_id, user_id, amount, at))
-        try:
-            if self._engine.dialect.name == "postgresql":
-                return await self._hold_in_one_statement(txn_id, request_id, user_id, amount, at)
-            async with self._engine.begin() as conn:
-                return await _hold(conn, txn_id, request_id, user_id, amount, at)
-        except IntegrityError as exc:
-            raise ConflictError(f"request {request_id} already has a hold") from exc
+        for attempt in range(_TRIES):
+            try:
+                if self._postgres:
+                    return await self._hold_in_one_statement(txn_id, request_id, user_id, amount, at, replica_id)
+                async with self._hot.begin() as conn:
+                    return await _hold(conn, txn_id, request_id, user_id, amount, at, replica_id)
+            except IntegrityError as exc:
+                if attempt and await self._stored(txn_id):
+                    return True  # the try that lost its connection had placed it after all
+                raise ConflictError(f"request {request_id} already has a hold") from exc
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or attempt == _TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stored(self, txn_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            found = await conn.execute(select(ledger_txns.c.id).where(ledger_txns.c.id == txn_id))
+            return found.first() is not None
 
     async def _hold_in_one_statement(
-        self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime
+        self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime, replica_id: str | None
     ) -> bool:
         params = {
             "amount": amount,
@@ -120,6 +201,7 @@ class SharedHolds:
             "txn_id": txn_id,
             "request_id": request_id,
             "at": at,
+            "replica_id": replica_id,
         }
         async with self._autocommit.connect() as conn:
             placed = (await conn.execute(_PG_HOLD, params)).scalar_one()
@@ -134,17 +216,81 @@ class SharedHolds:
         at: datetime,
         receipt: StoredReceipt | None = None,
         reason: str | None = None,
+        *,
+        held: tuple[str, int] | None = None,
     ) -> bool:
         """Close the request's hold: ``payouts`` (summing to ``charge``, capped at the hold) out of it, the rest
         back to the user, and the receipt stored with it. False, and no change, if the request has no hold
-        or is already settled (by anyone): a request is settled exactly once."""
+        or is already settled (by anyone): a request is settled exactly once.
+
+        ``held`` is the hold's (user_id, amount) when the caller placed it; on PostgreSQL the settlement is
+        then one statement (it still changes nothing unless exactly that hold is stored)."""
         if charge < 0 or any(amount < 0 for _, amount in payouts) or sum(a for _, a in payouts) != charge:
             raise ValueError(f"request {request_id}: payouts {payouts} must be non-negative and sum to {charge}")
-        async with self._engine.begin() as conn:
+        for attempt in range(_TRIES):
+            try:
+                if self._postgres and held is not None:
+                    return await self._settle_in_one_statement(
+                        txn_id, request_id, charge, payouts, at, receipt, reason, held
+                    )
+                return await self._settle(txn_id, request_id, charge, payouts, at, receipt, reason, held)
+            except DBAPIError as exc:
+                # Safe to repeat: a settlement that did go in makes the repeat change nothing.
+                if not exc.connection_invalidated or attempt == _TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _settle_in_one_statement(
+        self,
+        txn_id: str,
+        request_id: str,
+        charge: int,
+        payouts: Sequence[tuple[str, int]],
+        at: datetime,
+        receipt: StoredReceipt | None,
+        reason: str | None,
+        held: tuple[str, int],
+    ) -> bool:
+        user_id, amount = held
+        entries, _charged = settlement_entries(user_id, amount, charge, payouts)
+        check_txn(LedgerTxn(txn_id, "settle", request_id, reason, at, entries))
+        moves = sorted(entries, key=lambda e: lock_order(e[0]))
+        params = {
+            "txn_id": txn_id,
+            "request_id": request_id,
+            "reason": reason,
+            "at": at,
+            "hold_account": hold_account(user_id),
+            "held": amount,
+            "accounts": [acct for acct, _ in moves],
+            "amounts": [value for _, value in moves],
+            "has_receipt": receipt is not None,
+            "payload": receipt.payload if receipt else None,
+            "signature": receipt.signature if receipt else None,
+            "consumer_id": receipt.consumer_id if receipt else None,
+            "owner_id": receipt.owner_id if receipt else None,
+            "receipt_at": receipt.created_at if receipt else None,
+        }
+        async with self._autocommit.connect() as conn:
+            settled = (await conn.execute(_PG_SETTLE, params)).scalar_one()
+        return bool(settled)
+
+    async def _settle(
+        self,
+        txn_id: str,
+        request_id: str,
+        charge: int,
+        payouts: Sequence[tuple[str, int]],
+        at: datetime,
+        receipt: StoredReceipt | None,
+        reason: str | None,
+        held: tuple[str, int] | None,
+    ) -> bool:
+        async with self._hot.begin() as conn:
             found = await _held(conn, request_id)
-            if found is None:
+            if found is None or (held is not None and found != held):
                 return False
-            user_id, held = found
+            user_id, amount = found
             stmt = upsert(conn, ledger_txns)
             inserted = await conn.execute(
                 stmt.values(id=txn_id, kind="settle", request_id=request_id, reason=reason, created_at=at)
@@ -153,7 +299,7 @@ class SharedHolds:
             )
             if inserted.first() is None:
                 return False
-            entries, _charged = settlement_entries(user_id, held, charge, payouts)
+            entries, _charged = settlement_entries(user_id, amount, charge, payouts)
             check_txn(LedgerTxn(txn_id, "settle", request_id, reason, at, entries))
             await _write_entries(conn, txn_id, entries)
             if receipt is not None:
@@ -186,6 +332,38 @@ class SharedHolds:
             )
             await _write_entries(conn, txn.id, txn.entries)
 
+    async def open_holds(
+        self, replica_id: str | Replicas | None = Replicas.ANY, placed_before: datetime | None = None
+    ) -> list[ReplicaHold]:
+        """Holds with no settlement yet, oldest first: those ``replica_id`` placed (None: a single hub's,
+        placed without a replica id; `Replicas.ANY`: all), and/or placed before ``placed_before``. A
+        sweeper releases a dead replica's with `release` (exactly once, even if the replica's own
+        settlement races it)."""
+        t, e = ledger_txns.c, ledger_entries.c
+        settled = ledger_txns.alias("settled")
+        query = (
+            select(t.request_id, e.account, e.amount, t.created_at, t.replica_id)
+            .join_from(ledger_txns, ledger_entries, e.txn_id == t.id)
+            .where(
+                t.kind == "hold",
+                e.account.startswith(HOLD_PREFIX),
+                ~exists().where(and_(settled.c.request_id == t.request_id, settled.c.kind == "settle")),
+            )
+            .order_by(t.created_at, t.id)
+        )
+        if replica_id is None:
+            query = query.where(t.replica_id.is_(None))
+        elif isinstance(replica_id, str):
+            query = query.where(t.replica_id == replica_id)
+        if placed_before is not None:
+            query = query.where(t.created_at < placed_before)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            ReplicaHold(str(rid), str(acct)[len(HOLD_PREFIX) :], int(amount), at, replica)
+            for rid, acct, amount, at, replica in rows
+        ]
+
     async def balance(self, user_id: str) -> tuple[int, int]:
         """(spendable, held) micro-credits of a user, as the database has them now."""
         wanted = (user_account(user_id), hold_account(user_id))
@@ -203,7 +381,15 @@ def _hold_txn(txn_id: str, request_id: str, user_id: str, amount: int, at: datet
     )
 
 
-async def _hold(conn: AsyncConnection, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime) -> bool:
+async def _hold(
+    conn: AsyncConnection,
+    txn_id: str,
+    request_id: str,
+    user_id: str,
+    amount: int,
+    at: datetime,
+    replica_id: str | None,
+) -> bool:
     """The portable hold: a conditional debit first (it takes the write lock), then the rest."""
     if amount:
         debited = await conn.execute(
@@ -214,7 +400,9 @@ async def _hold(conn: AsyncConnection, txn_id: str, request_id: str, user_id: st
         if debited.rowcount != 1:
             return False
     txn = _hold_txn(txn_id, request_id, user_id, amount, at)
-    await conn.execute(insert(ledger_txns).values(id=txn_id, kind="hold", request_id=request_id, created_at=at))
+    await conn.execute(
+        insert(ledger_txns).values(id=txn_id, kind="hold", request_id=request_id, created_at=at, replica_id=replica_id)
+    )
     await conn.execute(
         insert(ledger_entries), [{"txn_id": txn_id, "account": acct, "amount": amt} for acct, amt in txn.entries]
     )
@@ -245,82 +433,3 @@ async def _write_entries(conn: AsyncConnection, txn_id: str, entries: Sequence[t
     for acct, amount in entries:
         deltas[acct] = deltas.get(acct, 0) + amount
     await add_to_accounts(conn, deltas)
-
-
-class LedgerAudit:
-    """The ledger's invariants, checked against the database (after a test, a crash, a replica's death)."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    async def problems(self, *, allow_open_holds: bool = True) -> list[str]:
-        """Every broken invariant, in words; empty when the ledger is sound:
-
-        every transaction has entries that sum to zero; each account's balance row is the sum of its
-        entries; no ``user:`` or ``hold:`` account is below zero; each ``hold:<user>`` balance is the sum
-        of that user's open holds; no request is settled twice or settled without a hold; every receipt
-        belongs to a settlement; and, unless ``allow_open_holds``, no hold is left open.
-        """
-        t, e, a = ledger_txns.c, ledger_entries.c, ledger_accounts.c
-        found: list[str] = []
-        async with self._engine.connect() as conn:
-            unbalanced = await conn.execute(
-                select(e.txn_id, func.sum(e.amount)).group_by(e.txn_id).having(func.sum(e.amount) != 0)
-            )
-            found += [f"transaction {txn} sums to {total}, not 0" for txn, total in unbalanced.all()]
-            empty = await conn.execute(select(t.id).where(~exists().where(e.txn_id == t.id)).order_by(t.id))
-            found += [f"transaction {txn} has no entries" for txn in empty.scalars()]
-            sums = {
-                str(acct): int(total)
-                for acct, total in await conn.execute(select(e.account, func.sum(e.amount)).group_by(e.account))
-            }
-            rows = {str(acct): int(bal) for acct, bal in await conn.execute(select(a.account, a.balance))}
-            for acct in sorted(sums.keys() | rows.keys()):
-                if sums.get(acct, 0) != rows.get(acct, 0):
-                    found.append(
-                        f"account {acct}: balance row {rows.get(acct)} but its entries sum to {sums.get(acct, 0)}"
-                    )
-                if acct.startswith((USER_PREFIX, HOLD_PREFIX)) and sums.get(acct, 0) < 0:
-                    found.append(f"account {acct} is below zero: {sums[acct]}")
-            twice = await conn.execute(
-                select(t.request_id, func.count())
-                .where(t.kind == "settle")
-                .group_by(t.request_id)
-                .having(func.count() > 1)
-            )
-            found += [f"request {rid} is settled {n} times" for rid, n in twice.all()]
-            holds = ledger_txns.alias("holds")
-            orphan = await conn.execute(
-                select(t.request_id).where(
-                    t.kind == "settle",
-                    ~exists().where(and_(holds.c.request_id == t.request_id, holds.c.kind == "hold")),
-                )
-            )
-            found += [f"request {rid} is settled without a hold" for rid in orphan.scalars()]
-            settles = ledger_txns.alias("settles")
-            unsettled_receipts = await conn.execute(
-                select(receipts.c.request_id).where(
-                    ~exists().where(and_(settles.c.request_id == receipts.c.request_id, settles.c.kind == "settle"))
-                )
-            )
-            found += [f"receipt {rid} has no settlement" for rid in unsettled_receipts.scalars()]
-            open_rows = await conn.execute(
-                select(t.request_id, e.account, e.amount)
-                .join_from(ledger_txns, ledger_entries, e.txn_id == t.id)
-                .where(
-                    t.kind == "hold",
-                    e.account.startswith(HOLD_PREFIX),
-                    ~exists().where(and_(settles.c.request_id == t.request_id, settles.c.kind == "settle")),
-                )
-            )
-            open_by_account: dict[str, int] = {}
-            for rid, acct, amount in open_rows.all():
-                open_by_account[str(acct)] = open_by_account.get(str(acct), 0) + int(amount)
-                if not allow_open_holds:
-                    found.append(f"request {rid} still holds {amount} of {acct}")
-        for acct in sorted({k for k in sums if k.startswith(HOLD_PREFIX)} | open_by_account.keys()):
-            if sums.get(acct, 0) != open_by_account.get(acct, 0):
-                found.append(
-                    f"account {acct} is {sums.get(acct, 0)} but its open holds add up to {open_by_account.get(acct, 0)}"
-                )
-        return found

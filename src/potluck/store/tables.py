@@ -232,6 +232,8 @@ ledger_txns = Table(
     Column("request_id", String(40), nullable=True),
     Column("reason", Text, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    # The hub replica that placed a hold (NULL for a single hub): a dead replica's holds are found by it.
+    Column("replica_id", String(64), nullable=True),
     # The last line of defence against charging a request twice (NULL request ids do not collide).
     UniqueConstraint("request_id", "kind", name="uq_ledger_txns_request_kind"),
 )

@@ -1,5 +1,6 @@
 """Ledger account balances as rows: the sum of each account's entries, kept in the same transaction as the
-entries, so hub replicas sharing one PostgreSQL can place a credit hold with one conditional UPDATE.
+entries, so hub replicas sharing one PostgreSQL can place a credit hold with one conditional UPDATE; and
+the replica that placed each hold, so the holds of a replica that died can be found and released.
 
 Revision ID: 0011
 Revises: 0009
@@ -27,7 +28,11 @@ def upgrade() -> None:
         "INSERT INTO ledger_accounts (account, balance) "
         "SELECT account, SUM(amount) FROM ledger_entries GROUP BY account"
     )
+    # A plain ALTER on both backends: SQLite's batch mode would rebuild ledger_txns, which ledger_entries
+    # references, and foreign keys are on.
+    op.add_column("ledger_txns", sa.Column("replica_id", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE ledger_txns DROP COLUMN replica_id")  # SQLite >= 3.35 and PostgreSQL alike
     op.drop_table("ledger_accounts")
