@@ -5,16 +5,20 @@ load balancer within 10 s. A Redis restart costs no request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
+from potluck.store.database import Store
 from testing.balancer import Balancer
 from testing.fake_backend import FakeBackend
 from testing.postgres import PostgresServer
@@ -25,6 +29,7 @@ from tests.cluster.conftest import Cluster
 pytestmark = pytest.mark.slow
 
 REHOME_S = 10.0
+PASSWORD = "a long password"
 
 
 @pytest.fixture
@@ -201,3 +206,77 @@ async def test_a_redis_restart_and_a_draining_replica_cost_no_request(three: tup
     assert await asyncio.to_thread(
         HubProcess.wait_for, lambda: all(_chat(h, key, model)[0] == 200 for h in (a, late)), REHOME_S
     )
+
+
+@pytest.mark.timeout(150)  # about 30 s alone; more on a busy machine
+async def test_a_dead_replicas_credit_holds_are_swept_and_the_ledger_stays_whole(
+    three: tuple[Cluster, Balancer],
+) -> None:
+    cluster, _balancer = three
+    a, b, c = cluster.hubs
+    model = cluster.model("paid")
+    backend, url = cluster.backend(model, hang=True)
+    bob, alice = Member(cluster, b), Member(cluster, b)
+    group = bob.create("/api/groups", {"name": "market"})["id"]
+    billing = {"billing": "credits", "min_price_per_mtok": 1, "max_price_per_mtok": 5000, "max_tokens_cap": 64}
+    assert bob.call("PATCH", f"/api/groups/{group}", billing)[0] == 200
+    agent_id = bob.agent(url, cluster.root / "bob-gpu")
+    assert bob.call("POST", f"/api/agents/{agent_id}/groups", {"group_id": group})[0] == 200
+    prices = {model: {"input_per_mtok": 100.0, "output_per_mtok": 1000.0}}
+    assert bob.call("PUT", f"/api/agents/{agent_id}/prices", prices)[0] == 200
+    code = bob.create(f"/api/groups/{group}/invites", {"max_uses": 5, "expires_in_s": 600})["code"]
+    assert alice.call("POST", "/api/invites/redeem", {"code": code})[0] == 200
+    key = alice.create("/api/keys", {"name": "alice"})["key"]
+    me = alice.call("GET", "/api/me")[1]["id"]
+    assert b.admin("POST", "/admin/credits", {"user_id": me, "amount": 1.0, "reason": "test"})[0] == 201
+    assert await asyncio.to_thread(HubProcess.wait_for, lambda: model in _models(a, key), 5)
+
+    # A request at a holds alice's credits (in the database, tagged with a's replica id), then a dies.
+    body = {"model": model, "messages": [{"role": "user", "content": "x"}], "max_tokens": 8}
+    pending = asyncio.ensure_future(asyncio.to_thread(http_json, "POST", a.url + "/v1/chat/completions", body, key))
+    assert await backend.wait_for_async(lambda: any(r.path == "/v1/chat/completions" for r in backend.records), 5)
+    assert alice.call("GET", "/api/balance")[1]["held_micro"] > 0
+    a.kill()
+    with contextlib.suppress(OSError):
+        await pending
+
+    # Within a lease or two, a surviving replica releases it: every credit back, nothing settled twice.
+    def swept() -> bool:
+        balance = alice.call("GET", "/api/balance")[1]
+        return bool(balance["held_micro"] == 0 and balance["balance_micro"] == 1_000_000)
+
+    assert await asyncio.to_thread(HubProcess.wait_for, swept, 10)
+    store = await Store.open(cluster.database_url)
+    try:
+        assert await store.audit.problems(allow_open_holds=False) == []
+    finally:
+        await store.close()
+    assert c.proc.poll() is None
+
+
+class Member:
+    """A user of the cluster, driven through the user API of one replica."""
+
+    def __init__(self, cluster: Cluster, hub: HubProcess) -> None:
+        self.cluster, self.hub = cluster, hub
+        name = f"u{uuid.uuid4().hex[:8]}"
+        assert hub.admin("POST", "/admin/users", {"username": name, "password": PASSWORD})[0] == 201
+        status, login, _ = http_json("POST", hub.url + "/api/login", {"username": name, "password": PASSWORD})
+        assert status == 200
+        self.token = str(login["token"])
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        status, data, _ = http_json(method, self.hub.url + path, body, self.token)
+        return status, data
+
+    def create(self, path: str, body: Any) -> dict[str, Any]:
+        status, data = self.call("POST", path, body)
+        assert status in (200, 201), data
+        return data
+
+    def agent(self, backend_url: str, root: Path) -> str:
+        name = root.name
+        token = self.create("/api/agent-tokens", {"name": name})["token"]
+        agent = AgentProcess(self.hub, root, [backend_url], name=name, token=token)
+        self.cluster.agents.append(agent)
+        return str(self.hub.wait_agent(name)["id"])
