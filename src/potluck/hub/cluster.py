@@ -150,6 +150,8 @@ class Cluster:
         """Outbound peer links that are up, by the replica they reach."""
         self.inbound: dict[str, InboundLink] = {}
         self._dirty: set[str] = set()
+        self._published: dict[str, AgentEntry] = {}
+        """What was last published per local agent, load aside."""
         self._wake = asyncio.Event()
         self._invalidate = asyncio.Event()
         self._cache_reload: asyncio.Task[None] | None = None
@@ -219,13 +221,16 @@ class Cluster:
             await asyncio.sleep(RETRY_S)
 
     async def _publish(self) -> None:
+        """Agent changes as they happen (only what others place by: models, capacity, draining); loads and
+        the lease on a fixed cadence, so a busy replica costs Redis the same as an idle one."""
         interval = self.lease_s / 3
         await self._renew()
         await self._publish_all()
         last_loads: dict[str, int] = {}
+        next_beat = self.clock.now() + interval
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(max(0.0, next_beat - self.clock.now())):
                     await self._wake.wait()
             self._wake.clear()
             if self._invalidate.is_set():
@@ -234,6 +239,9 @@ class Cluster:
             dirty, self._dirty = self._dirty, set()
             for agent_id in dirty:
                 await self._publish_agent(agent_id)
+            if self.clock.now() < next_beat:
+                continue
+            next_beat = self.clock.now() + interval
             loads = {a: len(s.streams) for a, s in self._local().items()}
             if loads != last_loads:
                 last_loads = loads
@@ -255,6 +263,7 @@ class Cluster:
 
     async def _publish_all(self) -> None:
         """Our whole entry set, replacing what Redis held (after an outage or a Redis restart)."""
+        self._published.clear()
         key = PREFIX + "agents:" + self.replica_id
         entries = {a: _encode(self._entry(s)) for a, s in self._local().items()}
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -269,10 +278,15 @@ class Cluster:
         key = PREFIX + "agents:" + self.replica_id
         session = self._local().get(agent_id)
         if session is None:
+            self._published.pop(agent_id, None)
             await self.redis.hdel(key, agent_id)
             event = Event(EventKind.LEFT, self.replica_id, agent_id=agent_id)
         else:
             entry = self._entry(session)
+            placement = msgspec.structs.replace(entry, in_flight=0)
+            if self._published.get(agent_id) == placement:
+                return  # only its load changed: that goes out with the next LOAD event
+            self._published[agent_id] = placement
             await self.redis.hset(key, agent_id, _encode(entry))
             event = Event(EventKind.AGENT, self.replica_id, agent=entry)
         await self.redis.publish(EVENTS, _encode(event))
