@@ -8,7 +8,10 @@ on replica B and the fake backend, then drives closed-loop load with bench/relay
 - ``chunks``: paced streams (40 chunks 10 ms apart, c=64) through A: CPU per relayed chunk on A (the
   forwarding replica) and on B, from /proc, next to the same load through B alone;
 - ``rps``: non-streaming requests at c=64 against one replica, then split over two replicas (an agent on
-  each): requests per second.
+  each): requests per second;
+- ``rehome`` (``--rehome N``): three replicas behind testing/balancer.py, an agent dialing the balancer;
+  N times the replica holding the agent is killed (SIGKILL) and a new one started: seconds from the kill
+  until a request at a surviving replica is served by the agent again (p50 and max).
 
 Run: ``python bench/cluster.py [--duration S]``; prints a table and writes bench/results/cluster.json.
 Numbers from a shared, loaded machine are indicative only: compare rows of one run, not runs.
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.relaybench.loadgen import LoadResult, LoadSpec, run_load
 from bench.relaybench.machine import proc_cpu_s
+from testing.balancer import Balancer
 from testing.fake_backend import BackgroundServer, FakeBackend
 from testing.postgres import PostgresServer
 from testing.processes import AgentProcess, HubProcess, http_json
@@ -87,6 +91,7 @@ def _cpu(hubs: list[HubProcess]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--rehome", type=int, default=5, help="replica kills to time (0: none)")
     args = parser.parse_args()
     duration: float = args.duration
     results: dict[str, Any] = {}
@@ -186,11 +191,68 @@ def main() -> None:
                     agent.stop()
                 for hub in hubs:
                     hub.stop()
+            if args.rehome:
+                results.update(_rehome(root / "rehome", redis, database, server.url, args.rehome))
     out = Path(__file__).parent / "results" / "cluster.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     for name, value in results.items():
         print(f"{name:40} {value}")
+
+
+def _rehome(root: Path, redis: RedisServer, database: str, backend_url: str, kills: int) -> dict[str, Any]:
+    """Seconds from killing the agent's replica to the agent serving again through a survivor."""
+    common: tuple[str, ...] = ("--redis-url", redis.url, "--cluster-secret", SECRET, "--database-url", database)
+    common += ("--replica-lease-s", "1.5", "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
+    hubs = [HubProcess(root / f"hub-{i}", *common) for i in range(3)]
+    born = len(hubs)
+    balancer = Balancer([_address(h.url) for h in hubs]).start()
+    agent = AgentProcess(
+        hubs[0],
+        root / "agent",
+        [backend_url],
+        name="mover",
+        token=hubs[0].create_agent_token("mover"),
+        extra=("--hub", balancer.url),
+    )
+    key = hubs[0].create_key("rehome")
+    times: list[float] = []
+    try:
+        for _ in range(kills):
+            if not HubProcess.wait_for(lambda hubs=hubs: any(_holds(h, "mover") for h in hubs), 30):
+                raise RuntimeError("the agent never connected")
+            holder = next(h for h in hubs if _holds(h, "mover"))
+            holder.kill()
+            killed = time.monotonic()
+            survivors = [h for h in hubs if h is not holder]
+            url = survivors[0].url + "/v1/chat/completions"
+            if not HubProcess.wait_for(lambda url=url: http_json("POST", url, _body(), key)[0] == 200, 30):
+                raise RuntimeError("the agent did not serve again within 30 s")
+            times.append(time.monotonic() - killed)
+            holder.stop()
+            hubs = [*survivors, HubProcess(root / f"hub-{born}", *common)]
+            born += 1
+            balancer.upstreams = [_address(h.url) for h in hubs]
+    finally:
+        agent.stop()
+        for hub in hubs:
+            hub.stop()
+        balancer.stop()
+    return {"rehome_s_p50": round(statistics.median(times), 2), "rehome_s_max": round(max(times), 2), "kills": kills}
+
+
+def _holds(hub: HubProcess, name: str) -> bool:
+    """Whether the agent's tunnel is at this replica (not a proxy of another's)."""
+    status, view = hub.admin("GET", "/admin/cluster")
+    if status != 200:
+        return False
+    mine = next(r for r in view["replicas"] if r["id"] == view["replica"])
+    return any(a["name"] == name for a in mine["agents"])
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return str(parts.hostname), int(parts.port or 0)
 
 
 def _body(*, stream: bool = False, fake: dict[str, Any] | None = None) -> dict[str, Any]:
