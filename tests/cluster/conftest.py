@@ -29,16 +29,31 @@ CLUSTER_SECRET = "test-cluster-secret"
 FAST_ARGS = ("--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5", "--replica-lease-s", "1.5")
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """A Redis server for this module (skipped only outside CI when redis-server is not installed)."""
+def start_redis() -> RedisServer:
+    """A started Redis server (skips only outside CI when redis-server is not installed)."""
     try:
         server = RedisServer()
     except RedisUnavailableError as exc:
         if IN_CI:
             pytest.fail(f"CI=true and Redis is missing: {exc}")
         pytest.skip(str(exc))
-    server.start()
+    return server.start()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The Redis server of this test process's shared cluster."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis server for one test alone (one that stops, restarts or kills things)."""
+    server = start_redis()
     try:
         yield server
     finally:
@@ -131,14 +146,15 @@ class Cluster:
         self._stack.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster(
     redis_server: RedisServer,
     postgres: PostgresServer,
     postgres_template: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Cluster]:
-    """Three replicas sharing one PostgreSQL database and one Redis: started once per module."""
+    """Three replicas sharing one PostgreSQL database and one Redis: started once per test process, shared by
+    the tests that leave them as they found them (each uses models and users of its own)."""
     root = tmp_path_factory.mktemp("cluster")
     made = Cluster(root, redis_server, postgres.create_database(template=postgres_template))
     try:

@@ -34,11 +34,10 @@ PASSWORD = "a long password"
 
 @pytest.fixture
 def three(
-    redis_server: RedisServer, postgres: PostgresServer, postgres_template: str, tmp_path: Path
+    own_redis: RedisServer, postgres: PostgresServer, postgres_template: str, tmp_path: Path
 ) -> Iterator[tuple[Cluster, Balancer]]:
     """Three replicas of their own (this test kills one) and a balancer in front of them, replica 1 first."""
-    redis_server.flush()
-    made = Cluster(tmp_path, redis_server, postgres.create_database(template=postgres_template))
+    made = Cluster(tmp_path, own_redis, postgres.create_database(template=postgres_template))
     try:
         for _ in range(3):
             made.replica()
