@@ -121,6 +121,10 @@ def test_admin_cluster_lists_every_replica_its_agents_and_links(cluster: Cluster
     samples = [line for line in metrics.splitlines() if line and not line.startswith("#")]
     assert samples
     assert all(f'replica="{view["replica"]}"' in line for line in samples)
+    # A peer link needs the cluster secret (its derived key): anything else is refused before the upgrade.
+    status, refused, _ = http_json("GET", cluster.hubs[0].url + "/cluster/peer", None, "not-the-derived-key")
+    assert status == 401
+    assert refused["error"]["code"] == "invalid_api_key"
 
 
 def test_a_key_revoked_at_one_replica_is_refused_by_the_others_within_a_second(cluster: Cluster) -> None:
