@@ -33,16 +33,26 @@ async def reload_shared(
     prices = await store.billing.prices()
     # Swapped in one step, with no await in between: a request sees the old view or the new one.
     access.user_groups = user_groups
-    access.agent_groups = agent_groups
     access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in everyone}
     access.usernames = {u.id: u.username for u in everyone}
     access.admins = {u.id for u in everyone if u.role == UserRole.ADMIN}
     access.aliases = {}
     for alias in aliases:
         access.set_alias(alias.group_id, alias.alias, alias.models)
-    access.agent_owner = {a.id: a.owner_id or access.admin_user_id for a in agents}
-    access.agent_controls = {a.id: parse_controls(a.controls) for a in agents}
-    for group in groups:
-        accounting.set_billing(group.id, GroupBilling.of(group))
+    owners = {a.id: a.owner_id or access.admin_user_id for a in agents}
+    controls = {a.id: parse_controls(a.controls) for a in agents}
+    for agent_id in registry.sessions:
+        # Enrolled here while the snapshot above was read: what enrolment put in memory is newer.
+        if agent_id not in owners and agent_id in access.agent_owner:
+            owners[agent_id] = access.agent_owner[agent_id]
+            if agent_id in access.agent_controls:
+                controls[agent_id] = access.agent_controls[agent_id]
+            if agent_id not in agent_groups and agent_id in access.agent_groups:
+                agent_groups[agent_id] = access.agent_groups[agent_id]
+    access.agent_owner = owners
+    access.agent_controls = controls
+    access.agent_groups = agent_groups
     accounting.prices = prices
+    for group in groups:  # each call also drops the cached worst-case prices
+        accounting.set_billing(group.id, GroupBilling.of(group))
     registry.resync(list(registry.sessions))
