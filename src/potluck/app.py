@@ -48,10 +48,11 @@ from potluck.hub.accounts import Accounts
 from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
-from potluck.hub.cluster import Cluster, new_replica_id
+from potluck.hub.cluster import Cluster
 from potluck.hub.cluster_cache import reload_shared
 from potluck.hub.cluster_limits import ClusterRateLimiter
 from potluck.hub.cluster_sweep import sweep_holds
+from potluck.hub.cluster_view import new_replica_id
 from potluck.hub.controls import parse_controls
 from potluck.hub.credits import Credits
 from potluck.hub.dispatch import Dispatcher, DispatchSettings

@@ -7,7 +7,8 @@ from aiohttp import web
 from potluck.api.admin import require_admin
 from potluck.api.payloads import json_response
 from potluck.api.schemas.cluster import ClusterAgent, ClusterHealth, ClusterReplica, ClusterView
-from potluck.hub.cluster import AgentEntry, Cluster
+from potluck.hub.cluster import Cluster
+from potluck.hub.cluster_view import AgentEntry
 from potluck.hub.errors import NotFoundError
 
 

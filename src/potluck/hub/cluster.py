@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -30,9 +28,22 @@ from redis.exceptions import RedisError
 from potluck import __version__
 from potluck._shared.clock import Clock
 from potluck.hub.cluster_link import InboundLink, OutboundLink, PeerChannel, PeerTransport
+from potluck.hub.cluster_view import (
+    AgentEntry,
+    Event,
+    EventKind,
+    ReplicaInfo,
+    decode_agent,
+    decode_event,
+    decode_replica,
+    encode,
+    new_replica_id,
+    raw,
+    text,
+)
 from potluck.hub.registry import Registry
 from potluck.hub.session import AgentSession, SessionState
-from potluck.protocol.agent import BackendInfo, ModelInfo, ModelsMessage, StateMessage
+from potluck.protocol.agent import ModelsMessage, StateMessage
 
 log = logging.getLogger(__name__)
 
@@ -42,70 +53,8 @@ RETRY_S = 0.5
 """Seconds between attempts to reach Redis while it is down."""
 
 
-class ReplicaInfo(msgspec.Struct, frozen=True):
-    """One replica's lease."""
-
-    id: str
-    url: str
-    version: str
-    started_at: float
-    queue_depth: int = 0
-    in_flight: int = 0
-
-
-class AgentEntry(msgspec.Struct, frozen=True):
-    """One agent tunnelled to one replica: what the others need to place requests on it."""
-
-    agent_id: str
-    name: str
-    replica: str
-    connected_at: float
-    """Wall-clock time of the connection (the newest wins when an agent appears at two replicas)."""
-    models: list[ModelInfo]
-    backends: list[BackendInfo]
-    max_concurrency: int
-    draining: bool
-    version: str
-    in_flight: int = 0
-
-
-class EventKind(enum.StrEnum):
-    AGENT = "agent"
-    LEFT = "left"
-    LOAD = "load"
-    INVALIDATE = "invalidate"
-    REPLICA_GONE = "replica_gone"
-
-
-class Event(msgspec.Struct, frozen=True):
-    kind: EventKind
-    replica: str
-    agent: AgentEntry | None = None
-    agent_id: str = ""
-    loads: dict[str, int] = {}
-    queue_depth: int = 0
-
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode_event = msgspec.msgpack.Decoder(Event).decode
-_decode_agent = msgspec.msgpack.Decoder(AgentEntry).decode
-_decode_replica = msgspec.msgpack.Decoder(ReplicaInfo).decode
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _raw(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value
-
-
 async def _nothing(_replica_id: str) -> None:
     return None
-
-
-def new_replica_id() -> str:
-    return "r-" + secrets.token_hex(4)
 
 
 class Cluster:
@@ -235,7 +184,7 @@ class Cluster:
             self._wake.clear()
             if self._invalidate.is_set():
                 self._invalidate.clear()
-                await self.redis.publish(EVENTS, _encode(Event(EventKind.INVALIDATE, self.replica_id)))
+                await self.redis.publish(EVENTS, encode(Event(EventKind.INVALIDATE, self.replica_id)))
             dirty, self._dirty = self._dirty, set()
             for agent_id in dirty:
                 await self._publish_agent(agent_id)
@@ -246,7 +195,7 @@ class Cluster:
             if loads != last_loads:
                 last_loads = loads
                 event = Event(EventKind.LOAD, self.replica_id, loads=loads, queue_depth=self.queue_depth())
-                await self.redis.publish(EVENTS, _encode(event))
+                await self.redis.publish(EVENTS, encode(event))
             await self._renew()
 
     async def _renew(self) -> None:
@@ -255,7 +204,7 @@ class Cluster:
         )
         async with self.redis.pipeline(transaction=False) as pipe:
             _ = pipe.sadd(PREFIX + "replicas", self.replica_id)
-            _ = pipe.set(PREFIX + "replica:" + self.replica_id, _encode(info), px=int(self.lease_s * 1000))
+            _ = pipe.set(PREFIX + "replica:" + self.replica_id, encode(info), px=int(self.lease_s * 1000))
             await pipe.execute()
         if not self.redis_ok:
             log.info("replica %s: Redis reachable", self.replica_id)
@@ -265,7 +214,7 @@ class Cluster:
         """Our whole entry set, replacing what Redis held (after an outage or a Redis restart)."""
         self._published.clear()
         key = PREFIX + "agents:" + self.replica_id
-        entries = {a: _encode(self._entry(s)) for a, s in self._local().items()}
+        entries = {a: encode(self._entry(s)) for a, s in self._local().items()}
         async with self.redis.pipeline(transaction=True) as pipe:
             _ = pipe.delete(key)
             if entries:
@@ -287,9 +236,9 @@ class Cluster:
             if self._published.get(agent_id) == placement:
                 return  # only its load changed: that goes out with the next LOAD event
             self._published[agent_id] = placement
-            await self.redis.hset(key, agent_id, _encode(entry))
+            await self.redis.hset(key, agent_id, encode(entry))
             event = Event(EventKind.AGENT, self.replica_id, agent=entry)
-        await self.redis.publish(EVENTS, _encode(event))
+        await self.redis.publish(EVENTS, encode(event))
 
     async def _follow(self) -> None:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -301,7 +250,7 @@ class Cluster:
                 message = await pubsub.get_message(timeout=self.lease_s / 3)
                 if message is not None and isinstance(message.get("data"), bytes):
                     try:
-                        event = _decode_event(message["data"])
+                        event = decode_event(message["data"])
                     except msgspec.DecodeError:
                         log.warning("ignoring an undecodable cluster event")
                     else:
@@ -315,20 +264,20 @@ class Cluster:
 
     async def _reload(self) -> None:
         """Re-read every live replica and its agents; sweep the registrations of dead ones."""
-        ids = sorted(_text(i) for i in await self.redis.smembers(PREFIX + "replicas"))
+        ids = sorted(text(i) for i in await self.redis.smembers(PREFIX + "replicas"))
         leases = await self.redis.mget([PREFIX + "replica:" + i for i in ids]) if ids else []
         replicas: dict[str, ReplicaInfo] = {}
-        for replica_id, raw in zip(ids, leases, strict=True):
-            if raw is None:
+        for replica_id, lease in zip(ids, leases, strict=True):
+            if lease is None:
                 await self._sweep(replica_id)
                 continue
-            replicas[replica_id] = _decode_replica(_raw(raw))
+            replicas[replica_id] = decode_replica(raw(lease))
         agents: dict[str, dict[str, AgentEntry]] = {}
         for replica_id in replicas:
             if replica_id == self.replica_id:
                 continue
             raw_entries = await self.redis.hgetall(PREFIX + "agents:" + replica_id)
-            agents[replica_id] = {_text(k): _decode_agent(_raw(v)) for k, v in raw_entries.items()}
+            agents[replica_id] = {text(k): decode_agent(raw(v)) for k, v in raw_entries.items()}
         self.replicas = replicas
         self.agents = agents
         self.joined = True
@@ -345,7 +294,7 @@ class Cluster:
             _ = pipe.srem(PREFIX + "replicas", replica_id)
             _ = pipe.delete(PREFIX + "agents:" + replica_id)
             await pipe.execute()
-        await self.redis.publish(EVENTS, _encode(Event(EventKind.REPLICA_GONE, replica_id)))
+        await self.redis.publish(EVENTS, encode(Event(EventKind.REPLICA_GONE, replica_id)))
 
     def _apply(self, event: Event) -> None:
         if event.replica == self.replica_id:
@@ -528,6 +477,6 @@ class Cluster:
                     _ = pipe.srem(PREFIX + "replicas", self.replica_id)
                     _ = pipe.delete(PREFIX + "replica:" + self.replica_id, PREFIX + "agents:" + self.replica_id)
                     await pipe.execute()
-                await self.redis.publish(EVENTS, _encode(Event(EventKind.REPLICA_GONE, self.replica_id)))
+                await self.redis.publish(EVENTS, encode(Event(EventKind.REPLICA_GONE, self.replica_id)))
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
