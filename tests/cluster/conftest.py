@@ -21,10 +21,11 @@ import pytest
 
 from testing.fake_backend import BackgroundServer, FakeBackend
 from testing.postgres import PostgresServer
-from testing.processes import AgentProcess, HubProcess
+from testing.processes import AgentProcess, HubProcess, http_json
 from testing.redis import RedisServer, RedisUnavailableError
 from tests.conftest import IN_CI
 
+PASSWORD = "a long password"
 CLUSTER_SECRET = "test-cluster-secret"
 FAST_ARGS = ("--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5", "--replica-lease-s", "1.5")
 
@@ -163,3 +164,32 @@ def cluster(
         yield made
     finally:
         made.close()
+
+
+class Member:
+    """A user of the cluster, driven through the user API of one replica."""
+
+    def __init__(self, cluster: Cluster, hub: HubProcess) -> None:
+        self.cluster, self.hub = cluster, hub
+        name = f"u{uuid.uuid4().hex[:8]}"
+        assert hub.admin("POST", "/admin/users", {"username": name, "password": PASSWORD})[0] == 201
+        status, login, _ = http_json("POST", hub.url + "/api/login", {"username": name, "password": PASSWORD})
+        assert status == 200
+        self.token = str(login["token"])
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        status, data, _ = http_json(method, self.hub.url + path, body, self.token)
+        return status, data
+
+    def create(self, path: str, body: Any) -> dict[str, Any]:
+        status, data = self.call("POST", path, body)
+        assert status in (200, 201), data
+        return data
+
+    def agent(self, backend_url: str, root: Path) -> str:
+        """An agent of this member's on a backend, tunnelled to this member's replica; its id."""
+        name = root.name
+        token = self.create("/api/agent-tokens", {"name": name})["token"]
+        agent = AgentProcess(self.hub, root, [backend_url], name=name, token=token)
+        self.cluster.agents.append(agent)
+        return str(self.hub.wait_agent(name)["id"])

@@ -9,10 +9,8 @@ import contextlib
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -24,7 +22,7 @@ from testing.fake_backend import FakeBackend
 from testing.postgres import PostgresServer
 from testing.processes import AgentProcess, HubProcess, http_json
 from testing.redis import RedisServer
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, Member
 
 pytestmark = pytest.mark.slow
 
@@ -251,31 +249,3 @@ async def test_a_dead_replicas_credit_holds_are_swept_and_the_ledger_stays_whole
     finally:
         await store.close()
     assert c.proc.poll() is None
-
-
-class Member:
-    """A user of the cluster, driven through the user API of one replica."""
-
-    def __init__(self, cluster: Cluster, hub: HubProcess) -> None:
-        self.cluster, self.hub = cluster, hub
-        name = f"u{uuid.uuid4().hex[:8]}"
-        assert hub.admin("POST", "/admin/users", {"username": name, "password": PASSWORD})[0] == 201
-        status, login, _ = http_json("POST", hub.url + "/api/login", {"username": name, "password": PASSWORD})
-        assert status == 200
-        self.token = str(login["token"])
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-        status, data, _ = http_json(method, self.hub.url + path, body, self.token)
-        return status, data
-
-    def create(self, path: str, body: Any) -> dict[str, Any]:
-        status, data = self.call("POST", path, body)
-        assert status in (200, 201), data
-        return data
-
-    def agent(self, backend_url: str, root: Path) -> str:
-        name = root.name
-        token = self.create("/api/agent-tokens", {"name": name})["token"]
-        agent = AgentProcess(self.hub, root, [backend_url], name=name, token=token)
-        self.cluster.agents.append(agent)
-        return str(self.hub.wait_agent(name)["id"])
