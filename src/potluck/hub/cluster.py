@@ -138,6 +138,10 @@ class Cluster:
         """Shared data changed here (keys, groups, prices...): every other replica reloads its caches."""
         self._invalidate.set()
         self._wake.set()
+        if self._cache_reload is not None and not self._cache_reload.done():
+            # A reload here read the database before this change: the memory the change just updated would be
+            # overwritten with that older snapshot, so read once more after it.
+            self._cache_again = True
 
     def _entry(self, session: AgentSession) -> AgentEntry:
         return AgentEntry(
