@@ -9,10 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from potluck.hub.errors import OverloadedError
 from potluck.hub.holds import HoldBook, LocalHoldBook, SharedHoldBook
 from potluck.hub.ledger import Ledger
 from potluck.store.database import Store
+from potluck.store.errors import StoreError
 from potluck.store.ledger import StoredReceipt
+from testing.processes import free_port
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -102,3 +105,14 @@ async def test_a_restarted_replica_releases_only_the_holds_its_earlier_run_left(
 
     assert await restarted.balance("alice") == (800, 200)  # hub-b's request is still in flight
     assert [h.request_id for h in await stores[2].holds.open_holds()] == ["req_2"]
+
+
+async def test_an_unreachable_database_refuses_the_hold_with_a_retryable_overload_and_holds_nothing() -> None:
+    store = Store(f"postgresql://potluck@127.0.0.1:{free_port()}/gone")
+    try:
+        with pytest.raises(OverloadedError) as refused:
+            await SharedHoldBook(store.holds).hold("req_1", "alice", 100)
+    finally:
+        await store.close()
+    assert refused.value.retry_after == 1
+    assert isinstance(refused.value.__cause__, StoreError)

@@ -169,6 +169,7 @@ async def test_the_audit_names_each_broken_invariant(store: Store, store_url: st
             # Written behind the store's back: money from nowhere, a stale balance row, a settle with no hold.
             await conn.execute(text("INSERT INTO ledger_entries (txn_id, account, amount) VALUES ('txn_g', 'x', 5)"))
             await conn.execute(text("UPDATE ledger_accounts SET balance = 99 WHERE account = 'user:alice'"))
+            await conn.execute(text("INSERT INTO ledger_accounts (account, balance) VALUES ('platform', 0)"))
             await conn.execute(
                 text(
                     "INSERT INTO ledger_txns (id, kind, request_id, created_at) "
@@ -180,6 +181,7 @@ async def test_the_audit_names_each_broken_invariant(store: Store, store_url: st
         await engine.dispose()
 
     assert sorted(await store.audit.problems()) == [
+        "account platform has a balance row, which it never should",
         "account user:alice: balance row 99 but its entries sum to 100",
         "account x: balance row None but its entries sum to 5",
         "request req_9 is settled without a hold",

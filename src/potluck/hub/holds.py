@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from potluck._shared.ids import new_id
+from potluck.hub.errors import OverloadedError
 from potluck.hub.ledger import RECOVERED_REASON, Ledger
-from potluck.store.errors import ConflictError
+from potluck.store.errors import ConflictError, StoreError
 from potluck.store.holds import SharedHolds
 from potluck.store.ledger import MINT, LedgerTxn, StoredReceipt, user_account
 
@@ -169,6 +170,11 @@ class SharedHoldBook:
             )
         except ConflictError as exc:
             raise ValueError(f"request {request_id} already has a hold") from exc
+        except StoreError as exc:
+            log.warning("placing a credit hold failed: %s", exc)
+            raise OverloadedError(
+                "The credit ledger cannot be reached right now; retry shortly", retry_after=1
+            ) from exc
         if placed:
             self._placed[request_id] = (user_id, amount)
         return placed

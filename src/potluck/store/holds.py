@@ -24,13 +24,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from sqlalchemy import and_, exists, insert, select, text, update
+from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from potluck.store.errors import ConflictError
+from potluck.store.errors import ConflictError, StoreError
+from potluck.store.holds_sql import PG_HOLD, PG_SETTLE
 from potluck.store.ledger import (
     HOLD_PREFIX,
+    UNTRACKED,
     LedgerTxn,
     StoredReceipt,
     add_to_accounts,
@@ -41,71 +43,6 @@ from potluck.store.ledger import (
     user_account,
 )
 from potluck.store.tables import ledger_accounts, ledger_entries, ledger_txns, receipts
-
-# One round trip: the debit, the transaction, its two entries and the hold account's credit, all or
-# nothing. Every part is conditional on `debit` having matched a row (or on a zero amount).
-_PG_HOLD = text(
-    """
-WITH debit AS (
-    UPDATE ledger_accounts SET balance = balance - CAST(:amount AS BIGINT)
-    WHERE account = CAST(:user_account AS VARCHAR) AND balance >= CAST(:amount AS BIGINT)
-    RETURNING account
-), txn AS (
-    INSERT INTO ledger_txns (id, kind, request_id, reason, created_at, replica_id)
-    SELECT CAST(:txn_id AS VARCHAR), 'hold', CAST(:request_id AS VARCHAR), NULL, CAST(:at AS TIMESTAMPTZ),
-           CAST(:replica_id AS VARCHAR)
-    WHERE EXISTS (SELECT 1 FROM debit) OR CAST(:amount AS BIGINT) = 0
-    RETURNING id
-), entries AS (
-    INSERT INTO ledger_entries (txn_id, account, amount)
-    SELECT id, CAST(:user_account AS VARCHAR), -CAST(:amount AS BIGINT) FROM txn
-    UNION ALL SELECT id, CAST(:hold_account AS VARCHAR), CAST(:amount AS BIGINT) FROM txn
-), credit AS (
-    INSERT INTO ledger_accounts (account, balance)
-    SELECT CAST(:hold_account AS VARCHAR), CAST(:amount AS BIGINT) FROM txn
-    ON CONFLICT (account) DO UPDATE SET balance = ledger_accounts.balance + EXCLUDED.balance
-)
-SELECT count(*) FROM txn
-"""
-)
-
-# One round trip, for a settler that knows the hold (the replica that placed it): the settle transaction
-# goes in only if that exact hold exists and the request has no settle yet (ON CONFLICT: a concurrent
-# settler waits on the unique index, then inserts nothing); its entries, balance changes and receipt
-# follow only from the row that went in. Balance rows are locked in `lock_order`, as every writer does.
-_PG_SETTLE = text(
-    """
-WITH txn AS (
-    INSERT INTO ledger_txns (id, kind, request_id, reason, created_at)
-    SELECT CAST(:txn_id AS VARCHAR), 'settle', CAST(:request_id AS VARCHAR), CAST(:reason AS TEXT),
-           CAST(:at AS TIMESTAMPTZ)
-    WHERE EXISTS (
-        SELECT 1 FROM ledger_txns h JOIN ledger_entries e ON e.txn_id = h.id
-        WHERE h.request_id = CAST(:request_id AS VARCHAR) AND h.kind = 'hold'
-          AND e.account = CAST(:hold_account AS VARCHAR) AND e.amount = CAST(:held AS BIGINT)
-    )
-    ON CONFLICT (request_id, kind) DO NOTHING
-    RETURNING id
-), moves AS (
-    SELECT v.account, v.amount, v.n
-    FROM unnest(CAST(:accounts AS VARCHAR[]), CAST(:amounts AS BIGINT[])) WITH ORDINALITY AS v(account, amount, n)
-), entries AS (
-    INSERT INTO ledger_entries (txn_id, account, amount)
-    SELECT txn.id, moves.account, moves.amount FROM txn, moves ORDER BY moves.n
-), balances AS (
-    INSERT INTO ledger_accounts (account, balance)
-    SELECT moves.account, moves.amount FROM txn, moves WHERE moves.amount <> 0 ORDER BY moves.n
-    ON CONFLICT (account) DO UPDATE SET balance = ledger_accounts.balance + EXCLUDED.balance
-), receipt AS (
-    INSERT INTO receipts (request_id, payload, signature, consumer_id, owner_id, created_at)
-    SELECT CAST(:request_id AS VARCHAR), CAST(:payload AS TEXT), CAST(:signature AS VARCHAR),
-           CAST(:consumer_id AS VARCHAR), CAST(:owner_id AS VARCHAR), CAST(:receipt_at AS TIMESTAMPTZ)
-    FROM txn WHERE CAST(:has_receipt AS BOOLEAN)
-    ON CONFLICT (request_id) DO NOTHING
-)
-SELECT count(*) FROM txn
-"""
-)
 
 # A statement on a pooled connection that a server restart broke fails before it reaches the server;
 # the pool is then invalidated, and one more try runs on a fresh connection.
@@ -166,7 +103,8 @@ class SharedHolds:
         self, txn_id: str, request_id: str, user_id: str, amount: int, at: datetime, replica_id: str | None = None
     ) -> bool:
         """Move ``amount`` from the user's spendable credits to their hold for the request; False (and no
-        change) if the balance does not cover it. ConflictError if the request already has a hold.
+        change) if the balance does not cover it. ConflictError if the request already has a hold;
+        StoreError if the database cannot be reached (nothing was held).
         ``replica_id`` names the hub replica placing it (see `open_holds`)."""
         if amount < 0:
             raise ValueError(f"a hold cannot be negative ({amount})")
@@ -183,7 +121,9 @@ class SharedHolds:
                 raise ConflictError(f"request {request_id} already has a hold") from exc
             except DBAPIError as exc:
                 if not exc.connection_invalidated or attempt == _TRIES - 1:
-                    raise
+                    raise StoreError(f"cannot place the hold of {request_id}: {exc}") from exc
+            except OSError as exc:  # the server refused or dropped the connection before SQLAlchemy had one
+                raise StoreError(f"cannot place the hold of {request_id}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stored(self, txn_id: str) -> bool:
@@ -204,7 +144,7 @@ class SharedHolds:
             "replica_id": replica_id,
         }
         async with self._autocommit.connect() as conn:
-            placed = (await conn.execute(_PG_HOLD, params)).scalar_one()
+            placed = (await conn.execute(PG_HOLD, params)).scalar_one()
         return bool(placed)
 
     async def settle(
@@ -264,6 +204,7 @@ class SharedHolds:
             "held": amount,
             "accounts": [acct for acct, _ in moves],
             "amounts": [value for _, value in moves],
+            "untracked": sorted(UNTRACKED),
             "has_receipt": receipt is not None,
             "payload": receipt.payload if receipt else None,
             "signature": receipt.signature if receipt else None,
@@ -272,7 +213,7 @@ class SharedHolds:
             "receipt_at": receipt.created_at if receipt else None,
         }
         async with self._autocommit.connect() as conn:
-            settled = (await conn.execute(_PG_SETTLE, params)).scalar_one()
+            settled = (await conn.execute(PG_SETTLE, params)).scalar_one()
         return bool(settled)
 
     async def _settle(

@@ -38,6 +38,11 @@ PLATFORM = "platform"
 USER_PREFIX = "user:"
 HOLD_PREFIX = "hold:"
 
+UNTRACKED = frozenset({MINT, PLATFORM})
+"""Accounts without a balance row in `ledger_accounts`: nothing is ever checked against their balance,
+and every settlement pays the platform, so its row would make all settlements, cluster-wide, queue on
+one row lock. Their balance is the sum of their entries, as for every account."""
+
 MAX_AMOUNT = 10**15
 """The largest amount (µcr, one billion credits) of any entry and of any account's balance.
 
@@ -327,7 +332,9 @@ def upsert(conn: AsyncConnection, table: Any) -> Any:
 
 async def add_to_accounts(conn: AsyncConnection, deltas: dict[str, int]) -> None:
     """Add signed amounts to the accounts' balance rows (creating missing ones), in the caller's transaction."""
-    rows = [{"account": a, "balance": deltas[a]} for a in sorted(deltas, key=lock_order) if deltas[a]]
+    rows = [
+        {"account": a, "balance": deltas[a]} for a in sorted(deltas, key=lock_order) if deltas[a] and a not in UNTRACKED
+    ]
     if not rows:
         return
     stmt = upsert(conn, ledger_accounts)

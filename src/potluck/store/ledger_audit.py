@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from potluck.store.ledger import HOLD_PREFIX, USER_PREFIX
+from potluck.store.ledger import HOLD_PREFIX, UNTRACKED, USER_PREFIX
 from potluck.store.tables import ledger_accounts, ledger_entries, ledger_txns, receipts
 
 
@@ -23,9 +23,10 @@ class LedgerAudit:
         """Every broken invariant, in words; empty when the ledger is sound:
 
         every transaction has entries that sum to zero; each account's balance row is the sum of its
-        entries; no ``user:`` or ``hold:`` account is below zero; each ``hold:<user>`` balance is the sum
-        of that user's open holds; no request is settled twice or settled without a hold; every receipt
-        belongs to a settlement; and, unless ``allow_open_holds``, no hold is left open.
+        entries (``mint`` and ``platform`` have none); no ``user:`` or ``hold:`` account is below zero;
+        each ``hold:<user>`` balance is the sum of that user's open holds; no request is settled twice or
+        settled without a hold; every receipt belongs to a settlement; and, unless ``allow_open_holds``,
+        no hold is left open.
         """
         t, e, a = ledger_txns.c, ledger_entries.c, ledger_accounts.c
         found: list[str] = []
@@ -42,7 +43,10 @@ class LedgerAudit:
             }
             rows = {str(acct): int(bal) for acct, bal in await conn.execute(select(a.account, a.balance))}
             for acct in sorted(sums.keys() | rows.keys()):
-                if sums.get(acct, 0) != rows.get(acct, 0):
+                if acct in UNTRACKED:
+                    if acct in rows:
+                        found.append(f"account {acct} has a balance row, which it never should")
+                elif sums.get(acct, 0) != rows.get(acct, 0):
                     found.append(
                         f"account {acct}: balance row {rows.get(acct)} but its entries sum to {sums.get(acct, 0)}"
                     )

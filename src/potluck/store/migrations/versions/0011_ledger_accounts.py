@@ -26,7 +26,7 @@ def upgrade() -> None:
     )
     op.execute(
         "INSERT INTO ledger_accounts (account, balance) "
-        "SELECT account, SUM(amount) FROM ledger_entries GROUP BY account"
+        "SELECT account, SUM(amount) FROM ledger_entries WHERE account NOT IN ('mint', 'platform') GROUP BY account"
     )
     # A plain ALTER on both backends: SQLite's batch mode would rebuild ledger_txns, which ledger_entries
     # references, and foreign keys are on.
