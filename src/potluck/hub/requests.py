@@ -133,12 +133,13 @@ class RequestOwner:
             key.id, Limits(key.rpm, key.tpm, key.max_concurrency), owner, access.user_limits.get(owner, NO_LIMITS)
         )
         hold = None
-        if request.metered:
-            try:
+        try:
+            await self.limiter.confirm(admission)  # cluster-wide limits (a no-op on one hub)
+            if request.metered:
                 want, hold = await self.accounting.admit(request.request_id, want, request.body)
-            except BaseException:
-                self.limiter.finish(admission, 0)
-                raise
+        except BaseException:
+            self.limiter.finish(admission, 0)
+            raise
         relay = RelayRequest(
             request_id=request.request_id,
             key_id=key.id,

@@ -324,12 +324,16 @@ class AgentSession:
         if self.state is not SessionState.CLOSED:
             self.channel.send(encode_frame(message, stream_id))
 
-    def open_stream(self, request: RequestMessage, body: bytes) -> Stream:
+    def open_stream(
+        self, request: RequestMessage, body: bytes, *, factory: Callable[[AgentSession, int, str, int], Stream] = Stream
+    ) -> Stream:
+        """Send ``request`` on a new stream; ``factory`` makes the hub's end of it (a peer replica's forwarded
+        request is a `Stream` that passes the agent's frames on, hub/cluster_link.py)."""
         if self.state is SessionState.CLOSED:
             raise AgentLostError
         stream_id = self._next_stream_id
         self._next_stream_id = (stream_id + 1) & 0xFFFFFFFF or 1
-        stream = Stream(self, stream_id, request.request_id, self.credit_window)
+        stream = factory(self, stream_id, request.request_id, self.credit_window)
         self.streams[stream_id] = stream
         self.requests_total += 1
         self.channel.send(encode_frame(request, stream_id, body))

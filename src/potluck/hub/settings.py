@@ -302,6 +302,36 @@ class HubSettings:
         details="Bursts of ten seconds' worth pass; beyond, the hub closes the connection "
         "(`REJECT rate_limited`, close code 1008).",
     )
+    # -- cluster mode (several replicas behind a load balancer; hub/cluster*.py) ------------------------------------
+    redis_url: str | None = setting(
+        None,
+        metavar="URL",
+        help="Redis URL (redis://host:port/db) that makes this hub one replica of a cluster.",
+        details="With it the replicas share their leases, which replica holds which agent's tunnel, a load view, "
+        "cluster-wide rate limits and cache invalidations through Redis; give every replica the same "
+        "`--database-url` (PostgreSQL) and `--cluster-secret`. Token chunks never pass through Redis: a replica "
+        "forwards a request to the replica holding the agent over a peer WebSocket. See docs/operations.md.",
+    )
+    cluster_secret: str | None = setting(
+        None,
+        env="POTLUCK_CLUSTER_SECRET",
+        help="Secret shared by the replicas of a cluster; it authenticates their peer links.",
+        details="Required with `--redis-url`. Only a key derived from it (HMAC-SHA256) is ever sent, compared in "
+        "constant time.",
+    )
+    advertise_url: str | None = setting(
+        None,
+        metavar="URL",
+        default_text="the URL the hub listens on",
+        help="The URL other replicas reach this one at for peer links (cluster mode).",
+        details="Needed when the replica listens on 0.0.0.0 or behind NAT: e.g. `http://hub-1.internal:8642`.",
+    )
+    replica_lease_s: float = setting(
+        5.0,
+        help="Seconds a replica's lease lives in Redis without a heartbeat (cluster mode).",
+        details="A replica renews its lease three times per lease; one silent for longer is dead to the others: "
+        "they stop forwarding to it and sweep its credit holds.",
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -326,6 +356,10 @@ class HubSettings:
             raise ValueError(f"--public-url must be http(s)://host[:port][/path], not {self.public_url!r}")
         if self.signup not in {m.value for m in SignupMode}:
             raise ValueError(f"unknown --signup {self.signup}")
+        if self.redis_url is not None and not self.cluster_secret:
+            raise ValueError("--redis-url needs --cluster-secret (the replicas' peer links authenticate with it)")
+        if self.replica_lease_s <= 0:
+            raise ValueError("--replica-lease-s must be positive")
 
     def _validate_network(self) -> None:
         if not 0 <= self.port <= 65535:
