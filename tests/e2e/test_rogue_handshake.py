@@ -39,7 +39,7 @@ POLICY = aiohttp.WSCloseCode.POLICY_VIOLATION
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    hub = HubProcess(tmp_path_factory.mktemp("handshake-hub"), *FAST_HUB_ARGS)
+    hub = HubProcess(tmp_path_factory.mktemp("handshake-hub"), *FAST_HUB_ARGS, "--agent-max-pending-handshakes", "6")
     yield hub
     hub.stop()
 
@@ -138,6 +138,24 @@ async def test_handshakes_in_progress_are_capped_per_address(hub: HubProcess) ->
         assert refused.value.reject.retry is True
         await pending.pop().close()
         await _wait_for_a_challenge(http, hub)
+
+
+async def test_handshakes_in_progress_are_capped_across_addresses(hub: HubProcess) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def client(address: str) -> aiohttp.ClientSession:  # loopback answers on all of 127/8
+            connector = aiohttp.TCPConnector(local_addr=(address, 0), force_close=True)
+            return await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+
+        for address, count in (("127.0.0.1", 4), ("127.0.0.2", 2)):  # 4: the per-address cap
+            http = await client(address)
+            for _ in range(count):
+                ws, _nonce = await challenge(http, hub.url)
+                stack.push_async_callback(ws.close)
+        with pytest.raises(RejectedByHubError) as refused:  # a fresh address, but 6 are pending in all
+            await challenge(await client("127.0.0.3"), hub.url)
+        assert refused.value.reject.code == "too_many_handshakes"
+        assert "6 agent handshakes in progress" in refused.value.reject.message
 
 
 async def _wait_for_a_challenge(http: aiohttp.ClientSession, hub: HubProcess) -> None:

@@ -120,6 +120,7 @@ class AgentGate:
         self._clock = clock
         self._enrolled = enrolled
         self._pending_handshakes: dict[str, int] = {}
+        self._handshakes_pending = 0
         self._control_burst = settings.agent_max_control_frames_per_s * _CONTROL_BURST_S
 
     def challenge(self) -> tuple[bytes, bytes] | Rejection:
@@ -133,14 +134,22 @@ class AgentGate:
         """Count a handshake from ``ip``, or refuse it when that address has too many in progress.
 
         Until its signature verifies, a connection costs the hub memory for nothing; one address cannot
-        hold more than ``agent_max_pending_handshakes_per_ip`` of them. Pair with `handshake_over`."""
+        hold more than ``agent_max_pending_handshakes_per_ip`` of them, and all addresses together not
+        more than ``agent_max_pending_handshakes`` (many addresses at once: what is pending stays bounded
+        by the message limit times this). Pair with `handshake_over`."""
+        if self._handshakes_pending >= self._settings.agent_max_pending_handshakes:
+            return Rejection(
+                "too_many_handshakes", f"{self._handshakes_pending} agent handshakes in progress", retry=True
+            )
         pending = self._pending_handshakes.get(ip, 0)
         if pending >= self._settings.agent_max_pending_handshakes_per_ip:
             return Rejection("too_many_handshakes", f"{pending} agent handshakes from {ip} in progress", retry=True)
         self._pending_handshakes[ip] = pending + 1
+        self._handshakes_pending += 1
         return None
 
     def handshake_over(self, ip: str) -> None:
+        self._handshakes_pending -= 1
         pending = self._pending_handshakes.pop(ip, 1) - 1
         if pending > 0:
             self._pending_handshakes[ip] = pending

@@ -286,6 +286,13 @@ class HubSettings:
         "with backoff) and WebSocket close code 1008. Behind a reverse proxy every agent has the proxy's address: "
         "raise it there.",
     )
+    agent_max_pending_handshakes: int = setting(
+        256,
+        help="Agent connections that may be in their handshake at once, all addresses together.",
+        details="Beyond it `REJECT too_many_handshakes` and close code 1008, as for one address. With "
+        "the message limit (1 MiB + the credit window + 64 KiB), it bounds what unauthenticated agent "
+        "connections can make the hub hold.",
+    )
     agent_max_models: int = setting(
         1024,
         help="Models one agent may list; a longer catalog is rejected.",
