@@ -39,6 +39,9 @@ NOW_EVERY = 2
 """Ticks between ``now`` snapshots and tail rows (2 s): on a busy hub every open page gets a write then, and
 that write, not the rendering, is what a page costs the hub; agent changes and feed events, which are rare,
 go out at every tick."""
+QUIET_TICKS = 15
+"""A page given nothing for this many ticks is woken anyway: its handler sends a keep-alive (and checks its
+session), so no handler needs a timer of its own."""
 MAX_ITEMS = 256
 """Tail rows and feed items a subscriber may have waiting."""
 MAX_ROWS_PER_TICK = 20
@@ -147,6 +150,8 @@ class Subscriber:
         self._last_now: bytes | None = None
         """The figures of the ``now`` last given (without its time)."""
         self._ready = asyncio.Event()
+        self.quiet_ticks = 0
+        """Ticks since the page last took something; after `QUIET_TICKS` it is woken to send a keep-alive."""
 
     def push(self, item: bytes) -> None:
         if len(self.items) >= self.max_items:
@@ -176,14 +181,9 @@ class Subscriber:
         """Wake the page's handler with nothing new (it looks at the hub's state)."""
         self._ready.set()
 
-    async def wait(self, timeout: float) -> bool:
-        """Wait until something is ready; False when ``timeout`` passed first."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._ready.wait()
-        except TimeoutError:
-            return False
-        return True
+    async def wait(self) -> None:
+        """Wait until something is ready, or the page is woken (no timer: the ticks wake a quiet page)."""
+        await self._ready.wait()
 
     def take(self) -> tuple[bytes | None, list[bytes], list[bytes], int]:
         """Everything ready: the latest ``now``, the agents' badges, the items, and how many were dropped."""
@@ -193,6 +193,7 @@ class Subscriber:
         items = list(self.items)
         self.items.clear()
         dropped, self.dropped = self.dropped, 0
+        self.quiet_ticks = 0
         self._ready.clear()
         return now, agents, items, dropped
 
@@ -265,6 +266,7 @@ class Dashboards:
         renderer = self.renderer
         if renderer is None or not self.subscribers:
             return
+        self._keep_alive()
         scopes: dict[Viewer, Scope] = {}
         deliveries: dict[Viewer, _Delivery] = {}
         for subscriber in self.subscribers:
@@ -282,6 +284,13 @@ class Dashboards:
         self._cache.clear()
         if stream:
             self._now_to_all(deliveries, scopes, renderer)
+
+    def _keep_alive(self) -> None:
+        for subscriber in self.subscribers:
+            subscriber.quiet_ticks += 1
+            if subscriber.quiet_ticks >= QUIET_TICKS:
+                subscriber.quiet_ticks = 0
+                subscriber.wake()
 
     def close(self) -> None:
         """The hub is shutting down: wake every page's handler, which sees it and ends its stream."""
