@@ -304,18 +304,19 @@ def _wait_healthy(url: str, deadline: float) -> None:
 
 @contextlib.contextmanager
 def start_llama_server(
-    tmp_dir: Path, alias: str = "tiny", parallel: int = 2, *, embedding: bool = False
+    tmp_dir: Path, alias: str = "tiny", parallel: int = 2, *, embedding: bool = False, seed: int = 0
 ) -> Iterator[str]:
     """Run llama.cpp's server on the tiny model in a subprocess; yield its base URL (`http://127.0.0.1:PORT`).
 
-    The model is made once in `tmp_dir` (reused by later calls with the same directory). The server's log
+    The model is made once in `tmp_dir` (reused by later calls with the same directory and ``seed``; another
+    seed makes other random weights: a model that answers differently under the same name). The server's log
     goes to a file in `tmp_dir`, quoted in the error if it does not start. Skips (fails under CI=true)
     when xllamacpp is missing.
     """
     require_xllamacpp()
-    model = tmp_dir / "tiny-llama.gguf"
+    model = tmp_dir / ("tiny-llama.gguf" if seed == 0 else f"tiny-llama-{seed}.gguf")
     if not model.exists():
-        make_tiny_gguf(model)
+        make_tiny_gguf(model, seed=seed)
     log_path = tmp_dir / f"llama-server-{alias}-{os.getpid()}-{time.monotonic_ns()}.log"
     command = [sys.executable, "-m", "testing.llama", "serve", "-m", str(model), "--port", "0"]
     command += ["--alias", alias, "--parallel", str(parallel)] + (["--embedding"] if embedding else [])

@@ -111,7 +111,14 @@ class _Process:
 
 
 class HubProcess(_Process):
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        command: tuple[str, ...] = (sys.executable, "-m", "potluck"),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``command`` and ``env`` run another installation's hub (a fresh venv's ``bin/potluck``)."""
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "hub.log"
@@ -119,9 +126,7 @@ class HubProcess(_Process):
         self.args = args
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "potluck",
+                *command,
                 "hub",
                 "--port",
                 "0",
@@ -136,7 +141,7 @@ class HubProcess(_Process):
             stdout=subprocess.PIPE,
             stderr=self._log_file,
             text=True,
-            env=_env(),
+            env=_env() if env is None else env,
         )
         self.url = _read_listening_line(self.proc, 30, "the hub")
 
@@ -226,6 +231,8 @@ class AgentProcess(_Process):
         max_concurrency: int = 8,
         extra: tuple[str, ...] = (),
         pass_name: bool = True,
+        command: tuple[str, ...] = (sys.executable, "-m", "potluck"),
+        env: dict[str, str] | None = None,
     ) -> None:
         """``pass_name=False`` starts it without ``--name``: the hub names it after its enrolment token,
         so ``name`` should then be the token's name."""
@@ -236,9 +243,7 @@ class AgentProcess(_Process):
         self.log_path = data_dir / "agent.log"
         self._log_file = self.log_path.open("a")
         args = [
-            sys.executable,
-            "-m",
-            "potluck",
+            *command,
             "agent",
             "--hub",
             hub.url,
@@ -256,7 +261,9 @@ class AgentProcess(_Process):
             args += ["--token", token]
         for backend in backends:
             args += ["--backend", backend]
-        self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, text=True, env=_env())
+        self.proc = subprocess.Popen(
+            args, stdout=self._log_file, stderr=subprocess.STDOUT, text=True, env=_env() if env is None else env
+        )
 
     def stop(self) -> None:
         super().stop()

@@ -37,18 +37,24 @@ from potluck.api import (
     scheduling,
     users,
 )
+from potluck.api import (
+    claims as claims_api,
+)
+from potluck.api import web as pages
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
 from potluck.api.cors import add_cors
 from potluck.api.dashboard_stream import StreamRenderer
 from potluck.api.errors import error_middleware
 from potluck.api.guard import CONNECTION_GUARD, ConnectionGuard, GuardedSite, guard_requests
+from potluck.api.install import add_routes as add_install_routes
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.accounts import Accounts
 from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
+from potluck.hub.claims import Claims, Sample
 from potluck.hub.controls import parse_controls
 from potluck.hub.credits import Credits
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
@@ -74,6 +80,8 @@ from potluck.hub.returning import Returning
 from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
+from potluck.hub.spotcheck import SpotChecker, SpotCheckSettings
+from potluck.hub.throughput import FloorSettings, ThroughputFloor
 from potluck.protocol.accounts import UserRole
 from potluck.store.database import Store
 
@@ -140,6 +148,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         store = await Store.open(settings.resolved_database_url)
         clock = SystemClock()
         metrics = HubMetrics(CollectorRegistry())
+        claim_view = await Claims.load(store)
         scheduler = Scheduler(
             clock,
             max_queue=settings.max_queue,
@@ -153,6 +162,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 max_percent=settings.eject_max_percent,
             ),
             user_share=settings.queue_user_share,
+            claims=claim_view,
         )
         access = await load_access(store)
         access.hub_aliases = settings.parsed_model_aliases()
@@ -211,6 +221,35 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         )
         groups = Groups(store, access, registry, accounting)
         agents = Agents(store, access, registry, accounting, groups)
+        claims = Claims(store, claim_view, access, registry, groups, clock)
+        floor = ThroughputFloor(
+            claims,
+            FloorSettings(
+                window=settings.throughput_window,
+                strikes=settings.throughput_strikes,
+                min_tokens=settings.throughput_min_tokens,
+                cool_down_s=settings.throughput_cool_down_s,
+            ),
+        )
+        spot_checks = SpotChecker(
+            claims,
+            registry,
+            requests,
+            clock,
+            SpotCheckSettings(
+                percent=settings.spot_check_percent,
+                interval_s=settings.spot_check_interval_s,
+                strikes=settings.spot_check_strikes,
+                window=settings.spot_check_window,
+                similarity=settings.spot_check_similarity,
+            ),
+        )
+
+        def served(sample: Sample) -> None:
+            floor.served(sample)
+            spot_checks.served(sample)
+
+        requests.on_served = served
         gate = AgentGate(
             agents=store.agents,
             registry=registry,
@@ -242,6 +281,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             access=access,
             limiter=limiter,
             accounting=accounting,
+            claims=claims,
+            spot_checks=spot_checks,
             dashboards=Dashboards(
                 observer,
                 FleetWatch(registry, clock),
@@ -262,6 +303,9 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "ledger": ledger.run,
                 "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
                 "connection-guard": guard.run,
+                "claims": claims.run,
+                "parked-cool-down": partial(_run_periodic, 1.0, floor.expire),
+                **({"spot-checks": spot_checks.run} if settings.spot_check_percent > 0 else {}),
                 "dashboards": app[HUB].dashboards.run,
             }
         )
@@ -269,6 +313,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             yield
         finally:
             await lifecycle.close()
+            await claims.flush()
             await journal.close()
             await ledger.close()
             await store.close()
@@ -282,9 +327,12 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
     health.add_routes(app)
     scheduling.add_routes(app)
     billing.add_routes(app)
+    claims_api.add_routes(app)
     requests.add_routes(app)
     dashboard.add_routes(app)
     openapi.add_routes(app)
+    add_install_routes(app, settings)
+    pages.add_routes(app)
     add_cors(app, settings)
     return app
 

@@ -475,7 +475,7 @@ def test_message_response_collects_pieces() -> None:
         (
             422,
             b'{"detail":[{"loc":["body"],"msg":"x"}]}',
-            ("invalid_request_error", '{"detail":[{"loc":["body"],"msg":"x"}]}'),
+            ("invalid_request_error", '[{"loc":["body"],"msg":"x"}]'),
         ),
         (504, b"{}", ("timeout_error", "the backend answered HTTP 504")),
         (418, b"{}", ("invalid_request_error", "the backend answered HTTP 418")),

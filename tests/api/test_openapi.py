@@ -80,6 +80,8 @@ def check_answer(
     assert response is not None, f"{method} {route} does not document {status}"
     assert re.fullmatch(r"req_[0-9a-f]{24}", headers["x-request-id"])
     assert media in response["content"], f"{method} {route} {status} does not document {media}"
+    if media == "application/octet-stream":
+        return raw  # binary (the agent wheel): no JSON Schema to check it against
     body = json.loads(raw) if media == JSON else raw.decode()
     validator(document, response["content"][media]["schema"]).validate(body)
     return body
@@ -434,6 +436,29 @@ async def scenario(
     assert {m["id"]: m.get("alias_of") for m in models["data"]} == {MODEL: None, "fast": [MODEL]}
     assert (await api.call("GET", f"/v1/models/{MODEL}", 200, token=key["key"]))["id"] == MODEL
     await api.call("DELETE", f"/api/groups/{group}/aliases/fast", 200, token=olga)
+    # Model claims: Olga approves her agent under the `approved` policy; a pinned reference it does not
+    # give flags it after three spot checks; she lifts the flag and opens the group again.
+    await api.call("PUT", f"/api/groups/{group}/claims/policy", 200, token=olga, body={"policy": "approved"})
+    await api.call("PUT", f"/api/groups/{group}/claims/policy", 403, token=carl, body={"policy": "open"})
+    await api.call("PUT", f"/api/groups/{group}/approvals/{agent_id}/{MODEL}", 200, token=olga)
+    pinned = {"reference_prompt": "Say ok", "reference_answer": "certainly not what the fake says"}
+    await api.call("PUT", f"/api/groups/{group}/model-rules/{MODEL}", 200, token=olga, body=pinned)
+    await api.call("PUT", f"/api/groups/{group}/model-rules/*", 400, token=olga, body=pinned)
+    checked = await api.call(
+        "POST", f"/api/groups/{group}/spot-checks", 200, token=olga, body={"model": MODEL, "rounds": 3}
+    )
+    assert checked["flagged"] == [agent_id]
+    claims = await api.call("GET", f"/api/groups/{group}/claims", 200, token=carl)
+    assert claims["policy"] == "approved"
+    assert claims["holds"][0]["kind"] == "flagged"
+    await api.call("DELETE", f"/api/groups/{group}/holds/{agent_id}/{MODEL}", 200, token=olga)
+    events = await api.call("GET", "/api/claim-events", 200, token=olga)
+    assert [(e["change"], e["kind"]) for e in events["events"]] == [("lifted", "flagged"), ("held", "flagged")]
+    assert (await api.call("GET", "/api/claim-events", 200, token=carl))["events"] == []
+    await api.call("DELETE", f"/api/groups/{group}/holds/{agent_id}/{MODEL}", 404, token=olga)
+    await api.call("PUT", f"/api/groups/{group}/model-rules/{MODEL}", 200, token=olga, body={})
+    await api.call("PUT", f"/api/groups/{group}/claims/policy", 200, token=olga, body={"policy": "open"})
+    await api.call("DELETE", f"/api/groups/{group}/approvals/{agent_id}/{MODEL}", 200, token=olga)
     await api.call("GET", f"/api/groups/{group}/prices", 200, token=carl)
     hello = [{"role": "user", "content": "hello"}]
     await api.call("POST", "/v1/chat/completions", 200, token=key["key"], body={"model": MODEL, "messages": hello})
@@ -517,6 +542,11 @@ async def scenario(
     await api.call("POST", f"/admin/agents/{agent_id}/drain", 202, token=ADMIN_TOKEN)
     await api.call("POST", f"/admin/agents/{agent_id}/resume", 200, token=ADMIN_TOKEN)
     await api.call("GET", "/metrics", 200)
+    script = await api.call("GET", "/install.sh", 200)
+    wheel = re.search(r"^WHEEL='(.+)'$", script, re.MULTILINE)
+    assert wheel is not None, script
+    await api.call("GET", f"/download/{wheel[1]}", 200)
+    await api.call("GET", f"/download/{wheel[1]}.sha256", 200)
     # An agent that enrolled and went away is listed offline, with fewer fields.
     spare = await api.call("POST", "/admin/agent-tokens", 201, token=ADMIN_TOKEN, body={"name": "spare"})
     agents.append(AgentProcess(hub, root / "spare", [backend_url], name="spare", token=spare["token"]))

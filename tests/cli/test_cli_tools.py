@@ -93,6 +93,13 @@ def test_claude_gets_hub_key_and_models_in_its_environment(launch: Launcher) -> 
     assert "ANTHROPIC_API_KEY" not in env
     assert "CLAUDE_CODE_USE_BEDROCK" not in env
     assert SECRET not in " ".join(got["argv"])
+    assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"  # it talks to the hub only
+
+
+def test_claude_keeps_the_users_own_choice_about_nonessential_traffic(launch: Launcher) -> None:
+    env = {"POTLUCK_API_KEY": SECRET, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "0"}
+    ran_tool(launch("claude", "--hub", "http://127.0.0.1:9", env=env))
+    assert launch.received()["env"]["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "0"
 
 
 def test_claude_small_model_defaults_to_model_and_without_model_the_tool_keeps_its_names(launch: Launcher) -> None:
@@ -146,6 +153,9 @@ def test_codex_gets_a_potluck_provider_on_its_command_line_and_the_key_in_its_en
         "model_providers.potluck.wire_api": "responses",
         "model_providers.potluck.env_key": "POTLUCK_API_KEY",
         "show_raw_agent_reasoning": True,
+        "analytics.enabled": False,
+        "feedback.enabled": False,
+        "check_for_update_on_startup": False,
         "model": "qwen3-coder",
     }
     assert rest == ["exec", "--json", "fix it"]

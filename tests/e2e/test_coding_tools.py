@@ -7,8 +7,9 @@ speak Anthropic's Messages API and OpenAI's Responses API to the hub; the backen
 so these also prove the hub's translation both ways.
 
 The tools come from npm at the versions `scripts/install-tools` pins, installed into `.cache/npm-tools/`. All
-their traffic stays on 127.0.0.1: Claude Code runs with CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 (no
-telemetry, error reports or update checks), and Codex with its analytics, update check and plugin sync off.
+their traffic stays on 127.0.0.1: the launchers turn off Claude Code's telemetry, error reports and update checks
+and Codex's analytics, feedback uploads and update check themselves (the tests add nothing for that), and the
+tests turn off Codex's plugin sync, which the launcher leaves to the user.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 TOOLS_BIN = Path(__file__).resolve().parents[2] / ".cache" / "npm-tools" / "node_modules" / ".bin"
 RUN_TIMEOUT_S = 45
-CODEX_QUIET = ("-c", "analytics.enabled=false", "-c", "check_for_update_on_startup=false", "--disable", "plugins")
+CODEX_QUIET = ("--disable", "plugins")
 
 
 @functools.cache
@@ -82,7 +83,6 @@ class Setup:
             XDG_CONFIG_HOME=str(self.home / ".config"),
             CODEX_HOME=str(self.home / ".codex"),
             POTLUCK_API_KEY=self.fleet.key,
-            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
             NO_COLOR="1",
         )
         proc = subprocess.run(

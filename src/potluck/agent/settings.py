@@ -7,7 +7,7 @@ to build `potluck agent`'s options, so it stays light: the backend kinds are imp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -80,6 +80,14 @@ class AgentSettings:
         help="One-time enrolment token; needed only until the hub has accepted this agent's key.",
         details="`pat-…`, from `potluck agent-token create` or `POST /admin/agent-tokens`. Sent only until this "
         "hub URL has accepted the agent's key; ignored afterwards.",
+    )
+    token_file: Path | None = setting(
+        None,
+        metavar="PATH",
+        help="Read the enrolment token from this file (mode 0600) instead of --token.",
+        details="The first line, stripped. A file that group or others may read is refused, and so is "
+        "giving both `--token` and `--token-file`. The install script (`GET /install.sh`) keeps the token "
+        "this way, so that it never appears on a command line.",
     )
     backends: tuple[str, ...] = setting(
         (),
@@ -176,10 +184,30 @@ class AgentSettings:
             )
         for spec in self.backends:
             backend_spec(spec)
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give --token or --token-file, not both")
         if self.max_concurrency < 1:
             raise ValueError("--max-concurrency must be at least 1")
         if not 0 < self.reconnect_min <= self.reconnect_max:
             raise ValueError("--reconnect-min must be positive and at most --reconnect-max")
+
+    def with_token_from_file(self) -> AgentSettings:
+        """These settings with ``token`` read from ``token_file`` (unchanged without one); ValueError if unsafe."""
+        if self.token_file is None:
+            return self
+        try:
+            mode = self.token_file.stat().st_mode
+            text = self.token_file.read_text()
+        except OSError as exc:
+            raise ValueError(f"--token-file {self.token_file}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise ValueError(
+                f"--token-file {self.token_file} may be read by others (mode {mode & 0o777:04o}): chmod 600 it"
+            )
+        token = text.strip().partition("\n")[0].strip()
+        if not token:
+            raise ValueError(f"--token-file {self.token_file} is empty")
+        return replace(self, token=token)
 
     @property
     def detecting(self) -> bool:

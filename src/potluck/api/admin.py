@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import msgspec
 from aiohttp import web
 
+from potluck.api.browser import credential
 from potluck.api.context import HUB
-from potluck.api.payloads import bearer, body_as, iso, json_response, key_view, query_as
+from potluck.api.payloads import body_as, iso, json_response, key_view, query_as
 from potluck.api.schemas.admin import (
     AdminAgent,
     AgentList,
@@ -30,9 +31,9 @@ from potluck.protocol.agent import ModelInfo
 
 
 async def require_admin(request: web.Request) -> HubServices:
-    """The admin token, or the token of a user whose role is ``admin``; 401 otherwise."""
+    """The admin token, or the token (or browser session) of a user whose role is ``admin``; 401 otherwise."""
     hub = request.app[HUB]
-    token = bearer(request)
+    token = credential(request)
     try:
         hub.admin.check(token)
     except AdminAuthError:

@@ -12,6 +12,7 @@ from potluck.api.payloads import json_response
 from potluck.api.relay import authenticate, relay
 from potluck.api.schemas.service import Model, ModelList
 from potluck.hub.errors import ModelNotFoundError
+from potluck.hub.keys import ApiKey
 from potluck.protocol.openai import Dialect
 
 
@@ -28,7 +29,11 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """The models this key reaches, with how many agents serve each, whether any has it hot, and whose they are."""
+    """The models this key reaches, with how many agents serve each, whether any has it hot, and whose they are.
+
+    An agent counts only where its groups' claims let it serve the name (approved where a group requires
+    it, not flagged by spot checks nor parked); the others are counted apart (``withheld``), and a model
+    only they list is not listed: a request for it would find no agent."""
     return json_response(ModelList(data=_models_of(request)))
 
 
@@ -50,9 +55,12 @@ def _models_of(request: web.Request) -> list[Model]:
     hot: dict[str, bool] = {}
     agents: dict[str, int] = {}
     owners: dict[str, set[str]] = {}
+    withheld: dict[str, int] = {}
+    claims = hub.claims.view
     for session in hub.registry.sessions.values():
         agent_id = session.agent_id
-        if access.groups_of_agent(agent_id).isdisjoint(groups):
+        shared = access.groups_of_agent(agent_id)
+        if shared.isdisjoint(groups):
             continue  # another group's agent: its models do not exist for this key
         owner = access.agent_owner.get(agent_id)
         if access.controls_of(agent_id).own_requests_only and owner != requester:
@@ -60,15 +68,38 @@ def _models_of(request: web.Request) -> list[Model]:
         for model in session.models:
             if key.models is not None and model.id not in key.models:
                 continue
+            if claims.refusal(agent_id, shared, model.id, groups):
+                withheld[model.id] = withheld.get(model.id, 0) + 1
+                continue
             agents[model.id] = agents.get(model.id, 0) + 1
             hot[model.id] = hot.get(model.id, False) or model.hot
             if owner is not None:
                 owners.setdefault(model.id, set()).add(access.usernames.get(owner, owner))
     data = [
-        Model(id=model, agents=count, hot=hot[model], owners=sorted(owners.get(model, ())))
+        Model(
+            id=model,
+            agents=count,
+            hot=hot[model],
+            owners=sorted(owners.get(model, ())),
+            withheld=withheld.get(model, 0),
+        )
         for model, count in sorted(agents.items())
     ]
-    for alias, targets in access.aliases_for(groups).items():
+    data.extend(_aliases(key, access.aliases_for(groups), agents, hot, owners, withheld))
+    return data
+
+
+def _aliases(
+    key: ApiKey,
+    aliases: dict[str, tuple[str, ...]],
+    agents: dict[str, int],
+    hot: dict[str, bool],
+    owners: dict[str, set[str]],
+    withheld: dict[str, int],
+) -> list[Model]:
+    """The aliases the key reaches, as models: those standing for at least one served model."""
+    data: list[Model] = []
+    for alias, targets in aliases.items():
         if key.models is not None and alias not in key.models:
             continue
         served = [m for m in targets if m in agents]
@@ -81,6 +112,7 @@ def _models_of(request: web.Request) -> list[Model]:
                 agents=sum(agents[m] for m in served),
                 hot=any(hot[m] for m in served),
                 owners=sorted({o for m in served for o in owners.get(m, ())}),
+                withheld=sum(withheld.get(m, 0) for m in served),
             )
         )
     return data

@@ -16,7 +16,18 @@ from typing import Annotated, Any
 
 import msgspec
 
-from potluck.api.schemas import accounts, admin, agents, billing, dashboard, groups, requests, scheduling, service
+from potluck.api.schemas import (
+    accounts,
+    admin,
+    agents,
+    billing,
+    claims,
+    dashboard,
+    groups,
+    requests,
+    scheduling,
+    service,
+)
 from potluck.api.schemas.common import KeyList, Named, Revoked, RevokedKey
 from potluck.hub.receipts import SignedReceipt
 from potluck.protocol.openai import Dialect, RoutingFields
@@ -61,6 +72,13 @@ class Operation:
     """Relayed to a backend, whose error statuses and bodies pass through."""
     dialect: Dialect = Dialect.OPENAI
     """Whose error shape (and statuses) its errors take."""
+
+
+SHELL_SCRIPT: Mapping[str, Schema] = {"text/x-shellscript": {"type": "string"}}
+DOWNLOAD: Mapping[str, Schema] = {
+    "application/octet-stream": {"type": "string", "contentMediaType": "application/zip"},
+    "text/plain": {"type": "string", "pattern": "^[0-9a-f]{64}  potluck-.+\\.whl\n$"},
+}
 
 
 def ok(body: Any, description: str, status: int = 200) -> dict[int, Answer]:
@@ -128,6 +146,27 @@ def _relay(summary: str, *, streams: bool, dialect: Dialect = Dialect.OPENAI) ->
 
 def _report(kind: type[msgspec.Struct], description: str) -> dict[int, Answer]:
     return {200: Answer(description, kind, {"text/csv": CSV})}
+
+
+def _page(summary: str, status: int = 303) -> Operation:
+    """A page for browsers: HTML (or a redirect to the sign-in page), not part of the JSON API."""
+    return Operation(
+        summary,
+        Auth.NONE,
+        {status: Answer("HTML for a browser, or a redirect (see docs/dashboard.md)")},
+        description="Pages authenticate with the browser session cookie; see docs/dashboard.md.",
+    )
+
+
+def _form(summary: str) -> Operation:
+    """A form post from a page: checked for its origin and CSRF token, answered with a redirect or the form again."""
+    return Operation(
+        summary,
+        Auth.NONE,
+        {303: Answer("Done: on to the next page"), 200: Answer("The form again, with what was wrong")},
+        ("permission_denied",),
+        description="Form posts need this hub's Origin and the form's CSRF token (403 otherwise): docs/dashboard.md.",
+    )
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -303,6 +342,54 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("DELETE", "/api/groups/{group_id}/aliases/{alias}"): Operation(
         "Remove an alias (owner, admin)", Auth.USER, ok(scheduling.AliasDeleted, "Removed"), _GROUP_ADMIN
     ),
+    # Model claims (api/claims.py)
+    ("GET", "/api/groups/{group_id}/claims"): Operation(
+        "Who may serve which model name in the group, and who is held out (members)",
+        Auth.USER,
+        ok(claims.GroupClaimsView, "Policy, approvals, holds and rules"),
+        _IN_GROUP,
+    ),
+    ("PUT", "/api/groups/{group_id}/claims/policy"): Operation(
+        "Set who may serve which model name: `open` or `approved` (owner)",
+        Auth.USER,
+        ok(claims.PolicyView, "The policy now"),
+        _GROUP_ADMIN,
+        body=claims.PolicyBody,
+    ),
+    ("PUT", "/api/groups/{group_id}/approvals/{agent_id}/{model}"): Operation(
+        "Approve an agent to serve a model name in the group (owner, admin)",
+        Auth.USER,
+        ok(claims.ApprovalView, "The approval"),
+        _GROUP_ADMIN,
+    ),
+    ("DELETE", "/api/groups/{group_id}/approvals/{agent_id}/{model}"): Operation(
+        "Withdraw an approval (owner, admin)", Auth.USER, ok(claims.Revocation, "Withdrawn"), _GROUP_ADMIN
+    ),
+    ("DELETE", "/api/groups/{group_id}/holds/{agent_id}/{model}"): Operation(
+        "Put a flagged or parked agent back in routing for the model (owner, admin)",
+        Auth.USER,
+        ok(claims.Revocation, "Lifted"),
+        _GROUP_ADMIN,
+    ),
+    ("PUT", "/api/groups/{group_id}/model-rules/{model}"): Operation(
+        "A model's throughput floor and pinned spot-check reference; model `*`: every model (owner, admin)",
+        Auth.USER,
+        ok(claims.RuleView, "The rule now"),
+        _GROUP_ADMIN,
+        body=claims.RuleBody,
+    ),
+    ("POST", "/api/groups/{group_id}/spot-checks"): Operation(
+        "Run spot checks of a model now (owner, admin); never billed",
+        Auth.USER,
+        ok(claims.SpotCheckReport, "Each check's answers and verdicts"),
+        _GROUP_ADMIN,
+        body=claims.SpotCheckBody,
+    ),
+    ("GET", "/api/claim-events"): Operation(
+        "Your agents taken out of routing for a model (flagged, parked) or put back, newest first",
+        Auth.USER,
+        ok(claims.ClaimEventList, "The latest events"),
+    ),
     # Keys and agents (api/users.py)
     ("POST", "/api/keys"): Operation(
         "Create an API key for some or all of your groups",
@@ -467,6 +554,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         Auth.NONE,
         {200: Answer("Prometheus text format; see docs/operations.md", media={"text/plain": {"type": "string"}})},
     ),
+    # The hub hands out its agent (api/install.py)
+    ("GET", "/install.sh"): Operation(
+        "The agent install script, with this hub's URL and wheel name baked in",
+        Auth.NONE,
+        {200: Answer("POSIX sh; `curl -fsSL HUB/install.sh | sh -s -- --token pat-…`", media=SHELL_SCRIPT)},
+        ("invalid_request_error",),
+        description="The URL is `--public-url` when set, else this request's scheme and `Host` (a plain host[:port], "
+        "else 400). Never cached.",
+    ),
+    ("GET", "/download/{filename}"): Operation(
+        "The agent wheel of the running version, `potluck-<version>-py3-none-any.whl`, or its `.sha256`",
+        Auth.NONE,
+        {200: Answer("The wheel, or `<hex>  <filename>` as sha256sum writes it", media=DOWNLOAD)},
+        ("not_found",),
+    ),
     # The agent WebSocket (api/agent_ws.py)
     ("GET", "/agent/connect"): Operation(
         "The agent WebSocket",
@@ -479,6 +581,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "see docs/protocol.md."
         ),
     ),
+    # The dashboard's pages and forms (api/web/): HTML for browsers, described in docs/dashboard.md
+    **{("GET", path): _page("The dashboard (redirects to /ui/now)") for path in ("/", "/dashboard", "/ui")},
+    ("GET", "/ui/{page}"): _page(
+        "A dashboard page: now, models, machines, requests, usage, keys, groups, add-gpu, admin"
+    ),
+    ("GET", "/static/{name}"): _page("A script or style sheet of the pages", status=200),
+    ("GET", "/login"): _page("The sign-in form", status=200),
+    ("POST", "/login"): _form("Sign in: sets the session cookie and redirects"),
+    ("POST", "/logout"): _form("Sign out: ends the session and redirects to /login"),
+    ("GET", "/join/{code}"): _page("An invite link: sign up (or sign in) and join the group", status=200),
+    ("POST", "/join/{code}"): _form("Create an account and join the invite's group, or join it as the signed-in user"),
+    ("GET", "/signup"): _page("The sign-up form (--signup open)", status=200),
+    ("POST", "/signup"): _form("Create an account without an invite (--signup open)"),
+    ("GET", "/password"): _page("The password form", status=200),
+    ("POST", "/password"): _form("Change your password; your other sessions end"),
     # This document (api/openapi.py)
     ("GET", "/openapi.json"): Operation(
         "This OpenAPI document",

@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from potluck.api.admin import require_admin
+from potluck.api.browser import credential
 from potluck.api.context import HUB
 from potluck.api.payloads import bearer, body_as, iso, json_response
 from potluck.api.schemas.accounts import (
@@ -34,6 +35,7 @@ from potluck.api.schemas.agents import (
     OwnAgentList,
     Sharing,
 )
+from potluck.api.schemas.claims import HoldView
 from potluck.api.schemas.common import AgentState, Named, Revoked, RevokedKey
 from potluck.api.schemas.groups import (
     CreatedInvite,
@@ -63,7 +65,8 @@ from potluck.hub.services import HubServices
 
 
 async def current_user(request: web.Request) -> User:
-    return await request.app[HUB].accounts.authenticate(bearer(request))
+    """The signed-in user: by bearer token, or by browser session cookie (with CSRF checks on state changes)."""
+    return await request.app[HUB].accounts.authenticate(credential(request))
 
 
 async def create_user(request: web.Request) -> web.Response:
@@ -269,6 +272,7 @@ async def list_agents(request: web.Request) -> web.Response:
                 state=_state(hub, agent.id),
                 groups=sorted(hub.access.groups_of_agent(agent.id)),
                 models=[] if session is None else [ModelState(id=m.id, hot=m.hot) for m in session.models],
+                holds=[HoldView.of(h) for h in hub.claims.view.holds_of(agent.id)],
             )
         )
     return json_response(OwnAgentList(agents=agents))

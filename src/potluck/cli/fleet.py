@@ -31,6 +31,15 @@ def agent_list(hub_url: str | None) -> None:
     print_table("Your agents", (ids("id"), "name", "state", ids("groups"), "models (hot first)"), rows)
     if not rows:
         click.echo("no agents yet; make an enrolment token with `potluck agent-token create NAME`")
+    holds = [
+        (str(a.get("id")), str(h.get("model")), str(h.get("group_id")), str(h.get("kind")), str(h.get("reason")))
+        for a in agents
+        for h in a.get("holds") or []
+        if isinstance(h, dict)
+    ]
+    if holds:
+        columns = (ids("agent"), "model", ids("group"), "held", "why")
+        print_table("Out of routing (flagged by spot checks, or parked below a throughput floor)", columns, holds)
 
 
 @click.command("share")

@@ -25,9 +25,8 @@ from typing import Any, TypeVar
 
 import click
 
-from potluck import __version__
 from potluck.agent.settings import AgentSettings
-from potluck.cli import accounts, billing, fleet, groups, tools
+from potluck.cli import accounts, billing, claims, completion, fleet, groups, tools
 from potluck.cli.options import build, settings_options
 from potluck.hub.settings import HubSettings
 
@@ -48,7 +47,7 @@ def _run_result(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="potluck")
+@click.version_option(package_name="potluck", prog_name="potluck")
 def cli() -> None:
     """Pool GPUs running local LLM servers behind one OpenAI-compatible endpoint."""
 
@@ -116,6 +115,7 @@ def agent(ctx: click.Context, /, **options: object) -> None:
     settings = build(AgentSettings, options)
     try:
         settings.validate()
+        settings = settings.with_token_from_file()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     from potluck._shared.logging import configure_logging
@@ -159,11 +159,16 @@ def agent_scan(settings: AgentSettings) -> None:
         click.echo("nothing found; start a backend or give --backend / --scan-ports")
 
 
-for command in (*accounts.COMMANDS, *groups.COMMANDS, *billing.COMMANDS, *tools.COMMANDS):
+for command in (*accounts.COMMANDS, *groups.COMMANDS, *billing.COMMANDS, *tools.COMMANDS, *completion.COMMANDS):
     cli.add_command(command)
 for command in fleet.COMMANDS:
+    agent.add_command(command)
+for command in claims.COMMANDS:
+    groups.group_cmd.add_command(command)
+for command in claims.AGENT_COMMANDS:
     agent.add_command(command)
 
 
 def main() -> None:
-    cli()
+    # One name whatever the launcher (`potluck`, `python -m potluck`): completion asks through _POTLUCK_COMPLETE.
+    cli(prog_name="potluck")

@@ -7,10 +7,13 @@ travels only in the tool's environment, never on a command line (where ``ps`` wo
 - Claude Code reads environment variables: ``ANTHROPIC_BASE_URL`` (the hub; it appends
   ``/v1/messages``), ``ANTHROPIC_AUTH_TOKEN`` (sent as ``Authorization: Bearer``), ``ANTHROPIC_MODEL``
   and the tier defaults ``ANTHROPIC_DEFAULT_{OPUS,SONNET,HAIKU}_MODEL`` (plus the older
-  ``ANTHROPIC_SMALL_FAST_MODEL``).
+  ``ANTHROPIC_SMALL_FAST_MODEL``), and ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`` unless already set.
 - Codex CLI reads ``config.toml``; the launcher leaves the user's file alone and defines a
   ``potluck`` model provider with ``-c`` overrides on Codex's command line (the hub's URL, the
-  Responses wire API, and the *name* of the variable that holds the key, ``POTLUCK_API_KEY``).
+  Responses wire API, and the *name* of the variable that holds the key, ``POTLUCK_API_KEY``), with its
+  analytics, feedback uploads and update check off.
+
+Either way the tool talks to the hub only, not to its vendor.
 
 The key is ``--key`` / ``POTLUCK_API_KEY`` when given. Otherwise the launchers use the key they made
 earlier for this hub (kept in ``$XDG_CONFIG_HOME/potluck/tools.json``, mode 0600) while the hub still
@@ -170,6 +173,8 @@ def claude_env(base: dict[str, str], hub: str, key: str, model: str | None, smal
     if small is not None:
         env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] = small
         env["ANTHROPIC_SMALL_FAST_MODEL"] = small  # the name Claude Code 1.x reads
+    # Talk to the hub only: no telemetry, error reports or update checks to Anthropic, unless asked for.
+    env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
     return env
 
 
@@ -186,6 +191,10 @@ def codex_overrides(hub: str, model: str | None) -> list[str]:
         (f"model_providers.{PROVIDER_ID}.wire_api", toml("responses")),
         (f"model_providers.{PROVIDER_ID}.env_key", toml(KEY_ENV)),
         ("show_raw_agent_reasoning", "true"),
+        # Talk to the hub only: no analytics, feedback uploads or update checks to OpenAI.
+        ("analytics.enabled", "false"),
+        ("feedback.enabled", "false"),
+        ("check_for_update_on_startup", "false"),
     ]
     if model is not None:
         settings.append(("model", toml(model)))

@@ -81,8 +81,25 @@ class Accounts:
             raise AuthError(_BAD_LOGIN) from None
         if user is None or user.password_hash is None:
             raise AuthError(_BAD_LOGIN)
+        return await self.start_session(user)
+
+    async def start_session(self, user: User) -> tuple[str, datetime]:
+        """A new login session for a user already proven (by password, or by signing up just now)."""
         token, secret = await self._store.users.create_token(user.id, "session", "login", SESSION_TTL)
         return secret, token.expires_at or datetime.now(UTC) + SESSION_TTL
+
+    async def change_password(self, user: User, old: str, new: str, *, keep_session: str | None) -> None:
+        """Set a new password after checking the old one; the user's other login sessions end."""
+        if user.password_hash is None:
+            raise AuthError("This account has no password to change")
+        try:
+            await asyncio.to_thread(self._hasher.verify, user.password_hash, old)
+        except (VerificationError, InvalidHashError):
+            raise AuthError("The current password is wrong") from None
+        if not 8 <= len(new) <= 1024:
+            raise InvalidRequestError("The new password must be 8 to 1024 characters", param="password")
+        await self._store.users.set_password(user.id, await asyncio.to_thread(self._hasher.hash, new))
+        await self._store.users.revoke_sessions(user.id, keep_session)
 
     async def authenticate(self, bearer: str | None) -> User:
         """The user a live session or personal token belongs to; `AuthError` otherwise."""

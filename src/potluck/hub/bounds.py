@@ -48,3 +48,15 @@ TokensCap = Annotated[int, Meta(ge=1, le=MAX_TOKENS_CAP, description="Tokens, 1 
 AliasModels = Annotated[
     list[str], Meta(min_length=1, max_length=MAX_ALIAS_MODELS, description="1 to 16 models, most preferred first.")
 ]
+MAX_SPOT_CHECK_ROUNDS = 1000
+"""Spot checks one ``POST /api/groups/{group_id}/spot-checks`` may run."""
+MAX_TOKENS_PER_S = 1_000_000
+MAX_REFERENCE_CHARS = 10_000
+"""A pinned reference prompt or answer."""
+SpotCheckRounds = Annotated[int, Meta(ge=1, le=MAX_SPOT_CHECK_ROUNDS, description="1 to 1,000.")]
+TokensPerSecond = Annotated[
+    float, Meta(gt=0, le=MAX_TOKENS_PER_S, description="Tokens per second, above 0, at most 10^6.")
+]
+ReferenceText = Annotated[
+    str, Meta(min_length=1, max_length=MAX_REFERENCE_CHARS, description="1 to 10,000 characters.")
+]

@@ -260,7 +260,7 @@ class Dispatcher:
         last_error: UpstreamError | None = None
         explanation: Explanation | None = None
         for attempt in range(settings.max_attempts):
-            want = dataclasses.replace(req.want, exclude=frozenset(tried)) if tried else req.want
+            want = dataclasses.replace(req.want, exclude=req.want.exclude | tried) if tried else req.want
             if tried and not self.registry.scheduler.routable(want.models, want.exclude, want.groups, want.requester):
                 break  # no other agent could take it: answer with the last failure now
             if attempt and not self._retry_allowed():

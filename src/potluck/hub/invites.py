@@ -41,6 +41,13 @@ class Invites:
         except store_errors.NotFoundError:
             raise NotFoundError(f"No invite {invite_id}") from None
 
+    async def peek(self, code: str) -> str:
+        """The name of the group a live invite code leads to; `InvalidInviteError` otherwise (nothing is used)."""
+        found = await self._store.groups.live_invite(code)
+        if found is None:
+            raise InvalidInviteError("This invite code is not valid (unknown, expired, revoked or used up)")
+        return found[1]
+
     async def redeem(self, user: User, code: str) -> str:
         """Join the invite's group; its id."""
         try:

@@ -17,12 +17,15 @@ failed before anything reached the client, is charged nothing and its hold relea
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
 from potluck._shared.clock import Clock
+from potluck._shared.ids import new_request_id
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, Served, usage_parts
+from potluck.hub.claims import Sample
 from potluck.hub.dispatch import Dispatcher, Exchange, RelayRequest
 from potluck.hub.errors import (
     HubError,
@@ -38,6 +41,7 @@ from potluck.hub.metrics import HubMetrics
 from potluck.hub.observe import Observer
 from potluck.hub.outcome import Outcome, outcome_of_failure, outcome_of_response
 from potluck.hub.returning import Returning
+from potluck.hub.scheduler import Want
 from potluck.protocol.agent import EndMessage, Usage
 from potluck.store.keys import ApiKey
 from potluck.store.usage import UsageRecord
@@ -80,8 +84,11 @@ class RequestOwner:
         clock: Clock,
         lifecycle: Lifecycle,
         returning: Returning | None = None,
+        on_served: Callable[[Sample], None] | None = None,
         observer: Observer | None = None,
     ) -> None:
+        self.on_served = on_served
+        """Told of every request an agent served in full (the throughput floor, the spot checks' budget)."""
         self.observer = observer
         """The dashboard's live numbers: told of every finished request (one O(1) call)."""
         self.lifecycle = lifecycle
@@ -149,6 +156,27 @@ class RequestOwner:
         )
         return relay, admission
 
+    async def probe(self, model: str, body: bytes, want: Want) -> Exchange:
+        """The hub's own request (a spot check): placed, sent and relayed as a client's non-streamed chat
+        completion is (the same frame, headers and request id generator), but admitted and recorded
+        nowhere: no limits, no hold, no usage record, no settlement, no earnings. Close the exchange."""
+        if self.closing:
+            raise ShuttingDownError("The hub is shutting down; retry shortly")
+        relay = RelayRequest(
+            request_id=new_request_id(),
+            key_id=None,
+            path="/v1/chat/completions",
+            model=model,
+            stream=False,
+            strip_usage=False,
+            body=body,
+            headers=_FORWARD_HEADERS,
+            received_at=self.clock.now(),
+            want=want,
+            metered=False,
+        )
+        return await self.dispatcher.open(relay)
+
     # -- placement and relay --------------------------------------------------------------------
 
     async def relay(self, relay: RelayRequest) -> Exchange:
@@ -199,6 +227,20 @@ class RequestOwner:
             delivered=exchange.delivered,
             stream_events=exchange.sent_events if exchange.request.stream else None,
         )
+        usage = end.usage if end is not None else None
+        if self.on_served is not None and usage is not None and outcome is Outcome.OK and exchange.status < 400:
+            self.on_served(
+                Sample.of(
+                    placement.agent_id,
+                    placement.model,
+                    exchange.request.want.groups,
+                    completion_tokens=usage.completion_tokens,
+                    stream=exchange.request.stream,
+                    started_at=exchange.started_at,
+                    first_byte_at=exchange.first_byte_at,
+                    now=self.clock.now(),
+                )
+            )
 
     # -- the record -----------------------------------------------------------------------------
 

@@ -8,11 +8,22 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from potluck.hub.scoring import AgentSlots, Want
 
 FULL = "no free slot"
 """Layer 1's reason for an agent that would qualify but for its slots."""
+
+
+class ClaimCheck(Protocol):
+    """Whether an agent may serve a model name to a request through these groups (`potluck.hub.claims`)."""
+
+    def refusal(
+        self, agent_id: str, agent_groups: frozenset[str] | None, model: str, groups: frozenset[str] | None
+    ) -> str:
+        """Why not ('' when it may): not approved for the name, flagged by spot checks, or parked."""
+        ...
 
 
 @dataclass(slots=True)
@@ -22,8 +33,10 @@ class _ModelIndex:
 
 
 class Roster:
-    def __init__(self, ejected: Callable[[str, str, float], bool]) -> None:
-        """``ejected(agent_id, model, now)``: the agent is out of rotation for that model."""
+    def __init__(self, ejected: Callable[[str, str, float], bool], claims: ClaimCheck | None = None) -> None:
+        """``ejected(agent_id, model, now)``: the agent is out of rotation for that model. ``claims``: the
+        groups' serving policies and holds (None: every agent may serve every name it lists)."""
+        self._claims = claims
         self.agents: dict[str, AgentSlots] = {}
         self._by_model: dict[str, _ModelIndex] = {}
         self._ejected = ejected
@@ -78,9 +91,14 @@ class Roster:
             if groups is None:
                 return True
             for agent in index.agents:
-                if agent.reachable(groups, requester):
+                if agent.reachable(groups, requester) and not self.unclaimed(agent, model, groups):
                     return True
         return False
+
+    def unclaimed(self, agent: AgentSlots, model: str, groups: frozenset[str] | None) -> str:
+        """Why the agent may not serve this name through these groups ('' when it may)."""
+        claims = self._claims
+        return "" if claims is None else claims.refusal(agent.agent_id, agent.groups, model, groups)
 
     def routable(
         self,
@@ -95,6 +113,7 @@ class Roster:
             and not a.draining
             and a.agent_id not in exclude
             and a.reachable(groups, requester)
+            and not self.unclaimed(a, m, groups)
             and not self._ejected(a.agent_id, m, now)
             for m in models
             for a in self.listing(m)
@@ -115,6 +134,8 @@ class Roster:
             return "already tried for this request"
         if not agent.reachable(want.groups, want.requester):
             return "not shared with the request's groups" if not agent.own_only else "serves only its owner"
+        if self._claims is not None and (unclaimed := self.unclaimed(agent, model, want.groups)):
+            return unclaimed
         if not agent.available:
             return "paused or outside its hours"
         if agent.draining:

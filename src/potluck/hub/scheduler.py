@@ -2,7 +2,9 @@
 
 **Layer 1** (`potluck.hub.roster`) keeps the agents that may take a request: they list one of the wanted
 models (an alias resolves to several, in order of preference), a group of the request reaches them,
-their owner's rules allow it, they are not draining, not ejected for that model, and have a free slot.
+their owner's rules allow it, the group's claims allow it (approved for the name where the group requires
+it, not flagged by spot checks nor parked below a throughput floor: `potluck.hub.claims`), they are not
+draining, not ejected for that model, and have a free slot.
 
 **Layer 2** (`potluck.hub.scoring`, where the terms and their default weights are listed) scores each
 candidate; the highest score wins, round robin among ties. The ``least_loaded`` and ``round_robin``
@@ -42,7 +44,7 @@ from potluck._shared.clock import Clock
 from potluck.hub.fairqueue import FairQueue, Grant, QueueFullError, QueueShareError, Ticket
 from potluck.hub.learning import Learning
 from potluck.hub.patience import Patience
-from potluck.hub.roster import Roster
+from potluck.hub.roster import ClaimCheck, Roster
 from potluck.hub.scoring import (
     AgentSlots,
     Candidate,
@@ -88,7 +90,9 @@ class Scheduler:
         weights: ScoreWeights | None = None,
         ejection: EjectionSettings | None = None,
         user_share: float = 0.5,
+        claims: ClaimCheck | None = None,
     ) -> None:
+        """``claims``: who may serve which name in which group (`potluck.hub.claims.ClaimView`); None: anyone."""
         self._clock = clock
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
@@ -97,7 +101,7 @@ class Scheduler:
         self.ejection = ejection or EjectionSettings()
         self.user_share = user_share
         self._learning = Learning(self.ejection)
-        self._roster = Roster(self._learning.ejected_now)
+        self._roster = Roster(self._learning.ejected_now, claims)
         self._interned: dict[frozenset[str], frozenset[str]] = {}
         self._queue = FairQueue(max_queue, user_share)
         self._patience = Patience(self._roster, self._queue, self._learning)

@@ -11,6 +11,7 @@ from potluck.hub.accounts import Accounts
 from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
+from potluck.hub.claims import Claims
 from potluck.hub.credits import Credits
 from potluck.hub.gate import AgentGate
 from potluck.hub.groups import Groups
@@ -27,6 +28,7 @@ from potluck.hub.registry import Registry
 from potluck.hub.reports import Reports
 from potluck.hub.requests import RequestOwner
 from potluck.hub.settings import HubSettings
+from potluck.hub.spotcheck import SpotChecker
 
 
 @dataclass(slots=True)
@@ -52,5 +54,7 @@ class HubServices:
     access: AccessMap
     limiter: RateLimiter
     accounting: Accounting
+    claims: Claims
+    spot_checks: SpotChecker
     dashboards: Dashboards
     charts: UsageCharts

@@ -6,7 +6,9 @@ options and the table in docs/configuration.md are generated from them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
@@ -14,6 +16,20 @@ from potluck._shared.logging import LOG_LEVELS
 from potluck._shared.paths import default_data_dir, is_loopback
 from potluck._shared.setting import setting
 from potluck.hub.scoring import Policy, ScoreWeights
+
+# What GET /install.sh may bake into a shell script: no quotes, spaces, `$` or backslashes can pass.
+PUBLIC_URL = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+
+
+class SignupMode(StrEnum):
+    """Who may create an account from a browser (``--signup``)."""
+
+    INVITE = "invite"
+    """Only with a group's invite link (``/join/<code>``), joining that group."""
+    OPEN = "open"
+    """Anyone who reaches the hub, at ``/signup``; invite links work as well."""
+    CLOSED = "closed"
+    """Nobody: admins create accounts; invite links only add signed-in users to a group."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +222,61 @@ class HubSettings:
         False, help="Serve plain HTTP on a non-loopback address: only behind a TLS-terminating proxy."
     )
     log_level: str = setting("info", choices=LOG_LEVELS, help="Logging level, to standard error.")
+    public_url: str | None = setting(
+        None,
+        metavar="URL",
+        default_text="the scheme and Host of each request",
+        help="The hub's URL as agents reach it (https://hub.example); baked into GET /install.sh.",
+        details="Without it the script names the URL the request came to (its scheme and `Host` header, which "
+        "must be a plain host and port). Behind a TLS-terminating proxy set it: the hub does not read "
+        "`X-Forwarded-*`. Only `http(s)://host[:port][/path]` is accepted.",
+    )
+    agent_wheel: Path | None = setting(
+        None,
+        metavar="PATH",
+        default_text="packed from the running installation",
+        help="The potluck-<version>-py3-none-any.whl file to serve at /download/ for GET /install.sh.",
+        details="Without it the hub packs the installed potluck package and its metadata into a wheel on the "
+        "first download and keeps it in memory. The Docker image serves the wheel it was built from.",
+    )
+    spot_check_percent: float = setting(
+        1.0,
+        help="Spot checks may use at most this share (%) of a group's requests for a model; 0 turns them off.",
+        details="Each check sends one short greedy request to every agent serving the model in the group; "
+        "none is billed.",
+    )
+    spot_check_interval_s: float = setting(
+        300.0, help="At least this many seconds between two spot checks of the same model in the same group."
+    )
+    spot_check_strikes: int = setting(
+        3,
+        help="Flag an agent for a model once this many of its last `--spot-check-window` checks disagreed.",
+    )
+    spot_check_window: int = setting(5, help="Judged spot checks remembered per agent, model and group.")
+    spot_check_similarity: float = setting(
+        0.8,
+        help="Two answers' first words agree at this similarity (0..1, difflib's ratio) or above.",
+    )
+    throughput_strikes: int = setting(
+        5,
+        help="Park an agent for a model once this many of its last `--throughput-window` measured requests "
+        "ran below the group's minimum tokens/s.",
+    )
+    throughput_window: int = setting(10, help="Measured requests remembered per agent, model and group.")
+    throughput_min_tokens: int = setting(
+        32, help="A request with fewer completion tokens says too little about speed to be measured."
+    )
+    throughput_cool_down_s: float = setting(
+        600.0, help="A parked agent is back in routing for the model after this many seconds."
+    )
+    signup: str = setting(
+        SignupMode.INVITE.value,
+        choices=tuple(m.value for m in SignupMode),
+        help="Who may create an account in a browser: `invite`, `open` or `closed`.",
+        details="`invite`: a group's invite link (`/join/<code>`) creates an account and joins the group in one "
+        "step. `open`: anyone who reaches the hub may also sign up at `/signup` (joining no group). `closed`: "
+        "only admins create accounts (`POST /admin/users`); invite links then only add signed-in users.",
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -221,10 +292,15 @@ class HubSettings:
         self._validate_connection_limits()
         self.parsed_model_aliases()
         self._validate_scheduling()
+        self._validate_claims()
         if not 0 <= self.platform_fee_percent <= 100:
             raise ValueError("--platform-fee-percent must be in 0..100")
         if self.reprice_interval <= 0:
             raise ValueError("--reprice-interval must be positive")
+        if self.public_url is not None and not PUBLIC_URL.fullmatch(self.public_url):
+            raise ValueError(f"--public-url must be http(s)://host[:port][/path], not {self.public_url!r}")
+        if self.signup not in {m.value for m in SignupMode}:
+            raise ValueError(f"unknown --signup {self.signup}")
 
     def _validate_network(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -251,6 +327,18 @@ class HubSettings:
             raise ValueError("--eject-failures >= 1, --eject-base-s > 0 and --eject-max-percent in 0..100")
         if not 0 <= self.retry_budget_percent <= 100:
             raise ValueError("--retry-budget-percent must be in 0..100")
+
+    def _validate_claims(self) -> None:
+        if not 0 <= self.spot_check_percent <= 100 or self.spot_check_interval_s < 0:
+            raise ValueError("--spot-check-percent must be in 0..100 and --spot-check-interval-s >= 0")
+        if not 1 <= self.spot_check_strikes <= self.spot_check_window:
+            raise ValueError("--spot-check-strikes must be in 1..--spot-check-window")
+        if not 0 < self.spot_check_similarity <= 1:
+            raise ValueError("--spot-check-similarity must be in (0, 1]")
+        if not 1 <= self.throughput_strikes <= self.throughput_window:
+            raise ValueError("--throughput-strikes must be in 1..--throughput-window")
+        if self.throughput_min_tokens < 1 or self.throughput_cool_down_s <= 0:
+            raise ValueError("--throughput-min-tokens >= 1 and --throughput-cool-down-s > 0")
 
     def parsed_model_aliases(self) -> dict[str, tuple[str, ...]]:
         """``--model-alias`` as name -> concrete models; ValueError naming a malformed one."""

@@ -39,3 +39,21 @@ class BillingMode(StrEnum):
     """Usage is recorded, nothing is charged."""
     CREDITS = "credits"
     """Consumers pay in credits, agent owners earn them."""
+
+
+class ClaimPolicy(StrEnum):
+    """Who may serve a model name in a group."""
+
+    OPEN = "open"
+    """Any agent shared into the group serves whatever names it lists (a circle of friends)."""
+    APPROVED = "approved"
+    """An agent serves a name there only once a group owner or admin approved that (agent, model) pair."""
+
+
+class HoldKind(StrEnum):
+    """Why an agent is out of routing for a model in a group."""
+
+    FLAGGED = "flagged"
+    """Its spot-check answers disagreed with the other agents' (or the group's pinned reference)."""
+    PARKED = "parked"
+    """It served below the group's minimum tokens per second repeatedly."""

@@ -9,7 +9,11 @@ error may arrive inside a stream, and counts may be ``null``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
+
+from potluck.protocol.usage import OpenAIUsage
 
 # -- requests -------------------------------------------------------------------------------------
 
@@ -188,7 +192,7 @@ class ToolCallDelta(msgspec.Struct):
     """A piece of one tool call in a streamed delta (or a whole call in a complete message)."""
 
     index: int | None = None
-    """Which call of the turn this piece belongs to."""
+    """Which call of the turn this piece belongs to (parallel calls have distinct indexes)."""
     id: str | None = None
     """The call's id, in its first piece."""
     function: FunctionDelta | None = None
@@ -201,9 +205,9 @@ class Delta(msgspec.Struct):
     content: str | None = None
     """Text."""
     reasoning_content: str | None = None
-    """Reasoning text (llama.cpp, vLLM, LM Studio)."""
+    """Reasoning text (llama.cpp, vLLM, LM Studio, DeepSeek)."""
     reasoning: str | None = None
-    """Reasoning text (Ollama, newer vLLM)."""
+    """Reasoning text (Ollama, vLLM ≥ 0.10)."""
     refusal: str | None = None
     """A refusal's text."""
     tool_calls: list[ToolCallDelta] | None = None
@@ -213,41 +217,16 @@ class Delta(msgspec.Struct):
 class Choice(msgspec.Struct):
     """One choice of a chunk or a completion; translators read only the first."""
 
+    index: int = 0
+    """The choice's number."""
     delta: Delta | None = None
     """A stream chunk's addition."""
     message: Delta | None = None
     """A complete answer's message."""
     finish_reason: str | None = None
     """``stop``, ``length``, ``tool_calls``, ``content_filter``, or null while streaming."""
-
-
-class PromptTokensDetails(msgspec.Struct):
-    """Where the prompt's tokens came from."""
-
-    cached_tokens: int | None = None
-    """Prompt tokens read from the backend's prompt cache."""
-
-
-class CompletionTokensDetails(msgspec.Struct):
-    """What the generated tokens were."""
-
-    reasoning_tokens: int | None = None
-    """Generated tokens spent reasoning."""
-
-
-class ChatUsage(msgspec.Struct):
-    """Chat completions' ``usage``: ``prompt_tokens`` counts the cached ones too."""
-
-    prompt_tokens: int | None = None
-    """Tokens in the prompt, cached ones included."""
-    completion_tokens: int | None = None
-    """Tokens generated, reasoning included."""
-    total_tokens: int | None = None
-    """Their sum."""
-    prompt_tokens_details: PromptTokensDetails | None = None
-    """The cached part of the prompt."""
-    completion_tokens_details: CompletionTokensDetails | None = None
-    """The reasoning part of the generation."""
+    stop_reason: int | str | None = None
+    """vLLM: the stop string (or token id) that ended the answer, null for end-of-sequence."""
 
 
 class ChatError(msgspec.Struct):
@@ -264,19 +243,85 @@ class ChatError(msgspec.Struct):
 
 
 class ChatChunk(msgspec.Struct):
-    """One ``data:`` event of a chat completions stream, or an error event in its place."""
+    """One ``data:`` event of a chat completions stream, a whole answer, or an error in their place.
 
+    Errors come as OpenAI's ``{"error": {...}}`` or ``{"error": "..."}``, vLLM's older top-level
+    ``{"object": "error", "message": ...}``, or FastAPI's ``{"detail": ...}``; `error_fields` reads them all.
+    """
+
+    id: str | None = None
+    """The backend's id of the completion."""
+    model: str | None = None
+    """The model that answered."""
+    object: str | None = None
+    """``chat.completion.chunk`` or ``chat.completion``; ``error`` for vLLM's older top-level errors."""
     choices: list[Choice] | None = None
     """Usually one choice; empty in the usage-only last chunk."""
-    usage: ChatUsage | None = None
-    """The usage, in the last chunk (``stream_options.include_usage``)."""
-    error: ChatError | None = None
-    """An error the backend reports mid-stream (llama.cpp, vLLM, SGLang)."""
-    object: str | None = None
-    """``chat.completion.chunk``; ``error`` for vLLM's older top-level error events."""
+    usage: OpenAIUsage | None = None
+    """The usage, in the last chunk (``stream_options.include_usage``) or the whole answer."""
+    error: ChatError | str | None = None
+    """An error the backend reports in place of an answer (llama.cpp, vLLM, SGLang)."""
     message: str | None = None
-    """The message of such a top-level error."""
+    """The message of a top-level error."""
+    type: str | None = None
+    """The type of a top-level error."""
+    code: str | int | None = None
+    """The code of a top-level error."""
+    detail: msgspec.Raw = msgspec.Raw()
+    """FastAPI's error: a string, or a list of validation problems."""
 
 
 ChatCompletion = ChatChunk
 """A complete (non-streamed) answer has the same fields that matter: ``choices[0].message`` and ``usage``."""
+
+
+class ErrorFields(NamedTuple):
+    """An error as a backend reported it, whichever shape it used."""
+
+    message: str | None
+    type: str | None
+    code: str | int | None
+    """A number for llama.cpp and vLLM (the HTTP status), a string for OpenAI-shaped servers."""
+    param: str | None
+
+
+def error_fields(answer: ChatChunk, *, failed: bool = False) -> ErrorFields | None:
+    """The error an answer carries in place of a completion, or None when it carries none.
+
+    ``failed``: the answer came with an error status, so a top-level ``message`` or FastAPI's ``detail``
+    is its error too (in a 2xx answer, only ``error`` and vLLM's ``"object": "error"`` mark one).
+    """
+    error = answer.error
+    if isinstance(error, ChatError):
+        return ErrorFields(error.message, error.type, error.code, error.param)
+    if isinstance(error, str):
+        return ErrorFields(error, None, None, None)
+    if answer.object == "error" or (failed and answer.message is not None):
+        return ErrorFields(answer.message, answer.type, answer.code, None)
+    if failed and answer.detail and bytes(answer.detail) != b"null":
+        try:
+            detail = msgspec.json.decode(answer.detail)
+        except msgspec.DecodeError:
+            detail = None
+        text = detail if isinstance(detail, str) else bytes(answer.detail).decode("utf-8", "replace")
+        return ErrorFields(text, None, None, None)
+    return None
+
+
+_decode_answer = msgspec.json.Decoder(ChatChunk).decode
+
+
+def read_error(body: bytes) -> ErrorFields:
+    """An error answer, or a stream's error event, in any of the shapes servers use (a bare JSON string
+    included); a body that is no JSON is its own message, a JSON object without an error has none."""
+    try:
+        return error_fields(_decode_answer(body), failed=True) or _NO_ERROR
+    except msgspec.DecodeError:
+        pass
+    try:
+        return ErrorFields(msgspec.json.decode(body, type=str), None, None, None)
+    except msgspec.DecodeError:
+        return ErrorFields(body.decode("utf-8", "replace").strip() or None, None, None, None)
+
+
+_NO_ERROR = ErrorFields(None, None, None, None)

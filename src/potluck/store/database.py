@@ -7,6 +7,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from potluck.store.agents import AgentRepository
 from potluck.store.aliases import AliasRepository
 from potluck.store.billing import BillingRepository
+from potluck.store.claims import ClaimRepository
 from potluck.store.engine import create_engine, upgrade_schema
 from potluck.store.errors import StoreError
 from potluck.store.groups import GroupRepository
@@ -36,6 +37,7 @@ class Store:
         self.reports = ReportRepository(self._engine)
         self.rollups = RollupRepository(self._engine)
         self.history = RequestHistoryRepository(self._engine)
+        self.claims = ClaimRepository(self._engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

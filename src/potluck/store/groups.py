@@ -260,6 +260,25 @@ class GroupRepository:
         if not result.rowcount:
             raise NotFoundError(f"no invite {invite_id}")
 
+    async def live_invite(self, code: str) -> tuple[Invite, str] | None:
+        """The invite with this code and its group's name, while it can still be redeemed; None otherwise."""
+        query = (
+            select(invites, groups.c.name.label("group_name"))
+            .join(groups, groups.c.id == invites.c.group_id)
+            .where(
+                invites.c.secret_hash == hash_secret(code),
+                invites.c.uses < invites.c.max_uses,
+                invites.c.revoked_at.is_(None),
+                invites.c.expires_at > datetime.now(UTC),
+            )
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            return None
+        invite = Invite(row["id"], row["group_id"], row["max_uses"], row["uses"], row["expires_at"], revoked=False)
+        return invite, str(row["group_name"])
+
     async def redeem(self, code: str, user_id: str) -> str:
         """Join the invite's group; its id. InvalidInviteError, or ConflictError if already in it."""
         now = datetime.now(UTC)

@@ -271,6 +271,48 @@ agent_prices = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+# -- model claims: who may serve which name in a group, and who is out of routing for one ------------
+
+claim_policies = Table(
+    "claim_policies",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy", String(16), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+claim_approvals = Table(
+    "claim_approvals",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("approved_by", String(40), nullable=False),
+    Column("approved_at", UTCDateTime(), nullable=False),
+)
+
+claim_holds = Table(
+    "claim_holds",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("since", UTCDateTime(), nullable=False),
+)
+
+claim_rules = Table(
+    "claim_rules",
+    metadata,
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("min_tokens_per_s", Float, nullable=True),
+    Column("reference_prompt", Text, nullable=True),
+    Column("reference_answer", Text, nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 ROLLUP_DIMENSIONS = ("user_id", "key_id", "group_id", "owner_id", "agent_id")
 """The nullable ids of a usage record, kept as ``''`` for None in ``usage_daily`` (NULLs would defeat its key)."""
 ROLLUP_SUMS = (

@@ -146,6 +146,22 @@ class UserRepository:
             )
         return bool(result.rowcount)
 
+    async def set_password(self, user_id: str, password_hash: str) -> None:
+        """Replace a user's password hash."""
+        async with self._engine.begin() as conn:
+            await conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+
+    async def revoke_sessions(self, user_id: str, keep_secret: str | None = None) -> int:
+        """Revoke a user's login sessions (not their personal tokens), but the one with ``keep_secret``; how many."""
+        query = update(user_tokens).where(
+            user_tokens.c.user_id == user_id, user_tokens.c.kind == "session", user_tokens.c.revoked_at.is_(None)
+        )
+        if keep_secret is not None:
+            query = query.where(user_tokens.c.secret_hash != hash_secret(keep_secret))
+        async with self._engine.begin() as conn:
+            result = await conn.execute(query.values(revoked_at=datetime.now(UTC)))
+        return int(result.rowcount)
+
 
 def _user(row: Mapping[Any, Any]) -> User:
     return User(**{**row, "role": UserRole(row["role"])})

@@ -13,13 +13,11 @@ from potluck.agent.dialects.anthropic_request import AnswerContext
 from potluck.protocol.agent import ErrorInfo, Usage
 from potluck.protocol.anthropic import AnswerBlock, TextBlock, ThinkingBlock, ToolUseBlock
 from potluck.protocol.anthropic_answer import ErrorType, Message, StopReason, error_body, error_type_for_status
-from potluck.protocol.chat import ChatCompletion, ErrorEnvelope, ErrorObject
+from potluck.protocol.chat_completions import ChatCompletion, ErrorFields, read_error
 from potluck.protocol.errors import ErrorCode
 from potluck.protocol.usage import TokenUsage
 
 _decode_completion = msgspec.json.Decoder(ChatCompletion).decode
-_decode_error = msgspec.json.Decoder(ErrorEnvelope).decode
-_decode_object = msgspec.json.Decoder(ErrorObject | str).decode
 _decode_json = msgspec.json.decode
 _encode = msgspec.json.encode
 _BODY_LIMIT = 64 << 20
@@ -112,7 +110,8 @@ def translate_response(
 
 def translate_error(status: int, body: bytes) -> bytes:
     """An error answer from an OpenAI-compatible backend (any of the shapes they use) in Anthropic's shape."""
-    message, code = _error_parts(body)
+    error = read_error(body)
+    message, code = error_message(error), error.code
     return error_body(error_type(status, code), message or f"the backend answered HTTP {status}")
 
 
@@ -151,26 +150,9 @@ def error_type(status: int, code: int | str | None) -> ErrorType:
     return error_type_for_status(status)
 
 
-def error_detail(raw: bytes) -> tuple[str, int | str | None]:
-    """Message and code of a stream's error event payload (``{"message", "code"}`` or a string)."""
-    try:
-        error = _decode_object(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return raw.decode("utf-8", "replace"), None
-    if isinstance(error, str):
-        return error, None
-    return error.message or "", error.code
-
-
-def _error_parts(body: bytes) -> tuple[str, int | str | None]:
-    try:
-        envelope = _decode_error(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return body.decode("utf-8", "replace").strip(), None
-    error = envelope.error
-    if isinstance(error, ErrorObject):
-        return error.message or envelope.message or "", error.code
-    return error or envelope.message or envelope.detail or "", None
+def error_message(error: ErrorFields) -> str:
+    """The words of a backend's error, or empty."""
+    return error.message or error.type or ""
 
 
 class MessageResponse:

@@ -20,7 +20,7 @@ import msgspec
 
 from potluck.agent.dialects.anthropic_request import AnswerContext
 from potluck.agent.dialects.anthropic_response import (
-    error_detail,
+    error_message,
     error_type,
     message_id,
     stop_reason,
@@ -47,13 +47,19 @@ from potluck.protocol.anthropic_answer import (
     TextDelta,
     ThinkingDelta,
 )
-from potluck.protocol.chat import ChatCompletion, Choice, ToolCall
+from potluck.protocol.chat_completions import (
+    ChatCompletion,
+    Choice,
+    ErrorFields,
+    ToolCallDelta,
+    error_fields,
+    read_error,
+)
 from potluck.protocol.errors import ErrorCode
 from potluck.protocol.usage import TokenUsage
 
 _decode_chunk = msgspec.json.Decoder(ChatCompletion).decode
 _encode = msgspec.json.encode
-_NULL = b"null"
 _EVENT_LIMIT = 16 << 20  # one event this large is not a chat completion chunk
 
 
@@ -241,7 +247,7 @@ class MessagesStream:
         self._data = []
         if self._error_event:
             self._error_event = False
-            self._backend_error(payload)
+            self._backend_error(read_error(payload))
         if payload == b"[DONE]":
             self._end()
             return
@@ -249,8 +255,9 @@ class MessagesStream:
             chunk = _decode_chunk(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self._fail("the backend sent an event that is not a chat completion chunk")
-        if len(chunk.error) and bytes(chunk.error) != _NULL:
-            self._backend_error(bytes(chunk.error))
+        error = error_fields(chunk)
+        if error is not None:
+            self._backend_error(error)
         if chunk.usage is not None:
             self.tokens = TokenUsage.from_openai(chunk.usage)
         if self.phase is Phase.WAITING:
@@ -273,8 +280,8 @@ class MessagesStream:
             self._finish = choice.finish_reason
             self._backend_stop = choice.stop_reason
 
-    def _backend_error(self, raw: bytes) -> NoReturn:
-        message, code = error_detail(raw)
+    def _backend_error(self, error: ErrorFields) -> NoReturn:
+        message, code = error_message(error), error.code
         status = code if isinstance(code, int) and 400 <= code < 600 else 500
         self._fail(message or "the backend reported an error", error_type(status, code))
 
@@ -294,13 +301,14 @@ class MessagesStream:
             self._start_block(kind, None)
             self._buf.append(text)
 
-    def _tool_delta(self, call: ToolCall) -> None:
+    def _tool_delta(self, call: ToolCallDelta) -> None:
         function = call.function
         name = function.name if function is not None else None
         arguments = function.arguments if function is not None else None
-        tool = self._tools.get(call.index)
+        index = call.index or 0
+        tool = self._tools.get(index)
         if tool is None:
-            tool = self._tools[call.index] = _Tool(call.id, name)
+            tool = self._tools[index] = _Tool(call.id, name)
             if name and not self._waiting and self._closable():
                 self._close()
                 self._start_block(_Kind.TOOL, tool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from potluck.api.schemas.claims import HoldView
 from potluck.api.schemas.common import AgentState, Reply
 from potluck.hub.controls import Schedule
 
@@ -55,6 +56,9 @@ class OwnAgent(Reply):
     """Groups it is shared into."""
     models: list[ModelState]
     """What it serves; empty while offline."""
+    holds: list[HoldView] = msgspec.field(default_factory=list)
+    """Models it is out of routing for in a group, and why: flagged by spot checks, or parked below the
+    group's throughput floor."""
 
 
 class OwnAgentList(Reply):

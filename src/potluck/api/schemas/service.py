@@ -28,6 +28,9 @@ class Model(Reply, kw_only=True):
     """At least one of them has it loaded."""
     owners: list[str]
     """Usernames of the owners of those agents."""
+    withheld: int = 0
+    """Agents the key reaches that list it but may not serve it now: not approved for the name where a group
+    requires approval, flagged by spot checks, or parked below a throughput floor (not counted in ``agents``)."""
 
 
 class ModelList(Reply, kw_only=True):

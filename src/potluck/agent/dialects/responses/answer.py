@@ -13,7 +13,7 @@ import time
 import msgspec
 
 from potluck.protocol.agent import ErrorInfo, Usage
-from potluck.protocol.chat_completions import ChatChunk, ChatCompletion, ChatError, ChatUsage, Delta
+from potluck.protocol.chat_completions import ChatChunk, ChatCompletion, Delta, error_fields
 from potluck.protocol.errors import ErrorCode, code_for_status, error_envelope
 from potluck.protocol.responses import (
     ResponseEcho,
@@ -33,7 +33,7 @@ from potluck.protocol.responses_output import (
     ResponseObject,
     ResponseUsage,
 )
-from potluck.protocol.usage import TokenUsage
+from potluck.protocol.usage import OpenAIUsage, TokenUsage
 
 _encode = msgspec.json.Encoder().encode
 _decode_completion = msgspec.json.Decoder(ChatCompletion).decode
@@ -73,41 +73,32 @@ def ending(finish_reason: str | None) -> tuple[str, IncompleteDetails | None]:
     return COMPLETED, None
 
 
-def responses_usage(usage: ChatUsage) -> ResponseUsage:
+def responses_usage(usage: OpenAIUsage) -> ResponseUsage:
     """Chat usage as Responses usage. Both count cached tokens inside the input and reasoning inside the output."""
-    prompt = usage.prompt_tokens or 0
-    completion = usage.completion_tokens or 0
     cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details is not None else None
     reasoning = (
         usage.completion_tokens_details.reasoning_tokens if usage.completion_tokens_details is not None else None
     )
     return ResponseUsage(
-        input_tokens=prompt,
+        input_tokens=usage.prompt_tokens,
         input_tokens_details=InputTokensDetails(cached_tokens=cached or 0),
-        output_tokens=completion,
+        output_tokens=usage.completion_tokens,
         output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning or 0),
-        total_tokens=usage.total_tokens or prompt + completion,
+        total_tokens=usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
     )
 
 
-def agent_usage(usage: ChatUsage) -> Usage:
+def agent_usage(usage: OpenAIUsage) -> Usage:
     """The counts the agent reports to the hub, cached and reasoning parts included, through the usage record."""
-    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details is not None else None
-    reasoning = (
-        usage.completion_tokens_details.reasoning_tokens if usage.completion_tokens_details is not None else None
-    )
-    return TokenUsage.of_prompt(
-        usage.prompt_tokens or 0, usage.completion_tokens or 0, cache_read=cached or 0, reasoning=reasoning or 0
-    ).to_frame()
+    return TokenUsage.from_openai(usage).to_frame()
 
 
 def chunk_error(chunk: ChatChunk) -> str | None:
     """The message of an error the backend put where an answer belongs, if it did."""
-    if chunk.error is not None:
-        return chunk.error.message or chunk.error.type or "the backend reported an error"
-    if chunk.object == "error":
-        return chunk.message or "the backend reported an error"
-    return None
+    error = error_fields(chunk)
+    if error is None:
+        return None
+    return error.message or error.type or "the backend reported an error"
 
 
 def response_object(
@@ -219,26 +210,14 @@ def _output_items(message: Delta, response_id: str) -> list[OutputItem]:
     return output
 
 
-class _ErrorAnswer(msgspec.Struct):
-    """An error body as backends send it: OpenAI's ``{"error": {...}}``, ``{"error": "..."}``, or vLLM's older
-    top-level ``{"object": "error", "message": ...}``; FastAPI's ``{"detail": ...}``."""
-
-    error: ChatError | str | None = None
-    message: str | None = None
-    type: str | None = None
-    code: str | int | None = None
-    detail: msgspec.Raw = msgspec.Raw()
-
-
-_decode_error_answer = msgspec.json.Decoder(_ErrorAnswer).decode
 _CONTEXT_OVERFLOW = ("context length", "context size", "context window", "maximum context", "exceed_context_size")
 _MESSAGE_LIMIT = 4000
 
 
-def _is_openai_envelope(answer: _ErrorAnswer | None) -> bool:
+def _is_openai_envelope(answer: ChatChunk | None) -> bool:
     """``{"error": {"message": str, "type": str, "code": str | null}}``: a numeric code (llama.cpp's, vLLM's)
     is not OpenAI's and is replaced by one of ours."""
-    if answer is None or not isinstance(answer.error, ChatError):
+    if answer is None or answer.error is None or isinstance(answer.error, str):
         return False
     error = answer.error
     return bool(error.message) and error.type is not None and not isinstance(error.code, int)
@@ -251,7 +230,7 @@ def translate_error(status: int, body: bytes) -> bytes:
     that becomes OpenAI's own code for it, ``context_length_exceeded``.
     """
     try:
-        answer: _ErrorAnswer | None = _decode_error_answer(body)
+        answer: ChatChunk | None = _decode_completion(body)
     except msgspec.DecodeError:
         answer = None
     message, type_, code, param = _error_fields(answer, body)
@@ -273,16 +252,9 @@ def translate_error(status: int, body: bytes) -> bytes:
     )
 
 
-def _error_fields(answer: _ErrorAnswer | None, body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+def _error_fields(answer: ChatChunk | None, body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
     """(message, type, code, param) as the backend gave them; a numeric code is no OpenAI code and is dropped."""
-    if answer is None:
+    found = error_fields(answer, failed=True) if answer is not None else None
+    if found is None:
         return body.decode("utf-8", "replace").strip(), None, None, None
-    if isinstance(answer.error, ChatError):
-        error = answer.error
-        return error.message, error.type, error.code if isinstance(error.code, str) else None, error.param
-    if isinstance(answer.error, str):
-        return answer.error, None, None, None
-    if answer.message is not None:
-        return answer.message, answer.type, answer.code if isinstance(answer.code, str) else None, None
-    detail = given(answer.detail)
-    return (bytes(detail).decode("utf-8", "replace") if detail is not None else None), None, None, None
+    return found.message, found.type, found.code if isinstance(found.code, str) else None, found.param

@@ -50,7 +50,7 @@ from potluck.agent.dialects.responses.answer import (
     translate_error,
 )
 from potluck.protocol.agent import ErrorInfo, Usage
-from potluck.protocol.chat_completions import ChatChunk, ChatUsage, Delta, ToolCallDelta
+from potluck.protocol.chat_completions import ChatChunk, Delta, ToolCallDelta
 from potluck.protocol.responses import (
     ResponseEcho,
 )
@@ -81,6 +81,7 @@ from potluck.protocol.responses_output import (
     StreamEvent,
     sse_event,
 )
+from potluck.protocol.usage import OpenAIUsage
 
 _decode_chunk = msgspec.json.Decoder(ChatChunk).decode
 _NO_FRAME = DeltaFrame(OutputTextDelta, item_id="", output_index=0, content_index=0)
@@ -140,7 +141,7 @@ class ResponsesStreamTranslator:
         self._call: _Call | None = None
         self._closed_calls: set[int] = set()
         self._finish_reason: str | None = None
-        self._chat_usage: ChatUsage | None = None
+        self._chat_usage: OpenAIUsage | None = None
         self._frame = _NO_FRAME  # the open item's delta events
         self._pending = b""  # an incomplete line
         self._data: list[bytes] = []  # the data lines of the event being read
