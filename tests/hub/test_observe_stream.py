@@ -15,8 +15,9 @@ from potluck.hub.observe import Observer
 from potluck.hub.observe_fleet import FleetEvent, FleetWatch
 from potluck.hub.observe_stream import (
     MAX_ROWS_PER_TICK,
-    NOW_EVERY,
     QUIET_TICKS,
+    SCAN_EVERY,
+    SLOTS,
     Dashboards,
     RowView,
     Scope,
@@ -76,7 +77,8 @@ def setup() -> tuple[HubCore, Observer, Dashboards, Recorder]:
     return core, observer, dashboards, recorder
 
 
-def tick_all(dashboards: Dashboards, ticks: int = NOW_EVERY) -> None:
+def tick_all(dashboards: Dashboards, ticks: int = SLOTS) -> None:
+    """A second: every page has had its tick."""
     for _ in range(ticks):
         dashboards.tick()
 
@@ -106,7 +108,7 @@ def test_agents_and_events_reach_only_those_who_see_the_agent() -> None:
     alice.take(), mallory.take()
     core.attach("a")
 
-    tick_all(dashboards, 2)  # a fleet scan
+    tick_all(dashboards, SCAN_EVERY)  # a fleet scan
 
     _now, agents, events, _dropped = alice.take()
     assert [a.decode() for a in agents] == ["agent a"]
