@@ -67,7 +67,7 @@ async def run(requests: int, agents: int) -> dict[str, Any]:
             free = Want(("m",), groups=frozenset({"free"}), requester="alice")
 
             start = time.perf_counter()
-            holds = [accounting.admit(f"r{i}", paid, BODY)[1] for i in range(requests)]
+            holds = [(await accounting.admit(f"r{i}", paid, BODY))[1] for i in range(requests)]
             admit_s = time.perf_counter() - start
 
             start = time.perf_counter()
@@ -77,7 +77,7 @@ async def run(requests: int, agents: int) -> dict[str, Any]:
 
             start = time.perf_counter()
             for i in range(requests):
-                _want, hold = accounting.admit(f"f{i}", free, BODY)
+                _want, hold = await accounting.admit(f"f{i}", free, BODY)
                 accounting.settle(hold, _served(free.groups))
             mutual_s = time.perf_counter() - start
 

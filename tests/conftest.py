@@ -1,7 +1,55 @@
-"""Suite-wide settings. In CI (CI=true) a missing optional service fails its tests instead of skipping."""
+"""Suite-wide settings and servers. In CI (CI=true) a missing optional service fails its tests instead of skipping."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Iterator
+
+import pytest
+
+from testing.postgres import PostgresServer, PostgresUnavailableError
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- PostgreSQL: one real server per test process, one database per test ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server started for this test process (skipped only outside CI when none is installed)."""
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailableError as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true and PostgreSQL is missing: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres: PostgresServer) -> str:
+    """The name of a database migrated to the newest schema once, which tests clone."""
+    from potluck.store.engine import create_engine, upgrade_schema
+
+    url = postgres.create_database()
+
+    async def migrate() -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade_schema(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(migrate())
+    return url.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer, postgres_template: str) -> str:
+    """A fresh database at the newest schema (a clone of the template), for this test alone."""
+    return postgres.create_database(template=postgres_template)

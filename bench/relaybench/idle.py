@@ -89,11 +89,12 @@ async def _idle_agent(
             signature=key.sign(proto.challenge_payload(challenge.nonce, public)),
             name=f"idle-{index}",
             max_concurrency=8,
-            models=[proto.ModelInfo(id="idle-model", backend=backend)],
-            backends=[proto.BackendInfo(url=backend)],
             enrol_token=token,
         )
-        await ws.send_bytes(proto.encode_frame(hello))
+        catalog = proto.ModelsMessage(
+            [proto.ModelInfo(id="idle-model", backend=backend)], [proto.BackendInfo(url=backend)]
+        )
+        await ws.send_bytes(proto.encode_hello(hello, catalog))
         frames = _frames(await ws.receive(timeout=60))
         if not isinstance(frames[0].message, proto.WelcomeMessage):
             raise proto.ProtocolError(f"expected a welcome, got {frames[0].message!r}")

@@ -33,6 +33,8 @@ from potluck.api import (
     health,
     openai,
     openapi,
+    peer,
+    peer_admin,
     requests,
     scheduling,
     users,
@@ -55,17 +57,23 @@ from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
 from potluck.hub.claims import Claims, Sample
+from potluck.hub.cluster import Cluster
+from potluck.hub.cluster_cache import reload_shared
+from potluck.hub.cluster_limits import ClusterRateLimiter
+from potluck.hub.cluster_sweep import sweep_holds
+from potluck.hub.cluster_view import new_replica_id
 from potluck.hub.controls import parse_controls
 from potluck.hub.credits import Credits
 from potluck.hub.dispatch import Dispatcher, DispatchSettings
 from potluck.hub.gate import AgentGate
 from potluck.hub.groups import Groups
 from potluck.hub.health import Health
+from potluck.hub.holds import HoldBook, LocalHoldBook, SharedHoldBook
 from potluck.hub.invites import Invites
 from potluck.hub.keys import Keys
 from potluck.hub.ledger import Ledger
 from potluck.hub.lifecycle import Lifecycle
-from potluck.hub.limits import Limits, MemoryRateLimiter
+from potluck.hub.limits import Limits, MemoryRateLimiter, RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.observe import Observer
@@ -81,6 +89,7 @@ from potluck.hub.scheduler import EjectionSettings, Scheduler, ScoreWeights
 from potluck.hub.services import HubServices
 from potluck.hub.settings import HubSettings
 from potluck.hub.spotcheck import SpotChecker, SpotCheckSettings
+from potluck.hub.throttle import LoginThrottle
 from potluck.hub.throughput import FloorSettings, ThroughputFloor
 from potluck.protocol.accounts import UserRole
 from potluck.store.database import Store
@@ -139,7 +148,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         max_pending_per_ip=settings.max_pending_connections_per_ip,
     )
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, guard_requests, check_body]
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware, guard_requests, check_body, peer.invalidate_on_change],
     )
     app[CONNECTION_GUARD] = guard
 
@@ -168,12 +178,22 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         access.hub_aliases = settings.parsed_model_aliases()
         keys = await Keys.load(store, access)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
+        replica_id = new_replica_id() if settings.redis_url is not None else None
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         journal = UsageJournal(store.usage.append)
-        ledger, released = await Ledger.recover(
-            store.ledger, store.ledger.append, on_drop=lambda _txn: metrics.ledger_dropped.inc()
-        )
-        zeroed, rebuilt = await store.usage.reconcile_with_receipts()
+        on_drop = lambda _txn: metrics.ledger_dropped.inc()  # noqa: E731
+        if store.is_sqlite:
+            ledger, released = await Ledger.recover(store.ledger, store.ledger.append, on_drop=on_drop)
+            book: HoldBook = LocalHoldBook(ledger)
+        else:
+            # Replicas share the database: it decides every hold. Only this replica's own leftovers are
+            # released (another replica's open holds may be in flight; a dead one's are the sweeper's).
+            ledger = Ledger(store.ledger.append, on_drop=on_drop)
+            shared = SharedHoldBook(store.holds, replica_id=replica_id)
+            released, book = await shared.recover(), shared
+        # On PostgreSQL another replica's usage records and receipts may be in flight, so that crash repair
+        # belongs to whoever sweeps a dead replica, not to every start.
+        zeroed, rebuilt = await store.usage.reconcile_with_receipts() if store.is_sqlite else (0, 0)
         if released or zeroed or rebuilt:
             log.warning(
                 "recovered after an unclean stop: %d open holds released, %d usage records unbilled, %d rebuilt",
@@ -187,6 +207,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             access,
             scheduler,
             fee_percent=settings.platform_fee_percent,
+            holds=book,
         )
         for group in await store.groups.all():
             accounting.set_billing(group.id, GroupBilling.of(group))
@@ -202,7 +223,23 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             ),
             metrics,
         )
-        limiter = MemoryRateLimiter(clock)
+        cluster = None
+        if settings.redis_url is not None:
+            cluster = Cluster(
+                redis_url=settings.redis_url,
+                registry=registry,
+                clock=clock,
+                url=settings.advertise_url or "",
+                lease_s=settings.replica_lease_s,
+                credit_window=settings.credit_window,
+                on_invalidate=partial(reload_shared, store, access, keys, accounting, registry),
+                replica_id=replica_id,
+            )
+            cluster.on_replica_dead = partial(sweep_holds, store.holds, clock)
+            cluster.knows_agent = lambda agent_id: agent_id in access.agent_owner
+        limiter: RateLimiter = MemoryRateLimiter(clock)
+        if cluster is not None:
+            limiter = ClusterRateLimiter(cluster.redis, clock, lambda: len(cluster.replicas))
         lifecycle = Lifecycle()
         returning = Returning(clock, await store.agents.serving(), settings.restart_grace_s)
         observer = Observer(clock)
@@ -219,6 +256,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             returning=returning,
             observer=observer,
         )
+        if cluster is not None:
+            cluster.in_flight = lambda: requests.in_flight
         groups = Groups(store, access, registry, accounting)
         agents = Agents(store, access, registry, accounting, groups)
         claims = Claims(store, claim_view, access, registry, groups, clock)
@@ -270,7 +309,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             lifecycle=lifecycle,
             journal=journal,
             metrics=metrics,
-            accounts=Accounts(store, access),
+            accounts=Accounts(store, access, LoginThrottle(clock)),
             groups=groups,
             invites=Invites(store, groups),
             agents=agents,
@@ -291,6 +330,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 closing=lambda: lifecycle.closing,
             ),
             charts=UsageCharts(store, journal),
+            cluster=cluster,
         )
         app[HUB].dashboards.renderer = StreamRenderer(app[HUB])
         lifecycle.start(
@@ -300,13 +340,15 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "schedules": partial(_run_periodic, 1.0, registry.apply_schedules),
                 "scheduler-poll": partial(_run_poll, registry, clock),
                 "usage-journal": journal.run,
-                "ledger": ledger.run,
+                "ledger": book.run,
                 "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
                 "connection-guard": guard.run,
                 "claims": claims.run,
                 "parked-cool-down": partial(_run_periodic, 1.0, floor.expire),
                 **({"spot-checks": spot_checks.run} if settings.spot_check_percent > 0 else {}),
                 "dashboards": app[HUB].dashboards.run,
+                **peer.cluster_loops(cluster, settings),
+                **({"cluster-limits": limiter.run} if isinstance(limiter, ClusterRateLimiter) else {}),
             }
         )
         try:
@@ -314,14 +356,18 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         finally:
             await lifecycle.close()
             await claims.flush()
+            if cluster is not None:
+                await cluster.close()
             await journal.close()
-            await ledger.close()
+            await book.close()
             await store.close()
 
     app.cleanup_ctx.append(lifecycle)
     openai.add_routes(app)
     dialect_routes.add_routes(app)
     agent_ws.add_routes(app)
+    peer.add_routes(app)
+    peer_admin.add_routes(app)
     admin.add_routes(app)
     users.add_routes(app)
     health.add_routes(app)
@@ -398,6 +444,9 @@ async def serve(
     scheme = "https" if ssl_context else "http"
     url = f"{scheme}://{settings.host}:{port}"
     log.info("hub listening on %s (data dir %s)", url, settings.data_dir)
+    cluster = app[HUB].cluster
+    if cluster is not None:
+        cluster.set_url(settings.advertise_url or url)
     if on_listening is not None:
         on_listening(url)
 
@@ -427,8 +476,12 @@ async def _graceful_shutdown(app: web.Application, settings: HubSettings) -> Non
     hub.lifecycle.closing = True
     hub.dashboards.close()
     hub.registry.drain_all(settings.shutdown_timeout)
+    if hub.cluster is not None:
+        hub.cluster.drain()
     if not await hub.requests.wait_idle(settings.shutdown_timeout):
         log.warning("shutdown deadline reached with %d requests in flight", hub.requests.in_flight)
+    if hub.cluster is not None and not await hub.cluster.wait_forwarded(settings.shutdown_timeout):
+        log.warning("shutdown deadline reached with %d forwarded requests running", hub.cluster.forwarding)
     for session in list(hub.registry.sessions.values()):
         session.channel.close()
     with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ from potluck.hub.auth import AdminAuth
 from potluck.hub.settings import HubSettings
 
 ADMIN = {"Authorization": "Bearer adm"}
+ADMIN_HASH = AdminAuth.hash_token("adm")
 PASSWORD = "a long enough password"
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]*)"')
 
@@ -245,3 +246,32 @@ async def test_no_script_builds_markup_from_strings(hub: TestClient[Any, Any]) -
             source = await resp.text()
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
             assert sink not in source, f"{name} uses {sink}"
+
+
+async def test_password_guessing_is_refused_with_429_before_the_password_is_checked(
+    hub: TestClient[Any, Any],
+) -> None:
+    await make_user(hub, "guessed")
+    for _ in range(5):
+        assert not await can_log_in(hub, "guessed", "wrong password")
+    async with hub.post("/api/login", json={"username": "guessed", "password": PASSWORD}) as resp:
+        body = await resp.json()
+        assert resp.status == 429, body  # even the right password waits now
+        assert body["error"]["code"] == "rate_limit_exceeded"
+        assert int(resp.headers["Retry-After"]) > 0
+        assert resp.headers["x-request-id"]
+    token = await form_token(hub, "/login")
+    resp = await post_form(hub, "/login", {"csrf": token, "username": "guessed", "password": PASSWORD})
+    assert resp.status == 429  # the sign-in form shares the count
+    assert SESSION_COOKIE not in resp.cookies
+
+
+async def test_behind_a_tls_proxy_named_by_public_url_the_cookies_are_secure(
+    tmp_path: Path, hub: TestClient[Any, Any]
+) -> None:
+    async with hub.get("/login") as resp:
+        assert "Secure" not in resp.headers["Set-Cookie"]  # plain http on loopback: a browser would drop it
+    app = create_app(HubSettings(data_dir=tmp_path / "proxied", public_url="https://hub.example"), ADMIN_HASH)
+    async with TestClient(TestServer(app)) as client, client.get("/login") as resp:
+        # One rule (browser._secure) sets the Secure flag of this cookie and of the session cookie alike.
+        assert "; Secure" in resp.headers["Set-Cookie"]

@@ -15,8 +15,9 @@ from potluck.protocol.agent import (
     PROTOCOL_VERSION,
     ChallengeMessage,
     HelloMessage,
+    ModelsMessage,
     RejectMessage,
-    encode_frame,
+    encode_hello,
     iter_frames,
 )
 from testing.processes import AgentProcess, HubProcess, free_port, http_json
@@ -69,11 +70,9 @@ async def test_hub_rejects_wrong_protocol_version_and_bad_signatures(fleet: Flee
                     signature=signature,
                     name="impostor",
                     max_concurrency=1,
-                    models=[],
-                    backends=[],
                     enrol_token=fleet.hub.create_agent_token(),
                 )
-                await ws.send_bytes(encode_frame(hello))
+                await ws.send_bytes(encode_hello(hello, ModelsMessage([], [])))
                 reject = next(iter_frames((await ws.receive()).data)).message
                 assert isinstance(reject, RejectMessage)
                 assert reject.code == ("protocol_version" if version != PROTOCOL_VERSION else "bad_signature")

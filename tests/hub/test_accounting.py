@@ -22,7 +22,7 @@ async def _discard(txns: object, receipts: object) -> None:
     return None
 
 
-def make(fee: float = 10.0) -> Accounting:
+def make(fee: float = 10.0, ledger: Ledger | None = None) -> Accounting:
     access = AccessMap("admin", "default")
     access.agent_owner = {"gpu": "bob", "free-gpu": "carol"}
     access.agent_groups = {"gpu": {"paid"}, "free-gpu": {"mutual"}}
@@ -30,7 +30,7 @@ def make(fee: float = 10.0) -> Accounting:
     scheduler = Scheduler(ManualClock())
     scheduler.upsert_agent("gpu", ["m"], 4, hot=["m"], groups=frozenset({"paid"}))
     accounting = Accounting(
-        Ledger(_discard), HubSigner.generate(), access, scheduler, fee_percent=fee, clock=ManualClock(10.0)
+        ledger or Ledger(_discard), HubSigner.generate(), access, scheduler, fee_percent=fee, clock=ManualClock(10.0)
     )
     accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, default=Price(10, 20), cap=100))
     accounting.prices = {"gpu": {"m": Price(100, 1000)}}
@@ -59,10 +59,10 @@ def served(**changes: object) -> Served:
     return Served(**fields)  # type: ignore[arg-type]
 
 
-def test_a_paid_request_is_held_then_charged_its_tokens_with_the_fee_split() -> None:
+async def test_a_paid_request_is_held_then_charged_its_tokens_with_the_fee_split() -> None:
     accounting = make()
     accounting.ledger.grant("alice", 1_000_000, "test")
-    want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b'{"max_tokens": 5}')
+    want, hold = await accounting.admit("r1", alice(frozenset({"paid"})), b'{"max_tokens": 5}')
     assert hold is not None
     assert want.groups == frozenset({"paid"})
     assert accounting.ledger.held("alice") == hold.amount == (17 + 1024) * 100 + 5 * 1000
@@ -74,26 +74,26 @@ def test_a_paid_request_is_held_then_charged_its_tokens_with_the_fee_split() -> 
     assert accounting.ledger.held("alice") == 0
 
 
-def test_without_credit_a_paid_only_route_is_402_and_nothing_is_held() -> None:
+async def test_without_credit_a_paid_only_route_is_402_and_nothing_is_held() -> None:
     accounting = make()
     with pytest.raises(InsufficientQuotaError) as refused:
-        accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+        await accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     assert refused.value.status == 402
     assert accounting.ledger.held("alice") == 0
 
 
-def test_without_credit_a_free_route_is_taken_instead() -> None:
+async def test_without_credit_a_free_route_is_taken_instead() -> None:
     accounting = make()
     accounting.scheduler.upsert_agent("free-gpu", ["m"], 4, groups=frozenset({"mutual"}))
-    want, hold = accounting.admit("r1", alice(frozenset({"paid", "mutual"})), b"{}")
+    want, hold = await accounting.admit("r1", alice(frozenset({"paid", "mutual"})), b"{}")
     assert (want.groups, hold) == (frozenset({"mutual"}), None)
 
 
-def test_an_agent_reached_through_a_mutual_group_serves_free_even_for_a_held_request() -> None:
+async def test_an_agent_reached_through_a_mutual_group_serves_free_even_for_a_held_request() -> None:
     accounting = make()
     accounting.access.agent_groups["gpu"] = {"paid", "mutual"}
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _want, hold = accounting.admit("r1", alice(frozenset({"paid", "mutual"})), b"{}")
+    _want, hold = await accounting.admit("r1", alice(frozenset({"paid", "mutual"})), b"{}")
     bill = accounting.settle(hold, served(key_groups=frozenset({"paid", "mutual"})))
     assert (bill.charged, bill.group_id) == (0, "mutual")
     assert accounting.ledger.balance("alice") == 1_000_000
@@ -107,10 +107,10 @@ def test_missing_usage_is_estimated_from_bytes_and_stream_events() -> None:
     assert bill.completion_tokens == 10  # 12 events less the role chunk and [DONE]
 
 
-def test_implausible_counts_are_flagged_and_the_estimate_is_charged() -> None:
+async def test_implausible_counts_are_flagged_and_the_estimate_is_charged() -> None:
     accounting = make()
     accounting.ledger.grant("alice", 10_000_000, "test")
-    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    _want, hold = await accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     bill = accounting.settle(hold, served(usage=Usage(10, 50_000, 50_010), response_bytes=400))
     assert (bill.flagged, bill.estimated, bill.completion_tokens) == (True, True, 100)
     assert accounting.reputation["gpu"].implausible == 1
@@ -123,10 +123,10 @@ def test_an_abandoned_stream_pays_only_for_the_events_that_reached_the_client() 
     assert bill.completion_tokens == 5
 
 
-def test_a_request_that_never_reached_an_agent_releases_its_hold() -> None:
+async def test_a_request_that_never_reached_an_agent_releases_its_hold() -> None:
     accounting = make()
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    _want, hold = await accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     bill = accounting.settle(hold, served(agent_id=None, usage=None, outcome=Outcome.OVERLOADED, status=503))
     assert bill.charged == 0
     assert (accounting.ledger.balance("alice"), accounting.ledger.held("alice")) == (1_000_000, 0)
@@ -152,10 +152,9 @@ async def test_an_error_answer_is_charged_nothing_and_releases_its_hold_without_
     async def keep(txns: list[LedgerTxn], batch: list[StoredReceipt]) -> None:
         receipts.extend(batch)
 
-    accounting = make()
-    accounting.ledger = Ledger(keep)  # type: ignore[arg-type]
+    accounting = make(ledger=Ledger(keep))  # type: ignore[arg-type]
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    _want, hold = await accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     error = served(usage=Usage(4521, 49, 4570), outcome=Outcome.UPSTREAM_ERROR, status=status, delivered_bytes=120)
     bill = accounting.settle(hold, error)
     assert (bill.charged, bill.earned) == (0, 0)
@@ -171,26 +170,26 @@ def test_an_error_answer_without_reported_usage_records_no_estimate() -> None:
     assert (bill.prompt_tokens, bill.completion_tokens, bill.estimated) == (0, 0, False)
 
 
-def test_a_group_that_opts_in_pays_the_reported_tokens_of_an_error_answer() -> None:
+async def test_a_group_that_opts_in_pays_the_reported_tokens_of_an_error_answer() -> None:
     accounting = make()
     accounting.set_billing(
         "paid", GroupBilling(mode=BillingMode.CREDITS, default=Price(10, 20), cap=100, bill_errors=True)
     )
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    _want, hold = await accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     bill = accounting.settle(hold, served(outcome=Outcome.UPSTREAM_ERROR, status=400, delivered_bytes=0))
     assert bill.charged > 0
     assert accounting.ledger.balance("alice") == 1_000_000 - bill.charged
     # ...but never on an estimate: no usage reported, nothing charged.
-    _want, hold = accounting.admit("r2", alice(frozenset({"paid"})), b"{}")
+    _want, hold = await accounting.admit("r2", alice(frozenset({"paid"})), b"{}")
     assert accounting.settle(hold, served(usage=None, outcome=Outcome.UPSTREAM_ERROR, status=400)).charged == 0
 
 
 @pytest.mark.parametrize("outcome", [Outcome.AGENT_FAILED, Outcome.TIMEOUT, Outcome.CLIENT_CANCELLED])
-def test_a_request_that_failed_before_any_byte_reached_the_client_is_free(outcome: Outcome) -> None:
+async def test_a_request_that_failed_before_any_byte_reached_the_client_is_free(outcome: Outcome) -> None:
     accounting = make()
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    _want, hold = await accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     bill = accounting.settle(hold, served(outcome=outcome, delivered_bytes=0))
     assert bill.charged == 0
     assert (accounting.ledger.balance("alice"), accounting.ledger.held("alice")) == (1_000_000, 0)
@@ -230,10 +229,9 @@ async def test_settled_requests_carry_a_signed_receipt_in_the_same_ledger_batch(
     async def keep(txns: list[LedgerTxn], receipts: list[StoredReceipt]) -> None:
         batches.append((list(txns), list(receipts)))
 
-    accounting = make()
-    accounting.ledger = Ledger(keep)  # type: ignore[arg-type]
+    accounting = make(ledger=Ledger(keep))  # type: ignore[arg-type]
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    _want, hold = await accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     accounting.settle(hold, served())
     await accounting.ledger.flush()
     ((txns, receipts),) = batches
@@ -244,12 +242,12 @@ async def test_settled_requests_carry_a_signed_receipt_in_the_same_ledger_batch(
     assert verify_receipt(signed, accounting.signer.public_key).charged == 6000
 
 
-def test_the_hold_follows_price_changes_at_once_and_new_agents_within_a_second() -> None:
+async def test_the_hold_follows_price_changes_at_once_and_new_agents_within_a_second() -> None:
     accounting = make()
     accounting.ledger.grant("alice", 10**12, "test")
-    first = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")[1]
+    first = (await accounting.admit("r1", alice(frozenset({"paid"})), b"{}"))[1]
     accounting.set_prices("gpu", {"m": Price(100, 2000)})
-    second = accounting.admit("r2", alice(frozenset({"paid"})), b"{}")[1]
+    second = (await accounting.admit("r2", alice(frozenset({"paid"})), b"{}"))[1]
     assert first is not None
     assert second is not None
     assert second.amount - first.amount == 100 * 1000  # the cap's 100 completion tokens at +1,000 µcr each
@@ -257,9 +255,9 @@ def test_the_hold_follows_price_changes_at_once_and_new_agents_within_a_second()
     accounting.access.agent_groups["dear"] = {"paid"}
     accounting.scheduler.upsert_agent("dear", ["m"], 4, groups=frozenset({"paid"}))
     accounting.prices["dear"] = {"m": Price(100, 9000)}
-    assert accounting.admit("r3", alice(frozenset({"paid"})), b"{}")[1].amount == second.amount  # type: ignore[union-attr]
+    assert (await accounting.admit("r3", alice(frozenset({"paid"})), b"{}"))[1].amount == second.amount  # type: ignore[union-attr]
     accounting.clock.advance(1.01)  # type: ignore[attr-defined]
-    third = accounting.admit("r4", alice(frozenset({"paid"})), b"{}")[1]
+    third = (await accounting.admit("r4", alice(frozenset({"paid"})), b"{}"))[1]
     assert third is not None
     assert third.amount - second.amount == 100 * 7000
 
@@ -270,10 +268,9 @@ async def test_a_receipt_keeps_the_cache_and_reasoning_parts_the_backend_reporte
     async def keep(txns: list[LedgerTxn], batch: list[StoredReceipt]) -> None:
         receipts.extend(batch)
 
-    accounting = make()
-    accounting.ledger = Ledger(keep)  # type: ignore[arg-type]
+    accounting = make(ledger=Ledger(keep))  # type: ignore[arg-type]
     accounting.ledger.grant("alice", 1_000_000, "test")
-    _want, hold = accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
+    _want, hold = await accounting.admit("r1", alice(frozenset({"paid"})), b"{}")
     usage = Usage(10, 5, 15, cache_read_tokens=8, reasoning_tokens=3)
     bill = accounting.settle(hold, served(usage=usage))
     assert (bill.prompt_tokens, bill.completion_tokens) == (10, 5)  # the parts are inside, not added

@@ -43,6 +43,9 @@ DOCUMENTED = [
     ("alias `models`", f"{bounds.MAX_ALIAS_MODELS:,} models"),
     ("`schedule`", f"{bounds.MAX_SCHEDULE_WINDOWS:,} windows"),
     ("`since`, `until`", bounds.LAST_DAY.isoformat()),
+    ("`rounds`", f"{bounds.MAX_SPOT_CHECK_ROUNDS:,}"),
+    ("`min_tokens_per_s`", f"{bounds.MAX_TOKENS_PER_S:,}"),
+    ("`reference_prompt`, `reference_answer`", f"{bounds.MAX_REFERENCE_CHARS:,} characters"),
 ]
 
 

@@ -106,7 +106,7 @@ async def test_frames_for_unknown_streams_are_ignored() -> None:
 
 async def test_unexpected_frame_type_from_agent_is_a_protocol_error() -> None:
     session, _, _ = open_stream()
-    hello = HelloMessage(1, "v", b"k" * 32, b"s" * 64, "n", 1, [], [])
+    hello = HelloMessage(1, "v", b"k" * 32, b"s" * 64, "n", 1)
     with pytest.raises(ProtocolError):
         session.on_frame(FrameType.HELLO, 0, hello, b"")
 
@@ -619,7 +619,7 @@ async def test_shutting_down_dispatcher_refuses_new_requests() -> None:
     hub.attach("a")
     hub.owner.lifecycle.closing = True
     with pytest.raises(ShuttingDownError):
-        hub.owner.admit(hub.client_request())
+        await hub.owner.admit(hub.client_request())
     assert hub.dispatcher.in_flight == 0
 
 

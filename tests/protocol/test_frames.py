@@ -50,8 +50,6 @@ MESSAGES: list[tuple[Message, FrameType]] = [
             signature=b"s" * 64,
             name="gpu-box",
             max_concurrency=4,
-            models=[ModelInfo("llama", hot=False, backend="http://127.0.0.1:8080", context_length=8192)],
-            backends=[BackendInfo("http://127.0.0.1:8080", kind="openai", healthy=False)],
             enrol_token="pat-abc",
             draining=True,
         ),

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from potluck.protocol.accounts import UserRole
 from potluck.store.billing import Price
 from potluck.store.database import Store
-from potluck.store.engine import sqlite_url
 from potluck.store.errors import NotFoundError
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(sqlite_url(tmp_path / "potluck.db"))
-    yield store
-    await store.close()
 
 
 async def enrol(store: Store, key: bytes) -> str:

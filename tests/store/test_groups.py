@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from potluck.protocol.accounts import UserRole
 from potluck.store.database import Store
-from potluck.store.engine import sqlite_url
 from potluck.store.errors import ConflictError
 from potluck.store.groups import InvalidInviteError
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(sqlite_url(tmp_path / "potluck.db"))
-    yield store
-    await store.close()
 
 
 async def test_twenty_concurrent_redemptions_of_a_one_use_code_admit_exactly_one(store: Store) -> None:

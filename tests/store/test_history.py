@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from potluck.store.database import Store
-from potluck.store.engine import sqlite_url
 from potluck.store.errors import NotFoundError
 from tests.store.test_reports import record
 
 T0 = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(sqlite_url(tmp_path / "potluck.db"))
-    yield store
-    await store.close()
 
 
 async def test_newest_first_with_ties_by_request_id_and_only_the_users_records(store: Store) -> None:

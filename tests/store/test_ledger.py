@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,18 +19,6 @@ from potluck.store.errors import ConflictError
 from potluck.store.ledger import LedgerTxn, StoredReceipt
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "potluck.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(sqlite_url(db_path))
-    yield store
-    await store.close()
 
 
 def grant(txn_id: str, user: str, amount: int, at: datetime = T0) -> LedgerTxn:
@@ -209,19 +196,24 @@ async def test_a_repeat_inside_one_batch_is_written_once(store: Store) -> None:
 
 
 async def test_the_unique_request_kind_constraint_refuses_a_second_settle_written_behind_the_repository(
-    store: Store, db_path: Path
+    sqlite_store: Store, db_path: Path
 ) -> None:
-    await store.ledger.append([grant("txn_1", "alice", 10), hold("txn_2", "req_1", "alice", 5)])
-    await store.ledger.append([settle("txn_3", "req_1", "alice", 5, 5)])
+    await sqlite_store.ledger.append([grant("txn_1", "alice", 10), hold("txn_2", "req_1", "alice", 5)])
+    await sqlite_store.ledger.append([settle("txn_3", "req_1", "alice", 5, 5)])
     with sqlite3.connect(db_path) as conn, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        conn.execute("INSERT INTO ledger_txns VALUES ('txn_4', 'settle', 'req_1', NULL, '2030-01-01 00:00:00')")
+        conn.execute(
+            "INSERT INTO ledger_txns (id, kind, request_id, reason, created_at) "
+            "VALUES ('txn_4', 'settle', 'req_1', NULL, '2030-01-01 00:00:00')"
+        )
     conn.close()
     # Grants carry no request id and may repeat freely.
-    await store.ledger.append([grant("txn_5", "alice", 1), grant("txn_6", "alice", 1)])
-    assert (await store.ledger.balances())["user:alice"] == 7
+    await sqlite_store.ledger.append([grant("txn_5", "alice", 1), grant("txn_6", "alice", 1)])
+    assert (await sqlite_store.ledger.balances())["user:alice"] == 7
 
 
-async def test_a_collision_that_persists_is_a_conflict_error_and_writes_nothing(store: Store, db_path: Path) -> None:
+async def test_a_collision_that_persists_is_a_conflict_error_and_writes_nothing(
+    sqlite_store: Store, db_path: Path
+) -> None:
     # A trigger stands in for a concurrent writer that keeps winning the race for the same row.
     with sqlite3.connect(db_path) as conn:
         conn.execute(
@@ -230,13 +222,13 @@ async def test_a_collision_that_persists_is_a_conflict_error_and_writes_nothing(
         )
     conn.close()
     with pytest.raises(ConflictError) as caught:
-        await store.ledger.append([grant("txn_1", "alice", 10)], [receipt("req_1")])
+        await sqlite_store.ledger.append([grant("txn_1", "alice", 10)], [receipt("req_1")])
     assert isinstance(caught.value.__cause__, IntegrityError)
-    assert await store.ledger.balances() == {}
+    assert await sqlite_store.ledger.balances() == {}
 
 
-async def test_two_writers_appending_the_same_batch_at_once_store_it_once(store: Store, db_path: Path) -> None:
-    other = await Store.open(sqlite_url(db_path))
+async def test_two_writers_appending_the_same_batch_at_once_store_it_once(store: Store, store_url: str) -> None:
+    other = await Store.open(store_url)
     try:
         batch = [grant(f"txn_{i}", "alice", 1) for i in range(50)] + [hold("txn_h", "req_1", "alice", 5)]
         for _ in range(5):

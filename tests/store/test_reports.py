@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from potluck.store.database import Store
-from potluck.store.engine import sqlite_url
 from potluck.store.reports import EarningsRow, GroupTotalRow, UsageRow
 from potluck.store.usage import UsageRecord
 
 DAY1 = datetime(2030, 3, 1, 23, 30, tzinfo=UTC)
 DAY2 = datetime(2030, 3, 2, 0, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(sqlite_url(tmp_path / "potluck.db"))
-    yield store
-    await store.close()
 
 
 def record(n: int, at: datetime, **fields: object) -> UsageRecord:

@@ -3,18 +3,20 @@ earnings and group reports (which scan the records) say; recovery rebuilds them;
 
 from __future__ import annotations
 
+import runpy
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from alembic.script import ScriptDirectory
 
 from potluck.store.database import Store
-from potluck.store.engine import MIGRATIONS_DIR, sqlite_url
+from potluck.store.engine import sqlite_url
 from potluck.store.rollups import DailyModel, Share
 from tests.store.test_reports import DAY1, DAY2, record
+
+ROLLUP_MIGRATION = Path(__file__).resolve().parents[2] / "src/potluck/store/migrations/versions/0012_usage_daily.py"
 
 
 @pytest.fixture
@@ -86,13 +88,6 @@ async def test_recovery_that_changes_records_rebuilds_the_rollups(store: Store) 
     ]
 
 
-def _before_rollups() -> str:
-    """The revision the rollups' migration follows (whatever the chain became when branches were merged)."""
-    revision = ScriptDirectory(str(MIGRATIONS_DIR)).get_revision("0012")
-    assert revision is not None
-    return str(revision.down_revision)
-
-
 async def test_the_migration_fills_the_rollups_from_records_kept_before_it(tmp_path: Path) -> None:
     path = tmp_path / "potluck.db"
     store = await Store.open(sqlite_url(path))
@@ -100,7 +95,8 @@ async def test_the_migration_fills_the_rollups_from_records_kept_before_it(tmp_p
     await store.close()
     with sqlite3.connect(path) as db:  # back to before the rollups existed, with the records kept
         db.execute("DROP TABLE usage_daily")
-        db.execute("UPDATE alembic_version SET version_num = ?", (_before_rollups(),))
+        before = runpy.run_path(str(ROLLUP_MIGRATION))["down_revision"]
+        db.execute("UPDATE alembic_version SET version_num = ?", (before,))
     store = await Store.open(sqlite_url(path))
     try:
         assert await store.rollups.daily("alice", "2030-03-02", "2030-03-02") == [

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,20 +17,6 @@ from potluck.store.database import Store
 from potluck.store.engine import MIGRATIONS_DIR, sqlite_url
 from potluck.store.errors import ConflictError, NotFoundError, StoreError
 from potluck.store.usage import UsageRecord
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "potluck.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(sqlite_url(db_path))
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def database_bytes(db_path: Path) -> bytes:
@@ -121,9 +106,9 @@ async def test_create_key_returns_the_secret_once_and_stores_only_its_hash(store
     assert not hasattr(listed, "secret")
 
 
-async def test_key_secret_never_reaches_the_database_file(store: Store, db_path: Path) -> None:
-    created = await store.keys.create("laptop")
-    await store.keys.list()
+async def test_key_secret_never_reaches_the_database_file(sqlite_store: Store, db_path: Path) -> None:
+    created = await sqlite_store.keys.create("laptop")
+    await sqlite_store.keys.list()
 
     raw = database_bytes(db_path)
 
@@ -164,8 +149,8 @@ async def test_revoking_an_unknown_key_raises_not_found(store: Store) -> None:
 # -- agents and enrolment tokens --------------------------------------------------------------------
 
 
-async def test_enrolment_token_is_stored_only_as_a_hash(store: Store, db_path: Path) -> None:
-    token = await store.agents.create_token("gpu-1")
+async def test_enrolment_token_is_stored_only_as_a_hash(sqlite_store: Store, db_path: Path) -> None:
+    token = await sqlite_store.agents.create_token("gpu-1")
     assert token.token.startswith("pat-")
     assert is_utc(token.created_at)
     raw = database_bytes(db_path)

@@ -20,9 +20,11 @@ from potluck.agent.catalog import Catalog
 from potluck.agent.identity import Identity
 from potluck.agent.relay import StreamSink, relay
 from potluck.agent.settings import AgentSettings
+from potluck.agent.status import Tally
 from potluck.protocol.agent import (
     PROTOCOL_VERSION,
     CancelMessage,
+    CancelReason,
     ChallengeMessage,
     CreditMessage,
     DrainMessage,
@@ -44,6 +46,7 @@ from potluck.protocol.agent import (
     WelcomeMessage,
     encode_data,
     encode_frame,
+    encode_hello,
     iter_frames,
 )
 
@@ -79,14 +82,23 @@ class _Outgoing(StreamSink):
         self._conn.send(encode_frame(head, self.stream_id))
 
     async def data(self, payload: bytes) -> None:
-        while self._credit <= 0:
-            event = self._credit_event
-            if event is None:
-                event = self._credit_event = asyncio.Event()
-            event.clear()
-            await event.wait()
-        self._credit -= len(payload)
-        self._conn.send(encode_data(self.stream_id, payload))
+        # The hub resets a stream that sends past its window, so a chunk bigger than the credit left is
+        # split at the window's edge (rare: a window is far bigger than what a backend writes at once).
+        while True:
+            while self._credit <= 0:
+                event = self._credit_event
+                if event is None:
+                    event = self._credit_event = asyncio.Event()
+                event.clear()
+                await event.wait()
+            credit = self._credit
+            if len(payload) <= credit:
+                self._credit = credit - len(payload)
+                self._conn.send(encode_data(self.stream_id, payload))
+                return
+            self._credit = 0
+            self._conn.send(encode_data(self.stream_id, payload[:credit]))
+            payload = payload[credit:]
 
     def grant(self, nbytes: int) -> None:
         self._credit += nbytes
@@ -105,6 +117,8 @@ class HubConnection:
         client: BackendClient,
         ws: aiohttp.ClientWebSocketResponse,
         refresh_requested: asyncio.Event,
+        *,
+        tally: Tally | None = None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -121,6 +135,7 @@ class HubConnection:
         """Entries of `active` not cancelled (kept as a count: the hot path asks for it per request)."""
         self.last_rx = time.monotonic()
         self.refresh_requested = refresh_requested
+        self.tally = tally if tally is not None else Tally()
         self._outbox = Outbox(ws.send_bytes, self._on_send_error)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -148,12 +163,11 @@ class HubConnection:
             signature=self.identity.sign_challenge(challenge.nonce),
             name=settings.name or "",
             max_concurrency=settings.max_concurrency,
-            models=self.catalog.models(),
-            backends=self.catalog.infos(),
             enrol_token=None if enrolled else settings.token,
             draining=draining,
         )
-        await self.ws.send_bytes(encode_frame(hello))
+        # The catalog rides as the HELLO's payload: the hub decodes it only once the signature verifies.
+        await self.ws.send_bytes(encode_hello(hello, ModelsMessage(self.catalog.models(), self.catalog.infos())))
         # The hub may send work in the same message as the welcome: keep those frames for serve().
         welcome, self._early_frames = _handshake_frames(await self.ws.receive(timeout=HANDSHAKE_TIMEOUT))
         if isinstance(welcome, RejectMessage):
@@ -212,7 +226,7 @@ class HubConnection:
             if active is not None:
                 active.grant(message.bytes)
         elif ftype == FrameType.CANCEL and isinstance(message, CancelMessage):
-            self._cancel(stream_id, message.reason)
+            self._cancel(stream_id, message)
         elif ftype == FrameType.PING and isinstance(message, PingMessage):
             self.send(encode_frame(PongMessage(message.sent_at)))
         elif ftype == FrameType.PONG:
@@ -221,6 +235,8 @@ class HubConnection:
             log.info("the hub is draining (deadline %.0f s); finishing in-flight requests", message.deadline_s)
         elif ftype == FrameType.REFRESH and isinstance(message, RefreshMessage):
             self.refresh_requested.set()
+        elif ftype == FrameType.REJECT and isinstance(message, RejectMessage):
+            raise RejectedError(message)  # the hub closes the connection after it (e.g. a limit this agent broke)
         else:
             raise ProtocolError(f"unexpected frame type {ftype} from the hub")
 
@@ -255,16 +271,19 @@ class HubConnection:
             if not sink.cancelled:
                 self._running_count -= 1
             if end is not None:
+                self.tally.record(failed=end.error is not None, usage=end.usage)
                 self.send(encode_frame(end, stream_id))
                 if end.error is not None and end.error.code == "backend_unavailable":
                     self.refresh_requested.set()
             if not self.active:
                 self._idle.set()
 
-    def _cancel(self, stream_id: int, reason: str) -> None:
+    def _cancel(self, stream_id: int, cancel: CancelMessage) -> None:
+        if cancel.reason == CancelReason.PROTOCOL_ERROR:
+            log.warning("the hub reset request %s: %s", cancel.request_id, cancel.detail)
         active = self.active.get(stream_id)
         if active is not None and not active.cancelled:
-            log.debug("cancelling stream %d: %s", stream_id, reason)
+            log.debug("cancelling stream %d: %s", stream_id, cancel.reason)
             self._mark_cancelled(active)
 
     def running(self) -> int:

@@ -2,6 +2,10 @@
 
 On SIGTERM (or SIGINT) the agent tells the hub it is draining, so no new work arrives, lets the
 requests in flight finish for up to ``drain_timeout`` seconds, cancels what is left, and exits 0.
+
+A front end that runs the daemon in-process (the tray) reads it through `status()`, pauses it with
+`set_paused()` (the agent tells the hub it is draining, and stays so across reconnects) and ends it
+with `stop()`; it runs it with ``handle_signals=False`` when the daemon's loop is not in the main thread.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from potluck.agent.discovery import WELL_KNOWN_PORTS
 from potluck.agent.gpu import MetricsProbe
 from potluck.agent.identity import load_or_create
 from potluck.agent.settings import AgentSettings, parse_backend
+from potluck.agent.status import AgentStatus, BackendView, Link, ModelView, Tally
 from potluck.protocol.agent import LoadMessage, ProtocolError, encode_frame
+from potluck.protocol.metrics import HostMetrics
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +79,55 @@ class AgentDaemon:
         """The relay's connections to the backends (the catalog's probes go through aiohttp)."""
         self._stopping = asyncio.Event()
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
+        self.paused = False
+        self.link = Link.CONNECTING
+        self.last_error: str | None = None
+        self.host: HostMetrics | None = None
+        self.tally = Tally()
 
-    async def run(self) -> None:
+    def status(self) -> AgentStatus:
+        """What the agent is doing now; call it on the daemon's loop."""
+        conn = self.connection
+        self.tally.roll()
+        backends = tuple(
+            BackendView(b.url, b.kind, b.healthy, b.version, tuple(ModelView(m.id, m.hot) for m in b.models))
+            for b in self.catalog.backends
+        )
+        return AgentStatus(
+            hub_url=self.settings.hub_url,
+            link=self.link,
+            agent_id=conn.agent_id if conn is not None else self.identity.enrolled_with(self.settings.hub_url),
+            paused=self.paused,
+            in_flight=conn.running() if conn is not None else 0,
+            max_concurrency=self.settings.max_concurrency,
+            last_error=self.last_error,
+            backends=backends,
+            host=self.host,
+            day=self.tally.day,
+            requests_today=self.tally.requests,
+            failed_today=self.tally.failed,
+            prompt_tokens_today=self.tally.prompt_tokens,
+            completion_tokens_today=self.tally.completion_tokens,
+        )
+
+    def set_paused(self, paused: bool) -> None:
+        """Take no new work (what runs finishes), or take it again; the hub hears it at once, and again
+        on every reconnect. Call it on the daemon's loop."""
+        self.paused = paused
+        conn = self.connection
+        if conn is not None and not self._stopping.is_set() and conn.draining != paused:
+            conn.draining = paused
+            conn.announce_state()
+        log.info("paused: no new work" if paused else "resumed: taking work")
+
+    def stop(self) -> None:
+        """Drain and end `run`, as SIGTERM does; call it on the daemon's loop."""
+        self._stopping.set()
+
+    async def run(self, *, handle_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        for sig in signals:
             loop.add_signal_handler(sig, self._stopping.set)
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
         # No overall timeout: generations can run for minutes. Connecting must be quick.
@@ -90,7 +141,7 @@ class AgentDaemon:
             await self.metrics.aclose()
         finally:
             self.client.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
 
     async def _run(self, http: aiohttp.ClientSession) -> None:
@@ -111,6 +162,8 @@ class AgentDaemon:
                     reason = f"the hub asked us to come back later ({exc})"
                 except (aiohttp.ClientError, OSError, ProtocolError, TimeoutError) as exc:
                     reason = describe_failure(exc, self.settings.hub_url)
+                self.link = Link.OFFLINE
+                self.last_error = reason
                 if self._stopping.is_set():
                     break
                 delay = backoff.next_delay(time.monotonic())
@@ -133,9 +186,13 @@ class AgentDaemon:
             heartbeat=None,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
         ) as ws:
-            conn = HubConnection(settings, self.identity, self.catalog, self.client, ws, self._refresh)
-            welcome = await conn.handshake(draining=False)
+            conn = HubConnection(
+                settings, self.identity, self.catalog, self.client, ws, self._refresh, tally=self.tally
+            )
+            welcome = await conn.handshake(draining=self.paused)
             backoff.connected(time.monotonic())
+            self.link = Link.CONNECTED
+            self.last_error = None
             log.info("connected to %s as agent %s", settings.hub_url, welcome.agent_id)
             self.connection = conn
             serve = asyncio.create_task(conn.serve(), name="serve")
@@ -200,10 +257,12 @@ class AgentDaemon:
             self._refresh.set()
 
     async def _metrics_loop(self) -> None:
+        # The first sample at once: status() has GPUs to show from the start; LOAD reports go out on the cadence.
+        self.host = await self.metrics.sample()
         while True:
             await asyncio.sleep(self.settings.metrics_interval)
+            host = self.host = await self.metrics.sample()
             conn = self.connection
             if conn is None:
                 continue
-            host = await self.metrics.sample()
             conn.send(encode_frame(LoadMessage(conn.running(), host, self.catalog.infos())))

@@ -30,15 +30,7 @@ class Identity:
 
     def enrolled_with(self, hub_url: str) -> str | None:
         """The agent id this hub gave us, if we enrolled with it before."""
-        path = self.data_dir / ENROLMENT_FILE
-        if not path.exists():
-            return None
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        agent_id = record.get("hubs", {}).get(hub_url)
-        return agent_id if isinstance(agent_id, str) else None
+        return enrolment(self.data_dir, hub_url)
 
     def remember_enrolment(self, hub_url: str, agent_id: str) -> None:
         path = self.data_dir / ENROLMENT_FILE
@@ -50,6 +42,19 @@ class Identity:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=2))
         tmp.replace(path)
+
+
+def enrolment(data_dir: Path, hub_url: str) -> str | None:
+    """The agent id a hub gave the agent whose data dir this is, if it enrolled with it (no key is read)."""
+    path = data_dir / ENROLMENT_FILE
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    agent_id = record.get("hubs", {}).get(hub_url)
+    return agent_id if isinstance(agent_id, str) else None
 
 
 def load_or_create(data_dir: Path) -> Identity:

@@ -70,7 +70,7 @@ async def list_users(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     users = []
     for user in await hub.accounts.all():
-        free = hub.credits.balance(user.id).free
+        free = (await hub.credits.balance(user.id)).free
         users.append(
             ListedUser(
                 id=user.id,

@@ -7,13 +7,15 @@ the socket and implements `AgentChannel` over it, with frames coalesced per loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from potluck._shared.outbox import Outbox
+from potluck._shared.outbox import MAX_MESSAGE_BYTES, Outbox
 from potluck.api.context import HUB
-from potluck.hub.gate import HANDSHAKE_TIMEOUT, AgentGate, Rejection
+from potluck.hub.gate import HANDSHAKE_TIMEOUT, AgentGate, AgentViolationError, Rejection
 from potluck.hub.session import AgentSession
 from potluck.protocol.agent import ProtocolError
 
@@ -47,37 +49,71 @@ class WebSocketChannel:
             self._closing = asyncio.get_running_loop().create_task(self._ws.close())
 
 
-async def _reject(ws: web.WebSocketResponse, rejection: Rejection) -> web.WebSocketResponse:
-    log.info("agent rejected: %s (%s)", rejection.code, rejection.message)
-    await ws.send_bytes(rejection.frame)
-    await ws.close()
+def _address_key(remote: str | None) -> str:
+    """Whose handshakes count together: one IPv4 address, or one IPv6 /64 (a single host often holds a whole one)."""
+    try:
+        ip = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or ""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def message_limit(credit_window: int) -> int:
+    """The largest WebSocket message the hub reads from an agent: a coalesced batch (`MAX_MESSAGE_BYTES`) plus one
+    DATA frame of a whole window, or a HELLO with the largest catalog the caps allow."""
+    return MAX_MESSAGE_BYTES + credit_window + (64 << 10)
+
+
+async def _reject(ws: web.WebSocketResponse, rejection: Rejection, peer: str) -> web.WebSocketResponse:
+    log.info("agent %s rejected: %s (%s)", peer, rejection.code, rejection.message)
+    with contextlib.suppress(ConnectionError, RuntimeError):  # the peer may be gone already
+        await ws.send_bytes(rejection.frame)
+    code = WSCloseCode.GOING_AWAY if rejection.code == "shutting_down" else WSCloseCode.POLICY_VIOLATION
+    await ws.close(code=code, message=rejection.code.encode())
     return ws
 
 
 async def agent_connect(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     gate = hub.gate
-    ws = web.WebSocketResponse(max_msg_size=hub.settings.max_body_bytes + (1 << 20), compress=False, autoping=True)
+    peer = _address_key(request.remote)
+    ws = web.WebSocketResponse(max_msg_size=message_limit(hub.settings.credit_window), compress=False, autoping=True)
     await ws.prepare(request)
-    challenge = gate.challenge()
-    if isinstance(challenge, Rejection):
-        return await _reject(ws, challenge)
-    nonce, frame = challenge
-    await ws.send_bytes(frame)
+    refused = gate.handshake_started(peer)
+    if refused is not None:
+        return await _reject(ws, refused, peer)
     try:
-        first = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
-    except TimeoutError:
-        return await _reject(ws, Rejection("handshake_timeout", "no hello within the handshake timeout", retry=True))
-    if first.type is not WSMsgType.BINARY:
-        return await _reject(ws, Rejection("protocol_error", "expected a binary hello frame", retry=True))
-    session = await gate.hello(nonce, first.data, WebSocketChannel(ws))
+        session = await _handshake(ws, gate, peer)
+    finally:
+        gate.handshake_over(peer)
     if isinstance(session, Rejection):
-        return await _reject(ws, session)
+        return await _reject(ws, session, peer)
     try:
         await _serve(ws, session, gate)
     finally:
         await gate.leave(session)
     return ws
+
+
+async def _handshake(ws: web.WebSocketResponse, gate: AgentGate, peer: str) -> AgentSession | Rejection:
+    challenge = gate.challenge()
+    if isinstance(challenge, Rejection):
+        return challenge
+    nonce, frame = challenge
+    await ws.send_bytes(frame)
+    try:
+        first = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
+    except TimeoutError:
+        return Rejection("handshake_timeout", "no hello within the handshake timeout", retry=True)
+    if first.type is WSMsgType.ERROR:  # aiohttp refused it, e.g. over the message limit
+        return Rejection("protocol_error", f"unreadable hello: {ws.exception()}", retry=True)
+    if first.type is not WSMsgType.BINARY:
+        return Rejection("protocol_error", "expected a binary hello frame", retry=True)
+    return await gate.hello(nonce, first.data, WebSocketChannel(ws))
 
 
 async def _serve(ws: web.WebSocketResponse, session: AgentSession, gate: AgentGate) -> None:
@@ -88,13 +124,17 @@ async def _serve(ws: web.WebSocketResponse, session: AgentSession, gate: AgentGa
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 return
             log.warning("agent %s sent a non-binary message; closing", session.agent_id)
-            await ws.close()
+            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA)
             return
         try:
             receive(session, msg.data)
+        except AgentViolationError as exc:
+            log.warning("agent %s went over a limit (%s); closing", session.agent_id, exc)
+            await _reject(ws, Rejection(exc.code, str(exc), retry=True), session.agent_id)
+            return
         except ProtocolError as exc:
             log.warning("agent %s broke the protocol (%s); closing", session.agent_id, exc)
-            await ws.close()
+            await _reject(ws, Rejection("protocol_error", str(exc), retry=True), session.agent_id)
             return
 
 

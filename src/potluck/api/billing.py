@@ -53,8 +53,8 @@ def credits(micro: int) -> float:
 async def grant_credits(request: web.Request) -> web.Response:
     hub = await require_admin(request)
     body = await body_as(request, Grant)
-    txn = hub.credits.grant(body.user_id, body.amount, body.reason)
-    balance = hub.credits.balance(body.user_id).free
+    txn = await hub.credits.grant(body.user_id, body.amount, body.reason)
+    balance = (await hub.credits.balance(body.user_id)).free
     return json_response(
         CreditGrant(txn_id=txn, user_id=body.user_id, balance=credits(balance), balance_micro=balance), status=201
     )
@@ -62,7 +62,7 @@ async def grant_credits(request: web.Request) -> web.Response:
 
 async def balance(request: web.Request) -> web.Response:
     user = await current_user(request)
-    mine = request.app[HUB].credits.balance(user.id)
+    mine = await request.app[HUB].credits.balance(user.id)
     free, held = mine.free, mine.held
     return json_response(Balance(balance=credits(free), held=credits(held), balance_micro=free, held_micro=held))
 

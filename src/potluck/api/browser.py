@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from potluck.api.context import HUB
 from potluck.api.payloads import bearer
 from potluck.hub.errors import PermissionDeniedError
 
@@ -64,6 +65,12 @@ def credential(request: web.Request) -> str | None:
     return secret
 
 
+def _secure(request: web.Request) -> bool:
+    """Cookies are Secure over TLS, and behind a TLS-terminating proxy that `--public-url` names as https."""
+    public_url = request.app[HUB].settings.public_url
+    return request.secure or (public_url is not None and public_url.startswith("https://"))
+
+
 def set_session(response: web.StreamResponse, request: web.Request, secret: str, max_age: int) -> None:
     response.set_cookie(
         SESSION_COOKIE,
@@ -72,12 +79,12 @@ def set_session(response: web.StreamResponse, request: web.Request, secret: str,
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=_secure(request),
     )
 
 
 def clear_session(response: web.StreamResponse, request: web.Request) -> None:
-    response.del_cookie(SESSION_COOKIE, path="/", secure=request.secure, httponly=True, samesite="Strict")
+    response.del_cookie(SESSION_COOKIE, path="/", secure=_secure(request), httponly=True, samesite="Strict")
 
 
 def presession_token(request: web.Request) -> tuple[str, bool]:
@@ -87,7 +94,7 @@ def presession_token(request: web.Request) -> tuple[str, bool]:
 
 
 def set_presession(response: web.StreamResponse, request: web.Request, token: str) -> None:
-    response.set_cookie(PRESESSION_COOKIE, token, path="/", httponly=True, samesite="Strict", secure=request.secure)
+    response.set_cookie(PRESESSION_COOKIE, token, path="/", httponly=True, samesite="Strict", secure=_secure(request))
 
 
 def check_presession(request: web.Request, sent: str | None) -> None:

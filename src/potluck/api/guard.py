@@ -37,6 +37,7 @@ from typing import cast
 from aiohttp import web
 
 from potluck._shared.clock import Clock
+from potluck.api.parser_errors import handler_factory
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,8 @@ class GuardedSite(web.BaseSite):
         if server is None:
             raise RuntimeError("the runner is not set up")
         self._server = await asyncio.get_running_loop().create_server(
-            self._guard.protocol_factory(server),
+            # Parser refusals answered in the API's error shape (api/parser_errors.py).
+            self._guard.protocol_factory(handler_factory(server)),
             self._host,
             self._port,
             ssl=self._ssl_context,

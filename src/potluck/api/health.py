@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from potluck.api import peer_admin
 from potluck.api.context import HUB
 from potluck.api.payloads import json_response
 from potluck.api.schemas.service import Alive, NotReady, Ready
@@ -20,7 +21,12 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response(NotReady(status="shutting_down"), 503)
     if not await hub.health.database_reachable():
         return json_response(NotReady(status="database_unavailable"), 503)
-    return json_response(Ready(agents=len(hub.registry.sessions)))
+    cluster = hub.cluster
+    if cluster is None:
+        return json_response(Ready(agents=len(hub.registry.sessions)))
+    if not cluster.joined:
+        return json_response(NotReady(status="joining"), 503)
+    return json_response(Ready(agents=len(hub.registry.sessions), cluster=peer_admin.health(cluster)))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -30,6 +36,8 @@ async def metrics(request: web.Request) -> web.Response:
     hub.metrics.agents.set(len(hub.registry.sessions))
     hub.metrics.ejected.set(len(hub.registry.scheduler.ejected()))
     body = generate_latest(hub.metrics.registry)
+    if hub.cluster is not None:
+        body = peer_admin.with_replica_label(body, hub.cluster.replica_id)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

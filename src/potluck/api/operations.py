@@ -22,6 +22,7 @@ from potluck.api.schemas import (
     agents,
     billing,
     claims,
+    cluster,
     dashboard,
     groups,
     requests,
@@ -209,6 +210,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/admin/agents"): Operation(
         "Enrolled agents, their state and load", Auth.ADMIN, ok(admin.AgentList, "Every enrolled agent")
     ),
+    ("GET", "/admin/cluster"): Operation(
+        "The replicas of the cluster, their agents, queue depths and versions",
+        Auth.ADMIN,
+        ok(cluster.ClusterView, "The cluster as the answering replica sees it"),
+        ("not_found",),
+        description="Cluster mode only (`--redis-url`); a single hub answers 404 `not_found`.",
+    ),
     ("POST", "/admin/agents/{agent_id}/drain"): Operation(
         "Stop routing new requests to an agent",
         Auth.ADMIN,
@@ -247,7 +255,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "A session token (7 days)",
         Auth.NONE,
         ok(accounts.Session, "The session token"),
-        ("invalid_api_key",),
+        ("invalid_api_key", "rate_limit_exceeded"),
         body=accounts.Login,
     ),
     ("POST", "/api/logout"): Operation(
@@ -596,6 +604,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/signup"): _form("Create an account without an invite (--signup open)"),
     ("GET", "/password"): _page("The password form", status=200),
     ("POST", "/password"): _form("Change your password; your other sessions end"),
+    # The link between hub replicas (api/peer.py)
+    ("GET", "/cluster/peer"): Operation(
+        "A peer link between hub replicas (cluster mode)",
+        Auth.NONE,
+        {101: Answer("Switching to the WebSocket protocol")},
+        ("invalid_api_key",),
+        description=(
+            "Replicas of one cluster (`--redis-url`) link to each other here with a WebSocket upgrade, authenticated "
+            "by a key derived from `--cluster-secret` and named by `x-potluck-replica`. Requests placed on an agent "
+            "tunnelled to another replica travel over it in the agent frame format: see docs/operations.md."
+        ),
+    ),
     # This document (api/openapi.py)
     ("GET", "/openapi.json"): Operation(
         "This OpenAPI document",

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _decode_routing = msgspec.json.Decoder(RoutingFields).decode
 _ERROR_BODY_LIMIT = 1 << 20
+_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 def _credential(request: web.Request) -> str | None:
@@ -147,10 +148,11 @@ async def _relay_error(exchange: Exchange, rid: str, dialect: Dialect) -> web.Re
 
 
 def _response_headers(exchange: Exchange, rid: str) -> tuple[CIMultiDict[str], int | None]:
-    headers: CIMultiDict[str] = CIMultiDict()
+    """The agent's head as the hub checked it (hub/heads.py: allow-listed names, a numeric content-length)."""
+    headers: CIMultiDict[str] = CIMultiDict(_NOSNIFF)
     content_length: int | None = None
     for name, value in exchange.head.headers:
-        if name.lower() == "content-length":
+        if name == "content-length":
             content_length = int(value)
         else:
             headers.add(name, value)

@@ -78,7 +78,7 @@ async def create_user(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     body = await body_as(request, Login)
-    token, expires_at = await request.app[HUB].accounts.login(body.username, body.password)
+    token, expires_at = await request.app[HUB].accounts.login(body.username, body.password, address=request.remote)
     return json_response(Session(token=token, expires_at=iso(expires_at)))
 
 

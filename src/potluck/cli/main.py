@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from potluck.agent.settings import AgentSettings
-from potluck.cli import accounts, billing, claims, completion, fleet, groups, tools
+from potluck.cli import accounts, billing, claims, completion, doctor, fleet, groups, tools, tray
 from potluck.cli.options import build, settings_options
 from potluck.hub.settings import HubSettings
 
@@ -58,10 +58,14 @@ class SetupError(click.ClickException):
     exit_code = 2
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @settings_options(HubSettings)
-def hub(**options: object) -> None:
+@click.pass_context
+def hub(ctx: click.Context, /, **options: object) -> None:
     """Run the hub: the OpenAI-compatible endpoint agents connect to."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = build(HubSettings, options)
+        return
     try:
         from potluck.app import load_admin_token, serve
     except ModuleNotFoundError as exc:
@@ -89,12 +93,33 @@ def hub(**options: object) -> None:
         click.echo(f"listening {url}")
         sys.stdout.flush()
 
+    from potluck.store.errors import SchemaOutdatedError
+
     try:
         _run(lambda: serve(settings, token_hash, on_listening=listening))
+    except SchemaOutdatedError as exc:
+        raise SetupError(str(exc)) from None
     except OSError as exc:
         if listened or exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise
         raise SetupError(f"cannot listen on {settings.host}:{settings.port}: {os.strerror(exc.errno)}") from None
+
+
+@hub.command("migrate")
+@click.pass_obj
+def hub_migrate(settings: HubSettings) -> None:
+    """Migrate the database (--database-url, else the SQLite file in --data-dir) to the newest schema."""
+    try:
+        from potluck.cli.database import migrate, report
+    except ModuleNotFoundError as exc:
+        raise SetupError(f"potluck hub migrate needs the hub's extra dependencies (no module {exc.name!r})") from None
+    from potluck.store.errors import StoreError
+
+    try:
+        before, after = _run_result(lambda: migrate(settings))
+    except (StoreError, OSError) as exc:
+        raise SetupError(f"cannot migrate the database: {exc}") from None
+    report(before, after)
 
 
 @cli.group(invoke_without_command=True)
@@ -161,6 +186,8 @@ def agent_scan(settings: AgentSettings) -> None:
 
 for command in (*accounts.COMMANDS, *groups.COMMANDS, *billing.COMMANDS, *tools.COMMANDS, *completion.COMMANDS):
     cli.add_command(command)
+cli.add_command(doctor.doctor)
+cli.add_command(tray.tray)
 for command in fleet.COMMANDS:
     agent.add_command(command)
 for command in claims.COMMANDS:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from potluck._shared.clock import Clock, SystemClock
 from potluck.hub.access import AccessMap
 from potluck.hub.errors import InsufficientQuotaError
+from potluck.hub.holds import HoldBook, LocalHoldBook
 from potluck.hub.ledger import Ledger
 from potluck.hub.outcome import Outcome
 from potluck.hub.pricing import (
@@ -180,8 +181,20 @@ class Accounting:
     reputation: dict[str, _Reputation] = field(default_factory=dict)
     """Agents whose reported token counts could not be true."""
     clock: Clock = field(default_factory=SystemClock)
+    holds: HoldBook | None = None
+    """Where holds are decided and settlements go; None: the in-memory ledger (`LocalHoldBook`). Replicas
+    sharing a database pass a `SharedHoldBook`, and then `ledger` is not used."""
     _credit_groups: frozenset[str] = frozenset()
     _dearest_cache: dict[tuple[str, str], tuple[float, Price, float]] = field(default_factory=dict)
+    _book: HoldBook = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._book = self.holds if self.holds is not None else LocalHoldBook(self.ledger)
+
+    @property
+    def book(self) -> HoldBook:
+        """The hold book in use."""
+        return self._book
 
     def set_billing(self, group_id: str, billing: GroupBilling | None) -> None:
         """A group's billing settings changed (None: the group is gone)."""
@@ -213,7 +226,7 @@ class Accounting:
 
     # -- admission ----------------------------------------------------------------------------
 
-    def admit(self, request_id: str, want: Want, body: bytes) -> tuple[Want, Hold | None]:
+    async def admit(self, request_id: str, want: Want, body: bytes) -> tuple[Want, Hold | None]:
         """The request's routing (narrowed to its free groups when it lacks credit) and the hold placed;
         402 when it lacks credit and nothing free serves it."""
         groups = want.groups or frozenset()
@@ -222,12 +235,12 @@ class Accounting:
             return want, None
         user_id = want.requester or self.access.admin_user_id
         amount = self._worst_case(paying, want.models, len(body), max_tokens_of(body))
-        if self.ledger.hold(request_id, user_id, amount):
+        if await self._book.hold(request_id, user_id, amount):
             return want, Hold(request_id, user_id, amount)
         free = groups - paying
         if free and self.scheduler.serves(want.models, free, user_id):
             return dataclasses.replace(want, groups=free), None
-        balance = self.ledger.balance(user_id)
+        balance, _held = await self._book.balance(user_id)
         raise InsufficientQuotaError(
             f"This request may cost up to {amount / MICRO:.6f} credits and your balance is {balance / MICRO:.6f}; "
             "lower max_tokens or add credits"
@@ -316,12 +329,12 @@ class Accounting:
         if hold is None:
             return Settlement(prompt, completion, group_id, owner, estimated, flagged)
         if not billable or group_id is None or self.mode(group_id) != BillingMode.CREDITS:
-            self.ledger.release(hold.request_id)
+            self._book.release(hold.request_id)
             return Settlement(prompt, completion, group_id, owner, estimated, flagged)
         quote = self.quote(group_id, served.agent_id, served.model)
         charge = min(cost(prompt, completion, quote.price, quote.multiplier), hold.amount)
         if charge <= 0:
-            self.ledger.release(hold.request_id)  # no receipt for a zero charge
+            self._book.release(hold.request_id)  # no receipt for a zero charge
             return Settlement(prompt, completion, group_id, owner, estimated, flagged)
         fee, earned = split(charge, self.fee_percent)
         payouts = [(user_account(owner or self.access.admin_user_id), earned), (PLATFORM, fee)]
@@ -356,12 +369,12 @@ class Accounting:
             owner_id=owner,
             created_at=self.clock.wall(),
         )
-        self.ledger.settle(hold.request_id, charge, [p for p in payouts if p[1]], stored)
+        self._book.settle(hold.request_id, charge, [p for p in payouts if p[1]], stored)
         return Settlement(prompt, completion, group_id, owner, estimated, flagged, charge, earned)
 
     def release(self, hold: Hold | None) -> None:
         if hold is not None:
-            self.ledger.release(hold.request_id)
+            self._book.release(hold.request_id)
 
     def _billing_group(self, served: Served) -> str | None:
         """The group the request reached its agent through: a mutual one if any (free), else the first credits one."""

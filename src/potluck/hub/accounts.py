@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from potluck.hub.access import AccessMap
 from potluck.hub.errors import AuthError, ConflictError, InvalidRequestError, NotFoundError
 from potluck.hub.limits import Limits
+from potluck.hub.throttle import LoginThrottle
 from potluck.protocol.accounts import UserRole
 from potluck.store import errors as store_errors
 from potluck.store.database import Store
@@ -37,9 +38,16 @@ def password_hasher() -> PasswordHasher:
 class Accounts:
     """Users and their bearer tokens (login sessions and personal access tokens)."""
 
-    def __init__(self, store: Store, access: AccessMap, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        access: AccessMap,
+        throttle: LoginThrottle,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
         self._store = store
         self._access = access
+        self._throttle = throttle
         self._hasher = hasher or password_hasher()
         self._dummy_hash: str | None = None
 
@@ -66,8 +74,18 @@ class Accounts:
         """Every account, by username (the admin's listing)."""
         return sorted(await self._store.users.all(), key=lambda user: user.username)
 
-    async def login(self, username: str, password: str) -> tuple[str, datetime]:
-        """A session token and its expiry."""
+    async def login(self, username: str, password: str, *, address: str | None = None) -> tuple[str, datetime]:
+        """A session token and its expiry. ``address``: the client's, counted against password guessing."""
+        self._throttle.check(username, address)
+        try:
+            user = await self._verified(username, password)
+        except AuthError:
+            self._throttle.failed(username, address)
+            raise
+        self._throttle.succeeded(username)
+        return await self.start_session(user)
+
+    async def _verified(self, username: str, password: str) -> User:
         user = await self._store.users.by_username(username)
         stored = user.password_hash if user is not None else None
         if stored is None:
@@ -81,7 +99,7 @@ class Accounts:
             raise AuthError(_BAD_LOGIN) from None
         if user is None or user.password_hash is None:
             raise AuthError(_BAD_LOGIN)
-        return await self.start_session(user)
+        return user
 
     async def start_session(self, user: User) -> tuple[str, datetime]:
         """A new login session for a user already proven (by password, or by signing up just now)."""
@@ -92,9 +110,11 @@ class Accounts:
         """Set a new password after checking the old one; the user's other login sessions end."""
         if user.password_hash is None:
             raise AuthError("This account has no password to change")
+        self._throttle.check(user.username, None)
         try:
             await asyncio.to_thread(self._hasher.verify, user.password_hash, old)
         except (VerificationError, InvalidHashError):
+            self._throttle.failed(user.username, None)
             raise AuthError("The current password is wrong") from None
         if not 8 <= len(new) <= 1024:
             raise InvalidRequestError("The new password must be 8 to 1024 characters", param="password")

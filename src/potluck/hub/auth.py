@@ -29,6 +29,12 @@ class KeyCache:
         self._by_hash[key.secret_hash] = key
         self._hash_by_id[key.id] = key.secret_hash
 
+    def replace(self, keys: list[ApiKey]) -> None:
+        """Exactly these live keys from now on (cluster mode: another replica made or revoked one)."""
+        by_hash = {k.secret_hash: k for k in keys if k.revoked_at is None}
+        self._by_hash = by_hash
+        self._hash_by_id = {k.id: h for h, k in by_hash.items()}
+
     def remove(self, key_id: str) -> None:
         secret_hash = self._hash_by_id.pop(key_id, None)
         if secret_hash is not None:

@@ -1,6 +1,6 @@
 """Credits as users and the admin see them: balances, and the admin's grants from the mint.
 
-The ledger (hub/ledger.py) keeps the books; this service is the front door for people.
+The hold book (hub/holds.py) keeps the books; this service is the front door for people.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ class Credits:
         self._access = access
         self._accounting = accounting
 
-    def balance(self, user_id: str) -> Balance:
-        ledger = self._accounting.ledger
-        return Balance(ledger.balance(user_id), ledger.held(user_id))
+    async def balance(self, user_id: str) -> Balance:
+        free, held = await self._accounting.book.balance(user_id)
+        return Balance(free, held)
 
-    def grant(self, user_id: str, credits: float, reason: str) -> str:
+    async def grant(self, user_id: str, credits: float, reason: str) -> str:
         """Admin: add credits to a user's balance (from the mint, so the books still sum to zero); the
         transaction id. The API bounds ``credits`` (hub/bounds.py); an amount under one micro-credit is refused."""
         if user_id not in self._access.usernames:
@@ -42,4 +42,4 @@ class Credits:
             raise InvalidRequestError("`amount` must be a positive number of credits", param="amount")
         if not reason.strip():
             raise InvalidRequestError("say why in `reason`", param="reason")
-        return self._accounting.ledger.grant(user_id, amount, reason.strip()[:500])
+        return await self._accounting.book.grant(user_id, amount, reason.strip()[:500])

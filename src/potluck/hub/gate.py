@@ -7,6 +7,10 @@ later message to `AgentGate.receive`, and calls `AgentGate.leave` when the socke
 Handshake: the hub sends a challenge nonce; the agent answers with `HelloMessage`, signed with its
 Ed25519 key (and, on first contact, a one-time enrolment token); the hub answers `WelcomeMessage`
 or `RejectMessage`. After that every message carries one or more frames (protocol/agent.py).
+
+No agent is trusted, and an unauthenticated peer least of all: the gate decodes only the hello's small
+envelope before the signature verifies, and the catalog (the hello's payload) after; it caps catalogs
+(`catalog_problem`), handshakes in progress per address and a connection's rate of connection-level frames.
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ from potluck.protocol.agent import (
     RejectMessage,
     StateMessage,
     WelcomeMessage,
+    decode_catalog,
+    decode_hello,
     encode_frame,
+    hello_parts,
     iter_frames,
 )
 from potluck.store.agents import NAME_MAX, Agent, AgentRepository
@@ -46,6 +53,30 @@ log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds an agent has to answer the challenge."""
+
+_MAX_BACKENDS = 64
+"""Backends (and native paths per backend) one agent may describe: no real setup comes near."""
+_CONTROL_BURST_S = 10.0
+
+
+class AgentViolationError(ProtocolError):
+    """A connected agent broke one of the hub's limits: it gets a REJECT with ``code``, and the connection closes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _check_proof(hello: HelloMessage, nonce: bytes) -> Rejection | None:
+    if hello.protocol_version != PROTOCOL_VERSION:
+        return Rejection(
+            "protocol_version",
+            f"agent speaks protocol {hello.protocol_version}, this hub speaks {PROTOCOL_VERSION}; "
+            "upgrade the older side",
+        )
+    if not signature_valid(hello.public_key, nonce, hello.signature):
+        return Rejection("bad_signature", "the challenge signature does not verify")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +119,8 @@ class AgentGate:
         self._settings = settings
         self._clock = clock
         self._enrolled = enrolled
+        self._pending_handshakes: dict[str, int] = {}
+        self._control_burst = settings.agent_max_control_frames_per_s * _CONTROL_BURST_S
 
     def challenge(self) -> tuple[bytes, bytes] | Rejection:
         """A fresh nonce and the challenge frame carrying it, or a rejection while shutting down."""
@@ -96,17 +129,44 @@ class AgentGate:
         nonce = new_nonce()
         return nonce, encode_frame(ChallengeMessage(nonce, PROTOCOL_VERSION, __version__))
 
+    def handshake_started(self, ip: str) -> Rejection | None:
+        """Count a handshake from ``ip``, or refuse it when that address has too many in progress.
+
+        Until its signature verifies, a connection costs the hub memory for nothing; one address cannot
+        hold more than ``agent_max_pending_handshakes_per_ip`` of them. Pair with `handshake_over`."""
+        pending = self._pending_handshakes.get(ip, 0)
+        if pending >= self._settings.agent_max_pending_handshakes_per_ip:
+            return Rejection("too_many_handshakes", f"{pending} agent handshakes from {ip} in progress", retry=True)
+        self._pending_handshakes[ip] = pending + 1
+        return None
+
+    def handshake_over(self, ip: str) -> None:
+        pending = self._pending_handshakes.pop(ip, 1) - 1
+        if pending > 0:
+            self._pending_handshakes[ip] = pending
+
     async def hello(self, nonce: bytes, data: bytes, channel: AgentChannel) -> AgentSession | Rejection:
-        """Check the agent's hello against the nonce; attach and welcome it, or say why not."""
+        """Check the agent's hello against the nonce; attach and welcome it, or say why not.
+
+        Nothing big is decoded before the signature verifies: the envelope is at most
+        `HELLO_META_MAX_BYTES`, and the catalog (the frame's payload) is decoded only after the check."""
         # A garbled handshake may be a transient fault (a proxy, a cut connection): the agent may retry.
         try:
-            frames = list(iter_frames(data))
+            meta, payload = hello_parts(data)
+            hello = decode_hello(meta)
         except ProtocolError as exc:
             return Rejection("protocol_error", str(exc), retry=True)
-        if len(frames) != 1 or not isinstance(frames[0].message, HelloMessage):
-            return Rejection("protocol_error", "expected a hello frame", retry=True)
-        hello = frames[0].message
-        result = await self._authenticate(hello, nonce)
+        rejection = _check_proof(hello, nonce)
+        if rejection is not None:
+            return rejection
+        try:
+            catalog = decode_catalog(payload)
+        except ProtocolError as exc:
+            return Rejection("protocol_error", str(exc), retry=True)
+        problem = self.catalog_problem(catalog)
+        if problem is not None:
+            return Rejection("catalog_too_large", problem)
+        result = await self._identify(hello)
         if isinstance(result, Rejection):
             return result
         agent = result
@@ -120,12 +180,13 @@ class AgentGate:
             name=agent.name,
             channel=channel,
             clock=self._clock,
-            models=hello.models,
-            backends=hello.backends,
+            models=catalog.models,
+            backends=catalog.backends,
             max_concurrency=hello.max_concurrency,
             credit_window=settings.credit_window,
             version=hello.agent_version,
         )
+        session.control_budget = self._control_burst
         channel.send(
             encode_frame(
                 WelcomeMessage(
@@ -136,19 +197,28 @@ class AgentGate:
         self._registry.attach(session, draining=hello.draining)
         if self._returning is not None:
             self._returning.arrived(agent.id)
-        await self._remember_serving(session, [m.id for m in hello.models])
-        log.info("agent %s (%s) connected with %d models", agent.id, session.name, len(hello.models))
+        await self._remember_serving(session, [m.id for m in catalog.models])
+        log.info("agent %s (%s) connected with %d models", agent.id, session.name, len(catalog.models))
         return session
 
-    async def _authenticate(self, hello: HelloMessage, nonce: bytes) -> Agent | Rejection:
-        if hello.protocol_version != PROTOCOL_VERSION:
-            return Rejection(
-                "protocol_version",
-                f"agent speaks protocol {hello.protocol_version}, this hub speaks {PROTOCOL_VERSION}; "
-                "upgrade the older side",
-            )
-        if not signature_valid(hello.public_key, nonce, hello.signature):
-            return Rejection("bad_signature", "the challenge signature does not verify")
+    def catalog_problem(self, catalog: ModelsMessage) -> str | None:
+        """Why an agent's catalog is refused (too many models, an overlong string), or None."""
+        settings = self._settings
+        if len(catalog.models) > settings.agent_max_models:
+            return f"{len(catalog.models)} models, over this hub's limit of {settings.agent_max_models}"
+        if len(catalog.backends) > _MAX_BACKENDS:
+            return f"{len(catalog.backends)} backends, over this hub's limit of {_MAX_BACKENDS}"
+        longest = settings.agent_max_string_length
+        for model in catalog.models:
+            if len(model.id) > longest or len(model.backend) > longest or len(model.kind) > longest:
+                return f"a model name or backend over {longest} characters: {model.id[:64]!r}"
+        for backend in catalog.backends:
+            strings = (backend.url, backend.kind, backend.version or "", *backend.native_paths)
+            if len(backend.native_paths) > _MAX_BACKENDS or any(len(x) > longest for x in strings):
+                return f"a backend description over {longest} characters: {backend.url[:64]!r}"
+        return None
+
+    async def _identify(self, hello: HelloMessage) -> Agent | Rejection:
         agent = await self._agents.by_public_key(hello.public_key)
         if agent is not None:
             return agent
@@ -176,8 +246,13 @@ class AgentGate:
         for frame in iter_frames(data):
             ftype = frame.type
             message = frame.message
+            if ftype != FrameType.DATA and ftype != FrameType.HEAD and ftype != FrameType.END:
+                self._spend_control(session)
             if ftype == FrameType.MODELS and isinstance(message, ModelsMessage):
                 session.last_rx = registry.now()
+                problem = self.catalog_problem(message)
+                if problem is not None:
+                    raise AgentViolationError("catalog_too_large", problem)
                 registry.on_models(session, message)
             elif ftype == FrameType.STATE and isinstance(message, StateMessage):
                 session.last_rx = registry.now()
@@ -187,6 +262,16 @@ class AgentGate:
                 registry.on_load(session, message)
             else:
                 on_frame(ftype, frame.stream_id, message, frame.payload)
+
+    def _spend_control(self, session: AgentSession) -> None:
+        """A token bucket per connection: ``agent_max_control_frames_per_s``, bursts of ten seconds' worth."""
+        now = self._clock.now()
+        rate = self._settings.agent_max_control_frames_per_s
+        budget = min(self._control_burst, session.control_budget + (now - session.control_at) * rate) - 1
+        session.control_at = now
+        if budget < 0:
+            raise AgentViolationError("rate_limited", f"more than {rate:g} connection-level frames a second")
+        session.control_budget = budget
 
     async def leave(self, session: AgentSession) -> None:
         """The agent's connection closed: fail its streams, forget it, and note when it was last seen."""

@@ -49,6 +49,10 @@ class Keys:
         cache.load(await store.keys.list(include_revoked=False))
         return cls(store, access, cache)
 
+    async def reload(self) -> None:
+        """Re-read every live key (cluster mode: another replica made or revoked one)."""
+        self._cache.replace(await self._store.keys.list(include_revoked=False))
+
     def authenticate(self, secret: str | None) -> ApiKey:
         """The live key for this secret, from memory (the hot path); `AuthError` otherwise."""
         return self._cache.authenticate(secret)

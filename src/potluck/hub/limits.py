@@ -53,6 +53,10 @@ class Admission:
 class RateLimiter(Protocol):
     def admit(self, key_id: str, key: Limits, user_id: str, user: Limits) -> Admission: ...
 
+    async def confirm(self, admission: Admission) -> None:
+        """Count an admitted request where the limits are shared (cluster mode, hub/cluster_limits.py); raises
+        `RateLimitError` if that refuses it. A limiter that decided everything in `admit` does nothing here."""
+
     def finish(self, admission: Admission, tokens: int) -> None: ...
 
 
@@ -121,6 +125,9 @@ class MemoryRateLimiter:
                 bucket.level -= 1.0
         self._running[key_id] = running + 1
         return Admission(key_id, user_id, _headers(checks))  # what is left once this request is counted
+
+    async def confirm(self, admission: Admission) -> None:
+        """Nothing: one process decides in `admit`."""
 
     def finish(self, admission: Admission, tokens: int) -> None:
         if admission.finished:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
@@ -29,6 +30,15 @@ from potluck.hub.session import AgentSession, SessionState
 from potluck.protocol.agent import DrainMessage, LoadMessage, ModelsMessage, PingMessage, StateMessage, encode_frame
 
 log = logging.getLogger(__name__)
+
+
+class RegistryObserver(Protocol):
+    """Told when a session joins, changes what it serves or how loaded it is, or leaves (cluster mode
+    publishes it to the other replicas, hub/cluster.py)."""
+
+    def changed(self, session: AgentSession) -> None: ...
+
+    def left(self, session: AgentSession) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,7 @@ class Registry:
         self.closing = False
         """The hub is shutting down: no agent gets new work, whatever it reports."""
         self._waiters: dict[int, asyncio.Future[Slot]] = {}
+        self.observer: RegistryObserver | None = None
 
     def now(self) -> float:
         return self._clock.now()
@@ -80,12 +91,16 @@ class Registry:
         self.sessions[session.agent_id] = session
         self._agent_draining[session.agent_id] = draining
         self._sync(session)
+        if self.observer is not None:
+            self.observer.changed(session)
 
     def detach(self, session: AgentSession) -> None:
         if self.sessions.get(session.agent_id) is session:
             del self.sessions[session.agent_id]
             self._agent_draining.pop(session.agent_id, None)
             self.scheduler.remove_agent(session.agent_id)
+            if self.observer is not None:
+                self.observer.left(session)
         session.close(AgentLostError())
 
     def _owner_rules(self, agent_id: str) -> tuple[bool, str | None, bool, bool]:
@@ -155,6 +170,8 @@ class Registry:
         session.backends = message.backends
         if self.sessions.get(session.agent_id) is session:
             self._sync(session)
+            if self.observer is not None:
+                self.observer.changed(session)
 
     def on_state(self, session: AgentSession, message: StateMessage) -> None:
         session.agent_in_flight = message.in_flight
@@ -163,6 +180,8 @@ class Registry:
             return
         self._agent_draining[session.agent_id] = message.draining
         self._sync(session)
+        if self.observer is not None:
+            self.observer.changed(session)
 
     def on_load(self, session: AgentSession, message: LoadMessage) -> None:
         """Latest load figures: kept for the admin API, and GPU memory and utilization for the scorer."""

@@ -146,7 +146,7 @@ class Reports:
             # Settled a moment ago and still in the ledger's next batch: served once it is in the database.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RECEIPT_WAIT_S):
-                    if await self._accounting.ledger.settled_durably(request_id):
+                    if await self._accounting.book.settled_durably(request_id):
                         stored = await self._store.ledger.receipt(request_id)
         if stored is None or user.id not in (stored.consumer_id, stored.owner_id):
             raise NotFoundError(f"No receipt for {request_id}")

@@ -119,7 +119,7 @@ class RequestOwner:
 
     # -- admission ------------------------------------------------------------------------------
 
-    def admit(self, request: ClientRequest) -> tuple[RelayRequest, Admission]:
+    async def admit(self, request: ClientRequest) -> tuple[RelayRequest, Admission]:
         """Permission, limits and the credit hold; raises the refusal (nothing is recorded for one)."""
         if self.closing:
             raise ShuttingDownError("The hub is shutting down; retry shortly")
@@ -133,12 +133,13 @@ class RequestOwner:
             key.id, Limits(key.rpm, key.tpm, key.max_concurrency), owner, access.user_limits.get(owner, NO_LIMITS)
         )
         hold = None
-        if request.metered:
-            try:
-                want, hold = self.accounting.admit(request.request_id, want, request.body)
-            except BaseException:
-                self.limiter.finish(admission, 0)
-                raise
+        try:
+            await self.limiter.confirm(admission)  # cluster-wide limits (a no-op on one hub)
+            if request.metered:
+                want, hold = await self.accounting.admit(request.request_id, want, request.body)
+        except BaseException:
+            self.limiter.finish(admission, 0)
+            raise
         relay = RelayRequest(
             request_id=request.request_id,
             key_id=key.id,
@@ -334,7 +335,7 @@ class Serving:
 
     async def __aenter__(self) -> Exchange:
         owner = self._owner
-        relay, self._admission = owner.admit(self._request)
+        relay, self._admission = await owner.admit(self._request)
         try:
             self.exchange = await owner.relay(relay)
         except BaseException:

@@ -12,6 +12,7 @@ from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
 from potluck.hub.claims import Claims
+from potluck.hub.cluster import Cluster
 from potluck.hub.credits import Credits
 from potluck.hub.gate import AgentGate
 from potluck.hub.groups import Groups
@@ -58,3 +59,5 @@ class HubServices:
     spot_checks: SpotChecker
     dashboards: Dashboards
     charts: UsageCharts
+    cluster: Cluster | None = None
+    """This replica's place in a cluster (``--redis-url``); None on a single hub."""

@@ -2,7 +2,10 @@
 
 An `AgentSession` turns frames from its agent into per-stream events, and requests into frames
 through an `AgentChannel`. It never touches a socket. A `Stream` buffers at most one credit window
-of backend bytes: the agent may not send more until the hub has written what it has to the client.
+of backend bytes: the agent may not send more until the hub has written what it has to the client,
+and a stream whose agent sends past its window anyway is reset (`AgentSession.reset`): its bytes are
+dropped, the request fails, and the agent gets a CANCEL with reason ``protocol_error``. So is one whose
+head is malformed (hub/heads.py), and one the agent ends as cancelled when the hub never cancelled it.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from collections.abc import Callable
 from potluck._shared.clock import Clock, Timer
 from potluck.hub.channel import AgentChannel
 from potluck.hub.errors import AgentLostError, HubError, UpstreamError, UpstreamTimeoutError
+from potluck.hub.heads import MalformedHeadError, checked_head
 from potluck.protocol.agent import (
     BackendInfo,
     CancelMessage,
+    CancelReason,
     CreditMessage,
     EndMessage,
     ErrorInfo,
@@ -63,6 +68,7 @@ class Stream:
     """The hub's end of one request on one agent."""
 
     __slots__ = (
+        "_allowance",
         "_chunks",
         "_clock",
         "_credit_window",
@@ -77,6 +83,7 @@ class Stream:
         "_waiter",
         "after_cancel",
         "bytes_received",
+        "cancelled",
         "end",
         "lingering",
         "request_id",
@@ -100,6 +107,10 @@ class Stream:
         self._waiter: asyncio.Future[None] | None = None
         self._failure: HubError | None = None
         self._uncredited = 0
+        self._allowance = credit_window
+        """Bytes of DATA the agent may still send: the window, plus what CREDIT granted, minus what came."""
+        self.cancelled = False
+        """The hub sent the agent a CANCEL for this stream (or reset it)."""
         self.end: EndMessage | None = None
         self.bytes_received = 0
         self.lingering = False
@@ -112,9 +123,21 @@ class Stream:
 
     def on_head(self, head: HeadMessage) -> None:
         if not self._head.done():
-            self._head.set_result(head)
+            try:
+                checked = checked_head(head)
+            except MalformedHeadError as exc:
+                self.session.reset(self, exc)
+                return
+            self._head.set_result(checked)
 
     def on_data(self, data: bytes) -> None:
+        allowance = self._allowance - len(data)
+        if allowance < 0:
+            self.session.reset(self, UpstreamError("the agent sent more than its credit window allows"))
+            return
+        self._allowance = allowance
+        if self.lingering:
+            return  # cancelled and handed back: nobody reads these
         self._chunks.append(data)
         self.bytes_received += len(data)
         self._progress_at = self._clock.now()
@@ -124,7 +147,10 @@ class Stream:
         self.end = end
         self.stop_deadline()
         self.settle(end)
-        if end.error is not None and not end.cancelled:
+        if end.cancelled and not self.cancelled:
+            # An end the hub never asked for is no clean end: the client must not take it for a whole answer.
+            self._fail(UpstreamError("the agent cancelled the request on its own"))
+        elif end.error is not None and not end.cancelled:
             self._fail(_error_from(end.error))
         elif not self._head.done():
             self._fail(UpstreamError("the agent ended the request without a response"))
@@ -134,6 +160,15 @@ class Stream:
         if self.end is None:
             self._fail(error)
             self._wake()
+
+    def on_reset(self, error: UpstreamError) -> None:
+        """The session reset this stream: what it buffered is dropped, and the request fails with ``error``."""
+        self.cancelled = True
+        chunks = self._chunks
+        self.bytes_received -= sum(map(len, chunks))  # dropped: they never reach the client
+        chunks.clear()
+        self._fail(error)
+        self._wake()
 
     def settle(self, end: EndMessage | None) -> None:
         callback, self.after_cancel = self.after_cancel, None
@@ -233,6 +268,7 @@ class Stream:
         self._uncredited += nbytes
         if self._uncredited >= self._credit_window // 2 and self.end is None:
             self.session.send(CreditMessage(self._uncredited), self.stream_id)
+            self._allowance += self._uncredited
             self._uncredited = 0
 
 
@@ -271,6 +307,11 @@ class AgentSession:
         self.linger_s = LINGER_S
         self.host: HostMetrics | None = None
         self.requests_total = 0
+        self.protocol_errors = 0
+        """Streams reset because the agent broke the protocol on them."""
+        self.control_budget = 0.0
+        self.control_at = clock.now()
+        """The gate's token bucket for the agent's connection-level frames: tokens left, and when last spent."""
 
     def transition(self, new: SessionState) -> None:
         if new is self.state:
@@ -283,12 +324,16 @@ class AgentSession:
         if self.state is not SessionState.CLOSED:
             self.channel.send(encode_frame(message, stream_id))
 
-    def open_stream(self, request: RequestMessage, body: bytes) -> Stream:
+    def open_stream(
+        self, request: RequestMessage, body: bytes, *, factory: Callable[[AgentSession, int, str, int], Stream] = Stream
+    ) -> Stream:
+        """Send ``request`` on a new stream; ``factory`` makes the hub's end of it (a peer replica's forwarded
+        request is a `Stream` that passes the agent's frames on, hub/cluster_link.py)."""
         if self.state is SessionState.CLOSED:
             raise AgentLostError
         stream_id = self._next_stream_id
         self._next_stream_id = (stream_id + 1) & 0xFFFFFFFF or 1
-        stream = Stream(self, stream_id, request.request_id, self.credit_window)
+        stream = factory(self, stream_id, request.request_id, self.credit_window)
         self.streams[stream_id] = stream
         self.requests_total += 1
         self.channel.send(encode_frame(request, stream_id, body))
@@ -305,6 +350,7 @@ class AgentSession:
             stream.settle(None)
             return
         if cancel_reason is not None and stream.end is None and self.state is not SessionState.CLOSED:
+            stream.cancelled = True
             self.send(CancelMessage(stream.request_id, cancel_reason), stream.stream_id)
             if stream.after_cancel is not None:
                 stream.lingering = True
@@ -312,6 +358,15 @@ class AgentSession:
                 return
         del self.streams[stream.stream_id]
         stream.settle(None)
+
+    def reset(self, stream: Stream, error: UpstreamError) -> None:
+        """The agent broke the protocol on ``stream``: forget it (later frames for it are dropped), tell the
+        agent with a CANCEL whose reason is ``protocol_error``, and fail the request with ``error``."""
+        if self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
+        self.protocol_errors += 1
+        self.send(CancelMessage(stream.request_id, CancelReason.PROTOCOL_ERROR, error.message), stream.stream_id)
+        stream.on_reset(error)
 
     def _forget(self, stream: Stream) -> None:
         if self.streams.get(stream.stream_id) is stream:

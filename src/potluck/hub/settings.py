@@ -60,7 +60,9 @@ class HubSettings:
         metavar="URL",
         default_text="sqlite+aiosqlite:///<data-dir>/potluck.db",
         help="SQLAlchemy async URL of the database, instead of the SQLite file in --data-dir.",
-        details="The schema is migrated to the newest revision on start.",
+        details="`postgresql://user@host/db` uses asyncpg (`pip install 'potluck[postgres]'`). A SQLite file is "
+        "migrated to the newest schema on start; PostgreSQL, shared by replicas, only by `potluck hub migrate` "
+        "(the hub refuses to start on an older schema).",
     )
     admin_token: str | None = setting(
         None,
@@ -84,7 +86,7 @@ class HubSettings:
     max_body_bytes: int = setting(
         32 * 1024 * 1024,
         help="Largest client request body in bytes (32 MiB); larger ones get 413 request_too_large.",
-        details="The agent WebSocket accepts messages up to this plus 1 MiB.",
+        details="Agents never send bodies: their WebSocket messages are bounded by `--credit-window` plus 1.06 MiB.",
     )
     heartbeat_interval: float = setting(
         5.0,
@@ -277,6 +279,59 @@ class HubSettings:
         "step. `open`: anyone who reaches the hub may also sign up at `/signup` (joining no group). `closed`: "
         "only admins create accounts (`POST /admin/users`); invite links then only add signed-in users.",
     )
+    agent_max_pending_handshakes_per_ip: int = setting(
+        4,
+        help="Agent connections one address may have in their handshake at once; more are rejected.",
+        details="An IPv6 /64 counts as one address. Rejected with `REJECT too_many_handshakes` (the agent retries "
+        "with backoff) and WebSocket close code 1008. Behind a reverse proxy every agent has the proxy's address: "
+        "raise it there.",
+    )
+    agent_max_models: int = setting(
+        1024,
+        help="Models one agent may list; a longer catalog is rejected.",
+        details="In the `HELLO` (`REJECT catalog_too_large`) or a later `MODELS` (close code 1008).",
+    )
+    agent_max_string_length: int = setting(
+        256,
+        help="Longest model name, backend URL or other string in an agent's catalog, in characters.",
+        details="A longer one rejects the catalog like `--agent-max-models`.",
+    )
+    agent_max_control_frames_per_s: float = setting(
+        20.0,
+        help="Connection-level frames (MODELS, STATE, LOAD, PING) an agent may send per second, on average.",
+        details="Bursts of ten seconds' worth pass; beyond, the hub closes the connection "
+        "(`REJECT rate_limited`, close code 1008).",
+    )
+    # -- cluster mode (several replicas behind a load balancer; hub/cluster*.py) ------------------------------------
+    redis_url: str | None = setting(
+        None,
+        metavar="URL",
+        help="Redis URL (redis://host:port/db) that makes this hub one replica of a cluster.",
+        details="With it the replicas share their leases, which replica holds which agent's tunnel, a load view, "
+        "cluster-wide rate limits and cache invalidations through Redis; give every replica the same "
+        "`--database-url` (PostgreSQL) and `--cluster-secret`. Token chunks never pass through Redis: a replica "
+        "forwards a request to the replica holding the agent over a peer WebSocket. See docs/operations.md.",
+    )
+    cluster_secret: str | None = setting(
+        None,
+        env="POTLUCK_CLUSTER_SECRET",
+        help="Secret shared by the replicas of a cluster; it authenticates their peer links.",
+        details="Required with `--redis-url`. Only a key derived from it (HMAC-SHA256) is ever sent, compared in "
+        "constant time.",
+    )
+    advertise_url: str | None = setting(
+        None,
+        metavar="URL",
+        default_text="the URL the hub listens on",
+        help="The URL other replicas reach this one at for peer links (cluster mode).",
+        details="Needed when the replica listens on 0.0.0.0 or behind NAT: e.g. `http://hub-1.internal:8642`.",
+    )
+    replica_lease_s: float = setting(
+        5.0,
+        help="Seconds a replica's lease lives in Redis without a heartbeat (cluster mode).",
+        details="A replica renews its lease three times per lease; one silent for longer is dead to the others: "
+        "they stop forwarding to it and sweep its credit holds.",
+    )
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -301,6 +356,10 @@ class HubSettings:
             raise ValueError(f"--public-url must be http(s)://host[:port][/path], not {self.public_url!r}")
         if self.signup not in {m.value for m in SignupMode}:
             raise ValueError(f"unknown --signup {self.signup}")
+        if self.redis_url is not None and not self.cluster_secret:
+            raise ValueError("--redis-url needs --cluster-secret (the replicas' peer links authenticate with it)")
+        if self.replica_lease_s <= 0:
+            raise ValueError("--replica-lease-s must be positive")
 
     def _validate_network(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -356,3 +415,7 @@ class HubSettings:
             raise ValueError("--header-timeout, --body-timeout and --keepalive-timeout must be positive")
         if self.max_pending_connections_per_ip < 0:
             raise ValueError("--max-pending-connections-per-ip must be 0 (no cap) or more")
+        if self.agent_max_pending_handshakes_per_ip < 1 or self.agent_max_models < 1:
+            raise ValueError("--agent-max-pending-handshakes-per-ip and --agent-max-models must be at least 1")
+        if self.agent_max_string_length < 16 or self.agent_max_control_frames_per_s <= 0:
+            raise ValueError("--agent-max-string-length must be 16 or more, --agent-max-control-frames-per-s positive")

@@ -24,11 +24,18 @@ import msgspec
 
 from potluck.protocol.metrics import HostMetrics
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """Bumped on any incompatible change; the hub rejects an agent whose version it does not speak.
 
 2: agents forward ``/v1/messages``, ``/v1/messages/count_tokens`` and ``/v1/responses``, report
-``BackendInfo.native_paths``, the cache and reasoning parts of ``Usage``, and ``ErrorInfo.terminal_sent``."""
+``BackendInfo.native_paths``, the cache and reasoning parts of ``Usage``, and ``ErrorInfo.terminal_sent``.
+
+3: the HELLO's meta is a small signed envelope (at most `HELLO_META_MAX_BYTES`) and its payload the agent's
+catalog (a `ModelsMessage`), which the hub decodes only once the signature verifies; an agent never sends
+more DATA on a stream than the hub's credit allows (it splits a chunk at the window's edge)."""
+
+HELLO_META_MAX_BYTES = 4096
+"""The largest HELLO meta the hub decodes: everything before the signature check fits in it."""
 
 AUTH_CONTEXT = b"potluck-agent-auth-v1\x00"
 """Domain separator for the challenge signature, so the key signs nothing else by accident."""
@@ -124,7 +131,8 @@ class ChallengeMessage(msgspec.Struct, frozen=True, tag="challenge"):
 
 
 class HelloMessage(msgspec.Struct, frozen=True, tag="hello"):
-    """Agent → hub, answer to the challenge: identity, proof of key possession and what it serves."""
+    """Agent → hub, answer to the challenge: identity and proof of key possession. The frame's payload is the
+    agent's catalog, a msgpack `ModelsMessage`, which the hub decodes only after the signature verifies."""
 
     protocol_version: int
     """The tunnel protocol the agent speaks; must equal the hub's."""
@@ -138,10 +146,6 @@ class HelloMessage(msgspec.Struct, frozen=True, tag="hello"):
     """Display name chosen by the agent's owner (``--name``); empty: the name the hub stored at enrolment."""
     max_concurrency: int
     """Requests the agent runs at once; the hub sends no more."""
-    models: list[ModelInfo]
-    """Everything the agent's backends serve now."""
-    backends: list[BackendInfo]
-    """The backends behind the agent."""
     enrol_token: str | None = None
     """One-time enrolment token, sent only until the hub has accepted this key once."""
     draining: bool = False
@@ -264,6 +268,9 @@ class CancelReason(enum.StrEnum):
     """The client went away."""
     TIMEOUT = "timeout"
     """No first byte, or nothing for the idle timeout."""
+    PROTOCOL_ERROR = "protocol_error"
+    """The agent broke the protocol on this stream (DATA past its credit window, a malformed head): the
+    stream is reset, and ``CancelMessage.detail`` says how."""
 
 
 class CancelMessage(msgspec.Struct, frozen=True, tag="cancel"):
@@ -272,7 +279,9 @@ class CancelMessage(msgspec.Struct, frozen=True, tag="cancel"):
     request_id: str
     """The request to stop."""
     reason: str
-    """A `CancelReason` (``client_disconnect``, ``timeout``); for the agent's log."""
+    """A `CancelReason` (``client_disconnect``, ``timeout``, ``protocol_error``); for the agent's log."""
+    detail: str = ""
+    """What the agent did wrong, for a ``protocol_error``."""
 
 
 class CreditMessage(msgspec.Struct, frozen=True, tag="credit"):
@@ -390,6 +399,11 @@ def encode_frame(message: Message, stream_id: int = 0, payload: bytes = b"") -> 
     )
 
 
+def encode_hello(hello: HelloMessage, catalog: ModelsMessage) -> bytes:
+    """A HELLO frame: the signed envelope as meta, the agent's catalog as payload."""
+    return encode_frame(hello, payload=_encode(catalog))
+
+
 def encode_data(stream_id: int, payload: bytes) -> bytes:
     """A DATA frame: the payload goes through as it is."""
     return _pack(_REST + len(payload), FrameType.DATA, stream_id, 0) + payload
@@ -429,6 +443,45 @@ def iter_frames(buf: bytes) -> Iterator[Frame]:
                 raise ProtocolError(f"bad {FrameType(ftype).name} message: {exc}") from exc
             yield Frame(ftype, stream_id, message, bytes(view[meta_end:frame_end]))
         pos = frame_end
+
+
+def hello_parts(buf: bytes) -> tuple[memoryview, memoryview]:
+    """The meta and payload of a message holding exactly one HELLO frame, undecoded.
+
+    Raises ProtocolError if it is anything else, or if the meta is over `HELLO_META_MAX_BYTES`: a hub
+    decodes nothing an unauthenticated peer sent beyond that before the signature verifies."""
+    end = len(buf)
+    if end < HEADER_SIZE:
+        raise ProtocolError("truncated frame header")
+    length, ftype, _stream_id, meta_len = _unpack_from(buf, 0)
+    if ftype != FrameType.HELLO:
+        raise ProtocolError("expected a hello frame")
+    if length < _REST or 4 + length != end or HEADER_SIZE + meta_len > end:
+        raise ProtocolError("expected exactly one hello frame")
+    if meta_len > HELLO_META_MAX_BYTES:
+        raise ProtocolError(f"hello meta of {meta_len} bytes is over {HELLO_META_MAX_BYTES}")
+    view = memoryview(buf)
+    return view[HEADER_SIZE : HEADER_SIZE + meta_len], view[HEADER_SIZE + meta_len :]
+
+
+_decode_hello = msgspec.msgpack.Decoder(HelloMessage).decode
+_decode_catalog = msgspec.msgpack.Decoder(ModelsMessage).decode
+
+
+def decode_hello(meta: memoryview) -> HelloMessage:
+    """A HELLO's envelope (from `hello_parts`). Raises ProtocolError on malformed input."""
+    try:
+        return _decode_hello(meta)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ProtocolError(f"bad HELLO message: {exc}") from None
+
+
+def decode_catalog(payload: memoryview) -> ModelsMessage:
+    """A HELLO's payload: the agent's catalog. Raises ProtocolError on malformed input."""
+    try:
+        return _decode_catalog(payload)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ProtocolError(f"bad catalog in the HELLO: {exc}") from None
 
 
 def challenge_payload(nonce: bytes, public_key: bytes) -> bytes:

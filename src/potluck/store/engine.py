@@ -1,15 +1,26 @@
-"""Engine creation and schema migration. SQLite (WAL, foreign keys on) by default; PostgreSQL by URL."""
+"""Engine creation and schema migration. SQLite (WAL, foreign keys on) by default; PostgreSQL by URL.
+
+A URL without a driver gets the async one: ``postgresql://`` (or ``postgres://``) means asyncpg,
+``sqlite://`` means aiosqlite.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from potluck.store.errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -18,8 +29,28 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-def create_engine(url: str) -> AsyncEngine:
-    if url.startswith("sqlite"):
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def async_url(url: str) -> str:
+    """The URL with the async driver named (``postgresql://`` -> ``postgresql+asyncpg://``)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{_ASYNC_DRIVERS[scheme]}{sep}{rest}" if sep and scheme in _ASYNC_DRIVERS else url
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def create_engine(url: str, *, pre_ping: bool = True) -> AsyncEngine:
+    """An engine for the URL. ``pre_ping`` checks each pooled PostgreSQL connection before use (one round
+    trip), so one that a server restart broke is replaced instead of failing a statement."""
+    url = async_url(url)
+    if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -36,7 +67,7 @@ def create_engine(url: str) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(url, pool_pre_ping=pre_ping)
 
 
 def _alembic_config(connection: Connection) -> Config:
@@ -54,3 +85,44 @@ async def upgrade_schema(engine: AsyncEngine) -> None:
     """Bring the schema to the newest migration (idempotent)."""
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(MIGRATIONS_DIR))
+
+
+def head_revision() -> str:
+    """The newest migration this code knows."""
+    head = _scripts().get_current_head()
+    if head is None:  # pragma: no cover - the package always ships its migrations
+        raise RuntimeError(f"no migrations in {MIGRATIONS_DIR}")
+    return head
+
+
+def is_known_revision(revision: str) -> bool:
+    """Whether a migration of this code has that revision id."""
+    try:
+        return _scripts().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The database's migration revision (None: never migrated)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
+async def migrate_database(url: str) -> tuple[str | None, str]:
+    """Upgrade the database at ``url`` to the newest migration: (revision before, revision now).
+    StoreError if it cannot be reached or migrated."""
+    engine = create_engine(url)
+    try:
+        before = await schema_revision(engine)
+        await upgrade_schema(engine)
+        return before, head_revision()
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(str(exc)) from exc
+    finally:
+        await engine.dispose()

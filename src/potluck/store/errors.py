@@ -21,3 +21,7 @@ class UnwritableError(StoreError, ValueError):
     Unlike an outage or a lock, retrying the same write fails again, so a writer drops or
     corrects it instead of retrying it forever.
     """
+
+
+class SchemaOutdatedError(StoreError):
+    """The database's schema is not the newest migration and this store may not migrate it."""

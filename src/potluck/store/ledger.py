@@ -19,14 +19,15 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, exists, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck.store.errors import ConflictError, UnwritableError
-from potluck.store.tables import ledger_entries, ledger_txns, receipts
+from potluck.store.tables import ledger_accounts, ledger_entries, ledger_txns, receipts
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -36,6 +37,11 @@ MINT = "mint"
 PLATFORM = "platform"
 USER_PREFIX = "user:"
 HOLD_PREFIX = "hold:"
+
+UNTRACKED = frozenset({MINT, PLATFORM})
+"""Accounts without a balance row in `ledger_accounts`: nothing is ever checked against their balance,
+and every settlement pays the platform, so its row would make all settlements, cluster-wide, queue on
+one row lock. Their balance is the sum of their entries, as for every account."""
 
 MAX_AMOUNT = 10**15
 """The largest amount (µcr, one billion credits) of any entry and of any account's balance.
@@ -254,6 +260,11 @@ async def _append(conn: AsyncConnection, txns: Sequence[LedgerTxn], batch_receip
                 insert(ledger_entries),
                 [{"txn_id": t.id, "account": account, "amount": amount} for t in new for account, amount in t.entries],
             )
+            deltas: dict[str, int] = {}
+            for t in new:
+                for account, amount in t.entries:
+                    deltas[account] = deltas.get(account, 0) + amount
+            await add_to_accounts(conn, deltas)
     if batch_receipts:
         stored: set[str] = set()
         request_ids = list(dict.fromkeys(r.request_id for r in batch_receipts))
@@ -304,6 +315,36 @@ async def _new_txns(conn: AsyncConnection, txns: Sequence[LedgerTxn]) -> list[Le
             seen_keys.add(key)
         new.append(txn)
     return new
+
+
+def lock_order(account: str) -> tuple[bool, str]:
+    """Every writer locks balance rows in this order (``user:`` rows first, a hold's own order), so two
+    transactions touching the same accounts never deadlock."""
+    return (not account.startswith(USER_PREFIX), account)
+
+
+def upsert(conn: AsyncConnection, table: Any) -> Any:
+    """The backend's INSERT that takes ON CONFLICT (PostgreSQL and SQLite spell it alike)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def add_to_accounts(conn: AsyncConnection, deltas: dict[str, int]) -> None:
+    """Add signed amounts to the accounts' balance rows (creating missing ones), in the caller's transaction."""
+    rows = [
+        {"account": a, "balance": deltas[a]} for a in sorted(deltas, key=lock_order) if deltas[a] and a not in UNTRACKED
+    ]
+    if not rows:
+        return
+    stmt = upsert(conn, ledger_accounts)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[ledger_accounts.c.account],
+            set_={"balance": ledger_accounts.c.balance + stmt.excluded.balance},
+        ),
+        rows,
+    )
 
 
 def _is_unwritable(exc: Exception) -> bool:

@@ -233,6 +233,8 @@ ledger_txns = Table(
     Column("request_id", String(40), nullable=True),
     Column("reason", Text, nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    # The hub replica that placed a hold (NULL for a single hub): a dead replica's holds are found by it.
+    Column("replica_id", String(64), nullable=True),
     # The last line of defence against charging a request twice (NULL request ids do not collide).
     UniqueConstraint("request_id", "kind", name="uq_ledger_txns_request_kind"),
 )
@@ -246,6 +248,14 @@ ledger_entries = Table(
     Column("amount", BigInteger, nullable=False),
     Index("ix_ledger_entries_account", "account"),
     Index("ix_ledger_entries_txn_id", "txn_id"),
+)
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    # The sum of the account's entries, written in the same transaction as them (see store/holds.py).
+    Column("account", String(80), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
 )
 
 receipts = Table(

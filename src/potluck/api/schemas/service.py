@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from potluck.api.schemas.cluster import ClusterHealth
 from potluck.api.schemas.common import Reply
 
 
@@ -55,11 +56,14 @@ class Ready(Reply, kw_only=True):
     status: Literal["ready"] = "ready"
     """Always ``ready``."""
     agents: int
-    """Connected agents."""
+    """Connected agents (in cluster mode, those of the other replicas this one can reach included)."""
+    cluster: ClusterHealth | msgspec.UnsetType = msgspec.UNSET
+    """In cluster mode: this replica's id, whether Redis answers, and its peer links."""
 
 
 class NotReady(Reply):
     """The hub does not take requests."""
 
-    status: Literal["shutting_down", "database_unavailable"]
-    """``shutting_down`` once shutdown began; ``database_unavailable`` when ``SELECT 1`` fails."""
+    status: Literal["shutting_down", "database_unavailable", "joining"]
+    """``shutting_down`` once shutdown began; ``database_unavailable`` when ``SELECT 1`` fails; ``joining`` while a
+    replica of a cluster has not yet read the cluster's view from Redis."""

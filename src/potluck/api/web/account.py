@@ -79,7 +79,7 @@ async def login(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     try:
         check_presession(request, form.get(CSRF_FIELD))
-        secret, _ = await hub.accounts.login(form.get("username", ""), form.get("password", ""))
+        secret, _ = await hub.accounts.login(form.get("username", ""), form.get("password", ""), address=request.remote)
     except PotluckError as exc:
         return _anonymous_form(
             request, "login.html", exc.status, next=target, error=exc.message, **_signup_context(hub)

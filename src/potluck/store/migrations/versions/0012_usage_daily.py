@@ -3,7 +3,7 @@ agent (and its owner) and model, with the sums the usage reports take. Written i
 the usage records they sum, so they always agree; filled here from the records already kept.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-04
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

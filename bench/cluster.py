@@ -1,0 +1,268 @@
+"""Cluster mode, measured: what a replica-to-replica hop costs, and what two replicas serve next to one.
+
+Starts a real Redis and PostgreSQL (testing/redis.py, testing/postgres.py), hub replicas on them, one agent
+on replica B and the fake backend, then drives closed-loop load with bench/relaybench's load generator:
+
+- ``hop``: non-streaming requests at c=1 through replica B (which holds the agent) and through replica A
+  (which forwards them to B over the peer link): the p50 of each and their difference, the added p50;
+- ``chunks``: paced streams (40 chunks 10 ms apart, c=64) through A: CPU per relayed chunk on A (the
+  forwarding replica) and on B, from /proc, next to the same load through B alone;
+- ``rps``: non-streaming requests at c=64 against one replica, then split over two replicas (an agent on
+  each): requests per second;
+- ``rehome`` (``--rehome N``): three replicas behind testing/balancer.py, an agent dialing the balancer;
+  N times the replica holding the agent is killed (SIGKILL) and a new one started: seconds from the kill
+  until a request at a surviving replica is served by the agent again (p50 and max).
+
+Run: ``python bench/cluster.py [--duration S]``; prints a table and writes bench/results/cluster.json.
+Numbers from a shared, loaded machine are indicative only: compare rows of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.relaybench.loadgen import LoadResult, LoadSpec, run_load
+from bench.relaybench.machine import proc_cpu_s
+from testing.balancer import Balancer
+from testing.fake_backend import BackgroundServer, FakeBackend
+from testing.postgres import PostgresServer
+from testing.processes import AgentProcess, HubProcess, http_json
+from testing.redis import RedisServer
+
+MODEL = "bench-model"
+SECRET = "bench-cluster-secret"  # noqa: S105 - a benchmark's
+
+
+def _request(url: str, key: str, body: dict[str, Any]) -> bytes:
+    parts = urlsplit(url)
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    head = [
+        "POST /v1/chat/completions HTTP/1.1",
+        f"Host: {parts.hostname}:{parts.port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(raw)}",
+        f"Authorization: Bearer {key}",
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + raw
+
+
+def _load(url: str, request: bytes, concurrency: int, duration: float, warmup: float = 1.0) -> LoadResult:
+    parts = urlsplit(url)
+    now = time.monotonic()
+    spec = LoadSpec(
+        host=str(parts.hostname),
+        port=int(parts.port or 0),
+        request=request,
+        concurrency=concurrency,
+        start_at=now,
+        measure_from=now + warmup,
+        measure_to=now + warmup + duration,
+        hard_stop=now + warmup + duration + 10,
+    )
+    return run_load(spec)
+
+
+def _measured(result: LoadResult, duration: float) -> list[tuple[float, float, float, int, int, bool]]:
+    if result.crashes:
+        raise RuntimeError(f"load generator crashed: {result.crashes[:2]}")
+    return [s for s in result.samples if s[3] == 200]
+
+
+def _p50_ms(samples: list[tuple[float, float, float, int, int, bool]]) -> float:
+    return statistics.median(s[2] - s[0] for s in samples) * 1000
+
+
+def _cpu(hubs: list[HubProcess]) -> list[float]:
+    return [proc_cpu_s(h.proc.pid) for h in hubs]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--rehome", type=int, default=5, help="replica kills to time (0: none)")
+    args = parser.parse_args()
+    duration: float = args.duration
+    results: dict[str, Any] = {}
+    root = Path(tempfile.mkdtemp(prefix="potluck-cluster-bench-"))
+    with RedisServer() as redis, PostgresServer() as postgres:
+        database = postgres.create_database()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "potluck",
+                "hub",
+                "--data-dir",
+                str(root / "m"),
+                "--database-url",
+                database,
+                "migrate",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        backend = FakeBackend([MODEL], chunks=64)
+        with BackgroundServer(backend.make_app()) as server:
+            common = ("--redis-url", redis.url, "--cluster-secret", SECRET, "--database-url", database)
+            hub_b = HubProcess(root / "b", *common)
+            hub_a = HubProcess(root / "a", *common)
+            hubs = [hub_a, hub_b]
+            agents: list[AgentProcess] = []
+            try:
+                key = hub_b.create_key("bench")
+                agents.append(
+                    AgentProcess(
+                        hub_b,
+                        root / "agent-b",
+                        [server.url],
+                        name="agent-b",
+                        token=hub_b.create_agent_token("agent-b"),
+                        max_concurrency=512,
+                    )
+                )
+                hub_b.wait_agent("agent-b")
+                assert HubProcess.wait_for(
+                    lambda: http_json("POST", hub_a.url + "/v1/chat/completions", _body(), key)[0] == 200, 15
+                ), "replica A never served through B"
+
+                # hop: p50 at c=1 through the holder and through the forwarder
+                small = _body(fake={"chunks": 64})
+                for name, hub in (("holder", hub_b), ("forwarded", hub_a)):
+                    samples = _measured(_load(hub.url, _request(hub.url, key, small), 1, duration), duration)
+                    results[f"p50_ms_{name}"] = round(_p50_ms(samples), 3)
+                results["added_p50_ms"] = round(results["p50_ms_forwarded"] - results["p50_ms_holder"], 3)
+
+                # chunks: CPU per relayed chunk, paced streams (each chunk its own frame)
+                paced = _body(stream=True, fake={"chunks": 40, "delay": 0.01})
+                for name, hub in (("direct_at_holder", hub_b), ("forwarded", hub_a)):
+                    before = _cpu(hubs)
+                    result = _load(hub.url, _request(hub.url, key, paced), 64, duration, warmup=0.0)
+                    after = _cpu(hubs)
+                    samples = _measured(result, duration)
+                    chunks = sum(s[4] for s in samples)
+                    results[f"chunks_{name}"] = chunks
+                    results[f"cpu_us_per_chunk_{name}_on_a"] = round((after[0] - before[0]) / max(1, chunks) * 1e6, 2)
+                    results[f"cpu_us_per_chunk_{name}_on_b"] = round((after[1] - before[1]) / max(1, chunks) * 1e6, 2)
+
+                # rps: one replica, then two (an agent on each, load split evenly)
+                whole = _body(fake={"chunks": 64})
+                results["rps_one_replica"] = round(
+                    len(_measured(_load(hub_b.url, _request(hub_b.url, key, whole), 64, duration), duration))
+                    / duration,
+                    1,
+                )
+                agents.append(
+                    AgentProcess(
+                        hub_a,
+                        root / "agent-a",
+                        [server.url],
+                        name="agent-a",
+                        token=hub_a.create_agent_token("agent-a"),
+                        max_concurrency=512,
+                    )
+                )
+                hub_a.wait_agent("agent-a")
+                split: list[LoadResult] = []
+                threads = [
+                    threading.Thread(
+                        target=lambda h=h: split.append(_load(h.url, _request(h.url, key, whole), 32, duration))
+                    )
+                    for h in hubs
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                results["rps_two_replicas"] = round(sum(len(_measured(r, duration)) for r in split) / duration, 1)
+            finally:
+                for agent in agents:
+                    agent.stop()
+                for hub in hubs:
+                    hub.stop()
+            if args.rehome:
+                results.update(_rehome(root / "rehome", redis, database, server.url, args.rehome))
+    out = Path(__file__).parent / "results" / "cluster.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    for name, value in results.items():
+        print(f"{name:40} {value}")
+
+
+def _rehome(root: Path, redis: RedisServer, database: str, backend_url: str, kills: int) -> dict[str, Any]:
+    """Seconds from killing the agent's replica to the agent serving again through a survivor."""
+    common: tuple[str, ...] = ("--redis-url", redis.url, "--cluster-secret", SECRET, "--database-url", database)
+    common += ("--replica-lease-s", "1.5", "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
+    hubs = [HubProcess(root / f"hub-{i}", *common) for i in range(3)]
+    born = len(hubs)
+    balancer = Balancer([_address(h.url) for h in hubs]).start()
+    agent = AgentProcess(
+        hubs[0],
+        root / "agent",
+        [backend_url],
+        name="mover",
+        token=hubs[0].create_agent_token("mover"),
+        extra=("--hub", balancer.url),
+    )
+    key = hubs[0].create_key("rehome")
+    times: list[float] = []
+    try:
+        for _ in range(kills):
+            if not HubProcess.wait_for(lambda hubs=hubs: any(_holds(h, "mover") for h in hubs), 30):
+                raise RuntimeError("the agent never connected")
+            holder = next(h for h in hubs if _holds(h, "mover"))
+            holder.kill()
+            killed = time.monotonic()
+            survivors = [h for h in hubs if h is not holder]
+            url = survivors[0].url + "/v1/chat/completions"
+            if not HubProcess.wait_for(lambda url=url: http_json("POST", url, _body(), key)[0] == 200, 30):
+                raise RuntimeError("the agent did not serve again within 30 s")
+            times.append(time.monotonic() - killed)
+            holder.stop()
+            hubs = [*survivors, HubProcess(root / f"hub-{born}", *common)]
+            born += 1
+            balancer.upstreams = [_address(h.url) for h in hubs]
+    finally:
+        agent.stop()
+        for hub in hubs:
+            hub.stop()
+        balancer.stop()
+    return {"rehome_s_p50": round(statistics.median(times), 2), "rehome_s_max": round(max(times), 2), "kills": kills}
+
+
+def _holds(hub: HubProcess, name: str) -> bool:
+    """Whether the agent's tunnel is at this replica (not a proxy of another's)."""
+    status, view = hub.admin("GET", "/admin/cluster")
+    if status != 200:
+        return False
+    mine = next(r for r in view["replicas"] if r["id"] == view["replica"])
+    return any(a["name"] == name for a in mine["agents"])
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return str(parts.hostname), int(parts.port or 0)
+
+
+def _body(*, stream: bool = False, fake: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
+    if stream:
+        body["stream"] = True
+    if fake:
+        body["fake"] = fake
+    return body
+
+
+if __name__ == "__main__":
+    main()

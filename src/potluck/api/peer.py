@@ -1,0 +1,155 @@
+"""Peer links between hub replicas (cluster mode): the WebSocket both ends, and nothing else.
+
+Each replica dials every other live replica at ``/cluster/peer`` (the outbound link carries its own
+requests to their agents, hub/cluster_link.py), and accepts the others' links. A link authenticates
+with a key derived from the cluster secret (`peer_token`), compared in constant time; the replica's id
+travels in ``x-potluck-replica``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import hmac
+import logging
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Handler
+
+from potluck._shared.outbox import Outbox
+from potluck.api.context import HUB
+from potluck.hub.cluster import Cluster
+from potluck.hub.cluster_link import InboundLink, OutboundLink
+from potluck.hub.errors import AuthError
+from potluck.hub.lifecycle import Loop
+from potluck.hub.settings import HubSettings
+from potluck.protocol.agent import ProtocolError
+
+log = logging.getLogger(__name__)
+
+PATH = "/cluster/peer"
+REPLICA_HEADER = "x-potluck-replica"
+HEARTBEAT_S = 1.0
+"""Ping period of a link: a peer that stops answering is dropped within about this long."""
+DIAL_PERIOD_S = 0.2
+MAX_MESSAGE = 64 << 20
+
+
+def peer_token(secret: str) -> str:
+    """The link credential: an HMAC of the cluster secret, so the secret itself never crosses the network."""
+    return hmac.new(secret.encode(), b"potluck-peer-link-v1", hashlib.sha256).hexdigest()
+
+
+class WebSocketTransport:
+    """`PeerTransport` over an aiohttp WebSocket, coalescing what is sent in one loop turn."""
+
+    __slots__ = ("_closing", "_outbox", "_ws")
+
+    def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self._outbox = Outbox(ws.send_bytes, self._on_error)
+        self._closing: asyncio.Task[bool] | None = None
+
+    def send(self, data: bytes) -> None:
+        self._outbox.put(data)
+
+    def close(self) -> None:
+        self._outbox.close()
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._ws.close())
+
+    def _on_error(self, exc: BaseException) -> None:
+        log.info("a peer link failed (%s); closing it", exc)
+        self.close()
+
+
+async def peer_connect(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    cluster = hub.cluster
+    replica = request.headers.get(REPLICA_HEADER, "")
+    credential = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    expected = peer_token(hub.settings.cluster_secret or "")
+    if cluster is None or not replica or not hmac.compare_digest(credential.encode(), expected.encode()):
+        raise AuthError("peer links need the cluster secret")
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, compress=False, heartbeat=HEARTBEAT_S)
+    await ws.prepare(request)
+    link = cluster.inbound_up(replica, WebSocketTransport(ws))
+    try:
+        await _pump(ws, link)
+    finally:
+        cluster.inbound_down(link)
+    return ws
+
+
+async def _pump(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, link: InboundLink | OutboundLink) -> None:
+    receive = link.receive
+    async for msg in ws:
+        if msg.type is not WSMsgType.BINARY:
+            break
+        try:
+            receive(msg.data)
+        except ProtocolError as exc:
+            log.warning("replica %s broke the peer protocol (%s); closing the link", link.replica_id, exc)
+            break
+    await ws.close()
+
+
+async def run_links(cluster: Cluster, secret: str) -> None:
+    """Keep one outbound link to every live peer replica, for as long as the hub runs."""
+    headers = {REPLICA_HEADER: cluster.replica_id, "Authorization": "Bearer " + peer_token(secret)}
+    dialing: dict[str, asyncio.Task[None]] = {}
+    async with aiohttp.ClientSession(headers=headers) as http, asyncio.TaskGroup() as group:
+        while True:
+            for replica_id, info in cluster.peers().items():
+                task = dialing.get(replica_id)
+                if task is None or task.done():
+                    dialing[replica_id] = group.create_task(_link(cluster, http, replica_id, info.url))
+            await asyncio.sleep(DIAL_PERIOD_S)
+
+
+async def _link(cluster: Cluster, http: aiohttp.ClientSession, replica_id: str, url: str) -> None:
+    try:
+        async with asyncio.timeout(HEARTBEAT_S * 2):
+            ws = await http.ws_connect(
+                url.rstrip("/") + PATH, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE, compress=0
+            )
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        log.debug("cannot reach replica %s at %s (%s)", replica_id, url, exc)
+        await asyncio.sleep(DIAL_PERIOD_S)
+        return
+    link = cluster.link_up(replica_id, WebSocketTransport(ws))
+    log.info("peer link to replica %s (%s) is up", replica_id, url)
+    try:
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            await _pump(ws, link)
+    finally:
+        cluster.link_down(link)
+        log.info("peer link to replica %s is down", replica_id)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(PATH, peer_connect)
+
+
+def cluster_loops(cluster: Cluster | None, settings: HubSettings) -> dict[str, Loop]:
+    """The background loops of cluster mode, for the hub's TaskGroup (none on a single hub)."""
+    if cluster is None:
+        return {}
+    return {"cluster": cluster.run, "peer-links": functools.partial(run_links, cluster, settings.cluster_secret or "")}
+
+
+_UNCHANGING = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@web.middleware
+async def invalidate_on_change(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A successful change through the admin or account API: the other replicas reload their caches."""
+    response = await handler(request)
+    if request.method not in _UNCHANGING and response.status < 400 and request.path.startswith(("/admin/", "/api/")):
+        cluster = request.app[HUB].cluster
+        if cluster is not None:
+            cluster.invalidate()
+    return response

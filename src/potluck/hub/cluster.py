@@ -1,0 +1,486 @@
+"""Cluster mode: this hub as one replica among several, coordinated through Redis.
+
+Redis holds, under the ``potluck:`` prefix:
+
+- ``replicas`` (a set) and ``replica:<id>`` (a lease with a TTL, renewed three times per lease): who is
+  alive, the URL its peers reach it at, its version, queue depth and requests in flight;
+- ``agents:<replica id>`` (a hash): the agents tunnelled to that replica and what they serve;
+- the ``events`` channel: an agent joined, changed or left, a replica's load, or "reload your caches".
+
+Each replica keeps the whole view in memory, updated by those events (a full re-read on every
+(re)subscription and every lease period, so a lost event heals within one). Nothing on a request's path
+reads Redis: the scheduler sees a remote agent as a proxy `AgentSession` whose channel is the peer link
+to the replica that holds it (hub/cluster_link.py). Token chunks travel only over peer links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from potluck import __version__
+from potluck._shared.clock import Clock
+from potluck.hub.cluster_link import InboundLink, OutboundLink, PeerChannel, PeerTransport
+from potluck.hub.cluster_view import (
+    AgentEntry,
+    Event,
+    EventKind,
+    ReplicaInfo,
+    decode_agent,
+    decode_event,
+    decode_replica,
+    encode,
+    new_replica_id,
+    raw,
+    text,
+)
+from potluck.hub.registry import Registry
+from potluck.hub.session import AgentSession, SessionState
+from potluck.protocol.agent import ModelsMessage, StateMessage
+
+log = logging.getLogger(__name__)
+
+PREFIX = "potluck:"
+EVENTS = PREFIX + "events"
+RETRY_S = 0.5
+"""Seconds between attempts to reach Redis while it is down."""
+
+
+async def _nothing(_replica_id: str) -> None:
+    return None
+
+
+class Cluster:
+    """This replica's membership, the cached cluster view, and the proxies of remote agents."""
+
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        registry: Registry,
+        clock: Clock,
+        url: str,
+        lease_s: float,
+        credit_window: int,
+        on_invalidate: Callable[[], Coroutine[Any, Any, None]],
+        replica_id: str | None = None,
+    ) -> None:
+        self.replica_id = replica_id or new_replica_id()
+        self.url = url
+        self.registry = registry
+        self.clock = clock
+        self.lease_s = lease_s
+        self.credit_window = credit_window
+        self._on_invalidate = on_invalidate
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            redis_url, socket_timeout=lease_s / 2, socket_connect_timeout=lease_s / 2
+        )
+        self.started_at = clock.wall().timestamp()
+        self._started_mono = clock.now()
+        self._url_known = asyncio.Event()
+        if url:
+            self._url_known.set()
+        self.redis_ok = False
+        self.joined = False
+        """The view was read from Redis at least once (until then remote agents are unknown here)."""
+        self.replicas: dict[str, ReplicaInfo] = {}
+        """Live replicas (this one included), from their leases."""
+        self.agents: dict[str, dict[str, AgentEntry]] = {}
+        """replica id -> agent id -> entry."""
+        self.loads: dict[str, dict[str, int]] = {}
+        self.links: dict[str, OutboundLink] = {}
+        """Outbound peer links that are up, by the replica they reach."""
+        self.inbound: dict[str, InboundLink] = {}
+        self._dirty: set[str] = set()
+        self._published: dict[str, AgentEntry] = {}
+        """What was last published per local agent, load aside."""
+        self._wake = asyncio.Event()
+        self._invalidate = asyncio.Event()
+        self._cache_reload: asyncio.Task[None] | None = None
+        self._forward_idle = asyncio.Event()
+        self._cache_again = False
+        self._reconciling = False
+        self.on_replica_dead: Callable[[str], Coroutine[Any, Any, object]] = _nothing
+        """Called (awaited) once a replica's lease is gone, before it is forgotten: the sweeper."""
+        self.knows_agent: Callable[[str], bool] = lambda _agent_id: True
+        """Whether the shared caches know an agent (one enrolled at another replica makes them reload)."""
+        self.queue_depth: Callable[[], int] = lambda: registry.scheduler.queue_depth
+        self.in_flight: Callable[[], int] = lambda: 0
+        registry.observer = self
+
+    def set_url(self, url: str) -> None:
+        """The URL peers reach this replica at, once the hub is listening (the lease waits for it)."""
+        if not self.url:
+            self.url = url
+        self._url_known.set()
+
+    # -- the registry's observer: local agents are published ---------------------------------------------------
+
+    def changed(self, session: AgentSession) -> None:
+        if not isinstance(session.channel, PeerChannel):
+            self._dirty.add(session.agent_id)
+            self._wake.set()
+
+    def left(self, session: AgentSession) -> None:
+        if not isinstance(session.channel, PeerChannel):
+            self._dirty.add(session.agent_id)
+            self._wake.set()
+            self._reconcile()  # another replica may hold the agent too
+
+    def invalidate(self) -> None:
+        """Shared data changed here (keys, groups, prices...): every other replica reloads its caches."""
+        self._invalidate.set()
+        self._wake.set()
+        if self._cache_reload is not None and not self._cache_reload.done():
+            # A reload here read the database before this change: the memory the change just updated would be
+            # overwritten with that older snapshot, so read once more after it.
+            self._cache_again = True
+
+    def _entry(self, session: AgentSession) -> AgentEntry:
+        return AgentEntry(
+            agent_id=session.agent_id,
+            name=session.name,
+            replica=self.replica_id,
+            connected_at=self.started_at + (session.connected_at - self._started_mono),
+            models=session.models,
+            backends=session.backends,
+            max_concurrency=session.max_concurrency,
+            draining=session.state is not SessionState.ACTIVE,
+            version=session.version,
+            in_flight=len(session.streams),
+        )
+
+    # -- the loops (run in the hub's TaskGroup) ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep the lease, publish local changes and follow the others', through Redis outages."""
+        await self._url_known.wait()
+        while True:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._follow())
+                    group.create_task(self._publish())
+            except* (RedisError, OSError) as exc:
+                if self.redis_ok:
+                    log.warning("lost Redis (%s); serving from the cached cluster view", exc.exceptions[0])
+                self.redis_ok = False
+            await asyncio.sleep(RETRY_S)
+
+    async def _publish(self) -> None:
+        """Agent changes as they happen (only what others place by: models, capacity, draining); loads and
+        the lease on a fixed cadence, so a busy replica costs Redis the same as an idle one."""
+        interval = self.lease_s / 3
+        await self._renew()
+        await self._publish_all()
+        last_loads: dict[str, int] = {}
+        next_beat = self.clock.now() + interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_beat - self.clock.now())):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self._invalidate.is_set():
+                self._invalidate.clear()
+                await self.redis.publish(EVENTS, encode(Event(EventKind.INVALIDATE, self.replica_id)))
+            dirty, self._dirty = self._dirty, set()
+            for agent_id in dirty:
+                await self._publish_agent(agent_id)
+            if self.clock.now() < next_beat:
+                continue
+            next_beat = self.clock.now() + interval
+            loads = {a: len(s.streams) for a, s in self._local().items()}
+            if loads != last_loads:
+                last_loads = loads
+                event = Event(EventKind.LOAD, self.replica_id, loads=loads, queue_depth=self.queue_depth())
+                await self.redis.publish(EVENTS, encode(event))
+            await self._renew()
+
+    async def _renew(self) -> None:
+        info = ReplicaInfo(
+            self.replica_id, self.url, __version__, self.started_at, self.queue_depth(), self.in_flight()
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            _ = pipe.sadd(PREFIX + "replicas", self.replica_id)
+            _ = pipe.set(PREFIX + "replica:" + self.replica_id, encode(info), px=int(self.lease_s * 1000))
+            await pipe.execute()
+        if not self.redis_ok:
+            log.info("replica %s: Redis reachable", self.replica_id)
+        self.redis_ok = True
+
+    async def _publish_all(self) -> None:
+        """Our whole entry set, replacing what Redis held (after an outage or a Redis restart)."""
+        self._published.clear()
+        key = PREFIX + "agents:" + self.replica_id
+        entries = {a: encode(self._entry(s)) for a, s in self._local().items()}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            _ = pipe.delete(key)
+            if entries:
+                _ = pipe.hset(key, mapping=entries)  # type: ignore[arg-type]
+            await pipe.execute()
+        for agent_id in entries:
+            self._dirty.add(agent_id)
+
+    async def _publish_agent(self, agent_id: str) -> None:
+        key = PREFIX + "agents:" + self.replica_id
+        session = self._local().get(agent_id)
+        if session is None:
+            self._published.pop(agent_id, None)
+            await self.redis.hdel(key, agent_id)
+            event = Event(EventKind.LEFT, self.replica_id, agent_id=agent_id)
+        else:
+            entry = self._entry(session)
+            placement = msgspec.structs.replace(entry, in_flight=0)
+            if self._published.get(agent_id) == placement:
+                return  # only its load changed: that goes out with the next LOAD event
+            self._published[agent_id] = placement
+            await self.redis.hset(key, agent_id, encode(entry))
+            event = Event(EventKind.AGENT, self.replica_id, agent=entry)
+        await self.redis.publish(EVENTS, encode(event))
+
+    async def _follow(self) -> None:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(EVENTS)
+            await self._reload()
+            reload_at = self.clock.now() + self.lease_s
+            while True:
+                message = await pubsub.get_message(timeout=self.lease_s / 3)
+                if message is not None and isinstance(message.get("data"), bytes):
+                    try:
+                        event = decode_event(message["data"])
+                    except msgspec.DecodeError:
+                        log.warning("ignoring an undecodable cluster event")
+                    else:
+                        self._apply(event)
+                if self.clock.now() >= reload_at:
+                    await self._reload()
+                    reload_at = self.clock.now() + self.lease_s
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+
+    async def _reload(self) -> None:
+        """Re-read every live replica and its agents; sweep the registrations of dead ones."""
+        ids = sorted(text(i) for i in await self.redis.smembers(PREFIX + "replicas"))
+        leases = await self.redis.mget([PREFIX + "replica:" + i for i in ids]) if ids else []
+        replicas: dict[str, ReplicaInfo] = {}
+        for replica_id, lease in zip(ids, leases, strict=True):
+            if lease is None:
+                await self._sweep(replica_id)
+                continue
+            replicas[replica_id] = decode_replica(raw(lease))
+        agents: dict[str, dict[str, AgentEntry]] = {}
+        for replica_id in replicas:
+            if replica_id == self.replica_id:
+                continue
+            raw_entries = await self.redis.hgetall(PREFIX + "agents:" + replica_id)
+            agents[replica_id] = {text(k): decode_agent(raw(v)) for k, v in raw_entries.items()}
+        self.replicas = replicas
+        self.agents = agents
+        self.joined = True
+        self._reconcile()
+
+    async def _sweep(self, replica_id: str) -> None:
+        log.info("replica %s is dead (no lease); releasing its holds and removing its registrations", replica_id)
+        try:
+            await self.on_replica_dead(replica_id)
+        except Exception:
+            log.exception("sweeping dead replica %s failed; retrying at the next refresh", replica_id)
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            _ = pipe.srem(PREFIX + "replicas", replica_id)
+            _ = pipe.delete(PREFIX + "agents:" + replica_id)
+            await pipe.execute()
+        await self.redis.publish(EVENTS, encode(Event(EventKind.REPLICA_GONE, replica_id)))
+
+    def _apply(self, event: Event) -> None:
+        if event.replica == self.replica_id:
+            return
+        kind = event.kind
+        if kind is EventKind.AGENT and event.agent is not None:
+            self.agents.setdefault(event.replica, {})[event.agent.agent_id] = event.agent
+            if not self.knows_agent(event.agent.agent_id):
+                self._reload_caches()
+        elif kind is EventKind.LEFT:
+            self.agents.get(event.replica, {}).pop(event.agent_id, None)
+        elif kind is EventKind.LOAD:
+            self.loads[event.replica] = event.loads
+            info = self.replicas.get(event.replica)
+            if info is not None:
+                self.replicas[event.replica] = msgspec.structs.replace(info, queue_depth=event.queue_depth)
+            return
+        elif kind is EventKind.REPLICA_GONE:
+            self.agents.pop(event.replica, None)
+            self.replicas.pop(event.replica, None)
+        elif kind is EventKind.INVALIDATE:
+            self._reload_caches()
+            return
+        self._reconcile()
+
+    def _reload_caches(self) -> None:
+        """Reload the shared caches once; changes heard while a reload runs start one more after it."""
+        if self._cache_reload is not None and not self._cache_reload.done():
+            self._cache_again = True
+            return
+        self._cache_reload = asyncio.get_running_loop().create_task(self._reload_caches_now())
+
+    async def _reload_caches_now(self) -> None:
+        while True:
+            self._cache_again = False
+            try:
+                await self._on_invalidate()
+            except Exception:
+                log.exception("reloading the shared caches failed")
+            self._reconcile()
+            if not self._cache_again:
+                return
+
+    # -- proxies of remote agents --------------------------------------------------------------------------------
+
+    def _local(self) -> dict[str, AgentSession]:
+        return {a: s for a, s in self.registry.sessions.items() if not isinstance(s.channel, PeerChannel)}
+
+    def own_entries(self) -> dict[str, AgentEntry]:
+        """This replica's agents, as it publishes them."""
+        return {a: self._entry(s) for a, s in self._local().items()}
+
+    def _local_session(self, agent_id: str) -> AgentSession | None:
+        session = self.registry.sessions.get(agent_id)
+        return None if session is None or isinstance(session.channel, PeerChannel) else session
+
+    def remote_entries(self) -> dict[str, AgentEntry]:
+        """Per agent held only elsewhere, the entry of the replica it connected to last."""
+        best: dict[str, AgentEntry] = {}
+        for replica_id, entries in self.agents.items():
+            if replica_id not in self.replicas or replica_id == self.replica_id:
+                continue
+            for agent_id, entry in entries.items():
+                current = best.get(agent_id)
+                if current is None or entry.connected_at > current.connected_at:
+                    best[agent_id] = entry
+        return best
+
+    def _reconcile(self) -> None:
+        """Make the registry's proxies match the view: one per remote agent reachable over a link that is up."""
+        if self._reconciling:
+            return
+        self._reconciling = True
+        try:
+            self._reconcile_now()
+        finally:
+            self._reconciling = False
+
+    def _reconcile_now(self) -> None:
+        registry = self.registry
+        wanted = self.remote_entries()
+        for agent_id, session in list(registry.sessions.items()):
+            channel = session.channel
+            if not isinstance(channel, PeerChannel):
+                continue
+            entry = wanted.get(agent_id)
+            if entry is None or entry.replica != channel.link.replica_id or channel.link.closed:
+                registry.detach(session)
+                channel.close()
+        for agent_id, entry in wanted.items():
+            link = self.links.get(entry.replica)
+            if link is None or link.closed:
+                continue
+            existing = registry.sessions.get(agent_id)
+            if existing is None:
+                self._attach_proxy(link, entry)
+            elif isinstance(existing.channel, PeerChannel):
+                if existing.models != entry.models or existing.backends != entry.backends:
+                    registry.on_models(existing, ModelsMessage(entry.models, entry.backends))
+                if existing.max_concurrency != entry.max_concurrency or (
+                    (existing.state is SessionState.DRAINING) != entry.draining
+                ):
+                    registry.on_state(existing, StateMessage(0, entry.draining, entry.max_concurrency))
+
+    def _attach_proxy(self, link: OutboundLink, entry: AgentEntry) -> None:
+        channel = link.channel(entry.agent_id)
+        session = AgentSession(
+            agent_id=entry.agent_id,
+            name=entry.name,
+            channel=channel,
+            clock=self.clock,
+            models=entry.models,
+            backends=entry.backends,
+            max_concurrency=entry.max_concurrency,
+            credit_window=self.credit_window,
+            version=entry.version,
+        )
+        channel.session = session
+        self.registry.attach(session, draining=entry.draining)
+
+    # -- peer links (api/peer.py runs the sockets) ---------------------------------------------------------------
+
+    def link_up(self, replica_id: str, transport: PeerTransport) -> OutboundLink:
+        link = OutboundLink(replica_id, transport, self.clock)
+        old = self.links.get(replica_id)
+        if old is not None:
+            self.link_down(old)
+        self.links[replica_id] = link
+        self._reconcile()
+        return link
+
+    def link_down(self, link: OutboundLink) -> None:
+        if self.links.get(link.replica_id) is link:
+            del self.links[link.replica_id]
+        for session in link.close():
+            self.registry.detach(session)
+        self._reconcile()
+
+    def inbound_up(self, replica_id: str, transport: PeerTransport) -> InboundLink:
+        link = InboundLink(replica_id, transport, self._local_session, self._forward_idle.set)
+        self.inbound[replica_id] = link
+        return link
+
+    def inbound_down(self, link: InboundLink) -> None:
+        if self.inbound.get(link.replica_id) is link:
+            del self.inbound[link.replica_id]
+        link.close()
+
+    def drain(self) -> None:
+        """This replica is shutting down: publish its agents as draining, so the others place nothing new on
+        them through it (what they have running here finishes)."""
+        self._dirty.update(self._local())
+        self._wake.set()
+
+    @property
+    def forwarding(self) -> int:
+        """Requests of other replicas running on this replica's agents."""
+        return sum(link.running for link in self.inbound.values())
+
+    async def wait_forwarded(self, timeout: float) -> bool:
+        """Wait until no other replica's request runs here, or the timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.forwarding:
+                    self._forward_idle.clear()
+                    await self._forward_idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def peers(self) -> dict[str, ReplicaInfo]:
+        """Live replicas other than this one: those to keep a link to."""
+        return {i: r for i, r in self.replicas.items() if i != self.replica_id}
+
+    async def close(self) -> None:
+        """Leave the cluster: drop the lease and the registrations (best effort: Redis may be down)."""
+        with contextlib.suppress(RedisError, OSError):
+            async with asyncio.timeout(1.0):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    _ = pipe.srem(PREFIX + "replicas", self.replica_id)
+                    _ = pipe.delete(PREFIX + "replica:" + self.replica_id, PREFIX + "agents:" + self.replica_id)
+                    await pipe.execute()
+                await self.redis.publish(EVENTS, encode(Event(EventKind.REPLICA_GONE, self.replica_id)))
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()

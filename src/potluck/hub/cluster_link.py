@@ -1,0 +1,292 @@
+"""Peer links between hub replicas: a request placed on one replica, served by an agent tunnelled to another.
+
+Replica A (where the client's request arrived) keeps one outbound link to each other replica B. A sees
+B's agents in its scheduler as ordinary `AgentSession`s whose channel is a `PeerChannel`: dispatch,
+retries, cancellation, credit and the relay to the client are exactly the one-process path, and the
+`RequestOwner` on A stays the request's one owner. B's end of the link (`InboundLink`) opens a stream
+on its real session with the agent and passes the agent's frames back.
+
+The link carries the agent frame format (protocol/agent.py) unchanged, with the link's own stream ids:
+the forwarding replica only relabels them. A→B, a request is a ``ROUTE`` pseudo-frame (the agent's id
+as its meta) followed by the agent's ``REQUEST`` frame; ``CANCEL`` and ``CREDIT`` follow as they are.
+B→A carries ``HEAD``, ``DATA`` and ``END`` frames. Credit is end to end: B credits the agent only when
+A's client has taken the bytes, so a slow client slows the backend as on one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from typing import Protocol
+
+from potluck._shared.clock import Clock
+from potluck.hub.errors import HubError
+from potluck.hub.session import AgentSession, SessionState, Stream
+from potluck.protocol.agent import (
+    HEADER_SIZE,
+    CancelMessage,
+    CreditMessage,
+    EndMessage,
+    ErrorInfo,
+    FrameType,
+    HeadMessage,
+    ProtocolError,
+    RequestMessage,
+    encode_data,
+    encode_frame,
+    iter_frames,
+)
+
+log = logging.getLogger(__name__)
+
+ROUTE = 64
+"""Link-only pseudo-frame type: the next REQUEST on this link stream id is for the agent named in its meta."""
+
+_HEADER = struct.Struct("!IBII")
+_SID = struct.Struct("!I")
+_REST = HEADER_SIZE - 4
+FORWARD_LINGER_S = 5.0
+"""How long B keeps a cancelled forwarded stream for the agent's END (its usage goes back to A)."""
+
+
+class PeerTransport(Protocol):
+    """One WebSocket between two replicas (api/peer.py implements it)."""
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes; what is queued in one loop turn leaves as one message."""
+
+    def close(self) -> None:
+        """Close the link."""
+
+
+def relabel(frame: bytes, stream_id: int) -> bytes:
+    """The same frame under another stream id (the bytes after the header are not touched)."""
+    return frame[:5] + _SID.pack(stream_id) + frame[9:]
+
+
+def route_frame(stream_id: int, agent_id: str) -> bytes:
+    meta = agent_id.encode()
+    return _HEADER.pack(_REST + len(meta), ROUTE, stream_id, len(meta)) + meta
+
+
+# -- replica A: the requests it sends ------------------------------------------------------------------------------
+
+
+class PeerChannel:
+    """`AgentChannel` of a remote agent: frames go over the link to the replica that holds the agent."""
+
+    __slots__ = ("agent_id", "link", "session")
+
+    def __init__(self, link: OutboundLink, agent_id: str) -> None:
+        self.link = link
+        self.agent_id = agent_id
+        self.session: AgentSession | None = None
+
+    def send(self, frame: bytes) -> None:
+        self.link.send_from(self, frame)
+
+    def close(self) -> None:
+        """The registry dropped the proxy (the agent connected here, or left): nothing to close on the link."""
+        self.link.forget(self)
+
+
+class OutboundLink:
+    """Replica A's end of its link to replica B: A's requests to B's agents, and their answers."""
+
+    def __init__(self, replica_id: str, transport: PeerTransport, clock: Clock) -> None:
+        self.replica_id = replica_id
+        self.transport = transport
+        self.clock = clock
+        self.channels: dict[str, PeerChannel] = {}
+        self._routes: dict[int, tuple[AgentSession, int]] = {}
+        self._link_ids: dict[tuple[str, int], int] = {}
+        self._next = 1
+        self.closed = False
+
+    def channel(self, agent_id: str) -> PeerChannel:
+        channel = self.channels.get(agent_id)
+        if channel is None:
+            channel = self.channels[agent_id] = PeerChannel(self, agent_id)
+        return channel
+
+    def forget(self, channel: PeerChannel) -> None:
+        if self.channels.get(channel.agent_id) is channel:
+            del self.channels[channel.agent_id]
+
+    def send_from(self, channel: PeerChannel, frame: bytes) -> None:
+        if self.closed:
+            return
+        _length, ftype, sid, _meta = _HEADER.unpack_from(frame)
+        session = channel.session
+        if sid == 0:
+            # Heartbeats and drains are for the agent's own replica; the link's liveness stands for the agent.
+            if ftype == FrameType.PING and session is not None:
+                session.last_rx = self.clock.now()
+            return
+        key = (channel.agent_id, sid)
+        if ftype == FrameType.REQUEST:
+            if session is None:
+                return
+            link_sid = self._next
+            self._next = (link_sid + 1) & 0xFFFFFFFF or 1
+            self._routes[link_sid] = (session, sid)
+            self._link_ids[key] = link_sid
+            self.transport.send(route_frame(link_sid, channel.agent_id) + relabel(frame, link_sid))
+            return
+        link_sid = self._link_ids.get(key, 0)
+        if link_sid:
+            self.transport.send(relabel(frame, link_sid))
+
+    def receive(self, data: bytes) -> None:
+        """Frames from B: each goes to the proxy session's stream under its own stream id."""
+        routes = self._routes
+        for frame in iter_frames(data):
+            route = routes.get(frame.stream_id)
+            if route is None:
+                continue
+            session, sid = route
+            if frame.type == FrameType.END:
+                del routes[frame.stream_id]
+                self._link_ids.pop((session.agent_id, sid), None)
+            if frame.type in (FrameType.DATA, FrameType.HEAD, FrameType.END):
+                session.on_frame(frame.type, sid, frame.message, frame.payload)
+
+    def close(self) -> list[AgentSession]:
+        """The link is gone: the proxies' streams fail (retriably before their first byte); returns the proxies."""
+        self.closed = True
+        self._routes.clear()
+        self._link_ids.clear()
+        sessions = [c.session for c in self.channels.values() if c.session is not None]
+        self.channels.clear()
+        return sessions
+
+
+# -- replica B: the requests it serves for A -----------------------------------------------------------------------
+
+
+class ForwardedStream(Stream):
+    """B's end of a request forwarded from A: every frame of the agent goes back over the link."""
+
+    __slots__ = ("inbound", "link_sid")
+
+    inbound: InboundLink
+    link_sid: int
+
+    def on_head(self, head: HeadMessage) -> None:
+        self.inbound.transport.send(encode_frame(head, self.link_sid))
+
+    def on_data(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        self.inbound.transport.send(encode_data(self.link_sid, data))
+
+    def on_end(self, end: EndMessage) -> None:
+        self.end = end
+        self.inbound.ended(self, end)
+
+    def on_lost(self, error: HubError) -> None:
+        if self.end is None:
+            info = ErrorInfo(error.status, "agent_lost", str(error) or "the agent disconnected", retriable=True)
+            self.on_end(EndMessage(self.request_id, error=info))
+
+
+class InboundLink:
+    """Replica B's end of a link from replica A: opens A's requests on B's agent sessions."""
+
+    def __init__(
+        self,
+        replica_id: str,
+        transport: PeerTransport,
+        sessions: Callable[[str], AgentSession | None],
+        on_idle: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.on_idle = on_idle
+        """Called when the last forwarded request ends (a draining replica waits for it)."""
+        self.replica_id = replica_id
+        self.transport = transport
+        self._sessions = sessions
+        self._streams: dict[int, ForwardedStream] = {}
+        self._routes: dict[int, str] = {}
+        self.forwarded_total = 0
+
+    @property
+    def running(self) -> int:
+        """A's requests running on this replica's agents."""
+        return len(self._streams)
+
+    def receive(self, data: bytes) -> None:
+        """A's frames: route, request, cancel, credit. Raises ProtocolError on garbage."""
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        while pos < end:
+            if end - pos < HEADER_SIZE:
+                raise ProtocolError("truncated frame header")
+            length, ftype, sid, meta_len = _HEADER.unpack_from(data, pos)
+            frame_end = pos + 4 + length
+            if length < _REST or frame_end > end or pos + HEADER_SIZE + meta_len > frame_end:
+                raise ProtocolError("frame length out of bounds")
+            if ftype == ROUTE:
+                self._routes[sid] = bytes(view[pos + HEADER_SIZE : pos + HEADER_SIZE + meta_len]).decode()
+            else:
+                for frame in iter_frames(bytes(view[pos:frame_end])):
+                    self._on_frame(frame.type, frame.stream_id, frame.message, frame.payload)
+            pos = frame_end
+
+    def _on_frame(self, ftype: int, sid: int, message: object, payload: bytes) -> None:
+        if ftype == FrameType.REQUEST and isinstance(message, RequestMessage):
+            self._open(sid, message, payload)
+            return
+        stream = self._streams.get(sid)
+        if stream is None:
+            return
+        session = stream.session
+        if ftype == FrameType.CREDIT and isinstance(message, CreditMessage):
+            session.send(message, stream.stream_id)
+        elif ftype == FrameType.CANCEL and isinstance(message, CancelMessage):
+            session.send(message, stream.stream_id)
+            session.clock.call_later(FORWARD_LINGER_S, self._linger_over, stream)
+
+    def _open(self, sid: int, request: RequestMessage, body: bytes) -> None:
+        agent_id = self._routes.pop(sid, "")
+        session = self._sessions(agent_id)
+        if session is None or session.state is SessionState.CLOSED:
+            error = ErrorInfo(503, "agent_lost", "the agent is no longer connected to this replica", retriable=True)
+            self.transport.send(encode_frame(EndMessage(request.request_id, error=error), sid))
+            return
+
+        def forwarded(owner: AgentSession, stream_id: int, request_id: str, window: int) -> Stream:
+            stream = ForwardedStream(owner, stream_id, request_id, window)
+            stream.inbound = self
+            stream.link_sid = sid
+            stream.lingering = True  # the session forgets it at its END
+            return stream
+
+        stream = session.open_stream(request, body, factory=forwarded)
+        assert isinstance(stream, ForwardedStream)  # noqa: S101 - made by the factory above
+        self._streams[sid] = stream
+        self.forwarded_total += 1
+
+    def ended(self, stream: ForwardedStream, end: EndMessage) -> None:
+        if self._streams.get(stream.link_sid) is stream:
+            del self._streams[stream.link_sid]
+            self.transport.send(encode_frame(end, stream.link_sid))
+            if not self._streams:
+                self.on_idle()
+
+    def _linger_over(self, stream: ForwardedStream) -> None:
+        """The agent never ended a cancelled stream: forget it on both sides."""
+        if stream.end is None:
+            session = stream.session
+            if session.streams.get(stream.stream_id) is stream:
+                del session.streams[stream.stream_id]
+            stream.on_end(EndMessage(stream.request_id, cancelled=True))
+
+    def close(self) -> None:
+        """A is gone: cancel what it had running here (its clients are gone with it)."""
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            session = stream.session
+            if stream.end is None and session.streams.get(stream.stream_id) is stream:
+                session.send(CancelMessage(stream.request_id, "client_disconnect"), stream.stream_id)
+                del session.streams[stream.stream_id]
+        self.on_idle()

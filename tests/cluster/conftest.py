@@ -1,0 +1,195 @@
+"""Cluster fixtures: a real Redis server, hub replicas sharing one database, agents and fake backends.
+
+Replicas run as real processes on 127.0.0.1 with ``--redis-url`` and one ``--database-url``; each agent
+is tunnelled to one replica, and a client may call any replica.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from testing.fake_backend import BackgroundServer, FakeBackend
+from testing.postgres import PostgresServer
+from testing.processes import AgentProcess, HubProcess, http_json
+from testing.redis import RedisServer, RedisUnavailableError
+from tests.conftest import IN_CI
+
+PASSWORD = "a long password"
+CLUSTER_SECRET = "test-cluster-secret"
+FAST_ARGS = ("--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5", "--replica-lease-s", "1.5")
+
+
+def start_redis() -> RedisServer:
+    """A started Redis server (skips only outside CI when redis-server is not installed)."""
+    try:
+        server = RedisServer()
+    except RedisUnavailableError as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true and Redis is missing: {exc}")
+        pytest.skip(str(exc))
+    return server.start()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The Redis server of this test process's shared cluster."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis server for one test alone (one that stops, restarts or kills things)."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class Cluster:
+    """Hub replicas on one database and one Redis, and the agents and backends a test starts."""
+
+    def __init__(self, root: Path, redis: RedisServer, database_url: str) -> None:
+        self.root = root
+        self.redis = redis
+        self.database_url = database_url
+        self.hubs: list[HubProcess] = []
+        self.agents: list[AgentProcess] = []
+        self._stack = contextlib.ExitStack()
+        self._counter = itertools.count()
+        self.key = ""
+        self._servers: dict[int, BackgroundServer] = {}
+
+    def replica(self, *extra: str) -> HubProcess:
+        hub = HubProcess(
+            self.root / f"hub-{len(self.hubs)}",
+            *FAST_ARGS,
+            "--database-url",
+            self.database_url,
+            "--redis-url",
+            self.redis.url,
+            "--cluster-secret",
+            CLUSTER_SECRET,
+            *extra,
+        )
+        self.hubs.append(hub)
+        if not self.key:
+            self.key = hub.create_key("cluster")
+        return hub
+
+    def model(self, hint: str = "m") -> str:
+        return f"{hint}-{uuid.uuid4().hex[:8]}"
+
+    def backend(self, *models: str, **knobs: Any) -> tuple[FakeBackend, str]:
+        backend = FakeBackend(models, **knobs)
+        server = self._stack.enter_context(BackgroundServer(backend.make_app()))
+        self._servers[id(backend)] = server
+        return backend, server.url
+
+    def stop_backend(self, backend: FakeBackend) -> None:
+        """Stop one fake backend: its port then refuses connections."""
+        self._servers.pop(id(backend)).stop()
+
+    def post_raw(self, hub: HubProcess, path: str, body: dict[str, Any]) -> tuple[int, str]:
+        """POST with the cluster's key; the status and the whole body as text (streams included)."""
+        request = urllib.request.Request(
+            hub.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=20) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def agent(self, hub: HubProcess, *backends: str, max_concurrency: int = 8) -> AgentProcess:
+        name = f"agent-{next(self._counter)}-{uuid.uuid4().hex[:6]}"
+        agent = AgentProcess(
+            hub,
+            self.root / name,
+            list(backends),
+            name=name,
+            token=hub.create_agent_token(name),
+            max_concurrency=max_concurrency,
+        )
+        self.agents.append(agent)
+        hub.wait_agent(name)
+        return agent
+
+    def client(self, hub: HubProcess, **kwargs: Any) -> openai.OpenAI:
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 20)
+        client = openai.OpenAI(base_url=hub.url + "/v1", api_key=self.key, **kwargs)
+        self._stack.callback(client.close)
+        return client
+
+    def close(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+        for hub in self.hubs:
+            hub.stop()
+        self._stack.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    redis_server: RedisServer,
+    postgres: PostgresServer,
+    postgres_template: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Cluster]:
+    """Three replicas sharing one PostgreSQL database and one Redis: started once per test process, shared by
+    the tests that leave them as they found them (each uses models and users of its own)."""
+    root = tmp_path_factory.mktemp("cluster")
+    made = Cluster(root, redis_server, postgres.create_database(template=postgres_template))
+    try:
+        for _ in range(3):
+            made.replica()
+        yield made
+    finally:
+        made.close()
+
+
+class Member:
+    """A user of the cluster, driven through the user API of one replica."""
+
+    def __init__(self, cluster: Cluster, hub: HubProcess) -> None:
+        self.cluster, self.hub = cluster, hub
+        name = f"u{uuid.uuid4().hex[:8]}"
+        assert hub.admin("POST", "/admin/users", {"username": name, "password": PASSWORD})[0] == 201
+        status, login, _ = http_json("POST", hub.url + "/api/login", {"username": name, "password": PASSWORD})
+        assert status == 200
+        self.token = str(login["token"])
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        status, data, _ = http_json(method, self.hub.url + path, body, self.token)
+        return status, data
+
+    def create(self, path: str, body: Any) -> dict[str, Any]:
+        status, data = self.call("POST", path, body)
+        assert status in (200, 201), data
+        return data
+
+    def agent(self, backend_url: str, root: Path) -> str:
+        """An agent of this member's on a backend, tunnelled to this member's replica; its id."""
+        name = root.name
+        token = self.create("/api/agent-tokens", {"name": name})["token"]
+        agent = AgentProcess(self.hub, root, [backend_url], name=name, token=token)
+        self.cluster.agents.append(agent)
+        return str(self.hub.wait_agent(name)["id"])

@@ -1,0 +1,108 @@
+"""Rate and concurrency limits hold across replicas (Redis scripts), and a member's setup made at one replica
+(account, group, agent, key) is seen by the others."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openai
+import pytest
+
+from testing.fake_backend import FakeBackend
+from testing.processes import AgentProcess, HubProcess, http_json
+from tests.cluster.conftest import Cluster
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "a long password"
+
+
+class Member:
+    """A user of the cluster, driven through the user API of replica 0."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.hub = cluster.hubs[0]
+        name = f"u{uuid.uuid4().hex[:8]}"
+        assert self.hub.admin("POST", "/admin/users", {"username": name, "password": PASSWORD})[0] == 201
+        status, login, _ = http_json("POST", self.hub.url + "/api/login", {"username": name, "password": PASSWORD})
+        assert status == 200
+        self.token = str(login["token"])
+
+    def create(self, path: str, body: Any) -> dict[str, Any]:
+        status, data, _ = http_json("POST", self.hub.url + path, body, self.token)
+        assert status in (200, 201), data
+        return data
+
+    def shared_agent(self, at: HubProcess, model: str, **knobs: Any) -> FakeBackend:
+        """An agent of this member's, tunnelled to replica ``at`` and shared into a group of the member's."""
+        group = self.create("/api/groups", {"name": f"g-{model}"})["id"]
+        backend, url = self.cluster.backend(model, **knobs)
+        name = f"agent-{model}"
+        token = self.create("/api/agent-tokens", {"name": name})["token"]
+        agent = AgentProcess(at, self.cluster.root / name, [url], name=name, token=token)
+        self.cluster.agents.append(agent)
+        agent_id = at.wait_agent(name)["id"]
+        # Enrolled at another replica: replica 0 hears of the agent within a second.
+        path = f"{self.hub.url}/api/agents/{agent_id}/groups"
+        assert HubProcess.wait_for(lambda: http_json("POST", path, {"group_id": group}, self.token)[0] == 200, 1.0)
+        return backend
+
+
+def _chat(hub: HubProcess, key: str, model: str) -> int:
+    body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
+    return http_json("POST", hub.url + "/v1/chat/completions", body, key)[0]
+
+
+def _routable_everywhere(cluster: Cluster, key: str, model: str) -> None:
+    for hub in cluster.hubs:
+        assert HubProcess.wait_for(
+            lambda hub=hub: (
+                model in {m["id"] for m in http_json("GET", hub.url + "/v1/models", None, key)[1].get("data", [])}
+            ),
+            5,
+        ), f"{model} not routable at {hub.url}"
+
+
+def test_requests_per_minute_hold_across_replicas(cluster: Cluster) -> None:
+    model = cluster.model("rpm")
+    member = Member(cluster)
+    member.shared_agent(cluster.hubs[1], model, chunks=2)
+    unlimited = member.create("/api/keys", {"name": "free"})["key"]
+    _routable_everywhere(cluster, unlimited, model)
+    key = member.create("/api/keys", {"name": "limited", "rpm": 10})["key"]
+    assert HubProcess.wait_for(lambda: all(_chat(h, key, model) != 401 for h in cluster.hubs[1:]), 2)  # seen everywhere
+
+    # That check used 2 of the 10; 30 more spread over the three replicas at once: 8 more get through.
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda i: _chat(cluster.hubs[i % 3], key, model), range(30)))
+    assert set(statuses) <= {200, 429}
+    assert 8 <= statuses.count(200) <= 9  # the limit, +10% at most (a refill of one within the burst)
+
+
+async def test_concurrency_limit_holds_across_replicas(cluster: Cluster) -> None:
+    model = cluster.model("conc")
+    member = Member(cluster)
+    backend = member.shared_agent(cluster.hubs[2], model, hang=True)
+    free = member.create("/api/keys", {"name": "free"})["key"]
+    _routable_everywhere(cluster, free, model)
+    key = member.create("/api/keys", {"name": "one at a time", "max_concurrency": 1})["key"]
+    for hub in cluster.hubs:  # the new key reached every replica
+        assert HubProcess.wait_for(lambda hub=hub: http_json("GET", hub.url + "/v1/models", None, key)[0] == 200, 1)
+    clients = [openai.AsyncOpenAI(base_url=h.url + "/v1", api_key=key, max_retries=0, timeout=10) for h in cluster.hubs]
+    try:
+        hanging = asyncio.ensure_future(
+            clients[0].chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        )
+        assert await backend.wait_for_async(lambda: any(r.path == "/v1/chat/completions" for r in backend.records), 5)
+        for client in clients[1:]:
+            with pytest.raises(openai.RateLimitError, match="running"):
+                await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "y"}])
+        hanging.cancel()
+        await asyncio.gather(hanging, return_exceptions=True)
+    finally:
+        for client in clients:
+            await client.close()
