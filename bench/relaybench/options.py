@@ -33,6 +33,8 @@ class Options:
     py_spy: str | None
     dashboards: int = 0
     """Dashboard streams open during the extra `DASH_TARGET` runs (0: no such runs)."""
+    dashboards_first: bool = False
+    """Run `DASH_TARGET` before plain Potluck (to see how much the order alone moves the numbers)."""
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Options, list[Scenario]]:
@@ -49,6 +51,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, list[Scenario]]:
     parser.add_argument(
         "--dashboards", type=int, default=0, help="also run Potluck with N dashboard streams open, side by side [0]"
     )
+    parser.add_argument(
+        "--dashboards-first", action="store_true", help="run the dashboards' row before plain Potluck's"
+    )
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="path to py-spy [from PATH]")
     args = parser.parse_args(argv)
     everything = list(scenario_table(args.quick))
@@ -64,7 +69,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, list[Scenario]]:
         parser.error("--profile needs py-spy (pip install py-spy; or give --py-spy PATH)")
     selected = [t for t in ALL_TARGETS if t in targets]
     if args.dashboards > 0 and "potluck" in selected:
-        selected.insert(selected.index("potluck") + 1, DASH_TARGET)
+        selected.insert(selected.index("potluck") + (0 if args.dashboards_first else 1), DASH_TARGET)
     opts = Options(
         quick=args.quick,
         duration=args.duration or (1.0 if args.quick else 8.0),
@@ -77,5 +82,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, list[Scenario]]:
         profile=args.profile,
         py_spy=args.py_spy,
         dashboards=max(0, args.dashboards),
+        dashboards_first=args.dashboards_first,
     )
     return opts, select(names, args.quick)

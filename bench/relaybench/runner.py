@@ -148,9 +148,15 @@ async def run_one(bench: Bench, scenario: Scenario, target: str) -> RunResult:
     if target != DASH_TARGET or bench.hub is None:
         return await _measure(bench, scenario, target)
     pages = await open_dashboards(bench.hub.url, bench.viewer_token, bench.opts.dashboards, bench.tmp)
+    started, cpu_before = time.monotonic(), pages.cpu_s()
     try:
         return await _measure(bench, scenario, target)
     finally:
+        cores = (pages.cpu_s() - cpu_before) / (time.monotonic() - started)
+        bench.notes.append(
+            f"{scenario.name} → {target}: the {bench.opts.dashboards} dashboards' own process (not the hub) kept "
+            f"{cores:.3f} cores busy reading their streams, on the same machine"
+        )
         await asyncio.to_thread(pages.stop)
 
 
@@ -197,7 +203,6 @@ async def run_load_scenarios(
         async with contextlib.AsyncExitStack() as stack:
             with console.status("starting the fake backend, hub, agent and LiteLLM..."):
                 bench = await start_bench(opts, tmp, pool, stack)
-            notes.extend(bench.notes)
             # Warm the pool's processes up (imports) before anything is timed.
             warm = [asyncio.wrap_future(pool.submit(time.sleep, 0.1)) for _ in range(opts.loadgen_procs)]
             await asyncio.gather(*warm)
@@ -212,4 +217,5 @@ async def run_load_scenarios(
                     )
             for service in bench.all_services():
                 peaks[service.name] = service.peak_rss_kb() / 1024
+            notes.extend(bench.notes)  # those of the start, and those the runs added
     return runs, peaks

@@ -15,7 +15,9 @@ from potluck.hub.observe import Observer
 from potluck.hub.observe_fleet import FleetEvent, FleetWatch
 from potluck.hub.observe_stream import (
     MAX_ROWS_PER_TICK,
-    NOW_EVERY,
+    QUIET_TICKS,
+    SCAN_EVERY,
+    SLOTS,
     Dashboards,
     RowView,
     Scope,
@@ -75,7 +77,8 @@ def setup() -> tuple[HubCore, Observer, Dashboards, Recorder]:
     return core, observer, dashboards, recorder
 
 
-def tick_all(dashboards: Dashboards, ticks: int = NOW_EVERY) -> None:
+def tick_all(dashboards: Dashboards, ticks: int = SLOTS) -> None:
+    """A second: every page has had its tick."""
     for _ in range(ticks):
         dashboards.tick()
 
@@ -105,7 +108,7 @@ def test_agents_and_events_reach_only_those_who_see_the_agent() -> None:
     alice.take(), mallory.take()
     core.attach("a")
 
-    tick_all(dashboards, 2)  # a fleet scan
+    tick_all(dashboards, SCAN_EVERY)  # a fleet scan
 
     _now, agents, events, _dropped = alice.take()
     assert [a.decode() for a in agents] == ["agent a"]
@@ -216,7 +219,9 @@ async def test_a_failing_tick_is_logged_and_the_hub_keeps_ticking(caplog: pytest
                 await asyncio.sleep(0.001)
             observer.finished(record(2, clock, user_id="alice"), 0.0)
             while not page.items:
-                await page.wait(0.05)
+                await page.wait()
+                if not page.items:
+                    page.take()  # woken with nothing new (a keep-alive): wait again
     finally:
         runner.cancel()
     assert page.take()[2] == [b"request req_2 mine"]
@@ -228,3 +233,26 @@ def test_a_member_sees_the_waiting_requests_of_their_groups_and_their_own() -> N
     assert scope.sees_want(Want(("m",), groups=frozenset(), requester="alice"))
     assert not scope.sees_want(Want(("m",), groups=frozenset({"grp_2"}), requester="mallory"))
     assert scope_of(Viewer("root", admin=True), access()).sees_want(Want(("m",), requester="mallory"))
+
+
+async def test_a_quiet_page_is_woken_for_a_keep_alive_and_a_busy_one_is_not() -> None:
+    _core, observer, dashboards, _recorder = setup()
+    quiet, busy = dashboards.subscribe("mallory"), dashboards.subscribe("alice")
+    quiet.take(), busy.take()
+    clock = ManualClock(epoch=EPOCH)
+    for n in range(QUIET_TICKS - 1):
+        observer.finished(record(n, clock, user_id="alice"), 0.0)
+        dashboards.tick()
+        busy.take()  # the busy page reads what it is given
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await quiet.wait()
+
+    dashboards.tick()  # the quiet page has had nothing for QUIET_TICKS ticks: woken anyway
+
+    async with asyncio.timeout(0.1):
+        await quiet.wait()
+    assert quiet.take() == (None, [], [], 0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await busy.wait()

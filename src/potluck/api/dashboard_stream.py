@@ -21,12 +21,8 @@ from potluck.hub.observe_fleet import FleetEvent
 from potluck.hub.observe_stream import RowView, Scope
 from potluck.hub.services import HubServices
 
-KEEPALIVE_S = 15.0
 RECHECK_S = 60.0
 """How often an open stream checks that its session still holds: a logout or a revoked token ends it."""
-WAKE_S = KEEPALIVE_S
-"""An idle page's handler wakes only this often (200 idle pages: 13 wake-ups a second, not 200); at shutdown
-the dashboards wake every page, whose handler then ends its stream."""
 _PING = b": ping\n\n"
 _encode = msgspec.json.Encoder().encode
 
@@ -74,20 +70,17 @@ async def stream(request: web.Request) -> web.StreamResponse:
                     await current_user(request)
                 except AuthError:
                     break  # logged out, or the token was revoked: the page gets no more
-            woke = await subscriber.wait(WAKE_S)
+            await subscriber.wait()
             if hub.lifecycle.closing:
-                break
-            if not woke:
-                await response.write(_PING)
-                continue
+                break  # the hub wakes every page when it starts shutting down
             snapshot, agents, items, dropped = subscriber.take()
             chunks = [*agents, *items]
             if snapshot is not None:
                 chunks.insert(0, snapshot)
             if dropped:
                 chunks.append(sse("dropped", Dropped(count=dropped)))
-            if chunks:
-                await response.write(b"".join(chunks))
+            # Nothing new: the hub woke a quiet page (every 15 s) for a keep-alive.
+            await response.write(b"".join(chunks) if chunks else _PING)
     except ConnectionError:
         pass  # the page went away
     finally:

@@ -540,7 +540,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             )
         },
         description=(
-            "Each event's `data` is one JSON object: `now` a NowView (every 2 s, only when its figures "
+            "Each event's `data` is one JSON object: `now` a NowView (every second, only when its figures "
             "changed), `request` a RequestRow, `event` a FeedEvent, `agent` an AgentChange, `dropped` a Dropped. "
             "A `: ping` comment comes every 15 s while nothing else does."
         ),
