@@ -90,7 +90,11 @@ async def test_each_user_sees_only_their_own_requests_newest_first(hub: Hub) -> 
         "tokens_estimated": newest["tokens_estimated"],
         "charged": 0,
         "charged_micro": 0,
+        "ttft_ms": None,  # no answer byte came from an agent
+        "duration_ms": newest["duration_ms"],
     }
+    assert isinstance(newest["duration_ms"], int)
+    assert newest["duration_ms"] >= 0
     assert newest["created_at"].endswith("+00:00")
 
 

@@ -104,6 +104,9 @@ def test_each_user_lists_their_own_requests_and_fetches_their_receipts(
     row = next(line for line in mine.out.splitlines() if made[-1] in line)
     assert agent_id in row
     assert re.search(r"│ ok +│", row), row
+    timings = re.search(r"│ +(\d+) ms │ +(\d+) ms │", row)  # time to first byte, then duration
+    assert timings, row
+    assert int(timings.group(1)) <= int(timings.group(2)), row
     assert re.search(r"\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\b", row), row
     credits = re.findall(r"│ +(\d+\.\d{6}) │$", row)
     assert credits, row

@@ -70,6 +70,8 @@ def _view(entry: RequestEntry) -> RequestInfo:
         tokens_estimated=entry.tokens_estimated,
         charged=entry.charged / MICRO,
         charged_micro=entry.charged,
+        ttft_ms=entry.ttft_ms,
+        duration_ms=entry.duration_ms,
     )
 
 

@@ -44,6 +44,10 @@ def _tokens(r: dict[str, Any]) -> str:
     return f"{tokens} (est.)" if r.get("tokens_estimated") else tokens
 
 
+def _ms(value: object) -> str:
+    return f"{value} ms" if isinstance(value, int) else NONE
+
+
 def print_requests(title: str, answer: dict[str, Any], again: str) -> None:
     """A page of ``GET /api/requests``, newest first, then how to get the next one (``again``: the command)."""
     rows = [
@@ -53,13 +57,25 @@ def print_requests(title: str, answer: dict[str, Any], again: str) -> None:
             str(r.get("model")),
             str(r.get("agent_id") or NONE),
             _outcome(r),
+            _ms(r.get("ttft_ms")),
+            _ms(r.get("duration_ms")),
             _tokens(r),
             format_credits(micro_field(r, "charged")),
         )
         for r in answer.get("data", [])
         if isinstance(r, dict)
     ]
-    columns = ("time", ids("request"), "model", ids("agent"), "outcome", numeric("tokens"), numeric("credits"))
+    columns = (
+        "time",
+        ids("request"),
+        "model",
+        ids("agent"),
+        "outcome",
+        numeric("ttft"),
+        numeric("duration"),
+        numeric("tokens"),
+        numeric("credits"),
+    )
     print_table(title, columns, rows)
     if not rows:
         click.echo("no requests")
@@ -72,7 +88,8 @@ def print_requests(title: str, answer: dict[str, Any], again: str) -> None:
 @limit_option
 @before_option
 def requests_cmd(hub_url: str | None, limit: int, before: str | None) -> None:
-    """Your recent requests, newest first: time, id, model, agent, outcome, tokens (in+out) and credits.
+    """Your recent requests, newest first: time, id, model, agent, outcome, time to first byte, duration,
+    tokens (in+out) and credits.
 
     The id is what `potluck receipt get` takes. Prompts are never stored, so never shown.
     """

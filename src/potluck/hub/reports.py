@@ -57,6 +57,10 @@ class RequestEntry:
     """The backend reported no usage, so the hub estimated the tokens."""
     charged: int
     """Micro-credits charged."""
+    ttft_ms: int | None
+    """Time to the first byte of the answer, from arrival (None: no byte came)."""
+    duration_ms: int
+    """From arrival to the end, queue included."""
 
     @classmethod
     def of(cls, record: UsageRecord) -> RequestEntry:
@@ -73,6 +77,8 @@ class RequestEntry:
             completion_tokens=record.completion_tokens,
             tokens_estimated=record.tokens_estimated,
             charged=record.charged,
+            ttft_ms=record.ttft_ms,
+            duration_ms=record.total_ms,
         )
 
 

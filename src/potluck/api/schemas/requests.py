@@ -50,6 +50,10 @@ class RequestInfo(Reply):
     """Credits paid (0 in a mutual group)."""
     charged_micro: int
     """The same in micro-credits, exactly."""
+    ttft_ms: int | None
+    """Milliseconds from its arrival to the first byte of the answer; null when no byte came."""
+    duration_ms: int
+    """Milliseconds from its arrival to its end, time in the queue included."""
 
 
 class RequestList(Reply):

@@ -30,7 +30,7 @@ function normal(r) {
   return {
     id: r.request_id, at: r.created_at, key: keyNames.get(r.key_id) ?? r.key_id, model: r.model,
     agent: agentNames.get(r.agent_id) ?? r.agent_id, outcome: r.outcome,
-    status: r.status, ttft: null, duration: null, prompt: r.prompt_tokens, completion: r.completion_tokens,
+    status: r.status, ttft: r.ttft_ms, duration: r.duration_ms, prompt: r.prompt_tokens, completion: r.completion_tokens,
     estimated: r.tokens_estimated, credits: r.charged, earned: false,
   };
 }
