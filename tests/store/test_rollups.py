@@ -4,7 +4,6 @@ earnings and group reports (which scan the records) say; recovery rebuilds them;
 from __future__ import annotations
 
 import runpy
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from potluck.store.database import Store
 from potluck.store.engine import sqlite_url
 from potluck.store.rollups import DailyModel, Share
+from tests.store.test_ledger import _migrate
 from tests.store.test_reports import DAY1, DAY2, record
 
 ROLLUP_MIGRATION = Path(__file__).resolve().parents[2] / "src/potluck/store/migrations/versions/0012_usage_daily.py"
@@ -93,10 +93,8 @@ async def test_the_migration_fills_the_rollups_from_records_kept_before_it(tmp_p
     store = await Store.open(sqlite_url(path))
     await store.usage.append(BATCH_1 + BATCH_2)
     await store.close()
-    with sqlite3.connect(path) as db:  # back to before the rollups existed, with the records kept
-        db.execute("DROP TABLE usage_daily")
-        before = runpy.run_path(str(ROLLUP_MIGRATION))["down_revision"]
-        db.execute("UPDATE alembic_version SET version_num = ?", (before,))
+    # Back to before the rollups existed (later migrations undone too), with the records kept.
+    await _migrate(path, runpy.run_path(str(ROLLUP_MIGRATION))["down_revision"], down=True)
     store = await Store.open(sqlite_url(path))
     try:
         assert await store.rollups.daily("alice", "2030-03-02", "2030-03-02") == [

@@ -89,6 +89,9 @@ def test_a_key_made_on_the_page_calls_the_model_shows_in_the_live_tail_and_stops
         assert len(polls) <= 1, f"the tail should come over the stream, not by polling: {polls}"
 
         row = keys.locator("#keys tr[data-key='laptop']")
+        expect(row).to_contain_text("never")
+        keys.reload()  # the list is read again: it was used just now
+        expect(row).not_to_contain_text("never")
         row.locator("button", has_text="Revoke").click()
         expect(row).not_to_contain_text("Revoke")
         with pytest.raises(openai.AuthenticationError):

@@ -66,5 +66,10 @@ def bearer(request: web.Request) -> str | None:
 def key_view(key: ApiKey) -> KeyInfo:
     """An API key as listings show it: never the secret, only its display prefix."""
     return KeyInfo(
-        id=key.id, name=key.name, prefix=key.prefix, created_at=iso(key.created_at), revoked_at=iso(key.revoked_at)
+        id=key.id,
+        name=key.name,
+        prefix=key.prefix,
+        created_at=iso(key.created_at),
+        revoked_at=iso(key.revoked_at),
+        last_used_at=iso(key.last_used_at),
     )

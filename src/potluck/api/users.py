@@ -224,6 +224,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     user = await current_user(request)
+    await hub.journal.flush()  # `last_used_at` is written with the usage records: those just finished too
     keys = await hub.keys.of_user(user)
     return json_response(
         UserKeyList(
@@ -235,6 +236,7 @@ async def list_keys(request: web.Request) -> web.Response:
                     created_at=iso(k.created_at),
                     revoked_at=iso(k.revoked_at),
                     groups=k.groups,
+                    last_used_at=iso(k.last_used_at),
                 )
                 for k in keys
             ]

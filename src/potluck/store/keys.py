@@ -40,6 +40,8 @@ class ApiKey:
     """Weight in fair queueing: a key of priority 2 gets twice the queue turns of one of priority 1."""
     prefer_own: bool = False
     """Route to the owner's own agents first when they can take the request."""
+    last_used_at: datetime | None = None
+    """When a request last used it, as of the last usage batch written (None: never)."""
 
 
 @dataclass(frozen=True, slots=True)

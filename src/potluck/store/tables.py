@@ -66,6 +66,7 @@ api_keys = Table(
     Column("max_concurrency", Integer, nullable=True),
     Column("priority", Integer, nullable=False, server_default="1"),
     Column("prefer_own", Boolean, nullable=False, server_default=false()),
+    Column("last_used_at", UTCDateTime(), nullable=True),
 )
 
 agents = Table(

@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck.store import rollups
-from potluck.store.tables import receipts, usage_records
+from potluck.store.tables import api_keys, receipts, usage_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,7 @@ class UsageRepository:
         async with self._engine.begin() as conn:
             await conn.execute(insert(usage_records), rows)
             await rollups.add_batch(conn, rows)
+            await _mark_keys_used(conn, records)
 
     async def recent(self, limit: int = 100) -> list[UsageRecord]:
         query = select(*(usage_records.c[name] for name in _FIELDS)).order_by(usage_records.c.created_at.desc())
@@ -108,6 +109,24 @@ class UsageRepository:
             if zeroed or rows:
                 await rollups.rebuild(conn)
         return int(zeroed or 0), len(rows)
+
+
+async def _mark_keys_used(conn: AsyncConnection, records: list[UsageRecord]) -> None:
+    """Each key's ``last_used_at``: one UPDATE per key in the batch, never moved back in time."""
+    last: dict[str, datetime] = {}
+    for r in records:
+        if r.key_id is not None and (r.key_id not in last or last[r.key_id] < r.created_at):
+            last[r.key_id] = r.created_at
+    if not last:
+        return
+    column = api_keys.c.last_used_at
+    statement = (
+        update(api_keys)
+        .where(api_keys.c.id == bindparam("key"))
+        .where(or_(column.is_(None), column < bindparam("at")))
+        .values(last_used_at=bindparam("at"))
+    )
+    await conn.execute(statement, [{"key": key, "at": at} for key, at in last.items()])
 
 
 def _record_from_receipt(receipt: dict[str, object], created_at: datetime) -> dict[str, object]:

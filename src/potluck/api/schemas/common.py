@@ -30,6 +30,9 @@ class KeyInfo(Reply):
     """When it was made."""
     revoked_at: Timestamp | None
     """When it was revoked; null while it works."""
+    last_used_at: Timestamp | None
+    """When a request last used it; null when none has. Written with the hub's batches of usage records,
+    so it trails the request by up to about a second."""
 
 
 class KeyList(Reply):

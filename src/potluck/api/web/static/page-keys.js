@@ -8,6 +8,7 @@ async function refresh() {
       ["Name", (k) => el("span", { class: "key-name", text: k.name })],
       ["Prefix", (k) => el("code", { text: k.prefix })],
       ["Created", (k) => when(k.created_at)],
+      ["Last used", (k) => (k.last_used_at ? when(k.last_used_at) : "never")],
       ["Groups", (k) => (k.groups ? k.groups.map((id) => groupNames.get(id) ?? id).join(", ") : "all yours")],
       ["Revoked", (k) => (k.revoked_at ? when(k.revoked_at) : "—")],
       ["", (k) => (k.revoked_at ? "" : button("Revoke", () => revoke(k), { class: "revoke" }))],
