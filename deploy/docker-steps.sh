@@ -31,7 +31,7 @@ install)
 		die "expected exactly one potluck wheel in $1"
 	fi
 	"$python" -m venv "$2"
-	"$2/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile "potluck[hub] @ file://$(cd "$(dirname "$3")" && pwd)/$(basename "$3")"
+	"$2/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile "potluck[hub,cluster] @ file://$(cd "$(dirname "$3")" && pwd)/$(basename "$3")"
 	ln -sf "$(basename "$3")" "$1/agent.whl"  # what the hub serves at /download/ (--agent-wheel)
 	"$2/bin/potluck" --version
 	;;

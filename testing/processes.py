@@ -143,7 +143,11 @@ class HubProcess(_Process):
             text=True,
             env=_env() if env is None else env,
         )
-        self.url = _read_listening_line(self.proc, 30, "the hub")
+        try:
+            self.url = _read_listening_line(self.proc, 30, "the hub")
+        except RuntimeError as exc:
+            self.stop()  # nobody will: the caller never got the object
+            raise RuntimeError(f"{exc}; its log: {self.log()[-2000:]}") from None
 
     def stop(self) -> None:
         super().stop()

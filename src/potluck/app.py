@@ -57,9 +57,7 @@ from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
 from potluck.hub.claims import Claims, Sample
-from potluck.hub.cluster import Cluster
 from potluck.hub.cluster_cache import reload_shared
-from potluck.hub.cluster_limits import ClusterRateLimiter
 from potluck.hub.cluster_sweep import sweep_holds
 from potluck.hub.cluster_view import new_replica_id
 from potluck.hub.controls import parse_controls
@@ -72,7 +70,7 @@ from potluck.hub.holds import HoldBook, LocalHoldBook, SharedHoldBook
 from potluck.hub.invites import Invites
 from potluck.hub.keys import Keys
 from potluck.hub.ledger import Ledger
-from potluck.hub.lifecycle import Lifecycle
+from potluck.hub.lifecycle import Lifecycle, Loop
 from potluck.hub.limits import Limits, MemoryRateLimiter, RateLimiter
 from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
@@ -224,7 +222,13 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             metrics,
         )
         cluster = None
+        limiter: RateLimiter = MemoryRateLimiter(clock)
+        cluster_loops: dict[str, Loop] = {}
         if settings.redis_url is not None:
+            # Only a replica needs Redis: the `cluster` extra, imported here so a single hub never does.
+            from potluck.hub.cluster import Cluster
+            from potluck.hub.cluster_limits import ClusterRateLimiter
+
             cluster = Cluster(
                 redis_url=settings.redis_url,
                 registry=registry,
@@ -237,9 +241,9 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             )
             cluster.on_replica_dead = partial(sweep_holds, store.holds, clock)
             cluster.knows_agent = lambda agent_id: agent_id in access.agent_owner
-        limiter: RateLimiter = MemoryRateLimiter(clock)
-        if cluster is not None:
-            limiter = ClusterRateLimiter(cluster.redis, clock, lambda: len(cluster.replicas))
+            shared_limiter = ClusterRateLimiter(cluster.redis, clock, lambda: len(cluster.replicas))
+            limiter = shared_limiter
+            cluster_loops["cluster-limits"] = shared_limiter.run
         lifecycle = Lifecycle()
         returning = Returning(clock, await store.agents.serving(), settings.restart_grace_s)
         observer = Observer(clock)
@@ -348,7 +352,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 **({"spot-checks": spot_checks.run} if settings.spot_check_percent > 0 else {}),
                 "dashboards": app[HUB].dashboards.run,
                 **peer.cluster_loops(cluster, settings),
-                **({"cluster-limits": limiter.run} if isinstance(limiter, ClusterRateLimiter) else {}),
+                **cluster_loops,
             }
         )
         try:

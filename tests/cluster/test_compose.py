@@ -28,14 +28,14 @@ def test_the_cluster_has_postgres_redis_two_replicas_a_proxy_and_an_agent() -> N
         env = services[replica]["environment"]
         assert env["POTLUCK_HUB_DATABASE_URL"].startswith("postgresql://")
         assert env["POTLUCK_HUB_REDIS_URL"].startswith("redis://")
-        assert "POTLUCK_CLUSTER_SECRET" in env
+        assert "POTLUCK_HUB_CLUSTER_SECRET" in env
     assert "http://proxy:8642" in services["agent"]["command"]  # agents re-home through the proxy
 
 
 def test_every_potluck_command_and_variable_in_it_exists() -> None:
     services = _compose()["services"]
     known_env = {f"POTLUCK_HUB_{f.upper()}" for f in HubSettings.__dataclass_fields__} | {
-        "POTLUCK_CLUSTER_SECRET",
+        "POTLUCK_HUB_CLUSTER_SECRET",
         "POTLUCK_ADMIN_TOKEN",
     }
     for name, service in services.items():

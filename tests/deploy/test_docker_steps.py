@@ -99,7 +99,7 @@ def test_the_image_steps_build_install_and_run_a_hub_and_an_agent_from_the_wheel
         assert in_tree <= package, f"{data_dir} files missing from the wheel"
 
     # The runtime stage: a venv of its own, from the wheel and the wheelhouse only.
-    build_wheelhouse(wheelhouse, wheel=wheel.read_bytes(), extras=("hub",))
+    build_wheelhouse(wheelhouse, wheel=wheel.read_bytes(), extras=("hub", "cluster"))
     venv = tmp_path / "venv"
     out = steps(clean_env(wheelhouse), "install", str(dist), str(venv))
     assert out.strip().endswith(wheel.name.split("-")[1])  # `potluck --version` from the new venv

@@ -8,6 +8,11 @@ travels in ``x-potluck-replica``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from potluck.hub.cluster import Cluster  # needs Redis: the `cluster` extra
+
 import asyncio
 import contextlib
 import functools
@@ -21,7 +26,6 @@ from aiohttp.typedefs import Handler
 
 from potluck._shared.outbox import Outbox
 from potluck.api.context import HUB
-from potluck.hub.cluster import Cluster
 from potluck.hub.cluster_link import InboundLink, OutboundLink
 from potluck.hub.errors import AuthError
 from potluck.hub.lifecycle import Loop

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from potluck.hub.cluster import Cluster  # needs Redis: the `cluster` extra
+
 from aiohttp import web
 
 from potluck.api.admin import require_admin
 from potluck.api.payloads import json_response
 from potluck.api.schemas.cluster import ClusterAgent, ClusterHealth, ClusterReplica, ClusterView
-from potluck.hub.cluster import Cluster
 from potluck.hub.cluster_view import AgentEntry
 from potluck.hub.errors import NotFoundError
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -76,11 +77,7 @@ def hub(ctx: click.Context, /, **options: object) -> None:
         ) from None
     from potluck._shared.logging import configure_logging
 
-    settings = build(HubSettings, options)
-    try:
-        settings.validate()
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    settings = _hub_settings(options)
     configure_logging(settings.log_level)
     token_hash, new_token = load_admin_token(settings)
     if new_token is not None:
@@ -103,6 +100,18 @@ def hub(ctx: click.Context, /, **options: object) -> None:
         if listened or exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise
         raise SetupError(f"cannot listen on {settings.host}:{settings.port}: {os.strerror(exc.errno)}") from None
+
+
+def _hub_settings(options: dict[str, object]) -> HubSettings:
+    """The hub's settings from its options, checked: a usage error names a bad one."""
+    settings = build(HubSettings, options)
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if settings.redis_url is not None and importlib.util.find_spec("redis") is None:
+        raise SetupError("a hub replica (--redis-url) needs the cluster's dependencies: pip install 'potluck[cluster]'")
+    return settings
 
 
 @hub.command("migrate")

@@ -64,6 +64,14 @@ class DispatchSettings:
     """...or this many, whichever is more, so a quiet hub can still retry."""
 
 
+_CHAT_END = (b"data: [DONE]",)
+STREAM_ENDS: dict[str, tuple[bytes, ...]] = {
+    "/v1/messages": (b"event: message_stop",),
+    "/v1/responses": (b"event: response.completed", b"event: response.incomplete"),
+}
+"""The event that ends a complete stream, by backend path (chat and completions end with ``[DONE]``)."""
+
+
 class ExchangeFinished(Protocol):
     """Told once when an exchange is over, with its outcome and the agent's END (None: the agent sent none)."""
 
@@ -76,6 +84,7 @@ class Exchange:
     __slots__ = (
         "_closed",
         "_dispatcher",
+        "_end_marks",
         "client_gone",
         "delivered",
         "done_sent",
@@ -118,7 +127,9 @@ class Exchange:
         self.delivered = 0
         """Body bytes that reached the client."""
         self.done_sent = False
-        """A stream's ``data: [DONE]`` reached the client."""
+        """A stream's last event reached the client (``data: [DONE]``, Anthropic's ``message_stop``,
+        the Responses API's ``response.completed`` or ``response.incomplete``)."""
+        self._end_marks = STREAM_ENDS.get(request.path, _CHAT_END)
         self.failure: HubError | None = None
         """The agent failed mid-response (read raised it)."""
         self.client_gone = False
@@ -153,12 +164,13 @@ class Exchange:
 
     def sent(self, chunk: bytes) -> None:
         """These bytes reached the client: free their credit, and count the SSE events a client that
-        hangs up early pays for (and whether it got ``[DONE]``: then it hung up after the end)."""
+        hangs up early pays for (and whether it got the stream's last event: then it hung up after the end,
+        as Codex does right after ``response.completed``)."""
         self.stream.consumed(len(chunk))
         self.delivered += len(chunk)
         if self.request.stream:
             self.sent_events += chunk.count(b"data:")
-            if b"data: [DONE]" in chunk:
+            if any(mark in chunk for mark in self._end_marks):
                 self.done_sent = True
 
     async def read_all(self, limit: int) -> bytes:

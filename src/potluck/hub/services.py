@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from potluck.hub.cluster import Cluster  # needs Redis: the `cluster` extra
+
 from dataclasses import dataclass
 
 from potluck._shared.clock import Clock
@@ -12,7 +17,6 @@ from potluck.hub.agents import Agents
 from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
 from potluck.hub.claims import Claims
-from potluck.hub.cluster import Cluster
 from potluck.hub.credits import Credits
 from potluck.hub.gate import AgentGate
 from potluck.hub.groups import Groups

@@ -321,7 +321,6 @@ class HubSettings:
     )
     cluster_secret: str | None = setting(
         None,
-        env="POTLUCK_CLUSTER_SECRET",
         help="Secret shared by the replicas of a cluster; it authenticates their peer links.",
         details="Required with `--redis-url`. Only a key derived from it (HMAC-SHA256) is ever sent, compared in "
         "constant time.",
