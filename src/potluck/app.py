@@ -145,9 +145,11 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         body_timeout=settings.body_timeout,
         max_pending_per_ip=settings.max_pending_connections_per_ip,
     )
+    # A replica tells the others when a change went through; a single hub pays no middleware for it.
+    replica = [peer.invalidate_on_change] if settings.redis_url is not None else []
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[error_middleware, guard_requests, check_body, peer.invalidate_on_change],
+        middlewares=[error_middleware, guard_requests, check_body, *replica],
     )
     app[CONNECTION_GUARD] = guard
 
