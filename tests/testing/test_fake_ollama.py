@@ -547,7 +547,9 @@ async def test_num_parallel_serialises_requests_in_order(
 
 
 async def test_a_full_queue_answers_503(http: aiohttp.ClientSession, url: str, fake: FakeOllama) -> None:
-    fake.token_delay, fake.chunks, fake.max_queue = 0.2, 3, 1
+    # The first request runs 2 s: long enough that it is still running when the third arrives, even on a
+    # loaded machine (at 0.6 s it once finished first and the third was served).
+    fake.token_delay, fake.chunks, fake.max_queue = 0.5, 4, 1
     fake.load("llama3.2")
     body = {"model": "llama3.2", "prompt": "x", "stream": False}
     first = asyncio.create_task(post(http, f"{url}/api/generate", body))
