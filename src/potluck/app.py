@@ -176,11 +176,11 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         )
         access = await load_access(store)
         access.hub_aliases = settings.parsed_model_aliases()
-        keys = await Keys.load(store, access)
+        journal = UsageJournal(store.usage.append)
+        keys = await Keys.load(store, access, journal)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         replica_id = new_replica_id() if settings.redis_url is not None else None
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
-        journal = UsageJournal(store.usage.append)
         on_drop = lambda _txn: metrics.ledger_dropped.inc()  # noqa: E731
         if store.is_sqlite:
             ledger, released = await Ledger.recover(store.ledger, store.ledger.append, on_drop=on_drop)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from potluck.hub.access import AccessMap
 from potluck.hub.auth import KeyCache
 from potluck.hub.errors import InvalidRequestError, NotFoundError
+from potluck.hub.metering import UsageJournal
 from potluck.store import errors as store_errors
 from potluck.store.database import Store
 from potluck.store.keys import ApiKey, NewApiKey
@@ -37,17 +38,21 @@ class KeyOptions:
 class Keys:
     """Every change to API keys, keeping the database and the hot path's `KeyCache` in step."""
 
-    def __init__(self, store: Store, access: AccessMap, cache: KeyCache) -> None:
+    def __init__(self, store: Store, access: AccessMap, cache: KeyCache, journal: UsageJournal) -> None:
         self._store = store
         self._access = access
         self._cache = cache
+        self._journal = journal
 
     @classmethod
-    async def load(cls, store: Store, access: AccessMap) -> Keys:
-        """The service with every live key from the database in its cache."""
+    async def load(cls, store: Store, access: AccessMap, journal: UsageJournal) -> Keys:
+        """The service with every live key from the database in its cache.
+
+        ``journal``: the usage records, written with each key's ``last_used_at``; listings write out the
+        batch in progress first (as `Reports` does), so a request that just finished counts."""
         cache = KeyCache()
         cache.load(await store.keys.list(include_revoked=False))
-        return cls(store, access, cache)
+        return cls(store, access, cache, journal)
 
     async def reload(self) -> None:
         """Re-read every live key (cluster mode: another replica made or revoked one)."""
@@ -96,10 +101,12 @@ class Keys:
 
     async def all(self) -> list[ApiKey]:
         """Every key, revoked ones too, oldest first."""
+        await self._journal.flush()
         return await self._store.keys.list()
 
     async def of_user(self, user: User) -> list[ApiKey]:
         """The user's keys, revoked ones too, oldest first."""
+        await self._journal.flush()
         return await self._store.keys.list(user_id=user.id)
 
     async def revoke(self, key_id: str) -> ApiKey:
