@@ -66,10 +66,13 @@ def test_client_leaving_a_forwarded_stream_cancels_it_on_the_backend(cluster: Cl
 def test_failure_before_the_first_byte_is_retried_on_another_agent(cluster: Cluster) -> None:
     model = cluster.model()
     dead, dead_url = cluster.backend(model)
-    cluster.agent(cluster.hubs[1], dead_url)
+    dead_agent = cluster.agent(cluster.hubs[1], dead_url)
     live, live_url = cluster.backend(model, chunks=3)
-    cluster.agent(cluster.hubs[2], live_url)
-    _routable(cluster, 0, model)
+    live_agent = cluster.agent(cluster.hubs[2], live_url)
+    # Both remote agents, not just one of them, must be placeable at replica 0 before the dead one fails:
+    # with only the dead one known there, nothing is left to retry on.
+    for agent in (dead_agent, live_agent):
+        cluster.hubs[0].wait_agent(agent.name, models={model})
     cluster.stop_backend(dead)
 
     client = cluster.client(cluster.hubs[0])
