@@ -666,6 +666,7 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
                 raise _BusyError
             self._waiting += 1
             self._wanted[job.name] = self._wanted.get(job.name, 0) + 1
+        self._changed()  # `waiting` is something tests wait on
         try:
             while True:
                 with self._lock:
@@ -711,6 +712,7 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
             self._waiting += 1
             queue = self._queues.setdefault(job.name, deque())
             queue.append(ticket)
+        self._changed()
         try:
             while True:
                 with self._lock:
@@ -727,6 +729,7 @@ class FakeOllama(FakeServer[RequestRecord, _BadRequestError]):
                 if not job.holds_slot:
                     with contextlib.suppress(ValueError):
                         queue.remove(ticket)
+        self._changed()
         job.eval_start_ns = time.monotonic_ns()
 
     def _finish(self, job: _Job) -> None:

@@ -547,10 +547,9 @@ async def test_num_parallel_serialises_requests_in_order(
 
 
 async def test_a_full_queue_answers_503(http: aiohttp.ClientSession, url: str, fake: FakeOllama) -> None:
-    # The first request runs 4 s: long enough that it is still running when the second and third arrive,
-    # even on a loaded CI machine (at 0.6 s it once finished first and the third was served; at 2 s the
-    # second once came too late to queue behind it).
-    fake.token_delay, fake.chunks, fake.max_queue = 0.5, 8, 1
+    # The first request runs 1.6 s: it is still generating when the second queues behind it and the third
+    # finds the queue full (the fake announces every change of `waiting`, so the waits below see it at once).
+    fake.token_delay, fake.chunks, fake.max_queue = 0.2, 8, 1
     fake.load("llama3.2")
     body = {"model": "llama3.2", "prompt": "x", "stream": False}
     first = asyncio.create_task(post(http, f"{url}/api/generate", body))
