@@ -196,6 +196,9 @@ class AgentGate:
             version=hello.agent_version,
         )
         session.control_budget = self._control_burst
+        # Written before the agent counts as online: a hub killed the moment after still knows, on restart,
+        # that these models are coming back (503 until then, not 404).
+        await self._remember_serving(agent.id, [m.id for m in catalog.models])
         channel.send(
             encode_frame(
                 WelcomeMessage(
@@ -206,7 +209,6 @@ class AgentGate:
         self._registry.attach(session, draining=hello.draining)
         if self._returning is not None:
             self._returning.arrived(agent.id)
-        await self._remember_serving(session, [m.id for m in catalog.models])
         log.info("agent %s (%s) connected with %d models", agent.id, session.name, len(catalog.models))
         return session
 
@@ -242,11 +244,11 @@ class AgentGate:
         await self._enrolled.enrolled(agent.id, agent.owner_id)
         return agent
 
-    async def _remember_serving(self, session: AgentSession, models: list[str] | None) -> None:
+    async def _remember_serving(self, agent_id: str, models: list[str] | None) -> None:
         try:
-            await self._agents.set_serving(session.agent_id, models)
+            await self._agents.set_serving(agent_id, models)
         except StoreError:
-            log.warning("could not record the models of agent %s", session.agent_id)
+            log.warning("could not record the models of agent %s", agent_id)
 
     def receive(self, session: AgentSession, data: bytes) -> None:
         """One message from a connected agent: its frames, in order. Raises ProtocolError on garbage."""
@@ -288,7 +290,7 @@ class AgentGate:
         log.info("agent %s disconnected", session.agent_id)
         # Closed by a hub shutdown, the agent will be back after the restart: remember what it served then.
         current = [m.id for m in session.models] if self._lifecycle.closing else None
-        await self._remember_serving(session, current)
+        await self._remember_serving(session.agent_id, current)
         try:
             await self._agents.touch({session.agent_id: self._clock.wall()})
         except StoreError:
