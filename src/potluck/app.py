@@ -58,7 +58,7 @@ from potluck.hub.aliases import Aliases
 from potluck.hub.auth import AdminAuth
 from potluck.hub.claims import Claims, Sample
 from potluck.hub.cluster_cache import reload_shared
-from potluck.hub.cluster_sweep import sweep_holds
+from potluck.hub.cluster_sweep import sweep_dead_replica
 from potluck.hub.cluster_view import new_replica_id
 from potluck.hub.controls import parse_controls
 from potluck.hub.credits import Credits
@@ -191,9 +191,9 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             ledger = Ledger(store.ledger.append, on_drop=on_drop)
             shared = SharedHoldBook(store.holds, replica_id=replica_id)
             released, book = await shared.recover(), shared
-        # On PostgreSQL another replica's usage records and receipts may be in flight, so that crash repair
-        # belongs to whoever sweeps a dead replica, not to every start.
-        zeroed, rebuilt = await store.usage.reconcile_with_receipts() if store.is_sqlite else (0, 0)
+        # Among replicas, another one's usage records and receipts may be in flight, so that crash repair
+        # belongs to whoever sweeps a dead replica (hub/cluster_sweep.py), not to every start.
+        zeroed, rebuilt = await store.usage.reconcile_with_receipts() if replica_id is None else (0, 0)
         if released or zeroed or rebuilt:
             log.warning(
                 "recovered after an unclean stop: %d open holds released, %d usage records unbilled, %d rebuilt",
@@ -241,7 +241,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 on_invalidate=partial(reload_shared, store, access, keys, accounting, registry),
                 replica_id=replica_id,
             )
-            cluster.on_replica_dead = partial(sweep_holds, store.holds, clock)
+            cluster.on_replica_dead = partial(sweep_dead_replica, store.holds, store.usage, clock)
             cluster.knows_agent = lambda agent_id: agent_id in access.agent_owner
             shared_limiter = ClusterRateLimiter(cluster.redis, clock, lambda: len(cluster.replicas))
             limiter = shared_limiter

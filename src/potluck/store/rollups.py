@@ -1,8 +1,8 @@
 """Daily rollups of the usage records (``usage_daily``), for the dashboard's charts and shares.
 
 `add_batch` runs inside the transaction that appends a batch of usage records (`UsageRepository.append`),
-so the rollups and the records they sum are committed together and agree exactly; `rebuild` recomputes
-them from the records after recovery has changed records (`UsageRepository.reconcile_with_receipts`).
+so the rollups and the records they sum are committed together and agree exactly; recovery that changes
+records (`UsageRepository.reconcile_with_receipts`) changes their rows by the same amounts.
 Reads sum rollup rows only: a page load never scans usage records.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, case, delete, func, insert, literal_column, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -59,25 +59,32 @@ def day_of(at: datetime) -> str:
     return at.astimezone(UTC).date().isoformat()
 
 
-def _rolled(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Usage record rows summed per rollup key."""
+def _rolled(rows: Iterable[Mapping[str, Any]], *, count_requests: bool = True) -> list[dict[str, Any]]:
+    """Usage record rows summed per rollup key (without counting them as requests when not `count_requests`)."""
     sums: dict[tuple[str, ...], dict[str, Any]] = {}
     for row in rows:
         key = (day_of(row["created_at"]), *(row[d] or "" for d in ROLLUP_DIMENSIONS), row["model"])
         entry = sums.get(key)
         if entry is None:
             entry = sums[key] = dict(zip(_KEY, key, strict=True)) | dict.fromkeys(ROLLUP_SUMS, 0)
-        served = row["agent_id"] is not None
-        entry["requests"] += served
-        entry["not_served"] += not served
+        if count_requests:
+            served = row["agent_id"] is not None
+            entry["requests"] += served
+            entry["not_served"] += not served
         for name in ROLLUP_SUMS[2:]:
             entry[name] += row.get(name) or 0
     return list(sums.values())
 
 
-async def add_batch(conn: AsyncConnection, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Add a batch of usage record rows (as inserted) to the rollups, in the caller's transaction."""
-    rolled = _rolled(rows)
+def uncharged(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What setting a record's charge back to zero changes in its rollup row: minus its charge and earnings."""
+    return {**row, "charged": -(row["charged"] or 0), "earned": -(row["earned"] or 0)}
+
+
+async def add_batch(conn: AsyncConnection, rows: Iterable[Mapping[str, Any]], *, count_requests: bool = True) -> None:
+    """Add a batch of usage record rows (as inserted) to the rollups, in the caller's transaction. Rows that
+    change records already counted (`uncharged`) go in with `count_requests` False."""
+    rolled = _rolled(rows, count_requests=count_requests)
     if not rolled:
         return
     dialect = conn.dialect.name
@@ -86,22 +93,6 @@ async def add_batch(conn: AsyncConnection, rows: Iterable[Mapping[str, Any]]) ->
         index_elements=list(_KEY), set_={name: _d[name] + upsert.excluded[name] for name in ROLLUP_SUMS}
     )
     await conn.execute(statement, rolled)
-
-
-async def rebuild(conn: AsyncConnection) -> None:
-    """Recompute every rollup from the usage records, in the caller's transaction."""
-    await conn.execute(delete(usage_daily))
-    r = usage_records.c
-    if conn.dialect.name == "postgresql":
-        day = func.to_char(func.timezone(literal_column("'UTC'"), r.created_at), literal_column("'YYYY-MM-DD'"))
-    else:
-        day = func.date(r.created_at)
-    # Literal '' rather than a bound parameter: PostgreSQL needs the SELECT and GROUP BY expressions alike.
-    dims = [func.coalesce(r[name], literal_column("''")) for name in ROLLUP_DIMENSIONS]
-    sums = [func.sum(r[name]) for name in ROLLUP_SUMS[2:]]
-    not_served = func.sum(case((r.agent_id.is_(None), 1), else_=0))
-    query = select(day, *dims, r.model, func.count(r.agent_id), not_served, *sums).group_by(day, *dims, r.model)
-    await conn.execute(insert(usage_daily).from_select(list(_KEY) + list(ROLLUP_SUMS), query))
 
 
 class RollupRepository:

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck.store import rollups
-from potluck.store.tables import api_keys, receipts, usage_records
+from potluck.store.tables import ROLLUP_DIMENSIONS, api_keys, ledger_txns, receipts, usage_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,8 @@ class UsageRecord:
 
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
+_ROLLED = ("request_id", "created_at", "model", *ROLLUP_DIMENSIONS, "charged", "earned")
+"""What a record's rollup row is found by, and what zeroing its charge takes out of it."""
 
 
 class UsageRepository:
@@ -75,40 +77,47 @@ class UsageRepository:
             rows = (await conn.execute(query.limit(limit))).mappings().all()
         return [UsageRecord(**row) for row in rows]
 
-    async def reconcile_with_receipts(self) -> tuple[int, int]:
+    async def reconcile_with_receipts(self, replica_id: str | None = None) -> tuple[int, int]:
         """After a crash, make usage records agree with the ledger, whose receipts are written with settlements.
 
         Usage records and ledger batches are committed separately, so a crash can leave either one
         ahead. A record that says it was charged but whose settlement never reached the database is
-        set back to zero (its hold was released on recovery); a receipt without a record gets one
-        rebuilt from the receipt, so no settled usage goes missing from reports. Returns (zeroed, rebuilt).
+        set back to zero (its hold was released on recovery or by the sweeper); a receipt without a
+        record gets one rebuilt from the receipt, so no settled usage goes missing from reports. With
+        ``replica_id``, only the requests whose holds that (dead) replica placed are looked at: the
+        other replicas' records and receipts may be in flight. The rollups change by exactly what the
+        records did. Returns (zeroed, rebuilt).
         """
-        async with self._engine.begin() as conn:
-            unsettled = (
-                select(usage_records.c.request_id)
-                .where(usage_records.c.charged > 0)
-                .where(~usage_records.c.request_id.in_(select(receipts.c.request_id)))
+        r = usage_records.c
+        unsettled = select(*(r[name] for name in _ROLLED)).where(
+            r.charged > 0, ~r.request_id.in_(select(receipts.c.request_id))
+        )
+        orphans = select(receipts.c.payload, receipts.c.created_at).where(
+            ~receipts.c.request_id.in_(select(r.request_id))
+        )
+        if replica_id is not None:
+            held_there = select(ledger_txns.c.request_id).where(
+                ledger_txns.c.kind == "hold", ledger_txns.c.replica_id == replica_id
             )
-            zeroed = (
+            unsettled = unsettled.where(r.request_id.in_(held_there))
+            orphans = orphans.where(receipts.c.request_id.in_(held_there))
+        async with self._engine.begin() as conn:
+            zeroed = [dict(row) for row in (await conn.execute(unsettled)).mappings()]
+            if zeroed:
                 await conn.execute(
                     update(usage_records)
-                    .where(usage_records.c.request_id.in_(unsettled.scalar_subquery()))
+                    .where(r.request_id.in_([row["request_id"] for row in zeroed]))
                     .values(charged=0, earned=0)
                 )
-            ).rowcount
-            orphans = (
-                await conn.execute(
-                    select(receipts.c.payload, receipts.c.created_at).where(
-                        ~receipts.c.request_id.in_(select(usage_records.c.request_id))
-                    )
-                )
-            ).all()
-            rows = [_record_from_receipt(json.loads(payload), created_at) for payload, created_at in orphans]
+                await rollups.add_batch(conn, [rollups.uncharged(row) for row in zeroed], count_requests=False)
+            rows = [
+                _record_from_receipt(json.loads(payload), created_at)
+                for payload, created_at in (await conn.execute(orphans)).all()
+            ]
             if rows:
                 await conn.execute(insert(usage_records), rows)
-            if zeroed or rows:
-                await rollups.rebuild(conn)
-        return int(zeroed or 0), len(rows)
+                await rollups.add_batch(conn, rows)
+        return len(zeroed), len(rows)
 
 
 async def _mark_keys_used(conn: AsyncConnection, records: list[UsageRecord]) -> None:
