@@ -118,6 +118,37 @@ async def test_a_cancel_reaches_the_agent_and_its_end_comes_back() -> None:
     assert inbound.running == 0
 
 
+async def test_an_agent_past_its_window_on_a_forwarded_stream_is_reset_at_b_and_counted() -> None:
+    clock = ManualClock()
+    agent_session, agent_channel, proxy, _outbound, inbound = _link(clock)
+    failed: list[tuple[str, str]] = []
+    inbound.agent_failed = lambda agent_id, model: failed.append((agent_id, model))
+    stream = proxy.open_stream(_request(), b"{}")
+    b_sid = (await agent_channel.next_frame(FrameType.REQUEST)).stream_id
+    agent_session.on_frame(FrameType.HEAD, b_sid, HeadMessage(200, [("content-type", "text/event-stream")]), b"")
+    # The whole window, then A's client takes 600 bytes: A's credit of 600 passes through B, which allows it.
+    agent_session.on_frame(FrameType.DATA, b_sid, None, b"x" * 1024)
+    assert await stream.read() == b"x" * 1024
+    stream.consumed(600)
+    assert (await agent_channel.next_frame(FrameType.CREDIT)).message == CreditMessage(600)
+    agent_session.on_frame(FrameType.DATA, b_sid, None, b"y" * 600)
+    assert await stream.read() == b"y" * 600
+
+    agent_session.on_frame(FrameType.DATA, b_sid, None, b"z")  # one byte past what it was granted
+
+    cancel = await agent_channel.next_frame(FrameType.CANCEL)
+    assert cancel.stream_id == b_sid
+    assert isinstance(cancel.message, CancelMessage) and cancel.message.reason == "protocol_error"
+    assert agent_session.protocol_errors == 1
+    assert failed == [("x", "m")]
+    with pytest.raises(UpstreamError) as reset:
+        await stream.read()  # the byte never crossed the link; A's request fails as on one process
+    assert "credit window" in reset.value.message
+    assert (inbound.running, b_sid in agent_session.streams) == (0, False)
+    agent_session.on_frame(FrameType.DATA, b_sid, None, b"more")  # later frames are dropped at B
+    assert inbound.running == 0
+
+
 async def test_losing_the_agent_at_b_fails_the_stream_at_a_retriably() -> None:
     clock = ManualClock()
     agent_session, agent_channel, proxy, _outbound, _inbound = _link(clock)

@@ -438,9 +438,15 @@ class Cluster:
         self._reconcile()
 
     def inbound_up(self, replica_id: str, transport: PeerTransport) -> InboundLink:
-        link = InboundLink(replica_id, transport, self._local_session, self._forward_idle.set)
+        link = InboundLink(
+            replica_id, transport, self._local_session, self._forward_idle.set, self._forwarded_agent_failed
+        )
         self.inbound[replica_id] = link
         return link
+
+    def _forwarded_agent_failed(self, agent_id: str, model: str) -> None:
+        """An agent of this replica broke the protocol on a stream forwarded from another: as on our own."""
+        self.registry.scheduler.report(agent_id, model, ok=False)
 
     def inbound_down(self, link: InboundLink) -> None:
         if self.inbound.get(link.replica_id) is link:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from potluck._shared.clock import Clock
-from potluck.hub.errors import HubError
+from potluck.hub.errors import HubError, UpstreamError
 from potluck.hub.session import AgentSession, SessionState, Stream
 from potluck.protocol.agent import (
     HEADER_SIZE,
@@ -166,19 +166,32 @@ class OutboundLink:
 
 
 class ForwardedStream(Stream):
-    """B's end of a request forwarded from A: every frame of the agent goes back over the link."""
+    """B's end of a request forwarded from A: every frame of the agent goes back over the link.
 
-    __slots__ = ("inbound", "link_sid")
+    B holds the agent to its credit window as A does (A's CREDITs pass through it): an agent that sends
+    past it is reset here, before the excess crosses the link, and the failure counts toward its ejection
+    on B as well."""
+
+    __slots__ = ("inbound", "link_sid", "model")
 
     inbound: InboundLink
     link_sid: int
+    model: str
 
     def on_head(self, head: HeadMessage) -> None:
         self.inbound.transport.send(encode_frame(head, self.link_sid))
 
     def on_data(self, data: bytes) -> None:
+        if not self.within_window(len(data)):
+            return
         self.bytes_received += len(data)
         self.inbound.transport.send(encode_data(self.link_sid, data))
+
+    def on_reset(self, error: UpstreamError) -> None:
+        self.cancelled = True
+        self.inbound.agent_failed(self.session.agent_id, self.model)
+        if self.end is None:
+            self.on_end(EndMessage(self.request_id, error=ErrorInfo(error.status, str(error.code), error.message)))
 
     def on_end(self, end: EndMessage) -> None:
         self.end = end
@@ -199,9 +212,12 @@ class InboundLink:
         transport: PeerTransport,
         sessions: Callable[[str], AgentSession | None],
         on_idle: Callable[[], None] = lambda: None,
+        agent_failed: Callable[[str, str], None] = lambda _agent_id, _model: None,
     ) -> None:
         self.on_idle = on_idle
         """Called when the last forwarded request ends (a draining replica waits for it)."""
+        self.agent_failed = agent_failed
+        """Called with (agent id, model) when an agent broke the protocol on a forwarded stream."""
         self.replica_id = replica_id
         self.transport = transport
         self._sessions = sessions
@@ -241,6 +257,7 @@ class InboundLink:
             return
         session = stream.session
         if ftype == FrameType.CREDIT and isinstance(message, CreditMessage):
+            stream.granted(message.bytes)
             session.send(message, stream.stream_id)
         elif ftype == FrameType.CANCEL and isinstance(message, CancelMessage):
             session.send(message, stream.stream_id)
@@ -258,6 +275,7 @@ class InboundLink:
             stream = ForwardedStream(owner, stream_id, request_id, window)
             stream.inbound = self
             stream.link_sid = sid
+            stream.model = request.model
             stream.lingering = True  # the session forgets it at its END
             return stream
 

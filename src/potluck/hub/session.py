@@ -130,12 +130,22 @@ class Stream:
                 return
             self._head.set_result(checked)
 
-    def on_data(self, data: bytes) -> None:
-        allowance = self._allowance - len(data)
+    def within_window(self, nbytes: int) -> bool:
+        """Spend ``nbytes`` of the agent's allowance; past it, reset the stream and return False."""
+        allowance = self._allowance - nbytes
         if allowance < 0:
             self.session.reset(self, UpstreamError("the agent sent more than its credit window allows"))
-            return
+            return False
         self._allowance = allowance
+        return True
+
+    def granted(self, nbytes: int) -> None:
+        """A CREDIT of ``nbytes`` went to the agent: it may send that much more."""
+        self._allowance += nbytes
+
+    def on_data(self, data: bytes) -> None:
+        if not self.within_window(len(data)):
+            return
         if self.lingering:
             return  # cancelled and handed back: nobody reads these
         self._chunks.append(data)
@@ -268,7 +278,7 @@ class Stream:
         self._uncredited += nbytes
         if self._uncredited >= self._credit_window // 2 and self.end is None:
             self.session.send(CreditMessage(self._uncredited), self.stream_id)
-            self._allowance += self._uncredited
+            self.granted(self._uncredited)
             self._uncredited = 0
 
 
