@@ -486,8 +486,8 @@ async def _graceful_shutdown(app: web.Application, settings: HubSettings) -> Non
         hub.cluster.drain()
     if not await hub.requests.wait_idle(settings.shutdown_timeout):
         log.warning("shutdown deadline reached with %d requests in flight", hub.requests.in_flight)
-    if hub.cluster is not None and not await hub.cluster.wait_forwarded(settings.shutdown_timeout):
-        log.warning("shutdown deadline reached with %d forwarded requests running", hub.cluster.forwarding)
+    if hub.cluster is not None and not await hub.cluster.peering.wait_forwarded(settings.shutdown_timeout):
+        log.warning("shutdown deadline reached with %d forwarded requests running", hub.cluster.peering.forwarding)
     for session in list(hub.registry.sessions.values()):
         session.channel.close()
     with contextlib.suppress(Exception):

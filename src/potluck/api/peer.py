@@ -80,11 +80,11 @@ async def peer_connect(request: web.Request) -> web.StreamResponse:
         raise AuthError("peer links need the cluster secret")
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, compress=False, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
-    link = cluster.inbound_up(replica, WebSocketTransport(ws))
+    link = cluster.peering.inbound_up(replica, WebSocketTransport(ws))
     try:
         await _pump(ws, link)
     finally:
-        cluster.inbound_down(link)
+        cluster.peering.inbound_down(link)
     return ws
 
 
@@ -124,13 +124,13 @@ async def _link(cluster: Cluster, http: aiohttp.ClientSession, replica_id: str, 
         log.debug("cannot reach replica %s at %s (%s)", replica_id, url, exc)
         await asyncio.sleep(DIAL_PERIOD_S)
         return
-    link = cluster.link_up(replica_id, WebSocketTransport(ws))
+    link = cluster.peering.link_up(replica_id, WebSocketTransport(ws))
     log.info("peer link to replica %s (%s) is up", replica_id, url)
     try:
         with contextlib.suppress(aiohttp.ClientError, OSError):
             await _pump(ws, link)
     finally:
-        cluster.link_down(link)
+        cluster.peering.link_down(link)
         log.info("peer link to replica %s is down", replica_id)
 
 

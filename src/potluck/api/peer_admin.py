@@ -43,7 +43,7 @@ def view(cluster: Cluster) -> ClusterView:
                 started_at=info.started_at,
                 queue_depth=info.queue_depth,
                 in_flight=info.in_flight,
-                linked=mine or (replica_id in cluster.links and not cluster.links[replica_id].closed),
+                linked=mine or cluster.peering.linked(replica_id),
                 agents=[
                     _agent(e, e.in_flight if mine else loads.get(a, e.in_flight)) for a, e in sorted(entries.items())
                 ],
@@ -54,7 +54,7 @@ def view(cluster: Cluster) -> ClusterView:
 
 def health(cluster: Cluster) -> ClusterHealth:
     peers = cluster.peers()
-    linked = sum(1 for p in peers if p in cluster.links and not cluster.links[p].closed)
+    linked = sum(1 for p in peers if cluster.peering.linked(p))
     return ClusterHealth(replica=cluster.replica_id, redis=cluster.redis_ok, peers=len(peers), linked=linked)
 
 

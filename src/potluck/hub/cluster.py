@@ -10,7 +10,8 @@ Redis holds, under the ``potluck:`` prefix:
 Each replica keeps the whole view in memory, updated by those events (a full re-read on every
 (re)subscription and every lease period, so a lost event heals within one). Nothing on a request's path
 reads Redis: the scheduler sees a remote agent as a proxy `AgentSession` whose channel is the peer link
-to the replica that holds it (hub/cluster_link.py). Token chunks travel only over peer links.
+to the replica that holds it (hub/cluster_peering.py keeps them, hub/cluster_link.py carries the frames).
+Token chunks travel only over peer links.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from redis.exceptions import RedisError
 
 from potluck import __version__
 from potluck._shared.clock import Clock
-from potluck.hub.cluster_link import InboundLink, OutboundLink, PeerChannel, PeerTransport
+from potluck.hub.cluster_link import PeerChannel
+from potluck.hub.cluster_peering import Peering, local_sessions
 from potluck.hub.cluster_view import (
     AgentEntry,
     Event,
@@ -43,7 +45,6 @@ from potluck.hub.cluster_view import (
 )
 from potluck.hub.registry import Registry
 from potluck.hub.session import AgentSession, SessionState
-from potluck.protocol.agent import ModelsMessage, StateMessage
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +96,15 @@ class Cluster:
         self.agents: dict[str, dict[str, AgentEntry]] = {}
         """replica id -> agent id -> entry."""
         self.loads: dict[str, dict[str, int]] = {}
-        self.links: dict[str, OutboundLink] = {}
-        """Outbound peer links that are up, by the replica they reach."""
-        self.inbound: dict[str, InboundLink] = {}
+        self.peering = Peering(registry, clock, credit_window, self.remote_entries)
+        """The links to the other replicas, and the proxies of their agents."""
         self._dirty: set[str] = set()
         self._published: dict[str, AgentEntry] = {}
         """What was last published per local agent, load aside."""
         self._wake = asyncio.Event()
         self._invalidate = asyncio.Event()
         self._cache_reload: asyncio.Task[None] | None = None
-        self._forward_idle = asyncio.Event()
         self._cache_again = False
-        self._reconciling = False
         self.on_replica_dead: Callable[[str], Coroutine[Any, Any, object]] = _nothing
         """Called (awaited) once a replica's lease is gone, before it is forgotten: the sweeper."""
         self.knows_agent: Callable[[str], bool] = lambda _agent_id: True
@@ -132,7 +130,7 @@ class Cluster:
         if not isinstance(session.channel, PeerChannel):
             self._dirty.add(session.agent_id)
             self._wake.set()
-            self._reconcile()  # another replica may hold the agent too
+            self.peering.reconcile()  # another replica may hold the agent too
 
     def invalidate(self) -> None:
         """Shared data changed here (keys, groups, prices...): every other replica reloads its caches."""
@@ -285,7 +283,7 @@ class Cluster:
         self.replicas = replicas
         self.agents = agents
         self.joined = True
-        self._reconcile()
+        self.peering.reconcile()
 
     async def _sweep(self, replica_id: str) -> None:
         log.info("replica %s is dead (no lease); releasing its holds and removing its registrations", replica_id)
@@ -322,7 +320,7 @@ class Cluster:
         elif kind is EventKind.INVALIDATE:
             self._reload_caches()
             return
-        self._reconcile()
+        self.peering.reconcile()
 
     def _reload_caches(self) -> None:
         """Reload the shared caches once; changes heard while a reload runs start one more after it."""
@@ -338,22 +336,18 @@ class Cluster:
                 await self._on_invalidate()
             except Exception:
                 log.exception("reloading the shared caches failed")
-            self._reconcile()
+            self.peering.reconcile()
             if not self._cache_again:
                 return
 
-    # -- proxies of remote agents --------------------------------------------------------------------------------
+    # -- this replica's agents and the others' ---------------------------------------------------------------
 
     def _local(self) -> dict[str, AgentSession]:
-        return {a: s for a, s in self.registry.sessions.items() if not isinstance(s.channel, PeerChannel)}
+        return local_sessions(self.registry)
 
     def own_entries(self) -> dict[str, AgentEntry]:
         """This replica's agents, as it publishes them."""
         return {a: self._entry(s) for a, s in self._local().items()}
-
-    def _local_session(self, agent_id: str) -> AgentSession | None:
-        session = self.registry.sessions.get(agent_id)
-        return None if session is None or isinstance(session.channel, PeerChannel) else session
 
     def remote_entries(self) -> dict[str, AgentEntry]:
         """Per agent held only elsewhere, the entry of the replica it connected to last."""
@@ -367,113 +361,11 @@ class Cluster:
                     best[agent_id] = entry
         return best
 
-    def _reconcile(self) -> None:
-        """Make the registry's proxies match the view: one per remote agent reachable over a link that is up."""
-        if self._reconciling:
-            return
-        self._reconciling = True
-        try:
-            self._reconcile_now()
-        finally:
-            self._reconciling = False
-
-    def _reconcile_now(self) -> None:
-        registry = self.registry
-        wanted = self.remote_entries()
-        for agent_id, session in list(registry.sessions.items()):
-            channel = session.channel
-            if not isinstance(channel, PeerChannel):
-                continue
-            entry = wanted.get(agent_id)
-            if entry is None or entry.replica != channel.link.replica_id or channel.link.closed:
-                registry.detach(session)
-                channel.close()
-        for agent_id, entry in wanted.items():
-            link = self.links.get(entry.replica)
-            if link is None or link.closed:
-                continue
-            existing = registry.sessions.get(agent_id)
-            if existing is None:
-                self._attach_proxy(link, entry)
-            elif isinstance(existing.channel, PeerChannel):
-                if existing.models != entry.models or existing.backends != entry.backends:
-                    registry.on_models(existing, ModelsMessage(entry.models, entry.backends))
-                if existing.max_concurrency != entry.max_concurrency or (
-                    (existing.state is SessionState.DRAINING) != entry.draining
-                ):
-                    registry.on_state(existing, StateMessage(0, entry.draining, entry.max_concurrency))
-
-    def _attach_proxy(self, link: OutboundLink, entry: AgentEntry) -> None:
-        channel = link.channel(entry.agent_id)
-        session = AgentSession(
-            agent_id=entry.agent_id,
-            name=entry.name,
-            channel=channel,
-            clock=self.clock,
-            models=entry.models,
-            backends=entry.backends,
-            max_concurrency=entry.max_concurrency,
-            credit_window=self.credit_window,
-            version=entry.version,
-        )
-        channel.session = session
-        self.registry.attach(session, draining=entry.draining)
-
-    # -- peer links (api/peer.py runs the sockets) ---------------------------------------------------------------
-
-    def link_up(self, replica_id: str, transport: PeerTransport) -> OutboundLink:
-        link = OutboundLink(replica_id, transport, self.clock)
-        old = self.links.get(replica_id)
-        if old is not None:
-            self.link_down(old)
-        self.links[replica_id] = link
-        self._reconcile()
-        return link
-
-    def link_down(self, link: OutboundLink) -> None:
-        if self.links.get(link.replica_id) is link:
-            del self.links[link.replica_id]
-        for session in link.close():
-            self.registry.detach(session)
-        self._reconcile()
-
-    def inbound_up(self, replica_id: str, transport: PeerTransport) -> InboundLink:
-        link = InboundLink(
-            replica_id, transport, self._local_session, self._forward_idle.set, self._forwarded_agent_failed
-        )
-        self.inbound[replica_id] = link
-        return link
-
-    def _forwarded_agent_failed(self, agent_id: str, model: str) -> None:
-        """An agent of this replica broke the protocol on a stream forwarded from another: as on our own."""
-        self.registry.scheduler.report(agent_id, model, ok=False)
-
-    def inbound_down(self, link: InboundLink) -> None:
-        if self.inbound.get(link.replica_id) is link:
-            del self.inbound[link.replica_id]
-        link.close()
-
     def drain(self) -> None:
         """This replica is shutting down: publish its agents as draining, so the others place nothing new on
         them through it (what they have running here finishes)."""
         self._dirty.update(self._local())
         self._wake.set()
-
-    @property
-    def forwarding(self) -> int:
-        """Requests of other replicas running on this replica's agents."""
-        return sum(link.running for link in self.inbound.values())
-
-    async def wait_forwarded(self, timeout: float) -> bool:
-        """Wait until no other replica's request runs here, or the timeout."""
-        try:
-            async with asyncio.timeout(timeout):
-                while self.forwarding:
-                    self._forward_idle.clear()
-                    await self._forward_idle.wait()
-        except TimeoutError:
-            return False
-        return True
 
     def peers(self) -> dict[str, ReplicaInfo]:
         """Live replicas other than this one: those to keep a link to."""
