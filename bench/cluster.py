@@ -88,10 +88,38 @@ def _cpu(hubs: list[HubProcess]) -> list[float]:
     return [proc_cpu_s(h.proc.pid) for h in hubs]
 
 
+def _profile(
+    py_spy: str | None, run: str, hubs: dict[str, HubProcess], seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy (when asked for) on each replica for the run's measured window."""
+    if py_spy is None:
+        return []
+    out = Path(__file__).parent / "results" / "profiles"
+    out.mkdir(parents=True, exist_ok=True)
+    record = ("record", "--duration", str(max(1, int(seconds))), "--rate", "200", "--format", "raw", "--nonblocking")
+    return [
+        subprocess.Popen(
+            [py_spy, *record, "--pid", str(hub.proc.pid), "--output", str(out / f"cluster-{run}-{name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, hub in hubs.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--rehome", type=int, default=5, help="replica kills to time (0: none)")
+    parser.add_argument(
+        "--phases", default="hop,chunks,rps", help="which of hop, chunks, rps to run (comma-separated; all by default)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PY_SPY",
+        help="record both replicas with this py-spy during the chunks runs (collapsed stacks in "
+        "bench/results/profiles/cluster-<run>-<replica>.txt; do not compare a profiled run's numbers)",
+    )
     args = parser.parse_args()
     duration: float = args.duration
     results: dict[str, Any] = {}
@@ -137,55 +165,61 @@ def main() -> None:
                     lambda: http_json("POST", hub_a.url + "/v1/chat/completions", _body(), key)[0] == 200, 15
                 ), "replica A never served through B"
 
+                phases = set(args.phases.split(","))
                 # hop: p50 at c=1 through the holder and through the forwarder
                 small = _body(fake={"chunks": 64})
-                for name, hub in (("holder", hub_b), ("forwarded", hub_a)):
+                for name, hub in (("holder", hub_b), ("forwarded", hub_a)) if "hop" in phases else ():
                     samples = _measured(_load(hub.url, _request(hub.url, key, small), 1, duration), duration)
                     results[f"p50_ms_{name}"] = round(_p50_ms(samples), 3)
-                results["added_p50_ms"] = round(results["p50_ms_forwarded"] - results["p50_ms_holder"], 3)
+                if "hop" in phases:
+                    results["added_p50_ms"] = round(results["p50_ms_forwarded"] - results["p50_ms_holder"], 3)
 
                 # chunks: CPU per relayed chunk, paced streams (each chunk its own frame)
                 paced = _body(stream=True, fake={"chunks": 40, "delay": 0.01})
-                for name, hub in (("direct_at_holder", hub_b), ("forwarded", hub_a)):
+                for name, hub in (("direct_at_holder", hub_b), ("forwarded", hub_a)) if "chunks" in phases else ():
+                    spies = _profile(args.profile, name, {"a": hub_a, "b": hub_b}, duration)
                     before = _cpu(hubs)
                     result = _load(hub.url, _request(hub.url, key, paced), 64, duration, warmup=0.0)
                     after = _cpu(hubs)
+                    for spy in spies:
+                        spy.wait(30)
                     samples = _measured(result, duration)
                     chunks = sum(s[4] for s in samples)
                     results[f"chunks_{name}"] = chunks
                     results[f"cpu_us_per_chunk_{name}_on_a"] = round((after[0] - before[0]) / max(1, chunks) * 1e6, 2)
                     results[f"cpu_us_per_chunk_{name}_on_b"] = round((after[1] - before[1]) / max(1, chunks) * 1e6, 2)
 
-                # rps: one replica, then two (an agent on each, load split evenly)
-                whole = _body(fake={"chunks": 64})
-                results["rps_one_replica"] = round(
-                    len(_measured(_load(hub_b.url, _request(hub_b.url, key, whole), 64, duration), duration))
-                    / duration,
-                    1,
-                )
-                agents.append(
-                    AgentProcess(
-                        hub_a,
-                        root / "agent-a",
-                        [server.url],
-                        name="agent-a",
-                        token=hub_a.create_agent_token("agent-a"),
-                        max_concurrency=512,
+                if "rps" in phases:
+                    # rps: one replica, then two (an agent on each, load split evenly)
+                    whole = _body(fake={"chunks": 64})
+                    results["rps_one_replica"] = round(
+                        len(_measured(_load(hub_b.url, _request(hub_b.url, key, whole), 64, duration), duration))
+                        / duration,
+                        1,
                     )
-                )
-                hub_a.wait_agent("agent-a")
-                split: list[LoadResult] = []
-                threads = [
-                    threading.Thread(
-                        target=lambda h=h: split.append(_load(h.url, _request(h.url, key, whole), 32, duration))
+                    agents.append(
+                        AgentProcess(
+                            hub_a,
+                            root / "agent-a",
+                            [server.url],
+                            name="agent-a",
+                            token=hub_a.create_agent_token("agent-a"),
+                            max_concurrency=512,
+                        )
                     )
-                    for h in hubs
-                ]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                results["rps_two_replicas"] = round(sum(len(_measured(r, duration)) for r in split) / duration, 1)
+                    hub_a.wait_agent("agent-a")
+                    split: list[LoadResult] = []
+                    threads = [
+                        threading.Thread(
+                            target=lambda h=h: split.append(_load(h.url, _request(h.url, key, whole), 32, duration))
+                        )
+                        for h in hubs
+                    ]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                    results["rps_two_replicas"] = round(sum(len(_measured(r, duration)) for r in split) / duration, 1)
             finally:
                 for agent in agents:
                     agent.stop()
