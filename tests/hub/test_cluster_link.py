@@ -138,7 +138,9 @@ async def test_an_agent_past_its_window_on_a_forwarded_stream_is_reset_at_b_and_
 
     cancel = await agent_channel.next_frame(FrameType.CANCEL)
     assert cancel.stream_id == b_sid
-    assert isinstance(cancel.message, CancelMessage) and cancel.message.reason == "protocol_error"
+    assert cancel.message == CancelMessage(
+        "req_1", "protocol_error", "the agent sent more than its credit window allows"
+    )
     assert agent_session.protocol_errors == 1
     assert failed == [("x", "m")]
     with pytest.raises(UpstreamError) as reset:

@@ -87,6 +87,39 @@ async def test_read_waits_for_data_without_polling() -> None:
         assert await reader == b"x"
 
 
+async def test_a_sink_takes_data_as_it_arrives_and_never_reorders_it() -> None:
+    session, _, stream = open_stream()
+    send_head(session, stream.stream_id)
+    delivered: list[bytes] = []
+    open_ = True  # whether the client's socket takes more right now
+
+    def sink(data: bytes) -> bool:
+        if open_:
+            delivered.append(data)
+        return open_
+
+    stream.sink = sink
+    send_data(session, stream.stream_id, b"a")
+    assert delivered == [b"a"]  # written from the frame loop: nothing for read to wake up for
+    open_ = False
+    send_data(session, stream.stream_id, b"b")  # refused: kept for read
+    open_ = True
+    send_data(session, stream.stream_id, b"c")  # would fit, but "b" is still waiting: queued behind it
+    assert delivered == [b"a"]
+    async with asyncio.timeout(2):
+        assert await stream.read() == b"bc"
+    send_data(session, stream.stream_id, b"d")  # read caught up: straight through again
+    assert delivered == [b"a", b"d"]
+    assert stream.bytes_received == len(b"abcd")
+    send_end(session, stream.stream_id, EndMessage("req_x", error=ErrorInfo(502, "upstream_error", "boom")))
+    send_data(session, stream.stream_id, b"late")  # after a failure the relay task decides what goes out
+    assert delivered == [b"a", b"d"]
+    async with asyncio.timeout(2):
+        assert await stream.read() == b"late"
+        with pytest.raises(UpstreamError):
+            await stream.read()
+
+
 async def test_frames_for_unknown_streams_are_ignored() -> None:
     session, channel, stream = open_stream()
     sent = len(channel.frames)

@@ -8,6 +8,7 @@ must be checked for the dialect's shape before the status line is committed).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 _decode_routing = msgspec.json.Decoder(RoutingFields).decode
 _ERROR_BODY_LIMIT = 1 << 20
+_DIRECT_BACKLOG = 1 << 16
+"""Bytes a client's socket may hold unsent before chunks go back to the relay task, which waits for the client
+to drain it (aiohttp's own writer waits above the same 64 KiB)."""
 _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
@@ -175,10 +179,12 @@ async def _stream_body(
         if first is not None:
             await response.write(first)
             exchange.sent(first)
+        exchange.deliver_through(_direct_writer(request, response))
         while (chunk := await exchange.read()) is not None:
             await response.write(chunk)
             exchange.sent(chunk)
     except HubError as exc:
+        exchange.deliver_through(None)
         # Bytes already reached the client: no status to change. A stream gets a terminal error
         # event (never a fake [DONE]); a plain body is cut short so the client sees it incomplete.
         log.warning("request %s failed mid-response: %s", exchange.request.request_id, exc.message)
@@ -189,4 +195,24 @@ async def _stream_body(
         elif request.transport is not None:
             request.transport.close()
         return
+    finally:
+        exchange.deliver_through(None)
     await response.write_eof()
+
+
+def _direct_writer(request: web.Request, response: web.StreamResponse) -> Callable[[bytes], bool] | None:
+    """Writes the chunks of a chunked response straight to the client's socket, in HTTP/1.1 chunk framing
+    (what aiohttp's writer would send), while the socket takes them without backlog; None for any other
+    response (a set length, HTTP/1.0, compression), which the relay task writes as it reads."""
+    transport = request.transport
+    if transport is None or response.compression or response.headers.get("Transfer-Encoding") != "chunked":
+        return None
+
+    def write(data: bytes) -> bool:
+        if transport.is_closing() or transport.get_write_buffer_size() > _DIRECT_BACKLOG:
+            return False  # the relay task writes it, waiting for the client as aiohttp's writer does
+        if data:  # an empty chunk would end the body
+            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        return True
+
+    return write

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -161,6 +161,27 @@ class Exchange:
 
     def consumed(self, nbytes: int) -> None:
         self.stream.consumed(nbytes)
+
+    def deliver_through(self, write: Callable[[bytes], bool] | None) -> None:
+        """Have the body's bytes written as they arrive, from the frame loop, with ``write`` (None: stop).
+
+        ``write`` returns False when it cannot take bytes now (the client is slow or gone): those bytes,
+        and all after them until `read` caught up, wait for `read` as before, so the order never changes.
+        What ``write`` took counts as `sent`. Per chunk this saves waking the reading task, which is most
+        of what relaying a chunk costs."""
+        if write is None:
+            self.stream.sink = None
+            return
+
+        def sink(data: bytes) -> bool:
+            if not write(data):
+                return False
+            if self.first_byte_at is None:
+                self.first_byte_at = self._dispatcher.clock.now()
+            self.sent(data)
+            return True
+
+        self.stream.sink = sink
 
     def sent(self, chunk: bytes) -> None:
         """These bytes reached the client: free their credit, and count the SSE events a client that

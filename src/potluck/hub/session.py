@@ -88,6 +88,7 @@ class Stream:
         "lingering",
         "request_id",
         "session",
+        "sink",
         "stream_id",
     )
 
@@ -118,6 +119,9 @@ class Stream:
         self.after_cancel: Callable[[EndMessage | None], None] | None = None
         """Called once with the agent's END after a cancel (it carries the usage seen so far), or
         with None if none comes within the linger time or the agent is lost."""
+        self.sink: Callable[[bytes], bool] | None = None
+        """Takes DATA as it arrives, straight from the frame loop, while nothing is buffered: True when it
+        delivered the bytes (they are not buffered for `read`), False when it cannot take them now."""
 
     # -- fed by the session's frame loop --------------------------------------------------------
 
@@ -148,9 +152,12 @@ class Stream:
             return
         if self.lingering:
             return  # cancelled and handed back: nobody reads these
-        self._chunks.append(data)
         self.bytes_received += len(data)
         self._progress_at = self._clock.now()
+        sink = self.sink
+        if sink is not None and not self._chunks and self._failure is None and sink(data):
+            return  # delivered without waking the reader: nothing was waiting ahead of these bytes
+        self._chunks.append(data)
         self._wake()
 
     def on_end(self, end: EndMessage) -> None:
