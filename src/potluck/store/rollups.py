@@ -8,6 +8,7 @@ Reads sum rollup rows only: a page load never scans usage records.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,20 +61,31 @@ def day_of(at: datetime) -> str:
 
 
 def _rolled(rows: Iterable[Mapping[str, Any]], *, count_requests: bool = True) -> list[dict[str, Any]]:
-    """Usage record rows summed per rollup key (without counting them as requests when not `count_requests`)."""
-    sums: dict[tuple[str, ...], dict[str, Any]] = {}
+    """Usage record rows summed per rollup key (without counting them as requests when not `count_requests`).
+
+    Runs for every batch of usage records, so it is written for speed: one key tuple per row and the sums
+    as a list, made into dicts once per key."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    days: dict[datetime, str] = {}
+    names = ROLLUP_SUMS[2:]
     for row in rows:
-        key = (day_of(row["created_at"]), *(row[d] or "" for d in ROLLUP_DIMENSIONS), row["model"])
+        at = row["created_at"]
+        day = days.get(at)
+        if day is None:
+            day = days[at] = day_of(at)
+        key = (day, *[row[d] or "" for d in ROLLUP_DIMENSIONS], row["model"])
         entry = sums.get(key)
         if entry is None:
-            entry = sums[key] = dict(zip(_KEY, key, strict=True)) | dict.fromkeys(ROLLUP_SUMS, 0)
+            entry = sums[key] = [0] * len(ROLLUP_SUMS)
         if count_requests:
-            served = row["agent_id"] is not None
-            entry["requests"] += served
-            entry["not_served"] += not served
-        for name in ROLLUP_SUMS[2:]:
-            entry[name] += row.get(name) or 0
-    return list(sums.values())
+            entry[0 if row["agent_id"] is not None else 1] += 1
+        for i, name in enumerate(names, 2):
+            value = row.get(name)
+            if value:
+                entry[i] += value
+    return [
+        dict(zip(_KEY, key, strict=True)) | dict(zip(ROLLUP_SUMS, entry, strict=True)) for key, entry in sums.items()
+    ]
 
 
 def uncharged(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,12 +99,16 @@ async def add_batch(conn: AsyncConnection, rows: Iterable[Mapping[str, Any]], *,
     rolled = _rolled(rows, count_requests=count_requests)
     if not rolled:
         return
-    dialect = conn.dialect.name
+    await conn.execute(_upsert(conn.dialect.name), rolled)
+
+
+@functools.cache
+def _upsert(dialect: str) -> Any:
+    """The rollup upsert for this database (built once: building it cost more than running it)."""
     upsert = postgresql.insert(usage_daily) if dialect == "postgresql" else sqlite.insert(usage_daily)
-    statement = upsert.on_conflict_do_update(
+    return upsert.on_conflict_do_update(
         index_elements=list(_KEY), set_={name: _d[name] + upsert.excluded[name] for name in ROLLUP_SUMS}
     )
-    await conn.execute(statement, rolled)
 
 
 class RollupRepository:

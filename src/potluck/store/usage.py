@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck.store import rollups
@@ -52,6 +57,35 @@ class UsageRecord:
 
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
+_VALUES = operator.attrgetter(*_FIELDS)
+
+
+@functools.cache
+def _insert_plan(dialect: Dialect) -> tuple[str, tuple[tuple[int, Callable[[Any], Any]], ...]]:
+    """The usage insert in this database's own SQL, and the conversions its values need (by position).
+
+    Every served request writes a record, so the batch goes to the driver's executemany as plain tuples:
+    SQLAlchemy's per-row parameter processing cost more than the insert itself. The SQL and the
+    conversions (timestamps, booleans) are still SQLAlchemy's, compiled once from the table."""
+    compiled = insert(usage_records).compile(dialect=dialect)
+    order = tuple(compiled.positiontup or ())
+    if order != _FIELDS:
+        raise RuntimeError(f"{dialect.name} binds the usage insert as {order}, not in the record's field order")
+    converters = []
+    for i, name in enumerate(order):
+        convert = usage_records.c[name].type.bind_processor(dialect)
+        if convert is not None:
+            converters.append((i, convert))
+    return compiled.string, tuple(converters)
+
+
+def _converted(values: tuple[Any, ...], converters: tuple[tuple[int, Callable[[Any], Any]], ...]) -> tuple[Any, ...]:
+    row = list(values)
+    for i, convert in converters:
+        row[i] = convert(row[i])
+    return tuple(row)
+
+
 _ROLLED = ("request_id", "created_at", "model", *ROLLUP_DIMENSIONS, "charged", "earned")
 """What a record's rollup row is found by, and what zeroing its charge takes out of it."""
 
@@ -65,9 +99,14 @@ class UsageRepository:
         if not records:
             return
         # Built by hand: dataclasses.asdict deep-copies every field and cost more than the insert.
-        rows = [{name: getattr(r, name) for name in _FIELDS} for r in records]
+        values = _VALUES
+        tuples = [values(r) for r in records]
+        rows = [dict(zip(_FIELDS, t, strict=True)) for t in tuples]
         async with self._engine.begin() as conn:
-            await conn.execute(insert(usage_records), rows)
+            sql, converters = _insert_plan(conn.dialect)
+            if converters:
+                tuples = [_converted(t, converters) for t in tuples]
+            await conn.exec_driver_sql(sql, tuples)
             await rollups.add_batch(conn, rows)
             await _mark_keys_used(conn, records)
 
@@ -128,14 +167,15 @@ async def _mark_keys_used(conn: AsyncConnection, records: list[UsageRecord]) -> 
             last[r.key_id] = r.created_at
     if not last:
         return
-    column = api_keys.c.last_used_at
-    statement = (
-        update(api_keys)
-        .where(api_keys.c.id == bindparam("key"))
-        .where(or_(column.is_(None), column < bindparam("at")))
-        .values(last_used_at=bindparam("at"))
-    )
-    await conn.execute(statement, [{"key": key, "at": at} for key, at in last.items()])
+    await conn.execute(_MARK_USED, [{"key": key, "at": at} for key, at in last.items()])
+
+
+_MARK_USED = (
+    update(api_keys)
+    .where(api_keys.c.id == bindparam("key"))
+    .where(or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < bindparam("at")))
+    .values(last_used_at=bindparam("at"))
+)
 
 
 def _record_from_receipt(receipt: dict[str, object], created_at: datetime) -> dict[str, object]:
