@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 WITHIN_S = 1.0
 LARGE_CAP = 100_000
-MODELS = ("gone", "joined", "priced", "billed", "deleted", "shared")
+MODELS = ("gone", "joined", "priced", "billed", "deleted", "shared", "claimed", "parked")
 
 
 @dataclass
@@ -297,3 +297,55 @@ def test_an_agent_unshared_and_shared_again_at_one_replica_follows_at_the_others
     )
     changed_at = change(market.bob, "POST", f"/api/agents/{market.agent_id}/groups", {"group_id": group})
     reaches_the_others(market.cluster, changed_at, "sharing", lambda hub: served(hub, alice.key, model))
+
+
+def test_a_groups_serving_policy_and_approvals_set_at_one_replica_apply_at_the_others(market: Market) -> None:
+    model = market.models["claimed"]
+    group, (alice,) = circle(market, model, 1)
+    approval = f"/api/groups/{group}/approvals/{market.agent_id}/{model}"
+
+    changed_at = change(market.bob, "PUT", f"/api/groups/{group}/claims/policy", {"policy": "approved"})
+    reaches_the_others(
+        market.cluster,
+        changed_at,
+        "approved-only policy",
+        lambda hub: refused(hub, alice.key, model, 404, "model_not_found"),
+    )
+    changed_at = change(market.bob, "PUT", approval)
+    reaches_the_others(market.cluster, changed_at, "approval", lambda hub: served(hub, alice.key, model))
+    changed_at = change(market.bob, "DELETE", approval)
+    reaches_the_others(
+        market.cluster,
+        changed_at,
+        "withdrawn approval",
+        lambda hub: refused(hub, alice.key, model, 404, "model_not_found"),
+    )
+
+
+def claims(hub: HubProcess, one: Guest, group: str) -> dict[str, Any]:
+    status, data, _ = http_json("GET", hub.url + f"/api/groups/{group}/claims", None, one.member.token)
+    assert status == 200, data
+    return data
+
+
+def test_an_agent_parked_by_one_replicas_throughput_floor_is_parked_at_the_others(market: Market) -> None:
+    model, hubs = market.models["parked"], market.cluster.hubs
+    group, (alice,) = circle(market, model, 1)
+    floor = {"min_tokens_per_s": 999_999}  # every answer is below it
+    assert market.bob.call("PUT", f"/api/groups/{group}/model-rules/{model}", floor)[0] == 200
+    for hub in hubs[1:]:  # the reloads this change caused are over: they cannot carry the park by chance
+        assert HubProcess.wait_for(lambda hub=hub: claims(hub, alice, group)["rules"] != [], 5)
+    # Answers of at least 32 completion tokens are measured; the fifth one below the floor parks the agent. The
+    # hold is taken by replica 0 itself, not by an API call: only its write can tell the others.
+    slow = {"model": model, "messages": [{"role": "user", "content": "hi"}], "fake": {"chunks": 40}}
+    for _ in range(5):
+        assert http_json("POST", hubs[0].url + "/v1/chat/completions", slow, alice.key)[0] == 200
+    changed_at = time.monotonic()
+    reaches_the_others(
+        market.cluster, changed_at, "parked", lambda hub: refused(hub, alice.key, model, 404, "model_not_found")
+    )
+    assert refused(hubs[0], alice.key, model, 404, "model_not_found")
+    for hub in hubs:
+        assert [(h["agent_id"], h["kind"]) for h in claims(hub, alice, group)["holds"]] == [(market.agent_id, "parked")]
+    changed_at = change(market.bob, "DELETE", f"/api/groups/{group}/holds/{market.agent_id}/{model}")
+    reaches_the_others(market.cluster, changed_at, "lifted park", lambda hub: served(hub, alice.key, model))
