@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 WITHIN_S = 1.0
 LARGE_CAP = 100_000
-MODELS = ("gone", "joined", "priced", "billed", "deleted", "shared", "claimed", "parked")
+MODELS = ("gone", "joined", "priced", "billed", "deleted", "shared", "claimed", "parked", "paused")
 
 
 @dataclass
@@ -320,6 +320,20 @@ def test_a_groups_serving_policy_and_approvals_set_at_one_replica_apply_at_the_o
         "withdrawn approval",
         lambda hub: refused(hub, alice.key, model, 404, "model_not_found"),
     )
+
+
+def test_an_agent_paused_by_its_owner_at_one_replica_takes_no_work_at_the_others(market: Market) -> None:
+    model = market.models["paused"]
+    _group, (alice,) = circle(market, model, 1)
+    controls = f"/api/agents/{market.agent_id}"
+    try:
+        changed_at = change(market.bob, "PATCH", controls, {"paused": True})
+        reaches_the_others(
+            market.cluster, changed_at, "pause", lambda hub: refused(hub, alice.key, model, 503, "server_overloaded")
+        )
+    finally:  # the module's other tests share the agent
+        changed_at = change(market.bob, "PATCH", controls, {"paused": False})
+    reaches_the_others(market.cluster, changed_at, "resume", lambda hub: served(hub, alice.key, model))
 
 
 def claims(hub: HubProcess, one: Guest, group: str) -> dict[str, Any]:
