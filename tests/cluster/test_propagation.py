@@ -1,4 +1,5 @@
-"""Membership, sharing, price and billing changes made at one replica apply at the others within a second.
+"""Changes made at one replica apply at the others within a second: membership, sharing, an owner's prices and
+controls, a group's billing, deletion and model claims (a hold the replica took on its own included).
 
 Each change is made at replica 0 (bob's agent is tunnelled there) and judged by requests at replicas 1 and 2,
 which reach the agent over a peer link; the second counts from the moment the changing call returned.
@@ -112,15 +113,14 @@ def served(hub: HubProcess, key: str, model: str) -> bool:
     return chat(hub, key, model)[0] == 200
 
 
-def reaches_the_others(cluster: Cluster, changed_at: float, what: str, probe: Callable[[HubProcess], bool]) -> float:
-    """Wait until ``probe`` holds at replicas 1 and 2; the seconds since the change, at most `WITHIN_S`."""
+def reaches_the_others(cluster: Cluster, changed_at: float, what: str, probe: Callable[[HubProcess], bool]) -> None:
+    """Wait until ``probe`` holds at replicas 1 and 2, at most `WITHIN_S` after the change."""
     for index in (1, 2):
         hub = cluster.hubs[index]
         assert HubProcess.wait_for(lambda hub=hub: probe(hub), WITHIN_S), f"{what}: not at replica {index}"
     elapsed = time.monotonic() - changed_at
     log.info("%s reached replicas 1 and 2 in %.3f s", what, elapsed)
     assert elapsed <= WITHIN_S, f"{what} took {elapsed:.3f} s"
-    return elapsed
 
 
 def change(member: Member, method: str, path: str, body: Any = None) -> float:
