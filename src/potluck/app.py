@@ -238,7 +238,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 url=settings.advertise_url or "",
                 lease_s=settings.replica_lease_s,
                 credit_window=settings.credit_window,
-                on_invalidate=partial(reload_shared, store, access, keys, accounting, registry),
+                on_invalidate=partial(reload_shared, store, access, keys, accounting, registry, claim_view),
                 replica_id=replica_id,
             )
             cluster.on_replica_dead = partial(sweep_dead_replica, store.holds, store.usage, clock)
@@ -267,6 +267,8 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         groups = Groups(store, access, registry, accounting)
         agents = Agents(store, access, registry, accounting, groups)
         claims = Claims(store, claim_view, access, registry, groups, clock)
+        if cluster is not None:  # holds taken by spot checks and the throughput floor, away from any API call
+            claims.on_saved = cluster.invalidate
         floor = ThroughputFloor(
             claims,
             FloorSettings(

@@ -49,6 +49,23 @@ def test_a_hold_takes_the_agent_out_for_that_model_in_that_group_only() -> None:
     assert [h.agent_id for h in view.holds_of("a")] == ["a"]
 
 
+def test_a_reload_takes_the_stores_claims_and_keeps_what_this_hub_has_not_written_yet() -> None:
+    view = ClaimView()
+    view.load({"g1": ClaimPolicy.APPROVED}, [], [_hold("g1", "a", "m"), _hold("g2", "b", "m")], [])
+    taken = _hold("g2", "c", "m", HoldKind.PARKED)
+    view.put(taken)
+    view.lift("g2", "b", "m", None)
+    view.unsaved.extend([taken, ("g2", "b", "m", None)])
+    stored = ClaimView()  # another hub opened g1 and lifted a's flag; b's lift and c's park are not written yet
+    stored.load({}, [], [_hold("g2", "b", "m")], [])
+    view.adopt(stored)
+    assert view.policies == {}
+    assert sorted((h.group_id, h.agent_id, h.kind) for held in view.holds.values() for h in held.values()) == [
+        ("g2", "c", HoldKind.PARKED)
+    ]
+    assert view.refusal("b", G2, "m", G2) == ""
+
+
 def test_the_scheduler_places_only_where_the_claims_allow() -> None:
     view = ClaimView(policies={"g1": ClaimPolicy.APPROVED}, approved={"g1": {("honest", "m")}})
     scheduler = Scheduler(ManualClock(), claims=view)

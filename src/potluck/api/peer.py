@@ -146,13 +146,18 @@ def cluster_loops(cluster: Cluster | None, settings: HubSettings) -> dict[str, L
 
 
 _UNCHANGING = frozenset({"GET", "HEAD", "OPTIONS"})
+CLIENT_API = "/v1/"
+"""Client requests change nothing the replicas cache, and their hot path must not pay for a reload."""
 
 
 @web.middleware
 async def invalidate_on_change(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A successful change through the admin or account API: the other replicas reload their caches."""
+    """A successful change through any route but the client API: the other replicas reload their caches.
+
+    Not only ``/admin/`` and ``/api/``: the dashboard's forms (``/join/<code>`` redeems an invite, ``/signup``
+    makes a user) change memberships and users as the account API does."""
     response = await handler(request)
-    if request.method not in _UNCHANGING and response.status < 400 and request.path.startswith(("/admin/", "/api/")):
+    if request.method not in _UNCHANGING and response.status < 400 and not request.path.startswith(CLIENT_API):
         cluster = request.app[HUB].cluster
         if cluster is not None:
             cluster.invalidate()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -63,6 +63,10 @@ class ClaimEvent:
     reason: str
 
 
+Lift = tuple[str, str, str, HoldKind | None]
+"""(group, agent, model, the kind lifted or None: every kind)."""
+
+
 @dataclass(slots=True)
 class ClaimView:
     """Policies, approvals, holds and rules of every group, in memory (see the module docstring)."""
@@ -75,6 +79,8 @@ class ClaimView:
     """(group, agent, model) -> its holds by kind."""
     rules: dict[tuple[str, str], ModelRule] = field(default_factory=dict)
     """(group, model or `ALL_MODELS`) -> the group's rule."""
+    unsaved: list[Hold | Lift] = field(default_factory=list)
+    """Holds taken and lifted here that the store has not written yet, oldest first."""
 
     def refusal(
         self, agent_id: str, agent_groups: frozenset[str] | None, model: str, groups: frozenset[str] | None
@@ -124,6 +130,27 @@ class ClaimView:
         for hold in holds:
             self.holds.setdefault((hold.group_id, hold.agent_id, hold.model), {})[hold.kind] = hold
         self.rules = {(r.group_id, r.model): r for r in rules}
+
+    def adopt(self, fresh: ClaimView) -> None:
+        """Take the store's picture (cluster mode: another replica changed claims), with this hub's holds and
+        lifts that are not written yet on top, so a reload never forgets them."""
+        self.policies, self.approved, self.holds, self.rules = fresh.policies, fresh.approved, fresh.holds, fresh.rules
+        for change in self.unsaved:
+            if isinstance(change, Hold):
+                self.put(change)
+            else:
+                self.lift(*change)
+
+    def put(self, hold: Hold) -> None:
+        self.holds.setdefault((hold.group_id, hold.agent_id, hold.model), {})[hold.kind] = hold
+
+    def lift(self, group_id: str, agent_id: str, model: str, kind: HoldKind | None) -> list[Hold]:
+        """Drop the pair's holds of ``kind`` (None: all); those dropped."""
+        held = self.holds.get((group_id, agent_id, model), {})
+        lifted = [held.pop(k) for k in [k for k in held if kind is None or k is kind]]
+        if not held:
+            self.holds.pop((group_id, agent_id, model), None)
+        return lifted
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,27 +210,33 @@ class Claims:
         self._access = access
         self._registry = registry
         self._groups = groups
-        self._unsaved: asyncio.Queue[Hold | tuple[str, str, str, HoldKind | None]] = asyncio.Queue()
+        self._unsaved: asyncio.Queue[Hold | Lift] = asyncio.Queue()
+        self.on_saved: Callable[[], None] = lambda: None
+        """Called once a hold or lift is in the store (cluster mode: the other replicas reload their caches)."""
         self.events: deque[ClaimEvent] = deque(maxlen=EVENTS_KEPT)
         """The latest holds taken and lifted, oldest first (in memory: a restart forgets them; holds stay)."""
 
     async def run(self) -> None:
         """Write holds taken on the hot path (`hold`) to the store, in order (a lifecycle loop)."""
         while True:
-            change = await self._unsaved.get()
-            if isinstance(change, Hold):
-                await self._store.claims.put_hold(change)
-            else:
-                await self._store.claims.clear_hold(*change)
+            await self._write(await self._unsaved.get())
 
     async def flush(self) -> None:
         """Write what `run` has not written yet (tests and shutdown)."""
         while not self._unsaved.empty():
-            change = self._unsaved.get_nowait()
-            if isinstance(change, Hold):
-                await self._store.claims.put_hold(change)
-            else:
-                await self._store.claims.clear_hold(*change)
+            await self._write(self._unsaved.get_nowait())
+
+    def _save(self, change: Hold | Lift) -> None:
+        self.view.unsaved.append(change)
+        self._unsaved.put_nowait(change)
+
+    async def _write(self, change: Hold | Lift) -> None:
+        if isinstance(change, Hold):
+            await self._store.claims.put_hold(change)
+        else:
+            await self._store.claims.clear_hold(*change)
+        self.view.unsaved.remove(change)
+        self.on_saved()
 
     def groups_for(self, agent_id: str, key_groups: frozenset[str] | None) -> frozenset[str]:
         """The groups a request of a key with ``key_groups`` reached the agent through."""
@@ -303,8 +336,8 @@ class Claims:
         """Take the agent out of routing for ``model`` in the group from now on; its owner sees ``reason``
         (in their agent listing, and in the hub's log). `run` writes it to the store."""
         hold = Hold(group_id, agent_id, model, kind, reason, self._clock.wall())
-        self.view.holds.setdefault((group_id, agent_id, model), {})[kind] = hold
-        self._unsaved.put_nowait(hold)
+        self.view.put(hold)
+        self._save(hold)
         self.events.append(ClaimEvent(hold.since, Change.HELD, group_id, agent_id, model, kind, reason))
         owner = self._access.agent_owner.get(agent_id)
         log.warning(
@@ -320,16 +353,13 @@ class Claims:
 
     def release(self, group_id: str, agent_id: str, model: str, kind: HoldKind | None) -> int:
         """Lift the pair's holds (of one kind, or all) from now on; how many were lifted."""
-        held = self.view.holds.get((group_id, agent_id, model), {})
-        lifted = [k for k in held if kind is None or k is kind]
-        for k in lifted:
-            gone = held.pop(k)
-            self.events.append(ClaimEvent(self._clock.wall(), Change.LIFTED, group_id, agent_id, model, k, gone.reason))
-            log.info("agent %s back in routing for %s in group %s (%s lifted)", agent_id, model, group_id, k)
-        if not held:
-            self.view.holds.pop((group_id, agent_id, model), None)
+        lifted = self.view.lift(group_id, agent_id, model, kind)
+        for gone in lifted:
+            now = self._clock.wall()
+            self.events.append(ClaimEvent(now, Change.LIFTED, group_id, agent_id, model, gone.kind, gone.reason))
+            log.info("agent %s back in routing for %s in group %s (%s lifted)", agent_id, model, group_id, gone.kind)
         if lifted:
-            self._unsaved.put_nowait((group_id, agent_id, model, kind))
+            self._save((group_id, agent_id, model, kind))
             self._registry.resync([agent_id])
         return len(lifted)
 

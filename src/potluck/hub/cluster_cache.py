@@ -1,9 +1,9 @@
 """Cluster mode: re-read the shared data a replica caches in memory when another replica changed it.
 
-The hot path reads keys, group memberships, agents' sharing and owners, limits, aliases, prices and
-group billing from memory (no database round trip per request). On one hub, the service that changes
-one of them updates the memory in the same call; in a cluster the other replicas hear "invalidate" on
-Redis pub/sub (hub/cluster.py) and call `reload_shared`, so a revoked key or a price change applies
+The hot path reads keys, group memberships, agents' sharing and owners, limits, aliases, prices, group
+billing and model claims from memory (no database round trip per request). On one hub, the service that
+changes one of them updates the memory in the same call; in a cluster the other replicas hear "invalidate"
+on Redis pub/sub (hub/cluster.py) and call `reload_shared`, so a revoked key or a price change applies
 everywhere within about a second.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
+from potluck.hub.claims import Claims, ClaimView
 from potluck.hub.controls import parse_controls
 from potluck.hub.keys import Keys
 from potluck.hub.limits import Limits
@@ -20,7 +21,7 @@ from potluck.store.database import Store
 
 
 async def reload_shared(
-    store: Store, access: AccessMap, keys: Keys, accounting: Accounting, registry: Registry
+    store: Store, access: AccessMap, keys: Keys, accounting: Accounting, registry: Registry, claims: ClaimView
 ) -> None:
     """Replace the in-memory copies with what the database holds now."""
     await keys.reload()
@@ -31,6 +32,7 @@ async def reload_shared(
     agents = await store.agents.list()
     groups = await store.groups.all()
     prices = await store.billing.prices()
+    claimed = await Claims.load(store)
     # Swapped in one step, with no await in between: a request sees the old view or the new one.
     access.user_groups = user_groups
     access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in everyone}
@@ -55,4 +57,7 @@ async def reload_shared(
     accounting.prices = prices
     for group in groups:  # each call also drops the cached worst-case prices
         accounting.set_billing(group.id, GroupBilling.of(group))
+    for deleted in accounting.billing.keys() - {group.id for group in groups}:
+        accounting.set_billing(deleted, None)
+    claims.adopt(claimed)
     registry.resync(list(registry.sessions))
