@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import String, cast, insert, select
 
 from potluck.store.database import Store
+from potluck.store.engine import create_engine
 from potluck.store.reports import EarningsRow, GroupTotalRow, UsageRow
+from potluck.store.tables import usage_records
 from potluck.store.usage import UsageRecord
 
 DAY1 = datetime(2030, 3, 1, 23, 30, tzinfo=UTC)
@@ -140,3 +144,25 @@ async def test_accounting_fields_of_usage_records_round_trip(store: Store) -> No
     stored = record(1, DAY1, tokens_estimated=True, flagged=True, charged=2**40, earned=2**39)
     await store.usage.append([stored])
     assert await store.usage.recent() == [stored]
+
+
+async def test_a_batch_is_stored_exactly_as_sqlalchemy_itself_stores_a_record(store_url: str) -> None:
+    # `append` hands the driver plain tuples (store/usage.py `_insert_plan`): what lands in the database,
+    # down to SQLite's timestamp text, must be what SQLAlchemy's own insert writes.
+    engine = create_engine(store_url)
+    store = await Store.open(store_url)
+    try:
+        at = datetime(2030, 3, 1, 12, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+        fast = dataclasses.replace(record(1, at, tokens_estimated=True), ttft_ms=None)
+        await store.usage.append([fast])
+        slow = dataclasses.replace(fast, request_id="req_2")
+        async with engine.begin() as conn:
+            await conn.execute(insert(usage_records), [dataclasses.asdict(slow)])
+        columns = [cast(c, String) for c in usage_records.c if c.name != "request_id"]
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(*columns).order_by(usage_records.c.request_id))).all()
+        assert rows[0] == rows[1]
+        assert sorted(await store.usage.recent(), key=lambda r: r.request_id) == [fast, slow]
+    finally:
+        await store.close()
+        await engine.dispose()

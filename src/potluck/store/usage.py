@@ -71,10 +71,14 @@ def _insert_plan(dialect: Dialect) -> tuple[str, tuple[tuple[int, Callable[[Any]
     order = tuple(compiled.positiontup or ())
     if order != _FIELDS:
         raise RuntimeError(f"{dialect.name} binds the usage insert as {order}, not in the record's field order")
-    converters = []
+    # The processors SQLAlchemy runs itself for this statement (the dialect's, e.g. SQLite's timestamp text).
+    processors = compiled._bind_processors  # SQLAlchemy keeps them per compiled statement only
+    converters: list[tuple[int, Callable[[Any], Any]]] = []
     for i, name in enumerate(order):
-        convert = usage_records.c[name].type.bind_processor(dialect)
+        convert = processors.get(name)
         if convert is not None:
+            if not callable(convert):
+                raise RuntimeError(f"{dialect.name} binds usage_records.{name} as a tuple type")
             converters.append((i, convert))
     return compiled.string, tuple(converters)
 
