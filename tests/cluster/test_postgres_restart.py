@@ -158,9 +158,9 @@ async def test_a_postgresql_restart_costs_no_settlement_and_no_500(
             for hub in cluster.hubs
         ]
         reads.append(await asyncio.to_thread(http_json, "GET", b.url + "/admin/usage", None, ADMIN_TOKEN))
-        body = {"model": free, "messages": [{"role": "user", "content": "x"}]}
+        ask = {"model": free, "messages": [{"role": "user", "content": "x"}]}
         mutual = [
-            (await asyncio.to_thread(http_json, "POST", hub.url + "/v1/chat/completions", body, cluster.key))[0]
+            (await asyncio.to_thread(http_json, "POST", hub.url + "/v1/chat/completions", ask, cluster.key))[0]
             for hub in cluster.hubs
         ]
 
@@ -183,8 +183,8 @@ async def test_a_postgresql_restart_costs_no_settlement_and_no_500(
     assert readiness == [(503, "database_unavailable")] * 3
     assert mutual == [200] * 3
     # A read of the user or admin API that needs the database is refused the same retryable way.
-    for status, body, headers in reads:
-        assert (status, body["error"]["code"], headers["Retry-After"]) == (503, "server_overloaded", "1"), body
+    for status, answer, headers in reads:
+        assert (status, answer["error"]["code"], headers["Retry-After"]) == (503, "server_overloaded", "1"), answer
     assert [_ready(hub) for hub in cluster.hubs] == [(200, "ready")] * 3
 
     answers = traffic.answers
