@@ -30,6 +30,7 @@ from potluck.hub.registry import Registry
 from potluck.protocol.accounts import ClaimPolicy, HoldKind
 from potluck.store.claims import ALL_MODELS, Approval, Hold, ModelRule
 from potluck.store.database import Store
+from potluck.store.errors import is_database_unavailable
 from potluck.store.users import User
 
 __all__ = ["ALL_MODELS", "Approval", "Change", "ClaimEvent", "ClaimView", "Claims", "Hold", "ModelRule"]
@@ -175,7 +176,15 @@ class Claims:
     """Changes a group's claims in the store and in `ClaimView` together; routing follows at once."""
 
     def __init__(
-        self, store: Store, view: ClaimView, access: AccessMap, registry: Registry, groups: Groups, clock: Clock
+        self,
+        store: Store,
+        view: ClaimView,
+        access: AccessMap,
+        registry: Registry,
+        groups: Groups,
+        clock: Clock,
+        *,
+        retry_interval: float = 1.0,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -183,27 +192,51 @@ class Claims:
         self._access = access
         self._registry = registry
         self._groups = groups
-        self._unsaved: asyncio.Queue[Hold | tuple[str, str, str, HoldKind | None]] = asyncio.Queue()
+        self._retry_interval = retry_interval
+        self._unsaved: deque[Hold | tuple[str, str, str, HoldKind | None]] = deque()
+        self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
         self.events: deque[ClaimEvent] = deque(maxlen=EVENTS_KEPT)
         """The latest holds taken and lifted, oldest first (in memory: a restart forgets them; holds stay)."""
 
+    @property
+    def unsaved(self) -> int:
+        """Holds taken or lifted that are not in the store yet."""
+        return len(self._unsaved)
+
+    def _save(self, change: Hold | tuple[str, str, str, HoldKind | None]) -> None:
+        self._unsaved.append(change)
+        self._wake.set()
+
     async def run(self) -> None:
-        """Write holds taken on the hot path (`hold`) to the store, in order (a lifecycle loop)."""
+        """Write holds taken on the hot path (`hold`) to the store, in order (a lifecycle loop). While the database
+        cannot be reached they wait, and are retried every ``retry_interval`` seconds: a loop that crashed would
+        stop the hub."""
         while True:
-            change = await self._unsaved.get()
-            if isinstance(change, Hold):
-                await self._store.claims.put_hold(change)
-            else:
-                await self._store.claims.clear_hold(*change)
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                log.warning("writing %d claim holds failed, retrying: %s", len(self._unsaved), exc)
+                retry = asyncio.Event()
+                self._clock.call_later(self._retry_interval, retry.set)
+                await retry.wait()
+                self._wake.set()
 
     async def flush(self) -> None:
-        """Write what `run` has not written yet (tests and shutdown)."""
-        while not self._unsaved.empty():
-            change = self._unsaved.get_nowait()
-            if isinstance(change, Hold):
-                await self._store.claims.put_hold(change)
-            else:
-                await self._store.claims.clear_hold(*change)
+        """Write what `run` has not written yet, in order (shutdown, and a lift that must be stored before it
+        answers). On a failure the change stays first in line and this raises."""
+        async with self._writing:
+            while self._unsaved:
+                change = self._unsaved[0]
+                if isinstance(change, Hold):
+                    await self._store.claims.put_hold(change)
+                else:
+                    await self._store.claims.clear_hold(*change)
+                self._unsaved.popleft()
 
     def groups_for(self, agent_id: str, key_groups: frozenset[str] | None) -> frozenset[str]:
         """The groups a request of a key with ``key_groups`` reached the agent through."""
@@ -304,7 +337,7 @@ class Claims:
         (in their agent listing, and in the hub's log). `run` writes it to the store."""
         hold = Hold(group_id, agent_id, model, kind, reason, self._clock.wall())
         self.view.holds.setdefault((group_id, agent_id, model), {})[kind] = hold
-        self._unsaved.put_nowait(hold)
+        self._save(hold)
         self.events.append(ClaimEvent(hold.since, Change.HELD, group_id, agent_id, model, kind, reason))
         owner = self._access.agent_owner.get(agent_id)
         log.warning(
@@ -329,7 +362,7 @@ class Claims:
         if not held:
             self.view.holds.pop((group_id, agent_id, model), None)
         if lifted:
-            self._unsaved.put_nowait((group_id, agent_id, model, kind))
+            self._save((group_id, agent_id, model, kind))
             self._registry.resync([agent_id])
         return len(lifted)
 
