@@ -113,7 +113,7 @@ def _ready(hub: HubProcess) -> tuple[int, str]:
     return status, str(data.get("status"))
 
 
-@pytest.mark.timeout(120)  # about 20 s alone; more on a busy machine
+@pytest.mark.timeout(120)  # about 13 s alone; more on a busy machine
 async def test_a_postgresql_restart_costs_no_settlement_and_no_500(
     three: Cluster, own_postgres: PostgresServer
 ) -> None:
