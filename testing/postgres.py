@@ -152,7 +152,18 @@ class PostgresServer:
     def restart(self, timeout: float = 30.0) -> None:
         """Stop the server (fast shutdown: every client connection is cut) and start it again on the same
         port with the same data, as an operator's restart or a failover does."""
+        self.halt()
+        self.resume(timeout)
+
+    def halt(self) -> None:
+        """The first half of `restart`: stop the server (fast shutdown) and keep its data and port, so a test
+        can watch its clients while it is down."""
         self._shutdown()
+
+    def resume(self, timeout: float = 30.0) -> None:
+        """The second half of `restart`: start the halted server again on the same port with the same data."""
+        if self._proc is not None:
+            raise RuntimeError("postgres is running; halt() it first")
         self._launch(timeout)
 
     def _wait_ready(self, timeout: float) -> None:

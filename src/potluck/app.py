@@ -176,7 +176,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         )
         access = await load_access(store)
         access.hub_aliases = settings.parsed_model_aliases()
-        journal = UsageJournal(store.usage.append)
+        journal = UsageJournal(store.usage.append, on_drop=metrics.usage_dropped.inc)
         keys = await Keys.load(store, access, journal)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
         replica_id = new_replica_id() if settings.redis_url is not None else None

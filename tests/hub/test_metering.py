@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
+
 from potluck.hub.metering import UsageJournal
 from potluck.store.usage import UsageRecord
 
@@ -48,3 +50,30 @@ async def test_a_flush_waits_for_the_batch_another_flush_is_writing() -> None:
         await reader
         assert written == ["req_1"]
         await background
+
+
+async def test_records_wait_for_a_database_that_is_away_and_an_overflow_is_counted_and_told(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    written: list[str] = []
+    away = True
+
+    async def append(batch: list[UsageRecord]) -> None:
+        if away:
+            raise ConnectionRefusedError("the database is restarting")
+        written.extend(r.request_id for r in batch)
+
+    drops: list[None] = []
+    journal = UsageJournal(append, max_pending=3, on_drop=lambda: drops.append(None))
+    journal.record(record(1))
+    journal.record(record(2))
+    with pytest.raises(ConnectionRefusedError):
+        await journal.flush()
+    for n in (3, 4, 5):  # the batch that failed is kept: only 3 fits, 4 and 5 are dropped
+        journal.record(record(n))
+    assert (journal.dropped, len(drops)) == (2, 2)
+    assert len([r for r in caplog.records if "dropping new records" in r.getMessage()]) == 1
+
+    away = False
+    await journal.flush()
+    assert written == ["req_1", "req_2", "req_3"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from alembic import command
@@ -13,13 +14,15 @@ from alembic.config import Config
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from potluck.store.database import Store
 from potluck.store.engine import MIGRATIONS_DIR, create_engine, head_revision
-from potluck.store.errors import ConflictError, SchemaOutdatedError
+from potluck.store.errors import ConflictError, SchemaOutdatedError, StoreError, is_database_unavailable
 from potluck.store.holds import settlement_entries
 from potluck.store.ledger import LedgerTxn, StoredReceipt
 from testing.postgres import PostgresServer
+from testing.processes import free_port
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -276,6 +279,30 @@ async def test_holds_and_settlements_go_on_after_a_postgresql_restart(
         assert await store.holds.balance("alice") == (890, 100)
     finally:
         await store.close()
+
+
+async def test_a_database_that_cannot_be_reached_is_told_apart_from_a_failing_statement(postgres_url: str) -> None:
+    parts = urlsplit(postgres_url)
+    nobody_listens = urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.hostname}:{free_port()}"))
+    dead = Store(nobody_listens)
+    try:
+        assert not await dead.ping()  # the refused connection is a database error, not a bare OSError
+        with pytest.raises(DBAPIError) as refused:
+            await dead.usage.recent()
+        assert is_database_unavailable(refused.value)
+        with pytest.raises(StoreError) as not_held:
+            await dead.holds.hold("txn_1", "req_1", "alice", 100, T0)
+        assert is_database_unavailable(not_held.value)
+    finally:
+        await dead.close()
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(DBAPIError) as failing:
+                await conn.execute(text("SELECT 1 / 0"))
+        assert not is_database_unavailable(failing.value)
+    finally:
+        await engine.dispose()
 
 
 async def test_a_sweeper_finds_a_dead_replicas_open_holds_and_releases_each_once(replicas: list[Store]) -> None:

@@ -166,3 +166,17 @@ async def test_a_batch_is_stored_exactly_as_sqlalchemy_itself_stores_a_record(st
     finally:
         await store.close()
         await engine.dispose()
+
+
+async def test_a_batch_sent_again_after_it_went_in_counts_once(store: Store) -> None:
+    # The usage journal sends a batch again when its commit's answer was lost (a database restart cut the
+    # connection): the records already stored are skipped, and the new ones of the batch still go in.
+    first = [record(1, DAY1), record(2, DAY1, charged=300, earned=270)]
+    await store.usage.append(first)
+    await store.usage.append([*first, record(3, DAY1, charged=7, earned=6)])
+    await store.usage.append(first)
+
+    assert sorted(r.request_id for r in await store.usage.recent()) == ["req_1", "req_2", "req_3"]
+    (day,) = await store.reports.usage(user_id="alice")
+    assert (day.requests, day.spend) == (3, 407)
+    assert [(d.requests, d.spent) for d in await store.rollups.daily("alice", "2030-03-01", "2030-03-01")] == [(3, 407)]

@@ -10,6 +10,7 @@ from aiohttp import web
 from potluck._shared.ids import new_request_id
 from potluck.api.context import REQUEST_ID
 from potluck.api.dialects import dialect_of, error_body, error_status, id_headers
+from potluck.hub.errors import as_hub_error
 from potluck.protocol.errors import PotluckError, code_for_status
 from potluck.protocol.openai import Dialect
 
@@ -77,7 +78,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = code_for_status(exc.status)
         message = exc.reason if exc.status != 413 else f"Request body too large ({exc.text})"
         return error_response(exc.status, code, message, rid, dialect=dialect_of(request.path))
-    except Exception:
+    except Exception as exc:
+        if (known := as_hub_error(exc)) is not None:
+            log.warning("request %s: %s (%s)", rid, known.message, exc)
+            return render(known, rid, dialect_of(request.path))
         log.exception("unhandled error (request %s)", rid)
         message = "Internal error; the request id identifies it in the hub log"
         return error_response(500, "internal_error", message, rid, dialect=dialect_of(request.path))

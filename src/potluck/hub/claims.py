@@ -30,6 +30,7 @@ from potluck.hub.registry import Registry
 from potluck.protocol.accounts import ClaimPolicy, HoldKind
 from potluck.store.claims import ALL_MODELS, Approval, Hold, ModelRule
 from potluck.store.database import Store
+from potluck.store.errors import is_database_unavailable
 from potluck.store.users import User
 
 __all__ = ["ALL_MODELS", "Approval", "Change", "ClaimEvent", "ClaimView", "Claims", "Hold", "ModelRule"]
@@ -202,7 +203,15 @@ class Claims:
     """Changes a group's claims in the store and in `ClaimView` together; routing follows at once."""
 
     def __init__(
-        self, store: Store, view: ClaimView, access: AccessMap, registry: Registry, groups: Groups, clock: Clock
+        self,
+        store: Store,
+        view: ClaimView,
+        access: AccessMap,
+        registry: Registry,
+        groups: Groups,
+        clock: Clock,
+        *,
+        retry_interval: float = 1.0,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -210,25 +219,50 @@ class Claims:
         self._access = access
         self._registry = registry
         self._groups = groups
-        self._unsaved: asyncio.Queue[Hold | Lift] = asyncio.Queue()
+        self._retry_interval = retry_interval
+        self._unsaved: deque[Hold | Lift] = deque()
+        self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
         self.on_saved: Callable[[], None] = lambda: None
         """Called once a hold or lift is in the store (cluster mode: the other replicas reload their caches)."""
         self.events: deque[ClaimEvent] = deque(maxlen=EVENTS_KEPT)
         """The latest holds taken and lifted, oldest first (in memory: a restart forgets them; holds stay)."""
 
-    async def run(self) -> None:
-        """Write holds taken on the hot path (`hold`) to the store, in order (a lifecycle loop)."""
-        while True:
-            await self._write(await self._unsaved.get())
-
-    async def flush(self) -> None:
-        """Write what `run` has not written yet (tests and shutdown)."""
-        while not self._unsaved.empty():
-            await self._write(self._unsaved.get_nowait())
+    @property
+    def unsaved(self) -> int:
+        """Holds taken or lifted that are not in the store yet."""
+        return len(self._unsaved)
 
     def _save(self, change: Hold | Lift) -> None:
         self.view.unsaved.append(change)
-        self._unsaved.put_nowait(change)
+        self._unsaved.append(change)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Write holds taken on the hot path (`hold`) to the store, in order (a lifecycle loop). While the database
+        cannot be reached they wait, and are retried every ``retry_interval`` seconds: a loop that crashed would
+        stop the hub."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                log.warning("writing %d claim holds failed, retrying: %s", len(self._unsaved), exc)
+                retry = asyncio.Event()
+                self._clock.call_later(self._retry_interval, retry.set)
+                await retry.wait()
+                self._wake.set()
+
+    async def flush(self) -> None:
+        """Write what `run` has not written yet, in order (shutdown, and a lift that must be stored before it
+        answers). On a failure the change stays first in line and this raises."""
+        async with self._writing:
+            while self._unsaved:
+                await self._write(self._unsaved[0])
+                self._unsaved.popleft()
 
     async def _write(self, change: Hold | Lift) -> None:
         if isinstance(change, Hold):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from potluck.protocol.errors import ErrorCode, PotluckError
+from potluck.store.errors import is_database_unavailable
 
 
 class HubError(PotluckError):
@@ -104,3 +105,21 @@ class AgentLostError(UpstreamError):
 
 class UpstreamTimeoutError(HubError):
     code = ErrorCode.UPSTREAM_TIMEOUT
+
+
+class DatabaseUnavailableError(HubError):
+    """The database cannot be reached (restarting, failing over): nothing was done; retry shortly."""
+
+    code = ErrorCode.SERVER_OVERLOADED
+
+    def __init__(self) -> None:
+        super().__init__("The database cannot be reached right now; retry shortly")
+        self.retry_after = 1
+
+
+def as_hub_error(exc: Exception) -> HubError | None:
+    """The hub error an unexpected exception stands for, when it stands for one (None: a bug, a 500).
+
+    Only a database outage, for now: every read or write of the store may meet one, and a client is owed a
+    retryable 503 for it rather than an internal error."""
+    return DatabaseUnavailableError() if is_database_unavailable(exc) else None

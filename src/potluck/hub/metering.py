@@ -23,20 +23,29 @@ class UsageJournal:
         *,
         flush_interval: float = 0.25,
         max_pending: int = 100_000,
+        on_drop: Callable[[], object] = lambda: None,
     ) -> None:
         self._append = append
         self._flush_interval = flush_interval
         self._max_pending = max_pending
+        self._on_drop = on_drop
         self._pending: list[UsageRecord] = []
         self._wakeup = asyncio.Event()
         self._flushing = asyncio.Lock()
         self.dropped = 0
+        self._dropping = False
 
     def record(self, record: UsageRecord) -> None:
         if len(self._pending) >= self._max_pending:
-            # The database is far behind; keep serving, count what could not be kept.
+            # The database is far behind (or away); keep serving, count what could not be kept, and say so once
+            # per overflow: the receipts of charged requests are kept by the hold book, their records are not.
             self.dropped += 1
+            self._on_drop()
+            if not self._dropping:
+                self._dropping = True
+                log.error("usage journal full (%d records not written yet): dropping new records", self._max_pending)
             return
+        self._dropping = False
         self._pending.append(record)
 
     async def flush(self) -> None:

@@ -30,6 +30,11 @@ class HubMetrics:
             "Ledger transactions dropped because the database can never store them",
             registry=registry,
         )
+        self.usage_dropped = Counter(
+            "potluck_hub_usage_dropped_total",
+            "Usage records dropped because the usage journal was full (the database far behind or away)",
+            registry=registry,
+        )
         self.ejected = Gauge(
             "potluck_hub_agents_ejected", "Agent-model pairs ejected after consecutive failures", registry=registry
         )

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -67,7 +67,21 @@ def create_engine(url: str, *, pre_ping: bool = True) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=pre_ping)
+    engine = create_async_engine(url, pool_pre_ping=pre_ping)
+    event.listen(engine.sync_engine, "do_connect", _connect_raising_dbapi_errors)
+    return engine
+
+
+def _connect_raising_dbapi_errors(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect as SQLAlchemy would, with a refused or reset connection (the server is down or restarting)
+    raised as the driver's OperationalError. asyncpg raises the bare OSError, which SQLAlchemy passes through
+    unwrapped, so every caller that handles `SQLAlchemyError` (the readiness probe, a hold, a usage batch) let
+    it escape as an unexpected error: a 500. Wrapped, it is the same error as "the database system is
+    shutting down"."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except OSError as exc:  # TimeoutError included
+        raise dialect.loaded_dbapi.OperationalError(str(exc), exc) from exc
 
 
 def _alembic_config(connection: Connection) -> Config:

@@ -122,8 +122,6 @@ class SharedHolds:
             except DBAPIError as exc:
                 if not exc.connection_invalidated or attempt == _TRIES - 1:
                     raise StoreError(f"cannot place the hold of {request_id}: {exc}") from exc
-            except OSError as exc:  # the server refused or dropped the connection before SQLAlchemy had one
-                raise StoreError(f"cannot place the hold of {request_id}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stored(self, txn_id: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck.store import rollups
@@ -90,6 +91,8 @@ def _converted(values: tuple[Any, ...], converters: tuple[tuple[int, Callable[[A
     return tuple(row)
 
 
+_IN_CHUNK = 500
+"""Request ids per ``IN (...)`` query (SQLite allows 32,766 parameters, asyncpg 32,767)."""
 _ROLLED = ("request_id", "created_at", "model", *ROLLUP_DIMENSIONS, "charged", "earned")
 """What a record's rollup row is found by, and what zeroing its charge takes out of it."""
 
@@ -99,7 +102,22 @@ class UsageRepository:
         self._engine = engine
 
     async def append(self, records: list[UsageRecord]) -> None:
-        """Write a batch in one transaction (group commit)."""
+        """Write a batch in one transaction (group commit). Records already stored (by request id) are skipped, so
+        a batch may be sent again after a failure that left it unclear whether it went in."""
+        if not records:
+            return
+        try:
+            await self._insert(records)
+        except IntegrityError:
+            # A batch whose commit went in but whose answer was lost (a connection cut by a database restart) meets
+            # its own rows when the journal sends it again: without this, it would fail, and block every later
+            # batch behind it, forever.
+            stored = await self._stored([r.request_id for r in records])
+            if not stored:
+                raise
+            await self._insert([r for r in records if r.request_id not in stored])
+
+    async def _insert(self, records: list[UsageRecord]) -> None:
         if not records:
             return
         # Built by hand: dataclasses.asdict deep-copies every field and cost more than the insert.
@@ -113,6 +131,15 @@ class UsageRepository:
             await conn.exec_driver_sql(sql, tuples)
             await rollups.add_batch(conn, rows)
             await _mark_keys_used(conn, records)
+
+    async def _stored(self, request_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        async with self._engine.connect() as conn:
+            for start in range(0, len(request_ids), _IN_CHUNK):
+                chunk = request_ids[start : start + _IN_CHUNK]
+                query = select(usage_records.c.request_id).where(usage_records.c.request_id.in_(chunk))
+                found.update(str(rid) for rid in (await conn.execute(query)).scalars())
+        return found
 
     async def recent(self, limit: int = 100) -> list[UsageRecord]:
         query = select(*(usage_records.c[name] for name in _FIELDS)).order_by(usage_records.c.created_at.desc())
