@@ -169,7 +169,7 @@ async def _kill_and_check(
 @pytest.mark.timeout(150)  # about 35 s alone (a fourth replica joins after the restart); more on a busy machine
 async def test_a_redis_restart_and_a_draining_replica_cost_no_request(three: tuple[Cluster, Balancer]) -> None:
     cluster, balancer = three
-    a, b, _c = cluster.hubs
+    a, b, c = cluster.hubs
     key = cluster.key
     model = cluster.model("r")
     _backend, url = cluster.backend(model, chunks=30, delay=0.05)
@@ -177,10 +177,17 @@ async def test_a_redis_restart_and_a_draining_replica_cost_no_request(three: tup
     b.wait_agent("mover")
     assert await asyncio.to_thread(HubProcess.wait_for, lambda: model in _models(a, key), 5)
 
+    status, spare = a.admin("POST", "/admin/keys", {"name": "spare"})
+    assert status == 201
+    assert await asyncio.to_thread(HubProcess.wait_for, lambda: _chat(c, spare["key"], model)[0] == 200, 5)
+
     cluster.redis.stop()
+    # A change made while Redis is away reaches the others once it is back (nobody heard it announced).
+    assert a.admin("DELETE", f"/admin/keys/{spare['id']}")[0] == 200
     for _ in range(3):  # forwarded over the peer link a already has; no 500
         assert (await asyncio.to_thread(_chat, a, key, model))[0] == 200
     cluster.redis.start()
+    assert await asyncio.to_thread(HubProcess.wait_for, lambda: _chat(c, spare["key"], model)[0] == 401, 10)
     # Back in Redis (registrations re-published): a replica started now sees the agent.
     late = await asyncio.to_thread(cluster.replica)
     assert await asyncio.to_thread(HubProcess.wait_for, lambda: model in _models(late, key), 10)

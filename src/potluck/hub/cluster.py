@@ -186,7 +186,11 @@ class Cluster:
             self._wake.clear()
             if self._invalidate.is_set():
                 self._invalidate.clear()
-                await self.redis.publish(EVENTS, encode(Event(EventKind.INVALIDATE, self.replica_id)))
+                try:
+                    await self.redis.publish(EVENTS, encode(Event(EventKind.INVALIDATE, self.replica_id)))
+                except BaseException:
+                    self._invalidate.set()  # Redis is away: tell the others once it is back
+                    raise
             dirty, self._dirty = self._dirty, set()
             for agent_id in dirty:
                 await self._publish_agent(agent_id)
@@ -246,6 +250,9 @@ class Cluster:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(EVENTS)
+            if self.joined:
+                # Back after losing Redis: changes the others made meanwhile were announced to nobody here.
+                self._reload_caches()
             await self._reload()
             reload_at = self.clock.now() + self.lease_s
             while True:
@@ -334,8 +341,11 @@ class Cluster:
             self._cache_again = False
             try:
                 await self._on_invalidate()
-            except Exception:
-                log.exception("reloading the shared caches failed")
+            except Exception as exc:
+                # Most likely the database is away: an invalidation heard now must not be lost, so read again.
+                log.warning("reloading the shared caches failed (%r); retrying in %.1f s", exc, RETRY_S)
+                self._cache_again = True
+                await asyncio.sleep(RETRY_S)
             self.peering.reconcile()
             if not self._cache_again:
                 return

@@ -42,6 +42,10 @@ def async_url(url: str) -> str:
     return f"{_ASYNC_DRIVERS[scheme]}{sep}{rest}" if sep and scheme in _ASYNC_DRIVERS else url
 
 
+CONNECT_TIMEOUT_S = 5.0
+"""Seconds a new PostgreSQL connection may take."""
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -67,7 +71,9 @@ def create_engine(url: str, *, pre_ping: bool = True) -> AsyncEngine:
             cur.close()
 
         return engine
-    engine = create_async_engine(url, pool_pre_ping=pre_ping)
+    # A database host that stops answering (a failover behind a virtual address) would hold each new connection
+    # for asyncpg's default minute; refused quickly, a hold answers a retryable 503 instead of hanging.
+    engine = create_async_engine(url, pool_pre_ping=pre_ping, connect_args={"timeout": CONNECT_TIMEOUT_S})
     event.listen(engine.sync_engine, "do_connect", _connect_raising_dbapi_errors)
     return engine
 
