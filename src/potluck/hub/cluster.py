@@ -341,9 +341,9 @@ class Cluster:
             self._cache_again = False
             try:
                 await self._on_invalidate()
-            except Exception as exc:
+            except Exception:
                 # Most likely the database is away: an invalidation heard now must not be lost, so read again.
-                log.warning("reloading the shared caches failed (%r); retrying in %.1f s", exc, RETRY_S)
+                log.warning("reloading the shared caches failed; retrying in %.1f s", RETRY_S, exc_info=True)
                 self._cache_again = True
                 await asyncio.sleep(RETRY_S)
             self.peering.reconcile()
