@@ -115,7 +115,8 @@ async def test_stream_pushed_past_its_window_is_reset_and_the_client_gets_an_err
     assert "credit window" in cancel.detail
     assert answer.status == 200
     assert answer.body.startswith(EVENT)
-    assert b"xxxx" not in answer.body  # nothing past the window reached the client
+    # Nothing past the window reached the client (bytes within it may have: the hub writes them as they come).
+    assert answer.body.count(b"x") <= window
     assert b'"code":"upstream_error"' in answer.body.split(b"\n\n")[-2]
     assert b"[DONE]" not in answer.body
     assert hub.usage_of(request.request_id)["outcome"] == "agent_failed"

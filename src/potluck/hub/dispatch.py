@@ -167,18 +167,21 @@ class Exchange:
 
         ``write`` returns False when it cannot take bytes now (the client is slow or gone): those bytes,
         and all after them until `read` caught up, wait for `read` as before, so the order never changes.
-        What ``write`` took counts as `sent`. Per chunk this saves waking the reading task, which is most
-        of what relaying a chunk costs."""
+        What ``write`` took counts as `sent` (its credit once the agent's message is read: `Stream.consumed_soon`).
+        Per chunk this saves waking the reading task, which is most of what relaying a chunk costs."""
         if write is None:
             self.stream.sink = None
             return
+
+        stream = self.stream
 
         def sink(data: bytes) -> bool:
             if not write(data):
                 return False
             if self.first_byte_at is None:
                 self.first_byte_at = self._dispatcher.clock.now()
-            self.sent(data)
+            stream.consumed_soon(len(data))
+            self._count(data)
             return True
 
         self.stream.sink = sink
@@ -188,6 +191,9 @@ class Exchange:
         hangs up early pays for (and whether it got the stream's last event: then it hung up after the end,
         as Codex does right after ``response.completed``)."""
         self.stream.consumed(len(chunk))
+        self._count(chunk)
+
+    def _count(self, chunk: bytes) -> None:
         self.delivered += len(chunk)
         if self.request.stream:
             self.sent_events += chunk.count(b"data:")

@@ -74,6 +74,7 @@ class Stream:
         "_credit_window",
         "_deadline_message",
         "_deadline_s",
+        "_deferred",
         "_failure",
         "_head",
         "_loop",
@@ -108,6 +109,7 @@ class Stream:
         self._waiter: asyncio.Future[None] | None = None
         self._failure: HubError | None = None
         self._uncredited = 0
+        self._deferred = 0
         self._allowance = credit_window
         """Bytes of DATA the agent may still send: the window, plus what CREDIT granted, minus what came."""
         self.cancelled = False
@@ -279,6 +281,18 @@ class Stream:
                 return None
         chunks = self._chunks
         return chunks.popleft() if len(chunks) == 1 else b"".join([chunks.popleft() for _ in range(len(chunks))])
+
+    def consumed_soon(self, nbytes: int) -> None:
+        """`consumed`, once the frame loop has finished the agent's message being read: bytes a sink delivered
+        from inside it free their credit only then. An agent that sends past its window in one burst is
+        caught as when the relay task took the bytes, instead of being credited byte for byte as it floods."""
+        if not self._deferred:
+            self._loop.call_soon(self._credit_deferred)
+        self._deferred += nbytes
+
+    def _credit_deferred(self) -> None:
+        nbytes, self._deferred = self._deferred, 0
+        self.consumed(nbytes)
 
     def consumed(self, nbytes: int) -> None:
         """The client has taken ``nbytes`` more; top the agent's window up in half-window steps."""
