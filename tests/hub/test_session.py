@@ -262,6 +262,22 @@ async def test_credit_is_sent_after_half_a_window_is_consumed() -> None:
     assert channel.messages(FrameType.CREDIT) == [CreditMessage(50), CreditMessage(70)]
 
 
+async def test_credit_for_bytes_delivered_inside_a_burst_is_sent_after_it() -> None:
+    session, channel, stream = open_stream(credit_window=100)
+    send_head(session, stream.stream_id)
+    stream.consumed_soon(30)
+    stream.consumed_soon(30)  # a CREDIT falls due, but not inside the agent's message being read
+    assert channel.of_type(FrameType.CREDIT) == []
+    await asyncio.sleep(0)  # one loop turn: the message is read
+    assert channel.messages(FrameType.CREDIT) == [CreditMessage(60)]
+    # Deferred bytes below half a window go out with the next CREDIT, whichever path makes it due.
+    stream.consumed_soon(20)
+    stream.consumed(30)
+    assert channel.messages(FrameType.CREDIT) == [CreditMessage(60), CreditMessage(50)]
+    await asyncio.sleep(0)
+    assert channel.messages(FrameType.CREDIT) == [CreditMessage(60), CreditMessage(50)]
+
+
 async def test_no_credit_is_sent_once_the_stream_ended() -> None:
     session, channel, stream = open_stream(credit_window=100)
     send_head(session, stream.stream_id)

@@ -197,8 +197,11 @@ class Exchange:
         self.delivered += len(chunk)
         if self.request.stream:
             self.sent_events += chunk.count(b"data:")
-            if any(mark in chunk for mark in self._end_marks):
-                self.done_sent = True
+            if not self.done_sent:
+                for mark in self._end_marks:  # a plain loop: a generator per chunk cost more than the search
+                    if mark in chunk:
+                        self.done_sent = True
+                        break
 
     async def read_all(self, limit: int) -> bytes:
         """The whole (small) body, for error responses that the hub inspects before relaying."""

@@ -71,6 +71,7 @@ class Stream:
         "_allowance",
         "_chunks",
         "_clock",
+        "_credit_scheduled",
         "_credit_window",
         "_deadline_message",
         "_deadline_s",
@@ -110,6 +111,7 @@ class Stream:
         self._failure: HubError | None = None
         self._uncredited = 0
         self._deferred = 0
+        self._credit_scheduled = False
         self._allowance = credit_window
         """Bytes of DATA the agent may still send: the window, plus what CREDIT granted, minus what came."""
         self.cancelled = False
@@ -285,18 +287,21 @@ class Stream:
     def consumed_soon(self, nbytes: int) -> None:
         """`consumed`, once the frame loop has finished the agent's message being read: bytes a sink delivered
         from inside it free their credit only then. An agent that sends past its window in one burst is
-        caught as when the relay task took the bytes, instead of being credited byte for byte as it floods."""
-        if not self._deferred:
-            self._loop.call_soon(self._credit_deferred)
+        caught as when the relay task took the bytes, instead of being credited byte for byte as it floods.
+        Only a CREDIT falling due schedules anything: smaller amounts wait to be sent with it."""
         self._deferred += nbytes
+        if not self._credit_scheduled and self._uncredited + self._deferred >= self._credit_window // 2:
+            self._credit_scheduled = True
+            self._loop.call_soon(self._credit_deferred)
 
     def _credit_deferred(self) -> None:
-        nbytes, self._deferred = self._deferred, 0
-        self.consumed(nbytes)
+        self._credit_scheduled = False
+        self.consumed(0)
 
     def consumed(self, nbytes: int) -> None:
         """The client has taken ``nbytes`` more; top the agent's window up in half-window steps."""
-        self._uncredited += nbytes
+        self._uncredited += nbytes + self._deferred
+        self._deferred = 0
         if self._uncredited >= self._credit_window // 2 and self.end is None:
             self.session.send(CreditMessage(self._uncredited), self.stream_id)
             self.granted(self._uncredited)
