@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,6 +87,34 @@ def _p50_ms(samples: list[tuple[float, float, float, int, int, bool]]) -> float:
 
 def _cpu(hubs: list[HubProcess]) -> list[float]:
     return [proc_cpu_s(h.proc.pid) for h in hubs]
+
+
+@dataclass(frozen=True)
+class _Paced:
+    cpu: list[float]
+    """CPU seconds of each replica over the run."""
+    requests: int
+    chunks: int
+
+    def per_request(self, replica: int) -> float:
+        return self.cpu[replica] / max(1, self.requests)
+
+    @property
+    def chunks_per_request(self) -> float:
+        return self.chunks / max(1, self.requests)
+
+
+def _paced_cpu(hub: HubProcess, hubs: list[HubProcess], key: str, chunks: int, duration: float) -> _Paced:
+    """Paced streams of ``chunks`` chunks 10 ms apart through ``hub``, at c=64: the replicas' CPU, and what was
+    served. Everything started in the window is counted, so the CPU and the requests cover the same work."""
+    body = _body(stream=True, fake={"chunks": chunks, "delay": 0.01})
+    before = _cpu(hubs)
+    result = _load(hub.url, _request(hub.url, key, body), 64, duration, warmup=0.0)
+    after = _cpu(hubs)
+    if result.crashes:
+        raise RuntimeError(f"load generator crashed: {result.crashes[:2]}")
+    served = [s for s in result.samples if s[3] == 200]
+    return _Paced([a - b for a, b in zip(after, before, strict=True)], len(served), sum(s[4] for s in served))
 
 
 def _profile(
@@ -174,20 +203,22 @@ def main() -> None:
                 if "hop" in phases:
                     results["added_p50_ms"] = round(results["p50_ms_forwarded"] - results["p50_ms_holder"], 3)
 
-                # chunks: CPU per relayed chunk, paced streams (each chunk its own frame)
-                paced = _body(stream=True, fake={"chunks": 40, "delay": 0.01})
+                # chunks: CPU per relayed chunk, paced streams (each chunk its own frame): per chunk of the
+                # whole run (a request's own costs spread over its 40 chunks), and the marginal cost of one
+                # more chunk (the difference per request between 40-chunk and 2-chunk streams, per chunk)
                 for name, hub in (("direct_at_holder", hub_b), ("forwarded", hub_a)) if "chunks" in phases else ():
                     spies = _profile(args.profile, name, {"a": hub_a, "b": hub_b}, duration)
-                    before = _cpu(hubs)
-                    result = _load(hub.url, _request(hub.url, key, paced), 64, duration, warmup=0.0)
-                    after = _cpu(hubs)
+                    long = _paced_cpu(hub, hubs, key, 40, duration)
                     for spy in spies:
                         spy.wait(30)
-                    samples = _measured(result, duration)
-                    chunks = sum(s[4] for s in samples)
-                    results[f"chunks_{name}"] = chunks
-                    results[f"cpu_us_per_chunk_{name}_on_a"] = round((after[0] - before[0]) / max(1, chunks) * 1e6, 2)
-                    results[f"cpu_us_per_chunk_{name}_on_b"] = round((after[1] - before[1]) / max(1, chunks) * 1e6, 2)
+                    short = _paced_cpu(hub, hubs, key, 2, duration)
+                    results[f"chunks_{name}"] = long.chunks
+                    for i, replica in enumerate(("a", "b")):
+                        results[f"cpu_us_per_chunk_{name}_on_{replica}"] = round(long.cpu[i] / long.chunks * 1e6, 2)
+                        marginal = (long.per_request(i) - short.per_request(i)) / (
+                            long.chunks_per_request - short.chunks_per_request
+                        )
+                        results[f"marginal_cpu_us_per_chunk_{name}_on_{replica}"] = round(marginal * 1e6, 2)
 
                 if "rps" in phases:
                     # rps: one replica, then two (an agent on each, load split evenly)
