@@ -195,6 +195,7 @@ def send_head(session: AgentSession, stream_id: int, status: int = 200) -> None:
 
 def send_data(session: AgentSession, stream_id: int, data: bytes) -> None:
     session.on_frame(FrameType.DATA, stream_id, None, data)
+    session.deliver()  # a message of its own
 
 
 def send_end(session: AgentSession, stream_id: int, end: EndMessage) -> None:

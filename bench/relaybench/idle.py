@@ -29,6 +29,9 @@ from bench.relaybench.services import admin_post, start_hub
 from potluck import __version__
 from potluck.protocol import agent as proto
 
+HANDSHAKES_AT_ONCE = 64
+"""Idle agents the client connects at a time."""
+
 
 @dataclass
 class IdleResult:
@@ -140,7 +143,7 @@ async def _idle_client(hub_url: str, count: int, pipe: Connection) -> None:
         pipe.send(("tokens", len(tokens)))
         await command()
         started = time.monotonic()
-        gate = asyncio.Semaphore(64)
+        gate = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
         counters = {"pongs": 0, "coalesced_welcome": 0}
         readers: list[asyncio.Task[None]] = []
 
@@ -194,7 +197,10 @@ async def _reply(pipe: Connection, expect: str, timeout: float) -> tuple[Any, ..
 
 async def run_idle(opts: Options, tmp: Path, scenario: Scenario) -> IdleResult:
     count = scenario.concurrency
-    hub = await start_hub(tmp, tmp / "idle-hub-data", name="idle-hub")
+    # Every idle agent dials from 127.0.0.1, as agents behind one proxy would: the hub is told so, allowing as many
+    # handshakes from that address as the client runs at once (its gate), like any hub behind a proxy.
+    extra = ("--agent-max-pending-handshakes-per-ip", str(HANDSHAKES_AT_ONCE))
+    hub = await start_hub(tmp, tmp / "idle-hub-data", name="idle-hub", extra=extra)
     parent, child = multiprocessing.get_context("spawn").Pipe()
     client = multiprocessing.get_context("spawn").Process(
         target=idle_client_main, args=(hub.url, count, child), name="idle-agents"

@@ -130,9 +130,9 @@ async def admin_post(http: aiohttp.ClientSession, hub_url: str, path: str, name:
         return body
 
 
-async def start_hub(log_dir: Path, data_dir: Path, name: str = "hub") -> Service:
+async def start_hub(log_dir: Path, data_dir: Path, name: str = "hub", extra: tuple[str, ...] = ()) -> Service:
     argv = [sys.executable, "-m", "potluck", "hub", "--port", "0", "--data-dir", str(data_dir)]
-    argv += ["--admin-token", ADMIN_TOKEN, "--log-level", "warning"]
+    argv += ["--admin-token", ADMIN_TOKEN, "--log-level", "warning", *extra]
     hub = spawn(name, argv, log_dir)
     await wait_listening(hub)
     return hub

@@ -120,6 +120,20 @@ async def test_a_sink_takes_data_as_it_arrives_and_never_reorders_it() -> None:
             await stream.read()
 
 
+async def test_a_sink_gets_what_one_message_of_the_agent_brought_in_one_write() -> None:
+    session, _, stream = open_stream()
+    send_head(session, stream.stream_id)
+    delivered: list[bytes] = []
+    stream.sink = lambda data: delivered.append(data) is None
+    for piece in (b"a", b"b", b"c"):  # three DATA frames of one WebSocket message
+        session.on_frame(FrameType.DATA, stream.stream_id, None, piece)
+    assert delivered == []  # the message is still being read
+    session.deliver()
+    assert delivered == [b"abc"]
+    session.deliver()
+    assert delivered == [b"abc"]
+
+
 async def test_frames_for_unknown_streams_are_ignored() -> None:
     session, channel, stream = open_stream()
     sent = len(channel.frames)

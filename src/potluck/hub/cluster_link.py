@@ -141,6 +141,7 @@ class OutboundLink:
     def receive(self, data: bytes) -> None:
         """Frames from B: each goes to the proxy session's stream under its own stream id."""
         routes = self._routes
+        receiving: list[AgentSession] = []
         for frame in iter_frames(data):
             route = routes.get(frame.stream_id)
             if route is None:
@@ -151,6 +152,10 @@ class OutboundLink:
                 self._link_ids.pop((session.agent_id, sid), None)
             if frame.type in (FrameType.DATA, FrameType.HEAD, FrameType.END):
                 session.on_frame(frame.type, sid, frame.message, frame.payload)
+                if session.delivering and session not in receiving:
+                    receiving.append(session)
+        for session in receiving:
+            session.deliver()
 
     def close(self) -> list[AgentSession]:
         """The link is gone: the proxies' streams fail (retriably before their first byte); returns the proxies."""

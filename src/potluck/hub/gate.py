@@ -273,6 +273,7 @@ class AgentGate:
                 registry.on_load(session, message)
             else:
                 on_frame(ftype, frame.stream_id, message, frame.payload)
+        session.deliver()
 
     def _spend_control(self, session: AgentSession) -> None:
         """A token bucket per connection: ``agent_max_control_frames_per_s``, bursts of ten seconds' worth."""

@@ -79,6 +79,7 @@ class Stream:
         "_failure",
         "_head",
         "_loop",
+        "_pending",
         "_progress_at",
         "_timer",
         "_uncredited",
@@ -107,6 +108,8 @@ class Stream:
         self._deadline_message = ""
         self._progress_at = 0.0
         self._chunks: deque[bytes] = deque()
+        self._pending: list[bytes] = []
+        """DATA of the agent's message being read, for the sink once the whole message is read (`deliver`)."""
         self._waiter: asyncio.Future[None] | None = None
         self._failure: HubError | None = None
         self._uncredited = 0
@@ -124,8 +127,9 @@ class Stream:
         """Called once with the agent's END after a cancel (it carries the usage seen so far), or
         with None if none comes within the linger time or the agent is lost."""
         self.sink: Callable[[bytes], bool] | None = None
-        """Takes DATA as it arrives, straight from the frame loop, while nothing is buffered: True when it
-        delivered the bytes (they are not buffered for `read`), False when it cannot take them now."""
+        """Takes DATA straight from the frame loop, while nothing is buffered for `read`: what one message of the
+        agent brought, in one piece, once the message is read (`AgentSession.deliver`). True when it delivered
+        the bytes, False when it cannot take them now (they are then buffered for `read`)."""
 
     # -- fed by the session's frame loop --------------------------------------------------------
 
@@ -158,10 +162,27 @@ class Stream:
             return  # cancelled and handed back: nobody reads these
         self.bytes_received += len(data)
         self._progress_at = self._clock.now()
+        if self.sink is not None and not self._chunks and self._failure is None:
+            pending = self._pending
+            if not pending:
+                self.session.delivering.append(self)
+            pending.append(data)  # for the sink, without waking the reader: nothing waits ahead of these bytes
+            return
+        self._chunks.append(data)
+        self._wake()
+
+    def deliver(self) -> None:
+        """The agent's message is read: what it brought goes to the sink in one write, or, when the sink cannot
+        take it (or the stream failed meanwhile), ahead of anything buffered since, to `read`."""
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
         sink = self.sink
         if sink is not None and not self._chunks and self._failure is None and sink(data):
-            return  # delivered without waking the reader: nothing was waiting ahead of these bytes
-        self._chunks.append(data)
+            return
+        self._chunks.appendleft(data)
         self._wake()
 
     def on_end(self, end: EndMessage) -> None:
@@ -186,8 +207,9 @@ class Stream:
         """The session reset this stream: what it buffered is dropped, and the request fails with ``error``."""
         self.cancelled = True
         chunks = self._chunks
-        self.bytes_received -= sum(map(len, chunks))  # dropped: they never reach the client
+        self.bytes_received -= sum(map(len, chunks)) + sum(map(len, self._pending))  # dropped: never delivered
         chunks.clear()
+        self._pending.clear()
         self._fail(error)
         self._wake()
 
@@ -335,6 +357,8 @@ class AgentSession:
         self.credit_window = credit_window
         self.state = SessionState.ACTIVE
         self.streams: dict[int, Stream] = {}
+        self.delivering: list[Stream] = []
+        """Streams holding DATA of the message being read, for their sinks (`deliver`)."""
         self._next_stream_id = 1
         self.connected_at = clock.now()
         self.last_rx = clock.now()
@@ -434,10 +458,20 @@ class AgentSession:
         else:
             raise ProtocolError(f"unexpected frame type {ftype} from an agent")
 
+    def deliver(self) -> None:
+        """The agent's message has been read (its frames went to `on_frame`): each stream's DATA in it goes to
+        its sink in one piece. One write per stream per message, however many frames the agent coalesced."""
+        streams = self.delivering
+        if streams:
+            self.delivering = []
+            for stream in streams:
+                stream.deliver()
+
     def close(self, error: HubError | None = None) -> None:
         """The connection is gone: every stream still open fails (retriably if nothing was relayed)."""
         if self.state is SessionState.CLOSED:
             return
+        self.deliver()  # what came before the loss was relayed
         self.state = SessionState.CLOSED
         failure = error or AgentLostError()
         for stream in list(self.streams.values()):
