@@ -124,7 +124,12 @@ async def test_a_sink_gets_what_one_message_of_the_agent_brought_in_one_write() 
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)
     delivered: list[bytes] = []
-    stream.sink = lambda data: delivered.append(data) is None
+
+    def sink(data: bytes) -> bool:
+        delivered.append(data)
+        return True
+
+    stream.sink = sink
     for piece in (b"a", b"b", b"c"):  # three DATA frames of one WebSocket message
         session.on_frame(FrameType.DATA, stream.stream_id, None, piece)
     assert delivered == []  # the message is still being read
