@@ -166,16 +166,18 @@ class FakeBackend(FakeServer[RequestRecord, _InvalidRequestError]):
         self.tokenizer = tokenizer
         """Serve llama.cpp's `/apply-template` and `/tokenize` too."""
         self._token_frames: list[tuple[bytes, bytes]] = []  # (chat delta, completion text) per token index
-        created = int(time.time())
-        self._models_body = _encode(
-            {
-                "object": "list",
-                "data": [{"id": m, "object": "model", "created": created, "owned_by": owned_by} for m in self.models],
-            }
-        )
-        self._model_bodies = {
-            m: _encode({"id": m, "object": "model", "created": created, "owned_by": owned_by}) for m in self.models
-        }
+        self._created = int(time.time())
+        self._owned_by = owned_by
+        self.set_models(models)
+
+    def set_models(self, models: Sequence[str]) -> None:
+        """Serve these models from now on: what ``/v1/models`` lists, and what requests may name."""
+        if not models:
+            raise ValueError("a backend serves at least one model")
+        self.models = tuple(models)
+        cards = {m: {"id": m, "object": "model", "created": self._created, "owned_by": self._owned_by} for m in models}
+        self._models_body = _encode({"object": "list", "data": list(cards.values())})
+        self._model_bodies = {m: _encode(card) for m, card in cards.items()}
 
     # ------------------------------------------------------------------ running
 

@@ -352,6 +352,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
                 "reprice": partial(_run_periodic, settings.reprice_interval, accounting.reprice),
                 "connection-guard": guard.run,
                 "claims": claims.run,
+                "agent-catalogs": gate.run,
                 "parked-cool-down": partial(_run_periodic, 1.0, floor.expire),
                 **({"spot-checks": spot_checks.run} if settings.spot_check_percent > 0 else {}),
                 "dashboards": app[HUB].dashboards.run,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -251,3 +253,42 @@ def test_after_a_hub_restart_a_model_answers_503_until_its_agent_is_back(tmp_pat
         hub.stop()
         if restarted is not None:
             restarted.stop()
+
+
+def test_a_model_an_agent_added_while_connected_answers_503_after_a_hub_restart(tmp_path: Path) -> None:
+    port = str(free_port())
+    args = ("--port", port, "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
+    hub = HubProcess(tmp_path / "hub", *args)
+    fleet = Fleet(hub, tmp_path / "fleet")
+    restarted = None
+    try:
+        model = fleet.model()
+        backend, url = fleet.backend(model)
+        agent = fleet.agent(url)
+        hub.wait_agent(agent.name, models={model})
+        added = fleet.model("added")
+        backend.set_models((model, added))  # the agent's next catalog read finds it and sends MODELS
+        hub.wait_agent(agent.name, models={model, added})
+
+        def stored() -> bool:  # the hub writes the catalog behind, off the frame loop
+            with sqlite3.connect(tmp_path / "hub" / "potluck.db") as db:
+                return any(served and added in json.loads(served) for (served,) in db.execute(SERVED))
+
+        assert HubProcess.wait_for(stored, 5)
+        agent.signal(signal.SIGSTOP)
+        hub.kill()
+        restarted = HubProcess(tmp_path / "hub", *args)
+        client = fleet.client().with_options(max_retries=0)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model=added, messages=[{"role": "user", "content": "x"}])
+        assert caught.value.status_code == 503
+        assert caught.value.body["code"] == "model_unavailable"  # type: ignore[index]
+    finally:
+        agent.signal(signal.SIGCONT)
+        fleet.close()
+        hub.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+SERVED = "SELECT served_models FROM agents"

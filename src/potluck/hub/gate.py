@@ -15,6 +15,7 @@ envelope before the signature verifies, and the catalog (the hello's payload) af
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -122,6 +123,19 @@ class AgentGate:
         self._pending_handshakes: dict[str, int] = {}
         self._handshakes_pending = 0
         self._control_burst = settings.agent_max_control_frames_per_s * _CONTROL_BURST_S
+        self._catalogs: dict[str, list[str]] = {}
+        """Agent id -> the models it serves since its last MODELS frame, for `run` to write."""
+        self._catalog_changed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Write what connected agents serve as their catalogs change (a lifecycle loop), so a hub killed
+        later still knows, on restart, which models are coming back (503 until then, not 404)."""
+        while True:
+            await self._catalog_changed.wait()
+            self._catalog_changed.clear()
+            catalogs, self._catalogs = self._catalogs, {}
+            for agent_id, models in catalogs.items():
+                await self._remember_serving(agent_id, models)
 
     def challenge(self) -> tuple[bytes, bytes] | Rejection:
         """A fresh nonce and the challenge frame carrying it, or a rejection while shutting down."""
@@ -265,6 +279,8 @@ class AgentGate:
                 if problem is not None:
                     raise AgentViolationError("catalog_too_large", problem)
                 registry.on_models(session, message)
+                self._catalogs[session.agent_id] = [m.id for m in message.models]
+                self._catalog_changed.set()
             elif ftype == FrameType.STATE and isinstance(message, StateMessage):
                 session.last_rx = registry.now()
                 registry.on_state(session, message)
@@ -291,6 +307,7 @@ class AgentGate:
         log.info("agent %s disconnected", session.agent_id)
         # Closed by a hub shutdown, the agent will be back after the restart: remember what it served then.
         current = [m.id for m in session.models] if self._lifecycle.closing else None
+        self._catalogs.pop(session.agent_id, None)  # what it served before it left is moot now
         await self._remember_serving(session.agent_id, current)
         try:
             await self._agents.touch({session.agent_id: self._clock.wall()})
