@@ -142,7 +142,11 @@ def cluster_loops(cluster: Cluster | None, settings: HubSettings) -> dict[str, L
     """The background loops of cluster mode, for the hub's TaskGroup (none on a single hub)."""
     if cluster is None:
         return {}
-    return {"cluster": cluster.run, "peer-links": functools.partial(run_links, cluster, settings.cluster_secret or "")}
+    return {
+        "cluster": cluster.run,
+        "cluster-caches": cluster.reload_caches,
+        "peer-links": functools.partial(run_links, cluster, settings.cluster_secret or ""),
+    }
 
 
 _UNCHANGING = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -103,8 +103,9 @@ class Cluster:
         """What was last published per local agent, load aside."""
         self._wake = asyncio.Event()
         self._invalidate = asyncio.Event()
-        self._cache_reload: asyncio.Task[None] | None = None
-        self._cache_again = False
+        self._cache_wanted = asyncio.Event()
+        """Set: the shared caches must be read again (`reload_caches` does it)."""
+        self._cache_reloading = False
         self.on_replica_dead: Callable[[str], Coroutine[Any, Any, object]] = _nothing
         """Called (awaited) once a replica's lease is gone, before it is forgotten: the sweeper."""
         self.knows_agent: Callable[[str], bool] = lambda _agent_id: True
@@ -136,10 +137,10 @@ class Cluster:
         """Shared data changed here (keys, groups, prices...): every other replica reloads its caches."""
         self._invalidate.set()
         self._wake.set()
-        if self._cache_reload is not None and not self._cache_reload.done():
+        if self._cache_reloading:
             # A reload here read the database before this change: the memory the change just updated would be
             # overwritten with that older snapshot, so read once more after it.
-            self._cache_again = True
+            self._cache_wanted.set()
 
     def _entry(self, session: AgentSession) -> AgentEntry:
         return AgentEntry(
@@ -330,25 +331,26 @@ class Cluster:
         self.peering.reconcile()
 
     def _reload_caches(self) -> None:
-        """Reload the shared caches once; changes heard while a reload runs start one more after it."""
-        if self._cache_reload is not None and not self._cache_reload.done():
-            self._cache_again = True
-            return
-        self._cache_reload = asyncio.get_running_loop().create_task(self._reload_caches_now())
+        """Have the shared caches read again; changes heard while a reload runs start one more after it."""
+        self._cache_wanted.set()
 
-    async def _reload_caches_now(self) -> None:
+    async def reload_caches(self) -> None:
+        """Read the shared caches again whenever asked (a lifecycle loop, apart from the Redis loops, so a
+        Redis outage never cuts a reload short)."""
         while True:
-            self._cache_again = False
+            await self._cache_wanted.wait()
+            self._cache_wanted.clear()
+            self._cache_reloading = True
             try:
                 await self._on_invalidate()
             except Exception:
                 # Most likely the database is away: an invalidation heard now must not be lost, so read again.
                 log.warning("reloading the shared caches failed; retrying in %.1f s", RETRY_S, exc_info=True)
-                self._cache_again = True
+                self._cache_wanted.set()
                 await asyncio.sleep(RETRY_S)
+            finally:
+                self._cache_reloading = False
             self.peering.reconcile()
-            if not self._cache_again:
-                return
 
     # -- this replica's agents and the others' ---------------------------------------------------------------
 
