@@ -10,7 +10,8 @@ from potluck._shared.clock import ManualClock
 from potluck.hub.errors import AgentLostError, HubError, ShuttingDownError, UpstreamError, UpstreamTimeoutError
 from potluck.hub.outcome import Outcome
 from potluck.hub.scheduler import Want
-from potluck.hub.session import AgentSession, IllegalTransitionError, SessionState, Stream
+from potluck.hub.session import AgentSession, IllegalTransitionError, SessionState
+from potluck.hub.stream import Stream
 from potluck.protocol.agent import (
     CancelMessage,
     CreditMessage,

@@ -8,7 +8,8 @@ import pytest
 
 from potluck._shared.clock import ManualClock
 from potluck.hub.errors import UpstreamError
-from potluck.hub.session import AgentSession, Stream
+from potluck.hub.session import AgentSession
+from potluck.hub.stream import Stream
 from potluck.protocol.agent import (
     CancelMessage,
     CancelReason,

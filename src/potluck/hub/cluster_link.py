@@ -22,7 +22,8 @@ from typing import Protocol
 
 from potluck._shared.clock import Clock
 from potluck.hub.errors import HubError, UpstreamError
-from potluck.hub.session import AgentSession, SessionState, Stream
+from potluck.hub.session import AgentSession, SessionState
+from potluck.hub.stream import Stream
 from potluck.protocol.agent import (
     HEADER_SIZE,
     CancelMessage,

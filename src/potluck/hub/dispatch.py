@@ -23,7 +23,8 @@ from potluck.hub.metrics import HubMetrics
 from potluck.hub.outcome import Outcome
 from potluck.hub.registry import Registry, Slot
 from potluck.hub.scheduler import Explanation, Want
-from potluck.hub.session import AgentSession, Stream
+from potluck.hub.session import AgentSession
+from potluck.hub.stream import Stream
 from potluck.protocol.agent import CancelReason, EndMessage, HeadMessage, RequestMessage
 
 
