@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from testing.postgres import PostgresServer, PostgresUnavailableError
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+T = TypeVar("T")
 
 
 # -- PostgreSQL: one real server per test process, one database per test ----------------------------------------------
 
 
+def required(make: Callable[[], T], missing: type[Exception]) -> T:
+    """``make()``: a server the tests need. Where it is not installed (``missing``), that fails the test under
+    CI=true, and skips it elsewhere."""
+    try:
+        return make()
+    except missing as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true and a server the tests need is missing: {exc}")
+        pytest.skip(str(exc))
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server started for this test process (skipped only outside CI when none is installed)."""
-    try:
-        server = PostgresServer().start()
-    except PostgresUnavailableError as exc:
-        if IN_CI:
-            pytest.fail(f"CI=true and PostgreSQL is missing: {exc}")
-        pytest.skip(str(exc))
+    server = required(lambda: PostgresServer().start(), PostgresUnavailableError)
     try:
         yield server
     finally:

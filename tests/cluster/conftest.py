@@ -23,7 +23,7 @@ from testing.fake_backend import BackgroundServer, FakeBackend
 from testing.postgres import PostgresServer
 from testing.processes import AgentProcess, HubProcess, http_json
 from testing.redis import RedisServer, RedisUnavailableError
-from tests.conftest import IN_CI
+from tests.conftest import required
 
 PASSWORD = "a long password"
 CLUSTER_SECRET = "test-cluster-secret"
@@ -32,13 +32,7 @@ FAST_ARGS = ("--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5", "--rep
 
 def start_redis() -> RedisServer:
     """A started Redis server (skips only outside CI when redis-server is not installed)."""
-    try:
-        server = RedisServer()
-    except RedisUnavailableError as exc:
-        if IN_CI:
-            pytest.fail(f"CI=true and Redis is missing: {exc}")
-        pytest.skip(str(exc))
-    return server.start()
+    return required(RedisServer, RedisUnavailableError).start()
 
 
 @pytest.fixture(scope="session")
@@ -193,3 +187,22 @@ class Member:
         agent = AgentProcess(self.hub, root, [backend_url], name=name, token=token)
         self.cluster.agents.append(agent)
         return str(self.hub.wait_agent(name)["id"])
+
+
+def paid_market(cluster: Cluster, hub: HubProcess, model: str, backend_url: str, credits: float) -> tuple[Member, str]:
+    """Bob's agent on ``backend_url`` (tunnelled to ``hub``) serving ``model`` in a credits group at 100/1,000
+    micro-credits per token in/out, and Alice in that group with ``credits`` credits: Alice and her API key."""
+    bob, alice = Member(cluster, hub), Member(cluster, hub)
+    group = bob.create("/api/groups", {"name": "market"})["id"]
+    billing = {"billing": "credits", "min_price_per_mtok": 1, "max_price_per_mtok": 5000, "max_tokens_cap": 64}
+    assert bob.call("PATCH", f"/api/groups/{group}", billing)[0] == 200
+    agent_id = bob.agent(backend_url, cluster.root / "bob-gpu")
+    assert bob.call("POST", f"/api/agents/{agent_id}/groups", {"group_id": group})[0] == 200
+    prices = {model: {"input_per_mtok": 100.0, "output_per_mtok": 1000.0}}
+    assert bob.call("PUT", f"/api/agents/{agent_id}/prices", prices)[0] == 200
+    code = bob.create(f"/api/groups/{group}/invites", {"max_uses": 5, "expires_in_s": 600})["code"]
+    assert alice.call("POST", "/api/invites/redeem", {"code": code})[0] == 200
+    key = alice.create("/api/keys", {"name": "alice"})["key"]
+    me = alice.call("GET", "/api/me")[1]["id"]
+    assert hub.admin("POST", "/admin/credits", {"user_id": me, "amount": credits, "reason": "test"})[0] == 201
+    return alice, str(key)

@@ -22,7 +22,7 @@ from testing.fake_backend import FakeBackend
 from testing.postgres import PostgresServer
 from testing.processes import AgentProcess, HubProcess, http_json
 from testing.redis import RedisServer
-from tests.cluster.conftest import Cluster, Member
+from tests.cluster.conftest import Cluster, paid_market
 
 pytestmark = pytest.mark.slow
 
@@ -220,19 +220,7 @@ async def test_a_dead_replicas_credit_holds_are_swept_and_the_ledger_stays_whole
     a, b, c = cluster.hubs
     model = cluster.model("paid")
     backend, url = cluster.backend(model, hang=True)
-    bob, alice = Member(cluster, b), Member(cluster, b)
-    group = bob.create("/api/groups", {"name": "market"})["id"]
-    billing = {"billing": "credits", "min_price_per_mtok": 1, "max_price_per_mtok": 5000, "max_tokens_cap": 64}
-    assert bob.call("PATCH", f"/api/groups/{group}", billing)[0] == 200
-    agent_id = bob.agent(url, cluster.root / "bob-gpu")
-    assert bob.call("POST", f"/api/agents/{agent_id}/groups", {"group_id": group})[0] == 200
-    prices = {model: {"input_per_mtok": 100.0, "output_per_mtok": 1000.0}}
-    assert bob.call("PUT", f"/api/agents/{agent_id}/prices", prices)[0] == 200
-    code = bob.create(f"/api/groups/{group}/invites", {"max_uses": 5, "expires_in_s": 600})["code"]
-    assert alice.call("POST", "/api/invites/redeem", {"code": code})[0] == 200
-    key = alice.create("/api/keys", {"name": "alice"})["key"]
-    me = alice.call("GET", "/api/me")[1]["id"]
-    assert b.admin("POST", "/admin/credits", {"user_id": me, "amount": 1.0, "reason": "test"})[0] == 201
+    alice, key = paid_market(cluster, b, model, url, 1.0)
     assert await asyncio.to_thread(HubProcess.wait_for, lambda: model in _models(a, key), 5)
 
     # A request at a holds alice's credits (in the database, tagged with a's replica id), then a dies.

@@ -19,8 +19,8 @@ from potluck.store.engine import migrate_database
 from testing.postgres import PostgresServer, PostgresUnavailableError
 from testing.processes import ADMIN_TOKEN, HubProcess, http_json
 from testing.redis import RedisServer
-from tests.cluster.conftest import Cluster, Member
-from tests.conftest import IN_CI
+from tests.cluster.conftest import Cluster, paid_market
+from tests.conftest import required
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +30,7 @@ SERVING_AGAIN_S = 10.0
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server for this test alone (it restarts it)."""
-    try:
-        server = PostgresServer()
-    except PostgresUnavailableError as exc:
-        if IN_CI:
-            pytest.fail(f"CI=true and PostgreSQL is missing: {exc}")
-        pytest.skip(str(exc))
-    server.start()
+    server = required(PostgresServer, PostgresUnavailableError).start()
     try:
         yield server
     finally:
@@ -121,19 +115,8 @@ async def test_a_postgresql_restart_costs_no_settlement_and_no_500(
     b = cluster.hubs[1]
     model = cluster.model("paid")
     backend, url = cluster.backend(model, chunks=2, delay=0.4)  # in flight long enough to settle during the outage
-    bob, alice = Member(cluster, b), Member(cluster, b)
-    group = bob.create("/api/groups", {"name": "market"})["id"]
-    billing = {"billing": "credits", "min_price_per_mtok": 1, "max_price_per_mtok": 5000, "max_tokens_cap": 64}
-    assert bob.call("PATCH", f"/api/groups/{group}", billing)[0] == 200
-    agent_id = bob.agent(url, cluster.root / "bob-gpu")  # tunnelled to b: a's and c's requests go through b
-    assert bob.call("POST", f"/api/agents/{agent_id}/groups", {"group_id": group})[0] == 200
-    prices = {model: {"input_per_mtok": 100.0, "output_per_mtok": 1000.0}}
-    assert bob.call("PUT", f"/api/agents/{agent_id}/prices", prices)[0] == 200
-    code = bob.create(f"/api/groups/{group}/invites", {"max_uses": 5, "expires_in_s": 600})["code"]
-    assert alice.call("POST", "/api/invites/redeem", {"code": code})[0] == 200
-    key = alice.create("/api/keys", {"name": "alice"})["key"]
+    alice, key = paid_market(cluster, b, model, url, 10.0)  # the agent is tunnelled to b: a's and c's go through b
     me = alice.call("GET", "/api/me")[1]["id"]
-    assert b.admin("POST", "/admin/credits", {"user_id": me, "amount": 10.0, "reason": "test"})[0] == 201
 
     free = cluster.model("free")  # served in the admin's mutual group: no hold, no database on its path
     cluster.agent(cluster.hubs[0], cluster.backend(free, chunks=1)[1])

@@ -7,6 +7,7 @@ import json
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -101,32 +102,55 @@ def test_revoked_key_is_refused_within_one_second(fleet: Fleet) -> None:
     assert created["key"] not in str(listed)
 
 
-def test_agent_reconnects_by_itself_after_hub_restart(tmp_path: Path) -> None:
-    port = str(free_port())
-    args = ("--port", port, "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
-    hub = HubProcess(tmp_path / "hub", *args)
-    fleet = Fleet(hub, tmp_path / "fleet")
-    restarted = None
+class Restartable:
+    """A hub on a fixed port and data directory, its fleet, and the hub that replaces it after a restart."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = tmp_path / "hub"
+        self.args = ("--port", str(free_port()), "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
+        self.hub = HubProcess(self.root, *self.args)
+        self.fleet = Fleet(self.hub, tmp_path / "fleet")
+        self.restarted: HubProcess | None = None
+
+    def restart(self) -> HubProcess:
+        """A new hub on the same port and data (the old one stopped or killed first)."""
+        self.restarted = HubProcess(self.root, *self.args)
+        return self.restarted
+
+    def close(self) -> None:
+        for agent in self.fleet.agents:
+            agent.signal(signal.SIGCONT)  # a test may have held one back
+        self.fleet.close()
+        self.hub.stop()
+        if self.restarted is not None:
+            self.restarted.stop()
+
+
+@pytest.fixture
+def restartable(tmp_path: Path) -> Iterator[Restartable]:
+    made = Restartable(tmp_path)
     try:
-        model = fleet.model()
-        _backend, url = fleet.backend(model)
-        agent = fleet.agent(url)
-        agent_id = hub.wait_agent(agent.name)["id"]
-        hub.stop()
-        # The agent fails to reconnect at least once (a second "reconnecting in"), backing off.
-        assert hub.wait_for(lambda: agent.log().count("reconnecting in") >= 2, 10), agent.log()
-        restarted = HubProcess(tmp_path / "hub", *args)
-        assert restarted.url == hub.url
-        assert restarted.wait_agent(agent.name, models={model}, timeout=20)["id"] == agent_id
-        assert agent.proc.poll() is None
-        assert "reconnecting in" in agent.log()
-        reply = fleet.client().chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
-        assert reply.choices[0].message.content
+        yield made
     finally:
-        fleet.close()
-        hub.stop()
-        if restarted is not None:
-            restarted.stop()
+        made.close()
+
+
+def test_agent_reconnects_by_itself_after_hub_restart(restartable: Restartable) -> None:
+    hub, fleet = restartable.hub, restartable.fleet
+    model = fleet.model()
+    _backend, url = fleet.backend(model)
+    agent = fleet.agent(url)
+    agent_id = hub.wait_agent(agent.name)["id"]
+    hub.stop()
+    # The agent fails to reconnect at least once (a second "reconnecting in"), backing off.
+    assert hub.wait_for(lambda: agent.log().count("reconnecting in") >= 2, 10), agent.log()
+    restarted = restartable.restart()
+    assert restarted.url == hub.url
+    assert restarted.wait_agent(agent.name, models={model}, timeout=20)["id"] == agent_id
+    assert agent.proc.poll() is None
+    assert "reconnecting in" in agent.log()
+    reply = fleet.client().chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content
 
 
 async def test_agent_sigterm_finishes_in_flight_stream_and_takes_no_new_work(fleet: Fleet) -> None:
@@ -217,78 +241,56 @@ def test_admin_drain_takes_an_agent_out_of_rotation_until_resumed(fleet: Fleet) 
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "kill-9"])
-def test_after_a_hub_restart_a_model_answers_503_until_its_agent_is_back(tmp_path: Path, stop: str) -> None:
-    port = str(free_port())
-    args = ("--port", port, "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
-    hub = HubProcess(tmp_path / "hub", *args)
-    fleet = Fleet(hub, tmp_path / "fleet")
-    restarted = None
-    try:
-        model = fleet.model()
-        _backend, url = fleet.backend(model)
-        agent = fleet.agent(url)
-        hub.wait_agent(agent.name, models={model})
-        agent.signal(signal.SIGSTOP)  # held back, so the restarted hub must answer before the agent returns
-        if stop == "kill-9":
-            hub.kill()
-        else:
-            hub.stop()
-        restarted = HubProcess(tmp_path / "hub", *args)
-        client = fleet.client().with_options(max_retries=0)
-        with pytest.raises(openai.APIStatusError) as caught:
-            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
-        assert caught.value.status_code == 503
-        assert caught.value.response.headers["retry-after"].isdigit()
-        assert caught.value.body["code"] == "model_unavailable"  # type: ignore[index]
-        # A model nobody served before the restart is still plainly missing.
-        with pytest.raises(openai.NotFoundError):
-            client.chat.completions.create(model=fleet.model("never"), messages=[{"role": "user", "content": "x"}])
-        agent.signal(signal.SIGCONT)
-        restarted.wait_agent(agent.name, models={model}, timeout=20)
-        reply = fleet.client().chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
-        assert reply.choices[0].message.content
-    finally:
-        agent.signal(signal.SIGCONT)
-        fleet.close()
-        hub.stop()
-        if restarted is not None:
-            restarted.stop()
-
-
-def test_a_model_an_agent_added_while_connected_answers_503_after_a_hub_restart(tmp_path: Path) -> None:
-    port = str(free_port())
-    args = ("--port", port, "--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5")
-    hub = HubProcess(tmp_path / "hub", *args)
-    fleet = Fleet(hub, tmp_path / "fleet")
-    restarted = None
-    try:
-        model = fleet.model()
-        backend, url = fleet.backend(model)
-        agent = fleet.agent(url)
-        hub.wait_agent(agent.name, models={model})
-        added = fleet.model("added")
-        backend.set_models((model, added))  # the agent's next catalog read finds it and sends MODELS
-        hub.wait_agent(agent.name, models={model, added})
-
-        def stored() -> bool:  # the hub writes the catalog behind, off the frame loop
-            with sqlite3.connect(tmp_path / "hub" / "potluck.db") as db:
-                return any(served and added in json.loads(served) for (served,) in db.execute(SERVED))
-
-        assert HubProcess.wait_for(stored, 5)
-        agent.signal(signal.SIGSTOP)
+def test_after_a_hub_restart_a_model_answers_503_until_its_agent_is_back(restartable: Restartable, stop: str) -> None:
+    hub, fleet = restartable.hub, restartable.fleet
+    model = fleet.model()
+    _backend, url = fleet.backend(model)
+    agent = fleet.agent(url)
+    hub.wait_agent(agent.name, models={model})
+    agent.signal(signal.SIGSTOP)  # held back, so the restarted hub must answer before the agent returns
+    if stop == "kill-9":
         hub.kill()
-        restarted = HubProcess(tmp_path / "hub", *args)
-        client = fleet.client().with_options(max_retries=0)
-        with pytest.raises(openai.APIStatusError) as caught:
-            client.chat.completions.create(model=added, messages=[{"role": "user", "content": "x"}])
-        assert caught.value.status_code == 503
-        assert caught.value.body["code"] == "model_unavailable"  # type: ignore[index]
-    finally:
-        agent.signal(signal.SIGCONT)
-        fleet.close()
+    else:
         hub.stop()
-        if restarted is not None:
-            restarted.stop()
+    restarted = restartable.restart()
+    client = fleet.client().with_options(max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 503
+    assert caught.value.response.headers["retry-after"].isdigit()
+    assert caught.value.body["code"] == "model_unavailable"  # type: ignore[index]
+    # A model nobody served before the restart is still plainly missing.
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=fleet.model("never"), messages=[{"role": "user", "content": "x"}])
+    agent.signal(signal.SIGCONT)
+    restarted.wait_agent(agent.name, models={model}, timeout=20)
+    reply = fleet.client().chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content
+
+
+def test_a_model_an_agent_added_while_connected_answers_503_after_a_hub_restart(restartable: Restartable) -> None:
+    hub, fleet = restartable.hub, restartable.fleet
+    model = fleet.model()
+    backend, url = fleet.backend(model)
+    agent = fleet.agent(url)
+    hub.wait_agent(agent.name, models={model})
+    added = fleet.model("added")
+    backend.set_models((model, added))  # the agent's next catalog read finds it and sends MODELS
+    hub.wait_agent(agent.name, models={model, added})
+
+    def stored() -> bool:  # the hub writes the catalog behind, off the frame loop
+        with sqlite3.connect(restartable.root / "potluck.db") as db:
+            return any(served and added in json.loads(served) for (served,) in db.execute(SERVED))
+
+    assert HubProcess.wait_for(stored, 5)
+    agent.signal(signal.SIGSTOP)
+    hub.kill()
+    restartable.restart()
+    client = fleet.client().with_options(max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model=added, messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 503
+    assert caught.value.body["code"] == "model_unavailable"  # type: ignore[index]
 
 
 SERVED = "SELECT served_models FROM agents"
