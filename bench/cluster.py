@@ -75,6 +75,14 @@ def _load(url: str, request: bytes, concurrency: int, duration: float, warmup: f
     return run_load(spec)
 
 
+def _agent(hub: HubProcess, root: Path, backend_url: str) -> AgentProcess:
+    """An agent on the backend tunnelled to ``hub``, named after its directory, once the hub has it."""
+    name = root.name
+    agent = AgentProcess(hub, root, [backend_url], name=name, token=hub.create_agent_token(name), max_concurrency=512)
+    hub.wait_agent(name)
+    return agent
+
+
 def _measured(result: LoadResult, duration: float) -> list[tuple[float, float, float, int, int, bool]]:
     if result.crashes:
         raise RuntimeError(f"load generator crashed: {result.crashes[:2]}")
@@ -111,9 +119,7 @@ def _paced_cpu(hub: HubProcess, hubs: list[HubProcess], key: str, chunks: int, d
     before = _cpu(hubs)
     result = _load(hub.url, _request(hub.url, key, body), 64, duration, warmup=0.0)
     after = _cpu(hubs)
-    if result.crashes:
-        raise RuntimeError(f"load generator crashed: {result.crashes[:2]}")
-    served = [s for s in result.samples if s[3] == 200]
+    served = _measured(result, duration)
     return _Paced([a - b for a, b in zip(after, before, strict=True)], len(served), sum(s[4] for s in served))
 
 
@@ -179,16 +185,7 @@ def main() -> None:
             agents: list[AgentProcess] = []
             try:
                 key = hub_b.create_key("bench")
-                agents.append(
-                    AgentProcess(
-                        hub_b,
-                        root / "agent-b",
-                        [server.url],
-                        name="agent-b",
-                        token=hub_b.create_agent_token("agent-b"),
-                        max_concurrency=512,
-                    )
-                )
+                agents.append(_agent(hub_b, root / "agent-b", server.url))
                 hub_b.wait_agent("agent-b")
                 assert HubProcess.wait_for(
                     lambda: http_json("POST", hub_a.url + "/v1/chat/completions", _body(), key)[0] == 200, 15
@@ -228,16 +225,7 @@ def main() -> None:
                         / duration,
                         1,
                     )
-                    agents.append(
-                        AgentProcess(
-                            hub_a,
-                            root / "agent-a",
-                            [server.url],
-                            name="agent-a",
-                            token=hub_a.create_agent_token("agent-a"),
-                            max_concurrency=512,
-                        )
-                    )
+                    agents.append(_agent(hub_a, root / "agent-a", server.url))
                     hub_a.wait_agent("agent-a")
                     split: list[LoadResult] = []
                     threads = [

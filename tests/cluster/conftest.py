@@ -19,6 +19,7 @@ from typing import Any
 import openai
 import pytest
 
+from potluck.store.database import Store
 from testing.fake_backend import BackgroundServer, FakeBackend
 from testing.postgres import PostgresServer
 from testing.processes import AgentProcess, HubProcess, http_json
@@ -132,6 +133,14 @@ class Cluster:
         client = openai.OpenAI(base_url=hub.url + "/v1", api_key=self.key, **kwargs)
         self._stack.callback(client.close)
         return client
+
+    async def ledger_problems(self) -> list[str]:
+        """What the ledger audit finds in the shared database, open holds included (none expected once done)."""
+        store = await Store.open(self.database_url)
+        try:
+            return await store.audit.problems(allow_open_holds=False)
+        finally:
+            await store.close()
 
     def close(self) -> None:
         for agent in self.agents:

@@ -10,7 +10,6 @@ import pytest
 
 from potluck.hub.pricing import hold_amount
 from potluck.store.billing import Price
-from potluck.store.database import Store
 from testing.processes import HubProcess, http_json
 from tests.cluster.conftest import Cluster, Member
 
@@ -80,9 +79,5 @@ async def test_twenty_requests_over_three_replicas_against_a_balance_for_one_adm
         return bool(balance["held_micro"] == 0 and 0 < balance["balance_micro"] < granted)
 
     assert await asyncio.to_thread(HubProcess.wait_for, settled, 5)
-    store = await Store.open(cluster.database_url)
-    try:
-        assert await store.audit.problems(allow_open_holds=False) == []
-    finally:
-        await store.close()
+    assert await cluster.ledger_problems() == []
     assert c.proc.poll() is None

@@ -184,7 +184,6 @@ async def _stream_body(
             await response.write(chunk)
             exchange.sent(chunk)
     except HubError as exc:
-        exchange.deliver_through(None)
         # Bytes already reached the client: no status to change. A stream gets a terminal error
         # event (never a fake [DONE]); a plain body is cut short so the client sees it incomplete.
         log.warning("request %s failed mid-response: %s", exchange.request.request_id, exc.message)
