@@ -40,16 +40,19 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
 class SlowClient:
     """One connection that sends its bytes slowly and notes when the hub closes it."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opened: float) -> None:
         self.reader, self.writer = reader, writer
-        self.opened = time.monotonic()
+        self.opened = opened
+        """When the connect began: the hub's deadline runs from its accept, which cannot come earlier (taken
+        after the connect returned, on a loaded machine it came after the hub's clock had started)."""
         self.closed = asyncio.get_running_loop().create_future()
         self._tasks = [asyncio.create_task(self._wait_closed())]
 
     @classmethod
     async def open(cls, hub: HubProcess, source: str = "127.0.0.1") -> SlowClient:
+        opened = time.monotonic()
         reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(hub.url).port, local_addr=(source, 0))
-        return cls(reader, writer)
+        return cls(reader, writer, opened)
 
     def send_slowly(self, data: bytes, pause: float, step: int = 1) -> None:
         self._tasks.append(asyncio.create_task(self._send(data, pause, step)))
@@ -188,7 +191,7 @@ async def test_keep_alive_connections_may_idle_but_each_request_has_its_own_head
         async with asyncio.timeout(5):
             assert (await read_response(reader)).startswith(b"HTTP/1.1 200 ")
         # The next request's headers trickle in: closed at its own deadline, counted from its first byte.
-        slow = SlowClient(reader, writer)
+        slow = SlowClient(reader, writer, time.monotonic())  # before its first byte, which starts the deadline
         slow.send_slowly(SLOW_HEADERS, pause=0.1)
         async with asyncio.timeout(HEADER_TIMEOUT + 5):
             elapsed, received = await slow.closed
