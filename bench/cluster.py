@@ -131,7 +131,8 @@ def _profile(
         return []
     out = Path(__file__).parent / "results" / "profiles"
     out.mkdir(parents=True, exist_ok=True)
-    record = ("record", "--duration", str(max(1, int(seconds))), "--rate", "200", "--format", "raw", "--nonblocking")
+    # --native shows the C below Python (uvloop, the parsers, the write syscalls); it pauses the process to sample.
+    record = ("record", "--duration", str(max(1, int(seconds))), "--rate", "200", "--format", "raw", "--native")
     return [
         subprocess.Popen(
             [py_spy, *record, "--pid", str(hub.proc.pid), "--output", str(out / f"cluster-{run}-{name}.txt")],

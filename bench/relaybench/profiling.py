@@ -37,7 +37,8 @@ def start_profilers(
         suffix = "" if target == "potluck" else f"-{target}"
         output = out_dir / f"{scenario.name}-{service.name}{suffix}.txt"
         argv = [opts.py_spy, "record", "--pid", str(service.proc.pid), "--duration", str(max(1, int(seconds)))]
-        argv += ["--rate", "200", "--format", "raw", "--nonblocking", "--output", str(output)]
+        # --native shows the C below Python (uvloop, the parsers, the write syscalls); it pauses the process to sample.
+        argv += ["--rate", "200", "--format", "raw", "--native", "--output", str(output)]
         tasks.append(asyncio.create_task(_spawn_profiler(service.name, argv, output)))
     return tasks
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
+from potluck._shared import heap
 from potluck.agent.settings import AgentSettings
 from potluck.cli import accounts, billing, claims, completion, doctor, fleet, groups, tools, tray
 from potluck.cli.options import build, settings_options
@@ -87,6 +88,7 @@ def hub(ctx: click.Context, /, **options: object) -> None:
 
     def listening(url: str) -> None:
         listened.append(url)
+        heap.settle()  # started: what startup built stays for good
         click.echo(f"listening {url}")
         sys.stdout.flush()
 
@@ -158,6 +160,7 @@ def agent(ctx: click.Context, /, **options: object) -> None:
     configure_logging(settings.log_level)
 
     async def main() -> None:
+        heap.settle()
         await AgentDaemon(settings).run()
 
     try:
