@@ -243,6 +243,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             )
             cluster.on_replica_dead = partial(sweep_dead_replica, store.holds, store.usage, clock)
             cluster.knows_agent = lambda agent_id: agent_id in access.agent_owner
+            accounting.cluster_load = cluster.load  # dynamic prices follow the whole cluster's load
             shared_limiter = ClusterRateLimiter(cluster.redis, clock, lambda: len(cluster.replicas))
             limiter = shared_limiter
             cluster_loops["cluster-limits"] = shared_limiter.run

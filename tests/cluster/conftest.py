@@ -28,7 +28,10 @@ from tests.conftest import required
 
 PASSWORD = "a long password"
 CLUSTER_SECRET = "test-cluster-secret"
-FAST_ARGS = ("--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5", "--replica-lease-s", "1.5")
+FAST_ARGS = (
+    *("--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5", "--replica-lease-s", "1.5"),
+    *("--reprice-interval", "0.2"),
+)
 
 
 def start_redis() -> RedisServer:

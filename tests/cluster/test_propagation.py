@@ -7,6 +7,8 @@ which reach the agent over a peer link; the second counts from the moment the ch
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
 import time
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 WITHIN_S = 1.0
 LARGE_CAP = 100_000
-MODELS = ("gone", "joined", "priced", "billed", "deleted", "shared", "claimed", "parked", "paused")
+MODELS = ("gone", "joined", "priced", "billed", "deleted", "shared", "claimed", "parked", "paused", "loaded")
 
 
 @dataclass
@@ -363,3 +365,45 @@ def test_an_agent_parked_by_one_replicas_throughput_floor_is_parked_at_the_other
         assert [(h["agent_id"], h["kind"]) for h in claims(hub, alice, group)["holds"]] == [(market.agent_id, "parked")]
     changed_at = change(market.bob, "DELETE", f"/api/groups/{group}/holds/{market.agent_id}/{model}")
     reaches_the_others(market.cluster, changed_at, "lifted park", lambda hub: served(hub, alice.key, model))
+
+
+# -- load, which dynamic prices follow ----------------------------------------------------------------------------
+
+
+def multipliers(hubs: list[HubProcess], one: Guest, group: str, agent_id: str, model: str) -> list[float]:
+    """Each replica's dynamic multiplier for ``model`` on the agent, once each has computed one."""
+    found = []
+    for hub in hubs:
+        status, data, _ = http_json("GET", hub.url + f"/api/groups/{group}/prices", None, one.member.token)
+        assert status == 200, data
+        row = next(r for r in data["data"] if r["agent_id"] == agent_id and r["model"] == model)
+        found.append(float(row["multiplier"]) if row["reason"] != "not computed yet" else -1.0)
+    return found
+
+
+def test_every_replica_prices_by_the_whole_clusters_load(market: Market) -> None:
+    """Requests placed at replica 1 fill bob's agent (tunnelled to replica 0) and queue: replicas 0 and 2, which
+    placed none of them, quote the same busy price as replica 1, not the idle discount of what each saw alone."""
+    model, cluster = market.models["loaded"], market.cluster
+    hubs = cluster.hubs
+    group, (alice,) = circle(market, model, 1, billing="credits", dynamic_pricing=True, max_tokens_cap=64)
+    grant(cluster, alice, 1_000 * MICRO)
+    assert HubProcess.wait_for(lambda: multipliers(hubs, alice, group, market.agent_id, model) == [0.5] * 3, 5)
+
+    # The agent's 8 slots taken and 4 more waiting at replica 1: utilisation 100 %, demand 4/8, so 1 + 0.5.
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "fake": {"hang": True}})
+    host, port = hubs[1].url.removeprefix("http://").split(":")
+    with contextlib.ExitStack() as held:
+        for _ in range(12):
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            held.callback(conn.close)  # the client goes away: the hub cancels its request end to end
+            conn.request(
+                "POST",
+                "/v1/chat/completions",
+                body,
+                {"Authorization": f"Bearer {alice.key}", "Content-Type": "application/json"},
+            )
+        busy = lambda: multipliers(hubs, alice, group, market.agent_id, model) == [1.5] * 3  # noqa: E731
+        assert HubProcess.wait_for(busy, 5), multipliers(hubs, alice, group, market.agent_id, model)
+    idle = lambda: multipliers(hubs, alice, group, market.agent_id, model) == [0.5] * 3  # noqa: E731
+    assert HubProcess.wait_for(idle, 5), multipliers(hubs, alice, group, market.agent_id, model)

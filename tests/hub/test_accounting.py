@@ -6,7 +6,7 @@ import pytest
 
 from potluck._shared.clock import ManualClock
 from potluck.hub.access import AccessMap
-from potluck.hub.accounting import Accounting, GroupBilling, Served
+from potluck.hub.accounting import Accounting, ClusterLoad, GroupBilling, Served
 from potluck.hub.errors import InsufficientQuotaError
 from potluck.hub.ledger import Ledger
 from potluck.hub.outcome import Outcome
@@ -221,6 +221,30 @@ def test_dynamic_multiplier_rises_with_queue_and_is_shown_with_its_reason() -> N
     # Fixed-price groups ignore it.
     accounting.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS))
     assert accounting.quote("paid", "gpu", "m").multiplier == 1.0
+
+
+def test_a_replica_prices_by_the_whole_clusters_load_not_only_its_own() -> None:
+    """Replicas behind one balancer see different shares of the same agents' load; priced by their own, two
+    replicas would quote the same model at different prices at the same moment."""
+    here = make()
+    here.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, dynamic=True, default=Price(10, 20)))
+    here.reprice()
+    assert here.quote("paid", "gpu", "m").multiplier < 1.0  # idle as far as this replica's scheduler knows
+
+    # The agent's four slots are taken by requests placed at other replicas, which also have four waiting.
+    here.cluster_load = lambda: ClusterLoad(in_flight={"gpu": 4}, queued_elsewhere={"m": 4})
+    here.reprice()
+    clustered = here.quote("paid", "gpu", "m")
+
+    # Exactly what a single hub with that load of its own charges.
+    single = make()
+    single.set_billing("paid", GroupBilling(mode=BillingMode.CREDITS, dynamic=True, default=Price(10, 20)))
+    for n in range(4):
+        single.scheduler.acquire("m")
+        single.scheduler.enqueue(Want(("m",), requester=f"u{n}"))
+    single.reprice()
+    assert clustered.multiplier == single.quote("paid", "gpu", "m").multiplier > 1.0
+    assert clustered.reason == single.quote("paid", "gpu", "m").reason
 
 
 async def test_settled_requests_carry_a_signed_receipt_in_the_same_ledger_batch() -> None:

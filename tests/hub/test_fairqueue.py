@@ -194,3 +194,13 @@ def test_in_turns_lists_each_users_oldest_request_before_anyones_second() -> Non
     for ticket in [*noisy, *alice]:
         queue.push(ticket)
     assert queue.in_turns() == [noisy[0], alice[0], noisy[1], alice[1], noisy[2]]
+
+
+def test_waiting_requests_are_counted_per_model_that_could_serve_them() -> None:
+    s, _ = make()
+    s.enqueue(Want(("a",), requester="u1"))
+    s.enqueue(Want(("a",), requester="u2"))
+    s.enqueue(Want(("a", "b"), requester="u3"), queue="alias")  # a name either model can serve
+
+    assert s.queued_by_model() == {"a": 3, "b": 1}
+    assert s.queued_by_model() == {m: s.queued(m) for m in ("a", "b")}

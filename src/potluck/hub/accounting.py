@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from potluck._shared.clock import Clock, SystemClock
@@ -160,6 +160,16 @@ class Quote:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterLoad:
+    """Supply and demand beyond this hub's own scheduler (cluster mode), so every replica prices alike."""
+
+    in_flight: Mapping[str, int]
+    """Agent id -> requests in flight on it from every replica."""
+    queued_elsewhere: Mapping[str, int]
+    """Model -> requests waiting for it at the other replicas."""
+
+
 @dataclass(slots=True)
 class _Reputation:
     implausible: int = 0
@@ -184,6 +194,8 @@ class Accounting:
     holds: HoldBook | None = None
     """Where holds are decided and settlements go; None: the in-memory ledger (`LocalHoldBook`). Replicas
     sharing a database pass a `SharedHoldBook`, and then `ledger` is not used."""
+    cluster_load: Callable[[], ClusterLoad] | None = None
+    """The whole cluster's load (hub/cluster.py), which dynamic prices follow; None: a single hub's own."""
     _credit_groups: frozenset[str] = frozenset()
     _dearest_cache: dict[tuple[str, str], tuple[float, Price, float]] = field(default_factory=dict)
     _book: HoldBook = field(init=False, repr=False)
@@ -425,18 +437,21 @@ class Accounting:
     def reprice(self) -> None:
         """Recompute the dynamic multipliers of every opted-in credits group from supply and demand now."""
         fresh: dict[tuple[str, str], tuple[float, str]] = {}
+        load = self.cluster_load() if self.cluster_load is not None else ClusterLoad({}, {})
         for group_id, billing in self.billing.items():
             if billing.mode != BillingMode.CREDITS or not billing.dynamic:
                 continue
             busy: dict[str, list[int]] = {}
-            for _agent_id, slots in self.agents_in(group_id):
+            for agent_id, slots in self.agents_in(group_id):
                 if not slots.available or slots.draining:
                     continue
+                in_flight = load.in_flight.get(agent_id, slots.in_flight)
                 for model in slots.models:
                     pair = busy.setdefault(model, [0, 0])
-                    pair[0] += slots.in_flight
+                    pair[0] += in_flight
                     pair[1] += slots.max_concurrency
             for model, (in_flight, capacity) in busy.items():
-                fresh[(group_id, model)] = dynamic_multiplier(self.scheduler.queued(model), in_flight, capacity)
+                queued = self.scheduler.queued(model) + load.queued_elsewhere.get(model, 0)
+                fresh[(group_id, model)] = dynamic_multiplier(queued, in_flight, capacity)
         self.multipliers = fresh
         self._dearest_cache.clear()

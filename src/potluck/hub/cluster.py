@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from potluck import __version__
 from potluck._shared.clock import Clock
+from potluck.hub.accounting import ClusterLoad
 from potluck.hub.cluster_link import PeerChannel
 from potluck.hub.cluster_peering import Peering, local_sessions
 from potluck.hub.cluster_view import (
@@ -96,6 +97,9 @@ class Cluster:
         self.agents: dict[str, dict[str, AgentEntry]] = {}
         """replica id -> agent id -> entry."""
         self.loads: dict[str, dict[str, int]] = {}
+        """replica id -> agent id -> requests in flight, as the replica holding the agent last said."""
+        self.queued: dict[str, dict[str, int]] = {}
+        """replica id -> model -> requests waiting, as the replica last said."""
         self.peering = Peering(registry, clock, credit_window, self.remote_entries)
         """The links to the other replicas, and the proxies of their agents."""
         self._dirty: set[str] = set()
@@ -178,7 +182,7 @@ class Cluster:
         interval = self.lease_s / 3
         await self._renew()
         await self._publish_all()
-        last_loads: dict[str, int] = {}
+        last_load: tuple[dict[str, int], dict[str, int]] = ({}, {})
         next_beat = self.clock.now() + interval
         while True:
             with contextlib.suppress(TimeoutError):
@@ -198,10 +202,13 @@ class Cluster:
             if self.clock.now() < next_beat:
                 continue
             next_beat = self.clock.now() + interval
-            loads = {a: len(s.streams) for a, s in self._local().items()}
-            if loads != last_loads:
-                last_loads = loads
-                event = Event(EventKind.LOAD, self.replica_id, loads=loads, queue_depth=self.queue_depth())
+            load = ({a: len(s.streams) for a, s in self._local().items()}, self.registry.scheduler.queued_by_model())
+            if load != last_load:
+                last_load = load
+                loads, queued = load
+                event = Event(
+                    EventKind.LOAD, self.replica_id, loads=loads, queue_depth=self.queue_depth(), queued=queued
+                )
                 await self.redis.publish(EVENTS, encode(event))
             await self._renew()
 
@@ -318,6 +325,7 @@ class Cluster:
             self.agents.get(event.replica, {}).pop(event.agent_id, None)
         elif kind is EventKind.LOAD:
             self.loads[event.replica] = event.loads
+            self.queued[event.replica] = event.queued
             info = self.replicas.get(event.replica)
             if info is not None:
                 self.replicas[event.replica] = msgspec.structs.replace(info, queue_depth=event.queue_depth)
@@ -325,6 +333,8 @@ class Cluster:
         elif kind is EventKind.REPLICA_GONE:
             self.agents.pop(event.replica, None)
             self.replicas.pop(event.replica, None)
+            self.loads.pop(event.replica, None)
+            self.queued.pop(event.replica, None)
         elif kind is EventKind.INVALIDATE:
             self._reload_caches()
             return
@@ -372,6 +382,22 @@ class Cluster:
                 if current is None or entry.connected_at > current.connected_at:
                     best[agent_id] = entry
         return best
+
+    def load(self) -> ClusterLoad:
+        """The load of the whole cluster, which every replica's dynamic prices follow: requests in flight per
+        agent (counted here for the agents tunnelled here, as their holder last said for the others, a heartbeat
+        old at most) and the requests the other live replicas have waiting, per model."""
+        in_flight: dict[str, int] = {}
+        for agent_id, entry in self.remote_entries().items():
+            in_flight[agent_id] = self.loads.get(entry.replica, {}).get(agent_id, entry.in_flight)
+        for agent_id, session in self._local().items():
+            in_flight[agent_id] = len(session.streams)
+        queued: dict[str, int] = {}
+        for replica_id, waiting in self.queued.items():
+            if replica_id != self.replica_id and replica_id in self.replicas:
+                for model, count in waiting.items():
+                    queued[model] = queued.get(model, 0) + count
+        return ClusterLoad(in_flight, queued)
 
     def drain(self) -> None:
         """This replica is shutting down: publish its agents as draining, so the others place nothing new on

@@ -51,7 +51,10 @@ class Event(msgspec.Struct, frozen=True):
     agent: AgentEntry | None = None
     agent_id: str = ""
     loads: dict[str, int] = {}
+    """LOAD: agent id -> requests in flight on it, for each agent tunnelled to the replica."""
     queue_depth: int = 0
+    queued: dict[str, int] = {}
+    """LOAD: model -> requests waiting for it at the replica."""
 
 
 encode = msgspec.msgpack.Encoder().encode

@@ -129,6 +129,15 @@ class FairQueue:
         """Tickets that ``model`` could serve."""
         return sum(q.size for q in self._queues.values() if model in q.models)
 
+    def queued_by_model(self) -> dict[str, int]:
+        """`queued` for every model some waiting ticket could be served by."""
+        counts: dict[str, int] = {}
+        for q in self._queues.values():
+            if q.size:
+                for model in q.models:
+                    counts[model] = counts.get(model, 0) + q.size
+        return counts
+
     def ahead(self, ticket: Ticket) -> tuple[int, tuple[str, ...]]:
         """(this ticket's place in line under round robin, 1 = next; the models that can serve it)."""
         q = self._queues.get(ticket.queue)

@@ -226,6 +226,10 @@ class Scheduler:
         """Requests waiting that ``model`` could serve."""
         return self._queue.queued(model)
 
+    def queued_by_model(self) -> dict[str, int]:
+        """`queued` of every model with requests waiting for it."""
+        return self._queue.queued_by_model()
+
     def waiting(self) -> Iterator[Ticket]:
         """Every request in the wait queue (the dashboard counts those a viewer may see)."""
         return self._queue.tickets()
