@@ -4,11 +4,8 @@ earnings and group reports (which scan the records) say; recovery rebuilds them;
 from __future__ import annotations
 
 import runpy
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from potluck.store.database import Store
 from potluck.store.engine import sqlite_url
@@ -17,13 +14,6 @@ from tests.store.test_ledger import _migrate
 from tests.store.test_reports import DAY1, DAY2, record
 
 ROLLUP_MIGRATION = Path(__file__).resolve().parents[2] / "src/potluck/store/migrations/versions/0012_usage_daily.py"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(sqlite_url(tmp_path / "potluck.db"))
-    yield store
-    await store.close()
 
 
 BATCH_1 = [

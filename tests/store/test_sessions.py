@@ -3,22 +3,10 @@ nothing, a new password hash, and ending a user's other login sessions (never th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from potluck.protocol.accounts import UserRole
 from potluck.store.database import Store
-from potluck.store.engine import sqlite_url
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(sqlite_url(tmp_path / "potluck.db"))
-    yield store
-    await store.close()
 
 
 async def test_a_live_invite_is_seen_without_using_it_and_a_dead_one_is_not(store: Store) -> None:
