@@ -363,8 +363,18 @@ def test_an_agent_parked_by_one_replicas_throughput_floor_is_parked_at_the_other
     assert refused(hubs[0], alice.key, model, 404, "model_not_found")
     for hub in hubs:
         assert [(h["agent_id"], h["kind"]) for h in claims(hub, alice, group)["holds"]] == [(market.agent_id, "parked")]
+        assert events(hub, market.bob, model)[:1] == [("held", "parked")]  # its owner reads why at every replica
     changed_at = change(market.bob, "DELETE", f"/api/groups/{group}/holds/{market.agent_id}/{model}")
     reaches_the_others(market.cluster, changed_at, "lifted park", lambda hub: served(hub, alice.key, model))
+    for hub in hubs:
+        assert events(hub, market.bob, model)[:2] == [("lifted", "parked"), ("held", "parked")]
+
+
+def events(hub: HubProcess, owner: Member, model: str) -> list[tuple[str, str]]:
+    """The owner's claim events for ``model``, newest first, as one replica reads them: (change, kind)."""
+    status, data, _ = http_json("GET", hub.url + "/api/claim-events", None, owner.token)
+    assert status == 200, data
+    return [(e["change"], e["kind"]) for e in data["events"] if e["model"] == model]
 
 
 # -- load, which dynamic prices follow ----------------------------------------------------------------------------

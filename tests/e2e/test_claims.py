@@ -232,7 +232,7 @@ def test_an_agent_below_the_throughput_floor_is_parked_and_its_owner_told(hub_fa
     assert {c["agent_id"]: c["eligible"] for c in explained["candidates"]} == {slow: True, fast: True}
 
 
-def test_holds_survive_a_hub_restart(tmp_path: Path) -> None:
+def test_holds_and_their_events_survive_a_hub_restart(tmp_path: Path) -> None:
     hub = HubProcess(tmp_path / "hub", *FAST_HUB_ARGS)
     fleet = Fleet(hub, tmp_path / "fleet")
     try:
@@ -261,6 +261,10 @@ def test_holds_survive_a_hub_restart(tmp_path: Path) -> None:
         assert [(a["agent_id"], a["model"]) for a in claims["approvals"]] == [(agent, model)]
         assert [(h["agent_id"], h["kind"]) for h in claims["holds"]] == [(agent, "flagged")]
         assert claims["rules"][0]["reference_answer"] == "not what the fake says"
+        # Its owner still reads why.
+        status, events, _ = http_json("GET", f"{hub.url}/api/claim-events", None, login["token"])
+        assert status == 200
+        assert [(e["change"], e["kind"], e["agent_id"]) for e in events["events"]] == [("held", "flagged", agent)]
     finally:
         hub.stop()
 

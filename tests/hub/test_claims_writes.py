@@ -8,7 +8,7 @@ import asyncio
 from potluck._shared.clock import ManualClock
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting
-from potluck.hub.claims import Claims, ClaimView
+from potluck.hub.claims import Change, Claims, ClaimView
 from potluck.hub.groups import Groups
 from potluck.hub.ledger import Ledger
 from potluck.hub.receipts import HubSigner
@@ -23,8 +23,7 @@ async def _discard(txns: object, receipts: object) -> None:
     return None
 
 
-def _claims(store: Store, clock: ManualClock) -> Claims:
-    access = AccessMap("admin", "default")
+def _claims(store: Store, clock: ManualClock, access: AccessMap) -> Claims:
     scheduler = Scheduler(clock)
     registry = Registry(scheduler, clock, heartbeat_timeout=1.5, access=access)
     accounting = Accounting(Ledger(_discard), HubSigner.generate(), access, scheduler, clock=clock)
@@ -37,7 +36,8 @@ async def test_a_hold_taken_while_the_database_is_down_is_written_once_it_is_bac
 ) -> None:
     store = await Store.open(postgres_url)
     clock = ManualClock()
-    claims = _claims(store, clock)
+    access = AccessMap("admin", "default")
+    claims = _claims(store, clock, access)
     runner = asyncio.create_task(claims.run())
     try:
         user = await store.users.create("olga", None, UserRole.USER)
@@ -63,6 +63,12 @@ async def test_a_hold_taken_while_the_database_is_down_is_written_once_it_is_bac
         assert [(h.agent_id, h.kind, h.reason) for h in await store.claims.holds()] == [
             (agent.id, HoldKind.PARKED, "slow")
         ]
+        # Its owner reads the event from the database; one not written yet is shown too, and only once.
+        access.agent_owner = {agent.id: user.id}
+        assert [(e.change, e.kind) for e in await claims.events_of(user)] == [(Change.HELD, HoldKind.PARKED)]
+        claims.release(group.id, agent.id, "llama", HoldKind.PARKED)
+        shown = [(e.change, e.kind) for e in await claims.events_of(user)]
+        assert shown == [(Change.LIFTED, HoldKind.PARKED), (Change.HELD, HoldKind.PARKED)]
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from potluck.protocol.accounts import ClaimPolicy, HoldKind, UserRole
-from potluck.store.claims import ALL_MODELS, Hold, ModelRule
+from potluck.store.claims import ALL_MODELS, Change, ClaimEvent, Hold, ModelRule
 from potluck.store.database import Store
-from potluck.store.engine import sqlite_url
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(sqlite_url(tmp_path / "potluck.db"))
-    yield store
-    await store.close()
 
 
 async def _setup(store: Store) -> tuple[str, str, str]:
@@ -77,3 +65,22 @@ async def test_a_deleted_group_takes_its_claims_along(store: Store) -> None:
     assert await store.claims.approvals() == []
     assert await store.claims.holds() == []
     assert await store.claims.rules() == []
+
+
+async def test_hold_events_are_stored_with_their_change_and_read_newest_first_per_agent(store: Store) -> None:
+    _user, group, agent = await _setup(store)
+    other = (await store.agents.enrol((await store.agents.create_token("u")).token, b"B" * 32, "gpu2")).id
+    at = datetime(2026, 12, 5, 1, 2, 3, 456789, tzinfo=UTC)
+    held = ClaimEvent(at, Change.HELD, group, agent, "llama", HoldKind.PARKED, "slow")
+    await store.claims.put_hold(Hold(group, agent, "llama", HoldKind.PARKED, "slow", at), [held])
+    elsewhere = ClaimEvent(at, Change.HELD, group, other, "llama", HoldKind.FLAGGED, "disagreed")
+    await store.claims.put_hold(Hold(group, other, "llama", HoldKind.FLAGGED, "disagreed", at), [elsewhere])
+    lifted = ClaimEvent(at, Change.LIFTED, group, agent, "llama", HoldKind.PARKED, "slow")
+    assert await store.claims.clear_hold(group, agent, "llama", HoldKind.PARKED, [lifted]) == 1
+
+    assert await store.claims.events({agent}, 10) == [lifted, held]  # the same instant, in the order stored
+    assert await store.claims.events({agent}, 1) == [lifted]
+    assert await store.claims.events({agent, other}, 10) == [lifted, elsewhere, held]
+    assert await store.claims.events(set(), 10) == []
+    await store.groups.delete(group)
+    assert await store.claims.events({agent, other}, 10) == []  # a deleted group takes its events along

@@ -141,7 +141,7 @@ async def spot_check(request: web.Request) -> web.Response:
 
 async def claim_events(request: web.Request) -> web.Response:
     user = await current_user(request)
-    events = request.app[HUB].claims.events_of(user)
+    events = await request.app[HUB].claims.events_of(user)
     return json_response(ClaimEventList(events=[ClaimEventView.of(e) for e in events]))
 
 

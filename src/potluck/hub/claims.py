@@ -19,8 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import timedelta
 
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
@@ -28,7 +27,7 @@ from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.groups import MANAGERS, OWNER_ONLY, Groups
 from potluck.hub.registry import Registry
 from potluck.protocol.accounts import ClaimPolicy, HoldKind
-from potluck.store.claims import ALL_MODELS, Approval, Hold, ModelRule
+from potluck.store.claims import ALL_MODELS, Approval, Change, ClaimEvent, Hold, ModelRule
 from potluck.store.database import Store
 from potluck.store.errors import is_database_unavailable
 from potluck.store.users import User
@@ -38,30 +37,8 @@ __all__ = ["ALL_MODELS", "Approval", "Change", "ClaimEvent", "ClaimView", "Claim
 log = logging.getLogger(__name__)
 
 NOT_APPROVED = "not approved for this model in the request's groups"
-EVENTS_KEPT = 1000
-"""Hold events kept in memory for owners to read (the oldest go first)."""
-
-
-class Change(StrEnum):
-    """What happened to an agent's standing for a model in a group."""
-
-    HELD = "held"
-    """Taken out of routing (flagged or parked)."""
-    LIFTED = "lifted"
-    """Back in routing (a group admin lifted it, or a park's cool-down ended)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimEvent:
-    """An agent taken out of routing for a model in a group, or put back: what its owner is told."""
-
-    at: datetime
-    change: Change
-    group_id: str
-    agent_id: str
-    model: str
-    kind: HoldKind
-    reason: str
+EVENTS_SHOWN = 1000
+"""Hold events an owner reads at most (the newest; the database keeps them all)."""
 
 
 Lift = tuple[str, str, str, HoldKind | None]
@@ -220,22 +197,20 @@ class Claims:
         self._registry = registry
         self._groups = groups
         self._retry_interval = retry_interval
-        self._unsaved: deque[Hold | Lift] = deque()
+        self._unsaved: deque[tuple[Hold | Lift, list[ClaimEvent]]] = deque()
         self._wake = asyncio.Event()
         self._writing = asyncio.Lock()
         self.on_saved: Callable[[], None] = lambda: None
         """Called once a hold or lift is in the store (cluster mode: the other replicas reload their caches)."""
-        self.events: deque[ClaimEvent] = deque(maxlen=EVENTS_KEPT)
-        """The latest holds taken and lifted, oldest first (in memory: a restart forgets them; holds stay)."""
 
     @property
     def unsaved(self) -> int:
         """Holds taken or lifted that are not in the store yet."""
         return len(self._unsaved)
 
-    def _save(self, change: Hold | Lift) -> None:
+    def _save(self, change: Hold | Lift, events: list[ClaimEvent]) -> None:
         self.view.unsaved.append(change)
-        self._unsaved.append(change)
+        self._unsaved.append((change, events))
         self._wake.set()
 
     async def run(self) -> None:
@@ -261,14 +236,14 @@ class Claims:
         answers). On a failure the change stays first in line and this raises."""
         async with self._writing:
             while self._unsaved:
-                await self._write(self._unsaved[0])
+                await self._write(*self._unsaved[0])
                 self._unsaved.popleft()
 
-    async def _write(self, change: Hold | Lift) -> None:
+    async def _write(self, change: Hold | Lift, events: list[ClaimEvent]) -> None:
         if isinstance(change, Hold):
-            await self._store.claims.put_hold(change)
+            await self._store.claims.put_hold(change, events)
         else:
-            await self._store.claims.clear_hold(*change)
+            await self._store.claims.clear_hold(*change, events=events)
         self.view.unsaved.remove(change)
         self.on_saved()
 
@@ -371,8 +346,7 @@ class Claims:
         (in their agent listing, and in the hub's log). `run` writes it to the store."""
         hold = Hold(group_id, agent_id, model, kind, reason, self._clock.wall())
         self.view.put(hold)
-        self._save(hold)
-        self.events.append(ClaimEvent(hold.since, Change.HELD, group_id, agent_id, model, kind, reason))
+        self._save(hold, [ClaimEvent(hold.since, Change.HELD, group_id, agent_id, model, kind, reason)])
         owner = self._access.agent_owner.get(agent_id)
         log.warning(
             "agent %s (owner %s) %s for %s in group %s: %s",
@@ -388,19 +362,23 @@ class Claims:
     def release(self, group_id: str, agent_id: str, model: str, kind: HoldKind | None) -> int:
         """Lift the pair's holds (of one kind, or all) from now on; how many were lifted."""
         lifted = self.view.lift(group_id, agent_id, model, kind)
+        now = self._clock.wall()
         for gone in lifted:
-            now = self._clock.wall()
-            self.events.append(ClaimEvent(now, Change.LIFTED, group_id, agent_id, model, gone.kind, gone.reason))
             log.info("agent %s back in routing for %s in group %s (%s lifted)", agent_id, model, group_id, gone.kind)
         if lifted:
-            self._save((group_id, agent_id, model, kind))
+            events = [ClaimEvent(now, Change.LIFTED, group_id, agent_id, model, h.kind, h.reason) for h in lifted]
+            self._save((group_id, agent_id, model, kind), events)
             self._registry.resync([agent_id])
         return len(lifted)
 
-    def events_of(self, user: User) -> list[ClaimEvent]:
-        """The latest hold events of the user's agents, newest first."""
-        owners = self._access.agent_owner
-        return [e for e in reversed(self.events) if owners.get(e.agent_id) == user.id]
+    async def events_of(self, user: User) -> list[ClaimEvent]:
+        """The latest hold events of the user's agents, newest first: those in the database (every replica's, and
+        from before a restart) after those not written yet."""
+        mine = {agent_id for agent_id, owner in self._access.agent_owner.items() if owner == user.id}
+        unsaved = [e for _change, events in reversed(self._unsaved) for e in reversed(events) if e.agent_id in mine]
+        stored = await self._store.claims.events(mine, EVENTS_SHOWN)
+        # One written while the query ran may be in both.
+        return (unsaved + [e for e in stored if e not in unsaved])[:EVENTS_SHOWN]
 
     def held(self, group_id: str, agent_id: str, model: str, kind: HoldKind) -> Hold | None:
         return self.view.holds.get((group_id, agent_id, model), {}).get(kind)

@@ -4,14 +4,16 @@ per-model rules (a minimum tokens/s, a pinned reference prompt and answer)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Table, delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck.protocol.accounts import ClaimPolicy, HoldKind
-from potluck.store.tables import claim_approvals, claim_holds, claim_policies, claim_rules
+from potluck.store.tables import claim_approvals, claim_events, claim_holds, claim_policies, claim_rules
 
 ALL_MODELS = "*"
 """The model name of a rule that applies to every model of the group (a throughput floor)."""
@@ -36,6 +38,28 @@ class Hold:
     reason: str
     """Why, in words its owner reads."""
     since: datetime
+
+
+class Change(StrEnum):
+    """What happened to an agent's standing for a model in a group."""
+
+    HELD = "held"
+    """Taken out of routing (flagged or parked)."""
+    LIFTED = "lifted"
+    """Back in routing (a group admin lifted it, or a park's cool-down ended)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimEvent:
+    """An agent taken out of routing for a model in a group, or put back: what its owner is told."""
+
+    at: datetime
+    change: Change
+    group_id: str
+    agent_id: str
+    model: str
+    kind: HoldKind
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +127,11 @@ class ClaimRepository:
             Hold(r["group_id"], r["agent_id"], r["model"], HoldKind(r["kind"]), r["reason"], r["since"]) for r in rows
         ]
 
-    async def put_hold(self, hold: Hold) -> None:
+    async def put_hold(self, hold: Hold, events: Sequence[ClaimEvent] = ()) -> None:
+        """Store a hold, and the events that tell its owner, in one transaction."""
         where = (*_pair(claim_holds, hold.group_id, hold.agent_id, hold.model), claim_holds.c.kind == hold.kind)
         async with self._engine.begin() as conn:
+            await _add_events(conn, events)
             await conn.execute(delete(claim_holds).where(*where))
             await conn.execute(
                 insert(claim_holds).values(
@@ -118,14 +144,33 @@ class ClaimRepository:
                 )
             )
 
-    async def clear_hold(self, group_id: str, agent_id: str, model: str, kind: HoldKind | None = None) -> int:
-        """Lift the holds of the pair (of one kind, or all); how many were lifted."""
+    async def clear_hold(
+        self, group_id: str, agent_id: str, model: str, kind: HoldKind | None = None, events: Sequence[ClaimEvent] = ()
+    ) -> int:
+        """Lift the holds of the pair (of one kind, or all), storing ``events`` in the same transaction; how many
+        were lifted."""
         where = [*_pair(claim_holds, group_id, agent_id, model)]
         if kind is not None:
             where.append(claim_holds.c.kind == kind)
         async with self._engine.begin() as conn:
+            await _add_events(conn, events)
             result = await conn.execute(delete(claim_holds).where(*where))
         return int(result.rowcount or 0)
+
+    async def events(self, agent_ids: Collection[str], limit: int) -> list[ClaimEvent]:
+        """The latest ``limit`` events of these agents, newest first (every replica's: they share the database)."""
+        if not agent_ids:
+            return []
+        c = claim_events.c
+        query = select(claim_events).where(c.agent_id.in_(sorted(agent_ids))).order_by(c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            ClaimEvent(
+                r["at"], Change(r["change"]), r["group_id"], r["agent_id"], r["model"], HoldKind(r["kind"]), r["reason"]
+            )
+            for r in rows
+        ]
 
     async def rules(self, group_id: str | None = None) -> list[ModelRule]:
         query = select(claim_rules).order_by(claim_rules.c.group_id, claim_rules.c.model)
@@ -156,6 +201,23 @@ class ClaimRepository:
                     updated_at=datetime.now(UTC),
                 )
             )
+
+
+async def _add_events(conn: AsyncConnection, events: Sequence[ClaimEvent]) -> None:
+    if events:
+        rows = [
+            {
+                "at": e.at,
+                "change": e.change.value,
+                "group_id": e.group_id,
+                "agent_id": e.agent_id,
+                "model": e.model,
+                "kind": e.kind.value,
+                "reason": e.reason,
+            }
+            for e in events
+        ]
+        await conn.execute(insert(claim_events), rows)
 
 
 def _pair(table: Table, group_id: str, agent_id: str, model: str) -> tuple[ColumnElement[bool], ...]:

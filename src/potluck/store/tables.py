@@ -313,6 +313,21 @@ claim_holds = Table(
     Column("since", UTCDateTime(), nullable=False),
 )
 
+claim_events = Table(
+    "claim_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("change", String(16), nullable=False),
+    Column("group_id", String(40), ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
+    Column("agent_id", String(40), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_claim_events_agent", "agent_id", "id"),
+)
+"""Holds taken and lifted, in order: what each agent's owner reads (`GET /api/claim-events`)."""
+
 claim_rules = Table(
     "claim_rules",
     metadata,

@@ -199,7 +199,7 @@ class ClaimEventView(Reply):
 
 
 class ClaimEventList(Reply):
-    """The latest hold events of your agents (kept in memory, the hub's last 1,000)."""
+    """The latest hold events of your agents, newest first (the latest 1,000, from the database)."""
 
     events: list[ClaimEventView]
     """Newest first."""
