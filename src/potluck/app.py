@@ -179,6 +179,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         journal = UsageJournal(store.usage.append, on_drop=metrics.usage_dropped.inc)
         keys = await Keys.load(store, access, journal)
         registry = Registry(scheduler, clock, heartbeat_timeout=settings.heartbeat_timeout, access=access)
+        metrics.stream_resets = registry.stream_resets
         replica_id = new_replica_id() if settings.redis_url is not None else None
         registry.admin_drained.update(a.id for a in await store.agents.list() if a.drained)
         on_drop = lambda _txn: metrics.ledger_dropped.inc()  # noqa: E731

@@ -100,6 +100,7 @@ async def test_stream_pushed_past_its_window_is_reset_and_the_client_gets_an_err
 ) -> None:
     model = model_name()
     started = asyncio.Event()
+    resets = hub.metric("potluck_hub_stream_resets_total")
     async with aiohttp.ClientSession() as http, rogue(hub, http, model) as agent:
         asking = asyncio.create_task(ask(http, hub, key, model, stream=True, first_event=started))
         sid, request, _ = await agent.next_request()
@@ -120,6 +121,8 @@ async def test_stream_pushed_past_its_window_is_reset_and_the_client_gets_an_err
     assert b'"code":"upstream_error"' in answer.body.split(b"\n\n")[-2]
     assert b"[DONE]" not in answer.body
     assert hub.usage_of(request.request_id)["outcome"] == "agent_failed"
+    # Operators see it, and the count outlives the rogue's connection (closed by now).
+    assert hub.metric("potluck_hub_stream_resets_total") == resets + 1
 
 
 async def test_stream_pushed_past_its_window_before_a_byte_reached_the_client_is_a_502(

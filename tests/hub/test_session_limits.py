@@ -19,7 +19,7 @@ from potluck.protocol.agent import (
     RequestMessage,
     Usage,
 )
-from testing.memory_channel import MemoryChannel, make_session, send_data, send_end, send_head
+from testing.memory_channel import HubCore, MemoryChannel, make_session, send_data, send_end, send_head
 
 REQUEST = RequestMessage("req_x", "POST", "/v1/chat/completions", "m", stream=True)
 WINDOW = 1024
@@ -104,3 +104,19 @@ async def test_a_malformed_head_resets_the_stream_and_fails_its_head() -> None:
     assert cancels(channel)[0].reason == CancelReason.PROTOCOL_ERROR
     with pytest.raises(UpstreamError, match="content type"):
         await stream.head()
+
+
+async def test_the_hub_counts_resets_for_its_metrics_past_the_agents_connection() -> None:
+    hub = HubCore()
+    session, _ = hub.attach("a", credit_window=WINDOW)
+    for _ in range(2):
+        stream = session.open_stream(REQUEST, b"{}")
+        send_head(session, stream.stream_id)
+        send_data(session, stream.stream_id, b"x" * (WINDOW + 1))
+    assert hub.registry.stream_resets() == 2
+    hub.registry.detach(session)  # the rogue goes away; what it did is still counted
+    again, _ = hub.attach("a", credit_window=WINDOW)
+    assert hub.registry.stream_resets() == 2
+    stream = again.open_stream(REQUEST, b"{}")
+    send_data(again, stream.stream_id, b"x" * (WINDOW + 1))
+    assert hub.registry.stream_resets() == 3

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 # Gauges of live state (agents, queue, in flight) are set when /metrics is scraped, not per request.
 
@@ -48,9 +52,27 @@ class HubMetrics:
             registry=registry,
         )
 
+        self.stream_resets: Callable[[], int] = lambda: 0
+        """Where `potluck_hub_stream_resets_total` is read from when scraped (the registry's count)."""
+        registry.register(_Read(self))
+
     def request_outcome(self, outcome: str) -> Counter:
         """The labelled child for this outcome, cached (``labels()`` costs a lock and a lookup)."""
         child = self._outcomes.get(outcome)
         if child is None:
             child = self._outcomes[outcome] = self.requests.labels(outcome)
         return child
+
+
+class _Read(Collector):
+    """Counters the hub keeps elsewhere and never touches per request, read when /metrics is scraped."""
+
+    def __init__(self, metrics: HubMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "potluck_hub_stream_resets",
+            "Streams reset because their agent broke the protocol on them (sent past its credit window)",
+            value=self._metrics.stream_resets(),
+        )

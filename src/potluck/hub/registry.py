@@ -75,9 +75,16 @@ class Registry:
         """The hub is shutting down: no agent gets new work, whatever it reports."""
         self._waiters: dict[int, asyncio.Future[Slot]] = {}
         self.observer: RegistryObserver | None = None
+        self._resets_of_gone = 0
+        """`stream_resets` of the sessions no longer here."""
 
     def now(self) -> float:
         return self._clock.now()
+
+    def stream_resets(self) -> int:
+        """Streams reset since the hub started because their agent broke the protocol on them (an agent sending
+        past its credit window), agents gone since included: read when /metrics is scraped."""
+        return self._resets_of_gone + sum(s.protocol_errors for s in self.sessions.values())
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -97,6 +104,7 @@ class Registry:
     def detach(self, session: AgentSession) -> None:
         if self.sessions.get(session.agent_id) is session:
             del self.sessions[session.agent_id]
+            self._resets_of_gone += session.protocol_errors
             self._agent_draining.pop(session.agent_id, None)
             self.scheduler.remove_agent(session.agent_id)
             if self.observer is not None:

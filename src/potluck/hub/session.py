@@ -9,6 +9,7 @@ time (`deliver`).
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 
 from potluck._shared.clock import Clock
@@ -31,6 +32,8 @@ from potluck.protocol.agent import (
     encode_frame,
 )
 from potluck.protocol.metrics import HostMetrics
+
+log = logging.getLogger(__name__)
 
 LINGER_S = 5.0
 """How long a cancelled stream waits for the agent's END before it is forgotten."""
@@ -148,6 +151,13 @@ class AgentSession:
         if self.streams.get(stream.stream_id) is stream:
             del self.streams[stream.stream_id]
         self.protocol_errors += 1
+        log.warning(
+            "agent %s (%s) broke the protocol on request %s: %s",
+            self.agent_id,
+            self.name,
+            stream.request_id,
+            error.message,
+        )
         self.send(CancelMessage(stream.request_id, CancelReason.PROTOCOL_ERROR, error.message), stream.stream_id)
         stream.on_reset(error)
 
