@@ -162,10 +162,18 @@ def cluster(
 ) -> Iterator[Cluster]:
     """Three replicas sharing one PostgreSQL database and one Redis: started once per test process, shared by
     the tests that leave them as they found them (each uses models and users of its own)."""
-    root = tmp_path_factory.mktemp("cluster")
-    made = Cluster(root, redis_server, postgres.create_database(template=postgres_template))
+    with replicas(
+        tmp_path_factory.mktemp("cluster"), redis_server, postgres.create_database(template=postgres_template)
+    ) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def replicas(root: Path, redis: RedisServer, database_url: str, count: int = 3) -> Iterator[Cluster]:
+    """``count`` hub replicas on one database and one Redis; on leaving, they and all the test started stop."""
+    made = Cluster(root, redis, database_url)
     try:
-        for _ in range(3):
+        for _ in range(count):
             made.replica()
         yield made
     finally:

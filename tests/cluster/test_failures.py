@@ -21,7 +21,7 @@ from testing.fake_backend import FakeBackend
 from testing.postgres import PostgresServer
 from testing.processes import AgentProcess, HubProcess, http_json
 from testing.redis import RedisServer
-from tests.cluster.conftest import Cluster, paid_market
+from tests.cluster.conftest import Cluster, paid_market, replicas
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +34,11 @@ def three(
     own_redis: RedisServer, postgres: PostgresServer, postgres_template: str, tmp_path: Path
 ) -> Iterator[tuple[Cluster, Balancer]]:
     """Three replicas of their own (this test kills one) and a balancer in front of them, replica 1 first."""
-    made = Cluster(tmp_path, own_redis, postgres.create_database(template=postgres_template))
-    try:
-        for _ in range(3):
-            made.replica()
+    with replicas(tmp_path, own_redis, postgres.create_database(template=postgres_template)) as made:
         order = [made.hubs[1], made.hubs[0], made.hubs[2]]
         addresses = [(str(urlsplit(h.url).hostname), int(urlsplit(h.url).port or 0)) for h in order]
         with Balancer(addresses) as balancer:
             yield made, balancer
-    finally:
-        made.close()
 
 
 def _agent_via(cluster: Cluster, balancer: Balancer, name: str, *backends: str) -> AgentProcess:

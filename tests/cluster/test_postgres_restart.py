@@ -19,7 +19,7 @@ from potluck.store.engine import migrate_database
 from testing.postgres import PostgresServer, PostgresUnavailableError
 from testing.processes import ADMIN_TOKEN, HubProcess, http_json
 from testing.redis import RedisServer
-from tests.cluster.conftest import Cluster, paid_market
+from tests.cluster.conftest import Cluster, paid_market, replicas
 from tests.conftest import required
 
 pytestmark = pytest.mark.slow
@@ -42,13 +42,8 @@ def three(own_redis: RedisServer, own_postgres: PostgresServer, tmp_path: Path) 
     """Three replicas on a database and a Redis of their own."""
     url = own_postgres.create_database()
     asyncio.run(migrate_database(url))
-    made = Cluster(tmp_path, own_redis, url)
-    try:
-        for _ in range(3):
-            made.replica()
+    with replicas(tmp_path, own_redis, url) as made:
         yield made
-    finally:
-        made.close()
 
 
 @dataclass(frozen=True, slots=True)
