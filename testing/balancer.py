@@ -26,6 +26,9 @@ class Balancer:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        self._cut = False
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
@@ -44,6 +47,21 @@ class Balancer:
                 self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)
+
+    def cut(self) -> None:
+        """Close every connection it carries and refuse new ones (closed at once) until `restore`: a network
+        cut between its clients and the upstreams."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._cut_now(), self._loop).result(10)
+
+    def restore(self) -> None:
+        """Carry connections again after a `cut`."""
+        self._cut = False
+
+    async def _cut_now(self) -> None:
+        self._cut = True
+        for writer in list(self._open):
+            writer.close()
 
     def __enter__(self) -> Balancer:
         return self.start()
@@ -64,8 +82,18 @@ class Balancer:
         async with server:
             await self._stop.wait()
             server.close()
+            # Let the connections it carries end, rather than be cancelled under their streams' callbacks.
+            await self._cut_now()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._cut:
+            writer.close()
+            return
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
         upstream = None
         for host, port in list(self.upstreams):
             try:
@@ -78,6 +106,7 @@ class Balancer:
             writer.close()
             return
         up_reader, up_writer = upstream
+        self._open.update((writer, up_writer))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(_pipe(reader, up_writer))
@@ -86,6 +115,7 @@ class Balancer:
             pass
         finally:
             for w in (writer, up_writer):
+                self._open.discard(w)
                 w.close()
 
 

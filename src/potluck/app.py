@@ -262,6 +262,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
             clock=clock,
             lifecycle=lifecycle,
             returning=returning,
+            relinking=cluster,
             observer=observer,
         )
         if cluster is not None:

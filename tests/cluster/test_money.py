@@ -55,15 +55,17 @@ async def test_twenty_requests_over_three_replicas_against_a_balance_for_one_adm
         )
 
     results: list[int] = []
+    answers: list[tuple[int, int, object]] = []  # (replica, status, body): what a failure shows
     lock = threading.Lock()
     start = threading.Barrier(20)
 
     def call(i: int) -> None:
         start.wait()
         hub = cluster.hubs[i % 3]
-        status = http_json("POST", hub.url + "/v1/chat/completions", body, key)[0]
+        status, answer, _ = http_json("POST", hub.url + "/v1/chat/completions", body, key)
         with lock:
             results.append(status)
+            answers.append((i % 3, status, answer.get("error", "")))
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(20)]
     for thread in threads:
@@ -71,7 +73,7 @@ async def test_twenty_requests_over_three_replicas_against_a_balance_for_one_adm
     for thread in threads:
         await asyncio.to_thread(thread.join, 30)
 
-    assert sorted(results) == [200] + [402] * 19
+    assert sorted(results) == [200] + [402] * 19, sorted(answers, key=repr)
     assert len([r for r in backend.records if r.path == "/v1/chat/completions"]) == 1  # no work for the 19
 
     def settled() -> bool:

@@ -4,6 +4,11 @@ Each replica dials every other live replica at ``/cluster/peer`` (the outbound l
 requests to their agents, hub/cluster_link.py), and accepts the others' links. A link authenticates
 with a key derived from the cluster secret (`peer_token`), compared in constant time; the replica's id
 travels in ``x-potluck-replica``.
+
+Both ends ping a link once per replica lease and drop it when the pong takes more than half a lease
+(aiohttp's heartbeat). A replica that is only slow (a busy machine, a long pause) keeps its links; one
+that stopped is dropped within a lease and a half, about when its lease says it is dead anyway. While a
+link is down, requests for the agents behind it wait for it to come back (hub/requests.py).
 """
 
 from __future__ import annotations
@@ -36,8 +41,6 @@ log = logging.getLogger(__name__)
 
 PATH = "/cluster/peer"
 REPLICA_HEADER = "x-potluck-replica"
-HEARTBEAT_S = 1.0
-"""Ping period of a link: a peer that stops answering is dropped within about this long."""
 DIAL_PERIOD_S = 0.2
 MAX_MESSAGE = 64 << 20
 
@@ -78,7 +81,7 @@ async def peer_connect(request: web.Request) -> web.StreamResponse:
     expected = peer_token(hub.settings.cluster_secret or "")
     if cluster is None or not replica or not hmac.compare_digest(credential.encode(), expected.encode()):
         raise AuthError("peer links need the cluster secret")
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, compress=False, heartbeat=HEARTBEAT_S)
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, compress=False, heartbeat=cluster.lease_s)
     await ws.prepare(request)
     link = cluster.peering.inbound_up(replica, WebSocketTransport(ws))
     try:
@@ -116,9 +119,9 @@ async def run_links(cluster: Cluster, secret: str) -> None:
 
 async def _link(cluster: Cluster, http: aiohttp.ClientSession, replica_id: str, url: str) -> None:
     try:
-        async with asyncio.timeout(HEARTBEAT_S * 2):
+        async with asyncio.timeout(cluster.lease_s):
             ws = await http.ws_connect(
-                url.rstrip("/") + PATH, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE, compress=0
+                url.rstrip("/") + PATH, heartbeat=cluster.lease_s, max_msg_size=MAX_MESSAGE, compress=0
             )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         log.debug("cannot reach replica %s at %s (%s)", replica_id, url, exc)

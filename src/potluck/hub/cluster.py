@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 import msgspec
@@ -103,6 +103,8 @@ class Cluster:
         self.peering = Peering(registry, clock, credit_window, self.remote_entries)
         """The links to the other replicas, and the proxies of their agents."""
         self._dirty: set[str] = set()
+        self._leased = False
+        """This replica's lease was set at least once (a later renewal finding none means it lapsed)."""
         self._published: dict[str, AgentEntry] = {}
         """What was last published per local agent, load aside."""
         self._wake = asyncio.Event()
@@ -216,13 +218,21 @@ class Cluster:
         info = ReplicaInfo(
             self.replica_id, self.url, __version__, self.started_at, self.queue_depth(), self.in_flight()
         )
+        lease = PREFIX + "replica:" + self.replica_id
         async with self.redis.pipeline(transaction=False) as pipe:
+            _ = pipe.exists(lease)
             _ = pipe.sadd(PREFIX + "replicas", self.replica_id)
-            _ = pipe.set(PREFIX + "replica:" + self.replica_id, encode(info), px=int(self.lease_s * 1000))
-            await pipe.execute()
+            _ = pipe.set(lease, encode(info), px=int(self.lease_s * 1000))
+            held, added, _ok = await pipe.execute()
         if not self.redis_ok:
             log.info("replica %s: Redis reachable", self.replica_id)
         self.redis_ok = True
+        if self._leased and (not held or added):
+            # Renewed too late (a stalled process, a slow Redis): a replica that saw no lease and no link may
+            # have swept this one, removing its agents from the view. Publish them again.
+            log.warning("replica %s: its lease lapsed; publishing its agents again", self.replica_id)
+            await self._publish_all()
+        self._leased = True
 
     async def _publish_all(self) -> None:
         """Our whole entry set, replacing what Redis held (after an outage or a Redis restart)."""
@@ -285,10 +295,17 @@ class Cluster:
         leases = await self.redis.mget([PREFIX + "replica:" + i for i in ids]) if ids else []
         replicas: dict[str, ReplicaInfo] = {}
         for replica_id, lease in zip(ids, leases, strict=True):
-            if lease is None:
+            if lease is not None:
+                replicas[replica_id] = decode_replica(raw(lease))
+            elif replica_id == self.replica_id:
+                continue  # this replica is alive whatever Redis says: its next renewal restores the lease
+            elif self.peering.linked(replica_id) and replica_id in self.replicas:
+                # Its lease lapsed but its link still answers pings: slow, or cut off from Redis, not dead.
+                # Sweeping it would release the holds of requests it is serving.
+                log.warning("replica %s: its lease lapsed but its peer link is up; not sweeping it", replica_id)
+                replicas[replica_id] = self.replicas[replica_id]
+            else:
                 await self._sweep(replica_id)
-                continue
-            replicas[replica_id] = decode_replica(raw(lease))
         agents: dict[str, dict[str, AgentEntry]] = {}
         for replica_id in replicas:
             if replica_id == self.replica_id:
@@ -382,6 +399,22 @@ class Cluster:
                 if current is None or entry.connected_at > current.connected_at:
                     best[agent_id] = entry
         return best
+
+    def unlinked(self, models: tuple[str, ...], reachable: Collection[str] | None) -> bool:
+        """Whether another live replica holds an agent serving one of ``models`` (among ``reachable``; None:
+        any) that this replica cannot reach now: its peer link is down (reconnecting, or the replica is dying
+        and its lease will say so within one)."""
+        wanted = frozenset(models)
+        for agent_id, entry in self.remote_entries().items():
+            if reachable is not None and agent_id not in reachable:
+                continue
+            if not self.peering.linked(entry.replica) and any(m.id in wanted for m in entry.models):
+                return True
+        return False
+
+    async def relinked(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a peer link to come up."""
+        return await self.peering.relinked(timeout)
 
     def load(self) -> ClusterLoad:
         """The load of the whole cluster, which every replica's dynamic prices follow: requests in flight per

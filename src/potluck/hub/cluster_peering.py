@@ -45,6 +45,8 @@ class Peering:
         self.inbound: dict[str, InboundLink] = {}
         self._forward_idle = asyncio.Event()
         self._reconciling = False
+        self._relinked = asyncio.Event()
+        """Set, and replaced by a fresh one, whenever a link comes up (`relinked` waits on it)."""
 
     # -- proxies of remote agents --------------------------------------------------------------------------------
 
@@ -114,7 +116,19 @@ class Peering:
             self.link_down(old)
         self.links[replica_id] = link
         self.reconcile()
+        self._relinked.set()
+        self._relinked = asyncio.Event()
         return link
+
+    async def relinked(self, timeout: float) -> bool:
+        """Wait for the next outbound link to come up (its proxies are in the registry by then); False after
+        ``timeout`` seconds without one."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._relinked.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def link_down(self, link: OutboundLink) -> None:
         if self.links.get(link.replica_id) is link:

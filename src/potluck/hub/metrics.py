@@ -29,6 +29,11 @@ class HubMetrics:
             "Retries not made because retries in progress were at the retry budget",
             registry=registry,
         )
+        self.link_waits = Counter(
+            "potluck_hub_peer_link_waits_total",
+            "Requests that waited for a peer link to another replica to come back (cluster mode)",
+            registry=registry,
+        )
         self.ledger_dropped = Counter(
             "potluck_hub_ledger_dropped_total",
             "Ledger transactions dropped because the database can never store them",

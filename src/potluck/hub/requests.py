@@ -40,7 +40,7 @@ from potluck.hub.metering import UsageJournal
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.observe import Observer
 from potluck.hub.outcome import Outcome, outcome_of_failure, outcome_of_response
-from potluck.hub.returning import Returning
+from potluck.hub.returning import Relinking, Returning
 from potluck.hub.scheduler import Want
 from potluck.protocol.agent import EndMessage, Usage
 from potluck.store.keys import ApiKey
@@ -84,6 +84,7 @@ class RequestOwner:
         clock: Clock,
         lifecycle: Lifecycle,
         returning: Returning | None = None,
+        relinking: Relinking | None = None,
         on_served: Callable[[Sample], None] | None = None,
         observer: Observer | None = None,
     ) -> None:
@@ -93,6 +94,7 @@ class RequestOwner:
         """The dashboard's live numbers: told of every finished request (one O(1) call)."""
         self.lifecycle = lifecycle
         self.returning = returning
+        self.relinking = relinking
         self.access = access
         self.limiter = limiter
         self.accounting = accounting
@@ -183,10 +185,7 @@ class RequestOwner:
     async def relay(self, relay: RelayRequest) -> Exchange:
         """Place and send the request; a request that fails before its response is recorded here."""
         try:
-            try:
-                exchange = await self.dispatcher.open(relay)
-            except ModelNotFoundError as exc:
-                raise self._unavailable_after_restart(relay) or exc from None
+            exchange = await self._open(relay)
         except BaseException as exc:
             status = exc.status if isinstance(exc, HubError) else 499
             # Settling a request that reached no agent releases its hold.
@@ -195,16 +194,33 @@ class RequestOwner:
         exchange.on_finish = self._finished
         return exchange
 
-    def _unavailable_after_restart(self, relay: RelayRequest) -> ModelUnavailableError | None:
-        """503 instead of 404 while an agent that served the model before a restart is still expected back."""
-        if self.returning is None:
+    async def _open(self, relay: RelayRequest) -> Exchange:
+        """Place the request; where its model is only away for a moment (hub/returning.py), wait for a peer
+        link or answer 503 ``model_unavailable`` rather than 404."""
+        until: float | None = None
+        while True:
+            try:
+                return await self.dispatcher.open(relay)
+            except ModelNotFoundError as exc:
+                want = relay.want
+                reachable = self._reachable(want)
+                if self.returning is not None and (retry := self.returning.awaited(want.models, reachable)):
+                    raise ModelUnavailableError(relay.model, retry_after=retry) from None
+                relinking = self.relinking
+                if relinking is None or not relinking.unlinked(want.models, reachable):
+                    raise exc from None
+                now = self.clock.now()
+                if until is None:
+                    until = now + relinking.lease_s
+                    self.metrics.link_waits.inc()
+                if now >= until or not await relinking.relinked(until - now):
+                    raise ModelUnavailableError(relay.model, retry_after=1) from None
+
+    def _reachable(self, want: Want) -> list[str] | None:
+        """The agents a request's groups reach (None: any)."""
+        if want.groups is None:
             return None
-        want = relay.want
-        reachable = None
-        if want.groups is not None:
-            reachable = [a for a, groups in self.access.agent_groups.items() if not want.groups.isdisjoint(groups)]
-        retry_after = self.returning.awaited(want.models, reachable)
-        return None if retry_after is None else ModelUnavailableError(relay.model, retry_after=retry_after)
+        return [a for a, groups in self.access.agent_groups.items() if not want.groups.isdisjoint(groups)]
 
     def _finished(self, exchange: Exchange, outcome: Outcome, end: EndMessage | None) -> None:
         if exchange.request.hold is not None:

@@ -335,8 +335,9 @@ class HubSettings:
     replica_lease_s: float = setting(
         5.0,
         help="Seconds a replica's lease lives in Redis without a heartbeat (cluster mode).",
-        details="A replica renews its lease three times per lease; one silent for longer is dead to the others: "
-        "they stop forwarding to it and sweep its credit holds.",
+        details="A replica renews its lease three times per lease; one silent for longer, with no peer link up, is "
+        "dead to the others: they stop forwarding to it and sweep its credit holds. Peer links are pinged once "
+        "per lease, and a request waits up to a lease for a link that is down.",
     )
 
     @property
