@@ -272,6 +272,7 @@ def create_app(settings: HubSettings, admin_token_hash: str) -> web.Application:
         claims = Claims(store, claim_view, access, registry, groups, clock)
         if cluster is not None:  # holds taken by spot checks and the throughput floor, away from any API call
             claims.on_saved = cluster.invalidate
+            claims.changing = cluster.changing
         floor = ThroughputFloor(
             claims,
             FloorSettings(

@@ -163,9 +163,11 @@ async def invalidate_on_change(request: web.Request, handler: Handler) -> web.St
 
     Not only ``/admin/`` and ``/api/``: the dashboard's forms (``/join/<code>`` redeems an invite, ``/signup``
     makes a user) change memberships and users as the account API does."""
-    response = await handler(request)
-    if request.method not in _UNCHANGING and response.status < 400 and not request.path.startswith(CLIENT_API):
-        cluster = request.app[HUB].cluster
-        if cluster is not None:
-            cluster.invalidate()
+    cluster = request.app[HUB].cluster
+    if cluster is None or request.method in _UNCHANGING or request.path.startswith(CLIENT_API):
+        return await handler(request)
+    with cluster.changing():  # a reload of this replica's caches overlapping the change is read again
+        response = await handler(request)
+    if response.status < 400:
+        cluster.invalidate()
     return response

@@ -15,9 +15,11 @@ allows the claim (approved where required, and not held there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -202,6 +204,9 @@ class Claims:
         self._writing = asyncio.Lock()
         self.on_saved: Callable[[], None] = lambda: None
         """Called once a hold or lift is in the store (cluster mode: the other replicas reload their caches)."""
+        self.changing: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+        """Brackets each write (cluster mode: `Cluster.changing`, so a cache reload overlapping it is read again
+        rather than put back the view before the write)."""
 
     @property
     def unsaved(self) -> int:
@@ -240,11 +245,12 @@ class Claims:
                 self._unsaved.popleft()
 
     async def _write(self, change: Hold | Lift, events: list[ClaimEvent]) -> None:
-        if isinstance(change, Hold):
-            await self._store.claims.put_hold(change, events)
-        else:
-            await self._store.claims.clear_hold(*change, events=events)
-        self.view.unsaved.remove(change)
+        with self.changing():
+            if isinstance(change, Hold):
+                await self._store.claims.put_hold(change, events)
+            else:
+                await self._store.claims.clear_hold(*change, events=events)
+            self.view.unsaved.remove(change)
         self.on_saved()
 
     def groups_for(self, agent_id: str, key_groups: frozenset[str] | None) -> frozenset[str]:

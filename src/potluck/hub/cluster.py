@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Iterator
 from typing import Any
 
 import msgspec
@@ -71,7 +72,7 @@ class Cluster:
         url: str,
         lease_s: float,
         credit_window: int,
-        on_invalidate: Callable[[], Coroutine[Any, Any, None]],
+        on_invalidate: Callable[[Callable[[], bool]], Coroutine[Any, Any, bool]],
         replica_id: str | None = None,
     ) -> None:
         self.replica_id = replica_id or new_replica_id()
@@ -111,7 +112,11 @@ class Cluster:
         self._invalidate = asyncio.Event()
         self._cache_wanted = asyncio.Event()
         """Set: the shared caches must be read again (`reload_caches` does it)."""
-        self._cache_reloading = False
+        self._changes = 0
+        """Changes this replica is making to what the replicas cache (`changing`)."""
+        self._changes_made = 0
+        self._no_changes = asyncio.Event()
+        self._no_changes.set()
         self.on_replica_dead: Callable[[str], Coroutine[Any, Any, object]] = _nothing
         """Called (awaited) once a replica's lease is gone, before it is forgotten: the sweeper."""
         self.knows_agent: Callable[[str], bool] = lambda _agent_id: True
@@ -143,10 +148,21 @@ class Cluster:
         """Shared data changed here (keys, groups, prices...): every other replica reloads its caches."""
         self._invalidate.set()
         self._wake.set()
-        if self._cache_reloading:
-            # A reload here read the database before this change: the memory the change just updated would be
-            # overwritten with that older snapshot, so read once more after it.
-            self._cache_wanted.set()
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Bracket a change this replica makes to the database and its own caches (an admin or account call, a
+        claim hold written). A cache reload that overlaps it may have read the database before the change and
+        would put back what it replaced: such a reload is discarded and read again (`reload_caches`)."""
+        self._changes += 1
+        self._no_changes.clear()
+        try:
+            yield
+        finally:
+            self._changes -= 1
+            self._changes_made += 1
+            if not self._changes:
+                self._no_changes.set()
 
     def _entry(self, session: AgentSession) -> AgentEntry:
         return AgentEntry(
@@ -270,7 +286,7 @@ class Cluster:
             await pubsub.subscribe(EVENTS)
             if self.joined:
                 # Back after losing Redis: changes the others made meanwhile were announced to nobody here.
-                self._reload_caches()
+                self.want_reload()
             await self._reload()
             reload_at = self.clock.now() + self.lease_s
             while True:
@@ -337,7 +353,7 @@ class Cluster:
         if kind is EventKind.AGENT and event.agent is not None:
             self.agents.setdefault(event.replica, {})[event.agent.agent_id] = event.agent
             if not self.knows_agent(event.agent.agent_id):
-                self._reload_caches()
+                self.want_reload()
         elif kind is EventKind.LEFT:
             self.agents.get(event.replica, {}).pop(event.agent_id, None)
         elif kind is EventKind.LOAD:
@@ -353,11 +369,11 @@ class Cluster:
             self.loads.pop(event.replica, None)
             self.queued.pop(event.replica, None)
         elif kind is EventKind.INVALIDATE:
-            self._reload_caches()
+            self.want_reload()
             return
         self.peering.reconcile()
 
-    def _reload_caches(self) -> None:
+    def want_reload(self) -> None:
         """Have the shared caches read again; changes heard while a reload runs start one more after it."""
         self._cache_wanted.set()
 
@@ -367,17 +383,22 @@ class Cluster:
         while True:
             await self._cache_wanted.wait()
             self._cache_wanted.clear()
-            self._cache_reloading = True
+            await self._no_changes.wait()
             try:
-                await self._on_invalidate()
+                applied = await self._on_invalidate(functools.partial(self._unchanged_since, self._changes_made))
             except Exception:
                 # Most likely the database is away: an invalidation heard now must not be lost, so read again.
                 log.warning("reloading the shared caches failed; retrying in %.1f s", RETRY_S, exc_info=True)
                 self._cache_wanted.set()
                 await asyncio.sleep(RETRY_S)
-            finally:
-                self._cache_reloading = False
+                continue
+            if not applied:
+                self._cache_wanted.set()  # a change here overlapped the read: read again once it is done
             self.peering.reconcile()
+
+    def _unchanged_since(self, made: int) -> bool:
+        """No change here is running, and none finished, since ``made`` changes had."""
+        return not self._changes and self._changes_made == made
 
     # -- this replica's agents and the others' ---------------------------------------------------------------
 

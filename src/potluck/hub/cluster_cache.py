@@ -9,6 +9,8 @@ everywhere within about a second.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from potluck.hub.access import AccessMap
 from potluck.hub.accounting import Accounting, GroupBilling
 from potluck.hub.claims import Claims, ClaimView
@@ -21,10 +23,17 @@ from potluck.store.database import Store
 
 
 async def reload_shared(
-    store: Store, access: AccessMap, keys: Keys, accounting: Accounting, registry: Registry, claims: ClaimView
-) -> None:
-    """Replace the in-memory copies with what the database holds now."""
-    await keys.reload()
+    store: Store,
+    access: AccessMap,
+    keys: Keys,
+    accounting: Accounting,
+    registry: Registry,
+    claims: ClaimView,
+    fresh: Callable[[], bool],
+) -> bool:
+    """Replace the in-memory copies with what the database holds now, unless ``fresh()`` says, once all is read,
+    that a change made here meanwhile may be missing from what was read (then nothing is replaced: False)."""
+    stored_keys = await keys.read()
     user_groups = await store.groups.memberships()
     agent_groups = await store.agents.sharing()
     everyone = await store.users.all()
@@ -33,7 +42,10 @@ async def reload_shared(
     groups = await store.groups.all()
     prices = await store.billing.prices()
     claimed = await Claims.load(store)
+    if not fresh():
+        return False
     # Swapped in one step, with no await in between: a request sees the old view or the new one.
+    keys.adopt(stored_keys)
     access.user_groups = user_groups
     access.user_limits = {u.id: Limits(rpm=u.rpm, tpm=u.tpm) for u in everyone}
     access.usernames = {u.id: u.username for u in everyone}
@@ -61,3 +73,4 @@ async def reload_shared(
         accounting.set_billing(deleted, None)
     claims.adopt(claimed)
     registry.resync(list(registry.sessions))
+    return True

@@ -54,9 +54,13 @@ class Keys:
         cache.load(await store.keys.list(include_revoked=False))
         return cls(store, access, cache, journal)
 
-    async def reload(self) -> None:
-        """Re-read every live key (cluster mode: another replica made or revoked one)."""
-        self._cache.replace(await self._store.keys.list(include_revoked=False))
+    async def read(self) -> list[ApiKey]:
+        """Every live key, as the database holds them (cluster mode: another replica made or revoked one)."""
+        return await self._store.keys.list(include_revoked=False)
+
+    def adopt(self, live: list[ApiKey]) -> None:
+        """Serve exactly these keys from now on (what `read` returned)."""
+        self._cache.replace(live)
 
     def authenticate(self, secret: str | None) -> ApiKey:
         """The live key for this secret, from memory (the hot path); `AuthError` otherwise."""
