@@ -74,13 +74,14 @@ def test_requests_per_minute_hold_across_replicas(cluster: Cluster) -> None:
     unlimited = member.create("/api/keys", {"name": "free"})["key"]
     _routable_everywhere(cluster, unlimited, model)
     key = member.create("/api/keys", {"name": "limited", "rpm": 10})["key"]
-    assert HubProcess.wait_for(lambda: all(_chat(h, key, model) != 401 for h in cluster.hubs[1:]), 2)  # seen everywhere
+    for hub in cluster.hubs[1:]:  # the key reached every replica (listing models spends none of its requests)
+        assert HubProcess.wait_for(lambda hub=hub: http_json("GET", hub.url + "/v1/models", None, key)[0] == 200, 2)
 
-    # That check used 2 of the 10; 30 more spread over the three replicas at once: 8 more get through.
+    # 30 requests spread over the three replicas at once: 10 get through.
     with ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(lambda i: _chat(cluster.hubs[i % 3], key, model), range(30)))
     assert set(statuses) <= {200, 429}
-    assert 8 <= statuses.count(200) <= 9  # the limit, +10% at most (a refill of one within the burst)
+    assert 10 <= statuses.count(200) <= 11  # the limit, +10% at most (a refill of one within the burst)
 
 
 async def test_concurrency_limit_holds_across_replicas(cluster: Cluster) -> None:
