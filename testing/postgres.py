@@ -121,33 +121,45 @@ class PostgresServer:
 
     def _launch(self, timeout: float) -> None:
         assert self._root is not None
-        self._proc = subprocess.Popen(
-            [
-                str(self.bindir / "postgres"),
-                "-D",
-                str(self.data_dir),
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-k",
-                str(self._root),
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=200",
-                "-c",
-                "shared_buffers=32MB",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            **self._as_user(),  # type: ignore[call-overload]
-        )
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    str(self.bindir / "postgres"),
+                    "-D",
+                    str(self.data_dir),
+                    "-h",
+                    self.host,
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self._root),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                    "-c",
+                    "shared_buffers=32MB",
+                ],
+                stdout=subprocess.DEVNULL,
+                # A file, not a pipe: nobody reads the server's log while it runs, and a full pipe would block every
+                # backend that logs (an error, a deadlock report) until the test hangs.
+                stderr=log,
+                **self._as_user(),  # type: ignore[call-overload]
+            )
         self._wait_ready(timeout)
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log (its stderr), kept until `stop`."""
+        assert self._root is not None
+        return self._root / "postgres.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def restart(self, timeout: float = 30.0) -> None:
         """Stop the server (fast shutdown: every client connection is cut) and start it again on the same
@@ -171,7 +183,7 @@ class PostgresServer:
         while time.monotonic() < deadline:
             assert self._proc is not None
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                err = self.log()[-4000:]
                 raise RuntimeError(f"postgres exited with {self._proc.returncode}: {err.strip()}")
             ready = subprocess.run(
                 [str(self.bindir / "pg_isready"), "-h", self.host, "-p", str(self.port), "-U", SUPERUSER],
@@ -239,8 +251,6 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc is not None and proc.stderr is not None:
-            proc.stderr.close()
 
     def __enter__(self) -> PostgresServer:
         return self.start()
