@@ -11,6 +11,11 @@ from sqlalchemy import text
 
 # One round trip: the debit, the transaction, its two entries and the hold account's credit, all or
 # nothing. Every part is conditional on `debit` having matched a row (or on a zero amount).
+#
+# `debit` is read in `txn`'s FROM, not only in its WHERE: the user's row must be locked before the hold's
+# (`lock_order`). With ``WHERE EXISTS (debit) OR :amount = 0``, a plan made for amount 0 folds the condition
+# to true, `debit` then runs last (after `credit` locked the hold row), and a zero hold deadlocked with a
+# paid hold of the same user placed at the same moment.
 PG_HOLD = text(
     """
 WITH debit AS (
@@ -21,7 +26,8 @@ WITH debit AS (
     INSERT INTO ledger_txns (id, kind, request_id, reason, created_at, replica_id)
     SELECT CAST(:txn_id AS VARCHAR), 'hold', CAST(:request_id AS VARCHAR), NULL, CAST(:at AS TIMESTAMPTZ),
            CAST(:replica_id AS VARCHAR)
-    WHERE EXISTS (SELECT 1 FROM debit) OR CAST(:amount AS BIGINT) = 0
+    FROM (SELECT count(*) AS debited FROM debit) AS d
+    WHERE d.debited > 0 OR CAST(:amount AS BIGINT) = 0
     RETURNING id
 ), entries AS (
     INSERT INTO ledger_entries (txn_id, account, amount)
