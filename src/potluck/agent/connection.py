@@ -15,6 +15,7 @@ import aiohttp
 
 from potluck import __version__
 from potluck._shared.outbox import Outbox
+from potluck._shared.waiting import wait_set
 from potluck.agent.backend_client import BackendClient
 from potluck.agent.catalog import Catalog
 from potluck.agent.identity import Identity
@@ -328,12 +329,7 @@ class HubConnection:
         self.announce_state()
 
     async def wait_idle(self, timeout: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, timeout)
 
     async def close(self) -> None:
         await self._outbox.drain(2.0)

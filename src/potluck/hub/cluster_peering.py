@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 
 from potluck._shared.clock import Clock
+from potluck._shared.waiting import wait_set
 from potluck.hub.cluster_link import InboundLink, OutboundLink, PeerChannel, PeerTransport
 from potluck.hub.cluster_view import AgentEntry
 from potluck.hub.registry import Registry
@@ -123,12 +124,7 @@ class Peering:
     async def relinked(self, timeout: float) -> bool:
         """Wait for the next outbound link to come up (its proxies are in the registry by then); False after
         ``timeout`` seconds without one."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._relinked.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._relinked, timeout)
 
     def link_down(self, link: OutboundLink) -> None:
         if self.links.get(link.replica_id) is link:

@@ -17,6 +17,7 @@ from typing import Protocol
 import msgspec
 
 from potluck._shared.clock import Clock
+from potluck._shared.waiting import wait_set
 from potluck.hub.accounting import Hold
 from potluck.hub.errors import HubError, ModelNotFoundError, UpstreamError, UpstreamTimeoutError
 from potluck.hub.metrics import HubMetrics
@@ -381,12 +382,7 @@ class Dispatcher:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait for every request in flight to finish; False if the timeout came first."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, timeout)
 
 
 def stream_failure_before_bytes(stream: Stream) -> None:
