@@ -15,6 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from potluck._shared.outbox import MAX_MESSAGE_BYTES, Outbox
 from potluck.api.context import HUB
+from potluck.api.ws_direct import DirectWebSocketResponse, failure_of
 from potluck.hub.gate import HANDSHAKE_TIMEOUT, AgentGate, AgentViolationError, Rejection
 from potluck.hub.session import AgentSession
 from potluck.protocol.agent import ProtocolError
@@ -81,7 +82,7 @@ async def agent_connect(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     gate = hub.gate
     peer = _address_key(request.remote)
-    ws = web.WebSocketResponse(max_msg_size=message_limit(hub.settings.credit_window), compress=False, autoping=True)
+    ws = DirectWebSocketResponse(max_msg_size=message_limit(hub.settings.credit_window), compress=False, autoping=True)
     await ws.prepare(request)
     refused = gate.handshake_started(peer)
     if refused is not None:
@@ -116,26 +117,40 @@ async def _handshake(ws: web.WebSocketResponse, gate: AgentGate, peer: str) -> A
     return await gate.hello(nonce, first.data, WebSocketChannel(ws))
 
 
-async def _serve(ws: web.WebSocketResponse, session: AgentSession, gate: AgentGate) -> None:
+async def _serve(ws: DirectWebSocketResponse, session: AgentSession, gate: AgentGate) -> None:
     receive = gate.receive
-    while True:
-        msg = await ws.receive()
-        if msg.type is not WSMsgType.BINARY:
+
+    def deliver(data: bytes) -> None:
+        receive(session, data)
+
+    # The agent's messages go to the gate from the socket's read callback (api/ws_direct.py); this task
+    # wakes only for what queues: a close, a ping, and the messages read before this line.
+    queue = ws.queue
+    queue.deliver = deliver
+    try:
+        while True:
+            msg = await ws.receive()
+            try:
+                if msg.type is WSMsgType.BINARY:
+                    receive(session, msg.data)
+                    continue
+                if (failure := failure_of(msg)) is not None:
+                    raise failure  # met by direct delivery: handled as if met here
+            except AgentViolationError as exc:
+                log.warning("agent %s went over a limit (%s); closing", session.agent_id, exc)
+                await _reject(ws, Rejection(exc.code, str(exc), retry=True), session.agent_id)
+                return
+            except ProtocolError as exc:
+                log.warning("agent %s broke the protocol (%s); closing", session.agent_id, exc)
+                await _reject(ws, Rejection("protocol_error", str(exc), retry=True), session.agent_id)
+                return
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 return
             log.warning("agent %s sent a non-binary message; closing", session.agent_id)
             await ws.close(code=WSCloseCode.UNSUPPORTED_DATA)
             return
-        try:
-            receive(session, msg.data)
-        except AgentViolationError as exc:
-            log.warning("agent %s went over a limit (%s); closing", session.agent_id, exc)
-            await _reject(ws, Rejection(exc.code, str(exc), retry=True), session.agent_id)
-            return
-        except ProtocolError as exc:
-            log.warning("agent %s broke the protocol (%s); closing", session.agent_id, exc)
-            await _reject(ws, Rejection("protocol_error", str(exc), retry=True), session.agent_id)
-            return
+    finally:
+        queue.deliver = None
 
 
 def add_routes(app: web.Application) -> None:

@@ -31,6 +31,7 @@ from aiohttp.typedefs import Handler
 
 from potluck._shared.outbox import Outbox
 from potluck.api.context import HUB
+from potluck.api.ws_direct import DirectQueue, DirectWebSocketResponse, failure_of, read_directly
 from potluck.hub.cluster_link import InboundLink, OutboundLink
 from potluck.hub.errors import AuthError
 from potluck.hub.lifecycle import Loop
@@ -43,6 +44,7 @@ PATH = "/cluster/peer"
 REPLICA_HEADER = "x-potluck-replica"
 DIAL_PERIOD_S = 0.2
 MAX_MESSAGE = 64 << 20
+PeerLink = InboundLink | OutboundLink
 
 
 def peer_token(secret: str) -> str:
@@ -81,26 +83,36 @@ async def peer_connect(request: web.Request) -> web.StreamResponse:
     expected = peer_token(hub.settings.cluster_secret or "")
     if cluster is None or not replica or not hmac.compare_digest(credential.encode(), expected.encode()):
         raise AuthError("peer links need the cluster secret")
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, compress=False, heartbeat=cluster.lease_s)
+    ws = DirectWebSocketResponse(max_msg_size=MAX_MESSAGE, compress=False, heartbeat=cluster.lease_s)
     await ws.prepare(request)
     link = cluster.peering.inbound_up(replica, WebSocketTransport(ws))
     try:
-        await _pump(ws, link)
+        await _pump(ws, ws.queue, link)
     finally:
         cluster.peering.inbound_down(link)
     return ws
 
 
-async def _pump(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, link: InboundLink | OutboundLink) -> None:
+async def _pump(
+    ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, queue: DirectQueue, link: PeerLink
+) -> None:
+    """Frames from the peer go to the link from the socket's read callback (api/ws_direct.py); this task
+    reads what queues (the close, and messages read before delivery began)."""
     receive = link.receive
-    async for msg in ws:
-        if msg.type is not WSMsgType.BINARY:
+    queue.deliver = receive
+    try:
+        async for msg in ws:
+            try:
+                if msg.type is WSMsgType.BINARY:
+                    receive(msg.data)
+                    continue
+                if (failure := failure_of(msg)) is not None:
+                    raise failure
+            except ProtocolError as exc:
+                log.warning("replica %s broke the peer protocol (%s); closing the link", link.replica_id, exc)
             break
-        try:
-            receive(msg.data)
-        except ProtocolError as exc:
-            log.warning("replica %s broke the peer protocol (%s); closing the link", link.replica_id, exc)
-            break
+    finally:
+        queue.deliver = None
     await ws.close()
 
 
@@ -127,11 +139,14 @@ async def _link(cluster: Cluster, http: aiohttp.ClientSession, replica_id: str, 
         log.debug("cannot reach replica %s at %s (%s)", replica_id, url, exc)
         await asyncio.sleep(DIAL_PERIOD_S)
         return
+    # Safe to switch now: a replica sends nothing on a new link before this one asks (its heartbeat comes a
+    # lease later).
+    queue = read_directly(ws, MAX_MESSAGE)
     link = cluster.peering.link_up(replica_id, WebSocketTransport(ws))
     log.info("peer link to replica %s (%s) is up", replica_id, url)
     try:
         with contextlib.suppress(aiohttp.ClientError, OSError):
-            await _pump(ws, link)
+            await _pump(ws, queue, link)
     finally:
         cluster.peering.link_down(link)
         log.info("peer link to replica %s is down", replica_id)
