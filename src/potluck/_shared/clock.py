@@ -40,8 +40,8 @@ class SystemClock:
 
     __slots__ = ()
 
-    def now(self) -> float:
-        return time.monotonic()
+    now = staticmethod(time.monotonic)
+    """``time.monotonic`` itself: the hot path asks the time a dozen times per request, without a frame each."""
 
     def wall(self) -> datetime:
         return datetime.now(UTC)
