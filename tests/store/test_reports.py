@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 from sqlalchemy import String, cast, insert, select
 
@@ -153,11 +153,11 @@ async def test_a_batch_is_stored_exactly_as_sqlalchemy_itself_stores_a_record(st
     store = await Store.open(store_url)
     try:
         at = datetime(2030, 3, 1, 12, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
-        fast = dataclasses.replace(record(1, at, tokens_estimated=True), ttft_ms=None)
+        fast = msgspec.structs.replace(record(1, at, tokens_estimated=True), ttft_ms=None)
         await store.usage.append([fast])
-        slow = dataclasses.replace(fast, request_id="req_2")
+        slow = msgspec.structs.replace(fast, request_id="req_2")
         async with engine.begin() as conn:
-            await conn.execute(insert(usage_records), [dataclasses.asdict(slow)])
+            await conn.execute(insert(usage_records), [msgspec.structs.asdict(slow)])
         columns = [cast(c, String) for c in usage_records.c if c.name != "request_id"]
         async with engine.connect() as conn:
             rows = (await conn.execute(select(*columns).order_by(usage_records.c.request_id))).all()

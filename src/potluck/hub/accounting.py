@@ -32,10 +32,11 @@ database batch as its settlement.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+import msgspec
 
 from potluck._shared.clock import Clock, SystemClock
 from potluck.hub.access import AccessMap
@@ -116,8 +117,7 @@ class Settlement:
     earned: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
+class Served(msgspec.Struct, frozen=True, gc=False):
     """What the hub saw of a finished request (agent, tokens reported, bytes moved)."""
 
     key_id: str | None
@@ -251,7 +251,7 @@ class Accounting:
             return want, Hold(request_id, user_id, amount)
         free = groups - paying
         if free and self.scheduler.serves(want.models, free, user_id):
-            return dataclasses.replace(want, groups=free), None
+            return msgspec.structs.replace(want, groups=free), None
         balance, _held = await self._book.balance(user_id)
         raise InsufficientQuotaError(
             f"This request may cost up to {amount / MICRO:.6f} credits and your balance is {balance / MICRO:.6f}; "

@@ -23,6 +23,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import msgspec
+
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
 from potluck.hub.errors import InvalidRequestError, NotFoundError
@@ -133,8 +135,7 @@ class ClaimView:
         return lifted
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(msgspec.Struct, frozen=True, gc=False):
     """A request an agent served in full, for the throughput floor and the spot checks' budget."""
 
     agent_id: str

@@ -9,7 +9,6 @@ disconnects or whose backend refuses the connection is retried on another agent,
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -304,7 +303,7 @@ class Dispatcher:
         last_error: UpstreamError | None = None
         explanation: Explanation | None = None
         for attempt in range(settings.max_attempts):
-            want = dataclasses.replace(req.want, exclude=req.want.exclude | tried) if tried else req.want
+            want = msgspec.structs.replace(req.want, exclude=req.want.exclude | tried) if tried else req.want
             if tried and not self.registry.scheduler.routable(want.models, want.exclude, want.groups, want.requester):
                 break  # no other agent could take it: answer with the last failure now
             if attempt and not self._retry_allowed():

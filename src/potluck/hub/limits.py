@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
+
 from potluck._shared.clock import Clock
 from potluck.hub.errors import HubError
 from potluck.protocol.errors import ErrorCode
@@ -29,8 +31,7 @@ class RateLimitError(HubError):
         self.headers = headers
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(msgspec.Struct, frozen=True, gc=False):
     rpm: int | None = None
     tpm: int | None = None
     max_concurrency: int | None = None

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
+
+import msgspec
 
 from potluck._shared.clock import Clock
 from potluck._shared.ids import new_request_id
@@ -49,8 +50,7 @@ from potluck.store.usage import UsageRecord
 _FORWARD_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
-@dataclass(frozen=True, slots=True)
-class ClientRequest:
+class ClientRequest(msgspec.Struct, frozen=True, gc=False):
     """What an API adapter hands the hub: who asks, which path and body, and the routing fields it decoded."""
 
     request_id: str

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 
 class Policy(StrEnum):
     POTLUCK = "potluck"
@@ -174,8 +176,7 @@ class ModelStats:
     ejected_until: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Want:
+class Want(msgspec.Struct, frozen=True, gc=False):
     """What a request needs from the scheduler."""
 
     models: tuple[str, ...]
@@ -191,8 +192,7 @@ class Want:
     """The key asks for its owner's own agents first."""
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
+class Placement(msgspec.Struct, frozen=True, gc=False):
     agent_id: str
     model: str
     hot: bool

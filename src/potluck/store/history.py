@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -12,7 +10,7 @@ from potluck.store.tables import usage_records
 from potluck.store.usage import UsageRecord
 
 _c = usage_records.c
-_COLUMNS = tuple(_c[f.name] for f in fields(UsageRecord))
+_COLUMNS = tuple(_c[name] for name in UsageRecord.__struct_fields__)
 
 
 class RequestHistoryRepository:

@@ -6,10 +6,10 @@ import functools
 import json
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
@@ -19,8 +19,9 @@ from potluck.store import rollups
 from potluck.store.tables import ROLLUP_DIMENSIONS, api_keys, ledger_txns, receipts, usage_records
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
+class UsageRecord(msgspec.Struct, frozen=True, gc=False):
+    """One request as the usage journal keeps it (a struct: built once per request, on the hot path)."""
+
     request_id: str
     key_id: str | None
     agent_id: str | None
@@ -57,7 +58,7 @@ class UsageRecord:
     """The part of ``completion_tokens`` spent reasoning (when the backend said)."""
 
 
-_FIELDS = tuple(f.name for f in fields(UsageRecord))
+_FIELDS: tuple[str, ...] = UsageRecord.__struct_fields__
 _VALUES = operator.attrgetter(*_FIELDS)
 
 
