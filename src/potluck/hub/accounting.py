@@ -103,8 +103,7 @@ class Hold:
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(msgspec.Struct, frozen=True, gc=False):
     """What a request cost, for its usage record."""
 
     prompt_tokens: int

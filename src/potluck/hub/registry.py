@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from potluck._shared.clock import Clock
 from potluck.hub.access import AccessMap
@@ -41,8 +42,7 @@ class RegistryObserver(Protocol):
     def left(self, session: AgentSession) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+class Slot(msgspec.Struct, frozen=True):
     """A reserved slot: where a request runs, and how long it waited for it."""
 
     session: AgentSession
