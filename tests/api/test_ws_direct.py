@@ -11,6 +11,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
+from potluck.api import ws_direct
 from potluck.api.ws_direct import DirectQueue, DirectWebSocketResponse, failure_of, read_directly
 
 
@@ -37,7 +38,8 @@ class Echo:
             async for msg in ws:
                 self.task_saw.append((msg.type, failure_of(msg) or msg.data))
                 if msg.type is WSMsgType.BINARY and msg.data == b"go":
-                    ws.queue.deliver = self.deliver
+                    if self.queue is not None:
+                        self.queue.deliver = self.deliver
                     await ws.send_bytes(b"delivering")
                 elif msg.type is WSMsgType.ERROR:
                     await ws.send_bytes(b"failed")
@@ -63,6 +65,27 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
                 await asyncio.sleep(0.001)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def test_this_aiohttp_is_one_the_module_was_written_for() -> None:
+    # On another release the hub still works (aiohttp's own sockets), but a task wakes per agent message
+    # again: read ws_direct.py against the new aiohttp, then widen SUPPORTED.
+    assert ws_direct.SUPPORTED, f"api/ws_direct.py does not know aiohttp {aiohttp.__version__}"
+
+
+async def test_on_an_unknown_aiohttp_sockets_are_aiohttps_own_and_the_task_reads_everything(
+    echo: tuple[Echo, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ws_direct, "SUPPORTED", False)
+    server, url = echo
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        assert read_directly(ws, 1 << 20) is None
+        await ws.send_bytes(b"go")
+        assert (await ws.receive()).data == b"delivering"
+        await ws.send_bytes(b"after")
+        await _until(lambda: server.task_saw[-1:] == [(WSMsgType.BINARY, b"after")], "the task reading it")
+    assert server.queue is None
+    assert server.delivered == []
 
 
 async def test_binary_messages_go_to_deliver_in_order_and_the_task_still_sees_the_rest(
@@ -132,6 +155,7 @@ async def test_a_client_socket_switched_over_keeps_what_it_had_read_and_delivers
     ):
         await _until(lambda: bool(ws._reader._buffer), "the early message")
         queue = read_directly(ws, 1 << 20)
+        assert queue is not None
         queue.deliver = delivered.append
         first = await ws.receive()  # moved over from the old queue, not delivered
         await ws.send_bytes(b"switched")

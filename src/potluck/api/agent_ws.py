@@ -126,7 +126,8 @@ async def _serve(ws: DirectWebSocketResponse, session: AgentSession, gate: Agent
     # The agent's messages go to the gate from the socket's read callback (api/ws_direct.py); this task
     # wakes only for what queues: a close, a ping, and the messages read before this line.
     queue = ws.queue
-    queue.deliver = deliver
+    if queue is not None:
+        queue.deliver = deliver
     try:
         while True:
             msg = await ws.receive()
@@ -150,7 +151,8 @@ async def _serve(ws: DirectWebSocketResponse, session: AgentSession, gate: Agent
             await ws.close(code=WSCloseCode.UNSUPPORTED_DATA)
             return
     finally:
-        queue.deliver = None
+        if queue is not None:
+            queue.deliver = None
 
 
 def add_routes(app: web.Application) -> None:

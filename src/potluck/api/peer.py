@@ -94,12 +94,13 @@ async def peer_connect(request: web.Request) -> web.StreamResponse:
 
 
 async def _pump(
-    ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, queue: DirectQueue, link: PeerLink
+    ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, queue: DirectQueue | None, link: PeerLink
 ) -> None:
     """Frames from the peer go to the link from the socket's read callback (api/ws_direct.py); this task
     reads what queues (the close, and messages read before delivery began)."""
     receive = link.receive
-    queue.deliver = receive
+    if queue is not None:
+        queue.deliver = receive
     try:
         async for msg in ws:
             try:
@@ -112,7 +113,8 @@ async def _pump(
                 log.warning("replica %s broke the peer protocol (%s); closing the link", link.replica_id, exc)
             break
     finally:
-        queue.deliver = None
+        if queue is not None:
+            queue.deliver = None
     await ws.close()
 
 

@@ -7,12 +7,15 @@ callback is set, a binary message that nothing waits ahead of goes straight to i
 Everything else (close, ping and pong, messages queued before ``deliver`` was set, and any after them until
 the task caught up) queues as before, so order never changes and the owning task still sees the close. An
 exception ``deliver`` raises stops direct delivery and reaches the task, after what was queued before it,
-as an ERROR message whose data is a `DeliveryFailed` holding it (`failure_of` unwraps it).
+as an ERROR message whose data is a `DeliveryFailed` holding it (`failure_of` unwraps it). The owning task
+must therefore handle binary messages itself too: they are what it gets when direct delivery is off.
 
 Server side, `DirectWebSocketResponse` reads into a `DirectQueue` from the first byte. Client side,
 `read_directly` switches a connected socket over; aiohttp builds the client's parser itself, so that is
 only safe at a point where the protocol has the peer send nothing. Both lean on aiohttp's internals (the
-queue, the parser, ``_post_start``): tests/api/test_ws_direct.py fails if an aiohttp release moves them.
+queue, the parser, ``_post_start``), so they are used only on the aiohttp releases they were written against
+(`SUPPORTED`); on any other, sockets are aiohttp's own and every message wakes the task, as before.
+tests/api/test_ws_direct.py fails on such a release, so that moving to it means looking again.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 
 Deliver = Callable[[bytes], None]
+
+SUPPORTED = tuple(int(part) for part in aiohttp.__version__.split(".")[:2]) == (3, 14)
+"""This aiohttp is one whose internals this module was written against."""
 
 
 class DeliveryFailed(Exception):
@@ -65,6 +71,9 @@ class DirectWebSocketResponse(web.WebSocketResponse):
     """A server-side WebSocket that reads into a `DirectQueue` (`queue`)."""
 
     def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        if not SUPPORTED:
+            super()._post_start(request, protocol, writer)
+            return
         # aiohttp's own _post_start (3.14), with `DirectQueue` for its queue: the parser must read into it
         # from the first byte after the upgrade, and a protocol takes one parser only.
         self._ws_protocol = protocol
@@ -83,18 +92,20 @@ class DirectWebSocketResponse(web.WebSocketResponse):
         request.protocol.keep_alive(False)  # as aiohttp: no HTTP keep-alive under a WebSocket
 
     @property
-    def queue(self) -> DirectQueue:
+    def queue(self) -> DirectQueue | None:
+        """The queue to set ``deliver`` on, once prepared (None on an aiohttp this module does not know)."""
         reader = self._reader
-        if not isinstance(reader, DirectQueue):
-            raise RuntimeError("the queue exists once the response is prepared")
-        return reader
+        return reader if isinstance(reader, DirectQueue) else None
 
 
-def read_directly(ws: aiohttp.ClientWebSocketResponse, max_msg_size: int) -> DirectQueue:
-    """Switch a connected client socket to a new parser reading into a `DirectQueue`, and return the queue.
+def read_directly(ws: aiohttp.ClientWebSocketResponse, max_msg_size: int) -> DirectQueue | None:
+    """Switch a connected client socket to a new parser reading into a `DirectQueue`, and return the queue
+    (None, and nothing switched, on an aiohttp this module does not know).
 
     Call it only where the peer is sending nothing: a message the old parser has half read would be lost.
     Messages it read whole move to the new queue first, in order."""
+    if not SUPPORTED:
+        return None
     old = ws._reader
     protocol = ws._conn.protocol if ws._conn is not None else None
     if protocol is None:
