@@ -31,7 +31,8 @@ from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 Deliver = Callable[[bytes], None]
 
 SUPPORTED = tuple(int(part) for part in aiohttp.__version__.split(".")[:2]) == (3, 14)
-"""This aiohttp is one whose internals this module was written against."""
+"""This aiohttp is one whose internals this module was written against: 3.14 from 3.14.5, the lowest release
+pyproject.toml allows (3.14.5 is the first to keep a reference to the WebSocket parser, as this module does)."""
 
 
 class DeliveryFailed(Exception):
