@@ -113,7 +113,6 @@ async def test_binary_messages_go_to_deliver_in_order_and_the_task_still_sees_th
     ]
     # ...and the close still reached the task: its loop ended (server.done) once the client closed.
     assert server.queue is not None
-    assert server.queue.delivered == 101
 
 
 async def test_an_exception_in_deliver_reaches_the_task_and_stops_direct_delivery(echo: tuple[Echo, str]) -> None:
@@ -163,4 +162,4 @@ async def test_a_client_socket_switched_over_keeps_what_it_had_read_and_delivers
     assert first.data == b"early"
     assert delivered == [b"%d" % i for i in range(50)]
     assert last.type is WSMsgType.CLOSE
-    assert queue.delivered == 50
+    assert read_directly(ws, 1 << 20) is None  # closed: nothing to switch, and no error

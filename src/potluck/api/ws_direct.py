@@ -52,13 +52,10 @@ class DirectQueue(WebSocketDataQueue):
     """aiohttp's message queue, with binary messages handed to ``deliver`` while it is set (module docstring)."""
 
     deliver: Deliver | None = None
-    delivered = 0
-    """Messages handed to ``deliver`` (for the tests that keep this module honest)."""
 
     def feed_data(self, data: Any, size: int) -> None:
         deliver = self.deliver
         if deliver is not None and data.type is WSMsgType.BINARY and not self._buffer:
-            self.delivered += 1
             try:
                 deliver(data.data)
             except Exception as exc:  # noqa: BLE001 - handed to the owning task, which decides
@@ -101,7 +98,8 @@ class DirectWebSocketResponse(web.WebSocketResponse):
 
 def read_directly(ws: aiohttp.ClientWebSocketResponse, max_msg_size: int) -> DirectQueue | None:
     """Switch a connected client socket to a new parser reading into a `DirectQueue`, and return the queue
-    (None, and nothing switched, on an aiohttp this module does not know).
+    (None, and nothing switched, on an aiohttp this module does not know or a socket already closed: its
+    task then reads every message, the close included).
 
     Call it only where the peer is sending nothing: a message the old parser has half read would be lost.
     Messages it read whole move to the new queue first, in order."""
@@ -110,7 +108,7 @@ def read_directly(ws: aiohttp.ClientWebSocketResponse, max_msg_size: int) -> Dir
     old = ws._reader
     protocol = ws._conn.protocol if ws._conn is not None else None
     if protocol is None:
-        raise ConnectionResetError("the socket is closed")
+        return None
     queue = DirectQueue(protocol, DEFAULT_CHUNK_SIZE, loop=ws._loop)
     while old._buffer:
         message, size = old._buffer.popleft()
