@@ -203,6 +203,42 @@ async def test_data_pushes_the_idle_deadline_back() -> None:
         await stream.read()
 
 
+async def test_one_timer_serves_the_first_byte_deadline_and_the_idle_deadline_after_it() -> None:
+    session, _, stream = open_stream()
+    clock = manual(session)
+    before = clock.scheduled
+    stream.set_deadline(10, "no head", check_within=3)
+    clock.advance(1)
+    send_head(session, stream.stream_id)
+    stream.set_deadline(3, "idle")  # due at 4: the timer armed for 3 checks first and re-arms
+    assert clock.scheduled - before == 1
+    clock.advance(2.99)
+    assert stream.failure is None
+    clock.advance(0.01)
+    with pytest.raises(UpstreamTimeoutError, match="idle"):
+        await stream.read()
+
+
+async def test_a_first_byte_deadline_longer_than_its_first_check_fires_at_its_own_time() -> None:
+    session, _, stream = open_stream()
+    stream.set_deadline(10, "no head", check_within=3)
+    advance(session, 9.99)
+    assert stream.failure is None
+    advance(session, 0.01)
+    with pytest.raises(UpstreamTimeoutError, match="no head"):
+        await stream.head()
+
+
+async def test_a_deadline_sooner_than_the_armed_timer_re_arms_it() -> None:
+    session, _, stream = open_stream()
+    stream.set_deadline(10, "no head")
+    stream.set_deadline(2, "sooner")
+    assert manual(session).pending == 1
+    advance(session, 2)
+    with pytest.raises(UpstreamTimeoutError, match="sooner"):
+        await stream.head()
+
+
 async def test_finished_stream_cancels_its_deadline_timer() -> None:
     session, _, stream = open_stream()
     send_head(session, stream.stream_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -69,13 +68,14 @@ class _ManualTimer:
 class ManualClock:
     """A clock that moves only when told to; `advance` fires the timers that fall due, in order."""
 
-    __slots__ = ("_epoch", "_seq", "_t", "_timers")
+    __slots__ = ("_epoch", "_t", "_timers", "scheduled")
 
     def __init__(self, start: float = 0.0, *, epoch: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
         self._t = start
         self._epoch = epoch
         self._timers: list[tuple[float, int, _ManualTimer]] = []
-        self._seq = itertools.count()
+        self.scheduled = 0
+        """Timers scheduled so far, cancelled or not (the next one's place among those due together)."""
 
     def now(self) -> float:
         return self._t
@@ -85,7 +85,8 @@ class ManualClock:
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         timer = _ManualTimer(self._t + max(0.0, delay), callback, args)
-        heapq.heappush(self._timers, (timer.due, next(self._seq), timer))
+        heapq.heappush(self._timers, (timer.due, self.scheduled, timer))
+        self.scheduled += 1
         return timer
 
     @property

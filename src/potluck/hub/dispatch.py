@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
@@ -63,6 +63,13 @@ class DispatchSettings:
     """Retries in progress may be at most this share of the requests in flight (Envoy's retry budget)..."""
     min_retry_concurrency: int = 3
     """...or this many, whichever is more, so a quiet hub can still retry."""
+    first_byte_message: str = field(init=False, repr=False, compare=False)
+    idle_message: str = field(init=False, repr=False, compare=False)
+    """The timeouts' messages, written once rather than per request."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "first_byte_message", _FIRST_BYTE_MESSAGE.format(self.first_byte_timeout))
+        object.__setattr__(self, "idle_message", _IDLE_MESSAGE.format(self.idle_timeout))
 
 
 _CHAT_END = (b"data: [DONE]",)
@@ -345,8 +352,11 @@ class Dispatcher:
         body = req.body if placement.model == req.model else with_model(req.body, placement.model)
         started_at = self.clock.now()
         stream = session.open_stream(message, body)
-        # One budget for the head and the first body bytes together.
-        stream.set_deadline(settings.first_byte_timeout, _FIRST_BYTE_MESSAGE.format(settings.first_byte_timeout))
+        # One budget for the head and the first body bytes together; the timer armed for it serves the idle
+        # deadline that follows too.
+        stream.set_deadline(
+            settings.first_byte_timeout, settings.first_byte_message, check_within=settings.idle_timeout
+        )
         try:
             head = await stream.head()
             await stream.wait_readable()
@@ -363,7 +373,7 @@ class Dispatcher:
             if timed_out:
                 self.registry.scheduler.report(placement.agent_id, placement.model, ok=False)
             raise
-        stream.set_deadline(settings.idle_timeout, _IDLE_MESSAGE.format(settings.idle_timeout))
+        stream.set_deadline(settings.idle_timeout, settings.idle_message)
         return Exchange(self, req, slot, stream, head, started_at, explanation)
 
     def finish(self, session: AgentSession, stream: Stream, *, cancel_reason: CancelReason | None) -> None:

@@ -42,6 +42,7 @@ class Stream:
         "_deadline_message",
         "_deadline_s",
         "_deferred",
+        "_due",
         "_failure",
         "_head",
         "_loop",
@@ -72,6 +73,8 @@ class Stream:
         self._timer: Timer | None = None
         self._deadline_s = 0.0
         self._deadline_message = ""
+        self._due = 0.0
+        """When the armed timer fires (it checks the deadline then, and re-arms for what is left)."""
         self._progress_at = 0.0
         self._chunks: deque[bytes] = deque()
         self._pending: list[bytes] = []
@@ -215,17 +218,27 @@ class Stream:
 
     # -- deadlines: one timer per stream, re-armed only when it fires, not on every chunk ------
 
-    def set_deadline(self, seconds: float, message: str) -> None:
+    def set_deadline(self, seconds: float, message: str, *, check_within: float | None = None) -> None:
         """Fail the stream with UpstreamTimeoutError after ``seconds`` without a body byte.
 
         Data pushes the deadline back (lazily: the timer re-arms itself when it fires early), so a
-        long stream that keeps producing never times out however long it runs.
+        long stream that keeps producing never times out however long it runs. A timer already armed
+        to fire no later than the new deadline is kept: it checks then and re-arms for the rest. So
+        ``check_within`` (the next deadline's length, when one will follow this one) lets one timer
+        serve a request's deadlines one after another, instead of a new timer for each.
         """
-        self.stop_deadline()
+        clock = self._clock
+        now = clock.now()
         self._deadline_s = seconds
         self._deadline_message = message
-        self._progress_at = self._clock.now()
-        self._timer = self._clock.call_later(seconds, self._check_deadline)
+        self._progress_at = now
+        if self._timer is not None:
+            if self._due <= now + seconds:
+                return
+            self._timer.cancel()
+        delay = seconds if check_within is None else min(seconds, check_within)
+        self._due = now + delay
+        self._timer = clock.call_later(delay, self._check_deadline)
 
     def stop_deadline(self) -> None:
         if self._timer is not None:
@@ -236,9 +249,12 @@ class Stream:
         self._timer = None
         if self.finished:
             return
-        left = self._progress_at + self._deadline_s - self._clock.now()
+        clock = self._clock
+        now = clock.now()
+        left = self._progress_at + self._deadline_s - now
         if left > 0:
-            self._timer = self._clock.call_later(left, self._check_deadline)
+            self._due = now + left
+            self._timer = clock.call_later(left, self._check_deadline)
             return
         self._fail(UpstreamTimeoutError(self._deadline_message))
         self._wake()
