@@ -73,7 +73,7 @@ async def test_a_served_request_is_recorded_once_with_the_agents_usage() -> None
     await hub.journal.flush()
     (record,) = hub.records
     assert (record.outcome, record.agent_id, record.prompt_tokens, record.completion_tokens) == ("ok", "a", 3, 4)
-    assert hub.metrics.request_outcome(Outcome.OK)._value.get() == 1
+    assert hub.metrics.outcomes == {Outcome.OK: 1}
 
 
 async def test_a_client_that_leaves_mid_stream_cancels_on_the_agent_and_is_recorded_as_cancelled() -> None:

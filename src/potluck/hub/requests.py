@@ -295,15 +295,8 @@ class RequestOwner:
             status=status,
         )
         bill = self.accounting.settle(req.hold, served)
-        metrics = self.metrics
-        metrics.request_outcome(outcome).inc()
-        if bill.prompt_tokens or bill.completion_tokens:
-            metrics.prompt_tokens.inc(bill.prompt_tokens)
-            metrics.completion_tokens.inc(bill.completion_tokens)
-        ttft_ms = None
-        if first_byte_at is not None:
-            metrics.ttft.observe(first_byte_at - req.received_at)
-            ttft_ms = round((first_byte_at - req.received_at) * 1000)
+        ttft = None if first_byte_at is None else first_byte_at - req.received_at
+        self.metrics.request_done(outcome, bill.prompt_tokens, bill.completion_tokens, ttft)
         self.journal.record(
             record := UsageRecord(
                 request_id=req.request_id,
@@ -316,7 +309,7 @@ class RequestOwner:
                 prompt_tokens=bill.prompt_tokens,
                 completion_tokens=bill.completion_tokens,
                 queue_ms=round(queued_s * 1000),
-                ttft_ms=ttft_ms,
+                ttft_ms=None if ttft is None else round(ttft * 1000),
                 total_ms=round((now - req.received_at) * 1000),
                 created_at=clock.wall(),
                 user_id=req.want.requester,
