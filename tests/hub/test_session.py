@@ -229,6 +229,18 @@ async def test_a_first_byte_deadline_longer_than_its_first_check_fires_at_its_ow
         await stream.head()
 
 
+async def test_a_stream_already_over_arms_no_deadline() -> None:
+    session, _, stream = open_stream()
+    clock = manual(session)
+    stream.set_deadline(10, "no head", check_within=3)
+    send_head(session, stream.stream_id)
+    send_end(session, stream.stream_id, EndMessage("req_x"))
+    before = clock.scheduled
+    stream.set_deadline(3, "idle")
+    assert clock.scheduled == before
+    assert not stream.deadline_armed
+
+
 async def test_a_deadline_sooner_than_the_armed_timer_re_arms_it() -> None:
     session, _, stream = open_stream()
     stream.set_deadline(10, "no head")

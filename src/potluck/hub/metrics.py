@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -92,9 +91,9 @@ class _Read(Collector):
         tokens.add_metric(["completion"], metrics.completion_tokens)
         yield tokens
         cumulative, buckets = 0, []
-        for bound, count in zip((*TTFT_BUCKETS, float("inf")), metrics.ttft_counts, strict=True):
+        for bound, count in zip((*map(repr, TTFT_BUCKETS), "+Inf"), metrics.ttft_counts, strict=True):
             cumulative += count
-            buckets.append((floatToGoString(bound), cumulative))
+            buckets.append((bound, cumulative))
         yield HistogramMetricFamily(
             "potluck_hub_ttft_seconds",
             "Time from request arrival to the first byte sent to the client",

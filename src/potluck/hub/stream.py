@@ -227,6 +227,8 @@ class Stream:
         ``check_within`` (the next deadline's length, when one will follow this one) lets one timer
         serve a request's deadlines one after another, instead of a new timer for each.
         """
+        if self.finished:
+            return  # over already (a whole answer often comes in one message with its head): nothing to time
         clock = self._clock
         now = clock.now()
         self._deadline_s = seconds
