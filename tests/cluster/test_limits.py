@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -77,11 +78,18 @@ def test_requests_per_minute_hold_across_replicas(cluster: Cluster) -> None:
     for hub in cluster.hubs[1:]:  # the key reached every replica (listing models spends none of its requests)
         assert HubProcess.wait_for(lambda hub=hub: http_json("GET", hub.url + "/v1/models", None, key)[0] == 200, 2)
 
-    # 30 requests spread over the three replicas at once: 10 get through.
+    # 30 requests spread over the three replicas at once: 10 get through, and one more for each 6 s the burst
+    # took (the bucket refills continuously, 10 a minute).
+    started = time.monotonic()
     with ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(lambda i: _chat(cluster.hubs[i % 3], key, model), range(30)))
-    assert set(statuses) <= {200, 429}
-    assert 10 <= statuses.count(200) <= 11  # the limit, +10% at most (a refill of one within the burst)
+    elapsed = time.monotonic() - started
+    # Where a replica found Redis too slow to answer, it enforced its share of the limit alone, by design:
+    # say so, rather than fail without a cause.
+    fallbacks = sum(hub.log_path.read_text().count("Redis did not answer a rate-limit check") for hub in cluster.hubs)
+    seen = f"statuses {statuses} in {elapsed:.1f} s; rate-limit checks Redis did not answer: {fallbacks}"
+    assert set(statuses) <= {200, 429}, seen
+    assert 10 <= statuses.count(200) <= 10 + int(elapsed / 6), seen
 
 
 async def test_concurrency_limit_holds_across_replicas(cluster: Cluster) -> None:
