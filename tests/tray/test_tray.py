@@ -73,7 +73,10 @@ class Desktop:
     """trayer's panel window, found once: a name search on a busy X server now and then comes back empty."""
 
     def x(self, *args: str) -> str:
-        return subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=10, check=True).stdout
+        done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=10)
+        if done.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited with {done.returncode}: {done.stderr.strip()}")
+        return done.stdout
 
     def search(self, name: str) -> list[str]:
         """Windows whose name matches (xdotool exits 1 when there is none)."""

@@ -140,12 +140,18 @@ class TrayApp:
             os._exit(2 if self.runner.error is not None else 0)
 
     def _unstick(self, display: Any) -> None:
-        """python-xlib's threaded mode can leave a thread waiting for a reply after another thread's flush
-        (pystray's cross-thread updates flush): the icon then freezes, and Quit never reaches its loop. Any
-        later round trip wakes the waiter, so this makes one now and then while the icon runs."""
+        """Two ways python-xlib's threaded mode freezes the icon, undone now and then while it runs:
+
+        - A thread can be left waiting for a reply after another thread's flush (pystray's cross-thread
+          updates flush), so Quit never reaches the icon's loop: any later round trip wakes it.
+        - A request queued while another thread was sending can stay queued: the icon's loop then waits
+          for events with nothing to write, and nobody sends it. So a new title (the icon's loop sets it)
+          never reached the X server, and the icon kept showing the old state under load. A flush sends it.
+        """
         keep_signals_off_this_thread()
         while not self.quitting.wait(UNSTICK_S):
             try:
+                display.flush()
                 display.pending_events()
             except Exception:  # noqa: BLE001 - the display went away: the icon is ending
                 return
