@@ -38,13 +38,15 @@ class Member:
         assert status in (200, 201), data
         return data
 
-    def shared_agent(self, at: HubProcess, model: str, **knobs: Any) -> FakeBackend:
+    def shared_agent(self, at: HubProcess, model: str, max_concurrency: int = 8, **knobs: Any) -> FakeBackend:
         """An agent of this member's, tunnelled to replica ``at`` and shared into a group of the member's."""
         group = self.create("/api/groups", {"name": f"g-{model}"})["id"]
         backend, url = self.cluster.backend(model, **knobs)
         name = f"agent-{model}"
         token = self.create("/api/agent-tokens", {"name": name})["token"]
-        agent = AgentProcess(at, self.cluster.root / name, [url], name=name, token=token)
+        agent = AgentProcess(
+            at, self.cluster.root / name, [url], name=name, token=token, max_concurrency=max_concurrency
+        )
         self.cluster.agents.append(agent)
         agent_id = at.wait_agent(name)["id"]
         # Enrolled at another replica: replica 0 hears of the agent within a second.
@@ -53,9 +55,10 @@ class Member:
         return backend
 
 
-def _chat(hub: HubProcess, key: str, model: str) -> int:
+def _chat(hub: HubProcess, key: str, model: str) -> tuple[int, dict[str, Any]]:
     body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
-    return http_json("POST", hub.url + "/v1/chat/completions", body, key)[0]
+    status, answer, _ = http_json("POST", hub.url + "/v1/chat/completions", body, key)
+    return status, answer
 
 
 def _routable_everywhere(cluster: Cluster, key: str, model: str) -> None:
@@ -71,7 +74,9 @@ def _routable_everywhere(cluster: Cluster, key: str, model: str) -> None:
 def test_requests_per_minute_hold_across_replicas(cluster: Cluster) -> None:
     model = cluster.model("rpm")
     member = Member(cluster)
-    member.shared_agent(cluster.hubs[1], model, chunks=2)
+    # Room for the whole burst at once: what is measured is the rate limit, not the agent's capacity (replicas
+    # can together send an agent more than its --max-concurrency: see the test below).
+    member.shared_agent(cluster.hubs[1], model, max_concurrency=12, chunks=2)
     unlimited = member.create("/api/keys", {"name": "free"})["key"]
     _routable_everywhere(cluster, unlimited, model)
     key = member.create("/api/keys", {"name": "limited", "rpm": 10})["key"]
@@ -82,12 +87,14 @@ def test_requests_per_minute_hold_across_replicas(cluster: Cluster) -> None:
     # took (the bucket refills continuously, 10 a minute).
     started = time.monotonic()
     with ThreadPoolExecutor(12) as pool:
-        statuses = list(pool.map(lambda i: _chat(cluster.hubs[i % 3], key, model), range(30)))
+        answers = list(pool.map(lambda i: _chat(cluster.hubs[i % 3], key, model), range(30)))
     elapsed = time.monotonic() - started
+    statuses = [status for status, _ in answers]
     # Where a replica found Redis too slow to answer, it enforced its share of the limit alone, by design:
     # say so, rather than fail without a cause.
     fallbacks = sum(hub.log_path.read_text().count("Redis did not answer a rate-limit check") for hub in cluster.hubs)
-    seen = f"statuses {statuses} in {elapsed:.1f} s; rate-limit checks Redis did not answer: {fallbacks}"
+    odd = [(i % 3, body) for i, (status, body) in enumerate(answers) if status not in (200, 429)]
+    seen = f"statuses {statuses} in {elapsed:.1f} s, others (replica, body) {odd}; Redis fallbacks: {fallbacks}"
     assert set(statuses) <= {200, 429}, seen
     assert 10 <= statuses.count(200) <= 10 + int(elapsed / 6), seen
 
@@ -115,3 +122,24 @@ async def test_concurrency_limit_holds_across_replicas(cluster: Cluster) -> None
     finally:
         for client in clients:
             await client.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known, not fixed yet: each replica places on another replica's agent by its own count of that agent's "
+    "slots, so together they can send it more than its --max-concurrency; the agent refuses the extra request "
+    "(503 server_overloaded, 'agent is at max concurrency') and, with no other agent for the model, the client "
+    "gets that 503 instead of waiting for the slot",
+)
+def test_a_request_for_a_busy_agent_held_by_another_replica_waits_for_its_slot(cluster: Cluster) -> None:
+    model = cluster.model("busy")
+    member = Member(cluster)
+    backend = member.shared_agent(cluster.hubs[1], model, max_concurrency=1, first_delay=1.0)
+    key = member.create("/api/keys", {"name": "free"})["key"]
+    _routable_everywhere(cluster, key, model)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_chat, cluster.hubs[1], key, model)  # takes the agent's one slot for a second
+        assert backend.wait_for(lambda: any(r.path == "/v1/chat/completions" for r in backend.records), 5)
+        second = pool.submit(_chat, cluster.hubs[0], key, model)  # placed by replica 0, which saw a free slot
+        assert first.result()[0] == 200
+        assert second.result()[0] == 200, second.result()
