@@ -34,10 +34,11 @@ import aiohttp
 
 from bench.relaybench.scenarios import MODEL
 from bench.relaybench.services import (
-    ADMIN_TOKEN,
     Service,
     admin_post,
+    agent_argv,
     spawn,
+    start_hub,
     wait_listening,
     wait_model,
     wait_quiet,
@@ -45,10 +46,6 @@ from bench.relaybench.services import (
 
 WARMUP_REQUESTS = 300
 _SUMMARY = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
-
-
-def _callgrind(out: Path) -> list[str]:
-    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
 
 
 async def _send(http: aiohttp.ClientSession, url: str, key: str, count: int, concurrency: int, stream: bool) -> None:
@@ -75,24 +72,19 @@ def _control(service: Service, switch: str) -> None:
 
 async def measure(args: argparse.Namespace, tmp: Path) -> int:
     """Instructions the measured process executed while serving the requests."""
-    out = tmp / "callgrind.out"
-    python = [sys.executable, "-m"]
-    backend = spawn("backend", [*python, "testing.fake_backend", "--port", "0", "--chunks", "16"], tmp)
+    callgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp / 'callgrind.out'}"]
+    backend = spawn("backend", [sys.executable, "-m", "testing.fake_backend", "--port", "0", "--chunks", "16"], tmp)
     services = [backend]
     try:
         await wait_listening(backend)
-        hub_argv = [*python, "potluck", "hub", "--port", "0", "--data-dir", str(tmp / "hub")]
-        hub_argv += ["--admin-token", ADMIN_TOKEN, "--log-level", "warning"]
-        hub = spawn("hub", [*(_callgrind(out) if args.process == "hub" else []), *hub_argv], tmp)
+        # About 40 times slower under valgrind: minutes to start.
+        hub = await start_hub(tmp, tmp / "hub", wrapper=callgrind if args.process == "hub" else (), timeout=600)
         services.append(hub)
-        await wait_listening(hub, timeout=600)  # about 40 times slower under valgrind
         async with aiohttp.ClientSession() as http:
             key = (await admin_post(http, hub.url, "/admin/keys", "bench"))["key"]
             token = (await admin_post(http, hub.url, "/admin/agent-tokens", "bench-agent"))["token"]
-            agent_argv = [*python, "potluck", "agent", "--hub", hub.url, "--token", token, "--backend", backend.url]
-            agent_argv += ["--data-dir", str(tmp / "agent"), "--max-concurrency", "1024", "--log-level", "warning"]
-            agent_argv += ["--name", "bench-agent"]
-            agent = spawn("agent", [*(_callgrind(out) if args.process == "agent" else []), *agent_argv], tmp)
+            argv = agent_argv(hub.url, token, backend.url, tmp / "agent")
+            agent = spawn("agent", [*(callgrind if args.process == "agent" else []), *argv], tmp)
             services.append(agent)
             await wait_model(http, hub.url, key, timeout=600)
             measured = hub if args.process == "hub" else agent

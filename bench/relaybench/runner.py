@@ -27,6 +27,7 @@ from bench.relaybench.services import (
     LITELLM_KEY,
     Service,
     admin_post,
+    agent_argv,
     litellm_argv,
     spawn,
     start_hub,
@@ -99,10 +100,7 @@ async def start_potluck(bench: Bench, stack: contextlib.AsyncExitStack) -> None:
     async with aiohttp.ClientSession() as http:
         bench.api_key = (await admin_post(http, hub.url, "/admin/keys", "bench"))["key"]
         token = (await admin_post(http, hub.url, "/admin/agent-tokens", "bench-agent"))["token"]
-        argv = [sys.executable, "-m", "potluck", "agent", "--hub", hub.url, "--token", token]
-        argv += ["--backend", bench.backend.url, "--data-dir", str(bench.tmp / "agent-data")]
-        argv += ["--max-concurrency", "2048", "--log-level", "warning", "--name", "bench-agent"]
-        agent = spawn("agent", argv, bench.tmp)
+        agent = spawn("agent", agent_argv(hub.url, token, bench.backend.url, bench.tmp / "agent-data"), bench.tmp)
         stack.callback(agent.stop)
         bench.agent = agent
         await wait_model(http, hub.url, bench.api_key)

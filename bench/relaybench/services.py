@@ -130,12 +130,28 @@ async def admin_post(http: aiohttp.ClientSession, hub_url: str, path: str, name:
         return body
 
 
-async def start_hub(log_dir: Path, data_dir: Path, name: str = "hub", extra: tuple[str, ...] = ()) -> Service:
-    argv = [sys.executable, "-m", "potluck", "hub", "--port", "0", "--data-dir", str(data_dir)]
+async def start_hub(
+    log_dir: Path,
+    data_dir: Path,
+    name: str = "hub",
+    extra: tuple[str, ...] = (),
+    *,
+    wrapper: Sequence[str] = (),
+    timeout: float = 60.0,
+) -> Service:
+    """A hub on a free port; ``wrapper`` runs it under another program (valgrind: give it a longer ``timeout``)."""
+    argv = [*wrapper, sys.executable, "-m", "potluck", "hub", "--port", "0", "--data-dir", str(data_dir)]
     argv += ["--admin-token", ADMIN_TOKEN, "--log-level", "warning", *extra]
     hub = spawn(name, argv, log_dir)
-    await wait_listening(hub)
+    await wait_listening(hub, timeout)
     return hub
+
+
+def agent_argv(hub_url: str, token: str, backend_url: str, data_dir: Path) -> list[str]:
+    """The benchmarks' agent: one backend, room for any concurrency the load brings."""
+    argv = [sys.executable, "-m", "potluck", "agent", "--hub", hub_url, "--token", token]
+    argv += ["--backend", backend_url, "--data-dir", str(data_dir)]
+    return [*argv, "--max-concurrency", "2048", "--log-level", "warning", "--name", "bench-agent"]
 
 
 async def wait_model(http: aiohttp.ClientSession, url: str, key: str, timeout: float = 30.0) -> None:
