@@ -124,13 +124,6 @@ async def test_concurrency_limit_holds_across_replicas(cluster: Cluster) -> None
             await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed yet: each replica places on another replica's agent by its own count of that agent's "
-    "slots, so together they can send it more than its --max-concurrency; the agent refuses the extra request "
-    "(503 server_overloaded, 'agent is at max concurrency') and, with no other agent for the model, the client "
-    "gets that 503 instead of waiting for the slot",
-)
 def test_a_request_for_a_busy_agent_held_by_another_replica_waits_for_its_slot(cluster: Cluster) -> None:
     model = cluster.model("busy")
     member = Member(cluster)

@@ -63,6 +63,17 @@ def test_a_user_may_hold_only_its_share_of_the_queue() -> None:
         s.enqueue(wanted("bob"))
 
 
+def test_requests_another_replica_placed_here_are_not_held_to_one_users_share() -> None:
+    """Another replica bounds them by its own count of the agent's slots; the queue's bound still holds."""
+    s, _ = make(max_queue=4, user_share=0.5)
+    s.upsert_agent("x", ["m"], 1)
+    forwarded = Want(("m",), requester="replica:a", pinned="x")
+    for _ in range(4):
+        s.enqueue(forwarded)
+    with pytest.raises(QueueFullError):
+        s.enqueue(forwarded)
+
+
 def test_agent_takes_work_from_the_queue_with_the_oldest_head_first() -> None:
     s, clock = make()
     s.upsert_agent("a", ["m1", "m2"], 1)

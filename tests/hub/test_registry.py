@@ -153,6 +153,42 @@ async def test_request_cancelled_in_the_turn_it_was_granted_frees_the_slot_when_
     assert await hub.registry.acquire(Want(("m",))) is not None
 
 
+async def test_a_request_withdrawn_in_the_turn_it_was_granted_gives_the_slot_to_the_next_in_line() -> None:
+    """`join` and `withdraw` without a task (a request another replica placed here and then cancelled)."""
+    hub = HubCore()
+    session, _ = hub.attach("a", max_concurrency=1)
+    await hub.registry.acquire(Want(("m",)))
+    withdrawn = hub.registry.join(Want(("m",)))
+    next_in_line = hub.registry.join(Want(("m",)))
+    assert hub.scheduler.queue_depth == 2
+
+    hub.registry.release(session)  # grants `withdrawn`, which nobody awaits yet
+    hub.registry.withdraw(withdrawn)
+
+    got = await hub.registry.granted(next_in_line, Want(("m",)))
+    assert (got.session, got.position) == (session, 2)
+    assert (hub.in_flight("a"), hub.scheduler.queue_depth) == (1, 0)
+    with pytest.raises(asyncio.CancelledError):
+        await hub.registry.granted(withdrawn, Want(("m",)))  # its wait is over before it began
+
+
+async def test_detaching_an_agent_fails_the_requests_pinned_to_it_and_no_other() -> None:
+    hub = HubCore()
+    gone, _ = hub.attach("x", max_concurrency=1)
+    hub.attach("y", max_concurrency=1)
+    await hub.registry.acquire(Want(("m",), exclude=frozenset({"y"})))
+    await hub.registry.acquire(Want(("m",), exclude=frozenset({"x"})))
+    pinned = hub.registry.join(Want(("m",), requester="replica:a", pinned="x"))
+    other = asyncio.create_task(hub.registry.granted(hub.registry.join(Want(("m",))), Want(("m",))))
+
+    hub.registry.detach(gone)
+
+    with pytest.raises(AgentLostError):
+        await hub.registry.granted(pinned, Want(("m",), requester="replica:a", pinned="x"))
+    assert hub.scheduler.queue_depth == 1
+    other.cancel()
+
+
 async def test_queue_wait_timeout_raises_overloaded_with_bounded_retry_after() -> None:
     hub = HubCore(queue_timeout=0.02)
     hub.attach("a", max_concurrency=1)

@@ -125,6 +125,39 @@ def test_excluded_agents_are_not_picked() -> None:
 # -- the queue ------------------------------------------------------------------------------------
 
 
+def test_a_pinned_request_takes_a_slot_of_its_agent_only() -> None:
+    """Another replica placed it on "busy" (cluster mode): it waits for that agent even with "idle" free."""
+    s, _ = make()
+    s.upsert_agent("busy", ["m"], 1)
+    s.upsert_agent("idle", ["m"], 4)
+    assert s.acquire("m", exclude=frozenset({"idle"})) == "busy"
+    pinned = Want(("m",), requester="replica:a", pinned="busy")
+    assert s.place(pinned) is None
+    assert s.routable("m", pinned="busy")
+    ticket = s.enqueue(pinned)
+    assert s.release("idle") == []  # a slot elsewhere is not for it
+    [grant] = s.release("busy")
+    assert (grant.ticket, grant.placement.agent_id) == (ticket, "busy")
+
+
+def test_a_pinned_request_leaves_access_to_the_replica_that_placed_it() -> None:
+    """That replica checked the request's groups and the owner's rules; this one only counts the slots."""
+    s, _ = make()
+    s.upsert_agent("x", ["m"], 1, groups=frozenset({"g"}), owner_rules=(True, "owner", True, False))
+    assert s.place(Want(("m",), groups=frozenset({"other"}), requester="someone")) is None
+    placement = s.place(Want(("m",), requester="replica:a", pinned="x"))
+    assert placement is not None
+    assert placement.agent_id == "x"
+
+
+def test_a_pinned_request_for_a_draining_agent_is_not_routable() -> None:
+    s, _ = make()
+    s.upsert_agent("x", ["m"], 1, draining=True)
+    s.upsert_agent("y", ["m"], 1)
+    assert s.routable("m")
+    assert not s.routable("m", pinned="x")  # it would only wait out its queue timeout
+
+
 def test_queue_is_bounded() -> None:
     s, _ = make(max_queue=2)
     s.upsert_agent("a", ["m"], 1)

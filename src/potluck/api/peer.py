@@ -85,11 +85,12 @@ async def peer_connect(request: web.Request) -> web.StreamResponse:
         raise AuthError("peer links need the cluster secret")
     ws = DirectWebSocketResponse(max_msg_size=MAX_MESSAGE, compress=False, heartbeat=cluster.lease_s)
     await ws.prepare(request)
-    link = cluster.peering.inbound_up(replica, WebSocketTransport(ws))
-    try:
-        await _pump(ws, ws.queue, link)
-    finally:
-        cluster.peering.inbound_down(link)
+    async with asyncio.TaskGroup() as waiting:  # the link's requests waiting for a slot of this replica's agents
+        link = cluster.peering.inbound_up(replica, WebSocketTransport(ws), waiting.create_task)
+        try:
+            await _pump(ws, ws.queue, link)
+        finally:
+            cluster.peering.inbound_down(link)  # cancels the waits
     return ws
 
 

@@ -9,19 +9,30 @@ on its real session with the agent and passes the agent's frames back.
 The link carries the agent frame format (protocol/agent.py) unchanged, with the link's own stream ids:
 the forwarding replica only relabels them. A→B, a request is a ``ROUTE`` pseudo-frame (the agent's id
 as its meta) followed by the agent's ``REQUEST`` frame; ``CANCEL`` and ``CREDIT`` follow as they are.
-B→A carries ``HEAD``, ``DATA`` and ``END`` frames. Credit is end to end: B credits the agent only when
-A's client has taken the bytes, so a slow client slows the backend as on one process.
+B→A carries ``HEAD``, ``DATA`` and ``END`` frames, and ``REFUSED`` (an END's meta) for a request B did
+not start. Credit is end to end: B credits the agent only when A's client has taken the bytes, so a slow
+client slows the backend as on one process.
+
+B arbitrates its agents' slots. A counts only its own requests on B's agent, so A and B (and C) may
+each see a slot free; the request A sends takes one in B's registry, pinned to that agent (`Want.pinned`),
+and waits in B's queue when the agent is full, as B's own clients' requests do. Each placing replica is
+one user of B's fair queue (A's own queue already took turns among A's users). A request that does not get
+a slot within B's queue timeout, or whose agent is draining, paused or gone at B, is ``REFUSED``: A tries
+another agent (`ReplicaRefusedError`), and the refusal does not count against the agent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from potluck._shared.clock import Clock
-from potluck.hub.errors import HubError, UpstreamError
+from potluck.hub.errors import HubError, ReplicaRefusedError, UpstreamError
+from potluck.hub.registry import Queued, Registry, Slot
+from potluck.hub.scoring import Want
 from potluck.hub.session import AgentSession, SessionState
 from potluck.hub.stream import Stream
 from potluck.protocol.agent import (
@@ -36,6 +47,7 @@ from potluck.protocol.agent import (
     RequestMessage,
     encode_data,
     encode_frame,
+    frame_decoders,
     iter_frames,
 )
 
@@ -43,6 +55,10 @@ log = logging.getLogger(__name__)
 
 ROUTE = 64
 """Link-only pseudo-frame type: the next REQUEST on this link stream id is for the agent named in its meta."""
+
+REFUSED = 65
+"""Link-only frame type, B→A: the END (its meta) of a request B did not start on its agent."""
+_LINK_DECODERS = frame_decoders({REFUSED: EndMessage})
 
 _HEADER = struct.Struct("!IBII")
 _SID = struct.Struct("!I")
@@ -64,6 +80,11 @@ class PeerTransport(Protocol):
 def relabel(frame: bytes, stream_id: int) -> bytes:
     """The same frame under another stream id (the bytes after the header are not touched)."""
     return frame[:5] + _SID.pack(stream_id) + frame[9:]
+
+
+def relabel_type(frame: bytes, ftype: int) -> bytes:
+    """The same frame as another type (the link's own types carry an agent frame's meta)."""
+    return frame[:4] + bytes((ftype,)) + frame[5:]
 
 
 def route_frame(stream_id: int, agent_id: str) -> bytes:
@@ -143,16 +164,20 @@ class OutboundLink:
         """Frames from B: each goes to the proxy session's stream under its own stream id."""
         routes = self._routes
         receiving: list[AgentSession] = []
-        for frame in iter_frames(data):
+        for frame in iter_frames(data, _LINK_DECODERS):
             route = routes.get(frame.stream_id)
             if route is None:
                 continue
             session, sid = route
-            if frame.type == FrameType.END:
+            ftype = frame.type
+            if ftype == REFUSED:
+                _refused(session, sid, frame.message)
+                ftype = FrameType.END
+            if ftype == FrameType.END:
                 del routes[frame.stream_id]
                 self._link_ids.pop((session.agent_id, sid), None)
-            if frame.type in (FrameType.DATA, FrameType.HEAD, FrameType.END):
-                session.on_frame(frame.type, sid, frame.message, frame.payload)
+            if ftype in (FrameType.DATA, FrameType.HEAD, FrameType.END):
+                session.on_frame(ftype, sid, frame.message, frame.payload)
                 if session.delivering and session not in receiving:
                     receiving.append(session)
         for session in receiving:
@@ -166,6 +191,14 @@ class OutboundLink:
         sessions = [c.session for c in self.channels.values() if c.session is not None]
         self.channels.clear()
         return sessions
+
+
+def _refused(session: AgentSession, sid: int, message: object) -> None:
+    """B did not start the request: its stream fails with a `ReplicaRefusedError` (the END that follows keeps it)."""
+    stream = session.streams.get(sid)
+    if stream is not None and isinstance(message, EndMessage) and message.error is not None:
+        info = message.error
+        stream.on_lost(ReplicaRefusedError(info.message, code=info.code, status=info.status))
 
 
 # -- replica B: the requests it serves for A -----------------------------------------------------------------------
@@ -210,31 +243,39 @@ class ForwardedStream(Stream):
 
 
 class InboundLink:
-    """Replica B's end of a link from replica A: opens A's requests on B's agent sessions."""
+    """Replica B's end of a link from replica A: A's requests take a slot of B's agent (waiting for one in
+    B's queue) and are opened on B's agent sessions."""
 
     def __init__(
         self,
         replica_id: str,
         transport: PeerTransport,
-        sessions: Callable[[str], AgentSession | None],
+        registry: Registry,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
         on_idle: Callable[[], None] = lambda: None,
         agent_failed: Callable[[str, str], None] = lambda _agent_id, _model: None,
     ) -> None:
+        """``spawn``: starts a request's wait for a slot, in the task group of the link's socket (api/peer.py)."""
         self.on_idle = on_idle
         """Called when the last forwarded request ends (a draining replica waits for it)."""
         self.agent_failed = agent_failed
         """Called with (agent id, model) when an agent broke the protocol on a forwarded stream."""
         self.replica_id = replica_id
+        self.requester = "replica:" + replica_id
+        """Who A's requests are in B's fair queue: one user per placing replica."""
         self.transport = transport
-        self._sessions = sessions
+        self._registry = registry
+        self._spawn = spawn
         self._streams: dict[int, ForwardedStream] = {}
+        self._waiting: dict[int, tuple[Queued, asyncio.Task[None]]] = {}
+        """A's requests waiting in B's queue for a slot of their agent, by link stream id."""
         self._routes: dict[int, str] = {}
         self.forwarded_total = 0
 
     @property
     def running(self) -> int:
-        """A's requests running on this replica's agents."""
-        return len(self._streams)
+        """A's requests running on this replica's agents, or waiting for a slot of one."""
+        return len(self._streams) + len(self._waiting)
 
     def receive(self, data: bytes) -> None:
         """A's frames: route, request, cancel, credit. Raises ProtocolError on garbage."""
@@ -260,6 +301,8 @@ class InboundLink:
             return
         stream = self._streams.get(sid)
         if stream is None:
+            if ftype == FrameType.CANCEL and isinstance(message, CancelMessage):
+                self._withdraw(sid, message)
             return
         session = stream.session
         if ftype == FrameType.CREDIT and isinstance(message, CreditMessage):
@@ -271,12 +314,37 @@ class InboundLink:
 
     def _open(self, sid: int, request: RequestMessage, body: bytes) -> None:
         agent_id = self._routes.pop(sid, "")
-        session = self._sessions(agent_id)
-        if session is None or session.state is SessionState.CLOSED:
-            error = ErrorInfo(503, "agent_lost", "the agent is no longer connected to this replica", retriable=True)
-            self.transport.send(encode_frame(EndMessage(request.request_id, error=error), sid))
+        session = self._registry.sessions.get(agent_id)
+        if session is None or isinstance(session.channel, PeerChannel) or session.state is SessionState.CLOSED:
+            self._refuse(sid, request.request_id, 503, "agent_lost", "the agent is no longer connected to this replica")
             return
+        want = Want((request.model,), requester=self.requester, pinned=agent_id)
+        registry = self._registry
+        try:
+            slot = registry.try_acquire(want, queue=request.model)
+            queued = registry.join(want, queue=request.model) if slot is None else None
+        except HubError as exc:
+            self._refuse(sid, request.request_id, exc.status, str(exc.code), exc.message)
+            return
+        if queued is not None:
+            self._waiting[sid] = (queued, self._spawn(self._wait(sid, queued, want, request, body)))
+        elif slot is not None:
+            self._start(sid, slot, request, body)
 
+    async def _wait(self, sid: int, queued: Queued, want: Want, request: RequestMessage, body: bytes) -> None:
+        """Wait in B's queue for the agent's slot, then start the request on it (a CANCEL or the link's close
+        withdraws it)."""
+        try:
+            slot = await self._registry.granted(queued, want, queue=request.model)
+        except HubError as exc:
+            del self._waiting[sid]
+            self._refuse(sid, request.request_id, exc.status, str(exc.code), exc.message)
+            self._idle_check()
+            return
+        del self._waiting[sid]
+        self._start(sid, slot, request, body)
+
+    def _start(self, sid: int, slot: Slot, request: RequestMessage, body: bytes) -> None:
         def forwarded(owner: AgentSession, stream_id: int, request_id: str, window: int) -> Stream:
             stream = ForwardedStream(owner, stream_id, request_id, window)
             stream.inbound = self
@@ -285,17 +353,35 @@ class InboundLink:
             stream.lingering = True  # the session forgets it at its END
             return stream
 
-        stream = session.open_stream(request, body, factory=forwarded)
+        stream = slot.session.open_stream(request, body, factory=forwarded)
         assert isinstance(stream, ForwardedStream)  # noqa: S101 - made by the factory above
         self._streams[sid] = stream
         self.forwarded_total += 1
 
+    def _refuse(self, sid: int, request_id: str, status: int, code: str, message: str) -> None:
+        error = ErrorInfo(status, code, message, retriable=True)
+        self.transport.send(relabel_type(encode_frame(EndMessage(request_id, error=error), sid), REFUSED))
+
+    def _withdraw(self, sid: int, cancel: CancelMessage) -> None:
+        """A cancelled a request still waiting for a slot here: it leaves the queue, and A gets its END."""
+        waiting = self._waiting.pop(sid, None)
+        if waiting is not None:
+            queued, task = waiting
+            self._registry.withdraw(queued)  # a slot granted in this turn goes back
+            task.cancel()
+            self.transport.send(encode_frame(EndMessage(cancel.request_id, cancelled=True), sid))
+            self._idle_check()
+
     def ended(self, stream: ForwardedStream, end: EndMessage) -> None:
         if self._streams.get(stream.link_sid) is stream:
             del self._streams[stream.link_sid]
+            self._registry.release(stream.session)
             self.transport.send(encode_frame(end, stream.link_sid))
-            if not self._streams:
-                self.on_idle()
+            self._idle_check()
+
+    def _idle_check(self) -> None:
+        if not self._streams and not self._waiting:
+            self.on_idle()
 
     def _linger_over(self, stream: ForwardedStream) -> None:
         """The agent never ended a cancelled stream: forget it on both sides."""
@@ -306,11 +392,16 @@ class InboundLink:
             stream.on_end(EndMessage(stream.request_id, cancelled=True))
 
     def close(self) -> None:
-        """A is gone: cancel what it had running here (its clients are gone with it)."""
+        """A is gone: cancel what it had running or waiting here (its clients are gone with it)."""
+        waiting, self._waiting = self._waiting, {}
+        for queued, task in waiting.values():
+            self._registry.withdraw(queued)
+            task.cancel()
         streams, self._streams = self._streams, {}
         for stream in streams.values():
             session = stream.session
             if stream.end is None and session.streams.get(stream.stream_id) is stream:
                 session.send(CancelMessage(stream.request_id, "client_disconnect"), stream.stream_id)
                 del session.streams[stream.stream_id]
+            self._registry.release(session)
         self.on_idle()

@@ -10,7 +10,8 @@ replica's published models, capacity and draining state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from potluck._shared.clock import Clock
 from potluck._shared.waiting import wait_set
@@ -133,8 +134,14 @@ class Peering:
             self.registry.detach(session)
         self.reconcile()
 
-    def inbound_up(self, replica_id: str, transport: PeerTransport) -> InboundLink:
-        link = InboundLink(replica_id, transport, self._local_session, self._forward_idle.set, self._agent_failed)
+    def inbound_up(
+        self,
+        replica_id: str,
+        transport: PeerTransport,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+    ) -> InboundLink:
+        """``spawn``: the task group of the link's socket, for requests waiting for a slot here."""
+        link = InboundLink(replica_id, transport, self.registry, spawn, self._forward_idle.set, self._agent_failed)
         self.inbound[replica_id] = link
         return link
 
@@ -142,10 +149,6 @@ class Peering:
         if self.inbound.get(link.replica_id) is link:
             del self.inbound[link.replica_id]
         link.close()
-
-    def _local_session(self, agent_id: str) -> AgentSession | None:
-        session = self.registry.sessions.get(agent_id)
-        return None if session is None or isinstance(session.channel, PeerChannel) else session
 
     def _agent_failed(self, agent_id: str, model: str) -> None:
         """An agent of this replica broke the protocol on a stream forwarded from another: as on our own."""

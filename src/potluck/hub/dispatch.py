@@ -18,7 +18,13 @@ import msgspec
 from potluck._shared.clock import Clock
 from potluck._shared.waiting import wait_set
 from potluck.hub.accounting import Hold
-from potluck.hub.errors import HubError, ModelNotFoundError, UpstreamError, UpstreamTimeoutError
+from potluck.hub.errors import (
+    HubError,
+    ModelNotFoundError,
+    ReplicaRefusedError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from potluck.hub.metrics import HubMetrics
 from potluck.hub.outcome import Outcome
 from potluck.hub.registry import Registry, Slot
@@ -363,7 +369,8 @@ class Dispatcher:
             stream_failure_before_bytes(stream)
         except UpstreamError as exc:
             self.finish(session, stream, cancel_reason=None)
-            self.registry.scheduler.report(placement.agent_id, placement.model, ok=False)
+            if not isinstance(exc, ReplicaRefusedError):  # the agent's replica had no slot for it: not its fault
+                self.registry.scheduler.report(placement.agent_id, placement.model, ok=False)
             exc.agent_id = placement.agent_id
             raise
         except BaseException as exc:

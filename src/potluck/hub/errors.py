@@ -103,6 +103,15 @@ class AgentLostError(UpstreamError):
         super().__init__(message, retriable=True)
 
 
+class ReplicaRefusedError(UpstreamError):
+    """Cluster mode: the replica holding the agent did not start the request on it (no slot within its queue
+    timeout, the agent draining, paused or gone there). Nothing reached the agent, so another agent may serve
+    it; and it is no failure of the agent's, so it does not count toward ejecting it."""
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, code=code, status=status, retriable=True)
+
+
 class UpstreamTimeoutError(HubError):
     code = ErrorCode.UPSTREAM_TIMEOUT
 

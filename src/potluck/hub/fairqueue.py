@@ -85,7 +85,8 @@ class FairQueue:
         if self.depth >= self.max_size:
             raise QueueFullError
         user = ticket.want.requester or _ANONYMOUS
-        if self._per_user.get(user, 0) >= max(1, int(self.max_size * self.user_share)):
+        # A request another replica placed (pinned) is bounded there, by that replica's count of the agent's slots.
+        if ticket.want.pinned is None and self._per_user.get(user, 0) >= max(1, int(self.max_size * self.user_share)):
             raise QueueShareError
         q = self._queues.get(ticket.queue)
         if q is None:

@@ -37,7 +37,8 @@ class Patience:
         best: float | None = None
         for model in want.models:
             rate = 0.0
-            for agent, name in self._roster.homes(Want((model,), want.exclude, want.groups, want.requester), now):
+            one = Want((model,), want.exclude, want.groups, want.requester, pinned=want.pinned)
+            for agent, name in self._roster.homes(one, now):
                 if name in agent.hot:
                     if agent.in_flight < agent.max_concurrency:
                         return None

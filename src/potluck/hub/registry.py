@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -50,6 +50,14 @@ class Slot(msgspec.Struct, frozen=True):
     queued_s: float = 0.0
     position: int = 0
     """Its place in the wait queue when it arrived (0: it did not wait)."""
+
+
+class Queued(NamedTuple):
+    """A request waiting in the queue (`Registry.join`)."""
+
+    ticket: Ticket
+    position: int
+    """Its place in the queue when it joined."""
 
 
 class Registry:
@@ -107,9 +115,17 @@ class Registry:
             self._resets_of_gone += session.protocol_errors
             self._agent_draining.pop(session.agent_id, None)
             self.scheduler.remove_agent(session.agent_id)
+            self._refuse_pinned(session.agent_id)
             if self.observer is not None:
                 self.observer.left(session)
         session.close(AgentLostError())
+
+    def _refuse_pinned(self, agent_id: str) -> None:
+        """Requests another replica placed on this agent stop waiting for it: it is gone from here."""
+        for ticket in list(self.scheduler.waiting()):
+            future = self._waiters.get(ticket.id)
+            if ticket.want.pinned == agent_id and future is not None and not future.done():
+                future.set_exception(AgentLostError("the agent left the replica holding it"))
 
     def _owner_rules(self, agent_id: str) -> tuple[bool, str | None, bool, bool]:
         access = self.access
@@ -236,46 +252,77 @@ class Registry:
         exactly like one served nowhere. ``queue`` names the wait queue (the name the client asked
         for, alias or model). The caller must `release` the slot.
         """
+        slot = self.try_acquire(want, queue=queue)
+        return slot if slot is not None else await self.wait(want, queue=queue)
+
+    def try_acquire(self, want: Want, *, queue: str | None = None) -> Slot | None:
+        """`acquire` without the wait: a slot now, or None when the request must wait for one (`wait`).
+
+        Raises what `acquire` raises before it would wait."""
         scheduler = self.scheduler
         if not scheduler.serves(want.models, want.groups, want.requester):
             raise ModelNotFoundError(queue or want.models[0])
         placement = scheduler.place(want)
         if placement is not None:
             return Slot(self.sessions[placement.agent_id], placement)
-        if not scheduler.routable(want.models, want.exclude, want.groups, want.requester):
+        if not scheduler.routable(want.models, want.exclude, want.groups, want.requester, want.pinned):
             # Draining, unavailable or ejected agents take no new work: waiting would only burn the queue timeout.
             raise OverloadedError(
                 "Every agent serving this model is draining, paused, outside its hours or failing; retry later",
                 retry_after=_retry_after(5),
             )
+        return None
+
+    async def wait(self, want: Want, *, queue: str | None = None) -> Slot:
+        """Wait in the queue for a slot (after `try_acquire` found none). The caller must `release` it."""
+        return await self.granted(self.join(want, queue=queue), want, queue=queue)
+
+    def join(self, want: Want, *, queue: str | None = None) -> Queued:
+        """Join the wait queue now, in this turn (`granted` waits for the slot, `withdraw` leaves the queue)."""
         ticket = self._enqueue(want, queue)
-        position, _wait = scheduler.position(ticket)
-        future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
-        self._waiters[ticket.id] = future
+        position, _wait = self.scheduler.position(ticket)
+        self._waiters[ticket.id] = asyncio.get_running_loop().create_future()
+        return Queued(ticket, position)
+
+    async def granted(self, queued: Queued, want: Want, *, queue: str | None = None) -> Slot:
+        """The slot granted to a request that `join`ed the queue, once one frees; raises OverloadedError when
+        the queue timeout comes first. Cancelled, it leaves the queue (a slot granted in the same turn goes back)."""
+        ticket = queued.ticket
+        future = self._waiters.get(ticket.id)
+        if future is None:
+            raise asyncio.CancelledError  # withdrawn before this wait began
+        taken = False
         try:
-            async with asyncio.timeout(max(0.0, ticket.deadline - self._clock.now())):
-                slot = await future
-        except TimeoutError:
-            if not future.done() or future.cancelled():
-                place, wait = scheduler.position(ticket)
-                raise OverloadedError(
-                    f"No agent became free within {scheduler.queue_timeout:g} s; retry later",
-                    retry_after=_retry_after(max(wait, 1.0)),
-                    headers=_queue_headers(place, wait),
-                ) from None
-            slot = future.result()  # granted in the very turn the wait ran out: take it
-        except asyncio.CancelledError:
-            # The client left while queued. If a slot was granted in the same turn, give it back.
-            if future.done() and not future.cancelled():
-                self.release(future.result().session)
-            raise
+            try:
+                async with asyncio.timeout(max(0.0, ticket.deadline - self._clock.now())):
+                    slot = await future
+            except TimeoutError:
+                if not future.done() or future.cancelled():
+                    place, wait = self.scheduler.position(ticket)
+                    raise OverloadedError(
+                        f"No agent became free within {self.scheduler.queue_timeout:g} s; retry later",
+                        retry_after=_retry_after(max(wait, 1.0)),
+                        headers=_queue_headers(place, wait),
+                    ) from None
+                slot = future.result()  # granted in the very turn the wait ran out: take it
+            taken = True
         finally:
-            self._waiters.pop(ticket.id, None)
-            scheduler.cancel(ticket)
+            self._leave(ticket, taken=taken)
         if self.sessions.get(slot.session.agent_id) is not slot.session:
             # Granted on a connection that has since been replaced or closed: its slots went with it.
             return await self.acquire(want, queue=queue)
-        return Slot(slot.session, slot.placement, self._clock.now() - ticket.enqueued_at, position)
+        return Slot(slot.session, slot.placement, self._clock.now() - ticket.enqueued_at, queued.position)
+
+    def withdraw(self, queued: Queued) -> None:
+        """The request stops waiting (its client left): out of the queue, and a slot already granted goes back."""
+        self._leave(queued.ticket, taken=False)
+
+    def _leave(self, ticket: Ticket, *, taken: bool) -> None:
+        future = self._waiters.pop(ticket.id, None)
+        self.scheduler.cancel(ticket)
+        if taken or future is None or not future.done() or future.cancelled() or future.exception() is not None:
+            return
+        self.release(future.result().session)  # granted, and never taken
 
     def _enqueue(self, want: Want, queue: str | None) -> Ticket:
         scheduler = self.scheduler

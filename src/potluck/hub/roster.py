@@ -78,6 +78,13 @@ class Roster:
         index = self._by_model.get(model)
         return index.agents if index is not None else []
 
+    def _homes_of(self, model: str, pinned: str | None) -> list[AgentSlots]:
+        """The agents listing ``model``; only the pinned one when there is one (not a scan of a large fleet)."""
+        if pinned is None:
+            return self.listing(model)
+        agent = self.agents.get(pinned)
+        return [agent] if agent is not None and model in agent.models else []
+
     def models(self) -> dict[str, int]:
         """Model -> number of agents listing it."""
         return {model: len(index.agents) for model, index in self._by_model.items()}
@@ -107,16 +114,20 @@ class Roster:
         groups: frozenset[str] | None,
         requester: str | None,
         now: float,
+        pinned: str | None = None,
     ) -> bool:
         return any(
             a.available
             and not a.draining
             and a.agent_id not in exclude
-            and a.reachable(groups, requester)
-            and not self.unclaimed(a, m, groups)
+            and (
+                a.agent_id == pinned
+                if pinned is not None
+                else a.reachable(groups, requester) and not self.unclaimed(a, m, groups)
+            )
             and not self._ejected(a.agent_id, m, now)
             for m in models
-            for a in self.listing(m)
+            for a in self._homes_of(m, pinned)
         )
 
     def capacity(self, model: str) -> tuple[int, int]:
@@ -132,9 +143,12 @@ class Roster:
         """Why layer 1 drops this agent for this request ('' when it is a candidate)."""
         if agent.agent_id in want.exclude:
             return "already tried for this request"
-        if not agent.reachable(want.groups, want.requester):
+        if want.pinned is not None:
+            if agent.agent_id != want.pinned:
+                return "another replica placed the request on another agent"
+        elif not agent.reachable(want.groups, want.requester):
             return "not shared with the request's groups" if not agent.own_only else "serves only its owner"
-        if self._claims is not None and (unclaimed := self.unclaimed(agent, model, want.groups)):
+        elif self._claims is not None and (unclaimed := self.unclaimed(agent, model, want.groups)):
             return unclaimed
         if not agent.available:
             return "paused or outside its hours"
@@ -154,14 +168,14 @@ class Roster:
         return [
             (agent, model, rank)
             for rank, model in enumerate(want.models)
-            for agent in self.listing(model)
+            for agent in self._homes_of(model, want.pinned)
             if not self.filter(agent, model, want, now)
         ]
 
     def homes(self, want: Want, now: float) -> Iterator[tuple[AgentSlots, str]]:
         """(agent, model) for every agent that may serve the request, free slot or not."""
         for model in want.models:
-            for agent in self.listing(model):
+            for agent in self._homes_of(model, want.pinned):
                 if self.filter(agent, model, want, now) in ("", FULL):
                     yield agent, model
 

@@ -195,10 +195,12 @@ class Scheduler:
         exclude: frozenset[str] = frozenset(),
         groups: frozenset[str] | None = None,
         requester: str | None = None,
+        pinned: str | None = None,
     ) -> bool:
-        """Some agent listing this model, other than ``exclude``, takes new work (busy or not)."""
+        """Some agent listing this model, other than ``exclude`` (only ``pinned``, when given), takes new work
+        (busy or not)."""
         models = (model,) if isinstance(model, str) else model
-        return self._roster.routable(models, exclude, groups, requester, self._clock.now())
+        return self._roster.routable(models, exclude, groups, requester, self._clock.now(), pinned)
 
     def models(self) -> dict[str, int]:
         """Model -> number of agents listing it."""

@@ -190,6 +190,9 @@ class Want(msgspec.Struct, frozen=True, gc=False):
     """Fair-queue quantum (the key's priority)."""
     prefer_own: bool = False
     """The key asks for its owner's own agents first."""
+    pinned: str | None = None
+    """Only this agent will do: another replica placed the request on it (cluster mode), after checking the
+    request's access there, so this replica decides only when the agent has a slot for it."""
 
 
 class Placement(msgspec.Struct, frozen=True, gc=False):

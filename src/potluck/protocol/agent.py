@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import msgspec
 
@@ -386,9 +386,15 @@ _TYPE_OF: dict[type[msgspec.Struct], FrameType] = {
 _DECODERS: dict[int, msgspec.msgpack.Decoder[msgspec.Struct]] = {
     int(ft): msgspec.msgpack.Decoder(cls) for cls, ft in _TYPE_OF.items()
 }
+_FRAME_TYPES = frozenset(int(ft) for ft in FrameType)
 _encode = msgspec.msgpack.Encoder().encode
 _pack = _HEADER.pack
 _unpack_from = _HEADER.unpack_from
+
+
+def frame_decoders(extra: Mapping[int, type[msgspec.Struct]]) -> dict[int, msgspec.msgpack.Decoder[msgspec.Struct]]:
+    """The agent protocol's meta decoders and ``extra`` frame types of a link's own, for `iter_frames`."""
+    return {**_DECODERS, **{ftype: msgspec.msgpack.Decoder(cls) for ftype, cls in extra.items()}}
 
 
 def encode_frame(message: Message, stream_id: int = 0, payload: bytes = b"") -> bytes:
@@ -418,8 +424,15 @@ class Frame(msgspec.Struct, frozen=True):
     payload: bytes
 
 
-def iter_frames(buf: bytes) -> Iterator[Frame]:
-    """Decode every frame in one WebSocket message. Raises ProtocolError on malformed input."""
+def iter_frames(
+    buf: bytes, decoders: Mapping[int, msgspec.msgpack.Decoder[msgspec.Struct]] | None = None
+) -> Iterator[Frame]:
+    """Decode every frame in one WebSocket message. Raises ProtocolError on malformed input.
+
+    ``decoders``: the meta decoder of each frame type, for a link that carries frame types of its own
+    (hub/cluster_link.py); by default the agent protocol's."""
+    if decoders is None:
+        decoders = _DECODERS
     view = memoryview(buf)
     pos = 0
     end = len(buf)
@@ -434,13 +447,14 @@ def iter_frames(buf: bytes) -> Iterator[Frame]:
         if ftype == FrameType.DATA:
             yield Frame(ftype, stream_id, None, bytes(view[meta_end:frame_end]))
         else:
-            decoder = _DECODERS.get(ftype)
+            decoder = decoders.get(ftype)
             if decoder is None:
                 raise ProtocolError(f"unknown frame type {ftype}")
             try:
                 message = decoder.decode(view[pos + HEADER_SIZE : meta_end])
             except (msgspec.DecodeError, RecursionError) as exc:  # an agent's deeply nested meta too
-                raise ProtocolError(f"bad {FrameType(ftype).name} message: {exc}") from exc
+                name = FrameType(ftype).name if ftype in _FRAME_TYPES else f"type {ftype}"
+                raise ProtocolError(f"bad {name} message: {exc}") from exc
             yield Frame(ftype, stream_id, message, bytes(view[meta_end:frame_end]))
         pos = frame_end
 
