@@ -299,6 +299,42 @@ async def test_a_flush_cancelled_mid_write_is_kept_and_close_writes_it_once(stor
     assert await store.ledger.balances() == {"mint": -100, "user:alice": 100}
 
 
+async def test_a_shutdown_cancelling_the_loop_mid_write_waits_for_the_write_and_close_writes_the_rest(
+    store: Store,
+) -> None:
+    """The loop's write is not cut short (one cut mid-transaction can leave SQLite's write lock held, and the
+    shutdown's own write would then wait out the busy timeout and fail): the loop ends once it is written."""
+    entered, proceed = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def slow_once(txns: Sequence[LedgerTxn], receipts: Sequence[StoredReceipt]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            entered.set()
+            await proceed.wait()
+        await store.ledger.append(txns, receipts)
+
+    ledger = Ledger(slow_once, flush_interval=0.001)
+    ledger.grant("alice", 100, "welcome")
+    runner = asyncio.create_task(ledger.run())
+    async with asyncio.timeout(2):
+        await entered.wait()
+    ledger.grant("bob", 50, "welcome")  # arrives while the loop writes
+    runner.cancel()
+    await asyncio.sleep(0)
+    assert not runner.done()  # still writing
+
+    proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert (ledger.pending, calls) == (1, 1)  # alice's grant was written whole, once
+    await ledger.close()
+
+    assert (ledger.pending, calls) == (0, 2)
+    assert await store.ledger.balances() == {"mint": -150, "user:alice": 100, "user:bob": 50}
+
+
 # -- recovery -----------------------------------------------------------------------------------
 
 

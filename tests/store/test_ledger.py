@@ -154,6 +154,27 @@ async def test_balances_follow_grant_hold_settle_and_every_account_sums_to_zero(
     assert await store.ledger.total() == 0
 
 
+async def test_a_batch_whose_caller_is_cancelled_is_written_whole_and_later_writes_go_through(store: Store) -> None:
+    """A client hanging up cancels its handler, and a shutdown cancels the hub's loops: a write under way ends
+    first. (Cut short, an aiosqlite transaction could leave SQLite's write lock held, and the next write waited
+    out the busy timeout: the teardown hang once seen in CI.)"""
+    loop = asyncio.get_running_loop()
+    cancelled = 0
+    for attempt in range(12):
+        batch = [grant(f"t{attempt}_{n}", f"u{attempt}_{n}", 1) for n in range(20)]
+        writing = asyncio.create_task(store.ledger.append(batch))
+        loop.call_later(attempt * 0.0004, writing.cancel)  # from its very first step, then deeper into it
+        [outcome] = await asyncio.gather(writing, return_exceptions=True)
+        cancelled += isinstance(outcome, asyncio.CancelledError)  # (a later cancel may come after the write)
+        balances = await store.ledger.balances()
+        assert all(balances.get(f"user:u{attempt}_{n}") == 1 for n in range(20)), attempt
+    assert cancelled >= 1
+    async with asyncio.timeout(5):
+        await store.ledger.append([grant("last", "zoe", 1)])
+    assert await store.ledger.total() == 0
+    assert (await store.ledger.balances())["mint"] == -241
+
+
 async def test_total_of_an_empty_ledger_is_zero(store: Store) -> None:
     assert await store.ledger.total() == 0
     assert await store.ledger.open_holds() == []

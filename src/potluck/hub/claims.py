@@ -26,6 +26,7 @@ from datetime import timedelta
 import msgspec
 
 from potluck._shared.clock import Clock
+from potluck._shared.waiting import uncut
 from potluck.hub.access import AccessMap
 from potluck.hub.errors import InvalidRequestError, NotFoundError
 from potluck.hub.groups import MANAGERS, OWNER_ONLY, Groups
@@ -227,7 +228,7 @@ class Claims:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self.flush()
+                await uncut(self.flush())  # a shutdown waits for the write under way
             except Exception as exc:
                 if not is_database_unavailable(exc):
                     raise

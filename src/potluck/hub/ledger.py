@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from potluck._shared.ids import new_id
+from potluck._shared.waiting import uncut
 from potluck.hub.errors import InvalidRequestError
 from potluck.hub.pricing import MICRO
 from potluck.store.errors import UnwritableError
@@ -400,7 +401,7 @@ class Ledger:
         while True:
             await asyncio.sleep(self._flush_interval)
             try:
-                await self.flush()
+                await uncut(self.flush())  # a shutdown waits for the write under way, then `close` writes the rest
             except Exception:  # noqa: BLE001 - logged in flush; the batch is kept and the next tick retries
                 await asyncio.sleep(self._flush_interval)
 

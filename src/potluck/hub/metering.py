@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from potluck._shared.waiting import uncut
 from potluck.store.usage import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class UsageJournal:
         while True:
             await asyncio.sleep(self._flush_interval)
             try:
-                await self.flush()
+                await uncut(self.flush())  # a shutdown waits for the write under way, then `close` writes the rest
             except Exception:  # noqa: BLE001 - logged in flush; the next tick retries
                 await asyncio.sleep(self._flush_interval)
 

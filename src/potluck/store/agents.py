@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from potluck._shared.ids import hash_secret, new_id, new_secret
+from potluck.store.engine import uncut_write
 from potluck.store.errors import ConflictError, StoreError
 from potluck.store.tables import agent_groups, agent_tokens, agents
 
@@ -50,6 +51,7 @@ class AgentRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @uncut_write
     async def create_token(self, name: str, owner_id: str | None = None) -> NewAgentToken:
         token = new_secret(TOKEN_PREFIX)
         created = NewAgentToken(id=new_id("tok"), name=name, token=token, created_at=datetime.now(UTC))
@@ -65,6 +67,7 @@ class AgentRepository:
             )
         return created
 
+    @uncut_write
     async def enrol(self, token: str, public_key: bytes, name: str = "") -> Agent:
         """Spend a one-time token on a new agent with this key. Race-safe: one winner per token.
 
@@ -122,18 +125,21 @@ class AgentRepository:
             rows = (await conn.execute(select(agents).order_by(agents.c.created_at))).mappings().all()
         return [Agent(**row) for row in rows]
 
+    @uncut_write
     async def rename(self, agent_id: str, name: str) -> bool:
         """Give an enrolled agent another display name (its ``--name``); False if there is no such agent."""
         async with self._engine.begin() as conn:
             result = await conn.execute(update(agents).where(agents.c.id == agent_id).values(name=name[:NAME_MAX]))
         return bool(result.rowcount)
 
+    @uncut_write
     async def set_drained(self, agent_id: str, drained: bool) -> bool:
         """Take an agent out of rotation, or put it back; False if there is no such agent."""
         async with self._engine.begin() as conn:
             result = await conn.execute(update(agents).where(agents.c.id == agent_id).values(drained=drained))
         return bool(result.rowcount)
 
+    @uncut_write
     async def touch(self, seen: dict[str, datetime]) -> None:
         """Record last-seen times for many agents in one transaction."""
         if not seen:
@@ -145,6 +151,7 @@ class AgentRepository:
         except SQLAlchemyError as exc:
             raise StoreError(str(exc)) from exc
 
+    @uncut_write
     async def set_serving(self, agent_id: str, models: builtins.list[str] | None) -> None:
         """The models a connected agent serves (kept through a hub restart); None: it left."""
         value = None if models is None else json.dumps(sorted(models))
@@ -161,10 +168,12 @@ class AgentRepository:
             rows = (await conn.execute(query)).all()
         return {agent_id: list(json.loads(models)) for agent_id, models in rows}
 
+    @uncut_write
     async def set_controls(self, agent_id: str, controls_json: str) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(update(agents).where(agents.c.id == agent_id).values(controls=controls_json))
 
+    @uncut_write
     async def share(self, agent_id: str, group_id: str) -> None:
         """Let the group's keys reach this agent (idempotent)."""
         async with self._engine.begin() as conn:
@@ -178,6 +187,7 @@ class AgentRepository:
             if exists is None:
                 await conn.execute(insert(agent_groups).values(agent_id=agent_id, group_id=group_id))
 
+    @uncut_write
     async def unshare(self, agent_id: str, group_id: str) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from potluck.store.engine import uncut_write
 from potluck.store.errors import NotFoundError
 from potluck.store.tables import model_aliases
 
@@ -27,6 +28,7 @@ class AliasRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @uncut_write
     async def put(self, group_id: str, alias: str, models: Sequence[str]) -> ModelAlias:
         """Create or replace the alias in this group."""
         row = ModelAlias(group_id, alias, tuple(models), datetime.now(UTC))
@@ -43,6 +45,7 @@ class AliasRepository:
             await conn.execute(model_aliases.insert().values(**values))
         return row
 
+    @uncut_write
     async def delete(self, group_id: str, alias: str) -> None:
         async with self._engine.begin() as conn:
             result = await conn.execute(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from potluck.store.engine import uncut_write
 from potluck.store.tables import agent_prices
 
 
@@ -28,6 +29,7 @@ class BillingRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @uncut_write
     async def set_prices(self, agent_id: str, prices: Mapping[str, tuple[float, float]]) -> None:
         """Replace the agent's prices with ``{model: (input_per_mtok, output_per_mtok)}`` (empty: clear them).
 

@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck.protocol.accounts import ClaimPolicy, HoldKind
+from potluck.store.engine import uncut_write
 from potluck.store.tables import claim_approvals, claim_events, claim_holds, claim_policies, claim_rules
 
 ALL_MODELS = "*"
@@ -85,6 +86,7 @@ class ClaimRepository:
             rows = (await conn.execute(select(claim_policies.c.group_id, claim_policies.c.policy))).all()
         return {str(r[0]): ClaimPolicy(r[1]) for r in rows}
 
+    @uncut_write
     async def set_policy(self, group_id: str, policy: ClaimPolicy) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(delete(claim_policies).where(claim_policies.c.group_id == group_id))
@@ -100,6 +102,7 @@ class ClaimRepository:
             rows = (await conn.execute(query)).mappings().all()
         return [Approval(r["group_id"], r["agent_id"], r["model"], r["approved_by"], r["approved_at"]) for r in rows]
 
+    @uncut_write
     async def approve(self, group_id: str, agent_id: str, model: str, by: str) -> Approval:
         """Approve (again) the pair; the approval row."""
         approval = Approval(group_id, agent_id, model, by, datetime.now(UTC))
@@ -112,6 +115,7 @@ class ClaimRepository:
             )
         return approval
 
+    @uncut_write
     async def revoke(self, group_id: str, agent_id: str, model: str) -> bool:
         """Withdraw an approval; False when there was none."""
         async with self._engine.begin() as conn:
@@ -127,6 +131,7 @@ class ClaimRepository:
             Hold(r["group_id"], r["agent_id"], r["model"], HoldKind(r["kind"]), r["reason"], r["since"]) for r in rows
         ]
 
+    @uncut_write
     async def put_hold(self, hold: Hold, events: Sequence[ClaimEvent] = ()) -> None:
         """Store a hold, and the events that tell its owner, in one transaction."""
         where = (*_pair(claim_holds, hold.group_id, hold.agent_id, hold.model), claim_holds.c.kind == hold.kind)
@@ -144,6 +149,7 @@ class ClaimRepository:
                 )
             )
 
+    @uncut_write
     async def clear_hold(
         self, group_id: str, agent_id: str, model: str, kind: HoldKind | None = None, events: Sequence[ClaimEvent] = ()
     ) -> int:
@@ -183,6 +189,7 @@ class ClaimRepository:
             for r in rows
         ]
 
+    @uncut_write
     async def put_rule(self, rule: ModelRule) -> None:
         """Set the rule of a (group, model); a rule with nothing in it is removed."""
         async with self._engine.begin() as conn:

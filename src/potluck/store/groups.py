@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck._shared.ids import hash_secret, new_id, new_secret
 from potluck.protocol.accounts import BillingMode, GroupRole
+from potluck.store.engine import uncut_write
 from potluck.store.errors import ConflictError, NotFoundError, StoreError
 from potluck.store.tables import (
     agent_groups,
@@ -96,6 +97,7 @@ class GroupRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @uncut_write
     async def create(self, name: str, owner_id: str) -> Group:
         group = Group(new_id("grp"), name, owner_id, datetime.now(UTC))
         async with self._engine.begin() as conn:
@@ -138,6 +140,7 @@ class GroupRepository:
             rows = (await conn.execute(query)).all()
         return [Member(str(r[0]), str(r[1]), GroupRole(r[2])) for r in rows]
 
+    @uncut_write
     async def set_role(self, group_id: str, user_id: str, role: GroupRole) -> bool:
         """Make a member an admin or a plain member (never touches the owner)."""
         async with self._engine.begin() as conn:
@@ -152,6 +155,7 @@ class GroupRepository:
             )
         return bool(result.rowcount)
 
+    @uncut_write
     async def remove_member(self, group_id: str, user_id: str) -> bool:
         """Remove a member (never the owner: transfer or delete the group instead)."""
         async with self._engine.begin() as conn:
@@ -183,10 +187,12 @@ class GroupRepository:
             row = (await conn.execute(select(groups).where(groups.c.id == group_id))).mappings().first()
         return _group(row) if row else None
 
+    @uncut_write
     async def set_members_can_share(self, group_id: str, allowed: bool) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(update(groups).where(groups.c.id == group_id).values(members_can_share=allowed))
 
+    @uncut_write
     async def update_billing(self, group_id: str, **changes: Any) -> Group:
         """Change the group's billing settings (only the `BILLING_FIELDS` given); the updated group.
 
@@ -203,6 +209,7 @@ class GroupRepository:
             raise NotFoundError(f"no group {group_id}")
         return _group(row)
 
+    @uncut_write
     async def delete(self, group_id: str) -> bool:
         async with self._engine.begin() as conn:
             # Explicit, so it holds on databases where cascades are off.
@@ -220,6 +227,7 @@ class GroupRepository:
 
     # -- invites ----------------------------------------------------------------------------------
 
+    @uncut_write
     async def create_invite(
         self, group_id: str, created_by: str, max_uses: int, expires_at: datetime
     ) -> tuple[Invite, str]:
@@ -250,6 +258,7 @@ class GroupRepository:
             for r in rows
         ]
 
+    @uncut_write
     async def revoke_invite(self, group_id: str, invite_id: str) -> None:
         async with self._engine.begin() as conn:
             result = await conn.execute(
@@ -279,6 +288,7 @@ class GroupRepository:
         invite = Invite(row["id"], row["group_id"], row["max_uses"], row["uses"], row["expires_at"], revoked=False)
         return invite, str(row["group_name"])
 
+    @uncut_write
     async def redeem(self, code: str, user_id: str) -> str:
         """Join the invite's group; its id. InvalidInviteError, or ConflictError if already in it."""
         now = datetime.now(UTC)

@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from potluck._shared.ids import hash_secret, new_id, new_secret
+from potluck.store.engine import uncut_write
 from potluck.store.errors import NotFoundError
 from potluck.store.tables import api_keys, key_groups
 
@@ -55,6 +56,7 @@ class KeyRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @uncut_write
     async def create(
         self,
         name: str,
@@ -123,6 +125,7 @@ class KeyRepository:
                 scoped.setdefault(str(key_id), []).append(str(group_id))
         return [_key(row, scoped) for row in rows]
 
+    @uncut_write
     async def revoke(self, key_id: str) -> ApiKey:
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:

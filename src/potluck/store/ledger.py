@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from potluck.store.engine import uncut_write
 from potluck.store.errors import ConflictError, UnwritableError
 from potluck.store.tables import ledger_accounts, ledger_entries, ledger_txns, receipts
 
@@ -126,6 +127,7 @@ class LedgerRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @uncut_write
     async def append(self, txns: Sequence[LedgerTxn], receipts: Sequence[StoredReceipt] = ()) -> None:
         """Write a batch, in order, in one database transaction; skip what is already stored.
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from potluck.store import rollups
+from potluck.store.engine import uncut_write
 from potluck.store.tables import ROLLUP_DIMENSIONS, api_keys, ledger_txns, receipts, usage_records
 
 
@@ -118,6 +119,7 @@ class UsageRepository:
                 raise
             await self._insert([r for r in records if r.request_id not in stored])
 
+    @uncut_write
     async def _insert(self, records: list[UsageRecord]) -> None:
         if not records:
             return
@@ -148,6 +150,7 @@ class UsageRepository:
             rows = (await conn.execute(query.limit(limit))).mappings().all()
         return [UsageRecord(**row) for row in rows]
 
+    @uncut_write
     async def reconcile_with_receipts(self, replica_id: str | None = None) -> tuple[int, int]:
         """After a crash, make usage records agree with the ledger, whose receipts are written with settlements.
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from potluck._shared.ids import hash_secret, new_id, new_secret
 from potluck.protocol.accounts import UserRole
+from potluck.store.engine import uncut_write
 from potluck.store.errors import ConflictError
 from potluck.store.tables import user_tokens, users
 
@@ -48,6 +49,7 @@ class UserRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @uncut_write
     async def create(
         self,
         username: str,
@@ -90,6 +92,7 @@ class UserRepository:
             row = (await conn.execute(select(users).where(users.c.id == user_id))).mappings().first()
         return _user(row) if row else None
 
+    @uncut_write
     async def create_token(self, user_id: str, kind: str, name: str, ttl: timedelta | None) -> tuple[UserToken, str]:
         """A new bearer token; the secret is returned once and only its hash is kept."""
         secret = new_secret(SESSION_PREFIX if kind == "session" else PAT_PREFIX)
@@ -125,6 +128,7 @@ class UserRepository:
             row = (await conn.execute(query)).mappings().first()
         return _user(row) if row else None
 
+    @uncut_write
     async def revoke_secret(self, secret: str) -> bool:
         """Revoke the token with this secret (logout)."""
         async with self._engine.begin() as conn:
@@ -135,6 +139,7 @@ class UserRepository:
             )
         return bool(result.rowcount)
 
+    @uncut_write
     async def revoke_token(self, user_id: str, token_id: str) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(
@@ -146,11 +151,13 @@ class UserRepository:
             )
         return bool(result.rowcount)
 
+    @uncut_write
     async def set_password(self, user_id: str, password_hash: str) -> None:
         """Replace a user's password hash."""
         async with self._engine.begin() as conn:
             await conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
 
+    @uncut_write
     async def revoke_sessions(self, user_id: str, keep_secret: str | None = None) -> int:
         """Revoke a user's login sessions (not their personal tokens), but the one with ``keep_secret``; how many."""
         query = update(user_tokens).where(
