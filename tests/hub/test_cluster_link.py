@@ -16,6 +16,7 @@ from potluck.hub.errors import AgentLostError, ReplicaRefusedError, UpstreamErro
 from potluck.hub.registry import Registry
 from potluck.hub.scheduler import Scheduler, Want
 from potluck.hub.session import AgentSession
+from potluck.hub.stream import WaitingStream
 from potluck.protocol.agent import (
     CancelMessage,
     CreditMessage,
@@ -246,7 +247,9 @@ async def test_a_request_for_a_full_agent_waits_in_bs_queue_and_starts_when_the_
     clock = ManualClock()
     agent_session, agent_channel, proxy, _outbound, inbound, b = _link(clock, max_concurrency=1)
     await _hold_the_only_slot(b)
-    stream = proxy.open_stream(_request(), b'{"model":"m"}')  # A counts its own requests only: it saw a free slot
+    stream = proxy.open_stream(
+        _request(), b'{"model":"m"}', factory=WaitingStream
+    )  # A counts its own requests only: it saw a free slot
 
     assert agent_channel.frames == []  # the agent is not sent more than its --max-concurrency
     assert (inbound.running, b.scheduler.queue_depth) == (1, 1)
@@ -261,11 +264,25 @@ async def test_a_request_for_a_full_agent_waits_in_bs_queue_and_starts_when_the_
     assert (inbound.running, _slots_taken(b)) == (0, 0)
 
 
+async def test_a_request_the_placing_replica_could_send_elsewhere_is_refused_at_once_when_the_agent_is_full() -> None:
+    clock = ManualClock()
+    _agent_session, agent_channel, proxy, _outbound, inbound, b = _link(clock, max_concurrency=1)
+    await _hold_the_only_slot(b)
+    stream = proxy.open_stream(_request(), b"{}")  # A has other agents to try: no WaitingStream
+
+    with pytest.raises(ReplicaRefusedError) as refused:
+        async with asyncio.timeout(2):  # at once: B's queue timeout is 30 s
+            await stream.head()
+
+    assert (refused.value.status, refused.value.code) == (503, "server_overloaded")
+    assert (inbound.running, b.scheduler.queue_depth, agent_channel.frames) == (0, 0, [])
+
+
 async def test_a_cancel_while_waiting_for_a_slot_leaves_bs_queue_and_ends_the_stream_at_a() -> None:
     clock = ManualClock()
     agent_session, agent_channel, proxy, _outbound, inbound, b = _link(clock, max_concurrency=1)
     await _hold_the_only_slot(b)
-    stream = proxy.open_stream(_request(), b"{}")
+    stream = proxy.open_stream(_request(), b"{}", factory=WaitingStream)
     ended: list[EndMessage | None] = []
     stream.after_cancel = ended.append
     assert b.scheduler.queue_depth == 1
@@ -284,7 +301,7 @@ async def test_a_request_that_gets_no_slot_within_bs_queue_timeout_is_refused() 
     clock = ManualClock()
     _agent_session, agent_channel, proxy, _outbound, inbound, b = _link(clock, max_concurrency=1, queue_timeout=0.05)
     await _hold_the_only_slot(b)
-    stream = proxy.open_stream(_request(), b"{}")
+    stream = proxy.open_stream(_request(), b"{}", factory=WaitingStream)
 
     with pytest.raises(ReplicaRefusedError) as refused:
         await stream.head()  # B's queue timeout (0.05 s on the loop's clock) runs out
@@ -299,7 +316,7 @@ async def test_the_agent_leaving_b_refuses_the_requests_waiting_for_it_at_once()
     clock = ManualClock()
     agent_session, _agent_channel, proxy, _outbound, inbound, b = _link(clock, max_concurrency=1)
     await _hold_the_only_slot(b)
-    stream = proxy.open_stream(_request(), b"{}")
+    stream = proxy.open_stream(_request(), b"{}", factory=WaitingStream)
 
     b.detach(agent_session)
 
@@ -313,7 +330,7 @@ async def test_the_link_closing_withdraws_the_requests_waiting_at_b() -> None:
     clock = ManualClock()
     agent_session, agent_channel, proxy, _outbound, inbound, b = _link(clock, max_concurrency=1)
     await _hold_the_only_slot(b)
-    proxy.open_stream(_request(), b"{}")
+    proxy.open_stream(_request(), b"{}", factory=WaitingStream)
 
     inbound.close()
     await asyncio.sleep(0)  # the cancelled wait unwinds
@@ -336,22 +353,64 @@ async def test_the_link_closing_frees_the_slots_of_the_requests_running_at_b() -
     assert (inbound.running, _slots_taken(b)) == (0, 0)
 
 
-async def test_a_refusal_from_the_agents_replica_is_retried_elsewhere_and_not_held_against_the_agent() -> None:
-    """At A: the dispatcher tries the next agent, and the refused one is not a step closer to ejection."""
-    a = HubCore()
-    b = HubCore(queue_timeout=0.05)
+def _proxy_at_a(a: HubCore, outbound: OutboundLink) -> AgentSession:
+    """A's proxy of B's agent "x" (one slot), as `Peering` attaches it."""
+    channel = outbound.channel("x")
+    proxy, _ = make_session("x", a.clock)
+    proxy.channel, proxy.remote = channel, True
+    channel.session = proxy
+    a.registry.attach(proxy)
+    return proxy
+
+
+def _replicas(b_queue_timeout: float = 30.0) -> tuple[HubCore, HubCore, AgentSession, Wire]:
+    """Replica A (placing) and B (holding agent "x", one slot), linked; B's session with x, and the A→B wire."""
+    a, b = HubCore(), HubCore(queue_timeout=b_queue_timeout)
     remote, _remote_channel = b.attach("x")
     a_to_b, b_to_a = Wire(), Wire()
     outbound = OutboundLink("b", a_to_b, a.clock)
-    inbound = InboundLink("a", b_to_a, b.registry, _spawn)
-    a_to_b.to, b_to_a.to = inbound, outbound
+    a_to_b.to, b_to_a.to = InboundLink("a", b_to_a, b.registry, _spawn), outbound
+    _proxy_at_a(a, outbound)
+    return a, b, remote, a_to_b
+
+
+async def test_a_request_placed_on_a_full_agent_of_another_replica_goes_to_an_agent_here_without_waiting() -> None:
+    a, b, remote, a_to_b = _replicas()
+    await b.registry.acquire(Want(("m",)))  # B's own client holds x's only slot
+    local, local_channel = a.attach("y")
+    await a.registry.acquire(Want(("m",), exclude=frozenset({"x"})))  # y is busy at A: A places on x
     forwarded = asyncio.Event()
     a_to_b.sent = forwarded
-    channel = outbound.channel("x")
-    proxy, _ = make_session("x", a.clock)
-    proxy.channel = channel
-    channel.session = proxy
-    a.registry.attach(proxy)
+
+    request = a.request(stream=False)
+    opening = asyncio.ensure_future(a.dispatcher.open(request))
+    await forwarded.wait()  # x was A's choice; y could take it too, so B refused it at once rather than queue it
+    assert b.scheduler.queue_depth == 0
+    await queued_at(a, 1)  # and A queued it for y
+    a.registry.release(local)
+    frame = await local_channel.next_frame(FrameType.REQUEST)
+    send_head(local, frame.stream_id)
+    local.on_frame(FrameType.END, frame.stream_id, EndMessage(request.request_id, usage=Usage(1, 1, 2)), b"")
+    exchange = await opening
+
+    assert exchange.slot.session is local
+    assert remote.requests_total == 0
+    stats = a.scheduler.stats("x", "m")
+    assert stats is None or stats.failures == 0
+
+
+async def queued_at(hub: HubCore, depth: int) -> None:
+    """Let the dispatcher's task run until its request sits in the hub's queue (bounded, no sleeping)."""
+    async with asyncio.timeout(2):
+        while hub.scheduler.queue_depth < depth:
+            await asyncio.sleep(0)
+
+
+async def test_a_refusal_from_the_agents_replica_is_retried_elsewhere_and_not_held_against_the_agent() -> None:
+    """At A: the dispatcher tries the next agent, and the refused one is not a step closer to ejection."""
+    a, b, remote, a_to_b = _replicas(b_queue_timeout=0.05)
+    forwarded = asyncio.Event()
+    a_to_b.sent = forwarded
     await b.registry.acquire(Want(("m",)))  # B's own client holds x's only slot
 
     request = a.request(stream=False)

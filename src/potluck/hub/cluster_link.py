@@ -14,11 +14,13 @@ not start. Credit is end to end: B credits the agent only when A's client has ta
 client slows the backend as on one process.
 
 B arbitrates its agents' slots. A counts only its own requests on B's agent, so A and B (and C) may
-each see a slot free; the request A sends takes one in B's registry, pinned to that agent (`Want.pinned`),
-and waits in B's queue when the agent is full, as B's own clients' requests do. Each placing replica is
-one user of B's fair queue (A's own queue already took turns among A's users). A request that does not get
-a slot within B's queue timeout, or whose agent is draining, paused or gone at B, is ``REFUSED``: A tries
-another agent (`ReplicaRefusedError`), and the refusal does not count against the agent.
+each see a slot free; the request A sends takes one in B's registry, pinned to that agent (`Want.pinned`).
+When the agent is full there, a request A could place elsewhere is ``REFUSED`` at once and A tries its
+other agents; one that no other agent could take (``ROUTE_WAITING``, a `WaitingStream` at A) waits in B's
+queue, as B's own clients' requests do, each placing replica one user of B's fair queue (A's own queue
+already took turns among A's users). One that gets no slot within B's queue timeout, or whose agent is
+draining, paused or gone at B, is ``REFUSED`` too. A refusal is a `ReplicaRefusedError` at A: retried on
+another agent, and not counted against the agent.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from potluck._shared.clock import Clock
-from potluck.hub.errors import HubError, ReplicaRefusedError, UpstreamError
+from potluck.hub.errors import HubError, OverloadedError, ReplicaRefusedError, UpstreamError
 from potluck.hub.registry import Queued, Registry, Slot
 from potluck.hub.scoring import Want
 from potluck.hub.session import AgentSession, SessionState
@@ -54,7 +56,11 @@ from potluck.protocol.agent import (
 log = logging.getLogger(__name__)
 
 ROUTE = 64
-"""Link-only pseudo-frame type: the next REQUEST on this link stream id is for the agent named in its meta."""
+"""Link-only pseudo-frame type: the next REQUEST on this link stream id is for the agent named in its meta; if
+every slot of the agent is taken, refuse it at once (the placing replica has other agents to try)."""
+ROUTE_WAITING = 66
+"""`ROUTE`, for a request that waits in the holding replica's queue when the agent is full (no other agent
+could take it: `WaitingStream`)."""
 
 REFUSED = 65
 """Link-only frame type, B→A: the END (its meta) of a request B did not start on its agent."""
@@ -87,9 +93,9 @@ def relabel_type(frame: bytes, ftype: int) -> bytes:
     return frame[:4] + bytes((ftype,)) + frame[5:]
 
 
-def route_frame(stream_id: int, agent_id: str) -> bytes:
+def route_frame(stream_id: int, agent_id: str, *, may_wait: bool = False) -> bytes:
     meta = agent_id.encode()
-    return _HEADER.pack(_REST + len(meta), ROUTE, stream_id, len(meta)) + meta
+    return _HEADER.pack(_REST + len(meta), ROUTE_WAITING if may_wait else ROUTE, stream_id, len(meta)) + meta
 
 
 # -- replica A: the requests it sends ------------------------------------------------------------------------------
@@ -154,7 +160,9 @@ class OutboundLink:
             self._next = (link_sid + 1) & 0xFFFFFFFF or 1
             self._routes[link_sid] = (session, sid)
             self._link_ids[key] = link_sid
-            self.transport.send(route_frame(link_sid, channel.agent_id) + relabel(frame, link_sid))
+            stream = session.streams.get(sid)
+            route = route_frame(link_sid, channel.agent_id, may_wait=stream is not None and stream.may_wait)
+            self.transport.send(route + relabel(frame, link_sid))
             return
         link_sid = self._link_ids.get(key, 0)
         if link_sid:
@@ -269,7 +277,8 @@ class InboundLink:
         self._streams: dict[int, ForwardedStream] = {}
         self._waiting: dict[int, tuple[Queued, asyncio.Task[None]]] = {}
         """A's requests waiting in B's queue for a slot of their agent, by link stream id."""
-        self._routes: dict[int, str] = {}
+        self._routes: dict[int, tuple[str, bool]] = {}
+        """Link stream id -> (agent id, whether the request may wait for a slot), from its ROUTE frame."""
         self.forwarded_total = 0
 
     @property
@@ -288,8 +297,9 @@ class InboundLink:
             frame_end = pos + 4 + length
             if length < _REST or frame_end > end or pos + HEADER_SIZE + meta_len > frame_end:
                 raise ProtocolError("frame length out of bounds")
-            if ftype == ROUTE:
-                self._routes[sid] = bytes(view[pos + HEADER_SIZE : pos + HEADER_SIZE + meta_len]).decode()
+            if ftype in (ROUTE, ROUTE_WAITING):
+                agent_id = bytes(view[pos + HEADER_SIZE : pos + HEADER_SIZE + meta_len]).decode()
+                self._routes[sid] = (agent_id, ftype == ROUTE_WAITING)
             else:
                 for frame in iter_frames(bytes(view[pos:frame_end])):
                     self._on_frame(frame.type, frame.stream_id, frame.message, frame.payload)
@@ -313,7 +323,7 @@ class InboundLink:
             session.clock.call_later(FORWARD_LINGER_S, self._linger_over, stream)
 
     def _open(self, sid: int, request: RequestMessage, body: bytes) -> None:
-        agent_id = self._routes.pop(sid, "")
+        agent_id, may_wait = self._routes.pop(sid, ("", False))
         session = self._registry.sessions.get(agent_id)
         if session is None or isinstance(session.channel, PeerChannel) or session.state is SessionState.CLOSED:
             self._refuse(sid, request.request_id, 503, "agent_lost", "the agent is no longer connected to this replica")
@@ -322,6 +332,8 @@ class InboundLink:
         registry = self._registry
         try:
             slot = registry.try_acquire(want, queue=request.model)
+            if slot is None and not may_wait:
+                raise OverloadedError("every slot of the agent is taken; another agent may serve it", retry_after=1)
             queued = registry.join(want, queue=request.model) if slot is None else None
         except HubError as exc:
             self._refuse(sid, request.request_id, exc.status, str(exc.code), exc.message)

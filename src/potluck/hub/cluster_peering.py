@@ -100,6 +100,7 @@ class Peering:
             max_concurrency=entry.max_concurrency,
             credit_window=self.credit_window,
             version=entry.version,
+            remote=True,
         )
         channel.session = session
         self.registry.attach(session, draining=entry.draining)

@@ -30,7 +30,7 @@ from potluck.hub.outcome import Outcome
 from potluck.hub.registry import Registry, Slot
 from potluck.hub.scheduler import Explanation, Want
 from potluck.hub.session import AgentSession
-from potluck.hub.stream import Stream
+from potluck.hub.stream import Stream, WaitingStream
 from potluck.protocol.agent import CancelReason, EndMessage, HeadMessage, RequestMessage
 
 
@@ -327,7 +327,7 @@ class Dispatcher:
             self.retrying += retrying
             try:
                 slot = await self.registry.acquire(want, queue=req.model)
-                exchange = await self._attempt(req, slot, explanation)
+                exchange = await self._attempt(req, slot, explanation, self._may_wait_there(want, slot))
             except UpstreamError as exc:
                 if not exc.retriable:
                     raise
@@ -342,7 +342,18 @@ class Dispatcher:
             raise ModelNotFoundError(req.model)
         raise last_error
 
-    async def _attempt(self, req: RelayRequest, slot: Slot, explanation: Explanation | None) -> Exchange:
+    def _may_wait_there(self, want: Want, slot: Slot) -> bool:
+        """Placed on another replica's agent (cluster mode), the request waits there for a slot only when no other
+        agent could take it: the replicas each count only their own requests on it, so it may be full there."""
+        if not slot.session.remote:
+            return False
+        scheduler = self.registry.scheduler
+        exclude = want.exclude | {slot.placement.agent_id}
+        return not scheduler.routable(want.models, exclude, want.groups, want.requester)
+
+    async def _attempt(
+        self, req: RelayRequest, slot: Slot, explanation: Explanation | None, may_wait: bool = False
+    ) -> Exchange:
         """Send the request to the slot's agent and wait for the head and first body bytes."""
         settings = self.settings
         session, placement = slot.session, slot.placement
@@ -357,7 +368,7 @@ class Dispatcher:
         )
         body = req.body if placement.model == req.model else with_model(req.body, placement.model)
         started_at = self.clock.now()
-        stream = session.open_stream(message, body)
+        stream = session.open_stream(message, body, factory=WaitingStream if may_wait else Stream)
         # One budget for the head and the first body bytes together; the timer armed for it serves the idle
         # deadline that follows too.
         stream.set_deadline(

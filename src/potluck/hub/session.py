@@ -71,8 +71,11 @@ class AgentSession:
         max_concurrency: int,
         credit_window: int,
         version: str,
+        remote: bool = False,
     ) -> None:
         self.agent_id = agent_id
+        self.remote = remote
+        """A proxy of an agent another replica holds (cluster mode, hub/cluster_link.py)."""
         self.name = name
         self.channel = channel
         self.version = version

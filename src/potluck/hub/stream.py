@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from potluck._shared.clock import Timer
 from potluck.hub.errors import HubError, UpstreamError, UpstreamTimeoutError
@@ -32,6 +32,9 @@ def _error_from(info: ErrorInfo) -> UpstreamError:
 
 class Stream:
     """The hub's end of one request on one agent."""
+
+    may_wait: ClassVar[bool] = False
+    """On another replica's agent (cluster mode): the request may wait there for a slot (`WaitingStream`)."""
 
     __slots__ = (
         "_allowance",
@@ -312,3 +315,11 @@ class Stream:
             self.session.send(CreditMessage(self._uncredited), self.stream_id)
             self.granted(self._uncredited)
             self._uncredited = 0
+
+
+class WaitingStream(Stream):
+    """A request placed on another replica's agent with no other agent to try: when every slot of the agent is
+    taken, it waits in that replica's queue rather than being refused (hub/cluster_link.py)."""
+
+    __slots__ = ()
+    may_wait = True
