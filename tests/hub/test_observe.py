@@ -183,6 +183,23 @@ def test_a_connection_replaced_between_scans_is_a_reconnect() -> None:
     assert dataclasses.replace(watch.tracks["a"]).reconnects == 1
 
 
+def test_agents_serving_the_same_models_share_their_tracks_sets() -> None:
+    """A fleet of thousands of like agents keeps a few sets, not four new ones per agent (about 1 KB each)."""
+    core = HubCore()
+    watch = FleetWatch(core.registry, core.clock)
+    for agent_id in ("a", "b"):
+        core.attach(agent_id, models=("m", "n"))
+    watch.scan()
+    a, b = watch.tracks["a"], watch.tracks["b"]
+    assert a.models == {"m", "n"}
+    assert (a.models is b.models, a.hot is b.hot, a.loading is b.loading, a.ejected is b.ejected) == (
+        True,
+        True,
+        True,
+        True,
+    )
+
+
 def test_a_user_nobody_looks_at_keeps_only_a_days_hours() -> None:
     clock = ManualClock(epoch=EPOCH)
     observer = Observer(clock)

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from potluck._shared.clock import Clock
 from potluck.hub.registry import Registry
+from potluck.hub.scoring import AgentSlots
 from potluck.hub.session import AgentSession
 from potluck.protocol.metrics import HostMetrics
 from potluck.store.agents import Agent
@@ -27,6 +28,20 @@ __all__ = ["Agent", "AgentTrack", "EventKind", "FleetEvent", "FleetWatch"]
 
 FEED = 200
 """Feed events kept."""
+
+
+_NONE: frozenset[str] = frozenset()
+"""The one empty set the tracks share."""
+
+
+def _model_sets(
+    session: AgentSession, slots: AgentSlots | None
+) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(hot, listed, loading) models of an agent. The scheduler's sets are shared by every agent serving the same
+    models (`Scheduler._intern`), and most agents load nothing: kept per agent, new sets cost about 1 KB each."""
+    if slots is None:
+        return frozenset(m.id for m in session.models if m.hot), frozenset(m.id for m in session.models), _NONE
+    return slots.hot, slots.models, frozenset(slots.loading) if slots.loading else _NONE
 
 
 class EventKind(enum.StrEnum):
@@ -114,10 +129,8 @@ class FleetWatch:
             before = track.badge
             track.name = session.name
             slots = scheduler.agent(agent_id)
-            hot = frozenset(m.id for m in session.models if m.hot)
-            models = frozenset(m.id for m in session.models)
-            loading = frozenset(slots.loading) if slots is not None else frozenset()
-            now_ejected = frozenset(ejected.get(agent_id, ()))
+            hot, models, loading = _model_sets(session, slots)
+            now_ejected = frozenset(ejected[agent_id]) if agent_id in ejected else _NONE
             draining = slots.draining if slots is not None else False
             paused = not slots.available if slots is not None else False
             admin_drained = agent_id in registry.admin_drained
@@ -152,7 +165,7 @@ class FleetWatch:
         track.last_seen = wall
         track.host = None
         track.session = None
-        track.hot = track.loading = track.models = track.ejected = frozenset()
+        track.hot = track.loading = track.models = track.ejected = _NONE
         events.append(self._event(wall, EventKind.AGENT_OFFLINE, track))
 
     def _connected(
