@@ -349,11 +349,11 @@ class InboundLink:
         try:
             slot = await self._registry.granted(queued, want, queue=request.model)
         except HubError as exc:
-            del self._waiting[sid]
+            self._waiting.pop(sid, None)
             self._refuse(sid, request.request_id, exc.status, str(exc.code), exc.message)
             self._idle_check()
             return
-        del self._waiting[sid]
+        self._waiting.pop(sid, None)
         self._start(sid, slot, request, body)
 
     def _start(self, sid: int, slot: Slot, request: RequestMessage, body: bytes) -> None:
