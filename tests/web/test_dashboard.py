@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import openai
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import APIResponse, Browser, Route, expect
 
 from testing.processes import http_json
 from tests.web.conftest import CHAT_MODEL, PASSWORD, SCRIPT_MODEL, Hub, Pages, sign_in
@@ -98,6 +98,35 @@ def test_a_key_made_on_the_page_calls_the_model_shows_in_the_live_tail_and_stops
             client.chat.completions.create(model=CHAT_MODEL, messages=[{"role": "user", "content": "hi"}])
     finally:
         client.close()
+
+
+def test_the_key_list_asked_for_before_a_key_was_made_does_not_hide_it_when_it_arrives_last(alice: Pages) -> None:
+    """The page's first load and the refresh after "Create key" overlap; the first answer (no such key yet) is
+    held back until the second has rendered, as a slow server can deliver them. The list keeps the key."""
+    page = alice.context.new_page()
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold_the_first_list(route: Route) -> None:
+        if route.request.method == "GET" and not held:
+            held.append((route, route.fetch()))  # the list as it was when the page loaded
+        else:
+            route.continue_()
+
+    page.route("**/api/keys", hold_the_first_list)
+    page.goto(alice.hub.url + "/ui/keys")
+    page.fill("#key-name", "arrives-last")
+    page.click("#new-key button[type=submit]")
+    row = page.locator("#keys tr[data-key='arrives-last']")
+    expect(row).to_contain_text("never")  # the refresh after the change rendered it
+
+    [(route, stale)] = held
+    with page.expect_request_finished(lambda r: r.url.endswith("/api/keys") and r.method == "GET"):
+        route.fulfill(response=stale)
+    # A fetch through the same page after it: by its answer, the stale one has been read and handled.
+    assert page.evaluate("() => fetch('/api/keys').then((r) => r.json()).then((b) => b.keys.length)") >= 1
+    expect(row).to_contain_text("never")
+    assert page.locator("#keys").inner_text().count("No keys yet.") == 0
+    assert alice.errors == []
 
 
 def test_add_a_gpu_with_the_shown_command_appears_and_answers_a_test_request(hub: Hub, alice: Pages) -> None:

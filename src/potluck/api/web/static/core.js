@@ -111,6 +111,18 @@ export function showError(id, error) {
   node.textContent = error ? String(error.message ?? error) : "";
 }
 
+// A page's refresh, of which only the latest call renders: `refresh(current, ...args)` checks `current()` after each
+// await. Calls overlap (the first load, a change's refresh, the stream's, the poll's), and an answer asked for
+// before a change (a key created, a machine drained) that arrives after the one asked for after it would show
+// the page as it was before the change.
+export function latestOnly(refresh) {
+  let generation = 0;
+  return (...args) => {
+    const mine = ++generation;
+    return refresh(() => mine === generation, ...args);
+  };
+}
+
 // Call fn now and then every `ms` while the page is visible; errors are shown, not fatal.
 export function every(ms, fn, onError = console.error) {
   let timer = null;

@@ -1,7 +1,8 @@
-import { api, button, el, showError, table, when } from "/static/core.js";
+import { api, button, el, latestOnly, showError, table, when } from "/static/core.js";
 
-async function refresh() {
+const refresh = latestOnly(async (current) => {
   const { keys } = await api("/api/keys");
+  if (!current()) return;
   table(
     "keys",
     [
@@ -16,7 +17,7 @@ async function refresh() {
     keys,
     { empty: "No keys yet.", rowKey: (k) => k.name },
   );
-}
+});
 
 async function revoke(key) {
   try {

@@ -1,4 +1,4 @@
-import { api, badge, button, el, every, isAdmin, setText, showError, table, when } from "/static/core.js";
+import { api, badge, button, el, every, isAdmin, latestOnly, setText, showError, table, when } from "/static/core.js";
 import { machines } from "/static/fleet.js";
 import * as live from "/static/live.js";
 
@@ -104,9 +104,11 @@ function actions(m) {
   return el("div", { class: "actions" }, out);
 }
 
-async function refresh() {
+const refresh = latestOnly(async (current) => {
   const rows = await machines();
+  if (!current()) return;
   await showSettings(rows);
+  if (!current()) return;
   table(
     "machines",
     [
@@ -124,7 +126,7 @@ async function refresh() {
     rows,
     { empty: "No agents yet: add a GPU.", rowKey: (m) => m.id },
   );
-}
+});
 
 const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 let settingsFor = null;
