@@ -1,4 +1,4 @@
-import { api, button, el, hubUrl, showError, table, when } from "/static/core.js";
+import { api, button, el, hubUrl, latestOnly, showError, table, when } from "/static/core.js";
 
 const MANAGERS = new Set(["owner", "admin"]);
 let current = null;
@@ -12,8 +12,12 @@ async function guarded(call) {
   }
 }
 
-async function listGroups() {
+// Each of these renders only its latest call's answers (`latestOnly`): the first load, a change's refresh and a
+// click on another group overlap, and an older answer arriving last would show another group's members, or
+// the list as it was before the change.
+const listGroups = latestOnly(async (fresh) => {
   const { groups } = await api("/api/groups");
+  if (!fresh()) return;
   table(
     "groups",
     [
@@ -28,27 +32,30 @@ async function listGroups() {
   if (chosen) await open(chosen);
   // A link to a group the viewer is not in: ask anyway, and show the hub's refusal.
   else if (wanted) await open({ id: wanted, name: wanted, role: "member" });
-}
+});
 
-async function open(group) {
+const open = latestOnly(async (fresh, group) => {
   current = group;
   const detail = document.getElementById("group-detail");
   detail.hidden = false;
   document.getElementById("group-title").textContent = group.name;
   const info = await api(`/api/groups/${encodeURIComponent(group.id)}`);
+  if (!fresh()) return;
   document.getElementById("group-billing").textContent =
     info.billing === "credits"
       ? `Billing: credits (consumers pay, GPU owners earn); default price ${info.default_input_per_mtok} in / ${info.default_output_per_mtok} out per million tokens` +
         (info.dynamic_pricing ? `; owners set prices between ${info.min_price_per_mtok ?? "0"} and ${info.max_price_per_mtok ?? "any"}.` : ".")
       : "Billing: mutual (usage is tracked, nothing is charged).";
   const { members } = await api(`/api/groups/${encodeURIComponent(group.id)}/members`);
+  if (!fresh()) return;
   table("members", [["Member", (m) => m.username], ["Role", (m) => role(group, m)], ["", (m) => removal(group, m)]], members);
   const manager = MANAGERS.has(group.role);
   document.getElementById("invites-section").hidden = !manager;
   if (manager) await listInvites();
   const { data: aliases } = await api(`/api/groups/${encodeURIComponent(group.id)}/aliases`);
+  if (!fresh()) return;
   table("aliases", [["Alias", (a) => a.alias], ["Models", (a) => a.models.join(" | ")]], aliases, { empty: "No aliases." });
-}
+});
 
 // The owner changes roles; owners and admins remove members. The hub decides; the page only offers.
 function role(group, member) {
@@ -80,8 +87,9 @@ function removal(group, member) {
   );
 }
 
-async function listInvites() {
+const listInvites = latestOnly(async (fresh) => {
   const { invites } = await api(`/api/groups/${encodeURIComponent(current.id)}/invites`);
+  if (!fresh()) return;
   table(
     "invites",
     [
@@ -93,7 +101,7 @@ async function listInvites() {
     invites,
     { empty: "No invite links." },
   );
-}
+});
 
 async function revokeInvite(invite) {
   await api(`/api/groups/${encodeURIComponent(current.id)}/invites/${encodeURIComponent(invite.id)}`, { method: "DELETE" });
