@@ -271,23 +271,29 @@ async def test_run_retries_failed_flushes_until_settlements_are_durable(store: S
     assert not await ledger.settled_durably("req_unknown")
 
 
+class FirstWriteWaits:
+    """The store's append, but the first call waits for `proceed` (having set `entered`) before it writes."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.calls = 0
+        self.entered, self.proceed = asyncio.Event(), asyncio.Event()
+
+    async def __call__(self, txns: Sequence[LedgerTxn], receipts: Sequence[StoredReceipt]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            await self.proceed.wait()
+        await self.store.ledger.append(txns, receipts)
+
+
 async def test_a_flush_cancelled_mid_write_is_kept_and_close_writes_it_once(store: Store) -> None:
-    entered, proceed = asyncio.Event(), asyncio.Event()
-    calls = 0
-
-    async def stalls_once(txns: Sequence[LedgerTxn], receipts: Sequence[StoredReceipt]) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            entered.set()
-            await proceed.wait()
-        await store.ledger.append(txns, receipts)
-
-    ledger = Ledger(stalls_once)
+    append = FirstWriteWaits(store)
+    ledger = Ledger(append)
     ledger.grant("alice", 100, "welcome")
     flushing = asyncio.create_task(ledger.flush())
     async with asyncio.timeout(2):
-        await entered.wait()
+        await append.entered.wait()
     flushing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await flushing
@@ -295,7 +301,7 @@ async def test_a_flush_cancelled_mid_write_is_kept_and_close_writes_it_once(stor
 
     await ledger.close()
 
-    assert (ledger.pending, calls) == (0, 2)
+    assert (ledger.pending, append.calls) == (0, 2)
     assert await store.ledger.balances() == {"mint": -100, "user:alice": 100}
 
 
@@ -304,34 +310,24 @@ async def test_a_shutdown_cancelling_the_loop_mid_write_waits_for_the_write_and_
 ) -> None:
     """The loop's write is not cut short (one cut mid-transaction can leave SQLite's write lock held, and the
     shutdown's own write would then wait out the busy timeout and fail): the loop ends once it is written."""
-    entered, proceed = asyncio.Event(), asyncio.Event()
-    calls = 0
-
-    async def slow_once(txns: Sequence[LedgerTxn], receipts: Sequence[StoredReceipt]) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            entered.set()
-            await proceed.wait()
-        await store.ledger.append(txns, receipts)
-
-    ledger = Ledger(slow_once, flush_interval=0.001)
+    append = FirstWriteWaits(store)
+    ledger = Ledger(append, flush_interval=0.001)
     ledger.grant("alice", 100, "welcome")
     runner = asyncio.create_task(ledger.run())
     async with asyncio.timeout(2):
-        await entered.wait()
+        await append.entered.wait()
     ledger.grant("bob", 50, "welcome")  # arrives while the loop writes
     runner.cancel()
     await asyncio.sleep(0)
     assert not runner.done()  # still writing
 
-    proceed.set()
+    append.proceed.set()
     with pytest.raises(asyncio.CancelledError):
         await runner
-    assert (ledger.pending, calls) == (1, 1)  # alice's grant was written whole, once
+    assert (ledger.pending, append.calls) == (1, 1)  # alice's grant was written whole, once
     await ledger.close()
 
-    assert (ledger.pending, calls) == (0, 2)
+    assert (ledger.pending, append.calls) == (0, 2)
     assert await store.ledger.balances() == {"mint": -150, "user:alice": 100, "user:bob": 50}
 
 
