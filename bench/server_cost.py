@@ -1,15 +1,20 @@
-"""What aiohttp's HTTP server costs the hub per request: the same hub, answering through aiohttp and through a
-minimal server on the same request owner, side by side.
+"""What aiohttp's HTTP server costs the hub per request: the same hub, answering through aiohttp and through two
+leaner servers on the same request owner, side by side.
 
-The hub process runs as usual (`potluck hub`, aiohttp on its port) and also listens on a second port served
-by `MinimalServer`: an `asyncio.Protocol` on httptools (the parser uvicorn uses) that answers non-streamed
-``POST /v1/chat/completions`` only, through the hub's own services, as `api/relay.py` does (authenticate,
-decode the routing fields, `RequestOwner.serve`, the agent's head, one write). It has none of the
-middleware (request ids from the client, body limits, the connection guard, CORS, error pages), so it is a
-lower bound for a leaner server, not a server: it exists to size that decision.
+The hub process runs as usual (`potluck hub`, aiohttp on its port) and also listens on two more ports, which
+answer non-streamed ``POST /v1/chat/completions`` only, through the hub's own services, as `api/relay.py`
+does (authenticate, decode the routing fields, `RequestOwner.serve`, the agent's head, one write):
 
-Each round sends closed-loop load to one port, then the other, and reads the hub's and the agent's CPU
-(user and system, from /proc) and the requests served. The agent and the backend are the same for both.
+- ``low-level``: aiohttp's own protocol, request and response (`aiohttp.web.Server`), without the
+  application: no router, no middleware;
+- ``minimal``: an `asyncio.Protocol` on httptools (the parser uvicorn uses; the agent's backend client
+  uses it too).
+
+Neither has the middleware (a client's request id, body limits, the connection guard, CORS, error pages), so
+they are lower bounds for a leaner server, not servers: they exist to size that decision.
+
+Each round sends closed-loop load to one port after the other, and reads the hub's and the agent's CPU
+(user and system, from /proc) and the requests served. The agent and the backend are the same for all three.
 
 Run: ``python bench/server_cost.py [--concurrency 64,1] [--duration 6] [--rounds 2]``.
 """
@@ -35,6 +40,7 @@ import aiohttp
 import httptools
 import msgspec
 from aiohttp import web
+from multidict import CIMultiDict
 
 import potluck.app
 from bench.relaybench.loadgen import LoadSpec, run_load
@@ -58,95 +64,104 @@ from potluck.hub.requests import ClientRequest
 from potluck.hub.services import HubServices
 from potluck.protocol.openai import Dialect
 
-PORT_ENV = "POTLUCK_BENCH_MINIMAL_PORT"
+PORTS_ENV = "POTLUCK_BENCH_PORTS"
 PATH = "/v1/chat/completions"
 
 
-# -- in the hub process: the minimal server ----------------------------------------------------------------------
+# -- in the hub process: the two other servers -------------------------------------------------------------------
 
 
-def _serve_hub_with_minimal_server(argv: list[str]) -> None:
-    """Run ``python -m potluck hub ...`` (``argv``), with `MinimalServer` on the port in $POTLUCK_BENCH_MINIMAL_PORT."""
+async def _chat(hub: HubServices, authorization: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """One non-streamed chat completion through the hub's request owner, as `api/relay.py` serves it: (status,
+    headers, body)."""
+    rid = new_request_id()
+    try:
+        key = hub.keys.authenticate(authorization.partition(" ")[2].strip())
+        fields = parse_routing(body)
+        request = ClientRequest(rid, key, PATH, body, fields.model or "", stream=False, include_usage=True)
+        async with hub.requests.serve(request) as exchange:
+            answer = await exchange.read() or b""
+            exchange.sent(answer)
+            headers = [("X-Content-Type-Options", "nosniff")]
+            headers += [(name, value) for name, value in exchange.head.headers if name != "content-length"]
+            headers += id_headers(Dialect.OPENAI, rid).items()
+            return exchange.status, headers, answer
+    except HubError as exc:
+        error = msgspec.json.encode({"error": {"message": exc.message, "code": str(exc.code)}})
+        return exc.status, [("Content-Type", "application/json")], error
 
-    class MinimalServer(asyncio.Protocol):
-        """HTTP/1.1 keep-alive, one request at a time per connection, non-streamed chat completions only."""
 
-        def __init__(self, hub: HubServices) -> None:
-            self.hub = hub
-            self.parser = httptools.HttpRequestParser(self)
-            self.headers: dict[bytes, bytes] = {}
-            self.body: list[bytes] = []
-            self.transport: asyncio.Transport | None = None
-            self.answering: asyncio.Task[None] | None = None
+class MinimalServer(asyncio.Protocol):
+    """HTTP/1.1 on httptools, keep-alive, one request at a time per connection, non-streamed chat completions."""
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = cast(asyncio.Transport, transport)  # TCP (uvloop's is no asyncio.Transport subclass)
+    def __init__(self, hub: HubServices) -> None:
+        self.hub = hub
+        self.parser = httptools.HttpRequestParser(self)
+        self.headers: dict[bytes, bytes] = {}
+        self.body: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.answering: asyncio.Task[None] | None = None
 
-        def data_received(self, data: bytes) -> None:
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserError:
-                if self.transport is not None:
-                    self.transport.close()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # TCP (uvloop's is no asyncio.Transport subclass)
 
-        def on_message_begin(self) -> None:
-            self.headers = {}
-            self.body = []
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
 
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self.headers[name.lower()] = value
+    def on_message_begin(self) -> None:
+        self.headers = {}
+        self.body = []
 
-        def on_body(self, body: bytes) -> None:
-            self.body.append(body)
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
 
-        def on_message_complete(self) -> None:
-            self.answering = asyncio.get_running_loop().create_task(self.answer(self.headers, b"".join(self.body)))
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
 
-        async def answer(self, headers: dict[bytes, bytes], body: bytes) -> None:
-            transport = self.transport
-            assert transport is not None
-            hub = self.hub
-            rid = new_request_id()
-            try:
-                key = hub.keys.authenticate(headers.get(b"authorization", b"").decode().partition(" ")[2].strip())
-                fields = parse_routing(body)
-                request = ClientRequest(
-                    request_id=rid,
-                    key=key,
-                    path=PATH,
-                    body=body,
-                    model=fields.model or "",
-                    stream=False,
-                    include_usage=True,
-                    explain=False,
-                    metered=True,
-                )
-                async with hub.requests.serve(request) as exchange:
-                    answer = await exchange.read() or b""
-                    exchange.sent(answer)
-                    head = [b"HTTP/1.1 %d OK" % exchange.status, b"X-Content-Type-Options: nosniff"]
-                    head += [f"{n}: {v}".encode() for n, v in exchange.head.headers if n != "content-length"]
-                    head += [f"{n}: {v}".encode() for n, v in id_headers(Dialect.OPENAI, rid).items()]
-                    head.append(b"Content-Length: %d" % len(answer))
-                    transport.write(b"\r\n".join(head) + b"\r\n\r\n" + answer)
-            except HubError as exc:
-                error = msgspec.json.encode({"error": {"message": exc.message, "code": str(exc.code)}})
-                transport.write(b"HTTP/1.1 %d Error\r\nContent-Length: %d\r\n\r\n%s" % (exc.status, len(error), error))
+    def on_message_complete(self) -> None:
+        self.answering = asyncio.get_running_loop().create_task(self.answer(self.headers, b"".join(self.body)))
 
+    async def answer(self, headers: dict[bytes, bytes], body: bytes) -> None:
+        status, fields, answer = await _chat(self.hub, headers.get(b"authorization", b"").decode(), body)
+        head = [b"HTTP/1.1 %d X" % status, *(f"{name}: {value}".encode() for name, value in fields)]
+        head.append(b"Content-Length: %d" % len(answer))
+        if self.transport is not None:
+            self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + answer)
+
+
+def _low_level(hub: HubServices) -> web.Server:
+    """aiohttp's own protocol, request and response, without the application: no router, no middleware."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        status, headers, answer = await _chat(hub, request.headers.get("Authorization", ""), await request.read())
+        return web.Response(status=status, body=answer, headers=CIMultiDict(headers))
+
+    return web.Server(handle, handler_cancellation=True, access_log=None)
+
+
+def _serve_hub_with_other_servers(argv: list[str]) -> None:
+    """Run ``python -m potluck hub ...`` (``argv``), with `MinimalServer` and `_low_level` listening on the ports
+    in $POTLUCK_BENCH_PORTS (comma-separated) once the hub's services have started."""
     create_app = potluck.app.create_app
 
-    def with_minimal_server(*args: object, **kwargs: object) -> web.Application:
+    def with_other_servers(*args: object, **kwargs: object) -> web.Application:
         app = create_app(*args, **kwargs)  # type: ignore[arg-type]
 
-        async def listen(app: web.Application) -> None:  # after the hub's services started (cleanup_ctx)
+        async def listen(app: web.Application) -> None:  # on_startup runs after the cleanup_ctx that starts them
             loop = asyncio.get_running_loop()
-            port = int(os.environ[PORT_ENV])
-            await loop.create_server(lambda: MinimalServer(app[HUB]), "127.0.0.1", port)
+            hub = app[HUB]
+            minimal, low_level = (int(port) for port in os.environ[PORTS_ENV].split(","))
+            await loop.create_server(lambda: MinimalServer(hub), "127.0.0.1", minimal)
+            await loop.create_server(_low_level(hub), "127.0.0.1", low_level)
 
         app.on_startup.append(listen)
         return app
 
-    potluck.app.create_app = with_minimal_server
+    potluck.app.create_app = with_other_servers
     _python, flag, module, *rest = argv
     if (flag, module) != ("-m", "potluck"):
         sys.exit(f"expected `python -m potluck ...`, got {argv}")
@@ -207,8 +222,8 @@ class Row:
 
 async def measure(args: argparse.Namespace, tmp: Path) -> list[Row]:
     """Every round's rows (printed as they come)."""
-    minimal_port = free_port()
-    os.environ[PORT_ENV] = str(minimal_port)
+    minimal_port, low_level_port = free_port(), free_port()
+    os.environ[PORTS_ENV] = f"{minimal_port},{low_level_port}"
     backend = spawn("backend", [sys.executable, "-m", "testing.fake_backend", "--port", "0", "--chunks", "16"], tmp)
     services = [backend]
     try:
@@ -221,7 +236,8 @@ async def measure(args: argparse.Namespace, tmp: Path) -> list[Row]:
             agent = spawn("agent", agent_argv(hub.url, token, backend.url, tmp / "agent"), tmp)
             services.append(agent)
             await wait_model(http, hub.url, key)
-        servers = (("aiohttp", int(hub.url.rsplit(":", 1)[1])), ("minimal", minimal_port))
+        aiohttp_port = int(hub.url.rsplit(":", 1)[1])
+        servers = (("aiohttp", aiohttp_port), ("low-level", low_level_port), ("minimal", minimal_port))
         rows: list[Row] = []
         print(f"{'round':>5} {'c':>4} {'server':8} {'requests':>8} {'rps':>6}  hub µs/req (user+sys)  agent µs/req")
         with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -248,7 +264,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> list[Row]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--hub":
-        _serve_hub_with_minimal_server(sys.argv[2:])
+        _serve_hub_with_other_servers(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[64, 1])
