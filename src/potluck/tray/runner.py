@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from potluck._shared import heap
 from potluck._shared.clock import SystemClock
 from potluck.agent.daemon import AgentDaemon, FatalAgentError
 from potluck.agent.doctor import http_base
@@ -129,5 +130,6 @@ class AgentRunner:
         )
         async with page.serving() as url:
             self.page_url = url
+            heap.settle()  # started: what startup built stays for good, as in `potluck agent`
             self._ready.set()
             await daemon.run(handle_signals=False)
