@@ -239,7 +239,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> list[Row]:
         aiohttp_port = int(hub.url.rsplit(":", 1)[1])
         servers = (("aiohttp", aiohttp_port), ("low-level", low_level_port), ("minimal", minimal_port))
         rows: list[Row] = []
-        print(f"{'round':>5} {'c':>4} {'server':8} {'requests':>8} {'rps':>6}  hub µs/req (user+sys)  agent µs/req")
+        print(f"{'round':>5} {'c':>4} {'server':9} {'requests':>8} {'rps':>6}  hub µs/req (user+sys)  agent µs/req")
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             for round_ in range(args.rounds):
                 for concurrency in args.concurrency:
@@ -252,7 +252,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> list[Row]:
                         agent_us = (sum(agent1) - sum(agent0)) * per
                         rows.append(Row(name, concurrency, served, user, system, agent_us))
                         print(
-                            f"{round_:>5} {concurrency:>4} {name:8} {served:>8} {served / args.duration:>6.0f}  "
+                            f"{round_:>5} {concurrency:>4} {name:9} {served:>8} {served / args.duration:>6.0f}  "
                             f"{user + system:6.1f} ({user:5.1f}+{system:4.1f})      {agent_us:6.1f}",
                             flush=True,
                         )
