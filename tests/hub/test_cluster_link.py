@@ -363,9 +363,11 @@ def _proxy_at_a(a: HubCore, outbound: OutboundLink) -> AgentSession:
     return proxy
 
 
-def _replicas(b_queue_timeout: float = 30.0) -> tuple[HubCore, HubCore, AgentSession, Wire]:
-    """Replica A (placing) and B (holding agent "x", one slot), linked; B's session with x, and the A→B wire."""
-    a, b = HubCore(), HubCore(queue_timeout=b_queue_timeout)
+def _replicas(b_queue_timeout: float = 30.0, *, a_retry_budget: int = 3) -> tuple[HubCore, HubCore, AgentSession, Wire]:
+    """Replica A (placing; ``a_retry_budget`` retries at once at most) and B (holding agent "x", one slot), linked;
+    B's session with x, and the A→B wire."""
+    a = HubCore(retry_budget_percent=0, min_retry_concurrency=a_retry_budget)
+    b = HubCore(queue_timeout=b_queue_timeout)
     remote, _remote_channel = b.attach("x")
     a_to_b, b_to_a = Wire(), Wire()
     outbound = OutboundLink("b", a_to_b, a.clock)
@@ -375,7 +377,9 @@ def _replicas(b_queue_timeout: float = 30.0) -> tuple[HubCore, HubCore, AgentSes
 
 
 async def test_a_request_placed_on_a_full_agent_of_another_replica_goes_to_an_agent_here_without_waiting() -> None:
-    a, b, remote, a_to_b = _replicas()
+    """Even with no retry budget left: placing it again after such a refusal is no retry storm (nothing reached an
+    agent)."""
+    a, b, remote, a_to_b = _replicas(a_retry_budget=0)
     await b.registry.acquire(Want(("m",)))  # B's own client holds x's only slot
     local, local_channel = a.attach("y")
     await a.registry.acquire(Want(("m",), exclude=frozenset({"x"})))  # y is busy at A: A places on x

@@ -319,7 +319,8 @@ class Dispatcher:
             want = msgspec.structs.replace(req.want, exclude=req.want.exclude | tried) if tried else req.want
             if tried and not self.registry.scheduler.routable(want.models, want.exclude, want.groups, want.requester):
                 break  # no other agent could take it: answer with the last failure now
-            if attempt and not self._retry_allowed():
+            # A refusal by the agent's replica (cluster mode) reached no agent: placing it again is no retry storm.
+            if attempt and not isinstance(last_error, ReplicaRefusedError) and not self._retry_allowed():
                 break
             if req.explain and explanation is None:
                 explanation = self.registry.explain(want)
