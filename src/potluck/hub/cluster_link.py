@@ -202,7 +202,8 @@ class OutboundLink:
 
 
 def _refused(session: AgentSession, sid: int, message: object) -> None:
-    """B did not start the request: its stream fails with a `ReplicaRefusedError` (the END that follows keeps it)."""
+    """B did not start the request: its stream fails with a `ReplicaRefusedError`, which the END handled right
+    after (the refusal's meta) leaves in place."""
     stream = session.streams.get(sid)
     if stream is not None and isinstance(message, EndMessage) and message.error is not None:
         info = message.error
