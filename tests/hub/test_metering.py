@@ -52,6 +52,34 @@ async def test_a_flush_waits_for_the_batch_another_flush_is_writing() -> None:
         await background
 
 
+async def test_a_flush_cancelled_mid_write_keeps_its_batch_for_the_next() -> None:
+    """A report's flush whose client hung up: the batch stays pending (the store skips what went in already)."""
+    written: list[str] = []
+    writing = asyncio.Event()
+    calls = 0
+
+    async def append(batch: list[UsageRecord]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            writing.set()
+            await asyncio.Event().wait()  # never ends: cancelled
+        written.extend(r.request_id for r in batch)
+
+    journal = UsageJournal(append)
+    journal.record(record(1))
+    reader = asyncio.create_task(journal.flush())
+    async with asyncio.timeout(2):
+        await writing.wait()
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+
+    await journal.close()
+
+    assert written == ["req_1"]
+
+
 async def test_records_wait_for_a_database_that_is_away_and_an_overflow_is_counted_and_told(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

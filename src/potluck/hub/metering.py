@@ -61,8 +61,11 @@ class UsageJournal:
             batch, self._pending = self._pending, []
             try:
                 await self._append(batch)
-            except Exception:
-                log.exception("writing %d usage records failed; will retry", len(batch))
+            except BaseException as exc:
+                # Also when a reader's flush is cancelled (its client hung up): whether the batch went in is then
+                # unknown, and writing it again skips the records already stored.
+                if not isinstance(exc, asyncio.CancelledError):
+                    log.exception("writing %d usage records failed; will retry", len(batch))
                 self._pending[:0] = batch
                 raise
 
