@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -61,3 +62,12 @@ def postgres_template(postgres: PostgresServer) -> str:
 def postgres_url(postgres: PostgresServer, postgres_template: str) -> str:
     """A fresh database at the newest schema (a clone of the template), for this test alone."""
     return postgres.create_database(template=postgres_template)
+
+
+@pytest.fixture
+def restored_gc() -> Iterator[None]:
+    """The collector as it was before the test: `heap.settle` changes it for the whole process."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,6 @@ import pytest
 from potluck._shared import heap
 from potluck.agent.settings import AgentSettings
 from potluck.tray.runner import AgentRunner
-
-
-@pytest.fixture
-def restored_gc() -> Iterator[None]:
-    """The collector as it was: `heap.settle` changes it for the whole process."""
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
 
 
 @pytest.mark.usefixtures("restored_gc")
