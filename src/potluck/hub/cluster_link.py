@@ -32,7 +32,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from potluck._shared.clock import Clock
-from potluck.hub.errors import HubError, OverloadedError, ReplicaRefusedError, UpstreamError
+from potluck.hub.errors import HubError, ReplicaRefusedError, UpstreamError
 from potluck.hub.registry import Queued, Registry, Slot
 from potluck.hub.scoring import Want
 from potluck.hub.session import AgentSession, SessionState
@@ -52,6 +52,7 @@ from potluck.protocol.agent import (
     frame_decoders,
     iter_frames,
 )
+from potluck.protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -333,16 +334,17 @@ class InboundLink:
         registry = self._registry
         try:
             slot = registry.try_acquire(want, queue=request.model)
-            if slot is None and not may_wait:
-                raise OverloadedError("every slot of the agent is taken; another agent may serve it", retry_after=1)
-            queued = registry.join(want, queue=request.model) if slot is None else None
+            queued = registry.join(want, queue=request.model) if slot is None and may_wait else None
         except HubError as exc:
             self._refuse(sid, request.request_id, exc.status, str(exc.code), exc.message)
             return
-        if queued is not None:
-            self._waiting[sid] = (queued, self._spawn(self._wait(sid, queued, want, request, body)))
-        elif slot is not None:
+        if slot is not None:
             self._start(sid, slot, request, body)
+        elif queued is not None:
+            self._waiting[sid] = (queued, self._spawn(self._wait(sid, queued, want, request, body)))
+        else:
+            message = "every slot of the agent is taken; another agent may serve it"
+            self._refuse(sid, request.request_id, 503, str(ErrorCode.SERVER_OVERLOADED), message)
 
     async def _wait(self, sid: int, queued: Queued, want: Want, request: RequestMessage, body: bytes) -> None:
         """Wait in B's queue for the agent's slot, then start the request on it (a CANCEL or the link's close
