@@ -23,7 +23,6 @@ from typing import Protocol
 
 from potluck import __version__
 from potluck._shared.clock import Clock
-from potluck._shared.waiting import uncut
 from potluck.hub.channel import AgentChannel
 from potluck.hub.identity import new_nonce, signature_valid
 from potluck.hub.lifecycle import Lifecycle
@@ -136,7 +135,7 @@ class AgentGate:
             self._catalog_changed.clear()
             catalogs, self._catalogs = self._catalogs, {}
             for agent_id, models in catalogs.items():
-                await uncut(self._remember_serving(agent_id, models))  # a shutdown waits for the write under way
+                await self._remember_serving(agent_id, models)  # an uncut store write: a shutdown waits for it
 
     def challenge(self) -> tuple[bytes, bytes] | Rejection:
         """A fresh nonce and the challenge frame carrying it, or a rejection while shutting down."""
