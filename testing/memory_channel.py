@@ -183,6 +183,12 @@ class HubCore:
         key = ApiKey("key_1", "k", "pk-", "", self.clock.wall(), None)
         return ClientRequest(f"req_{self._ids}", key, "/v1/chat/completions", body, model, stream, False)
 
+    async def queued(self, depth: int) -> None:
+        """Let tasks started with create_task run until ``depth`` requests sit in the queue (bounded, no sleeping)."""
+        async with asyncio.timeout(2):
+            while self.scheduler.queue_depth < depth:
+                await asyncio.sleep(0)
+
     def in_flight(self, agent_id: str) -> int:
         slots = self.scheduler.agent(agent_id)
         assert slots is not None

@@ -390,7 +390,7 @@ async def test_a_request_placed_on_a_full_agent_of_another_replica_goes_to_an_ag
     opening = asyncio.ensure_future(a.dispatcher.open(request))
     await forwarded.wait()  # x was A's choice; y could take it too, so B refused it at once rather than queue it
     assert b.scheduler.queue_depth == 0
-    await queued_at(a, 1)  # and A queued it for y
+    await a.queued(1)  # and A queued it for y
     a.registry.release(local)
     frame = await local_channel.next_frame(FrameType.REQUEST)
     send_head(local, frame.stream_id)
@@ -401,13 +401,6 @@ async def test_a_request_placed_on_a_full_agent_of_another_replica_goes_to_an_ag
     assert remote.requests_total == 0
     stats = a.scheduler.stats("x", "m")
     assert stats is None or stats.failures == 0
-
-
-async def queued_at(hub: HubCore, depth: int) -> None:
-    """Let the dispatcher's task run until its request sits in the hub's queue (bounded, no sleeping)."""
-    async with asyncio.timeout(2):
-        while hub.scheduler.queue_depth < depth:
-            await asyncio.sleep(0)
 
 
 async def test_a_refusal_from_the_agents_replica_is_retried_elsewhere_and_not_held_against_the_agent() -> None:

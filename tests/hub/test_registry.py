@@ -27,13 +27,6 @@ def state_of(session: AgentSession) -> SessionState:
     return session.state
 
 
-async def queued(hub: HubCore, depth: int) -> None:
-    """Let waiters started with create_task run until they sit in the queue (bounded, no sleeping)."""
-    async with asyncio.timeout(2):
-        while hub.scheduler.queue_depth < depth:
-            await asyncio.sleep(0)
-
-
 async def test_unknown_model_is_refused_at_once() -> None:
     hub = HubCore()
     hub.attach("a", models=("m",))
@@ -59,7 +52,7 @@ async def test_queued_request_gets_the_slot_in_the_turn_it_is_released() -> None
     session, _ = hub.attach("a", max_concurrency=1)
     await hub.registry.acquire(Want(("m",)))
     waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
     hub.clock.advance(3.0)
 
     hub.registry.release(session)
@@ -88,7 +81,7 @@ async def test_queued_waiters_are_served_first_come_first_served() -> None:
     tasks = []
     for i in range(3):
         tasks.append(asyncio.create_task(wait(i)))
-        await queued(hub, i + 1)
+        await hub.queued(i + 1)
     async with asyncio.timeout(2):
         for _ in range(3):
             hub.registry.release(session)
@@ -102,7 +95,7 @@ async def test_cancelled_queued_request_leaves_the_queue_and_takes_no_slot() -> 
     session, _ = hub.attach("a", max_concurrency=1)
     await hub.registry.acquire(Want(("m",)))
     waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
 
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -119,9 +112,9 @@ async def test_request_cancelled_in_the_turn_it_was_granted_gives_the_slot_back_
     session, _ = hub.attach("a", max_concurrency=1)
     await hub.registry.acquire(Want(("m",)))
     cancelled = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
     next_in_line = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 2)
+    await hub.queued(2)
 
     hub.registry.release(session)  # grants `cancelled`...
     cancelled.cancel()  # ...whose client leaves before it wakes up
@@ -142,7 +135,7 @@ async def test_request_cancelled_in_the_turn_it_was_granted_frees_the_slot_when_
     session, _ = hub.attach("a", max_concurrency=1)
     await hub.registry.acquire(Want(("m",)))
     waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
 
     hub.registry.release(session)
     waiter.cancel()
@@ -209,7 +202,7 @@ async def test_full_queue_raises_overloaded_at_once_with_retry_after_at_most_60(
     hub.attach("a", max_concurrency=1)
     await hub.registry.acquire(Want(("m",)))
     waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
 
     with pytest.raises(OverloadedError) as info:
         await hub.registry.acquire(Want(("m",)))
@@ -225,7 +218,7 @@ async def test_new_agent_serves_queued_requests_at_once() -> None:
     hub.attach("a", max_concurrency=1)
     await hub.registry.acquire(Want(("m",)))
     waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
 
     b, _ = hub.attach("b", max_concurrency=1)
 
@@ -268,7 +261,7 @@ async def test_draining_agent_receives_no_queued_request() -> None:
     session, _ = hub.attach("a", max_concurrency=1)
     await hub.registry.acquire(Want(("m",)))
     waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
 
     hub.registry.on_state(session, StateMessage(in_flight=1, draining=True, max_concurrency=1))
     hub.registry.release(session)
@@ -329,7 +322,7 @@ async def test_drain_all_answers_queued_requests_at_once() -> None:
     hub.attach("a", max_concurrency=1)
     await hub.registry.acquire(Want(("m",)))
     waiter = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
 
     hub.registry.drain_all(30)
 
@@ -427,7 +420,7 @@ async def test_release_from_a_replaced_session_does_not_free_a_slot_of_the_new_o
     async with asyncio.timeout(2):
         exchange = await running
     waiting = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
 
     new, _ = make_session("a", hub.clock, max_concurrency=1)
     hub.registry.attach(new)  # the old connection is closed, the waiter gets the new one's only slot
@@ -451,7 +444,7 @@ async def test_slot_granted_just_before_a_reconnect_is_counted_on_the_session_re
     session, _ = hub.attach("a", max_concurrency=1)
     await hub.registry.acquire(Want(("m",)))
     waiting = asyncio.create_task(hub.registry.acquire(Want(("m",))))
-    await queued(hub, 1)
+    await hub.queued(1)
 
     hub.registry.release(session)  # granted on the old connection's slots...
     new, _ = make_session("a", hub.clock, max_concurrency=1)
