@@ -107,13 +107,15 @@ class TrayApp:
 
     def _watch(self, icon: Any) -> None:
         keep_signals_off_this_thread()
-        icon.visible = True
-        _select_clicks(icon)
         display = getattr(icon, "_display", None)
         unstick = None
         if display is not None and hasattr(display, "pending_events"):
+            # Before the icon is shown: showing it is a round trip on the icon's loop, and that wait can freeze
+            # as later ones do (seen in CI: the loop stuck in `get_selection_owner`, the icon never shown).
             unstick = threading.Thread(target=self._unstick, args=(display,), name="potluck-tray-x11", daemon=True)
             unstick.start()
+        icon.visible = True
+        _select_clicks(icon)
         shown: tuple[str, str] | None = None
         while not self.quitting.is_set() and not self.runner.finished.is_set():
             self.status = self.runner.status()
