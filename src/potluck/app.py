@@ -45,9 +45,10 @@ from potluck.api import (
 from potluck.api import web as pages
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
-from potluck.api.cors import add_cors
+from potluck.api.cors import Cors, add_cors
 from potluck.api.dashboard_stream import StreamRenderer
 from potluck.api.errors import error_middleware
+from potluck.api.front import Front
 from potluck.api.guard import CONNECTION_GUARD, ConnectionGuard, GuardedSite, guard_requests
 from potluck.api.install import add_routes as add_install_routes
 from potluck.hub.access import AccessMap
@@ -449,8 +450,20 @@ async def serve(
     )
     await runner.setup()
     ssl_context = _ssl_context(settings)
+    front = Front(
+        app[HUB],
+        max_body=settings.max_body_bytes,
+        keepalive_timeout=settings.keepalive_timeout,
+        cors=Cors(settings.cors_origins) if settings.cors_origins else None,
+    )
     site = GuardedSite(
-        runner, app[CONNECTION_GUARD], settings.host, settings.port, ssl_context=ssl_context, backlog=4096
+        runner,
+        app[CONNECTION_GUARD],
+        settings.host,
+        settings.port,
+        front=front,
+        ssl_context=ssl_context,
+        backlog=4096,
     )
     await site.start()
     port = _bound_port(runner) or settings.port

@@ -21,6 +21,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def check_body(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Read here, before authentication: the body is capped by `client_max_size` and cached for the
     # handler's own `read()`.
-    if request.body_exists and nested_deeper_than(await request.read()):
-        raise InvalidRequestError(f"The request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep")
+    if request.body_exists:
+        check_nesting(await request.read())
     return await handler(request)
+
+
+def check_nesting(body: bytes) -> None:
+    """Raises InvalidRequestError for a body nested deeper than `MAX_JSON_DEPTH` (what the front server checks too)."""
+    if nested_deeper_than(body):
+        raise InvalidRequestError(f"The request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep")

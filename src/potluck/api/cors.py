@@ -60,15 +60,20 @@ class Cors:
             headers["Access-Control-Allow-Headers"] = asked
         return web.Response(status=204, headers=headers)
 
-    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        if not request.path.startswith(_PREFIX):
-            return
-        allow = self.allowed(request.headers.get("Origin"))
+    def answer_headers(self, origin: str | None) -> list[tuple[str, str]]:
+        """The CORS headers of an answer on /v1/* to a request from ``origin`` (none if it may not call)."""
+        allow = self.allowed(origin)
         if allow is None:
-            return
-        response.headers["Access-Control-Allow-Origin"] = allow
-        response.headers["Access-Control-Expose-Headers"] = _EXPOSED
-        response.headers.add("Vary", "Origin")
+            return []
+        return [("Access-Control-Allow-Origin", allow), ("Access-Control-Expose-Headers", _EXPOSED), ("Vary", "Origin")]
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.startswith(_PREFIX):
+            for name, value in self.answer_headers(request.headers.get("Origin")):
+                if name == "Vary":
+                    response.headers.add(name, value)  # next to any Vary the answer has
+                else:
+                    response.headers[name] = value
 
 
 def add_cors(app: web.Application, settings: HubSettings) -> None:

@@ -12,26 +12,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from potluck.api.relay import relay
-from potluck.protocol.openai import Dialect
-
-
-async def messages(request: web.Request) -> web.StreamResponse:
-    return await relay(request, "/v1/messages", Dialect.ANTHROPIC, streams=True, hides_usage=False)
-
-
-async def count_tokens(request: web.Request) -> web.StreamResponse:
-    """The backend's token count of a Messages request: admitted and placed like one, never charged."""
-    return await relay(
-        request, "/v1/messages/count_tokens", Dialect.ANTHROPIC, streams=False, hides_usage=False, metered=False
-    )
-
-
-async def responses(request: web.Request) -> web.StreamResponse:
-    return await relay(request, "/v1/responses", Dialect.RESPONSES, streams=True, hides_usage=False)
+from potluck.api.relay import relay_handler
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/messages", messages)
-    app.router.add_post("/v1/messages/count_tokens", count_tokens)
-    app.router.add_post("/v1/responses", responses)
+    for path in ("/v1/messages", "/v1/messages/count_tokens", "/v1/responses"):
+        app.router.add_post(path, relay_handler(path))

@@ -32,12 +32,15 @@ import logging
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 
 from potluck._shared.clock import Clock
 from potluck.api.parser_errors import handler_factory
+
+if TYPE_CHECKING:
+    from potluck.api.front import Front
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +138,28 @@ class ConnectionGuard:
 
     async def watch_request(self, conn: _Connection, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Read the body (under the body deadline), then answer the request (no deadline)."""
-        conn.unread = False
         try:
             if request.body_exists and not request.content.is_eof():
-                self._enter(conn, Phase.BODY)
+                self.reading_body(conn)
                 await request.read()  # cached for the handler
-            self._enter(conn, Phase.HANDLER)
+            self.answering(conn)
             return await handler(request)
         finally:
-            if conn.phase is not Phase.CLOSED:
-                self._enter(conn, Phase.HEADERS if conn.unread else Phase.IDLE)
+            self.answered(conn)
+
+    def reading_body(self, conn: _Connection) -> None:
+        """The request's headers are in, its body is not: the body deadline applies."""
+        self._enter(conn, Phase.BODY)
+
+    def answering(self, conn: _Connection) -> None:
+        """The request is read whole and being answered: no deadline."""
+        conn.unread = False
+        self._enter(conn, Phase.HANDLER)
+
+    def answered(self, conn: _Connection, *, more: bool = False) -> None:
+        """The answer is out; ``more``: bytes of the next request are in already (as if they came after)."""
+        if conn.phase is not Phase.CLOSED:
+            self._enter(conn, Phase.HEADERS if conn.unread or more else Phase.IDLE)
 
     # -- deadlines ----------------------------------------------------------------------------------
 
@@ -183,14 +198,31 @@ class ConnectionGuard:
         conn.transport.abort()
 
 
+def guard_of(transport: asyncio.BaseTransport | None) -> tuple[ConnectionGuard, _Connection] | None:
+    """The guard watching a connection and its record there; None for a connection no `GuardedSite` accepted
+    (e.g. an in-process test server)."""
+    protocol = transport.get_protocol() if transport is not None else None
+    if not isinstance(protocol, _GuardedProtocol) or protocol.conn is None:
+        return None
+    return protocol.guard, protocol.conn
+
+
+def reroute(transport: asyncio.BaseTransport, protocol: asyncio.Protocol) -> None:
+    """Make ``protocol`` the guarded connection's own in place of the one there (the front server handing the
+    connection over to aiohttp), so that nothing forwards its calls any more; nothing for an unguarded one."""
+    guarded = transport.get_protocol()
+    if isinstance(guarded, _GuardedProtocol) and guarded.conn is not None:
+        guarded._inner = protocol
+
+
 @web.middleware
 async def guard_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Tell the connection's guard where its request is: body read (under the body deadline), then answered."""
-    transport = request.transport
-    protocol = transport.get_protocol() if transport is not None else None
-    if not isinstance(protocol, _GuardedProtocol) or protocol.conn is None:
-        return await handler(request)  # not served through a GuardedSite (e.g. an in-process test server)
-    return await protocol.guard.watch_request(protocol.conn, request, handler)
+    guarded = guard_of(request.transport)
+    if guarded is None:
+        return await handler(request)
+    guard, conn = guarded
+    return await guard.watch_request(conn, request, handler)
 
 
 class _GuardedProtocol(asyncio.Protocol):
@@ -259,7 +291,7 @@ CONNECTION_GUARD = web.AppKey("potluck_connection_guard", ConnectionGuard)
 class GuardedSite(web.BaseSite):
     """A TCP site (like aiohttp's `TCPSite`) whose connections go through a `ConnectionGuard`."""
 
-    __slots__ = ("_guard", "_host", "_port")
+    __slots__ = ("_front", "_guard", "_host", "_port")
 
     def __init__(
         self,
@@ -268,11 +300,14 @@ class GuardedSite(web.BaseSite):
         host: str,
         port: int,
         *,
+        front: Front | None = None,
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 128,
     ) -> None:
+        """``front``: serves the relayed routes ahead of aiohttp (api/front.py)."""
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._guard = guard
+        self._front = front
         self._host = host
         self._port = port
 
@@ -286,9 +321,12 @@ class GuardedSite(web.BaseSite):
         server = self._runner.server
         if server is None:
             raise RuntimeError("the runner is not set up")
+        # Parser refusals answered in the API's error shape (api/parser_errors.py).
+        protocol: Callable[[], asyncio.Protocol] = handler_factory(server)
+        if self._front is not None:
+            protocol = self._front.protocol_factory(protocol)
         self._server = await asyncio.get_running_loop().create_server(
-            # Parser refusals answered in the API's error shape (api/parser_errors.py).
-            self._guard.protocol_factory(handler_factory(server)),
+            self._guard.protocol_factory(protocol),
             self._host,
             self._port,
             ssl=self._ssl_context,
@@ -296,3 +334,8 @@ class GuardedSite(web.BaseSite):
             ssl_handshake_timeout=self._guard.header_timeout if self._ssl_context else None,
             backlog=self._backlog,
         )
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._front is not None:
+            self._front.close()  # aiohttp's server closes the connections it was handed

@@ -9,23 +9,10 @@ from aiohttp import web
 
 from potluck.api.context import HUB
 from potluck.api.payloads import json_response
-from potluck.api.relay import authenticate, relay
+from potluck.api.relay import authenticate, relay_handler
 from potluck.api.schemas.service import Model, ModelList
 from potluck.hub.errors import ModelNotFoundError
 from potluck.hub.keys import ApiKey
-from potluck.protocol.openai import Dialect
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await relay(request, "/v1/chat/completions", Dialect.OPENAI, streams=True, hides_usage=True)
-
-
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await relay(request, "/v1/completions", Dialect.OPENAI, streams=True, hides_usage=True)
-
-
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await relay(request, "/v1/embeddings", Dialect.OPENAI, streams=False, hides_usage=False)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -119,8 +106,7 @@ def _aliases(
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/embeddings", embeddings)
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        app.router.add_post(path, relay_handler(path))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
