@@ -1,17 +1,15 @@
-"""What aiohttp's HTTP server costs the hub per request: the same hub, answering through aiohttp and through two
-leaner servers on the same request owner, side by side.
+"""What the hub's HTTP server costs per request: the same hub, answering non-streamed chat completions through
+its front server, through aiohttp alone, and through a bare lower bound, side by side.
 
-The hub process runs as usual (`potluck hub`, aiohttp on its port) and also listens on two more ports, which
-answer non-streamed ``POST /v1/chat/completions`` only, through the hub's own services, as `api/relay.py`
-does (authenticate, decode the routing fields, `RequestOwner.serve`, the agent's head, one write):
+The hub process runs as usual (`potluck hub`) and also listens on two more ports:
 
-- ``low-level``: aiohttp's own protocol, request and response (`aiohttp.web.Server`), without the
-  application: no router, no middleware;
-- ``minimal``: an `asyncio.Protocol` on httptools (the parser uvicorn uses; the agent's backend client
-  uses it too).
-
-Neither has the middleware (a client's request id, body limits, the connection guard, CORS, error pages), so
-they are lower bounds for a leaner server, not servers: they exist to size that decision.
+- ``front``: the hub's own port, as it runs: the relayed routes answered by `api/front.py`;
+- ``aiohttp``: the same application, connection guard and error handling on aiohttp alone, as the hub ran
+  before the front server (every request through aiohttp's protocol, router and middleware);
+- ``minimal``: a bare `asyncio.Protocol` on httptools answering non-streamed ``POST /v1/chat/completions``
+  only, through the hub's own services (authenticate, decode the routing fields, `RequestOwner.serve`, the
+  agent's head, one write). It has none of the rest (a client's request id, body limits, the connection
+  guard, CORS, error pages, hand-over): a lower bound, not a server.
 
 Each round sends closed-loop load to one port after the other, and reads the hub's and the agent's CPU
 (user and system, from /proc) and the requests served. The agent and the backend are the same for all three.
@@ -40,9 +38,7 @@ import aiohttp
 import httptools
 import msgspec
 from aiohttp import web
-from multidict import CIMultiDict
 
-import potluck.app
 from bench.relaybench.loadgen import LoadSpec, run_load
 from bench.relaybench.machine import CLK_TCK
 from bench.relaybench.scenarios import MODEL
@@ -58,6 +54,8 @@ from bench.relaybench.services import (
 from potluck._shared.ids import new_request_id
 from potluck.api.context import HUB
 from potluck.api.dialects import id_headers
+from potluck.api.guard import GuardedSite
+from potluck.api.parser_errors import handler_factory
 from potluck.api.relay import parse_routing
 from potluck.hub.errors import HubError
 from potluck.hub.requests import ClientRequest
@@ -133,35 +131,24 @@ class MinimalServer(asyncio.Protocol):
             self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + answer)
 
 
-def _low_level(hub: HubServices) -> web.Server:
-    """aiohttp's own protocol, request and response, without the application: no router, no middleware."""
-
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        status, headers, answer = await _chat(hub, request.headers.get("Authorization", ""), await request.read())
-        return web.Response(status=status, body=answer, headers=CIMultiDict(headers))
-
-    return web.Server(handle, handler_cancellation=True, access_log=None)
-
-
 def _serve_hub_with_other_servers(argv: list[str]) -> None:
-    """Run ``python -m potluck hub ...`` (``argv``), with `MinimalServer` and `_low_level` listening on the ports
-    in $POTLUCK_BENCH_PORTS (comma-separated) once the hub's services have started."""
-    create_app = potluck.app.create_app
+    """Run ``python -m potluck hub ...`` (``argv``), with aiohttp alone and `MinimalServer` listening on the ports
+    in $POTLUCK_BENCH_PORTS (comma-separated) next to the hub's own."""
+    start = GuardedSite.start
 
-    def with_other_servers(*args: object, **kwargs: object) -> web.Application:
-        app = create_app(*args, **kwargs)  # type: ignore[arg-type]
+    async def start_with_other_servers(site: GuardedSite) -> None:
+        await start(site)
+        loop = asyncio.get_running_loop()
+        aiohttp_port, minimal_port = (int(port) for port in os.environ[PORTS_ENV].split(","))
+        runner = site._runner
+        if not isinstance(runner, web.AppRunner) or runner.server is None:
+            raise RuntimeError("the hub's runner is not set up")
+        aiohttp_alone = site._guard.protocol_factory(handler_factory(runner.server))
+        await loop.create_server(aiohttp_alone, "127.0.0.1", aiohttp_port, backlog=4096)
+        hub = runner.app[HUB]
+        await loop.create_server(lambda: MinimalServer(hub), "127.0.0.1", minimal_port, backlog=4096)
 
-        async def listen(app: web.Application) -> None:  # on_startup runs after the cleanup_ctx that starts them
-            loop = asyncio.get_running_loop()
-            hub = app[HUB]
-            minimal, low_level = (int(port) for port in os.environ[PORTS_ENV].split(","))
-            await loop.create_server(lambda: MinimalServer(hub), "127.0.0.1", minimal)
-            await loop.create_server(_low_level(hub), "127.0.0.1", low_level)
-
-        app.on_startup.append(listen)
-        return app
-
-    potluck.app.create_app = with_other_servers
+    GuardedSite.start = start_with_other_servers  # type: ignore[method-assign,assignment]
     _python, flag, module, *rest = argv
     if (flag, module) != ("-m", "potluck"):
         sys.exit(f"expected `python -m potluck ...`, got {argv}")
@@ -222,8 +209,8 @@ class Row:
 
 async def measure(args: argparse.Namespace, tmp: Path) -> list[Row]:
     """Every round's rows (printed as they come)."""
-    minimal_port, low_level_port = free_port(), free_port()
-    os.environ[PORTS_ENV] = f"{minimal_port},{low_level_port}"
+    aiohttp_port, minimal_port = free_port(), free_port()
+    os.environ[PORTS_ENV] = f"{aiohttp_port},{minimal_port}"
     backend = spawn("backend", [sys.executable, "-m", "testing.fake_backend", "--port", "0", "--chunks", "16"], tmp)
     services = [backend]
     try:
@@ -236,8 +223,8 @@ async def measure(args: argparse.Namespace, tmp: Path) -> list[Row]:
             agent = spawn("agent", agent_argv(hub.url, token, backend.url, tmp / "agent"), tmp)
             services.append(agent)
             await wait_model(http, hub.url, key)
-        aiohttp_port = int(hub.url.rsplit(":", 1)[1])
-        servers = (("aiohttp", aiohttp_port), ("low-level", low_level_port), ("minimal", minimal_port))
+        front_port = int(hub.url.rsplit(":", 1)[1])
+        servers = (("front", front_port), ("aiohttp", aiohttp_port), ("minimal", minimal_port))
         rows: list[Row] = []
         print(f"{'round':>5} {'c':>4} {'server':9} {'requests':>8} {'rps':>6}  hub µs/req (user+sys)  agent µs/req")
         with multiprocessing.get_context("spawn").Pool(1) as pool:

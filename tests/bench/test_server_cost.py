@@ -15,6 +15,6 @@ pytestmark = pytest.mark.slow
 
 async def test_every_server_answers_the_same_hub(tmp_path: Path) -> None:
     rows = await measure(argparse.Namespace(concurrency=[2], duration=0.5, rounds=1), tmp_path)
-    assert [(row.server, row.concurrency) for row in rows] == [("aiohttp", 2), ("low-level", 2), ("minimal", 2)]
+    assert [(row.server, row.concurrency) for row in rows] == [("front", 2), ("aiohttp", 2), ("minimal", 2)]
     assert all(row.served > 0 for row in rows), rows
     assert all(row.hub_user_us > 0 for row in rows), rows
