@@ -6,10 +6,12 @@ routes are tests/e2e/test_http_framing.py's; which requests the front keeps, tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import ssl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,18 +35,28 @@ def port_of(hub: HubProcess) -> int:
     return int(hub.url.rsplit(":", 1)[1])
 
 
-async def test_relayed_and_other_requests_share_a_tls_connection(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cert, key = self_signed(tmp_path)
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # for the admin calls here and the agent's own
-    hub = HubProcess(tmp_path / "hub", *FAST_HUB_ARGS, "--tls-cert", str(cert), "--tls-key", str(key))
-    fleet = Fleet(hub, tmp_path / "fleet")
+@contextlib.contextmanager
+def serving(root: Path, *hub_args: str) -> Iterator[tuple[HubProcess, Fleet, str]]:
+    """A hub started with ``hub_args`` and one agent serving a model of its own: (hub, fleet, model)."""
+    hub = HubProcess(root / "hub", *FAST_HUB_ARGS, *hub_args)
+    fleet = Fleet(hub, root / "fleet")
     try:
         model = fleet.model()
         _backend, url = fleet.backend(model)
         agent = fleet.agent(url, wait=False)
         hub.wait_agent(agent.name, models={model})
+        yield hub, fleet, model
+    finally:
+        fleet.close()
+        hub.stop()
+
+
+async def test_relayed_and_other_requests_share_a_tls_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # for the admin calls here and the agent's own
+    with serving(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key)) as (hub, fleet, model):
         async with Conn.open(port_of(hub), ssl=ssl.create_default_context(cafile=cert)) as conn:
             await conn.send(chat(model, fleet.key))
             first = await conn.answer()
@@ -59,21 +71,12 @@ async def test_relayed_and_other_requests_share_a_tls_connection(
         assert streamed.chunked
         assert streamed.body.endswith(b"data: [DONE]\n\n")
         assert model in [m["id"] for m in models.json()["data"]]
-        assert len({a.request_id for a in (first, streamed, last)}) == 3
-    finally:
-        fleet.close()
-        hub.stop()
+    assert len({a.request_id for a in (first, streamed, last)}) == 3
     assert "Traceback" not in hub.log()
 
 
 async def test_cors_headers_on_relayed_answers_for_allowed_origins_only(tmp_path: Path) -> None:
-    hub = HubProcess(tmp_path / "hub", *FAST_HUB_ARGS, "--cors-origin", APP)
-    fleet = Fleet(hub, tmp_path / "fleet")
-    try:
-        model = fleet.model()
-        _backend, url = fleet.backend(model)
-        agent = fleet.agent(url, wait=False)
-        hub.wait_agent(agent.name, models={model})
+    with serving(tmp_path, "--cors-origin", APP) as (hub, fleet, model):
         async with Conn.open(port_of(hub)) as conn:
             answers = []
             for origin in (APP, "https://evil.example"):
@@ -82,9 +85,6 @@ async def test_cors_headers_on_relayed_answers_for_allowed_origins_only(tmp_path
                     answers.append(await conn.answer())
             await conn.send(chat("no-such-model", fleet.key, f"Origin: {APP}"))
             error = await conn.answer()
-    finally:
-        fleet.close()
-        hub.stop()
     assert [a.status for a in answers] == [200, 200, 200, 200]
     for allowed in (*answers[:2], error):
         assert allowed.header("access-control-allow-origin") == APP

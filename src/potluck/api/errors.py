@@ -45,21 +45,6 @@ def error_answer(
     return ErrorAnswer(error_status(dialect, code, status), headers, error_body(dialect, code, message, param=param))
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    request_id: str,
-    *,
-    param: str | None = None,
-    retry_after: int | None = None,
-    dialect: Dialect = Dialect.OPENAI,
-) -> web.Response:
-    return error_answer(
-        status, code, message, request_id, param=param, retry_after=retry_after, dialect=dialect
-    ).response()
-
-
 DEFAULT_RETRY_AFTER = 5
 """Seconds suggested on a 503 or 429 that did not compute its own."""
 
@@ -114,7 +99,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = code_for_status(exc.status)
         message = exc.reason if exc.status != 413 else f"Request body too large ({exc.text})"
-        return error_response(exc.status, code, message, rid, dialect=dialect_of(request.path))
+        return error_answer(exc.status, code, message, rid, dialect=dialect_of(request.path)).response()
     except Exception as exc:  # noqa: BLE001 - answered, and logged when unknown
         return failure_answer(exc, rid, dialect_of(request.path)).response()
     if not response.prepared:

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from potluck._shared.ids import new_request_id
-from potluck.api.errors import error_response
+from potluck.api.errors import error_answer
 from potluck.protocol.errors import code_for_status
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class ApiRequestHandler(web.RequestHandler):
         else:
             log.info("refused a malformed HTTP request %s from %s: %s", rid, request.remote, reason)
             reason = f"Malformed HTTP request: {reason}"
-        response = error_response(status, code_for_status(status), reason, rid)
+        response = error_answer(status, code_for_status(status), reason, rid).response()
         response.force_close()
         return response
 
