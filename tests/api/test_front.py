@@ -106,13 +106,13 @@ class Aiohttp(asyncio.Protocol):
 
 
 class Connection:
-    def __init__(self, max_body: int = MAX_BODY) -> None:
+    def __init__(self, max_body: int = MAX_BODY, keepalive_timeout: float = 60) -> None:
         def refuse(secret: str | None) -> Any:
             raise AuthError("Invalid API key")
 
         hub = SimpleNamespace(keys=SimpleNamespace(authenticate=refuse))
         self.aiohttp: list[Aiohttp] = []
-        self.front = Front(cast("HubServices", hub), max_body=max_body, keepalive_timeout=60, cors=None)
+        self.front = Front(cast("HubServices", hub), max_body=max_body, keepalive_timeout=keepalive_timeout, cors=None)
         make = self.front.protocol_factory(self._aiohttp)
         self.protocol: FrontProtocol = make()
         self.transport = Transport()
@@ -241,3 +241,73 @@ async def test_a_client_gone_mid_request_cancels_it(monkeypatch: pytest.MonkeyPa
         await task
     assert conn.transport.written == b""
     assert conn.protocol not in conn.front.connections
+
+
+def serving_with(monkeypatch: pytest.MonkeyPatch, answer: Any) -> None:
+    """The relay replaced by ``answer(out)``: what it writes is what the client gets."""
+
+    async def serve(hub: object, route: object, rid: str, key: object, body: bytes, out: Any, **kw: object) -> None:
+        await answer(out)
+
+    monkeypatch.setattr(front, "serve_relay", serve)
+
+
+async def test_a_body_of_known_length_in_parts_and_one_cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def in_parts(out: Any) -> None:
+        await out.begin(200, [("content-type", "application/json")], 4)
+        assert out.direct() is None  # only a chunked body is written from the agent's read callback
+        await out.write(b"{}")
+        await out.write(b"  ")
+        await out.end()
+
+    serving_with(monkeypatch, in_parts)
+    conn = Connection()
+    await conn.send(post())
+    ((status, headers, body),) = conn.transport.answers()
+    assert (status, headers["content-length"], body) == (200, "4", {})
+    assert not conn.transport.closed
+
+    async def cut(out: Any) -> None:
+        await out.begin(200, [("content-type", "application/json")], 4)
+        await out.write(b"{")
+        out.cut()
+
+    serving_with(monkeypatch, cut)
+    conn = Connection()
+    await conn.send(post())
+    assert conn.transport.written.endswith(b"Content-Length: 4\r\n\r\n{")
+    assert conn.transport.closed
+
+
+async def test_a_failure_after_the_answer_began_closes_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fails(out: Any) -> None:
+        await out.begin(200, [("content-type", "text/event-stream")], None)
+        await out.write(b"data: 1\n\n")
+        raise RuntimeError("a bug past the head")
+
+    serving_with(monkeypatch, fails)
+    conn = Connection()
+    await conn.send(post(), post())  # the second request is never read: the first answer has no end
+    assert conn.transport.written.count(b"HTTP/1.1 ") == 1
+    assert conn.transport.written.endswith(b"9\r\ndata: 1\n\n\r\n")
+    assert conn.transport.closed
+
+
+async def test_the_keepalive_timer_waits_while_a_request_is_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = asyncio.Event()
+
+    async def slow(out: Any) -> None:
+        await release.wait()
+        out.whole(200, [("content-type", "application/json")], b"{}")
+
+    serving_with(monkeypatch, slow)
+    conn = Connection(keepalive_timeout=0.01)
+    await conn.send(post())
+    await asyncio.sleep(0.05)  # several keep-alive periods pass while the request is answered
+    assert not conn.transport.closed
+    release.set()
+    await conn.send()
+    assert [status for status, _, _ in conn.transport.answers()] == [200]
+    async with asyncio.timeout(5):
+        while not conn.transport.closed:  # idle now: closed once a period has passed
+            await asyncio.sleep(0.01)
