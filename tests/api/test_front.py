@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -311,3 +312,34 @@ async def test_the_keepalive_timer_waits_while_a_request_is_answered(monkeypatch
     async with asyncio.timeout(5):
         while not conn.transport.closed:  # idle now: closed once a period has passed
             await asyncio.sleep(0.01)
+
+
+async def test_mangled_requests_never_break_the_front() -> None:
+    """Requests with bytes flipped, dropped or added, in pieces: the front answers each request it keeps in full,
+    or hands aiohttp the rest of the connection from a request's first byte, and never raises."""
+    rng = random.Random(20261205)
+    seeds = [
+        post(),
+        post(b"Connection: close", b"Origin: https://a.example"),
+        post(target=b"/v1/messages?beta=true", body=b'{"model":"m","max_tokens":1,"messages":[]}'),
+        post() + b"GET /v1/models HTTP/1.1\r\nHost: hub\r\n\r\n",
+    ]
+    for _ in range(600):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data))
+            match rng.randrange(3):
+                case 0:
+                    data[at] = rng.randrange(256)
+                case 1:
+                    del data[at]
+                case _:
+                    data.insert(at, rng.choice(b"\r\n :\t\x00\x7fa0"))
+        cuts = sorted(rng.sample(range(1, len(data)), 2))
+        conn = Connection()
+        await conn.send(bytes(data[: cuts[0]]), bytes(data[cuts[0] : cuts[1]]), bytes(data[cuts[1] :]))
+        answered = conn.transport.answers()  # each one whole (it parses), and all the front's: 401s
+        assert all(status == 401 for status, _, _ in answered), bytes(data)
+        handed = conn.handed
+        if handed is not None:
+            assert bytes(data).endswith(handed), bytes(data)
