@@ -192,14 +192,72 @@ async def test_anything_unusual_goes_to_aiohttp_whole(request_bytes: bytes) -> N
     assert conn.transport.written == b""
 
 
-async def test_a_connection_goes_to_aiohttp_at_the_first_byte_of_its_first_unusual_request() -> None:
+async def test_a_connection_goes_to_aiohttp_from_the_first_byte_of_its_first_unusual_request() -> None:
     conn = Connection()
     other = b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n"
     await conn.send(post() + other[:5])  # pipelined: the second request's first bytes with the first
-    assert conn.handed == other[:5]
+    before_its_head = conn.handed
     await conn.send(other[5:], post())
+    assert before_its_head is None  # the front waited for its head
     assert conn.handed == other + post()  # from then on, everything is aiohttp's
     assert [status for status, _, _ in conn.transport.answers()] == [401]
+
+
+async def test_bytes_that_cannot_begin_a_request_go_to_aiohttp_at_once() -> None:
+    for start in (b"\x16\x03\x01", b" GET", b"get ", b"PROPFIND "):
+        conn = Connection()
+        await conn.send(start)
+        assert conn.handed == start, start
+
+
+EXPECTATIONS = {
+    "an unknown expectation": (post(b"Expect: something"), 417, "invalid_request_error"),
+    "another route's": (
+        b"POST /api/login HTTP/1.1\r\nHost: hub\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
+        417,
+        "invalid_request_error",
+    ),
+    "a body over the limit": (
+        post(b"Expect: 100-continue", b"Content-Length: %d" % (MAX_BODY + 1), body=b""),
+        413,
+        "request_too_large",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", EXPECTATIONS.values(), ids=EXPECTATIONS.keys())
+async def test_an_expectation_the_hub_will_not_meet_is_refused_before_the_body(case: tuple[bytes, int, str]) -> None:
+    request_bytes, status, code = case
+    head = request_bytes[: request_bytes.index(b"\r\n\r\n") + 4]
+    conn = Connection()
+    await conn.send(head)  # the client waits for 100 Continue before it sends the body
+    ((answered, headers, body),) = conn.transport.answers()
+    assert (answered, body["error"]["code"]) == (status, code)
+    assert headers["x-request-id"].startswith("req_")
+    assert headers["connection"] == "close"
+    assert b"100 Continue" not in conn.transport.written
+    assert conn.transport.closed
+    assert conn.handed is None
+
+
+async def test_an_expectation_refused_on_the_messages_route_is_in_anthropics_shape() -> None:
+    conn = Connection()
+    await conn.send(post(b"Expect: x", target=b"/v1/messages"))
+    ((status, headers, body),) = conn.transport.answers()
+    assert (status, body["type"], body["error"]["type"]) == (417, "error", "invalid_request_error")
+    assert headers["request-id"] == headers["x-request-id"]
+
+
+async def test_an_expectation_the_hub_meets_goes_to_aiohttp_which_invites_the_body() -> None:
+    for request_bytes in (
+        post(b"Expect: 100-continue"),
+        b"POST /api/login HTTP/1.1\r\nHost: hub\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n",
+        post(b"Expect: something", version=b"HTTP/1.0"),  # HTTP/1.0 has no Expect: aiohttp ignores it
+    ):
+        conn = Connection()
+        await conn.send(request_bytes)
+        assert conn.handed == request_bytes
+        assert conn.transport.written == b""
 
 
 async def test_requests_are_answered_one_at_a_time_and_reading_pauses_when_many_wait() -> None:

@@ -350,6 +350,31 @@ async def test_bad_framing_gets_a_json_error_and_the_hub_keeps_serving(world: Wo
     await assert_still_serving(world)
 
 
+@pytest.mark.parametrize(
+    ("target", "expect", "length", "status", "code"),
+    [
+        (CHAT, "100-continue", MAX_BODY + 1, 413, "request_too_large"),
+        (CHAT, "something-else", 2, 417, "invalid_request_error"),
+        ("/api/login", "something-else", 2, 417, "invalid_request_error"),
+    ],
+    ids=["too-large-for-100-continue", "unknown-on-chat", "unknown-on-another-route"],
+)
+async def test_an_expectation_the_hub_will_not_meet_is_refused_before_the_body(
+    world: World, target: str, expect: str, length: int, status: int, code: str
+) -> None:
+    async with Conn.open(world.port) as conn:
+        head = request(
+            "POST", target, b"", f"Expect: {expect}", f"Content-Length: {length}", key=world.key, length=False
+        )
+        await conn.send(head)  # and wait, as a client expecting 100 Continue does
+        answer = await conn.answer()
+        assert answer.interim == []  # no 100 Continue: the body is never asked for
+        error = assert_openai_error(answer, status)
+        assert error["code"] == code
+        assert await conn.rest() == b""
+    await assert_still_serving(world)
+
+
 def nested(world: World, depth: int) -> bytes:
     head = chat_body(world)
     return head[:-1] + b',"x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"

@@ -9,9 +9,12 @@ same error shapes and request ids, the same CORS headers and the same connection
 
 Any other request, and any relayed request that is not plain (another HTTP version, ``Transfer-Encoding``,
 ``Expect``, ``Upgrade``, no ``Content-Length``, a body over the limit, a head over 8 KiB, a repeated
-header, anything the parser refuses), is handed to aiohttp on the same connection, at the request's first
-byte: from then on the connection is aiohttp's, as it would have been without the front. So every
-refusal and every other route stays aiohttp's, with its limits and its error pages (api/parser_errors.py).
+header, anything the parser refuses), is handed to aiohttp on the same connection, from the request's first
+byte, once its head is in (at once for bytes that cannot begin a request line): from then on the connection
+is aiohttp's, as it would have been without the front. So every refusal and every other route stays
+aiohttp's, with its limits and its error pages (api/parser_errors.py). One exception, on every route: an
+``Expect`` the hub will not meet is refused here, before the body is sent (`_refuse_expectation`), where
+aiohttp would answer it in plain text, or invite an oversized body only to refuse it.
 
 One request is answered at a time per connection. Bytes of the next (a pipelining client) wait in a buffer,
 and reading pauses once the buffer holds `_MAX_AHEAD` bytes. A client that goes away cancels its request, as
@@ -34,10 +37,12 @@ import httptools
 from potluck._shared.ids import new_request_id
 from potluck.api.bodies import check_nesting
 from potluck.api.cors import Cors
-from potluck.api.errors import failure_answer
+from potluck.api.dialects import dialect_of
+from potluck.api.errors import error_answer, failure_answer
 from potluck.api.guard import ConnectionGuard, _Connection, guard_of, reroute
 from potluck.api.relay import ROUTES, Headers, Route, credential, direct_writer, serve_relay
 from potluck.hub.services import HubServices
+from potluck.protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +51,8 @@ _MAX_HEAD = 8190
 _MAX_AHEAD = 1 << 20
 """Bytes of later requests buffered while one is answered, before reading pauses."""
 _PATHS = {route.path.encode(): route for route in ROUTES.values()}
-_PREFIX = b"POST /v1/"
-"""How every relayed request begins: other bytes go to aiohttp as they come, not once a head is in."""
+_LONGEST_METHOD = 7
+"""``OPTIONS`` and ``CONNECT``: a request with a longer method (WebDAV's) goes to aiohttp at its first bytes."""
 _MAX_HEADERS = 128
 """aiohttp's limit: a head with more goes to aiohttp, which refuses it."""
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -93,6 +98,13 @@ class Front:
         return self._date[1]
 
 
+def _may_be_a_request(start: bytearray) -> bool:
+    """Whether bytes could begin a request line of a standard method (``GET``, ``POST``, ``OPTIONS``, ...): the
+    front waits for the rest of the head; anything else goes to aiohttp at once (TLS on the plain port, noise)."""
+    method = start[: _LONGEST_METHOD + 1].partition(b" ")[0]
+    return 0 < len(method) <= _LONGEST_METHOD and method.isalpha() and method.isupper()
+
+
 def _unset() -> asyncio.Protocol:
     raise RuntimeError("the front serves no listener yet")
 
@@ -100,13 +112,15 @@ def _unset() -> asyncio.Protocol:
 class _Request:
     """A relayed request's head, as its parser's callbacks fill it in."""
 
-    __slots__ = ("body_length", "headers", "keep_alive", "plain", "url")
+    __slots__ = ("body_length", "headers", "keep_alive", "plain", "repeated", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.plain = True
         """Nothing in the head makes it aiohttp's (see `_NOT_PLAIN`, and no repeated header)."""
+        self.repeated = False
+        """A header came twice."""
         self.keep_alive = True
         self.body_length = 0
 
@@ -115,7 +129,9 @@ class _Request:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name in self.headers or name in _NOT_PLAIN or len(self.headers) >= _MAX_HEADERS:
+        if name in self.headers:
+            self.repeated = self.plain = False
+        elif name in _NOT_PLAIN or len(self.headers) >= _MAX_HEADERS:
             self.plain = False
         self.headers[name] = value
 
@@ -218,12 +234,14 @@ class FrontProtocol(asyncio.Protocol):
                 return
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                if not _PREFIX.startswith(buffer[: len(_PREFIX)]) or len(buffer) > _MAX_HEAD or b"\n\n" in buffer:
-                    self._hand_over()  # not a relayed route, too long, or bare line feeds: aiohttp's to judge
+                if not _may_be_a_request(buffer) or len(buffer) > _MAX_HEAD or b"\n\n" in buffer:
+                    self._hand_over()  # not HTTP, too long, or bare line feeds: aiohttp's to judge
                 return
-            read = self._read_head(bytes(buffer[: end + 4])) if end + 4 <= _MAX_HEAD else None
+            head = bytes(buffer[: end + 4]) if end + 4 <= _MAX_HEAD else None
+            read = self._read_head(head) if head is not None else None
             if read is None:
-                self._hand_over()
+                if head is None or not self._refuse_expectation(head):
+                    self._hand_over()
                 return
             self._request = (*read, end + 4)
             if len(buffer) < end + 4 + read[0].body_length and self._guarded is not None:
@@ -264,6 +282,41 @@ class FrontProtocol(asyncio.Protocol):
             return None  # aiohttp answers 413 in the API's shape
         request.keep_alive = parser.should_keep_alive()
         return request, route
+
+    def _refuse_expectation(self, head: bytes) -> bool:
+        """Answer a request whose ``Expect`` cannot be met, on any route, before its body is sent, and close:
+        another expectation than ``100-continue`` (417), or a ``Content-Length`` over the body limit (413;
+        aiohttp would invite the body, then refuse it). In the route's error shape, with a request id. False
+        for any other head (aiohttp's to answer, ``100 Continue`` included)."""
+        if b"expect:" not in head.lower():
+            return False
+        request = _Request()
+        parser = httptools.HttpRequestParser(request)
+        try:
+            parser.feed_data(head)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            return False
+        expect = request.headers.get(b"expect")
+        if expect is None or request.repeated or parser.get_http_version() != "1.1":
+            return False  # aiohttp judges a repeated header; HTTP/1.0 has no Expect
+        length = request.headers.get(b"content-length")
+        max_body = self._front.max_body
+        if expect.lower() != b"100-continue":
+            status, code = 417, ErrorCode.INVALID_REQUEST
+            message = f"Unknown Expect: {expect[:100].decode('latin-1')!r} (only 100-continue is met)"
+        elif length is not None and length.isdigit() and int(length) > max_body:
+            status, code = 413, ErrorCode.REQUEST_TOO_LARGE
+            message = f"Request body too large: Content-Length {int(length)}, the limit is {max_body} bytes"
+        else:
+            return False
+        rid = new_request_id()
+        log.info("refused request %s before its body: %s", rid, message)
+        path = request.url.partition(b"?")[0].decode("latin-1")
+        error = error_answer(status, code, message, rid, dialect=dialect_of(path))
+        out = _SocketAnswer(self, [("Date", self._front.date()), ("Connection", "close")])
+        out.whole(error.status, list(error.headers.items()), error.body)
+        self.transport.close()
+        return True
 
     def _hand_over(self) -> None:
         """Give the connection to aiohttp from the current request's first byte on."""
