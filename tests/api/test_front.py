@@ -248,11 +248,12 @@ async def test_an_expectation_refused_on_the_messages_route_is_in_anthropics_sha
     assert headers["request-id"] == headers["x-request-id"]
 
 
-async def test_an_expectation_the_hub_meets_goes_to_aiohttp_which_invites_the_body() -> None:
+async def test_an_expectation_the_hub_meets_or_cannot_judge_goes_to_aiohttp() -> None:
     for request_bytes in (
         post(b"Expect: 100-continue"),
         b"POST /api/login HTTP/1.1\r\nHost: hub\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n",
         post(b"Expect: something", version=b"HTTP/1.0"),  # HTTP/1.0 has no Expect: aiohttp ignores it
+        post(b"Expect: something", b"Expect: else"),  # a header twice: aiohttp's to judge
     ):
         conn = Connection()
         await conn.send(request_bytes)

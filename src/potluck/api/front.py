@@ -110,7 +110,7 @@ def _unset() -> asyncio.Protocol:
 
 
 class _Request:
-    """A relayed request's head, as its parser's callbacks fill it in."""
+    """A request's head, as its parser's callbacks fill it in."""
 
     __slots__ = ("body_length", "headers", "keep_alive", "plain", "repeated", "url")
 
@@ -130,7 +130,7 @@ class _Request:
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name in self.headers:
-            self.repeated = self.plain = False
+            self.repeated, self.plain = True, False
         elif name in _NOT_PLAIN or len(self.headers) >= _MAX_HEADERS:
             self.plain = False
         self.headers[name] = value
