@@ -124,6 +124,17 @@ class _Request:
         self.keep_alive = True
         self.body_length = 0
 
+    @classmethod
+    def parse(cls, head: bytes) -> tuple[_Request, httptools.HttpRequestParser] | None:
+        """A whole head, parsed, and its parser (for what it read of the request line); None if it refused it."""
+        request = cls()
+        parser = httptools.HttpRequestParser(request)
+        try:
+            parser.feed_data(head)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            return None
+        return request, parser
+
     def on_url(self, url: bytes) -> None:
         self.url += url
 
@@ -268,12 +279,10 @@ class FrontProtocol(asyncio.Protocol):
         route = _PATHS.get(rest.rpartition(b" ")[0].partition(b"?")[0]) if method == b"POST" else None
         if route is None:
             return None
-        request = _Request()
-        parser = httptools.HttpRequestParser(request)
-        try:
-            parser.feed_data(head)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        parsed = _Request.parse(head)
+        if parsed is None:
             return None  # aiohttp answers it
+        request, parser = parsed
         length = request.headers.get(b"content-length")
         if not request.plain or parser.get_http_version() != "1.1" or length is None or not length.isdigit():
             return None
@@ -290,12 +299,10 @@ class FrontProtocol(asyncio.Protocol):
         for any other head (aiohttp's to answer, ``100 Continue`` included)."""
         if b"expect:" not in head.lower():
             return False
-        request = _Request()
-        parser = httptools.HttpRequestParser(request)
-        try:
-            parser.feed_data(head)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        parsed = _Request.parse(head)
+        if parsed is None:
             return False
+        request, parser = parsed
         expect = request.headers.get(b"expect")
         if expect is None or request.repeated or parser.get_http_version() != "1.1":
             return False  # aiohttp judges a repeated header; HTTP/1.0 has no Expect
