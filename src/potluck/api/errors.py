@@ -68,10 +68,6 @@ def render_answer(exc: PotluckError, request_id: str, dialect: Dialect = Dialect
     return answer
 
 
-def render(exc: PotluckError, request_id: str, dialect: Dialect = Dialect.OPENAI) -> web.Response:
-    return render_answer(exc, request_id, dialect).response()
-
-
 def failure_answer(exc: Exception, request_id: str, dialect: Dialect) -> ErrorAnswer:
     """What a handler's exception (not aiohttp's own HTTP exceptions) answers: a known error in its shape, anything
     else a logged 500."""
