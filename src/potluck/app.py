@@ -45,7 +45,7 @@ from potluck.api import (
 from potluck.api import web as pages
 from potluck.api.bodies import check_body
 from potluck.api.context import HUB
-from potluck.api.cors import Cors, add_cors
+from potluck.api.cors import add_cors, cors_of
 from potluck.api.dashboard_stream import StreamRenderer
 from potluck.api.errors import error_middleware
 from potluck.api.front import Front
@@ -454,7 +454,7 @@ async def serve(
         app[HUB],
         max_body=settings.max_body_bytes,
         keepalive_timeout=settings.keepalive_timeout,
-        cors=Cors(settings.cors_origins) if settings.cors_origins else None,
+        cors=cors_of(settings),
     )
     site = GuardedSite(
         runner,

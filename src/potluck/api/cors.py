@@ -76,10 +76,15 @@ class Cors:
                     response.headers[name] = value
 
 
+def cors_of(settings: HubSettings) -> Cors | None:
+    """The hub's CORS policy, or None when no origin is configured (CORS off)."""
+    return Cors(settings.cors_origins) if settings.cors_origins else None
+
+
 def add_cors(app: web.Application, settings: HubSettings) -> None:
     """Answer preflights on /v1/* and add CORS headers to its answers, when origins are configured."""
-    if not settings.cors_origins:
+    cors = cors_of(settings)
+    if cors is None:
         return
-    cors = Cors(settings.cors_origins)
     app.router.add_route("OPTIONS", "/v1/{tail:.*}", cors.preflight)
     app.on_response_prepare.append(cors.on_prepare)
